@@ -1,0 +1,1 @@
+//! dagr-attach (being written).

@@ -1,0 +1,1 @@
+//! dagr-client (being written).

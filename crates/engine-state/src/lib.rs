@@ -1,0 +1,1 @@
+//! dagr-engine-state (being written).

@@ -1,0 +1,1 @@
+//! dagr-executor (being written).

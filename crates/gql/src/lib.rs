@@ -1,0 +1,1 @@
+//! dagr-gql (being written).

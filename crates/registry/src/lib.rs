@@ -1,0 +1,1 @@
+//! dagr-registry (being written).

@@ -1,0 +1,1 @@
+//! dagr-session (being written).

@@ -1,0 +1,1 @@
+//! dagr-snapshot (being written).

@@ -1,0 +1,1 @@
+//! dagr-solver (being written).
