@@ -1,0 +1,419 @@
+//! [`Mount`]: how to mount a snapshot (`overlay` or `bind`, containerd's shape), and helpers that
+//! perform it through a small syscall seam, [`MountSyscalls`] (real implementation: [`LinuxMounts`]).
+//!
+//! [`mount_all`] returns a [`MountGuard`] that unmounts (in reverse order) on drop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Longest mount data string the kernel accepts with mount(2) (one page, with its NUL).
+pub const MAX_MOUNT_DATA: usize = 4095;
+
+/// Errors mounting or unmounting.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount of {kind} {source_path} on {target} failed: {error}")]
+    Mount {
+        kind: &'static str,
+        source_path: PathBuf,
+        target: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("unmount of {target} failed: {error}")]
+    Unmount {
+        target: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "overlay mount data for {target} is {len} bytes, more than the kernel's {MAX_MOUNT_DATA}"
+    )]
+    DataTooLong { target: PathBuf, len: usize },
+    #[error("unsupported mount option {option:?} for {kind} mount on {target}")]
+    UnsupportedOption {
+        kind: &'static str,
+        option: String,
+        target: PathBuf,
+    },
+}
+
+/// The filesystem type of a [`Mount`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// overlayfs; `options` carry `lowerdir=`, `upperdir=`, `workdir=`.
+    Overlay,
+    /// A bind mount of `source`; options `ro`/`rw`, `rbind`.
+    Bind,
+}
+
+impl MountKind {
+    /// `"overlay"` or `"bind"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Overlay => "overlay",
+            MountKind::Bind => "bind",
+        }
+    }
+}
+
+/// One mount to perform on a target directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// For `bind`, the directory to bind; for `overlay`, the literal `overlay`.
+    pub source: PathBuf,
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// Whether this mount is read-only.
+    pub fn is_read_only(&self) -> bool {
+        match self.kind {
+            MountKind::Bind => self.options.iter().any(|o| o == "ro"),
+            // An overlay without an upper dir is read-only by construction.
+            MountKind::Overlay => {
+                self.options.iter().any(|o| o == "ro")
+                    || !self.options.iter().any(|o| o.starts_with("upperdir="))
+            }
+        }
+    }
+
+    /// Mounts this on `target` (an existing directory).
+    pub fn mount_on(&self, target: &Path, sys: &dyn MountSyscalls) -> Result<(), MountError> {
+        let mount_err = |error| MountError::Mount {
+            kind: self.kind.as_str(),
+            source_path: self.source.clone(),
+            target: target.to_owned(),
+            error,
+        };
+        match self.kind {
+            MountKind::Overlay => {
+                let mut read_only = false;
+                let mut data = Vec::new();
+                for o in &self.options {
+                    match o.as_str() {
+                        "ro" => read_only = true,
+                        "rw" => {}
+                        _ => data.push(o.as_str()),
+                    }
+                }
+                let data = data.join(",");
+                if data.len() > MAX_MOUNT_DATA {
+                    return Err(MountError::DataTooLong {
+                        target: target.to_owned(),
+                        len: data.len(),
+                    });
+                }
+                sys.mount_overlay(target, &data, read_only)
+                    .map_err(mount_err)
+            }
+            MountKind::Bind => {
+                let mut read_only = false;
+                let mut recursive = false;
+                for o in &self.options {
+                    match o.as_str() {
+                        "ro" => read_only = true,
+                        "rw" | "bind" => {}
+                        "rbind" => recursive = true,
+                        other => {
+                            return Err(MountError::UnsupportedOption {
+                                kind: "bind",
+                                option: other.to_owned(),
+                                target: target.to_owned(),
+                            });
+                        }
+                    }
+                }
+                sys.bind(&self.source, target, recursive)
+                    .map_err(mount_err)?;
+                if read_only && let Err(e) = sys.remount_read_only(target) {
+                    let _ = sys.unmount(target, true);
+                    return Err(mount_err(e));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The syscalls the mount helpers need; a seam so the option handling can be tested without root.
+pub trait MountSyscalls: Send + Sync + std::fmt::Debug {
+    /// `mount("overlay", target, "overlay", ro ? MS_RDONLY : 0, data)`.
+    fn mount_overlay(&self, target: &Path, data: &str, read_only: bool) -> std::io::Result<()>;
+    /// `mount(source, target, NULL, MS_BIND [| MS_REC], NULL)`.
+    fn bind(&self, source: &Path, target: &Path, recursive: bool) -> std::io::Result<()>;
+    /// `mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL)`.
+    fn remount_read_only(&self, target: &Path) -> std::io::Result<()>;
+    /// `umount2(target, detach ? MNT_DETACH : 0)`.
+    fn unmount(&self, target: &Path, detach: bool) -> std::io::Result<()>;
+}
+
+/// The real Linux mount syscalls (rustix).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxMounts;
+
+impl MountSyscalls for LinuxMounts {
+    fn mount_overlay(&self, target: &Path, data: &str, read_only: bool) -> std::io::Result<()> {
+        use rustix::mount::MountFlags;
+        let flags = if read_only {
+            MountFlags::RDONLY
+        } else {
+            MountFlags::empty()
+        };
+        let data = std::ffi::CString::new(data)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        rustix::mount::mount("overlay", target, "overlay", flags, Some(data.as_c_str()))?;
+        Ok(())
+    }
+
+    fn bind(&self, source: &Path, target: &Path, recursive: bool) -> std::io::Result<()> {
+        if recursive {
+            rustix::mount::mount_bind_recursive(source, target)?;
+        } else {
+            rustix::mount::mount_bind(source, target)?;
+        }
+        Ok(())
+    }
+
+    fn remount_read_only(&self, target: &Path) -> std::io::Result<()> {
+        use rustix::mount::MountFlags;
+        rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")?;
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path, detach: bool) -> std::io::Result<()> {
+        use rustix::mount::UnmountFlags;
+        let flags = if detach {
+            UnmountFlags::DETACH
+        } else {
+            UnmountFlags::empty()
+        };
+        rustix::mount::unmount(target, flags)?;
+        Ok(())
+    }
+}
+
+/// Mounts stacked on one target; unmounted in reverse order on drop (lazily if busy).
+#[derive(Debug)]
+#[must_use = "dropping the guard unmounts"]
+pub struct MountGuard {
+    target: PathBuf,
+    mounted: usize,
+    sys: Arc<dyn MountSyscalls>,
+}
+
+impl MountGuard {
+    /// The directory the mounts are on.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now, reporting failure (the guard then detaches what is left).
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.unmount_inner(false)
+    }
+
+    fn unmount_inner(&mut self, detach: bool) -> Result<(), MountError> {
+        while self.mounted > 0 {
+            self.sys
+                .unmount(&self.target, detach)
+                .map_err(|error| MountError::Unmount {
+                    target: self.target.clone(),
+                    error,
+                })?;
+            self.mounted -= 1;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.unmount_inner(false).is_err()
+            && let Err(e) = self.unmount_inner(true)
+        {
+            tracing::warn!(target = %self.target.display(), error = %e, "could not unmount");
+        }
+    }
+}
+
+/// Mounts `mounts` in order on `target` (an existing directory).
+pub fn mount_all(
+    mounts: &[Mount],
+    target: &Path,
+    sys: Arc<dyn MountSyscalls>,
+) -> Result<MountGuard, MountError> {
+    let mut guard = MountGuard {
+        target: target.to_owned(),
+        mounted: 0,
+        sys,
+    };
+    for m in mounts {
+        m.mount_on(target, &*guard.sys)?;
+        guard.mounted += 1;
+    }
+    Ok(guard)
+}
+
+/// Mount points at or below `dir`, from `/proc/self/mountinfo`, deepest first.
+pub fn mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    Ok(out)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records calls; the seam lets us check option translation without root.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>, bool);
+
+    impl MountSyscalls for Recorder {
+        fn mount_overlay(&self, target: &Path, data: &str, ro: bool) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("overlay {} {data} ro={ro}", target.display()));
+            Ok(())
+        }
+        fn bind(&self, source: &Path, target: &Path, rec: bool) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(format!(
+                "bind {} {} rec={rec}",
+                source.display(),
+                target.display()
+            ));
+            Ok(())
+        }
+        fn remount_read_only(&self, target: &Path) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("remount-ro {}", target.display()));
+            if self.1 {
+                Err(std::io::Error::from_raw_os_error(libc::EPERM))
+            } else {
+                Ok(())
+            }
+        }
+        fn unmount(&self, target: &Path, detach: bool) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("umount {} detach={detach}", target.display()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn read_only_bind_is_two_steps_and_guard_unmounts() {
+        let rec = Arc::new(Recorder::default());
+        let m = Mount {
+            kind: MountKind::Bind,
+            source: "/s".into(),
+            options: vec!["ro".into(), "rbind".into()],
+        };
+        assert!(m.is_read_only());
+        let g = mount_all(&[m], Path::new("/t"), rec.clone()).unwrap();
+        drop(g);
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec![
+                "bind /s /t rec=true",
+                "remount-ro /t",
+                "umount /t detach=false"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_read_only_remount_undoes_the_bind() {
+        let rec = Arc::new(Recorder(Mutex::default(), true));
+        let m = Mount {
+            kind: MountKind::Bind,
+            source: "/s".into(),
+            options: vec!["ro".into()],
+        };
+        let err = mount_all(&[m], Path::new("/t"), rec.clone()).unwrap_err();
+        assert!(err.to_string().contains("/t"), "{err}");
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec![
+                "bind /s /t rec=false",
+                "remount-ro /t",
+                "umount /t detach=true"
+            ]
+        );
+    }
+
+    #[test]
+    fn overlay_options_become_data_and_long_data_is_refused() {
+        let rec = Arc::new(Recorder::default());
+        let m = Mount {
+            kind: MountKind::Overlay,
+            source: "overlay".into(),
+            options: vec!["lowerdir=/a:/b".into(), "ro".into()],
+        };
+        assert!(m.is_read_only());
+        m.mount_on(Path::new("/t"), &*rec).unwrap();
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec!["overlay /t lowerdir=/a:/b ro=true"]
+        );
+        let long = Mount {
+            kind: MountKind::Overlay,
+            source: "overlay".into(),
+            options: vec![format!("lowerdir={}", "x".repeat(5000))],
+        };
+        assert!(matches!(
+            long.mount_on(Path::new("/t"), &*rec),
+            Err(MountError::DataTooLong { .. })
+        ));
+        let bad = Mount {
+            kind: MountKind::Bind,
+            source: "/s".into(),
+            options: vec!["suid".into()],
+        };
+        assert!(matches!(
+            bad.mount_on(Path::new("/t"), &*rec),
+            Err(MountError::UnsupportedOption { .. })
+        ));
+    }
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}
