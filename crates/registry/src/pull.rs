@@ -1,0 +1,382 @@
+//! Pulling: tag or digest -> manifest (through an index when needed) -> config and layers into the
+//! content store, every blob digest- and size-verified.
+
+use bytes::Bytes;
+use dagr_snapshot::{ContentError, ContentStore, Digest};
+use futures::{StreamExt as _, TryStreamExt as _};
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::BodyExt as _;
+use oci_spec::image::Descriptor;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::client::RegistryClient;
+use crate::image::{
+    self, ImageError, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, ManifestKind, Platform, PulledImage,
+};
+use crate::reference::Reference;
+use crate::transport::{self, Endpoint, Scope, TransportError, empty_body};
+
+/// How deep indexes may nest (an index naming an index naming a manifest is depth 2).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("pull {reference}: {source}")]
+    Transport {
+        reference: String,
+        #[source]
+        source: TransportError,
+    },
+    #[error("pull {reference}: manifest not found")]
+    ManifestNotFound { reference: String },
+    #[error("pull {reference}: manifest digest mismatch: expected {expected}, got {actual}")]
+    ManifestDigestMismatch {
+        reference: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("pull {reference}: {source}")]
+    Image {
+        reference: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("pull {reference}: blob {digest} has {actual} bytes, expected {expected}")]
+    BlobSize {
+        reference: String,
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("pull {reference}: blob {digest}: {source}")]
+    Content {
+        reference: String,
+        digest: Digest,
+        #[source]
+        source: ContentError,
+    },
+    #[error("pull {reference}: writing blob {digest} failed: {source}")]
+    Write {
+        reference: String,
+        digest: Digest,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A manifest or index as the registry served it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub digest: Digest,
+    pub kind: ManifestKind,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+impl RegistryClient {
+    /// Fetches the manifest or index that `reference` names (mirrors first), verifying it
+    /// against the reference's digest when it has one.
+    pub async fn fetch_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<FetchedManifest, PullError> {
+        let endpoints = self.pull_endpoints(reference)?;
+        self.fetch_manifest_from(
+            &endpoints,
+            reference,
+            &reference.manifest_key(),
+            reference.digest(),
+        )
+        .await
+    }
+
+    /// Pulls `reference` into `store`: resolves the manifest (choosing `platform` from an index),
+    /// then fetches the config and the layers (at most the configured number at once); blobs
+    /// already in the store are not fetched again.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+    ) -> Result<PulledImage, PullError> {
+        let endpoints = self.pull_endpoints(reference)?;
+        let name = reference.to_string();
+        let image_err = |source| PullError::Image {
+            reference: name.clone(),
+            source,
+        };
+        let mut fetched = self
+            .fetch_manifest_from(
+                &endpoints,
+                reference,
+                &reference.manifest_key(),
+                reference.digest(),
+            )
+            .await?;
+        self.store_document(reference, store, &fetched).await?;
+        let mut index_digest = None;
+        let mut depth = 0;
+        while fetched.kind == ManifestKind::Index {
+            depth += 1;
+            if depth > MAX_INDEX_DEPTH {
+                return Err(image_err(ImageError::TooDeep {
+                    digest: fetched.digest,
+                }));
+            }
+            let index = image::parse_index(&fetched.digest, &fetched.bytes).map_err(image_err)?;
+            let chosen = platform.choose(&index).ok_or_else(|| {
+                image_err(ImageError::NoMatchingPlatform {
+                    digest: fetched.digest.clone(),
+                    platform: platform.clone(),
+                })
+            })?;
+            let child = image::descriptor_digest(&fetched.digest, chosen).map_err(image_err)?;
+            index_digest.get_or_insert_with(|| fetched.digest.clone());
+            fetched = self
+                .fetch_manifest_from(&endpoints, reference, &child.to_string(), Some(&child))
+                .await?;
+            self.store_document(reference, store, &fetched).await?;
+        }
+
+        let manifest = image::parse_manifest(&fetched.digest, &fetched.bytes).map_err(image_err)?;
+        let mut blobs: Vec<&Descriptor> = vec![manifest.config()];
+        blobs.extend(manifest.layers());
+        futures::stream::iter(blobs)
+            .map(|descriptor| {
+                self.fetch_blob(&endpoints, reference, &fetched.digest, descriptor, store)
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        image::image_from_store(store, &fetched.digest, fetched.media_type, index_digest)
+            .await
+            .map_err(image_err)
+    }
+
+    fn pull_endpoints(&self, reference: &Reference) -> Result<Vec<Endpoint>, PullError> {
+        self.config
+            .pull_endpoints(reference.registry(), reference.api_host())
+            .map_err(|source| PullError::Transport {
+                reference: reference.to_string(),
+                source,
+            })
+    }
+
+    async fn store_document(
+        &self,
+        reference: &Reference,
+        store: &ContentStore,
+        fetched: &FetchedManifest,
+    ) -> Result<(), PullError> {
+        store
+            .put_bytes(&fetched.bytes)
+            .await
+            .map_err(|source| PullError::Content {
+                reference: reference.to_string(),
+                digest: fetched.digest.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn fetch_manifest_from(
+        &self,
+        endpoints: &[Endpoint],
+        reference: &Reference,
+        key: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, PullError> {
+        let mut last_error = None;
+        for endpoint in endpoints {
+            match self
+                .fetch_manifest_at(endpoint, reference, key, expected)
+                .await
+            {
+                Ok(fetched) => return Ok(fetched),
+                Err(e) => {
+                    tracing::debug!(endpoint = %endpoint.authority, error = %e, "manifest fetch failed");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| PullError::ManifestNotFound {
+            reference: reference.to_string(),
+        }))
+    }
+
+    async fn fetch_manifest_at(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        key: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, PullError> {
+        let name = reference.to_string();
+        let transport_err = |source| PullError::Transport {
+            reference: name.clone(),
+            source,
+        };
+        let url = endpoint.url(&format!("/v2/{}/manifests/{key}", reference.repository()));
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let response = self
+            .transport
+            .send(
+                endpoint,
+                &Scope::pull(reference.repository()),
+                Method::GET,
+                &url,
+                headers,
+                &empty_body,
+            )
+            .await
+            .map_err(transport_err)?;
+        if response.status() == http::StatusCode::NOT_FOUND {
+            return Err(PullError::ManifestNotFound { reference: name });
+        }
+        if !response.status().is_success() {
+            return Err(transport_err(
+                transport::status_error(Method::GET, &url, response).await,
+            ));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = transport::read_limited(response, &url, MAX_MANIFEST_SIZE)
+            .await
+            .map_err(transport_err)?;
+        let digest = Digest::of_bytes(&bytes);
+        if let Some(expected) = expected
+            && expected != &digest
+        {
+            return Err(PullError::ManifestDigestMismatch {
+                reference: name,
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        let (kind, media_type) = image::detect_kind(&digest, content_type.as_deref(), &bytes)
+            .map_err(|source| PullError::Image {
+                reference: name.clone(),
+                source,
+            })?;
+        Ok(FetchedManifest {
+            digest,
+            kind,
+            media_type,
+            bytes,
+        })
+    }
+
+    async fn fetch_blob(
+        &self,
+        endpoints: &[Endpoint],
+        reference: &Reference,
+        parent: &Digest,
+        descriptor: &Descriptor,
+        store: &ContentStore,
+    ) -> Result<(), PullError> {
+        let digest =
+            image::descriptor_digest(parent, descriptor).map_err(|source| PullError::Image {
+                reference: reference.to_string(),
+                source,
+            })?;
+        if store.has(&digest) {
+            return Ok(());
+        }
+        let mut last_error = None;
+        for endpoint in endpoints {
+            match self
+                .fetch_blob_at(endpoint, reference, &digest, descriptor.size(), store)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(endpoint = %endpoint.authority, %digest, error = %e, "blob fetch failed");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| PullError::ManifestNotFound {
+            reference: reference.to_string(),
+        }))
+    }
+
+    async fn fetch_blob_at(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        digest: &Digest,
+        expected_size: u64,
+        store: &ContentStore,
+    ) -> Result<(), PullError> {
+        let name = reference.to_string();
+        let transport_err = |source| PullError::Transport {
+            reference: name.clone(),
+            source,
+        };
+        let url = endpoint.url(&format!("/v2/{}/blobs/{digest}", reference.repository()));
+        let response = self
+            .transport
+            .send(
+                endpoint,
+                &Scope::pull(reference.repository()),
+                Method::GET,
+                &url,
+                HeaderMap::new(),
+                &empty_body,
+            )
+            .await
+            .map_err(transport_err)?;
+        if !response.status().is_success() {
+            return Err(transport_err(
+                transport::status_error(Method::GET, &url, response).await,
+            ));
+        }
+        let content_err = |source| PullError::Content {
+            reference: name.clone(),
+            digest: digest.clone(),
+            source,
+        };
+        let write_err = |source| PullError::Write {
+            reference: name.clone(),
+            digest: digest.clone(),
+            source,
+        };
+        let size_err = |actual| PullError::BlobSize {
+            reference: name.clone(),
+            digest: digest.clone(),
+            expected: expected_size,
+            actual,
+        };
+        let mut writer = store
+            .writer(Some(digest.clone()))
+            .await
+            .map_err(content_err)?;
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                transport_err(TransportError::Body {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+            if let Ok(data) = frame.into_data() {
+                let total = writer.written() + data.len() as u64;
+                if total > expected_size {
+                    return Err(size_err(total));
+                }
+                writer.write_all(&data).await.map_err(write_err)?;
+            }
+        }
+        if writer.written() != expected_size {
+            return Err(size_err(writer.written()));
+        }
+        writer.commit().await.map_err(content_err)?;
+        Ok(())
+    }
+}
