@@ -1,1 +1,39 @@
-//! dagr-executor (being written).
+//! dagr-executor: runs processes in OCI containers with runc.
+//!
+//! - [`Executor`] (configured by [`ExecutorConfig`]) prepares a bundle for an [`ExecSpec`] on a
+//!   [`Rootfs`] (a directory, or containerd-style [`Mount`]s applied through [`MountOps`]), gives
+//!   the container its own network namespace with loopback up ([`NetworkNamespace`]), runs it
+//!   with `runc run` ([`Runtime`]), captures stdout/stderr up to a cap ([`CapturedOutput`],
+//!   optionally streamed as [`OutputChunk`]s) and returns an [`ExecResult`] or an [`ExecError`].
+//!   A concurrency limit bounds running execs; cancellation (a `CancellationToken` or dropping
+//!   the future) kills the container's whole process tree. Every run ends with the container,
+//!   its mounts, network namespace and bundle removed.
+//! - [`build_runtime_spec`] turns an [`ExecSpec`] into an OCI runtime spec with every field set
+//!   explicitly (BuildKit's default capabilities, runc's masked paths, host-bounded rlimits).
+//! - [`resolve_user`] resolves `uid[:gid]` / `name[:group]` against the rootfs' passwd and group
+//!   files.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod executor;
+mod mount;
+mod netns;
+mod output;
+mod runtime;
+mod spec;
+mod user;
+
+pub use executor::{
+    DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, Rootfs, RunOptions,
+    missing_mount_points,
+};
+pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
+pub use netns::{NetnsError, NetworkNamespace};
+pub use output::{CapturedOutput, OutputChunk, OutputStream};
+pub use runtime::{Runtime, RuntimeError, runtime_log_errors};
+pub use spec::{
+    ALL_CAPABILITIES, ContainerMount, DEFAULT_CAPABILITIES, DEFAULT_PATH_ENV, ExecMount,
+    ExecMountKind, ExecSpec, MASKED_PATHS, MAX_OPEN_FILES, OCI_VERSION, READONLY_PATHS,
+    RuntimeSpecInput, SpecError, build_runtime_spec, process_env, validate,
+};
+pub use user::{ResolvedUser, UserError, resolve_user, resolve_user_from};

@@ -1,0 +1,677 @@
+//! [`Executor`]: prepares an OCI bundle for an [`ExecSpec`], runs it with runc, captures its
+//! output and cleans everything up (container, mounts, netns, bundle) however the run ends.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::mount::{Mount, MountError, MountOps, SyscallMountOps};
+use crate::netns::{NetnsError, NetworkNamespace};
+use crate::output::{CapturedOutput, OutputChunk, OutputStream, capture};
+use crate::runtime::{Runtime, RuntimeError, runtime_log_errors};
+use crate::spec::{
+    ContainerMount, ExecMountKind, ExecSpec, MAX_OPEN_FILES, RuntimeSpecInput, SpecError,
+    build_runtime_spec, validate,
+};
+use crate::user::{UserError, resolve_user};
+
+/// Default cap of output kept in memory, per stream.
+pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+
+/// How the executor is set up. Built by the composition root; nothing is read from the
+/// environment.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Directory owned by this executor: runc state (`runc/`), bundles (`bundles/`) and network
+    /// namespaces (`netns/`) live under it.
+    pub state_dir: PathBuf,
+    /// The OCI runtime binary (a path, or a name looked up in `PATH`).
+    pub runtime_binary: PathBuf,
+    /// At most this many execs run at once; the others wait.
+    pub max_concurrent_execs: usize,
+    /// Bytes of stdout and of stderr kept in memory per exec; the rest is counted and dropped.
+    pub output_cap: usize,
+    /// Content of `/etc/resolv.conf` in containers.
+    pub resolv_conf: String,
+}
+
+impl ExecutorConfig {
+    /// Defaults: `runc` from `PATH`, one exec per core, 1 MiB of output kept per stream, an
+    /// empty `resolv.conf` (containers only have loopback).
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        ExecutorConfig {
+            state_dir: state_dir.into(),
+            runtime_binary: PathBuf::from("runc"),
+            max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            output_cap: DEFAULT_OUTPUT_CAP,
+            resolv_conf: String::new(),
+        }
+    }
+}
+
+/// The root filesystem of an exec.
+#[derive(Debug, Clone)]
+pub enum Rootfs {
+    /// A plain directory, used in place (mount points missing in it are created for the run and
+    /// removed afterwards).
+    Directory(PathBuf),
+    /// containerd-style mounts, applied in order on the bundle's `rootfs` directory.
+    Mounts(Vec<Mount>),
+}
+
+/// Per-run options.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Receives every chunk of stdout and stderr as it is read (for progress display).
+    pub output_sink: Option<mpsc::Sender<OutputChunk>>,
+    /// Cancels the run: the container is killed and everything cleaned up. Dropping the run
+    /// future does the same.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// The outcome of a successful exec.
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    /// The container id the exec ran as.
+    pub id: String,
+    /// Exit code (0).
+    pub exit_code: i32,
+    /// Captured stdout.
+    pub stdout: CapturedOutput,
+    /// Captured stderr.
+    pub stderr: CapturedOutput,
+    /// Wall time of the runtime process.
+    pub duration: Duration,
+}
+
+/// Errors of an exec.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The process ran and exited with a non-zero code (or was killed: 128 + signal).
+    #[error("process \"{}\" did not complete successfully: exit code: {exit_code}", args.join(" "))]
+    Failed {
+        /// argv of the process.
+        args: Vec<String>,
+        /// Exit code.
+        exit_code: i32,
+        /// Captured stdout (up to the cap).
+        stdout: Bytes,
+        /// Captured stderr (up to the cap).
+        stderr: Bytes,
+    },
+    /// The runtime could not start the process (for example: executable not found).
+    #[error("start container {id}: {message}")]
+    Start {
+        /// Container id.
+        id: String,
+        /// The runtime's error.
+        message: String,
+    },
+    /// The run was cancelled.
+    #[error("exec {id} cancelled")]
+    Cancelled {
+        /// Container id (empty when cancelled while waiting for a slot).
+        id: String,
+    },
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The user could not be resolved.
+    #[error("resolve user of exec {id}: {source}")]
+    User {
+        /// Container id.
+        id: String,
+        /// The cause.
+        source: UserError,
+    },
+    /// A host mount failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// The network namespace could not be set up.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A runtime command failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Preparing the bundle failed.
+    #[error("prepare {}: {source}", path.display())]
+    Prepare {
+        /// The path that failed.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// Reading output or waiting for the runtime failed.
+    #[error("exec {id}: {source}")]
+    Io {
+        /// Container id.
+        id: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+fn prepare_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+    move |source| ExecError::Prepare {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Runs processes in containers with an OCI runtime. Cheap to share behind an `Arc`; holds no
+/// background task.
+#[derive(Debug)]
+pub struct Executor {
+    config: ExecutorConfig,
+    runtime: Runtime,
+    mount_ops: Arc<dyn MountOps>,
+    slots: Arc<Semaphore>,
+}
+
+impl Executor {
+    /// An executor applying mounts with real syscalls.
+    pub fn new(config: ExecutorConfig) -> Self {
+        Self::with_mount_ops(config, Arc::new(SyscallMountOps))
+    }
+
+    /// An executor applying host mounts through `mount_ops`.
+    pub fn with_mount_ops(config: ExecutorConfig, mount_ops: Arc<dyn MountOps>) -> Self {
+        let runtime = Runtime::new(config.runtime_binary.clone(), config.state_dir.join("runc"));
+        let slots = Arc::new(Semaphore::new(config.max_concurrent_execs.max(1)));
+        Executor {
+            config,
+            runtime,
+            mount_ops,
+            slots,
+        }
+    }
+
+    /// The OCI runtime (for `check()` and for inspecting its state root).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// Directory holding the bundles of running execs.
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.config.state_dir.join("bundles")
+    }
+
+    /// Directory holding the network namespaces of running execs.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.config.state_dir.join("netns")
+    }
+
+    /// Runs `spec` on `rootfs` and waits for it. A non-zero exit is [`ExecError::Failed`].
+    /// Whatever way the run ends (success, failure, cancellation, the future being dropped),
+    /// the container, its mounts, network namespace and bundle are gone afterwards.
+    pub async fn run(
+        &self,
+        rootfs: &Rootfs,
+        spec: &ExecSpec,
+        options: RunOptions,
+    ) -> Result<ExecResult, ExecError> {
+        validate(spec)?;
+        let cancel = options.cancel.clone().unwrap_or_default();
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Err(ExecError::Cancelled { id: String::new() }),
+            },
+            _ = cancel.cancelled() => return Err(ExecError::Cancelled { id: String::new() }),
+        };
+        let id = format!("dagr-{:016x}", rand::random::<u64>());
+        let bundle = self.bundles_dir().join(&id);
+        for dir in [
+            self.bundles_dir(),
+            self.netns_dir(),
+            self.runtime.root().to_path_buf(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(prepare_err(&dir))?;
+        }
+        std::fs::create_dir(&bundle).map_err(prepare_err(&bundle))?;
+        let mut cleanup = ExecCleanup {
+            runtime: self.runtime.clone(),
+            mount_ops: self.mount_ops.clone(),
+            id: id.clone(),
+            bundle: bundle.clone(),
+            child: None,
+            mounted: Vec::new(),
+            stubs: Vec::new(),
+            netns: None,
+            permit: Some(permit),
+            done: false,
+        };
+
+        let outcome = self
+            .prepare_and_run(&mut cleanup, rootfs, spec, &options, &cancel)
+            .await;
+        // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
+        // this future is dropped meanwhile, the blocking task still finishes the cleanup.
+        let joined = tokio::task::spawn_blocking(move || {
+            cleanup.run();
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::warn!(exec = %id, error = %e, "exec cleanup task failed");
+        }
+        outcome
+    }
+
+    async fn prepare_and_run(
+        &self,
+        cleanup: &mut ExecCleanup,
+        rootfs: &Rootfs,
+        spec: &ExecSpec,
+        options: &RunOptions,
+        cancel: &CancellationToken,
+    ) -> Result<ExecResult, ExecError> {
+        let id = cleanup.id.clone();
+        let bundle = cleanup.bundle.clone();
+
+        let rootfs_path = match rootfs {
+            Rootfs::Directory(dir) => dir.clone(),
+            Rootfs::Mounts(mounts) => {
+                let target = bundle.join("rootfs");
+                std::fs::create_dir(&target).map_err(prepare_err(&target))?;
+                for mount in mounts {
+                    self.mount_ops.mount(mount, &target)?;
+                    cleanup.mounted.push(target.clone());
+                }
+                target
+            }
+        };
+        let user = resolve_user(&rootfs_path, &spec.user).map_err(|source| ExecError::User {
+            id: id.clone(),
+            source,
+        })?;
+
+        let hostname = if spec.hostname.is_empty() {
+            id.trim_start_matches("dagr-").chars().take(12).collect()
+        } else {
+            spec.hostname.clone()
+        };
+        let hosts_file = bundle.join("hosts");
+        let hosts =
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        std::fs::write(&hosts_file, hosts).map_err(prepare_err(&hosts_file))?;
+        let resolv_conf_file = bundle.join("resolv.conf");
+        std::fs::write(&resolv_conf_file, &self.config.resolv_conf)
+            .map_err(prepare_err(&resolv_conf_file))?;
+
+        let container_mounts = self.prepare_user_mounts(cleanup, spec)?;
+
+        let mut destinations = vec!["/etc/hosts".to_string(), "/etc/resolv.conf".to_string()];
+        destinations.extend(spec.mounts.iter().map(|m| m.dest.clone()));
+        cleanup.stubs = missing_mount_points(&rootfs_path, &destinations);
+
+        let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
+        let netns_path = netns.path().to_path_buf();
+        cleanup.netns = Some(netns);
+
+        let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .unwrap_or(MAX_OPEN_FILES);
+        let cgroups_path = format!("/dagr/{id}");
+        let runtime_spec = build_runtime_spec(&RuntimeSpecInput {
+            exec: spec,
+            rootfs: &rootfs_path,
+            user: &user,
+            hostname: &hostname,
+            hosts_file: &hosts_file,
+            resolv_conf_file: &resolv_conf_file,
+            netns: Some(&netns_path),
+            cgroups_path: &cgroups_path,
+            max_open_files: host_nofile.min(MAX_OPEN_FILES),
+            mounts: &container_mounts,
+        })?;
+        let config_path = bundle.join("config.json");
+        let config_json =
+            serde_json::to_vec_pretty(&runtime_spec).map_err(|e| ExecError::Prepare {
+                path: config_path.clone(),
+                source: e.into(),
+            })?;
+        std::fs::write(&config_path, config_json).map_err(prepare_err(&config_path))?;
+
+        let log_path = bundle.join("runc.log");
+        let mut command =
+            self.runtime
+                .run_command(&bundle, &id, &bundle.join("init.pid"), &log_path);
+        command
+            .stdin(if spec.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = command.spawn().map_err(|source| {
+            ExecError::Runtime(RuntimeError::Spawn {
+                binary: self.runtime.binary().to_path_buf(),
+                command: "run".into(),
+                source,
+            })
+        })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let child = cleanup.child.insert(child);
+
+        let cap = self.config.output_cap;
+        let sink = options.output_sink.clone();
+        let work = async {
+            let feed = async {
+                if let (Some(mut pipe), Some(bytes)) = (stdin, spec.stdin.as_ref()) {
+                    // The process may exit without reading: a broken pipe is not an error.
+                    let _ = pipe.write_all(bytes).await;
+                    let _ = pipe.shutdown().await;
+                }
+            };
+            let out = async {
+                match stdout {
+                    Some(pipe) => capture(pipe, OutputStream::Stdout, cap, sink.clone()).await,
+                    None => Ok(CapturedOutput::default()),
+                }
+            };
+            let err = async {
+                match stderr {
+                    Some(pipe) => capture(pipe, OutputStream::Stderr, cap, sink.clone()).await,
+                    None => Ok(CapturedOutput::default()),
+                }
+            };
+            let (status, (), out, err) = tokio::join!(child.wait(), feed, out, err);
+            (status, out, err)
+        };
+        let (status, stdout, stderr) = tokio::select! {
+            finished = work => finished,
+            _ = cancel.cancelled() => return Err(ExecError::Cancelled { id }),
+        };
+        let duration = started.elapsed();
+        let io_err = |source| ExecError::Io {
+            id: id.clone(),
+            source,
+        };
+        let status = status.map_err(io_err)?;
+        let stdout = stdout.map_err(io_err)?;
+        let stderr = stderr.map_err(io_err)?;
+
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let runtime_errors = runtime_log_errors(&log);
+        if !runtime_errors.is_empty() {
+            return Err(ExecError::Start {
+                id,
+                message: runtime_errors.join("; "),
+            });
+        }
+        let exit_code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1);
+        if exit_code != 0 {
+            return Err(ExecError::Failed {
+                args: spec.args.clone(),
+                exit_code,
+                stdout: stdout.bytes,
+                stderr: stderr.bytes,
+            });
+        }
+        Ok(ExecResult {
+            id,
+            exit_code,
+            stdout,
+            stderr,
+            duration,
+        })
+    }
+
+    fn prepare_user_mounts(
+        &self,
+        cleanup: &mut ExecCleanup,
+        spec: &ExecSpec,
+    ) -> Result<Vec<ContainerMount>, ExecError> {
+        let bundle = cleanup.bundle.clone();
+        let mut container_mounts = Vec::new();
+        let mut secrets_dir: Option<PathBuf> = None;
+        for (index, mount) in spec.mounts.iter().enumerate() {
+            let dest = mount.dest.clone();
+            match &mount.kind {
+                ExecMountKind::Bind { source, readonly } => {
+                    container_mounts.push(ContainerMount::Bind {
+                        dest,
+                        source: source.clone(),
+                        readonly: *readonly,
+                        restricted: false,
+                    })
+                }
+                ExecMountKind::Tmpfs { size } => {
+                    container_mounts.push(ContainerMount::Tmpfs { dest, size: *size })
+                }
+                ExecMountKind::Secret {
+                    bytes,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let dir = match &secrets_dir {
+                        Some(dir) => dir.clone(),
+                        None => {
+                            let dir = bundle.join("secrets");
+                            std::fs::create_dir(&dir).map_err(prepare_err(&dir))?;
+                            self.mount_ops.mount(
+                                &Mount {
+                                    kind: "tmpfs".into(),
+                                    source: "tmpfs".into(),
+                                    options: vec![
+                                        "nosuid".into(),
+                                        "nodev".into(),
+                                        "noexec".into(),
+                                        "mode=0700".into(),
+                                    ],
+                                },
+                                &dir,
+                            )?;
+                            cleanup.mounted.push(dir.clone());
+                            secrets_dir = Some(dir.clone());
+                            dir
+                        }
+                    };
+                    let file = dir.join(index.to_string());
+                    write_secret(&file, bytes, *mode, *uid, *gid)?;
+                    container_mounts.push(ContainerMount::Bind {
+                        dest,
+                        source: file,
+                        readonly: true,
+                        restricted: true,
+                    });
+                }
+                ExecMountKind::Snapshot { mounts, readonly } => {
+                    let target = bundle.join("mounts").join(index.to_string());
+                    std::fs::create_dir_all(&target).map_err(prepare_err(&target))?;
+                    for m in mounts {
+                        self.mount_ops.mount(m, &target)?;
+                        cleanup.mounted.push(target.clone());
+                    }
+                    container_mounts.push(ContainerMount::Bind {
+                        dest,
+                        source: target,
+                        readonly: *readonly,
+                        restricted: false,
+                    });
+                }
+            }
+        }
+        Ok(container_mounts)
+    }
+}
+
+fn write_secret(file: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), ExecError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+        .map_err(prepare_err(file))?;
+    std::os::unix::fs::chown(file, Some(uid), Some(gid)).map_err(prepare_err(file))?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(prepare_err(file))
+}
+
+/// Paths under `rootfs` that do not exist yet and that the runtime will create as mount points
+/// for `destinations`, parents before children. Destinations reached through a symlink in the
+/// rootfs are skipped (the runtime resolves those inside the rootfs, the host must not).
+pub fn missing_mount_points(rootfs: &Path, destinations: &[String]) -> Vec<PathBuf> {
+    let mut missing: Vec<PathBuf> = Vec::new();
+    'dest: for dest in destinations {
+        let mut current = rootfs.to_path_buf();
+        let mut found_missing = false;
+        for component in Path::new(dest).components() {
+            let Component::Normal(name) = component else {
+                continue;
+            };
+            current.push(name);
+            if found_missing {
+                if !missing.contains(&current) {
+                    missing.push(current.clone());
+                }
+                continue;
+            }
+            match std::fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_symlink() => continue 'dest,
+                Ok(_) => {}
+                Err(_) => {
+                    found_missing = true;
+                    if !missing.contains(&current) {
+                        missing.push(current.clone());
+                    }
+                }
+            }
+        }
+    }
+    missing
+}
+
+/// Removes the mount points in `stubs` that are still empty, children first.
+fn remove_stubs(stubs: &[PathBuf]) {
+    for stub in stubs.iter().rev() {
+        match std::fs::symlink_metadata(stub) {
+            Ok(meta) if meta.is_dir() => {
+                let _ = std::fs::remove_dir(stub);
+            }
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                let _ = std::fs::remove_file(stub);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Everything one exec holds. `run` (or `Drop`, when the run future was dropped before the
+/// cleanup started) releases it all.
+struct ExecCleanup {
+    runtime: Runtime,
+    mount_ops: Arc<dyn MountOps>,
+    id: String,
+    bundle: PathBuf,
+    child: Option<Child>,
+    mounted: Vec<PathBuf>,
+    stubs: Vec<PathBuf>,
+    netns: Option<NetworkNamespace>,
+    permit: Option<OwnedSemaphorePermit>,
+    done: bool,
+}
+
+const STOP_POLL: Duration = Duration::from_millis(10);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+impl ExecCleanup {
+    /// Waits for the runtime process to exit, killing the container (and then the runtime)
+    /// while it does not.
+    fn stop_runtime_process(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut killed_container = false;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => {}
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            if !killed_container && self.runtime.has_container(&self.id) {
+                killed_container = self.runtime.kill_blocking(&self.id).is_ok();
+            }
+            std::thread::sleep(STOP_POLL);
+        }
+        tracing::warn!(exec = %self.id, "runtime did not exit after the container was killed");
+        let _ = child.start_kill();
+        let deadline = Instant::now() + KILL_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(STOP_POLL);
+        }
+    }
+
+    fn run(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.stop_runtime_process();
+        self.child = None;
+        if self.runtime.has_container(&self.id)
+            && let Err(e) = self.runtime.delete_force_blocking(&self.id)
+        {
+            tracing::warn!(exec = %self.id, error = %e, "runtime delete failed");
+        }
+        remove_stubs(&self.stubs);
+        let mut all_unmounted = true;
+        while let Some(target) = self.mounted.pop() {
+            if let Err(e) = self.mount_ops.unmount(&target) {
+                tracing::warn!(exec = %self.id, error = %e, "unmount failed");
+                all_unmounted = false;
+            }
+        }
+        if let Some(netns) = self.netns.take()
+            && let Err(e) = netns.remove()
+        {
+            tracing::warn!(exec = %self.id, error = %e, "netns removal failed");
+        }
+        // Never recurse into a bundle that may still hold a mounted rootfs.
+        if all_unmounted {
+            if let Err(e) = std::fs::remove_dir_all(&self.bundle) {
+                tracing::warn!(exec = %self.id, bundle = %self.bundle.display(), error = %e, "bundle removal failed");
+            }
+        } else {
+            tracing::warn!(exec = %self.id, bundle = %self.bundle.display(), "bundle kept: a mount could not be removed");
+        }
+        self.permit = None;
+    }
+}
+
+impl Drop for ExecCleanup {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
