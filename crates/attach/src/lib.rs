@@ -1,1 +1,86 @@
-//! dagr-attach (being written).
+//! The session attachables connection, both halves. Only this crate knows its wire format.
+//!
+//! A client opens a fresh HTTP/1.1 connection, sends `GET /sessionAttachables` with its metadata and
+//! one `X-Docker-Expose-Session-Grpc-Method` header per method it serves, reads the engine's
+//! `101 Switching Protocols`, writes one `0x00` ack byte, and from then on serves gRPC (HTTP/2) on that
+//! connection while the engine is the gRPC client.
+//!
+//! - Engine half ([`engine`]): [`accept`] validates the request and returns the 101 plus a
+//!   [`PendingAttach`]; [`PendingAttach::finish`] completes the handshake and yields an
+//!   [`AttachablesClient`], the typed caller of the client's services (health, stat, pull a host
+//!   directory or file, push a tree or file to the host), which also reports the end of the connection
+//!   at once ([`AttachablesClient::closed`]).
+//! - Client half ([`host`]): [`attach`] performs the handshake on a fresh connection and returns an
+//!   [`AttachedSession`] whose [`AttachedSession::serve`] runs the services of [`HostProviders`] until
+//!   the connection ends.
+//!
+//! Transfers stream packets (header, data chunks of 1 MiB, end) in batches with bounded buffering; the
+//! receiving side refuses paths that would escape its target ([`tree`]).
+
+pub mod engine;
+pub mod host;
+mod io;
+pub mod tree;
+
+/// Generated protobuf and gRPC code of the `dagr.filesync.v1` services.
+pub mod proto {
+    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+    tonic::include_proto!("dagr.filesync.v1");
+}
+
+pub use engine::{AttachablesClient, PendingAttach, accept};
+pub use host::{AttachedSession, HostProviders, attach};
+pub use tree::{EntryKind, HostStat, TransferStats, TreeError};
+
+/// gRPC method paths, as announced in `X-Docker-Expose-Session-Grpc-Method` headers.
+pub mod methods {
+    pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+    pub const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+    pub const PULL_DIR: &str = "/dagr.filesync.v1.FileSync/PullDir";
+    pub const PULL_FILE: &str = "/dagr.filesync.v1.FileSync/PullFile";
+    pub const STAT: &str = "/dagr.filesync.v1.FileSync/Stat";
+    pub const PUSH_DIR: &str = "/dagr.filesync.v1.FileSend/PushDir";
+    pub const PUSH_FILE: &str = "/dagr.filesync.v1.FileSend/PushFile";
+}
+
+/// Why the attachables handshake or a call over the attachables connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("bad attachables request: {0}")]
+    BadRequest(String),
+    #[error("attachables upgrade failed: {0}")]
+    Upgrade(hyper::Error),
+    #[error("attachables ack byte not received: {0}")]
+    AckMissing(std::io::Error),
+    #[error("attachables ack byte is {0:#04x}, expected 0x00")]
+    BadAck(u8),
+    #[error("cannot open the gRPC channel over the attachables connection: {0}")]
+    Channel(tonic::transport::Error),
+    #[error("attachables http exchange failed: {0}")]
+    Http(hyper::Error),
+    #[error("attachables connection i/o failed: {0}")]
+    Io(std::io::Error),
+    #[error("engine refused the attachables connection ({status}): {message}")]
+    Refused {
+        status: http::StatusCode,
+        message: String,
+    },
+    #[error("the client did not announce {method}")]
+    NotAnnounced { method: &'static str },
+    #[error("attachables health check failed: {0}")]
+    Unhealthy(String),
+    #[error("{method} for host path {path:?} failed: {status}")]
+    Rpc {
+        method: &'static str,
+        path: String,
+        status: tonic::Status,
+    },
+    #[error("{method} for host path {path:?} failed: {source}")]
+    Transfer {
+        method: &'static str,
+        path: String,
+        source: TreeError,
+    },
+    #[error("serving the attachables connection failed: {0}")]
+    Serve(hyper::Error),
+}

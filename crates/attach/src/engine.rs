@@ -1,0 +1,461 @@
+//! Engine half: accept the hijacked `/sessionAttachables` connection and call the client's services.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dagr_metadata::EXPOSE_METHOD_HEADER;
+use futures::StreamExt;
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::io::WatchedIo;
+use crate::methods;
+use crate::proto::file_send_client::FileSendClient;
+use crate::proto::file_sync_client::FileSyncClient;
+use crate::proto::{PullDirRequest, PullFileRequest, PushRequest, PushTarget, StatRequest};
+use crate::tree::{
+    Filter, HostStat, TransferStats, TreeError, TreeReader, TreeWriter, WriteTarget,
+};
+use crate::{AttachError, tree};
+
+/// Validates an attachables request (GET, HTTP/1.1, an `Upgrade` header, at least one
+/// `X-Docker-Expose-Session-Grpc-Method` header) and returns the `101` response to send plus the
+/// pending handshake. Metadata, session and duplicate-connection checks are the caller's, before this.
+pub fn accept<B>(
+    req: &mut Request<B>,
+) -> Result<(Response<Empty<Bytes>>, PendingAttach), AttachError> {
+    if req.method() != Method::GET {
+        return Err(AttachError::BadRequest(format!(
+            "method must be GET, got {}",
+            req.method()
+        )));
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(AttachError::BadRequest(format!(
+            "must be HTTP/1.1 (an upgrade), got {:?}",
+            req.version()
+        )));
+    }
+    let upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .cloned()
+        .ok_or_else(|| AttachError::BadRequest("missing Upgrade header".into()))?;
+    let mut announced = Vec::new();
+    for value in req.headers().get_all(EXPOSE_METHOD_HEADER) {
+        let value = value.to_str().map_err(|_| {
+            AttachError::BadRequest(format!("{EXPOSE_METHOD_HEADER} header is not ASCII"))
+        })?;
+        for method in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            if !method.starts_with('/') {
+                return Err(AttachError::BadRequest(format!(
+                    "announced method {method:?} is not a /service/method path"
+                )));
+            }
+            announced.push(method.to_string());
+        }
+    }
+    if announced.is_empty() {
+        return Err(AttachError::BadRequest(format!(
+            "no {EXPOSE_METHOD_HEADER} header: the client must announce the methods it serves"
+        )));
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    let mut response = Response::new(Empty::new());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    response.headers_mut().insert(UPGRADE, upgrade);
+    Ok((
+        response,
+        PendingAttach {
+            on_upgrade,
+            methods: announced,
+        },
+    ))
+}
+
+/// An accepted attachables request whose `101` is being sent.
+pub struct PendingAttach {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    methods: Vec<String>,
+}
+
+impl std::fmt::Debug for PendingAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAttach")
+            .field("methods", &self.methods)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingAttach {
+    /// The methods the client announced.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// Awaits the upgrade (the `101` must be on its way), reads the one `0x00` ack byte and opens the
+    /// gRPC channel over the connection. Put a timeout around it if the client may be hostile.
+    pub async fn finish(self) -> Result<AttachablesClient, AttachError> {
+        let upgraded = self.on_upgrade.await.map_err(AttachError::Upgrade)?;
+        let mut io = TokioIo::new(upgraded);
+        let mut ack = [0u8; 1];
+        io.read_exact(&mut ack)
+            .await
+            .map_err(AttachError::AckMissing)?;
+        if ack[0] != 0 {
+            return Err(AttachError::BadAck(ack[0]));
+        }
+        let (watched, closed) = WatchedIo::new(io);
+        let slot = Arc::new(Mutex::new(Some(TokioIo::new(watched))));
+        let connector = tower::service_fn(move |_uri: http::Uri| {
+            let io = slot.lock().ok().and_then(|mut slot| slot.take());
+            async move {
+                io.ok_or_else(|| {
+                    std::io::Error::other(
+                        "the attachables connection is gone and cannot be reopened",
+                    )
+                })
+            }
+        });
+        let channel = Endpoint::from_static("http://attachables")
+            .connect_with_connector(connector)
+            .await
+            .map_err(AttachError::Channel)?;
+        Ok(AttachablesClient {
+            inner: Arc::new(Inner {
+                channel,
+                methods: self.methods,
+                closed,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    channel: Channel,
+    methods: Vec<String>,
+    closed: watch::Receiver<bool>,
+}
+
+/// The engine's handle on a client's attachables: typed calls of the announced gRPC methods.
+/// Cloning shares the one connection; it closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct AttachablesClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AttachablesClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachablesClient")
+            .field("methods", &self.inner.methods)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl AttachablesClient {
+    /// The methods the client announced.
+    pub fn methods(&self) -> &[String] {
+        &self.inner.methods
+    }
+
+    /// Resolves as soon as the connection ends (EOF or error on it), or at once if it already has.
+    pub async fn closed(&self) {
+        let mut closed = self.inner.closed.clone();
+        // An error means the IO is gone, which is a close too.
+        let _ = closed.wait_for(|closed| *closed).await;
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
+    fn check(&self, method: &'static str) -> Result<(), AttachError> {
+        if self.inner.methods.iter().any(|m| m == method) {
+            Ok(())
+        } else {
+            Err(AttachError::NotAnnounced { method })
+        }
+    }
+
+    fn sync_client(&self) -> FileSyncClient<Channel> {
+        FileSyncClient::new(self.inner.channel.clone())
+    }
+
+    fn send_client(&self) -> FileSendClient<Channel> {
+        FileSendClient::new(self.inner.channel.clone())
+    }
+
+    /// Asks `grpc.health.v1.Health/Check` for the overall status ("").
+    pub async fn health_check(&self) -> Result<(), AttachError> {
+        self.check(methods::HEALTH_CHECK)?;
+        let response = HealthClient::new(self.inner.channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|status| AttachError::Unhealthy(status.to_string()))?;
+        let status = response.into_inner().status;
+        if status == ServingStatus::Serving as i32 {
+            Ok(())
+        } else {
+            Err(AttachError::Unhealthy(format!(
+                "client reports status {}",
+                ServingStatus::try_from(status)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("unknown")
+            )))
+        }
+    }
+
+    /// Describes a host path (relative paths are relative to the client's working directory; a
+    /// final symlink is not followed). A missing path is an [`AttachError::Rpc`] with code NotFound.
+    pub async fn stat(&self, host_path: &str) -> Result<HostStat, AttachError> {
+        const METHOD: &str = methods::STAT;
+        self.check(METHOD)?;
+        let rpc = |status| AttachError::Rpc {
+            method: METHOD,
+            path: host_path.to_string(),
+            status,
+        };
+        let response = self
+            .sync_client()
+            .stat(StatRequest {
+                path: host_path.to_string(),
+            })
+            .await
+            .map_err(rpc)?;
+        let header = response
+            .into_inner()
+            .header
+            .ok_or_else(|| rpc(tonic::Status::internal("stat answer without header")))?;
+        Ok(HostStat::from_header(&header))
+    }
+
+    /// Copies a host directory into the local directory `dest` (created; merged into if it exists),
+    /// filtered by include/exclude patterns (see the crate docs of [`crate::tree`]).
+    pub async fn pull_dir(
+        &self,
+        host_path: &str,
+        include: &[String],
+        exclude: &[String],
+        dest: &Path,
+    ) -> Result<TransferStats, AttachError> {
+        const METHOD: &str = methods::PULL_DIR;
+        self.check(METHOD)?;
+        let stream = self
+            .sync_client()
+            .pull_dir(PullDirRequest {
+                path: host_path.to_string(),
+                include: include.to_vec(),
+                exclude: exclude.to_vec(),
+            })
+            .await
+            .map_err(|status| AttachError::Rpc {
+                method: METHOD,
+                path: host_path.to_string(),
+                status,
+            })?
+            .into_inner();
+        let target = WriteTarget::Dir {
+            root: dest.to_path_buf(),
+            wipe: false,
+        };
+        receive(METHOD, host_path, stream, target).await
+    }
+
+    /// Copies one host file (symlinks followed) to the local path `dest` (parents created, replaced
+    /// atomically).
+    pub async fn pull_file(
+        &self,
+        host_path: &str,
+        dest: &Path,
+    ) -> Result<TransferStats, AttachError> {
+        const METHOD: &str = methods::PULL_FILE;
+        self.check(METHOD)?;
+        let stream = self
+            .sync_client()
+            .pull_file(PullFileRequest {
+                path: host_path.to_string(),
+            })
+            .await
+            .map_err(|status| AttachError::Rpc {
+                method: METHOD,
+                path: host_path.to_string(),
+                status,
+            })?
+            .into_inner();
+        let target = WriteTarget::File {
+            path: dest.to_path_buf(),
+            mode: None,
+        };
+        receive(METHOD, host_path, stream, target).await
+    }
+
+    /// Writes the local directory `src` to the host directory `host_path` (created; merged into
+    /// unless `wipe`, which removes it first).
+    pub async fn push_dir(
+        &self,
+        src: &Path,
+        host_path: &str,
+        wipe: bool,
+    ) -> Result<TransferStats, AttachError> {
+        const METHOD: &str = methods::PUSH_DIR;
+        self.check(METHOD)?;
+        let src = src.to_path_buf();
+        let target = PushTarget {
+            path: host_path.to_string(),
+            wipe,
+            mode: None,
+        };
+        let client = self.send_client();
+        send(
+            METHOD,
+            host_path,
+            target,
+            src,
+            false,
+            |mut client, stream| async move { client.push_dir(stream).await },
+            client,
+        )
+        .await
+    }
+
+    /// Writes the local file `src` to the host path `host_path` (parents created, replaced
+    /// atomically), with `mode` or else the mode of `src`.
+    pub async fn push_file(
+        &self,
+        src: &Path,
+        host_path: &str,
+        mode: Option<u32>,
+    ) -> Result<TransferStats, AttachError> {
+        const METHOD: &str = methods::PUSH_FILE;
+        self.check(METHOD)?;
+        let target = PushTarget {
+            path: host_path.to_string(),
+            wipe: false,
+            mode,
+        };
+        let client = self.send_client();
+        send(
+            METHOD,
+            host_path,
+            target,
+            src.to_path_buf(),
+            true,
+            |mut client, stream| async move { client.push_file(stream).await },
+            client,
+        )
+        .await
+    }
+}
+
+async fn receive(
+    method: &'static str,
+    host_path: &str,
+    stream: tonic::Streaming<crate::proto::Batch>,
+    target: WriteTarget,
+) -> Result<TransferStats, AttachError> {
+    let transfer = |source| AttachError::Transfer {
+        method,
+        path: host_path.to_string(),
+        source,
+    };
+    let writer = tokio::task::spawn_blocking(move || TreeWriter::new(target))
+        .await
+        .map_err(|e| transfer(TreeError::Worker(e.to_string())))?
+        .map_err(transfer)?;
+    let batches = stream.map(|item| item.map(|batch| batch.packets).map_err(TreeError::Stream));
+    tree::write_stream(batches, writer).await.map_err(transfer)
+}
+
+/// Streams the local `src` as a push to the host; a local read failure wins over the remote error it
+/// provokes.
+async fn send<C, F, Fut>(
+    method: &'static str,
+    host_path: &str,
+    target: PushTarget,
+    src: PathBuf,
+    single_file: bool,
+    call: F,
+    client: C,
+) -> Result<TransferStats, AttachError>
+where
+    F: FnOnce(C, futures::stream::BoxStream<'static, PushRequest>) -> Fut,
+    Fut: std::future::Future<
+            Output = Result<tonic::Response<crate::proto::PushResponse>, tonic::Status>,
+        >,
+{
+    let mut batches = tree::spawn_reader(move |out| {
+        let reader = TreeReader::new(out);
+        if single_file {
+            reader.send_file(&src)
+        } else {
+            reader.send_dir(&src, &Filter::default())
+        }
+    });
+    let local_error: Arc<Mutex<Option<TreeError>>> = Arc::new(Mutex::new(None));
+    let error_slot = local_error.clone();
+    let mut target = Some(target);
+    let requests = async_stream_of(move |cx| {
+        // Poll the next batch; stop the request stream (without End) at a local failure.
+        match batches.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Ok(packets))) => {
+                std::task::Poll::Ready(Some(PushRequest {
+                    target: target.take(),
+                    packets,
+                }))
+            }
+            std::task::Poll::Ready(Some(Err(err))) => {
+                if let Ok(mut slot) = error_slot.lock() {
+                    *slot = Some(err);
+                }
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    });
+    let result = call(client, requests).await;
+    let local = local_error.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(source) = local {
+        return Err(AttachError::Transfer {
+            method,
+            path: host_path.to_string(),
+            source,
+        });
+    }
+    let response = result
+        .map_err(|status| AttachError::Rpc {
+            method,
+            path: host_path.to_string(),
+            status,
+        })?
+        .into_inner();
+    Ok(TransferStats {
+        files: response.files,
+        dirs: response.dirs,
+        symlinks: response.symlinks,
+        bytes: response.bytes,
+    })
+}
+
+fn async_stream_of<F>(poll: F) -> futures::stream::BoxStream<'static, PushRequest>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<PushRequest>> + Send + 'static,
+{
+    futures::stream::poll_fn(poll).boxed()
+}

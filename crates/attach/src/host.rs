@@ -1,0 +1,386 @@
+//! Client half: open the attachables connection and serve the host's files over it.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use dagr_metadata::{
+    ATTACHABLES_PATH, ATTACHABLES_UPGRADE_TOKEN, CLIENT_METADATA_HEADER, ClientMetadata,
+    EXPOSE_METHOD_HEADER,
+};
+use futures::{Stream, StreamExt};
+use http::header::{CONNECTION, HOST, UPGRADE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Response, Status};
+
+use crate::proto::file_send_server::{FileSend, FileSendServer};
+use crate::proto::file_sync_server::{FileSync, FileSyncServer};
+use crate::proto::{
+    Batch, Packet, PullDirRequest, PullFileRequest, PushRequest, PushResponse, StatRequest,
+    StatResponse,
+};
+use crate::tree::{self, Filter, TreeError, TreeReader, TreeWriter, WriteTarget};
+use crate::{AttachError, methods};
+
+/// Largest error body read from a refusing engine.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// What the client serves to the engine on its attachables connection.
+#[derive(Debug, Clone)]
+pub struct HostProviders {
+    /// Relative host paths asked by the engine are resolved against this directory.
+    pub root: PathBuf,
+    /// Whether the engine may write to the host (FileSend: exports).
+    pub allow_send: bool,
+}
+
+impl HostProviders {
+    /// Serves health and file sync (reads) relative to `root`; no writes until `allow_send` is set.
+    pub fn new(root: PathBuf) -> Self {
+        HostProviders {
+            root,
+            allow_send: false,
+        }
+    }
+
+    /// The `/service/method` paths to announce.
+    pub fn methods(&self) -> Vec<String> {
+        let mut list = vec![
+            methods::HEALTH_CHECK,
+            methods::HEALTH_WATCH,
+            methods::PULL_DIR,
+            methods::PULL_FILE,
+            methods::STAT,
+        ];
+        if self.allow_send {
+            list.extend([methods::PUSH_DIR, methods::PUSH_FILE]);
+        }
+        list.into_iter().map(String::from).collect()
+    }
+
+    fn routes(&self) -> tonic::service::Routes {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let files = HostFiles {
+            root: self.root.clone(),
+        };
+        let routes =
+            tonic::service::Routes::new(health).add_service(FileSyncServer::new(files.clone()));
+        if self.allow_send {
+            routes.add_service(FileSendServer::new(files))
+        } else {
+            routes
+        }
+    }
+}
+
+/// Performs the attachables handshake on `io`, a fresh connection to the engine: sends
+/// `GET /sessionAttachables` with the metadata and method headers, reads the whole `101` and writes
+/// the `0x00` ack. When this returns the engine has accepted and the session is ready; call
+/// [`AttachedSession::serve`] to answer the engine's calls.
+pub async fn attach<IO>(
+    io: IO,
+    metadata: &ClientMetadata,
+    providers: HostProviders,
+) -> Result<AttachedSession, AttachError>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(AttachError::Http)?;
+    let mut conn = std::pin::pin!(conn.with_upgrades());
+    let mut request = Request::get(ATTACHABLES_PATH)
+        .header(HOST, "dagger")
+        .header(CLIENT_METADATA_HEADER, metadata.encode())
+        .header(CONNECTION, "Upgrade")
+        .header(UPGRADE, ATTACHABLES_UPGRADE_TOKEN);
+    for method in providers.methods() {
+        request = request.header(EXPOSE_METHOD_HEADER, method);
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|e| AttachError::BadRequest(e.to_string()))?;
+    let mut conn_done = false;
+    let response = {
+        let send = std::pin::pin!(sender.send_request(request));
+        match futures::future::select(send, conn.as_mut()).await {
+            futures::future::Either::Left((response, _)) => response.map_err(AttachError::Http)?,
+            // The connection finishes as soon as the 101 is parsed (it hands its IO over to the
+            // upgrade), possibly before the response future was polled again.
+            futures::future::Either::Right((done, send)) => {
+                conn_done = true;
+                done.map_err(AttachError::Http)?;
+                send.await.map_err(AttachError::Http)?
+            }
+        }
+    };
+    // No more requests on this connection: it ends after this response (or hands over its IO).
+    drop(sender);
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ERROR_BODY).collect();
+        let body = if conn_done {
+            body.await
+        } else {
+            futures::future::join(body, conn).await.0
+        };
+        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+        return Err(AttachError::Refused {
+            status,
+            message: error_message(&body),
+        });
+    }
+    if !conn_done {
+        conn.await.map_err(AttachError::Http)?;
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(AttachError::Upgrade)?;
+    let mut io = TokioIo::new(upgraded);
+    io.write_all(&[0]).await.map_err(AttachError::Io)?;
+    io.flush().await.map_err(AttachError::Io)?;
+    Ok(AttachedSession {
+        io: io.into_inner(),
+        routes: providers.routes(),
+    })
+}
+
+/// The message of a JSON error body (`{"error": ...}` or `{"message": ...}`), else the body as text.
+fn error_message(body: &[u8]) -> String {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["error", "message"] {
+            match map.get(key) {
+                Some(serde_json::Value::String(message)) => return message.clone(),
+                Some(serde_json::Value::Object(inner)) => {
+                    if let Some(serde_json::Value::String(message)) = inner.get("message") {
+                        return message.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body).trim().to_string();
+    if text.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text
+    }
+}
+
+/// An accepted attachables connection, ready to serve the engine's calls.
+pub struct AttachedSession {
+    io: Upgraded,
+    routes: tonic::service::Routes,
+}
+
+impl std::fmt::Debug for AttachedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedSession").finish_non_exhaustive()
+    }
+}
+
+impl AttachedSession {
+    /// Serves gRPC on the connection until it ends.
+    pub async fn serve(self) -> Result<(), AttachError> {
+        self.serve_until(std::future::pending()).await
+    }
+
+    /// Serves gRPC until the connection ends or `shutdown` resolves; then closes gracefully (GOAWAY,
+    /// in-flight calls finish) and returns when the connection is closed.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> Result<(), AttachError> {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(self.io, TowerToHyperService::new(self.routes));
+        let mut connection = std::pin::pin!(connection);
+        let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            result = connection.as_mut() => return result.map_err(AttachError::Serve),
+            () = shutdown.as_mut() => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        connection.await.map_err(AttachError::Serve)
+    }
+}
+
+/// FileSync and FileSend over the host filesystem.
+#[derive(Debug, Clone)]
+struct HostFiles {
+    root: PathBuf,
+}
+
+impl HostFiles {
+    fn resolve(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else if Path::new(path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            self.root.join(path)
+        }
+    }
+}
+
+type BatchStream = Pin<Box<dyn Stream<Item = Result<Batch, Status>> + Send>>;
+
+fn batch_stream(rx: tokio::sync::mpsc::Receiver<Result<Vec<Packet>, TreeError>>) -> BatchStream {
+    ReceiverStream::new(rx)
+        .map(|item| {
+            item.map(|packets| Batch { packets })
+                .map_err(|e| e.to_status())
+        })
+        .boxed()
+}
+
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, TreeError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(|e| e.to_status())
+}
+
+#[tonic::async_trait]
+impl FileSync for HostFiles {
+    type PullDirStream = BatchStream;
+    type PullFileStream = BatchStream;
+
+    async fn pull_dir(
+        &self,
+        request: tonic::Request<PullDirRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let request = request.into_inner();
+        let path = self.resolve(&request.path);
+        let filter = Filter::new(&request.include, &request.exclude).map_err(|e| e.to_status())?;
+        // Refuse a missing or non-directory path with a status, before streaming.
+        let checked = path.clone();
+        blocking(move || match std::fs::metadata(&checked) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(TreeError::NotADirectory { path: checked }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(TreeError::NotFound { path: checked })
+            }
+            Err(source) => Err(TreeError::Read {
+                path: checked,
+                source,
+            }),
+        })
+        .await?;
+        let rx = tree::spawn_reader(move |out| TreeReader::new(out).send_dir(&path, &filter));
+        Ok(Response::new(batch_stream(rx)))
+    }
+
+    async fn pull_file(
+        &self,
+        request: tonic::Request<PullFileRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let path = self.resolve(&request.into_inner().path);
+        let checked = path.clone();
+        blocking(move || match std::fs::metadata(&checked) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            Ok(_) => Err(TreeError::NotAFile { path: checked }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(TreeError::NotFound { path: checked })
+            }
+            Err(source) => Err(TreeError::Read {
+                path: checked,
+                source,
+            }),
+        })
+        .await?;
+        let rx = tree::spawn_reader(move |out| TreeReader::new(out).send_file(&path));
+        Ok(Response::new(batch_stream(rx)))
+    }
+
+    async fn stat(
+        &self,
+        request: tonic::Request<StatRequest>,
+    ) -> Result<Response<StatResponse>, Status> {
+        let path = self.resolve(&request.into_inner().path);
+        let header = blocking(move || {
+            let meta = std::fs::symlink_metadata(&path).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    TreeError::NotFound { path: path.clone() }
+                } else {
+                    TreeError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            })?;
+            tree::header_for(b"", &path, &meta)
+        })
+        .await?;
+        Ok(Response::new(StatResponse {
+            header: Some(header),
+        }))
+    }
+}
+
+impl HostFiles {
+    async fn push(
+        &self,
+        request: tonic::Request<tonic::Streaming<PushRequest>>,
+        single_file: bool,
+    ) -> Result<Response<PushResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.ok_or_else(|| {
+            Status::invalid_argument("push stream ended before its first message")
+        })?;
+        let target = first
+            .target
+            .ok_or_else(|| Status::invalid_argument("first push message has no target"))?;
+        let path = self.resolve(&target.path);
+        let write_target = if single_file {
+            WriteTarget::File {
+                path,
+                mode: target.mode,
+            }
+        } else {
+            WriteTarget::Dir {
+                root: path,
+                wipe: target.wipe,
+            }
+        };
+        let writer = blocking(move || TreeWriter::new(write_target)).await?;
+        let rest = stream.map(|item| {
+            item.map(|message| message.packets)
+                .map_err(TreeError::Stream)
+        });
+        let batches = futures::stream::once(async move { Ok(first.packets) }).chain(rest);
+        let stats = tree::write_stream(Box::pin(batches), writer)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(PushResponse {
+            files: stats.files,
+            dirs: stats.dirs,
+            symlinks: stats.symlinks,
+            bytes: stats.bytes,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl FileSend for HostFiles {
+    async fn push_dir(
+        &self,
+        request: tonic::Request<tonic::Streaming<PushRequest>>,
+    ) -> Result<Response<PushResponse>, Status> {
+        self.push(request, false).await
+    }
+
+    async fn push_file(
+        &self,
+        request: tonic::Request<tonic::Streaming<PushRequest>>,
+    ) -> Result<Response<PushResponse>, Status> {
+        self.push(request, true).await
+    }
+}
