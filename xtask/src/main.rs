@@ -1,1 +1,221 @@
-fn main() {}
+//! Developer tasks: `cargo xtask engine` (build and run the engine with developer defaults),
+//! `cargo xtask test` (install prerequisites, then format check, clippy and the whole test suite),
+//! `cargo xtask prereqs` (only the installation), `cargo xtask bench` (criterion benchmarks).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "dagr developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build and run the engine with developer defaults: state under target/dagr-dev, a unix socket
+    /// there and a TCP listener on 127.0.0.1.
+    Engine {
+        /// TCP port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 7777)]
+        port: u16,
+        /// Build with --release.
+        #[arg(long)]
+        release: bool,
+        /// Extra arguments passed to dagr-engine.
+        #[arg(last = true)]
+        engine_args: Vec<String>,
+    },
+    /// Install the system prerequisites (apt packages), then run cargo fmt --check, clippy and the
+    /// whole test suite.
+    Test {
+        /// Skip fmt and clippy; only run the tests.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to `cargo test`.
+        #[arg(last = true)]
+        test_args: Vec<String>,
+    },
+    /// Install the system prerequisites only (runc, busybox-static, docker-registry, skopeo, ...).
+    Prereqs,
+    /// Run the criterion benchmarks (prerequisites installed first).
+    Bench {
+        /// Extra arguments passed to `cargo bench`.
+        #[arg(last = true)]
+        bench_args: Vec<String>,
+    },
+}
+
+/// Commands the tests and the engine need, with the Debian package that provides each.
+const PREREQS: &[(&str, &str)] = &[
+    ("runc", "runc"),
+    ("busybox", "busybox-static"),
+    ("docker-registry", "docker-registry"),
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
+    ("curl", "curl"),
+    ("tar", "tar"),
+    ("python3", "python3"),
+    ("tmux", "tmux"),
+];
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Engine {
+            port,
+            release,
+            engine_args,
+        } => engine(&root, port, release, &engine_args),
+        Task::Test { no_lint, test_args } => {
+            prereqs()?;
+            if !no_lint {
+                run(Command::new(cargo()).args(["fmt", "--all", "--", "--check"]))
+                    .context("cargo fmt --check failed: run `cargo fmt --all`")?;
+                run(Command::new(cargo()).args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))?;
+            }
+            run(Command::new(cargo())
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(&test_args))
+        }
+        Task::Prereqs => prereqs(),
+        Task::Bench { bench_args } => {
+            prereqs()?;
+            run(Command::new(cargo())
+                .args(["bench", "--workspace"])
+                .args(&bench_args))
+        }
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask is not inside the workspace")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status: ExitStatus = cmd
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Installs missing prerequisites with apt-get (as root), or says exactly what to install.
+fn prereqs() -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = PREREQS
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    // The busybox used in container images must be the static one.
+    if !Path::new("/bin/busybox").exists() && !missing.contains(&"busybox-static") {
+        missing.push("busybox-static");
+    }
+    // Tests build Python virtualenvs (graphql-core, the Dagger SDK).
+    let venv_ok = have("python3")
+        && Command::new("python3")
+            .args(["-c", "import venv, ensurepip"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !venv_ok {
+        missing.push("python3-venv");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing prerequisites; install them with: sudo apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get install failed")?;
+    for (cmd, pkg) in PREREQS {
+        if !have(cmd) {
+            bail!("{cmd} is still missing after installing {pkg}");
+        }
+    }
+    Ok(())
+}
+
+fn engine(root: &Path, port: u16, release: bool, extra: &[String]) -> anyhow::Result<()> {
+    if !have("runc") {
+        eprintln!("xtask: runc is not installed; containers will not run (run `cargo xtask prereqs`)");
+    }
+    let mut build = Command::new(cargo());
+    build.args(["build", "-p", "dagr-engine", "-p", "dagr-cli"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let profile = if release { "release" } else { "debug" };
+    let bin_dir = root.join("target").join(profile);
+    let state = root.join("target/dagr-dev/state");
+    std::fs::create_dir_all(&state)?;
+    let sock = root.join("target/dagr-dev/engine.sock");
+    println!("dagr engine (developer mode)");
+    println!("  state dir: {}", state.display());
+    println!("  connect:   export DAGR_HOST=unix://{}", sock.display());
+    println!("         or: export DAGR_HOST=tcp://127.0.0.1:{port}");
+    println!(
+        "  then:      echo '{{version}}' | {} query",
+        bin_dir.join("dagr").display()
+    );
+    let status = Command::new(bin_dir.join("dagr-engine"))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--listen")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--listen")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .args(extra)
+        .status()
+        .context("starting dagr-engine")?;
+    if !status.success() {
+        bail!("dagr-engine exited with {status}");
+    }
+    Ok(())
+}
