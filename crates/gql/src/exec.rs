@@ -1,0 +1,1045 @@
+//! Execution: [`Schema::execute`], the resolver context [`ResolveCtx`] and request-scoped data
+//! [`RequestData`]. Sibling fields run concurrently (joined futures), results keep query order,
+//! errors carry paths, and nulls propagate to the nearest nullable parent.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, join_all};
+use graphql_parser::query::{
+    Field as AstField, OperationDefinition, Selection, SelectionSet, TypeCondition, Value as Ast,
+};
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value as Json};
+
+use crate::chain::{Call, CallArg, CallChain};
+use crate::coerce::{self, Coerced};
+use crate::http::{GqlError, PathSegment, Request, Response};
+use crate::schema::{FieldDef, InputValueDef, ScalarDef, ScalarKind, Schema, SchemaInner, TypeDef};
+use crate::types::TypeRef;
+use crate::validate::ValidDocument;
+use crate::value::{ArgValue, FieldError, LoadedObject, ObjectValue, Value};
+
+type AstSelectionSet = SelectionSet<'static, String>;
+type AstFieldRef<'d> = &'d AstField<'static, String>;
+
+/// Typed values the caller attaches to one request (e.g. the client identity), read by resolvers
+/// with [`ResolveCtx::data`]; optionally the root value of `Query`.
+#[derive(Default)]
+pub struct RequestData {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    root: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl RequestData {
+    /// No data; the root value is `()`.
+    pub fn new() -> RequestData {
+        RequestData::default()
+    }
+
+    /// Adds a value, replacing any earlier value of the same type.
+    pub fn with<T: Any + Send + Sync>(mut self, value: T) -> RequestData {
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    /// Sets the value `Query` resolvers see as their parent.
+    pub fn with_root<T: Any + Send + Sync>(mut self, root: Arc<T>) -> RequestData {
+        self.root = Some(root);
+        self
+    }
+
+    /// A value by type.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+}
+
+/// Everything a resolver gets: parent object, coerced arguments, request data, call chain.
+pub struct ResolveCtx {
+    schema: Schema,
+    parent: ObjectValue,
+    parent_chain: Arc<CallChain>,
+    args: IndexMap<String, ArgValue>,
+    call: Call,
+    data: Arc<RequestData>,
+}
+
+impl ResolveCtx {
+    /// The parent object's Rust value.
+    pub fn parent<T: Any + Send + Sync>(&self) -> Result<&T, FieldError> {
+        self.parent.data.downcast_ref::<T>().ok_or_else(|| {
+            FieldError::new(format!(
+                "parent of {}.{} is not a {}",
+                self.parent.type_name,
+                self.call.field,
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// The parent object's Rust value as a shared pointer.
+    pub fn parent_arc<T: Any + Send + Sync>(&self) -> Result<Arc<T>, FieldError> {
+        self.parent.downcast::<T>().ok_or_else(|| {
+            FieldError::new(format!(
+                "parent of {}.{} is not a {}",
+                self.parent.type_name,
+                self.call.field,
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// The parent object's GraphQL type name.
+    pub fn parent_type(&self) -> &str {
+        &self.parent.type_name
+    }
+
+    /// The field being resolved.
+    pub fn field_name(&self) -> &str {
+        &self.call.field
+    }
+
+    /// An argument deserialized from its JSON form (enums as strings, objects as ID strings).
+    /// An absent argument deserializes from `null`, so use `Option<T>` for optional ones.
+    pub fn arg<T: DeserializeOwned>(&self, name: &str) -> Result<T, FieldError> {
+        let json = match self.args.get(name) {
+            None => Json::Null,
+            Some(v) => v
+                .to_json()
+                .map_err(|e| FieldError::new(format!("argument {name}: {e}")))?,
+        };
+        serde_json::from_value(json).map_err(|e| FieldError::new(format!("argument {name}: {e}")))
+    }
+
+    /// An argument's coerced value, if given (or defaulted).
+    pub fn arg_value(&self, name: &str) -> Option<&ArgValue> {
+        self.args.get(name)
+    }
+
+    /// All coerced arguments (defaults applied, absent nullable ones left out).
+    pub fn args(&self) -> &IndexMap<String, ArgValue> {
+        &self.args
+    }
+
+    /// The object loaded from an `<Type>ID` argument.
+    pub fn loaded_object(&self, name: &str) -> Result<&LoadedObject, FieldError> {
+        match self.args.get(name) {
+            Some(ArgValue::Loaded(obj)) => Ok(obj),
+            Some(_) => Err(FieldError::new(format!(
+                "argument {name} is not an object ID"
+            ))),
+            None => Err(FieldError::new(format!("argument {name} was not given"))),
+        }
+    }
+
+    /// The Rust value of the object loaded from an `<Type>ID` argument.
+    pub fn loaded<T: Any + Send + Sync>(&self, name: &str) -> Result<Arc<T>, FieldError> {
+        let obj = self.loaded_object(name)?;
+        obj.downcast::<T>().ok_or_else(|| {
+            FieldError::new(format!(
+                "argument {name} ({}) is not a {}",
+                obj.type_name(),
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// The Rust values of the objects loaded from a `[<Type>ID!]` argument (empty if absent).
+    pub fn loaded_list<T: Any + Send + Sync>(&self, name: &str) -> Result<Vec<Arc<T>>, FieldError> {
+        match self.args.get(name) {
+            None | Some(ArgValue::Null) => Ok(Vec::new()),
+            Some(ArgValue::List(items)) => items
+                .iter()
+                .map(|item| match item {
+                    ArgValue::Loaded(obj) => obj.downcast::<T>().ok_or_else(|| {
+                        FieldError::new(format!(
+                            "argument {name} ({}) is not a {}",
+                            obj.type_name(),
+                            std::any::type_name::<T>()
+                        ))
+                    }),
+                    _ => Err(FieldError::new(format!(
+                        "argument {name} holds a non-object value"
+                    ))),
+                })
+                .collect(),
+            Some(_) => Err(FieldError::new(format!(
+                "argument {name} is not a list of object IDs"
+            ))),
+        }
+    }
+
+    /// For a sensitive argument replayed from an ID: the digest that stands for its value.
+    pub fn redacted(&self, name: &str) -> Option<&str> {
+        match self.args.get(name) {
+            Some(ArgValue::Redacted { digest }) => Some(digest),
+            _ => None,
+        }
+    }
+
+    /// Request data by type.
+    pub fn data<T: Any + Send + Sync>(&self) -> Result<&T, FieldError> {
+        self.data.get::<T>().ok_or_else(|| {
+            FieldError::new(format!("request has no {}", std::any::type_name::<T>()))
+        })
+    }
+
+    /// The call chain that produced the parent object (empty for `Query`).
+    pub fn parent_chain(&self) -> &Arc<CallChain> {
+        &self.parent_chain
+    }
+
+    /// This call as it is recorded in chains (canonical arguments; `nth` unset).
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+
+    /// The chain of the object this call produces: parent chain plus this call.
+    pub fn result_chain(&self) -> Arc<CallChain> {
+        self.parent_chain.append(self.call.clone())
+    }
+
+    pub(crate) fn schema(&self) -> &SchemaInner {
+        &self.schema.inner
+    }
+
+    /// `load<Type>FromID`: the loaded object keeps its own chain.
+    pub(crate) fn loaded_arg_as_value(&self, name: &str) -> Result<Value, FieldError> {
+        let loaded = self.loaded_object(name)?;
+        let mut object = loaded.object.clone();
+        object.chain = Some(Arc::clone(&loaded.chain));
+        Ok(Value::Object(object))
+    }
+}
+
+/// A persistent response path.
+#[derive(Clone, Copy)]
+struct Path<'p> {
+    parent: Option<&'p Path<'p>>,
+    segment: Option<&'p PathSegmentRef<'p>>,
+}
+
+enum PathSegmentRef<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+impl Path<'_> {
+    fn segments(&self) -> Vec<PathSegment> {
+        let mut out = Vec::new();
+        let mut node = Some(self);
+        while let Some(p) = node {
+            match p.segment {
+                Some(PathSegmentRef::Key(k)) => out.push(PathSegment::Key((*k).to_string())),
+                Some(PathSegmentRef::Index(i)) => out.push(PathSegment::Index(*i)),
+                None => {}
+            }
+            node = p.parent;
+        }
+        out.reverse();
+        out
+    }
+}
+
+struct ExecState<'d> {
+    schema: Schema,
+    doc: &'d ValidDocument,
+    vars: IndexMap<String, ArgValue>,
+    data: Arc<RequestData>,
+    root: ObjectValue,
+    errors: parking_lot::Mutex<Vec<GqlError>>,
+    loaded: parking_lot::Mutex<HashMap<String, ObjectValue>>,
+}
+
+/// An object being completed, with its chain.
+struct ObjRef {
+    object: ObjectValue,
+    chain: Arc<CallChain>,
+}
+
+impl Schema {
+    /// Parses, validates and executes a request. Every outcome is a [`Response`].
+    pub async fn execute(&self, request: Request, data: RequestData) -> Response {
+        let doc = match crate::validate::prepare(self, &request.query) {
+            Ok(doc) => doc,
+            Err(errors) => return Response::from_errors(errors),
+        };
+        let op = match doc.select_operation(request.operation_name.as_deref()) {
+            Ok(op) => op,
+            Err(e) => return Response::from_errors(vec![GqlError::new(e)]),
+        };
+        let (var_defs, selection_set) = match op {
+            OperationDefinition::SelectionSet(s) => (&[][..], s),
+            OperationDefinition::Query(q) => (&q.variable_definitions[..], &q.selection_set),
+            OperationDefinition::Mutation(_) | OperationDefinition::Subscription(_) => {
+                return Response::from_errors(vec![GqlError::new(
+                    "only query operations are supported: the schema has no mutation or subscription type",
+                )]);
+            }
+        };
+        let types = &self.inner.types;
+        let given = request.variables.unwrap_or_default();
+        let mut vars = IndexMap::new();
+        let mut var_errors = Vec::new();
+        for def in var_defs {
+            let ty = TypeRef::from_ast(&def.var_type);
+            match given.get(&def.name) {
+                Some(json) => match coerce::coerce_json(types, json, &ty) {
+                    Ok(v) => {
+                        vars.insert(def.name.clone(), v);
+                    }
+                    Err(e) => var_errors.push(
+                        GqlError::new(format!("variable ${} got invalid value: {e}", def.name))
+                            .at(def.position),
+                    ),
+                },
+                None => {
+                    if let Some(default) = &def.default_value {
+                        let empty = IndexMap::new();
+                        match coerce::coerce_literal(types, default, &ty, Some(&empty)) {
+                            Ok(Coerced::Value(v)) => {
+                                vars.insert(def.name.clone(), v);
+                            }
+                            Ok(Coerced::Missing) => {}
+                            Err(e) => var_errors.push(
+                                GqlError::new(format!(
+                                    "variable ${} has an invalid default: {e}",
+                                    def.name
+                                ))
+                                .at(def.position),
+                            ),
+                        }
+                    } else if ty.is_non_null() {
+                        var_errors.push(
+                            GqlError::new(format!(
+                                "variable ${} of required type {ty} was not provided",
+                                def.name
+                            ))
+                            .at(def.position),
+                        );
+                    }
+                }
+            }
+        }
+        if !var_errors.is_empty() {
+            return Response::from_errors(var_errors);
+        }
+        let root_data: Arc<dyn Any + Send + Sync> = match &data.root {
+            Some(root) => Arc::clone(root),
+            None => Arc::new(()),
+        };
+        let state = ExecState {
+            schema: self.clone(),
+            doc: &doc,
+            vars,
+            data: Arc::new(data),
+            root: ObjectValue {
+                type_name: Arc::from("Query"),
+                data: root_data,
+                chain: None,
+            },
+            errors: parking_lot::Mutex::new(Vec::new()),
+            loaded: parking_lot::Mutex::new(HashMap::new()),
+        };
+        let root = ObjRef {
+            object: state.root.clone(),
+            chain: CallChain::root(),
+        };
+        let root_path = Path {
+            parent: None,
+            segment: None,
+        };
+        let data = execute_selection_set(&state, &root, &[selection_set], root_path).await;
+        let errors = std::mem::take(&mut *state.errors.lock());
+        Response {
+            data: Some(data.map(Json::Object).unwrap_or(Json::Null)),
+            errors,
+        }
+    }
+}
+
+/// Whether `@skip`/`@include` keep a selection.
+fn included(
+    state: &ExecState<'_>,
+    directives: &[graphql_parser::query::Directive<'static, String>],
+) -> bool {
+    for d in directives {
+        let wanted = match d.name.as_str() {
+            "skip" => true,
+            "include" => false,
+            _ => continue,
+        };
+        let value = d.arguments.iter().find(|(n, _)| n == "if").map(|(_, v)| v);
+        let flag = match value {
+            Some(Ast::Boolean(b)) => *b,
+            Some(Ast::Variable(v)) => matches!(state.vars.get(v), Some(ArgValue::Boolean(true))),
+            _ => false,
+        };
+        if flag == wanted {
+            return false;
+        }
+    }
+    true
+}
+
+/// CollectFields: response key -> field nodes, in query order.
+fn collect_fields<'d>(
+    state: &ExecState<'d>,
+    type_name: &str,
+    sets: &[&'d AstSelectionSet],
+) -> IndexMap<&'d str, Vec<AstFieldRef<'d>>> {
+    let mut out: IndexMap<&'d str, Vec<AstFieldRef<'d>>> = IndexMap::new();
+    let mut visited = Vec::new();
+    for set in sets {
+        collect_into(state, type_name, set, &mut out, &mut visited);
+    }
+    out
+}
+
+fn collect_into<'d>(
+    state: &ExecState<'d>,
+    type_name: &str,
+    set: &'d AstSelectionSet,
+    out: &mut IndexMap<&'d str, Vec<AstFieldRef<'d>>>,
+    visited: &mut Vec<&'d str>,
+) {
+    for item in &set.items {
+        match item {
+            Selection::Field(f) => {
+                if included(state, &f.directives) {
+                    let key = f.alias.as_deref().unwrap_or(&f.name);
+                    out.entry(key).or_default().push(f);
+                }
+            }
+            Selection::FragmentSpread(s) => {
+                if !included(state, &s.directives) || visited.contains(&s.fragment_name.as_str()) {
+                    continue;
+                }
+                visited.push(&s.fragment_name);
+                if let Some(frag) = state.doc.fragment(&s.fragment_name) {
+                    let TypeCondition::On(cond) = &frag.type_condition;
+                    if cond == type_name {
+                        collect_into(state, type_name, &frag.selection_set, out, visited);
+                    }
+                }
+            }
+            Selection::InlineFragment(i) => {
+                if !included(state, &i.directives) {
+                    continue;
+                }
+                let applies = match &i.type_condition {
+                    None => true,
+                    Some(TypeCondition::On(cond)) => cond == type_name,
+                };
+                if applies {
+                    collect_into(state, type_name, &i.selection_set, out, visited);
+                }
+            }
+        }
+    }
+}
+
+fn execute_selection_set<'a, 'd: 'a>(
+    state: &'a ExecState<'d>,
+    obj: &'a ObjRef,
+    sets: &'a [&'d AstSelectionSet],
+    path: Path<'a>,
+) -> BoxFuture<'a, Result<Map<String, Json>, ()>> {
+    Box::pin(async move {
+        let grouped = collect_fields(state, &obj.object.type_name, sets);
+        let keys: Vec<PathSegmentRef<'d>> =
+            grouped.keys().map(|k| PathSegmentRef::Key(k)).collect();
+        let futures = grouped.values().zip(keys.iter()).map(|(fields, key)| {
+            let field_path = Path {
+                parent: Some(&path),
+                segment: Some(key),
+            };
+            execute_field(state, obj, fields, field_path)
+        });
+        let results = join_all(futures).await;
+        let mut map = Map::with_capacity(results.len());
+        for (key, result) in grouped.keys().zip(results) {
+            map.insert((*key).to_string(), result?);
+        }
+        Ok(map)
+    })
+}
+
+fn field_error(state: &ExecState<'_>, err: FieldError, field: AstFieldRef<'_>, path: &Path<'_>) {
+    let mut e = GqlError::new(err.message).at(field.position);
+    e.path = path.segments();
+    e.extensions = err.extensions;
+    state.errors.lock().push(e);
+}
+
+async fn execute_field<'a, 'd: 'a>(
+    state: &'a ExecState<'d>,
+    obj: &'a ObjRef,
+    fields: &'a [AstFieldRef<'d>],
+    path: Path<'a>,
+) -> Result<Json, ()> {
+    let first = fields[0];
+    if first.name == "__typename" {
+        return Ok(Json::String(obj.object.type_name.to_string()));
+    }
+    let inner = &state.schema.inner;
+    let Some(def) = inner
+        .object(&obj.object.type_name)
+        .and_then(|o| o.fields.get(&first.name))
+    else {
+        field_error(
+            state,
+            FieldError::new(format!(
+                "type {} has no field {}",
+                obj.object.type_name, first.name
+            )),
+            first,
+            &path,
+        );
+        return Err(());
+    };
+    let fail = |err: FieldError| {
+        field_error(state, err, first, &path);
+        if def.ty.is_non_null() {
+            Err(())
+        } else {
+            Ok(Json::Null)
+        }
+    };
+    let args = match coerce_field_args(state, def, &first.arguments).await {
+        Ok(args) => args,
+        Err(e) => return fail(e),
+    };
+    let call = canonical_call(def, &args);
+    let ctx = ResolveCtx {
+        schema: state.schema.clone(),
+        parent: obj.object.clone(),
+        parent_chain: Arc::clone(&obj.chain),
+        args,
+        call,
+        data: Arc::clone(&state.data),
+    };
+    let call_for_chain = ctx.call.clone();
+    let value = match (def.resolver)(ctx).await {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let completion = Completion {
+        state,
+        fields,
+        def,
+        call: &call_for_chain,
+        parent_chain: &obj.chain,
+    };
+    completion.complete(&def.ty, value, path, None).await
+}
+
+struct Completion<'a, 'd> {
+    state: &'a ExecState<'d>,
+    fields: &'a [AstFieldRef<'d>],
+    def: &'a FieldDef,
+    call: &'a Call,
+    parent_chain: &'a Arc<CallChain>,
+}
+
+impl<'a, 'd: 'a> Completion<'a, 'd> {
+    fn error(&self, message: String, path: &Path<'_>) {
+        field_error(self.state, FieldError::new(message), self.fields[0], path);
+    }
+
+    fn complete<'s>(
+        &'s self,
+        ty: &'s TypeRef,
+        value: Value,
+        path: Path<'s>,
+        nth: Option<u32>,
+    ) -> BoxFuture<'s, Result<Json, ()>> {
+        Box::pin(async move {
+            match ty {
+                TypeRef::NonNull(inner) => {
+                    let result = self.complete_nullable(inner, value, path, nth).await?;
+                    if result.is_null() {
+                        self.error(
+                            format!(
+                                "cannot return null for non-nullable field {}",
+                                self.describe()
+                            ),
+                            &path,
+                        );
+                        return Err(());
+                    }
+                    Ok(result)
+                }
+                other => Ok(self
+                    .complete_nullable(other, value, path, nth)
+                    .await
+                    .unwrap_or(Json::Null)),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}.{}", self.parent_type_name(), self.def.name)
+    }
+
+    fn parent_type_name(&self) -> &str {
+        self.parent_chain.type_name().unwrap_or("Query")
+    }
+
+    async fn complete_nullable<'s>(
+        &'s self,
+        ty: &'s TypeRef,
+        value: Value,
+        path: Path<'s>,
+        nth: Option<u32>,
+    ) -> Result<Json, ()> {
+        if matches!(value, Value::Null) {
+            return Ok(Json::Null);
+        }
+        match ty {
+            TypeRef::NonNull(_) => self.complete(ty, value, path, nth).await,
+            TypeRef::List(item_ty) => {
+                let Value::List(items) = value else {
+                    self.error(
+                        format!(
+                            "{} returned a non-list value for type {ty}",
+                            self.describe()
+                        ),
+                        &path,
+                    );
+                    return Err(());
+                };
+                let segments: Vec<PathSegmentRef<'_>> =
+                    (0..items.len()).map(PathSegmentRef::Index).collect();
+                let futures =
+                    items
+                        .into_iter()
+                        .zip(segments.iter())
+                        .enumerate()
+                        .map(|(i, (item, seg))| {
+                            let item_path = Path {
+                                parent: Some(&path),
+                                segment: Some(seg),
+                            };
+                            let nth = u32::try_from(i + 1).ok();
+                            async move { self.complete(item_ty, item, item_path, nth).await }
+                        });
+                let results = join_all(futures).await;
+                Ok(Json::Array(results.into_iter().collect::<Result<_, _>>()?))
+            }
+            TypeRef::Named(name) => {
+                let Some(def) = self.state.schema.inner.types.get(name) else {
+                    self.error(format!("unknown type {name}"), &path);
+                    return Err(());
+                };
+                match def {
+                    TypeDef::Object(_) => {
+                        let Value::Object(object) = value else {
+                            self.error(
+                                format!(
+                                    "{} returned a non-object value for type {name}",
+                                    self.describe()
+                                ),
+                                &path,
+                            );
+                            return Err(());
+                        };
+                        if &*object.type_name != name.as_str() {
+                            self.error(
+                                format!(
+                                    "{} returned an object of type {}, expected {name}",
+                                    self.describe(),
+                                    object.type_name
+                                ),
+                                &path,
+                            );
+                            return Err(());
+                        }
+                        let chain = match &object.chain {
+                            Some(chain) => Arc::clone(chain),
+                            None => {
+                                let mut call = self.call.clone();
+                                call.type_name = name.clone();
+                                call.nth = nth;
+                                self.parent_chain.append(call)
+                            }
+                        };
+                        let obj = ObjRef { object, chain };
+                        let sets: Vec<&'d AstSelectionSet> =
+                            self.fields.iter().map(|f| &f.selection_set).collect();
+                        execute_selection_set(self.state, &obj, &sets, path)
+                            .await
+                            .map(Json::Object)
+                    }
+                    _ => match serialize_leaf(def, value) {
+                        Ok(json) => Ok(json),
+                        Err(reason) => {
+                            self.error(format!("{}: {reason}", self.describe()), &path);
+                            Err(())
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Output coercion of a scalar or enum value.
+fn serialize_leaf(def: &TypeDef, value: Value) -> Result<Json, String> {
+    let json = match value {
+        Value::Leaf(json) => json,
+        Value::Null => return Ok(Json::Null),
+        Value::List(_) => return Err(format!("returned a list for type {}", def.name())),
+        Value::Object(o) => {
+            return Err(format!(
+                "returned an object {} for type {}",
+                o.type_name,
+                def.name()
+            ));
+        }
+    };
+    let bad = |json: &Json| format!("cannot represent {json} as {}", def.name());
+    match def {
+        TypeDef::Scalar(s) => match s.kind {
+            ScalarKind::String | ScalarKind::ObjectId(_) => match json {
+                Json::String(_) => Ok(json),
+                other => Err(bad(&other)),
+            },
+            ScalarKind::Boolean => match json {
+                Json::Bool(_) => Ok(json),
+                other => Err(bad(&other)),
+            },
+            ScalarKind::Int => match &json {
+                Json::Number(n) if n.is_i64() || n.is_u64() => Ok(json),
+                Json::Number(n) => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Json::from(f as i64)),
+                    _ => Err(bad(&json)),
+                },
+                _ => Err(bad(&json)),
+            },
+            ScalarKind::Float => match &json {
+                Json::Number(n) => n
+                    .as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Json::Number)
+                    .ok_or_else(|| bad(&json)),
+                _ => Err(bad(&json)),
+            },
+            ScalarKind::Id => match &json {
+                Json::String(_) => Ok(json),
+                Json::Number(n) if n.is_i64() || n.is_u64() => Ok(Json::String(n.to_string())),
+                _ => Err(bad(&json)),
+            },
+            ScalarKind::Custom => Ok(json),
+        },
+        TypeDef::Enum(e) => match &json {
+            Json::String(v) if e.values.contains_key(v) => Ok(json),
+            _ => Err(bad(&json)),
+        },
+        _ => Err(bad(&json)),
+    }
+}
+
+/// Coerces a field's arguments (variables substituted, defaults applied, IDs loaded).
+async fn coerce_field_args(
+    state: &ExecState<'_>,
+    def: &FieldDef,
+    given: &[(String, Ast<'static, String>)],
+) -> Result<IndexMap<String, ArgValue>, FieldError> {
+    let types = &state.schema.inner.types;
+    let mut out = IndexMap::new();
+    for (name, arg) in &def.args {
+        let provided = match given.iter().find(|(n, _)| n == name) {
+            Some((_, literal)) => {
+                coerce::coerce_literal(types, literal, &arg.ty, Some(&state.vars))
+                    .map_err(|e| FieldError::new(format!("argument {name} of {}: {e}", def.name)))?
+            }
+            None => Coerced::Missing,
+        };
+        let value = match provided {
+            Coerced::Value(ArgValue::Null) if arg.default.is_none() && !arg.ty.is_non_null() => {
+                continue;
+            }
+            Coerced::Value(v) => v,
+            Coerced::Missing => match &arg.default {
+                Some(default) => default.clone(),
+                None if arg.ty.is_non_null() => {
+                    return Err(FieldError::new(format!(
+                        "argument {name} of {} of required type {} was not provided",
+                        def.name, arg.ty
+                    )));
+                }
+                None => continue,
+            },
+        };
+        let value = load_ids(state, value, &arg.ty).await?;
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// Replaces ID strings in `value` (of type `ty`) by the objects they load.
+fn load_ids<'a>(
+    state: &'a ExecState<'_>,
+    value: ArgValue,
+    ty: &'a TypeRef,
+) -> BoxFuture<'a, Result<ArgValue, FieldError>> {
+    Box::pin(async move {
+        let named = match ty {
+            TypeRef::NonNull(inner) => return load_ids(state, value, inner).await,
+            TypeRef::List(item) => {
+                return match value {
+                    ArgValue::List(items) => {
+                        let mut out = Vec::with_capacity(items.len());
+                        for v in items {
+                            out.push(load_ids(state, v, item).await?);
+                        }
+                        Ok(ArgValue::List(out))
+                    }
+                    other => Ok(other),
+                };
+            }
+            TypeRef::Named(name) => name,
+        };
+        match (state.schema.inner.types.get(named), value) {
+            (Some(TypeDef::Scalar(s)), ArgValue::String(id)) => match &s.kind {
+                ScalarKind::ObjectId(object_type) => {
+                    let chain =
+                        CallChain::decode(&id).map_err(|e| FieldError::new(e.to_string()))?;
+                    load_chain(state, chain, object_type)
+                        .await
+                        .map(ArgValue::Loaded)
+                }
+                _ => Ok(ArgValue::String(id)),
+            },
+            (Some(TypeDef::InputObject(i)), ArgValue::Object(fields)) => {
+                let mut out = IndexMap::new();
+                for (k, v) in fields {
+                    let v = match i.fields.get(&k) {
+                        Some(f) => load_ids(state, v, &f.ty).await?,
+                        None => v,
+                    };
+                    out.insert(k, v);
+                }
+                Ok(ArgValue::Object(out))
+            }
+            (_, other) => Ok(other),
+        }
+    })
+}
+
+/// Checks a decoded chain's type and replays it.
+async fn load_chain(
+    state: &ExecState<'_>,
+    chain: Arc<CallChain>,
+    expected: &str,
+) -> Result<LoadedObject, FieldError> {
+    let got = chain.type_name().unwrap_or("Query");
+    if got != expected {
+        return Err(FieldError::new(format!(
+            "expected {expected} ID, got {got} ID"
+        )));
+    }
+    let key = chain.canonical();
+    if let Some(object) = state.loaded.lock().get(&key).cloned() {
+        return Ok(LoadedObject { object, chain });
+    }
+    let object = replay(state, &chain).await?;
+    state.loaded.lock().insert(key, object.clone());
+    Ok(LoadedObject { object, chain })
+}
+
+/// Re-runs the resolvers of a chain from the root.
+fn replay<'a>(
+    state: &'a ExecState<'_>,
+    chain: &'a Arc<CallChain>,
+) -> BoxFuture<'a, Result<ObjectValue, FieldError>> {
+    Box::pin(async move {
+        let inner = &state.schema.inner;
+        let mut current = state.root.clone();
+        let mut current_chain = CallChain::root();
+        for call in chain.calls() {
+            let invalid = |reason: String| FieldError::new(format!("invalid ID: {reason}"));
+            let def = inner
+                .object(&current.type_name)
+                .and_then(|o| o.fields.get(&call.field))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "type {} has no field {}",
+                        current.type_name, call.field
+                    ))
+                })?;
+            let mut args = IndexMap::new();
+            for (name, arg) in &call.args {
+                let arg_def = def
+                    .args
+                    .get(name)
+                    .ok_or_else(|| invalid(format!("field {} has no argument {name}", def.name)))?;
+                let value = match arg {
+                    CallArg::Redacted(digest) => ArgValue::Redacted {
+                        digest: digest.clone(),
+                    },
+                    CallArg::Value(json) => from_canonical(state, json, &arg_def.ty)
+                        .await
+                        .map_err(|e| {
+                            invalid(format!("argument {name} of {}: {}", def.name, e.message))
+                        })?,
+                };
+                args.insert(name.clone(), value);
+            }
+            for (name, arg_def) in &def.args {
+                if args.contains_key(name) {
+                    continue;
+                }
+                if let Some(default) = &arg_def.default {
+                    args.insert(name.clone(), default.clone());
+                } else if arg_def.ty.is_non_null() {
+                    return Err(invalid(format!(
+                        "argument {name} of {} is missing",
+                        def.name
+                    )));
+                }
+            }
+            // Keep the resolver's view of the arguments in definition order.
+            let args: IndexMap<String, ArgValue> = def
+                .args
+                .keys()
+                .filter_map(|k| args.swap_remove(k).map(|v| (k.clone(), v)))
+                .collect();
+            let mut ctx_call = call.clone();
+            ctx_call.nth = None;
+            ctx_call.type_name = def.ty.base_name().to_string();
+            let ctx = ResolveCtx {
+                schema: state.schema.clone(),
+                parent: current.clone(),
+                parent_chain: Arc::clone(&current_chain),
+                args,
+                call: ctx_call,
+                data: Arc::clone(&state.data),
+            };
+            let mut value = (def.resolver)(ctx).await?;
+            if let Some(n) = call.nth {
+                value = match value {
+                    Value::List(items) => items
+                        .into_iter()
+                        .nth((n as usize).saturating_sub(1))
+                        .ok_or_else(|| invalid(format!("{} has no item {n}", def.name)))?,
+                    _ => return Err(invalid(format!("{} did not return a list", def.name))),
+                };
+            }
+            let Value::Object(object) = value else {
+                return Err(invalid(format!("{} did not return an object", def.name)));
+            };
+            if *object.type_name != *call.type_name {
+                return Err(invalid(format!(
+                    "{} returned {}, the ID says {}",
+                    def.name, object.type_name, call.type_name
+                )));
+            }
+            current_chain = match &object.chain {
+                Some(c) => Arc::clone(c),
+                None => current_chain.append(call.clone()),
+            };
+            current = ObjectValue {
+                chain: None,
+                ..object
+            };
+        }
+        Ok(current)
+    })
+}
+
+/// Rebuilds an argument from its canonical JSON (object arguments are nested call arrays).
+fn from_canonical<'a>(
+    state: &'a ExecState<'_>,
+    json: &'a Json,
+    ty: &'a TypeRef,
+) -> BoxFuture<'a, Result<ArgValue, FieldError>> {
+    Box::pin(async move {
+        let types = &state.schema.inner.types;
+        match ty {
+            TypeRef::NonNull(inner) => from_canonical(state, json, inner).await,
+            _ if json.is_null() => Ok(ArgValue::Null),
+            TypeRef::List(item) => match json {
+                Json::Array(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for v in items {
+                        out.push(from_canonical(state, v, item).await?);
+                    }
+                    Ok(ArgValue::List(out))
+                }
+                _ => Err(FieldError::new(format!("expected a list for {ty}"))),
+            },
+            TypeRef::Named(name) => match types.get(name) {
+                Some(TypeDef::Scalar(ScalarDef {
+                    kind: ScalarKind::ObjectId(object_type),
+                    ..
+                })) => {
+                    let chain = CallChain::from_json(json).map_err(FieldError::new)?;
+                    load_chain(state, chain, object_type)
+                        .await
+                        .map(ArgValue::Loaded)
+                }
+                Some(TypeDef::InputObject(i)) => {
+                    let Json::Object(given) = json else {
+                        return Err(FieldError::new(format!("expected an object for {name}")));
+                    };
+                    let mut out = IndexMap::new();
+                    for (fname, field) in &i.fields {
+                        if let Some(v) = given.get(fname) {
+                            out.insert(fname.clone(), from_canonical(state, v, &field.ty).await?);
+                        }
+                    }
+                    Ok(ArgValue::Object(out))
+                }
+                _ => coerce::coerce_json(types, json, ty).map_err(FieldError::new),
+            },
+        }
+    })
+}
+
+/// The canonical JSON of an argument (object arguments as nested call arrays).
+fn to_canonical(value: &ArgValue) -> Json {
+    match value {
+        ArgValue::Loaded(obj) => obj.chain.to_json(),
+        ArgValue::List(items) => Json::Array(items.iter().map(to_canonical).collect()),
+        ArgValue::Object(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_canonical(v)))
+                .collect(),
+        ),
+        ArgValue::Redacted { digest } => Json::String(digest.clone()),
+        other => other.to_json().unwrap_or(Json::Null),
+    }
+}
+
+/// The call as recorded in chains: arguments sorted, defaults omitted, sensitive ones digested.
+fn canonical_call(def: &FieldDef, args: &IndexMap<String, ArgValue>) -> Call {
+    let mut recorded: Vec<(String, CallArg)> = Vec::new();
+    for (name, value) in args {
+        let arg_def: Option<&InputValueDef> = def.args.get(name);
+        if let Some(arg_def) = arg_def {
+            if arg_def.default.as_ref() == Some(value) {
+                continue;
+            }
+            if arg_def.sensitive {
+                recorded.push((name.clone(), CallArg::Redacted(value.redaction_digest())));
+                continue;
+            }
+        }
+        recorded.push((name.clone(), CallArg::Value(to_canonical(value))));
+    }
+    recorded.sort_by(|a, b| a.0.cmp(&b.0));
+    Call {
+        field: def.name.clone(),
+        args: recorded,
+        type_name: def.ty.base_name().to_string(),
+        nth: None,
+    }
+}
