@@ -13,3 +13,7 @@ pub use mount::{LinuxMounts, Mount, MountError, MountGuard, MountKind, MountSysc
 mod beneath;
 pub mod layer;
 pub use layer::{ApplyOptions, ApplyStats, Compression, LayerError, apply_layer};
+mod fsutil;
+pub mod snapshotter;
+pub use fsutil::Usage;
+pub use snapshotter::{Backend, Info, Kind, Lease, SnapshotError, Snapshotter, SnapshotterOptions};

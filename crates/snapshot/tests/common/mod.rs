@@ -181,3 +181,44 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         }
     }
 }
+
+/// A temp dir whose mounts are detached (even if a test fails) before it is deleted.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn subdir(&self, name: &str) -> std::path::PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Mount points left under this dir.
+    pub fn leftover_mounts(&self) -> Vec<std::path::PathBuf> {
+        let canon = std::fs::canonicalize(self.dir.path()).unwrap();
+        dagr_snapshot::mount::mounts_under(&canon).unwrap()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let Ok(canon) = std::fs::canonicalize(self.dir.path())
+            && let Ok(mounts) = dagr_snapshot::mount::mounts_under(&canon)
+        {
+            for m in mounts {
+                let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}

@@ -1,0 +1,899 @@
+//! [`Snapshotter`]: containerd's snapshotter shape over directories, with overlayfs when the kernel
+//! allows it ([`Backend::Overlay`]) and a copying fallback ([`Backend::Copy`]).
+//!
+//! Layout under the root: `metadata.redb` (snapshot records and leases), `snapshots/<id>/fs`
+//! (the snapshot's own tree: the overlay upper dir, or a full copy), `snapshots/<id>/work`
+//! (overlay work dir of active snapshots), `mnt/<n>` (temporary mount points).
+//!
+//! Crash recovery, done by [`Snapshotter::open`]: anything still mounted under the root is
+//! detached; active and view snapshots are removed (their owner was the dead process; only
+//! committed snapshots outlive a process); directories without a record are removed. Every change
+//! creates directories before its record is committed and deletes records before directories, so
+//! a crash at any point leaves at worst an orphan directory, which the next open removes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::fsutil::{self, Usage};
+use crate::mount::{
+    LinuxMounts, MAX_MOUNT_DATA, Mount, MountError, MountGuard, MountKind, MountSyscalls,
+};
+
+const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
+const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
+const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
+/// Layer blob digest -> diff id, learned when unpacking.
+pub(crate) const DIFF_IDS: TableDefinition<'_, &str, &str> = TableDefinition::new("layer_diff_ids");
+
+/// Errors of the snapshotter and its leases.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot metadata database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("snapshot {0:?} not found")]
+    NotFound(String),
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("parent {parent:?} of snapshot {key:?} is not a committed snapshot")]
+    ParentNotCommitted { key: String, parent: String },
+    #[error("snapshot {key:?} is {kind:?}, expected {expected}")]
+    WrongKind {
+        key: String,
+        kind: Kind,
+        expected: &'static str,
+    },
+    #[error("snapshot {key:?} still has children: {children:?}")]
+    HasChildren { key: String, children: Vec<String> },
+    #[error(
+        "snapshot {key:?} would need {len} bytes of overlay mount options, more than {MAX_MOUNT_DATA}"
+    )]
+    ChainTooLong { key: String, len: usize },
+    #[error("snapshot io error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot record {key:?} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("lease {0:?} not found")]
+    LeaseNotFound(String),
+    #[error("lease {0:?} already exists")]
+    LeaseExists(String),
+    #[error("{what} of {root} is still mounted after unmounting; refusing to delete under it")]
+    StillMounted { what: PathBuf, root: PathBuf },
+    #[error("snapshotter background task failed: {0}")]
+    Task(String),
+}
+
+fn db_err(e: impl Into<redb::Error>) -> SnapshotError {
+    SnapshotError::Db(e.into())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The state of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// Writable, from [`Snapshotter::prepare`].
+    Active,
+    /// Read-only, from [`Snapshotter::view`].
+    View,
+    /// Immutable; may be a parent.
+    Committed,
+}
+
+/// How snapshots are stored and mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Each snapshot holds only its changes; mounts are overlayfs.
+    Overlay,
+    /// Each active snapshot starts as a full copy of its parent; mounts are binds.
+    Copy,
+}
+
+/// Options for [`Snapshotter::open`].
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotterOptions {
+    /// `None`: overlay if a probe mount in the root works, else copy.
+    pub backend: Option<Backend>,
+}
+
+/// What [`Snapshotter::stat`] and [`Snapshotter::list`] report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub key: String,
+    pub kind: Kind,
+    pub parent: Option<String>,
+    pub created: SystemTime,
+    /// Last time this snapshot was created, committed or used as a parent.
+    pub last_used: SystemTime,
+}
+
+/// A lease: blobs and snapshots that garbage collection must keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: String,
+    pub blobs: BTreeSet<Digest>,
+    pub snapshots: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) id: u64,
+    pub(crate) kind: Kind,
+    pub(crate) parent: Option<String>,
+    created_ms: u64,
+    pub(crate) last_used_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms_to_time(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, SnapshotError> {
+    serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub(crate) struct Inner {
+    root: PathBuf,
+    snapshots_dir: PathBuf,
+    mnt_dir: PathBuf,
+    pub(crate) db: redb::Database,
+    backend: Backend,
+    sys: Arc<dyn MountSyscalls>,
+    next_mount: AtomicU64,
+    /// Serializes lease changes against garbage collection.
+    pub(crate) gc_lock: parking_lot::Mutex<()>,
+}
+
+/// Snapshots of directory trees, shared by all sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct Snapshotter {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Snapshotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshotter")
+            .field("root", &self.inner.root)
+            .field("backend", &self.inner.backend)
+            .finish()
+    }
+}
+
+impl Snapshotter {
+    /// Opens (creating if needed) the snapshotter under `root`, recovers from a crash (see the
+    /// module docs) and picks the backend. Blocking; call it at startup.
+    pub fn open(root: &Path, options: SnapshotterOptions) -> Result<Self, SnapshotError> {
+        Self::open_with(root, options, Arc::new(LinuxMounts))
+    }
+
+    /// [`Snapshotter::open`] with another mount implementation.
+    pub fn open_with(
+        root: &Path,
+        options: SnapshotterOptions,
+        sys: Arc<dyn MountSyscalls>,
+    ) -> Result<Self, SnapshotError> {
+        std::fs::create_dir_all(root).map_err(io_err(root))?;
+        let root = std::fs::canonicalize(root).map_err(io_err(root))?;
+        let snapshots_dir = root.join("snapshots");
+        let mnt_dir = root.join("mnt");
+        for d in [&snapshots_dir, &mnt_dir] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        // 1. Nothing of a previous process stays mounted under the root.
+        let mounted =
+            crate::mount::mounts_under(&root).map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+        for m in &mounted {
+            if let Err(e) = sys.unmount(m, true) {
+                tracing::warn!(path = %m.display(), error = %e, "could not detach stale mount");
+            }
+        }
+        let still =
+            crate::mount::mounts_under(&root).map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+        if let Some(what) = still.into_iter().next() {
+            return Err(SnapshotError::StillMounted { what, root });
+        }
+        remove_children(&mnt_dir)?;
+        let probe_dir = root.join("probe");
+        if probe_dir.exists() {
+            std::fs::remove_dir_all(&probe_dir).map_err(io_err(&probe_dir))?;
+        }
+
+        // 2. Records: drop active and view snapshots of the dead process.
+        let db_path = root.join("metadata.redb");
+        let db = redb::Database::create(&db_path).map_err(db_err)?;
+        let mut keep_ids = BTreeSet::new();
+        let mut committed_ids = BTreeSet::new();
+        {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+                txn.open_table(COUNTERS).map_err(db_err)?;
+                txn.open_table(LEASES).map_err(db_err)?;
+                txn.open_table(DIFF_IDS).map_err(db_err)?;
+                let mut stale = Vec::new();
+                for item in table.iter().map_err(db_err)? {
+                    let (k, v) = item.map_err(db_err)?;
+                    let key = k.value().to_owned();
+                    let record: Record = decode(&key, v.value())?;
+                    if record.kind == Kind::Committed {
+                        keep_ids.insert(record.id);
+                        committed_ids.insert(record.id);
+                    } else {
+                        stale.push(key);
+                    }
+                }
+                for key in stale {
+                    tracing::info!(key, "removing snapshot left active by a previous process");
+                    table.remove(key.as_str()).map_err(db_err)?;
+                }
+            }
+            txn.commit().map_err(db_err)?;
+        }
+        // 3. Directories without a record, and work dirs of committed snapshots.
+        for entry in std::fs::read_dir(&snapshots_dir).map_err(io_err(&snapshots_dir))? {
+            let entry = entry.map_err(io_err(&snapshots_dir))?;
+            let path = entry.path();
+            let id = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
+            match id {
+                Some(id) if keep_ids.contains(&id) => {
+                    let work = path.join("work");
+                    if committed_ids.contains(&id) && work.exists() {
+                        std::fs::remove_dir_all(&work).map_err(io_err(&work))?;
+                    }
+                }
+                _ => {
+                    tracing::info!(path = %path.display(), "removing orphan snapshot directory");
+                    std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                }
+            }
+        }
+
+        let backend = match options.backend {
+            Some(b) => b,
+            None => {
+                if probe_overlay(&probe_dir, &*sys) {
+                    Backend::Overlay
+                } else {
+                    Backend::Copy
+                }
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                snapshots_dir,
+                mnt_dir,
+                db,
+                backend,
+                sys,
+                next_mount: AtomicU64::new(0),
+                gc_lock: parking_lot::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The (canonical) root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The mount implementation, for callers that mount [`Mount`]s themselves.
+    pub fn mount_syscalls(&self) -> Arc<dyn MountSyscalls> {
+        self.inner.sys.clone()
+    }
+
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, SnapshotError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, SnapshotError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| SnapshotError::Task(e.to_string()))?
+    }
+
+    /// Creates a writable snapshot `key` on top of the committed `parent` and returns how to mount it.
+    pub async fn prepare(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        let (key, parent) = (key.to_owned(), parent.map(str::to_owned));
+        self.blocking(move |inner| inner.create(&key, parent.as_deref(), Kind::Active))
+            .await
+    }
+
+    /// Creates a read-only snapshot `key` of the committed `parent` and returns how to mount it.
+    pub async fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>, SnapshotError> {
+        let (key, parent) = (key.to_owned(), parent.map(str::to_owned));
+        self.blocking(move |inner| inner.create(&key, parent.as_deref(), Kind::View))
+            .await
+    }
+
+    /// How to mount the active or view snapshot `key`.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        let record = self.inner.record(key)?;
+        self.inner.mounts_of(key, &record)
+    }
+
+    /// Mounts the active or view snapshot `key` on `target`; unmounted when the guard drops.
+    pub fn mount(&self, key: &str, target: &Path) -> Result<MountGuard, SnapshotError> {
+        let mounts = self.mounts(key)?;
+        Ok(crate::mount::mount_all(
+            &mounts,
+            target,
+            self.inner.sys.clone(),
+        )?)
+    }
+
+    /// Commits the active snapshot `key` as the immutable snapshot `name`. It must not be mounted.
+    pub async fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+        let (name, key) = (name.to_owned(), key.to_owned());
+        self.blocking(move |inner| inner.commit(&name, &key)).await
+    }
+
+    /// Removes snapshot `key` (any kind); refused while other snapshots have it as parent.
+    pub async fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.remove(&key, false).map(|_| ()))
+            .await
+    }
+
+    /// Metadata of snapshot `key`.
+    pub fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        let record = self.inner.record(key)?;
+        Ok(info(key, &record))
+    }
+
+    /// All snapshots, by key.
+    pub fn list(&self) -> Result<Vec<Info>, SnapshotError> {
+        Ok(self
+            .inner
+            .records()?
+            .iter()
+            .map(|(k, r)| info(k, r))
+            .collect())
+    }
+
+    /// Disk usage of the snapshot's own directory (for overlay, only its changes).
+    pub async fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            let record = inner.record(&key)?;
+            let dir = inner.fs_dir(record.id);
+            fsutil::disk_usage(&dir).map_err(io_err(&dir))
+        })
+        .await
+    }
+
+    /// Creates an empty lease.
+    pub async fn create_lease(&self, id: &str) -> Result<(), SnapshotError> {
+        let id = id.to_owned();
+        self.blocking(move |inner| {
+            let _gc = inner.gc_lock.lock();
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut table = txn.open_table(LEASES).map_err(db_err)?;
+                if table.get(id.as_str()).map_err(db_err)?.is_some() {
+                    return Err(SnapshotError::LeaseExists(id));
+                }
+                let lease = Lease {
+                    id: id.clone(),
+                    ..Lease::default()
+                };
+                table
+                    .insert(id.as_str(), encode(&lease).as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    /// Adds a blob to lease `id` (the blob need not exist yet: lease before writing).
+    pub async fn lease_blob(&self, id: &str, digest: &Digest) -> Result<(), SnapshotError> {
+        let digest = digest.clone();
+        self.update_lease(id, move |l| {
+            l.blobs.insert(digest);
+        })
+        .await
+    }
+
+    /// Adds a snapshot key to lease `id`.
+    pub async fn lease_snapshot(&self, id: &str, key: &str) -> Result<(), SnapshotError> {
+        let key = key.to_owned();
+        self.update_lease(id, move |l| {
+            l.snapshots.insert(key);
+        })
+        .await
+    }
+
+    async fn update_lease(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Lease) + Send + 'static,
+    ) -> Result<(), SnapshotError> {
+        let id = id.to_owned();
+        self.blocking(move |inner| {
+            let _gc = inner.gc_lock.lock();
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut table = txn.open_table(LEASES).map_err(db_err)?;
+                let mut lease: Lease = match table.get(id.as_str()).map_err(db_err)? {
+                    Some(v) => decode(&id, v.value())?,
+                    None => return Err(SnapshotError::LeaseNotFound(id)),
+                };
+                f(&mut lease);
+                table
+                    .insert(id.as_str(), encode(&lease).as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    /// Deletes lease `id`; what it held becomes collectable.
+    pub async fn delete_lease(&self, id: &str) -> Result<(), SnapshotError> {
+        let id = id.to_owned();
+        self.blocking(move |inner| {
+            let _gc = inner.gc_lock.lock();
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut table = txn.open_table(LEASES).map_err(db_err)?;
+                if table.remove(id.as_str()).map_err(db_err)?.is_none() {
+                    return Err(SnapshotError::LeaseNotFound(id));
+                }
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    /// All leases.
+    pub fn leases(&self) -> Result<Vec<Lease>, SnapshotError> {
+        self.inner.leases()
+    }
+
+    /// Allocates a fresh, empty temporary mount point under the root.
+    pub(crate) fn temp_mount_dir(&self) -> Result<PathBuf, SnapshotError> {
+        let n = self.inner.next_mount.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .inner
+            .mnt_dir
+            .join(format!("{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+}
+
+fn info(key: &str, r: &Record) -> Info {
+    Info {
+        key: key.to_owned(),
+        kind: r.kind,
+        parent: r.parent.clone(),
+        created: ms_to_time(r.created_ms),
+        last_used: ms_to_time(r.last_used_ms),
+    }
+}
+
+fn remove_children(dir: &Path) -> Result<(), SnapshotError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// Tries a tiny overlay mount; true if the kernel and filesystem allow it.
+fn probe_overlay(dir: &Path, sys: &dyn MountSyscalls) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        for d in ["l1", "l2", "u", "w", "m"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        std::fs::write(dir.join("l2/f"), b"probe")?;
+        let data = format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            dir.join("l1").display(),
+            dir.join("l2").display(),
+            dir.join("u").display(),
+            dir.join("w").display()
+        );
+        let target = dir.join("m");
+        if let Err(e) = sys.mount_overlay(&target, &data, false) {
+            tracing::info!(error = %e, "overlayfs unavailable, using the copy backend");
+            return Ok(false);
+        }
+        let works = std::fs::read(target.join("f"))
+            .map(|b| b == b"probe")
+            .unwrap_or(false)
+            && std::fs::write(target.join("g"), b"x").is_ok();
+        sys.unmount(&target, false)
+            .or_else(|_| sys.unmount(&target, true))?;
+        Ok(works)
+    };
+    let ok = attempt().unwrap_or(false);
+    let _ = std::fs::remove_dir_all(dir);
+    ok
+}
+
+impl Inner {
+    fn snapshot_dir(&self, id: u64) -> PathBuf {
+        self.snapshots_dir.join(id.to_string())
+    }
+
+    pub(crate) fn fs_dir(&self, id: u64) -> PathBuf {
+        self.snapshot_dir(id).join("fs")
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn record(&self, key: &str) -> Result<Record, SnapshotError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        match table.get(key).map_err(db_err)? {
+            Some(v) => decode(key, v.value()),
+            None => Err(SnapshotError::NotFound(key.to_owned())),
+        }
+    }
+
+    pub(crate) fn records(&self) -> Result<Vec<(String, Record)>, SnapshotError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let key = k.value().to_owned();
+            let record = decode(&key, v.value())?;
+            out.push((key, record));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn leases(&self) -> Result<Vec<Lease>, SnapshotError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(LEASES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Own dirs of the parent chain, nearest first.
+    fn chain_dirs(&self, parent: Option<&str>) -> Result<Vec<PathBuf>, SnapshotError> {
+        let mut dirs = Vec::new();
+        let mut next = parent.map(str::to_owned);
+        while let Some(key) = next {
+            let r = self.record(&key)?;
+            dirs.push(self.fs_dir(r.id));
+            next = r.parent;
+        }
+        Ok(dirs)
+    }
+
+    fn mounts_of(&self, key: &str, record: &Record) -> Result<Vec<Mount>, SnapshotError> {
+        let own = self.fs_dir(record.id);
+        let bind = |source: PathBuf, ro: bool| Mount {
+            kind: MountKind::Bind,
+            source,
+            options: vec![if ro { "ro" } else { "rw" }.to_owned(), "rbind".to_owned()],
+        };
+        match (record.kind, self.backend) {
+            (Kind::Committed, _) => Err(SnapshotError::WrongKind {
+                key: key.to_owned(),
+                kind: Kind::Committed,
+                expected: "active or view (use a view to mount a committed snapshot)",
+            }),
+            (Kind::Active, Backend::Copy) => Ok(vec![bind(own, false)]),
+            (Kind::View, Backend::Copy) => {
+                let lower = self.chain_dirs(record.parent.as_deref())?;
+                Ok(vec![bind(lower.into_iter().next().unwrap_or(own), true)])
+            }
+            (Kind::Active, Backend::Overlay) => {
+                let lower = self.chain_dirs(record.parent.as_deref())?;
+                if lower.is_empty() {
+                    return Ok(vec![bind(own, false)]);
+                }
+                let options = vec![
+                    format!("lowerdir={}", join_lower(&lower)),
+                    format!("upperdir={}", own.display()),
+                    format!(
+                        "workdir={}",
+                        self.snapshot_dir(record.id).join("work").display()
+                    ),
+                ];
+                check_len(key, &options)?;
+                Ok(vec![Mount {
+                    kind: MountKind::Overlay,
+                    source: "overlay".into(),
+                    options,
+                }])
+            }
+            (Kind::View, Backend::Overlay) => {
+                let mut lower = self.chain_dirs(record.parent.as_deref())?;
+                match lower.len() {
+                    0 => Ok(vec![bind(own, true)]),
+                    1 => Ok(vec![bind(lower.remove(0), true)]),
+                    _ => {
+                        let options = vec![format!("lowerdir={}", join_lower(&lower))];
+                        check_len(key, &options)?;
+                        Ok(vec![Mount {
+                            kind: MountKind::Overlay,
+                            source: "overlay".into(),
+                            options,
+                        }])
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_id(&self) -> Result<u64, SnapshotError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let id = {
+            let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
+            let id = table
+                .get("next_snapshot_id")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            table.insert("next_snapshot_id", id + 1).map_err(db_err)?;
+            id
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    fn check_parent(&self, key: &str, parent: Option<&str>) -> Result<(), SnapshotError> {
+        if let Some(p) = parent {
+            match self.record(p) {
+                Ok(r) if r.kind == Kind::Committed => {}
+                Ok(_) | Err(SnapshotError::NotFound(_)) => {
+                    return Err(SnapshotError::ParentNotCommitted {
+                        key: key.to_owned(),
+                        parent: p.to_owned(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        match self.record(key) {
+            Ok(_) => return Err(SnapshotError::AlreadyExists(key.to_owned())),
+            Err(SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.check_parent(key, parent)?;
+        let id = self.next_id()?;
+        let dir = self.snapshot_dir(id);
+        let result = self.create_dirs_and_record(key, parent, kind, id);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let record = result?;
+        self.mounts_of(key, &record)
+    }
+
+    fn create_dirs_and_record(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+        id: u64,
+    ) -> Result<Record, SnapshotError> {
+        let dir = self.snapshot_dir(id);
+        let fs = dir.join("fs");
+        std::fs::create_dir_all(&fs).map_err(io_err(&fs))?;
+        std::fs::set_permissions(&fs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(io_err(&fs))?;
+        match self.backend {
+            Backend::Overlay if kind == Kind::Active && parent.is_some() => {
+                let work = dir.join("work");
+                std::fs::create_dir(&work).map_err(io_err(&work))?;
+            }
+            Backend::Copy if kind == Kind::Active => {
+                if let Some(parent_dir) = self.chain_dirs(parent)?.into_iter().next() {
+                    fsutil::copy_tree(&parent_dir, &fs)
+                        .map_err(|(path, source)| SnapshotError::Io { path, source })?;
+                }
+            }
+            _ => {}
+        }
+        let now = now_ms();
+        let record = Record {
+            id,
+            kind,
+            parent: parent.map(str::to_owned),
+            created_ms: now,
+            last_used_ms: now,
+        };
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            if table.get(key).map_err(db_err)?.is_some() {
+                return Err(SnapshotError::AlreadyExists(key.to_owned()));
+            }
+            if let Some(p) = parent {
+                let mut pr: Record = match table.get(p).map_err(db_err)? {
+                    Some(v) => decode(p, v.value())?,
+                    None => {
+                        return Err(SnapshotError::ParentNotCommitted {
+                            key: key.to_owned(),
+                            parent: p.to_owned(),
+                        });
+                    }
+                };
+                pr.last_used_ms = now;
+                table.insert(p, encode(&pr).as_slice()).map_err(db_err)?;
+            }
+            table
+                .insert(key, encode(&record).as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(record)
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let id = {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            let mut record: Record = match table.get(key).map_err(db_err)? {
+                Some(v) => decode(key, v.value())?,
+                None => return Err(SnapshotError::NotFound(key.to_owned())),
+            };
+            if record.kind != Kind::Active {
+                return Err(SnapshotError::WrongKind {
+                    key: key.to_owned(),
+                    kind: record.kind,
+                    expected: "active",
+                });
+            }
+            if table.get(name).map_err(db_err)?.is_some() {
+                return Err(SnapshotError::AlreadyExists(name.to_owned()));
+            }
+            record.kind = Kind::Committed;
+            record.created_ms = now_ms();
+            record.last_used_ms = record.created_ms;
+            table.remove(key).map_err(db_err)?;
+            table
+                .insert(name, encode(&record).as_slice())
+                .map_err(db_err)?;
+            record.id
+        };
+        txn.commit().map_err(db_err)?;
+        let work = self.snapshot_dir(id).join("work");
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(io_err(&work))?;
+        }
+        Ok(())
+    }
+
+    /// Removes `key`. With `unleased_only`, refuses (returns false) if a lease holds it.
+    pub(crate) fn remove(&self, key: &str, unleased_only: bool) -> Result<bool, SnapshotError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let id = {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            let record: Record = match table.get(key).map_err(db_err)? {
+                Some(v) => decode(key, v.value())?,
+                None => return Err(SnapshotError::NotFound(key.to_owned())),
+            };
+            let mut children = Vec::new();
+            for item in table.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let r: Record = decode(k.value(), v.value())?;
+                if r.parent.as_deref() == Some(key) {
+                    children.push(k.value().to_owned());
+                }
+            }
+            if !children.is_empty() {
+                return Err(SnapshotError::HasChildren {
+                    key: key.to_owned(),
+                    children,
+                });
+            }
+            if unleased_only {
+                let leases = txn.open_table(LEASES).map_err(db_err)?;
+                for item in leases.iter().map_err(db_err)? {
+                    let (k, v) = item.map_err(db_err)?;
+                    let lease: Lease = decode(k.value(), v.value())?;
+                    if lease.snapshots.contains(key) {
+                        return Ok(false);
+                    }
+                }
+            }
+            table.remove(key).map_err(db_err)?;
+            record.id
+        };
+        txn.commit().map_err(db_err)?;
+        let dir = self.snapshot_dir(id);
+        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(true)
+    }
+}
+
+fn join_lower(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn check_len(key: &str, options: &[String]) -> Result<(), SnapshotError> {
+    let len = options.iter().map(|o| o.len() + 1).sum::<usize>();
+    if len > MAX_MOUNT_DATA {
+        return Err(SnapshotError::ChainTooLong {
+            key: key.to_owned(),
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// Kinds for stat in other modules.
+pub(crate) fn record_parent_map(records: &[(String, Record)]) -> BTreeMap<String, Vec<String>> {
+    let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, r) in records {
+        if let Some(p) = &r.parent {
+            children.entry(p.clone()).or_default().push(k.clone());
+        }
+    }
+    children
+}
