@@ -250,7 +250,7 @@ impl Executor {
             bundle: bundle.clone(),
             child: None,
             mounted: Vec::new(),
-            stubs: Vec::new(),
+            stubs: MountStubs::default(),
             netns: None,
             permit: Some(permit),
             done: false,
@@ -314,9 +314,13 @@ impl Executor {
 
         let container_mounts = self.prepare_user_mounts(cleanup, spec)?;
 
-        let mut destinations = vec!["/etc/hosts".to_string(), "/etc/resolv.conf".to_string()];
+        let mut destinations: Vec<String> =
+            ["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"]
+                .iter()
+                .map(|d| d.to_string())
+                .collect();
         destinations.extend(spec.mounts.iter().map(|m| m.dest.clone()));
-        cleanup.stubs = missing_mount_points(&rootfs_path, &destinations);
+        cleanup.stubs = MountStubs::find(&rootfs_path, &destinations);
 
         let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
         let netns_path = netns.path().to_path_buf();
@@ -532,51 +536,94 @@ fn write_secret(file: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Res
         .map_err(prepare_err(file))
 }
 
-/// Paths under `rootfs` that do not exist yet and that the runtime will create as mount points
-/// for `destinations`, parents before children. Destinations reached through a symlink in the
-/// rootfs are skipped (the runtime resolves those inside the rootfs, the host must not).
-pub fn missing_mount_points(rootfs: &Path, destinations: &[String]) -> Vec<PathBuf> {
-    let mut missing: Vec<PathBuf> = Vec::new();
-    'dest: for dest in destinations {
-        let mut current = rootfs.to_path_buf();
-        let mut found_missing = false;
-        for component in Path::new(dest).components() {
-            let Component::Normal(name) = component else {
-                continue;
-            };
-            current.push(name);
-            if found_missing {
-                if !missing.contains(&current) {
-                    missing.push(current.clone());
+/// Mount points the runtime will have to create in the rootfs, recorded before the run so they
+/// can be removed afterwards, leaving the rootfs (and a layer diffed from it) as it was.
+#[derive(Debug, Default)]
+pub(crate) struct MountStubs {
+    /// Paths that do not exist yet, parents before children.
+    missing: Vec<PathBuf>,
+    /// Existing directories that will receive a new entry, with their access and modification
+    /// times (restored after the stubs are removed).
+    parents: Vec<(PathBuf, rustix::fs::Timestamps)>,
+}
+
+fn timestamps(meta: &std::fs::Metadata) -> rustix::fs::Timestamps {
+    use std::os::unix::fs::MetadataExt;
+    rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    }
+}
+
+impl MountStubs {
+    /// Records what is missing under `rootfs` for `destinations`. Destinations reached through
+    /// a symlink in the rootfs are skipped (the runtime resolves those inside the rootfs; the
+    /// host must not follow them).
+    pub(crate) fn find(rootfs: &Path, destinations: &[String]) -> Self {
+        let mut stubs = MountStubs::default();
+        'dest: for dest in destinations {
+            let mut current = rootfs.to_path_buf();
+            let mut found_missing = false;
+            for component in Path::new(dest).components() {
+                let Component::Normal(name) = component else {
+                    continue;
+                };
+                let parent = current.clone();
+                current.push(name);
+                if found_missing {
+                    if !stubs.missing.contains(&current) {
+                        stubs.missing.push(current.clone());
+                    }
+                    continue;
                 }
-                continue;
-            }
-            match std::fs::symlink_metadata(&current) {
-                Ok(meta) if meta.file_type().is_symlink() => continue 'dest,
-                Ok(_) => {}
-                Err(_) => {
-                    found_missing = true;
-                    if !missing.contains(&current) {
-                        missing.push(current.clone());
+                match std::fs::symlink_metadata(&current) {
+                    Ok(meta) if meta.file_type().is_symlink() => continue 'dest,
+                    Ok(_) => {}
+                    Err(_) => {
+                        found_missing = true;
+                        if stubs.missing.contains(&current) {
+                            continue;
+                        }
+                        stubs.missing.push(current.clone());
+                        if !stubs.parents.iter().any(|(p, _)| *p == parent)
+                            && let Ok(meta) = std::fs::symlink_metadata(&parent)
+                        {
+                            stubs.parents.push((parent, timestamps(&meta)));
+                        }
                     }
                 }
             }
         }
+        stubs
     }
-    missing
-}
 
-/// Removes the mount points in `stubs` that are still empty, children first.
-fn remove_stubs(stubs: &[PathBuf]) {
-    for stub in stubs.iter().rev() {
-        match std::fs::symlink_metadata(stub) {
-            Ok(meta) if meta.is_dir() => {
-                let _ = std::fs::remove_dir(stub);
+    /// Removes the stubs that are still empty, children first, and restores the times of the
+    /// directories that held them.
+    pub(crate) fn remove(&self) {
+        for stub in self.missing.iter().rev() {
+            match std::fs::symlink_metadata(stub) {
+                Ok(meta) if meta.is_dir() => {
+                    let _ = std::fs::remove_dir(stub);
+                }
+                Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                    let _ = std::fs::remove_file(stub);
+                }
+                _ => {}
             }
-            Ok(meta) if meta.is_file() && meta.len() == 0 => {
-                let _ = std::fs::remove_file(stub);
-            }
-            _ => {}
+        }
+        for (parent, times) in &self.parents {
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                parent,
+                times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
         }
     }
 }
@@ -590,7 +637,7 @@ struct ExecCleanup {
     bundle: PathBuf,
     child: Option<Child>,
     mounted: Vec<PathBuf>,
-    stubs: Vec<PathBuf>,
+    stubs: MountStubs,
     netns: Option<NetworkNamespace>,
     permit: Option<OwnedSemaphorePermit>,
     done: bool,
@@ -645,7 +692,7 @@ impl ExecCleanup {
         {
             tracing::warn!(exec = %self.id, error = %e, "runtime delete failed");
         }
-        remove_stubs(&self.stubs);
+        self.stubs.remove();
         let mut all_unmounted = true;
         while let Some(target) = self.mounted.pop() {
             if let Err(e) = self.mount_ops.unmount(&target) {

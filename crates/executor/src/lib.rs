@@ -25,7 +25,6 @@ mod user;
 
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, Rootfs, RunOptions,
-    missing_mount_points,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};

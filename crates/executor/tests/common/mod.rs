@@ -1,0 +1,90 @@
+//! Shared fixtures of the integration tests: a busybox rootfs and an executor in a temp state dir.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dagr_executor::{Executor, ExecutorConfig};
+use tempfile::TempDir;
+
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+pub const GROUP: &str = "root:x:0:\nwheel:x:10:app\napp:x:1000:\n";
+
+/// Builds a busybox rootfs in `dir`: `/bin/busybox` plus one symlink per applet, and
+/// `/etc/passwd` + `/etc/group` with `root` and `app` (1000).
+pub fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    assert!(list.status.success());
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    for d in ["etc", "tmp", "proc", "dev", "sys", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), PASSWD).unwrap();
+    std::fs::write(dir.join("etc/group"), GROUP).unwrap();
+}
+
+/// An executor with its own state dir and a busybox rootfs, both removed on drop.
+pub struct Fixture {
+    pub executor: Executor,
+    pub state: TempDir,
+    pub rootfs: TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(adjust: impl FnOnce(&mut ExecutorConfig)) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        busybox_rootfs(rootfs.path());
+        let mut config = ExecutorConfig::new(state.path());
+        config.runtime_binary = PathBuf::from("runc");
+        adjust(&mut config);
+        let executor = Executor::new(config);
+        executor
+            .runtime()
+            .check()
+            .expect("runc is required for these tests");
+        Fixture {
+            executor,
+            state,
+            rootfs,
+        }
+    }
+
+    pub fn rootfs(&self) -> dagr_executor::Rootfs {
+        dagr_executor::Rootfs::Directory(self.rootfs.path().to_path_buf())
+    }
+
+    /// Asserts that no exec left anything behind: no container in the runtime's state root, no
+    /// mount under the state dir, no bundle, no netns file.
+    pub fn assert_clean(&self) {
+        let containers = self.executor.runtime().list_blocking().unwrap();
+        assert!(containers.is_empty(), "containers left: {containers:?}");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let state = self.state.path().to_string_lossy().to_string();
+        let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&state)).collect();
+        assert!(left.is_empty(), "mounts left: {left:?}");
+        for dir in [self.executor.bundles_dir(), self.executor.netns_dir()] {
+            if dir.exists() {
+                let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+                assert!(entries.is_empty(), "left in {}: {entries:?}", dir.display());
+            }
+        }
+    }
+}
+
+pub fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}

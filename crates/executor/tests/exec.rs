@@ -1,0 +1,606 @@
+//! Integration tests with real runc (need root): run busybox containers and check output,
+//! exit codes, identity, mounts, networking, cancellation and cleanup.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Fixture, sh};
+use dagr_executor::{
+    ExecError, ExecMount, ExecMountKind, ExecSpec, Mount, OutputStream, Rootfs, RunOptions,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn spec(args: Vec<String>) -> ExecSpec {
+    ExecSpec {
+        args,
+        ..Default::default()
+    }
+}
+
+async fn run_ok(fixture: &Fixture, spec: &ExecSpec) -> dagr_executor::ExecResult {
+    fixture
+        .executor
+        .run(&fixture.rootfs(), spec, RunOptions::default())
+        .await
+        .unwrap()
+}
+
+fn stdout_of(result: &dagr_executor::ExecResult) -> String {
+    String::from_utf8_lossy(&result.stdout.bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_goes_to_stdout() {
+    let fixture = Fixture::new();
+    let etc = fixture.rootfs.path().join("etc");
+    let etc_modified = std::fs::metadata(&etc).unwrap().modified().unwrap();
+    let result = run_ok(&fixture, &spec(vec!["echo".into(), "hello".into()])).await;
+    assert_eq!(result.exit_code, 0);
+    assert_eq!(stdout_of(&result), "hello\n");
+    assert!(result.stderr.bytes.is_empty());
+    assert!(!result.stdout.truncated());
+    fixture.assert_clean();
+    // Mount points the runtime needed were removed from the directory rootfs.
+    assert!(!fixture.rootfs.path().join("etc/hosts").exists());
+    assert!(!fixture.rootfs.path().join("etc/resolv.conf").exists());
+    assert_eq!(
+        std::fs::metadata(&etc).unwrap().modified().unwrap(),
+        etc_modified
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_zero_exit_is_failed_with_output() {
+    let fixture = Fixture::new();
+    let err = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(sh("echo out; echo err >&2; exit 3")),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "process \"sh -c echo out; echo err >&2; exit 3\" did not complete successfully: exit code: 3"
+    );
+    match err {
+        ExecError::Failed {
+            exit_code,
+            stdout,
+            stderr,
+            ..
+        } => {
+            assert_eq!(exit_code, 3);
+            assert_eq!(&stdout[..], b"out\n");
+            assert_eq!(&stderr[..], b"err\n");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    let err = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(vec!["false".into()]),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ExecError::Failed { exit_code: 1, .. }),
+        "{err}"
+    );
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_is_captured_separately() {
+    let fixture = Fixture::new();
+    let result = run_ok(&fixture, &spec(sh("echo to-err >&2"))).await;
+    assert!(result.stdout.bytes.is_empty());
+    assert_eq!(&result.stderr.bytes[..], b"to-err\n");
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_executable_is_a_start_error() {
+    let fixture = Fixture::new();
+    let err = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(vec!["/no/such/binary".into()]),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        ExecError::Start { message, .. } => {
+            assert!(message.contains("/no/such/binary"), "{message}")
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_workdir_user_and_hostname_apply() {
+    let fixture = Fixture::new();
+    let exec = ExecSpec {
+        args: sh("echo $FOO; pwd; id -u; id -g; id -G; hostname; echo $PATH"),
+        env: vec!["FOO=bar baz".into()],
+        workdir: "/tmp".into(),
+        user: "app".into(),
+        hostname: "box".into(),
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    let out = stdout_of(&result);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "bar baz",
+            "/tmp",
+            "1000",
+            "1000",
+            "1000 10",
+            "box",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
+    );
+
+    let numeric = ExecSpec {
+        args: vec!["id".into()],
+        user: "4242:77".into(),
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &numeric).await;
+    assert!(
+        stdout_of(&result).starts_with("uid=4242 gid=77"),
+        "{}",
+        stdout_of(&result)
+    );
+
+    let unknown = ExecSpec {
+        args: vec!["true".into()],
+        user: "nobody-here".into(),
+        ..Default::default()
+    };
+    let err = fixture
+        .executor
+        .run(&fixture.rootfs(), &unknown, RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::User { .. }), "{err}");
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_is_fed_and_closed() {
+    let fixture = Fixture::new();
+    let exec = ExecSpec {
+        args: vec!["cat".into()],
+        stdin: Some(Bytes::from_static(b"line one\nline two\n")),
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    assert_eq!(stdout_of(&result), "line one\nline two\n");
+    // Without stdin, reading gets end of file at once.
+    let result = run_ok(&fixture, &spec(vec!["cat".into()])).await;
+    assert!(result.stdout.bytes.is_empty());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_up_and_usable() {
+    let fixture = Fixture::new();
+    let result = run_ok(
+        &fixture,
+        &spec(sh(
+            "cat /sys/class/net/lo/flags; ip -o addr show lo; ls /sys/class/net",
+        )),
+    )
+    .await;
+    let out = stdout_of(&result);
+    let mut lines = out.lines();
+    let flags = u32::from_str_radix(lines.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "IFF_UP not set: {out}");
+    assert!(out.contains("inet 127.0.0.1/8"), "{out}");
+    // Only loopback: the container is isolated from the host's interfaces.
+    assert_eq!(out.lines().last(), Some("lo"), "{out}");
+
+    // A TCP round trip over loopback inside the container.
+    let result = run_ok(
+        &fixture,
+        &spec(sh("nc -l -p 8123 > /tmp/got & \
+             for i in $(seq 1 200); do echo ping | nc 127.0.0.1 8123 && break; usleep 50000; done; \
+             wait; cat /tmp/got; rm /tmp/got")),
+    )
+    .await;
+    assert_eq!(stdout_of(&result), "ping\n");
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_mounts_read_only_and_read_write() {
+    let fixture = Fixture::new();
+    let ro = tempfile::tempdir().unwrap();
+    std::fs::write(ro.path().join("file"), "original").unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    let exec = ExecSpec {
+        args: sh("cat /ro/file; echo new > /rw/out; if echo x > /ro/file; then echo WROTE; fi"),
+        mounts: vec![
+            ExecMount {
+                dest: "/ro".into(),
+                kind: ExecMountKind::Bind {
+                    source: ro.path().to_path_buf(),
+                    readonly: true,
+                },
+            },
+            ExecMount {
+                dest: "/rw".into(),
+                kind: ExecMountKind::Bind {
+                    source: rw.path().to_path_buf(),
+                    readonly: false,
+                },
+            },
+        ],
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    assert_eq!(stdout_of(&result), "original");
+    assert!(
+        String::from_utf8_lossy(&result.stderr.bytes).contains("Read-only file system"),
+        "{:?}",
+        result.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(ro.path().join("file")).unwrap(),
+        "original"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("out")).unwrap(),
+        "new\n"
+    );
+    // The mount points created for the run are gone from the rootfs.
+    assert!(!fixture.rootfs.path().join("ro").exists());
+    assert!(!fixture.rootfs.path().join("rw").exists());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmpfs_mount_is_a_tmpfs_and_leaves_nothing() {
+    let fixture = Fixture::new();
+    let exec = ExecSpec {
+        args: sh("grep ' /scratch ' /proc/mounts; echo data > /scratch/f; cat /scratch/f"),
+        mounts: vec![ExecMount {
+            dest: "/scratch".into(),
+            kind: ExecMountKind::Tmpfs {
+                size: Some(4 << 20),
+            },
+        }],
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    let out = stdout_of(&result);
+    assert!(out.starts_with("tmpfs /scratch tmpfs"), "{out}");
+    assert!(out.contains("size=4096k"), "{out}");
+    assert!(out.ends_with("data\n"), "{out}");
+    assert!(!fixture.rootfs.path().join("scratch").exists());
+    fixture.assert_clean();
+}
+
+fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            if tree_contains(&entry.path(), needle) {
+                return true;
+            }
+        } else if kind.is_file() {
+            let content = std::fs::read(entry.path()).unwrap();
+            if content.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_is_visible_inside_and_never_in_the_rootfs() {
+    let fixture = Fixture::new();
+    let secret = b"s3cr3t-value-8d1f";
+    let exec = ExecSpec {
+        args: sh(
+            "cat /run/secrets/token; echo; stat -c '%a %u %g' /run/secrets/token; \
+             grep ' /run/secrets/token ' /proc/mounts | cut -d' ' -f3",
+        ),
+        mounts: vec![ExecMount {
+            dest: "/run/secrets/token".into(),
+            kind: ExecMountKind::Secret {
+                bytes: Bytes::from_static(secret),
+                mode: 0o400,
+                uid: 1000,
+                gid: 1000,
+            },
+        }],
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    assert_eq!(
+        stdout_of(&result),
+        "s3cr3t-value-8d1f\n400 1000 1000\ntmpfs\n"
+    );
+    assert!(!fixture.rootfs.path().join("run").exists());
+    assert!(!tree_contains(fixture.rootfs.path(), secret));
+    assert!(!tree_contains(fixture.state.path(), secret));
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_capped_and_streamed() {
+    let fixture = Fixture::with_config(|c| c.output_cap = 1000);
+    let (tx, mut rx) = mpsc::channel::<dagr_executor::OutputChunk>(1024);
+    let collector = tokio::spawn(async move {
+        let mut stdout = 0usize;
+        let mut stderr = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            match chunk.stream {
+                OutputStream::Stdout => stdout += chunk.bytes.len(),
+                OutputStream::Stderr => stderr.extend_from_slice(&chunk.bytes),
+            }
+        }
+        (stdout, stderr)
+    });
+    let result = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(sh("yes | head -c 100000; echo done >&2")),
+            RunOptions {
+                output_sink: Some(tx),
+                cancel: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.stdout.bytes.len(), 1000);
+    assert_eq!(result.stdout.total_len, 100_000);
+    assert!(result.stdout.truncated());
+    assert!(
+        result
+            .stdout
+            .bytes
+            .iter()
+            .all(|b| *b == b'y' || *b == b'\n')
+    );
+    assert!(!result.stderr.truncated());
+    let (streamed_stdout, streamed_stderr) = collector.await.unwrap();
+    assert_eq!(streamed_stdout, 100_000);
+    assert_eq!(streamed_stderr, b"done\n");
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlay_rootfs_works_and_writes_go_to_the_upper_dir() {
+    let fixture = Fixture::new();
+    let layers = tempfile::tempdir().unwrap();
+    let upper = layers.path().join("upper");
+    let work = layers.path().join("work");
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let rootfs = Rootfs::Mounts(vec![Mount {
+        kind: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", fixture.rootfs.path().display()),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+        ],
+    }]);
+    let exec = ExecSpec {
+        args: sh(
+            "echo layer > /created; cat /created; grep '^overlay / ' /proc/mounts | cut -d' ' -f1",
+        ),
+        mounts: vec![ExecMount {
+            dest: "/cache".into(),
+            kind: ExecMountKind::Tmpfs { size: None },
+        }],
+        ..Default::default()
+    };
+    let result = fixture
+        .executor
+        .run(&rootfs, &exec, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stdout_of(&result), "layer\noverlay\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("created")).unwrap(),
+        "layer\n"
+    );
+    assert!(!fixture.rootfs.path().join("created").exists());
+    // Mount points created for the run do not end up in the layer.
+    // Overlay copied `/etc` up when `/etc/hosts` was created; the stub is gone and the
+    // directory's times are those of the lower one again.
+    let mut upper_entries: Vec<String> = std::fs::read_dir(&upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    upper_entries.sort();
+    assert_eq!(upper_entries, ["created", "etc"]);
+    assert_eq!(std::fs::read_dir(upper.join("etc")).unwrap().count(), 0);
+    let lower_etc = std::fs::metadata(fixture.rootfs.path().join("etc")).unwrap();
+    let upper_etc = std::fs::metadata(upper.join("etc")).unwrap();
+    assert_eq!(lower_etc.modified().unwrap(), upper_etc.modified().unwrap());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_mount_is_mounted_and_bound_read_only() {
+    let fixture = Fixture::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("hello.txt"), "from snapshot").unwrap();
+    let exec = ExecSpec {
+        args: sh("cat /data/hello.txt; touch /data/x 2>/dev/null || echo ' ro'"),
+        mounts: vec![ExecMount {
+            dest: "/data".into(),
+            kind: ExecMountKind::Snapshot {
+                mounts: vec![Mount {
+                    kind: "bind".into(),
+                    source: data.path().to_string_lossy().into_owned(),
+                    options: vec!["rbind".into()],
+                }],
+                readonly: true,
+            },
+        }],
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    assert_eq!(stdout_of(&result), "from snapshot ro\n");
+    assert!(!data.path().join("x").exists());
+    fixture.assert_clean();
+}
+
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap() {
+        let entry = entry.unwrap();
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && cmdline == wanted
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (hang protection only) until `path` exists.
+async fn wait_for_file(path: &Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn started_spec(marker_dir: &Path, seconds: &str) -> ExecSpec {
+    ExecSpec {
+        args: sh(&format!("touch /marker/started; exec sleep {seconds}")),
+        mounts: vec![ExecMount {
+            dest: "/marker".into(),
+            kind: ExecMountKind::Bind {
+                source: marker_dir.to_path_buf(),
+                readonly: false,
+            },
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_token_kills_everything_and_cleans_up() {
+    let fixture = Arc::new(Fixture::new());
+    let marker = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let exec = started_spec(marker.path(), "1001");
+    let task = {
+        let fixture = fixture.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            fixture
+                .executor
+                .run(
+                    &fixture.rootfs(),
+                    &exec,
+                    RunOptions {
+                        output_sink: None,
+                        cancel: Some(token),
+                    },
+                )
+                .await
+        })
+    };
+    wait_for_file(&marker.path().join("started")).await;
+    assert_eq!(processes_running(&["sleep", "1001"]).len(), 1);
+    assert_eq!(fixture.executor.runtime().list_blocking().unwrap().len(), 1);
+    token.cancel();
+    let err = task.await.unwrap().unwrap_err();
+    assert!(matches!(err, ExecError::Cancelled { .. }), "{err}");
+    assert!(processes_running(&["sleep", "1001"]).is_empty());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_future_kills_everything_and_cleans_up() {
+    let fixture = Arc::new(Fixture::new());
+    let marker = tempfile::tempdir().unwrap();
+    let exec = started_spec(marker.path(), "1002");
+    let task = {
+        let fixture = fixture.clone();
+        tokio::spawn(async move {
+            fixture
+                .executor
+                .run(&fixture.rootfs(), &exec, RunOptions::default())
+                .await
+        })
+    };
+    wait_for_file(&marker.path().join("started")).await;
+    assert_eq!(processes_running(&["sleep", "1002"]).len(), 1);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(processes_running(&["sleep", "1002"]).is_empty());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_execs_with_a_limit_of_two() {
+    let fixture = Arc::new(Fixture::with_config(|c| c.max_concurrent_execs = 2));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let fixture = fixture.clone();
+        tasks.spawn(async move {
+            let result = fixture
+                .executor
+                .run(
+                    &fixture.rootfs(),
+                    &spec(vec!["echo".into(), format!("exec-{i}")]),
+                    RunOptions::default(),
+                )
+                .await
+                .unwrap();
+            (
+                i,
+                String::from_utf8_lossy(&result.stdout.bytes).into_owned(),
+            )
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, out) = joined.unwrap();
+        assert_eq!(out, format!("exec-{i}\n"));
+        seen.push(i);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    fixture.assert_clean();
+}
