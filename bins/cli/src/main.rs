@@ -1,1 +1,292 @@
-fn main() {}
+//! `dagr`: the command-line client of the dagr engine. `query` sends GraphQL, `run` runs a command
+//! with a session (the way SDKs are driven), `session` serves a session to an SDK that started it.
+
+mod proxy;
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use dagr_client::{ConnectOptions, EngineHost};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dagr",
+    version,
+    about = "Client of the dagr build engine",
+    long_about = "Client of the dagr build engine. The engine is chosen with --host or DAGR_HOST: \
+unix:///path/to/engine.sock, tcp://127.0.0.1:PORT, or stdio://CMD ARGS... (a connection helper such \
+as `dagr-engine dial-stdio`). Start a local engine with `cargo xtask engine`."
+)]
+struct Cli {
+    /// Engine address (unix://, tcp:// or stdio://).
+    #[arg(long, env = "DAGR_HOST", global = true, value_name = "HOST")]
+    host: Option<String>,
+    /// Working directory that relative host paths are resolved against (default: the current one).
+    #[arg(long, global = true, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send a GraphQL document (from FILE, or stdin with `-` or no FILE) and print the JSON result.
+    Query {
+        /// The file holding the query; `-` or nothing reads stdin.
+        file: Option<String>,
+        /// A variable, `name=value`; the value is parsed as JSON when it is valid JSON, else taken as
+        /// a string. Repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// The operation to run when the document has several.
+        #[arg(long, value_name = "NAME")]
+        operation: Option<String>,
+    },
+    /// Open a session and run CMD with DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN set, so that an SDK
+    /// inside it talks to the engine through this process; exits with CMD's exit code.
+    Run {
+        /// Label `key:value` for the session; repeatable.
+        #[arg(long = "label", value_name = "KEY:VALUE")]
+        labels: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Open a session, print `{"port":N,"session_token":"..."}` once ready, serve it until stdin is
+    /// closed or SIGTERM/SIGINT arrives (how SDKs start the CLI).
+    Session {
+        /// Label `key:value` for the session; repeatable.
+        #[arg(long = "label", value_name = "KEY:VALUE")]
+        labels: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DAGR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dagr: starting the runtime failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dagr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_host() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        return "unix:///var/lib/dagr/engine.sock".to_owned();
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    format!("unix://{}", base.join("dagr/engine.sock").display())
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("label {l:?} is not KEY:VALUE"))
+        })
+        .collect()
+}
+
+async fn connect(
+    cli: &Cli,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<dagr_client::Client> {
+    let host_text = cli.host.clone().unwrap_or_else(default_host);
+    let host: EngineHost = host_text
+        .parse()
+        .with_context(|| format!("engine host {host_text:?}"))?;
+    let workdir = match &cli.workdir {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let mut opts = ConnectOptions::new(host);
+    opts.workdir = workdir;
+    opts.labels = labels;
+    dagr_client::connect(opts)
+        .await
+        .with_context(|| format!("connecting to the engine at {host_text}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Query {
+            file,
+            vars,
+            operation,
+        } => query(&cli, file.as_deref(), vars, operation.as_deref()).await,
+        Command::Run { labels, cmd } => run_cmd(&cli, parse_labels(labels)?, cmd).await,
+        Command::Session { labels } => session(&cli, parse_labels(labels)?).await,
+    }
+}
+
+fn parse_vars(vars: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for v in vars {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("variable {v:?} is not NAME=VALUE"))?;
+        let parsed =
+            serde_json::from_str(val).unwrap_or_else(|_| serde_json::Value::String(val.to_owned()));
+        out.insert(k.to_owned(), parsed);
+    }
+    Ok(out)
+}
+
+async fn query(
+    cli: &Cli,
+    file: Option<&str>,
+    vars: &[String],
+    operation: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let document = match file {
+        None | Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the query from stdin")?;
+            s
+        }
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+    };
+    if document.trim().is_empty() {
+        bail!("the query document is empty");
+    }
+    let mut body = serde_json::json!({ "query": document, "variables": parse_vars(vars)? });
+    if let Some(op) = operation {
+        body["operationName"] = serde_json::Value::String(op.to_owned());
+    }
+    let client = connect(cli, BTreeMap::new()).await?;
+    let result = client.query(body).await;
+    let closed = client.close().await;
+    let response = result.context("running the query")?;
+    closed.context("closing the session")?;
+    if let Some(data) = response.get("data").filter(|d| !d.is_null()) {
+        println!("{}", serde_json::to_string_pretty(data)?);
+    }
+    match response.get("errors").and_then(|e| e.as_array()) {
+        Some(errors) if !errors.is_empty() => {
+            for e in errors {
+                let msg = e
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("unknown error");
+                eprintln!("error: {msg}");
+                if let Some(ext) = e.get("extensions") {
+                    eprintln!("  extensions: {ext}");
+                }
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn run_cmd(
+    cli: &Cli,
+    labels: BTreeMap<String, String>,
+    cmd: &[String],
+) -> anyhow::Result<ExitCode> {
+    let Some((program, args)) = cmd.split_first() else {
+        bail!("dagr run needs a command after --");
+    };
+    let client = Arc::new(connect(cli, labels).await?);
+    let proxy = proxy::SessionProxy::start(client.clone()).await?;
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .env("DAGGER_SESSION_PORT", proxy.port.to_string())
+        .env("DAGGER_SESSION_TOKEN", &proxy.token)
+        .status()
+        .await;
+    drop(proxy);
+    close_shared(client).await?;
+    let status = status.with_context(|| format!("running {program}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => {
+            eprintln!("dagr: {program} was killed by a signal");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+async fn session(cli: &Cli, labels: BTreeMap<String, String>) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::signal::unix::{SignalKind, signal};
+    let client = Arc::new(connect(cli, labels).await?);
+    let proxy = proxy::SessionProxy::start(client.clone()).await?;
+    let line = serde_json::json!({ "port": proxy.port, "session_token": proxy.token }).to_string();
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(format!("{line}\n").as_bytes()).await?;
+    stdout.flush().await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stdin_eof = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = stdin_eof => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    drop(proxy);
+    close_shared(client).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Closes a client shared with the proxy's connection tasks (waits for them to let go of it).
+async fn close_shared(client: Arc<dagr_client::Client>) -> anyhow::Result<()> {
+    let mut client = client;
+    for _ in 0..200 {
+        match Arc::try_unwrap(client) {
+            Ok(c) => return c.close().await.context("closing the session"),
+            Err(shared) => {
+                client = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    bail!("the session is still in use by proxy connections; it ends when this process exits")
+}

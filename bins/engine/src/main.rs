@@ -1,1 +1,203 @@
-fn main() {}
+//! `dagr-engine`: the composition root. Parses configuration, builds the service stack from the
+//! library crates, binds the listeners and owns the runtime and the signals.
+
+mod config;
+mod grpc;
+mod metrics;
+mod query;
+mod routes;
+mod server;
+mod stack;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dagr_engine_state::SessionRegistry;
+use dagr_session::{ClientScopeLayer, ScopePolicy};
+
+use config::{ListenAddr, default_socket, default_state_dir};
+
+/// The oldest client version this engine serves.
+const MIN_CLIENT_VERSION: semver::Version = semver::Version::new(0, 1, 0);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dagr-engine",
+    version,
+    about = "The dagr build engine: a GraphQL API over HTTP/1.1 and h2c on unix and loopback TCP sockets",
+    long_about = "The dagr build engine. Clients (the dagr CLI, Dagger SDKs through `dagr session`) \
+connect to one of its listeners; each listener serves HTTP/1.1 and cleartext HTTP/2 (and gRPC health) \
+on the same socket. Log filtering follows RUST_LOG (default: info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on, `unix:///path` or `tcp://127.0.0.1:PORT` (loopback only); repeatable.
+    /// Default: the unix socket `engine.sock` in the state directory.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<ListenAddr>,
+    /// Directory for the engine's state (sockets, caches).
+    /// Default: /var/lib/dagr as root, else $XDG_STATE_HOME/dagr.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How long open connections may take to finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Connect stdin/stdout to a running engine's listener (connection helper for `stdio://` hosts).
+    DialStdio {
+        /// The engine address; default: the default unix socket of the default state directory.
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<ListenAddr>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Some(Command::DialStdio { addr }) => runtime.block_on(dial_stdio(addr)),
+        None => runtime.block_on(serve(cli.serve)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let listen = if args.listen.is_empty() {
+        vec![ListenAddr::Unix(default_socket(&state_dir))]
+    } else {
+        args.listen
+    };
+
+    let registry = SessionRegistry::new();
+    let engine = Arc::new(routes::Engine {
+        registry: registry.clone(),
+        metrics: metrics::EngineMetrics::default(),
+        query: query::QueryEngine::new(env!("CARGO_PKG_VERSION"), MIN_CLIENT_VERSION),
+    });
+    let scope = ClientScopeLayer::new(
+        registry,
+        ScopePolicy {
+            min_client_version: MIN_CLIENT_VERSION,
+        },
+    );
+    let grpc = grpc::routes(&MIN_CLIENT_VERSION).await;
+    let service = stack::build(engine.clone(), grpc, scope);
+
+    let listeners = server::bind(&listen).await?;
+    for l in &listeners {
+        // One line per listener on stdout, for scripts and tests that asked for port 0.
+        println!("dagr-engine listening on {}", l.describe());
+    }
+    tracing::info!(state_dir = %state_dir.display(), "engine ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    server::serve(
+        listeners,
+        service,
+        engine,
+        stop_rx,
+        Duration::from_secs(args.shutdown_grace),
+    )
+    .await;
+    tracing::info!("engine stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the engine with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn dial_stdio(addr: Option<ListenAddr>) -> anyhow::Result<()> {
+    let addr = addr.unwrap_or_else(|| ListenAddr::Unix(default_socket(&default_state_dir())));
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    match &addr {
+        ListenAddr::Unix(p) => {
+            let s = tokio::net::UnixStream::connect(p)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            let (mut r, mut w) = s.into_split();
+            pipe(&mut stdin, &mut stdout, &mut r, &mut w).await
+        }
+        ListenAddr::Tcp(a) => {
+            let s = tokio::net::TcpStream::connect(a)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            let (mut r, mut w) = s.into_split();
+            pipe(&mut stdin, &mut stdout, &mut r, &mut w).await
+        }
+    }
+}
+
+/// Copies both ways until the engine closes the connection; stdin EOF half-closes towards it.
+async fn pipe<R, W>(
+    stdin: &mut tokio::io::Stdin,
+    stdout: &mut tokio::io::Stdout,
+    from_engine: &mut R,
+    to_engine: &mut W,
+) -> anyhow::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let upstream = async {
+        tokio::io::copy(stdin, to_engine).await?;
+        to_engine.shutdown().await
+    };
+    let downstream = async {
+        tokio::io::copy(from_engine, stdout).await?;
+        stdout.flush().await
+    };
+    tokio::pin!(upstream);
+    tokio::pin!(downstream);
+    tokio::select! {
+        r = &mut downstream => r.context("copying from the engine")?,
+        r = &mut upstream => {
+            r.context("copying to the engine")?;
+            (&mut downstream).await.context("copying from the engine")?;
+        }
+    }
+    Ok(())
+}

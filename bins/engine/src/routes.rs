@@ -1,0 +1,166 @@
+//! The scoped HTTP routes: `/query`, `/sessionAttachables`, `/shutdown`. Each request arrives here
+//! with a [`RequestScope`] already in its extensions (see `dagr-session`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dagr_attach::AttachablesClient;
+use dagr_engine_state::SessionRegistry;
+use dagr_session::{BoxBody, RequestScope, error_response, full_body};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+use crate::metrics::EngineMetrics;
+use crate::query::QueryEngine;
+
+/// Largest `/query` body accepted.
+const MAX_QUERY_BODY: usize = 32 << 20;
+
+/// Everything the routes share.
+pub struct Engine {
+    pub registry: SessionRegistry,
+    pub metrics: EngineMetrics,
+    pub query: QueryEngine,
+}
+
+/// Marks a client whose attachables connection has been accepted; a second one is refused.
+#[derive(Clone)]
+struct AttachablesClaimed;
+
+pub async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
+    let Some(scope) = req.extensions().get::<RequestScope>().cloned() else {
+        // The steer only sends scoped paths here, all behind ClientScopeLayer.
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "request was not scoped to a client",
+        );
+    };
+    match req.uri().path() {
+        "/query" => query(engine, scope, req).await,
+        "/sessionAttachables" => attachables(scope, req),
+        "/shutdown" => shutdown(engine, scope, req).await,
+        other => error_response(StatusCode::NOT_FOUND, &format!("no route for {other}")),
+    }
+}
+
+async fn query(
+    engine: Arc<Engine>,
+    scope: RequestScope,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
+    if req.method() != Method::POST {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("/query takes POST, not {}", req.method()),
+        );
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_QUERY_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("reading the /query body failed: {e}"),
+            );
+        }
+    };
+    let (status, json) = engine.query.execute(&scope, &body).await;
+    let mut resp = Response::new(full_body(Bytes::from(json)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<BoxBody> {
+    let client = scope.client().clone();
+    let claimed = client.with_extensions(|ext| {
+        if ext.get::<AttachablesClaimed>().is_some() {
+            false
+        } else {
+            ext.insert(AttachablesClaimed);
+            true
+        }
+    });
+    if !claimed {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "client {} of session {} already has an attachables connection",
+                client.id(),
+                client.session_id()
+            ),
+        );
+    }
+    let (resp, pending) = match dagr_attach::accept(&mut req) {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            // Let the client try again with a well-formed request.
+            client.with_extensions(|ext| ext.remove::<AttachablesClaimed>());
+            return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    // The hijacked connection counts as an in-flight request of the client until it closes.
+    let held = match scope.hold() {
+        Ok(h) => h,
+        Err(e) => return error_response(StatusCode::GONE, &e.to_string()),
+    };
+    let session = scope.session().clone();
+    tokio::spawn(async move {
+        match pending.finish().await {
+            Ok(conn) => {
+                client.with_extensions(|ext| ext.insert(conn.clone()));
+                tracing::debug!(
+                    client = client.id(),
+                    session = session.id(),
+                    "attachables connected"
+                );
+                tokio::select! {
+                    () = conn.closed() => {
+                        tracing::debug!(client = client.id(), "attachables connection closed");
+                    }
+                    () = session.removed() => {}
+                }
+                client.with_extensions(|ext| ext.remove::<AttachablesClient>());
+            }
+            Err(e) => {
+                tracing::warn!(client = client.id(), error = %e, "attachables handshake failed");
+            }
+        }
+        drop(held);
+    });
+    resp.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+async fn shutdown(
+    engine: Arc<Engine>,
+    scope: RequestScope,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
+    if req.method() != Method::POST {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("/shutdown takes POST, not {}", req.method()),
+        );
+    }
+    let immediate = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "immediate=true"));
+    if scope.client().is_main() && immediate {
+        // Tear the session down now, whatever is still in flight.
+        let id = scope.session().id().to_owned();
+        drop(scope);
+        engine.registry.remove_session(&id).await;
+    }
+    // Without `immediate` there is nothing to drain before answering: the session ends when the
+    // main client closes its attachables connection (its last in-flight request).
+    let mut resp = Response::new(full_body(Bytes::new()));
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}

@@ -1,0 +1,145 @@
+//! The one tower service stack every listener serves (the request path of ARCHITECTURE.md):
+//!
+//! ```text
+//! trace -> count by route/status -> steer:
+//!   HTTP/2 + application/grpc*         -> tonic routes (health, Info)
+//!   /metrics                           -> Prometheus text (no metadata header)
+//!   /query, /sessionAttachables, /shutdown -> ClientScopeLayer -> routes
+//!   anything else                      -> 404 JSON
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use dagr_session::{BoxBody, ClientScopeLayer, error_response, full_body};
+use futures::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tower::ServiceExt as _;
+use tower::steer::Steer;
+use tower::util::BoxCloneSyncService;
+
+use crate::metrics::route_label;
+use crate::routes::{self, Engine};
+
+pub type EngineService = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
+
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.version() == http::Version::HTTP_2
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+const GRPC: usize = 0;
+const METRICS: usize = 1;
+const SCOPED: usize = 2;
+const NOT_FOUND: usize = 3;
+
+/// Builds the engine's service stack.
+pub fn build(
+    engine: Arc<Engine>,
+    grpc: tonic::service::Routes,
+    scope: ClientScopeLayer,
+) -> EngineService {
+    let grpc = BoxCloneSyncService::new(tower::ServiceExt::<Request<Incoming>>::map_response(
+        grpc,
+        |resp: Response<tonic::body::Body>| {
+            resp.map(|body| body.map_err(dagr_session::BoxError::from).boxed_unsync())
+        },
+    ));
+    let metrics = {
+        let engine = engine.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |_req: Request<Incoming>| {
+            let text = engine.metrics.render(&engine.registry);
+            async move {
+                let mut resp = Response::new(full_body(Bytes::from(text)));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok::<_, Infallible>(resp)
+            }
+        }))
+    };
+    let scoped = {
+        let engine = engine.clone();
+        let routes = tower::service_fn(move |req: Request<Incoming>| {
+            let engine = engine.clone();
+            async move { Ok::<_, Infallible>(routes::route(engine, req).await) }
+        });
+        BoxCloneSyncService::new(tower::ServiceBuilder::new().layer(scope).service(routes))
+    };
+    let not_found = BoxCloneSyncService::new(tower::service_fn(|req: Request<Incoming>| {
+        let msg = format!("no route for {} {}", req.method(), req.uri().path());
+        async move { Ok::<_, Infallible>(error_response(StatusCode::NOT_FOUND, &msg)) }
+    }));
+    let steer = Steer::new(
+        vec![grpc, metrics, scoped, not_found],
+        |req: &Request<Incoming>, _: &[_]| {
+            if is_grpc(req) {
+                return GRPC;
+            }
+            match req.uri().path() {
+                "/metrics" => METRICS,
+                "/query" | "/sessionAttachables" | "/shutdown" => SCOPED,
+                _ => NOT_FOUND,
+            }
+        },
+    );
+    let counted = CountRequests {
+        inner: steer,
+        engine,
+    };
+    let traced = tower::ServiceBuilder::new()
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .service(counted)
+        .map_response(|resp: Response<_>| resp.map(|b| b.boxed_unsync()));
+    BoxCloneSyncService::new(traced)
+}
+
+/// Counts answered requests by route and status for `dagr_http_requests_total`.
+#[derive(Clone)]
+struct CountRequests<S> {
+    inner: S,
+    engine: Arc<Engine>,
+}
+
+impl<S> tower::Service<Request<Incoming>> for CountRequests<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<BoxBody>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let route = route_label(req.uri().path(), is_grpc(&req));
+        let engine = self.engine.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            engine.metrics.request_done(route, resp.status().as_u16());
+            Ok(resp)
+        })
+    }
+}
