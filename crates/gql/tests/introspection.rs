@@ -1,0 +1,180 @@
+//! Both standard introspection queries, checked with graphql-core 3.2.3 (as used by the Python SDK).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::json;
+
+/// A venv with graphql-core 3.2.3, cached under the target tmpdir and shared by the tests here.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gql-graphql-core-3.2.3");
+        let python = venv.join("bin/python");
+        let ready = venv.join(".ready");
+        if !ready.exists() {
+            let _ = std::fs::remove_dir_all(&venv);
+            let status = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .unwrap();
+            assert!(status.success(), "python3 -m venv failed");
+            let out = Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "graphql-core==3.2.3",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pip install graphql-core==3.2.3 failed (is PyPI reachable?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::write(&ready, b"ok").unwrap();
+        }
+        python
+    })
+}
+
+fn py(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const CHECK: &str = r#"
+import json, sys
+from graphql import build_client_schema, build_schema, print_schema, validate, parse, get_introspection_query
+result = json.load(open(sys.argv[1]))
+assert "errors" not in result, result.get("errors")
+client = build_client_schema(result["data"])
+from_sdl = build_schema(open(sys.argv[2]).read())
+a, b = print_schema(client), print_schema(from_sdl)
+if sys.argv[3] == "standard":
+    # The standard query asks neither deprecated input values nor specifiedByURL.
+    import re
+    b = re.sub(r' @specifiedBy\(url: "[^"]*"\)', "", b)
+    b = b.replace('\n  legacy: String @deprecated(reason: "Unused.")', "")
+if a != b:
+    import difflib
+    sys.stderr.write("\n".join(difflib.unified_diff(b.splitlines(), a.splitlines(), "sdl", "introspection", lineterm="")))
+    sys.exit(1)
+# What the SDK does next: validate its queries against the downloaded schema.
+for q in ['{ container { withExec(args: ["a"]) { id stdin: args } } }', '{ echo(e: UDP, input: {name: "x"}) }']:
+    errs = validate(client, parse(q))
+    assert not errs, errs
+print(a)
+"#;
+
+async fn check(query_script: &str, mode: &str) -> String {
+    let query = py(query_script, &[]);
+    let schema = common::schema();
+    let response = common::run_json(&schema, &query, json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let result_path = dir.path().join("result.json");
+    let sdl_path = dir.path().join("schema.graphql");
+    std::fs::write(&result_path, serde_json::to_vec(&response).unwrap()).unwrap();
+    std::fs::write(&sdl_path, schema.sdl()).unwrap();
+    py(
+        CHECK,
+        &[
+            result_path.to_str().unwrap(),
+            sdl_path.to_str().unwrap(),
+            mode,
+        ],
+    )
+}
+
+#[tokio::test]
+async fn graphql_core_standard_introspection_query() {
+    let printed = check(
+        "from graphql import get_introspection_query; print(get_introspection_query())",
+        "standard",
+    )
+    .await;
+    assert!(printed.contains("type Container"), "{printed}");
+    assert!(printed.contains("withExec(\n    \"\"\"Command to run.\"\"\"\n    args: [String!]!\n    stdin: String = \"\"\n    protocol: NetworkProtocol = TCP\n  ): Container!"), "{printed}");
+    assert!(
+        printed.contains("old: String @deprecated(reason: \"Use `version` instead.\")"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("loadContainerFromID(id: ContainerID!): Container!"),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn graphql_core_newer_introspection_query() {
+    let printed = check(
+        "from graphql import get_introspection_query; print(get_introspection_query(descriptions=True, specified_by_url=True, directive_is_repeatable=True, schema_description=True, input_value_deprecation=True))",
+        "full",
+    )
+    .await;
+    assert!(
+        printed.contains("legacy: String @deprecated(reason: \"Unused.\")"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("scalar URL @specifiedBy(url: \"https://url.spec.whatwg.org/\")"),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn one_of_and_type_lookups_answer() {
+    let schema = common::schema();
+    let data = common::ok_data(
+        common::run(
+            &schema,
+            r#"{ input: __type(name: "BuildArg") { kind isOneOf inputFields { name defaultValue } }
+                 missing: __type(name: "Nope") { name }
+                 list: __type(name: "Container") { fields(includeDeprecated: true) { name type { kind ofType { kind ofType { name } } } } } }"#,
+            json!({}),
+        )
+        .await,
+    );
+    assert_eq!(data["input"]["kind"], "INPUT_OBJECT");
+    assert_eq!(data["input"]["isOneOf"], false);
+    assert_eq!(
+        data["input"]["inputFields"][1],
+        json!({"name": "value", "defaultValue": "\"\""})
+    );
+    assert_eq!(data["missing"], json!(null));
+    let fields = data["list"]["fields"].as_array().unwrap();
+    assert_eq!(fields[0]["name"], "id");
+    let args = fields.iter().find(|f| f["name"] == "args").unwrap();
+    assert_eq!(
+        args["type"],
+        json!({"kind": "NON_NULL", "ofType": {"kind": "LIST", "ofType": {"name": null}}})
+    );
+}
+
+#[test]
+fn sdl_parses_with_graphql_parser() {
+    let schema = common::schema();
+    let sdl = schema.sdl();
+    graphql_parser::parse_schema::<String>(&sdl).unwrap();
+    assert!(sdl.contains("scalar ContainerID"));
+    assert!(sdl.contains("directive @impure(reason: String!) on FIELD_DEFINITION"));
+    assert!(!sdl.contains("__Type"));
+}
