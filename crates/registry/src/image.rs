@@ -286,6 +286,7 @@ pub(crate) async fn image_from_store(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

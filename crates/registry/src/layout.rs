@@ -118,7 +118,7 @@ pub async fn import_archive(
     let handle = tokio::runtime::Handle::current();
     let path = archive.to_path_buf();
     let store_for_task = store.clone();
-    let (layout, index) =
+    let ArchiveDocuments { layout, index } =
         tokio::task::spawn_blocking(move || read_archive(&handle, &store_for_task, &path))
             .await
             .map_err(|e| LayoutError::Task {
@@ -146,12 +146,18 @@ pub async fn import_archive(
     .await
 }
 
+/// The two documents of an archive's layout: `oci-layout` and `index.json`, if present.
+struct ArchiveDocuments {
+    layout: Option<Vec<u8>>,
+    index: Option<Vec<u8>>,
+}
+
 /// Reads an archive on a blocking thread: returns `oci-layout` and `index.json`, stores blobs.
 fn read_archive(
     handle: &tokio::runtime::Handle,
     store: &ContentStore,
     path: &Path,
-) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), LayoutError> {
+) -> Result<ArchiveDocuments, LayoutError> {
     let io_err = |source| LayoutError::Io {
         path: path.to_path_buf(),
         source,
@@ -212,7 +218,7 @@ fn read_archive(
             _ => {}
         }
     }
-    Ok((layout, index))
+    Ok(ArchiveDocuments { layout, index })
 }
 
 fn read_entry(

@@ -516,6 +516,7 @@ pub(crate) async fn status_error(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

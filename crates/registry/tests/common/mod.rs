@@ -1,0 +1,234 @@
+//! Test harness: the busybox fixture image, a loopback `docker-registry`, skopeo, and a tiny
+//! in-test HTTP server. Everything started here is stopped by a Drop guard.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::TcpListener as StdTcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dagr_snapshot::Digest;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+/// The fixture image built by `shared/fixtures/base-image.sh` (once per test process).
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub layout: PathBuf,
+    pub archive: PathBuf,
+    pub manifest_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub config_digest: Digest,
+    pub config: Vec<u8>,
+    pub layer_digest: Digest,
+    pub layer: Vec<u8>,
+}
+
+fn fixture_script() -> PathBuf {
+    let beside_repo =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/base-image.sh");
+    if beside_repo.exists() {
+        return beside_repo;
+    }
+    PathBuf::from("/work/shared/fixtures/base-image.sh")
+}
+
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dagr-registry-fixture");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("bash")
+            .arg(fixture_script())
+            .env("OUT", &dir)
+            .env("SKIP_REGISTRY", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fixture script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
+        let config = std::fs::read(dir.join("config.json")).unwrap();
+        let layer = std::fs::read(dir.join("layer.tar.gz")).unwrap();
+        Fixture {
+            layout: dir.join("oci"),
+            archive: dir.join("busybox-oci.tar"),
+            manifest_digest: Digest::of_bytes(&manifest),
+            config_digest: Digest::of_bytes(&config),
+            layer_digest: Digest::of_bytes(&layer),
+            manifest,
+            config,
+            layer,
+            dir,
+        }
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn http_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream
+        .write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 32];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200")
+        || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.0 200")
+}
+
+/// A `docker-registry` on 127.0.0.1 with its own config and data dir; killed on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let addr = format!("127.0.0.1:{}", free_port());
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .unwrap();
+            let log_path = dir.path().join("registry.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("docker-registry must be installed (apt-get install docker-registry)");
+            let mut registry = Registry { child, addr, dir };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if http_ok(&registry.addr) {
+                    return registry;
+                }
+                if registry.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            drop(registry.child.kill());
+        }
+        panic!("docker-registry did not start: {last_log}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs skopeo with a permissive policy and plain-http registries; panics with its stderr if it fails.
+pub fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo must be installed");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A request as the in-test server handler sees it.
+pub struct SeenRequest {
+    pub method: http::Method,
+    pub path: String,
+    pub query: String,
+    pub authorization: Option<String>,
+}
+
+pub type Handler = Arc<dyn Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// An HTTP/1.1 server on 127.0.0.1:<free port>; its accept loop is aborted on drop.
+pub struct TestServer {
+    pub addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(handler: Handler) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let seen = SeenRequest {
+                            method: req.method().clone(),
+                            path: req.uri().path().to_string(),
+                            query: req.uri().query().unwrap_or_default().to_string(),
+                            authorization: req
+                                .headers()
+                                .get(http::header::AUTHORIZATION)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string),
+                        };
+                        let response = handler(&seen);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestServer { addr, task }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn respond(
+    status: u16,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        builder = builder.header(http::header::CONTENT_TYPE, ct);
+    }
+    builder.body(Full::new(body.into())).unwrap()
+}

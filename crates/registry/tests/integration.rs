@@ -1,0 +1,649 @@
+//! Pull, push and layout tests against a real loopback `docker-registry`, skopeo, and in-test
+//! HTTP servers (token auth, corrupt blobs, redirects).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::{Registry, SeenRequest, TestServer, fixture, respond, skopeo};
+use dagr_registry::image::{OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION};
+use dagr_registry::layout::{self, LayoutError};
+use dagr_registry::{
+    Anonymous, BlobPush, ExportEntry, Platform, PullError, Reference, RegistryClient,
+    RegistryConfig, StaticCredentials, TransportError,
+};
+use dagr_snapshot::{ContentError, ContentStore, Digest};
+
+fn client() -> RegistryClient {
+    RegistryClient::new(RegistryConfig::default(), Arc::new(Anonymous))
+}
+
+fn new_store() -> (tempfile::TempDir, ContentStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn skopeo_push_fixture(registry: &Registry, repo: &str) {
+    let f = fixture();
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", f.layout.display()),
+        &format!("docker://{}/{repo}:latest", registry.addr),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_an_image_skopeo_pushed() {
+    let f = fixture();
+    let registry = Registry::start();
+    skopeo_push_fixture(&registry, "library/busybox");
+    let (_dir, store) = new_store();
+    let reference = Reference::parse(&format!("{}/library/busybox", registry.addr)).unwrap();
+
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert_eq!(image.config_digest, f.config_digest);
+    assert_eq!(image.index_digest, None);
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(
+        image.layers[0].digest().to_string(),
+        f.layer_digest.to_string()
+    );
+    assert_eq!(image.config.architecture().to_string(), "amd64");
+    assert_eq!(
+        image.config.rootfs().diff_ids().len(),
+        1,
+        "fixture has one diff id"
+    );
+    assert_eq!(
+        image
+            .config
+            .config()
+            .as_ref()
+            .unwrap()
+            .cmd()
+            .as_ref()
+            .unwrap(),
+        &vec!["/bin/sh".to_string()]
+    );
+    assert_eq!(store.read_bytes(&f.layer_digest).await.unwrap(), f.layer);
+    assert_eq!(
+        store.read_bytes(&f.manifest_digest).await.unwrap(),
+        f.manifest
+    );
+
+    // A second pull finds every blob present; pinning the digest resolves the same image.
+    let pinned = reference.with_digest(f.manifest_digest.clone());
+    let again = client()
+        .pull(&pinned, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(again.manifest_digest, f.manifest_digest);
+
+    // A missing tag is reported as such.
+    let missing = reference.with_tag("nope").unwrap();
+    let err = client()
+        .pull(&missing, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::ManifestNotFound { .. }), "{err}");
+}
+
+/// Writes a layout whose `multi` entry is an index of an amd64 and an arm64/v8 manifest.
+fn write_multi_platform_layout(dir: &std::path::Path) -> (Digest, Digest, Digest) {
+    let f = fixture();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of_bytes(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        d
+    };
+    put(&f.layer);
+    put(&f.config);
+    let amd64 = put(&f.manifest);
+    let config_arm = String::from_utf8(f.config.clone()).unwrap().replace(
+        "\"architecture\":\"amd64\"",
+        "\"architecture\":\"arm64\",\"variant\":\"v8\"",
+    );
+    let config_arm_digest = put(config_arm.as_bytes());
+    let manifest_arm = String::from_utf8(f.manifest.clone()).unwrap().replace(
+        &format!(
+            "\"digest\":\"{}\",\"size\":{}",
+            f.config_digest,
+            f.config.len()
+        ),
+        &format!(
+            "\"digest\":\"{config_arm_digest}\",\"size\":{}",
+            config_arm.len()
+        ),
+    );
+    let arm64 = put(manifest_arm.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd64.to_string(), "size": f.manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm64.to_string(), "size": manifest_arm.len(),
+             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        ]
+    })
+    .to_string();
+    let index_digest = put(index.as_bytes());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": OCI_INDEX, "digest": index_digest.to_string(), "size": index.len(),
+                       "annotations": {REF_NAME_ANNOTATION: "multi"}}]
+    });
+    std::fs::write(dir.join("index.json"), top.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (index_digest, amd64, arm64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_the_requested_platform_from_an_index() {
+    let registry = Registry::start();
+    let layout_dir = tempfile::tempdir().unwrap();
+    let (index_digest, amd64, arm64) = write_multi_platform_layout(layout_dir.path());
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout_dir.path().display()),
+        &format!("docker://{}/multi/busybox:latest", registry.addr),
+    ]);
+    let reference = Reference::parse(&format!("{}/multi/busybox:latest", registry.addr)).unwrap();
+    let (_dir, store) = new_store();
+
+    let image = client()
+        .pull(
+            &reference,
+            &Platform::from_str("linux/arm64").unwrap(),
+            &store,
+        )
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, arm64);
+    assert_eq!(image.index_digest.as_ref(), Some(&index_digest));
+    assert_eq!(image.config.architecture().to_string(), "arm64");
+    assert_eq!(image.config.variant().as_deref(), Some("v8"));
+
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, amd64);
+
+    let err = client()
+        .pull(
+            &reference,
+            &Platform::from_str("linux/s390x").unwrap(),
+            &store,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no manifest for platform linux/s390x"),
+        "{err}"
+    );
+
+    // Importing the same layout chooses the same way.
+    let (_dir2, store2) = new_store();
+    let imported = layout::import_layout(
+        &store2,
+        layout_dir.path(),
+        Some("multi"),
+        &Platform::from_str("linux/arm64/v8").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(imported.manifest_digest, arm64);
+
+    // Pushing the index (all platforms are in store2 after importing both) round-trips.
+    layout::import_layout(
+        &store2,
+        layout_dir.path(),
+        Some("multi"),
+        &Platform::default(),
+    )
+    .await
+    .unwrap();
+    let target = Reference::parse(&format!("{}/ours/multi:v1", registry.addr)).unwrap();
+    let pushed = client()
+        .push(&store2, &index_digest, &target, None)
+        .await
+        .unwrap();
+    assert_eq!(pushed, index_digest);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]);
+    assert_eq!(Digest::of_bytes(&raw), index_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_what_skopeo_can_read_monolithic_chunked_and_mounted() {
+    let f = fixture();
+    let registry = Registry::start();
+    let (_dir, store) = new_store();
+    let image = layout::import_layout(&store, &f.layout, Some("latest"), &Platform::default())
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+
+    // Monolithic upload.
+    let first = Reference::parse(&format!("{}/ours/busybox:v1", registry.addr)).unwrap();
+    let digest = client()
+        .push(&store, &image.manifest_digest, &first, None)
+        .await
+        .unwrap();
+    assert_eq!(digest, f.manifest_digest);
+    let inspect: serde_json::Value = serde_json::from_slice(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{first}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], f.manifest_digest.to_string());
+    assert_eq!(inspect["Layers"][0], f.layer_digest.to_string());
+    assert_eq!(inspect["Architecture"], "amd64");
+
+    // Chunked upload (PATCH) of the ~1 MB layer in 100 KB pieces, to another repository.
+    let second = Reference::parse(&format!("{}/chunked/busybox:v2", registry.addr)).unwrap();
+    let chunked = client().with_chunk_size(100 * 1024);
+    assert_eq!(
+        chunked
+            .push_blob(&store, &second, &f.layer_digest, None)
+            .await
+            .unwrap(),
+        BlobPush::Uploaded
+    );
+    assert_eq!(
+        chunked
+            .push_blob(&store, &second, &f.layer_digest, None)
+            .await
+            .unwrap(),
+        BlobPush::AlreadyPresent
+    );
+    chunked
+        .push(&store, &image.manifest_digest, &second, None)
+        .await
+        .unwrap();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{second}"),
+    ]);
+    assert_eq!(raw, f.manifest);
+    // skopeo can copy the chunk-pushed image out, which reads and verifies every blob.
+    let copy_dir = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{second}"),
+        &format!("oci:{}:x", copy_dir.path().display()),
+    ]);
+    assert_eq!(
+        std::fs::read(
+            copy_dir
+                .path()
+                .join("blobs/sha256")
+                .join(f.layer_digest.hex())
+        )
+        .unwrap(),
+        f.layer
+    );
+
+    // Cross-repository mount.
+    let third = Reference::parse(&format!("{}/mounted/busybox:v3", registry.addr)).unwrap();
+    assert_eq!(
+        client()
+            .push_blob(&store, &third, &f.layer_digest, Some("ours/busybox"))
+            .await
+            .unwrap(),
+        BlobPush::Mounted
+    );
+    client()
+        .push(&store, &image.manifest_digest, &third, Some("ours/busybox"))
+        .await
+        .unwrap();
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{third}"),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_layouts_and_archives_that_skopeo_reads() {
+    let f = fixture();
+    let (_dir, store) = new_store();
+    let image = layout::import_archive(&store, &f.archive, Some("latest"), &Platform::default())
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert_eq!(image.layers[0].size(), f.layer.len() as u64);
+
+    let out = tempfile::tempdir().unwrap();
+    let entries = [ExportEntry {
+        digest: image.manifest_digest.clone(),
+        ref_name: Some("v1".into()),
+    }];
+    let archive = out.path().join("image.tar");
+    layout::export_archive(&store, &archive, &entries)
+        .await
+        .unwrap();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:v1", archive.display()),
+    ]);
+    assert_eq!(Digest::of_bytes(&raw), f.manifest_digest);
+    let inspect: serde_json::Value = serde_json::from_slice(&skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}:v1", archive.display()),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Layers"][0], f.layer_digest.to_string());
+
+    let dir = out.path().join("layout");
+    layout::export_layout(&store, &dir, &entries).await.unwrap();
+    let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:v1", dir.display())]);
+    assert_eq!(raw, f.manifest);
+    let umoci = std::process::Command::new("umoci")
+        .args(["stat", "--image", &format!("{}:v1", dir.display())])
+        .output()
+        .unwrap();
+    assert!(
+        umoci.status.success(),
+        "{}",
+        String::from_utf8_lossy(&umoci.stderr)
+    );
+
+    // Our export imports back (into a fresh store), from both forms.
+    let (_dir2, store2) = new_store();
+    let back = layout::import_archive(&store2, &archive, Some("v1"), &Platform::default())
+        .await
+        .unwrap();
+    assert_eq!(back.manifest_digest, f.manifest_digest);
+    let (_dir3, store3) = new_store();
+    let back = layout::import_layout(&store3, &dir, None, &Platform::default())
+        .await
+        .unwrap();
+    assert_eq!(back.config_digest, f.config_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copy_then_our_pull_then_our_export_matches_skopeo() {
+    let f = fixture();
+    let registry = Registry::start();
+    skopeo_push_fixture(&registry, "copied/busybox");
+    let (_dir, store) = new_store();
+    let reference = Reference::parse(&format!("{}/copied/busybox:latest", registry.addr)).unwrap();
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    layout::export_layout(
+        &store,
+        out.path(),
+        &[ExportEntry {
+            digest: image.manifest_digest.clone(),
+            ref_name: Some("latest".into()),
+        }],
+    )
+    .await
+    .unwrap();
+    // skopeo copies our layout back into the registry under a new name, unchanged.
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", out.path().display()),
+        &format!("docker://{}/again/busybox:latest", registry.addr),
+    ]);
+    let digest = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{}/again/busybox:latest", registry.addr),
+    ]);
+    assert_eq!(
+        String::from_utf8(digest).unwrap().trim(),
+        f.manifest_digest.to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refuses_blobs_that_do_not_match_their_digest() {
+    let f = fixture();
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", f.layout.display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let layer_path = copy.path().join("blobs/sha256").join(f.layer_digest.hex());
+    let mut corrupt = f.layer.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    std::fs::write(&layer_path, &corrupt).unwrap();
+
+    let (_dir, store) = new_store();
+    let err = layout::import_layout(&store, copy.path(), Some("latest"), &Platform::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LayoutError::Content { source: ContentError::DigestMismatch { expected, .. }, .. }
+                if *expected == f.layer_digest
+        ),
+        "{err}"
+    );
+    assert!(!store.has(&f.layer_digest));
+
+    let err = layout::import_layout(&store, copy.path(), Some("nope"), &Platform::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LayoutError::NoSuchImage { .. }), "{err}");
+}
+
+/// The token server side of [`fixture_handler`]: its realm url and the token queries it saw.
+struct TokenAuth {
+    realm: Arc<Mutex<String>>,
+    queries: Arc<Mutex<Vec<String>>>,
+}
+
+/// Serves the fixture image as `demo/busybox:latest`, blobs through a redirect, optionally
+/// with a corrupt layer and optionally behind token auth.
+fn fixture_handler(corrupt_layer: bool, token_auth: Option<TokenAuth>) -> common::Handler {
+    let f = fixture();
+    let mut layer = f.layer.clone();
+    if corrupt_layer {
+        let middle = layer.len() / 2;
+        layer[middle] ^= 0xff;
+    }
+    let layer = Bytes::from(layer);
+    let manifest = Bytes::from(f.manifest.clone());
+    let config = Bytes::from(f.config.clone());
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    Arc::new(move |req: &SeenRequest| {
+        if let Some(TokenAuth { realm, queries }) = &token_auth {
+            if req.path == "/token" {
+                queries.lock().unwrap().push(req.query.clone());
+                if req.authorization.as_deref() != Some(basic.as_str()) {
+                    return respond(401, None, "bad credentials");
+                }
+                return respond(
+                    200,
+                    Some("application/json"),
+                    r#"{"token":"tok-123","expires_in":300}"#,
+                );
+            }
+            if req.path.starts_with("/v2/")
+                && req.authorization.as_deref() != Some("Bearer tok-123")
+            {
+                let realm = realm.lock().unwrap().clone();
+                let mut r = respond(401, None, "");
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_str(&format!(
+                        r#"Bearer realm="{realm}",service="test-registry",scope="repository:demo/busybox:pull""#
+                    ))
+                    .unwrap(),
+                );
+                return r;
+            }
+        }
+        let blob = |hex: &str| {
+            if hex == f.layer_digest.to_string() {
+                Some(layer.clone())
+            } else if hex == f.config_digest.to_string() {
+                Some(config.clone())
+            } else {
+                None
+            }
+        };
+        match req.path.as_str() {
+            "/v2/demo/busybox/manifests/latest" => {
+                respond(200, Some(OCI_MANIFEST), manifest.clone())
+            }
+            p if p.starts_with("/v2/demo/busybox/blobs/") => {
+                let mut r = respond(307, None, "");
+                let target = format!("/storage/{}", &p["/v2/demo/busybox/blobs/".len()..]);
+                r.headers_mut().insert(
+                    http::header::LOCATION,
+                    http::HeaderValue::from_str(&target).unwrap(),
+                );
+                r
+            }
+            p if p.starts_with("/storage/") => match blob(&p["/storage/".len()..]) {
+                Some(b) => respond(200, Some("application/octet-stream"), b),
+                None => respond(404, None, "unknown blob"),
+            },
+            _ => respond(404, None, "not found"),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_refuses_a_layer_that_does_not_match_its_digest() {
+    let f = fixture();
+    let server = TestServer::start(fixture_handler(true, None)).await;
+    let (_dir, store) = new_store();
+    let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
+    let err = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PullError::Content { digest, source: ContentError::DigestMismatch { .. }, .. }
+                if *digest == f.layer_digest
+        ),
+        "{err}"
+    );
+    assert!(!store.has(&f.layer_digest));
+
+    // A pinned digest that the served manifest does not hash to is refused as well.
+    let other = Digest::of_bytes(b"something else");
+    let pinned = Reference::parse(&format!("{}/demo/busybox:latest", server.addr))
+        .unwrap()
+        .with_digest(other);
+    let err = client()
+        .pull(&pinned, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    // The server has no manifest under that digest.
+    assert!(matches!(err, PullError::ManifestNotFound { .. }), "{err}");
+
+    // The same server with an intact layer works (through the blob redirect).
+    let good = TestServer::start(fixture_handler(false, None)).await;
+    let reference = Reference::parse(&format!("{}/demo/busybox", good.addr)).unwrap();
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert_eq!(store.read_bytes(&f.layer_digest).await.unwrap(), f.layer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_uses_the_challenge_and_the_callers_credentials() {
+    let f = fixture();
+    let scopes = Arc::new(Mutex::new(Vec::new()));
+    // The realm names the server's own address, known once it listens.
+    let realm = Arc::new(Mutex::new(String::new()));
+    let server = TestServer::start(fixture_handler(
+        false,
+        Some(TokenAuth {
+            realm: realm.clone(),
+            queries: scopes.clone(),
+        }),
+    ))
+    .await;
+    *realm.lock().unwrap() = format!("http://{}/token", server.addr);
+
+    let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
+
+    // Anonymous: the token server refuses, and the error names the realm.
+    let (_dir, store) = new_store();
+    let err = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PullError::Transport { source: TransportError::TokenStatus { status, .. }, .. }
+                if status.as_u16() == 401
+        ),
+        "{err}"
+    );
+
+    let mut credentials = StaticCredentials::new();
+    credentials.insert(&server.addr, "alice", "s3cret");
+    let authed = RegistryClient::new(RegistryConfig::default(), Arc::new(credentials));
+    let image = authed
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    let seen = scopes.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|q| q.contains("service=test-registry")
+            && q.contains("scope=repository%3Ademo%2Fbusybox%3Apull")),
+        "{seen:?}"
+    );
+    // The token is cached: the authenticated pull asked the token server once
+    // (the anonymous attempt asked once too).
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
