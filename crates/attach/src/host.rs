@@ -189,7 +189,7 @@ impl std::fmt::Debug for AttachedSession {
 }
 
 impl AttachedSession {
-    /// Serves gRPC on the connection until it ends.
+    /// Serves gRPC on the connection until it ends; the engine closing it is a normal end.
     pub async fn serve(self) -> Result<(), AttachError> {
         self.serve_until(std::future::pending()).await
     }
@@ -202,12 +202,41 @@ impl AttachedSession {
         let mut connection = std::pin::pin!(connection);
         let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
-            result = connection.as_mut() => return result.map_err(AttachError::Serve),
+            result = connection.as_mut() => return ended(result),
             () = shutdown.as_mut() => {}
         }
         connection.as_mut().graceful_shutdown();
-        connection.await.map_err(AttachError::Serve)
+        ended(connection.await)
     }
+}
+
+/// The peer closing the connection (even abruptly, e.g. right after our GOAWAY) is a normal end.
+fn ended(result: Result<(), hyper::Error>) -> Result<(), AttachError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) if peer_closed(&err) => Ok(()),
+        Err(err) => Err(AttachError::Serve(err)),
+    }
+}
+
+fn peer_closed(err: &hyper::Error) -> bool {
+    if err.is_closed() || err.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// FileSync and FileSend over the host filesystem.

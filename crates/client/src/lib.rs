@@ -1,1 +1,440 @@
-//! dagr-client (being written).
+//! The engine client library.
+//!
+//! [`connect`] opens a session on an engine at an [`EngineHost`] (`unix://`, `tcp://`, `stdio://`)
+//! as described by [`ConnectOptions`], and returns a [`Client`] once the session is ready:
+//! - connection B carries the session attachables (see `dagr-attach`): the engine reads host files
+//!   relative to [`ConnectOptions::workdir`] through it; it is served by a task until [`Client::close`];
+//! - connection A is HTTP/2 (prior knowledge); every [`Client::query`] and [`Client::request`] is a
+//!   stream multiplexed on it and carries the `X-Dagger-Client-Metadata` header.
+//!
+//! Nested clients (inside a container, spec section 5) use [`Client::from_session_env`]: one
+//! connection to `127.0.0.1:<port>` with basic auth `<token>:`, no attachables.
+
+mod host;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use dagr_attach::{AttachError, HostProviders};
+use dagr_metadata::{CLIENT_METADATA_HEADER, ClientMetadata};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use host::{DialError, EngineHost, EngineHostError};
+
+/// Error type of request bodies given to [`Client::request`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body type of the requests sent on the query connection.
+type RequestBody = BoxBody<Bytes, BoxError>;
+
+/// Largest answer [`Client::query`] reads.
+const MAX_QUERY_RESPONSE: usize = 512 << 20;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: EngineHost,
+    /// Join this session (random when `None`: a new session).
+    pub session_id: Option<String>,
+    /// Random when `None`.
+    pub client_id: Option<String>,
+    /// The client's secret token; random when `None`.
+    pub token: Option<String>,
+    /// Relative host paths the engine asks for are resolved against this directory.
+    pub workdir: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    /// Open the attachables connection (false for nested clients, which have none).
+    pub attach: bool,
+    /// Let the engine write to the host (exports).
+    pub allow_send: bool,
+}
+
+/// Why connecting, a request or closing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("HTTP/2 handshake with engine at {host} failed: {source}")]
+    Handshake { host: String, source: hyper::Error },
+    #[error("attaching to engine at {host} failed: {source}")]
+    Attach { host: String, source: AttachError },
+    #[error("invalid request for {path}: {reason}")]
+    InvalidRequest { path: String, reason: String },
+    #[error("request {path} to engine at {host} failed: {source}")]
+    Request {
+        host: String,
+        path: String,
+        source: hyper::Error,
+    },
+    #[error("reading the answer to {path} from engine at {host} failed: {source}")]
+    Body {
+        host: String,
+        path: String,
+        source: BoxError,
+    },
+    #[error("engine at {host} answered {status} to {path}: {message}")]
+    Status {
+        host: String,
+        path: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("engine at {host} answered invalid JSON to {path}: {source}")]
+    Json {
+        host: String,
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("attachables connection to engine at {host} failed: {source}")]
+    Attachables { host: String, source: AttachError },
+    #[error("attachables task for engine at {host} failed: {reason}")]
+    Task { host: String, reason: String },
+}
+
+/// The attachables connection being served.
+struct Attachables {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), AttachError>>,
+}
+
+/// A connected client: queries ride on one HTTP/2 connection; the attachables (if any) are served
+/// in the background until [`Client::close`] (or until the client is dropped).
+pub struct Client {
+    host: String,
+    metadata: ClientMetadata,
+    /// Added to every request: the metadata header, or basic auth for nested clients.
+    identity: (HeaderName, HeaderValue),
+    nested: bool,
+    sender: SendRequest<RequestBody>,
+    connection: JoinHandle<()>,
+    attachables: Option<Attachables>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.host)
+            .field("client_id", &self.metadata.client_id)
+            .field("session_id", &self.metadata.session_id)
+            .field("nested", &self.nested)
+            .field("attached", &self.attachables.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// 128 random bits as hex.
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Connects to an engine; returns once the session is ready (attachables accepted).
+pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
+    let host = opts.host.to_string();
+    let metadata = ClientMetadata {
+        client_id: opts.client_id.unwrap_or_else(random_id),
+        client_secret_token: opts.token.unwrap_or_else(random_id),
+        session_id: opts.session_id.unwrap_or_else(random_id),
+        client_hostname: opts.hostname,
+        client_version: env!("CARGO_PKG_VERSION").to_string(),
+        labels: opts.labels,
+    };
+    let identity = (
+        HeaderName::from_static(CLIENT_METADATA_HEADER),
+        HeaderValue::try_from(metadata.encode()).map_err(|e| ClientError::InvalidRequest {
+            path: dagr_metadata::ATTACHABLES_PATH.to_string(),
+            reason: format!("metadata header: {e}"),
+        })?,
+    );
+    let attachables = if opts.attach {
+        let io = opts.host.dial().await?;
+        let providers = HostProviders {
+            root: opts.workdir,
+            allow_send: opts.allow_send,
+        };
+        let session = dagr_attach::attach(io, &metadata, providers)
+            .await
+            .map_err(|source| ClientError::Attach {
+                host: host.clone(),
+                source,
+            })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        // Dropping `stop` (the client dropped without close) also ends the connection gracefully.
+        let task = tokio::spawn(session.serve_until(async move {
+            let _ = stopped.await;
+        }));
+        Some(Attachables { stop, task })
+    } else {
+        None
+    };
+    let (sender, connection) = open_h2(&opts.host, &host).await?;
+    Ok(Client {
+        host,
+        metadata,
+        identity,
+        nested: false,
+        sender,
+        connection,
+        attachables,
+    })
+}
+
+async fn open_h2(
+    engine: &EngineHost,
+    host: &str,
+) -> Result<(SendRequest<RequestBody>, JoinHandle<()>), ClientError> {
+    let io = engine.dial().await?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|source| ClientError::Handshake {
+                host: host.to_string(),
+                source,
+            })?;
+    let connection = tokio::spawn(async move {
+        // Its end is seen by the requests that fail.
+        let _ = connection.await;
+    });
+    Ok((sender, connection))
+}
+
+/// Headers that belong to one HTTP/1 hop and are not valid in HTTP/2.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+];
+
+impl Client {
+    /// A nested client (spec section 5): the engine is at `127.0.0.1:port`, requests carry basic
+    /// auth `<token>:` and no metadata (the listener knows who we are). No attachables.
+    /// [`Client::metadata`] of a nested client has empty ids and only the client version.
+    pub async fn from_session_env(port: u16, token: &str) -> Result<Client, ClientError> {
+        let engine = EngineHost::Tcp(format!("127.0.0.1:{port}"));
+        let host = engine.to_string();
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{token}:"));
+        let identity = (
+            AUTHORIZATION,
+            HeaderValue::try_from(format!("Basic {credentials}")).map_err(|e| {
+                ClientError::InvalidRequest {
+                    path: "/".into(),
+                    reason: format!("authorization header: {e}"),
+                }
+            })?,
+        );
+        let (sender, connection) = open_h2(&engine, &host).await?;
+        Ok(Client {
+            host,
+            metadata: ClientMetadata {
+                client_version: env!("CARGO_PKG_VERSION").to_string(),
+                ..ClientMetadata::default()
+            },
+            identity,
+            nested: true,
+            sender,
+            connection,
+            attachables: None,
+        })
+    }
+
+    /// Who this client is (ids, token, version, labels) as sent in every request.
+    pub fn metadata(&self) -> &ClientMetadata {
+        &self.metadata
+    }
+
+    /// The engine this client talks to, as `unix://...`, `tcp://...` or `stdio://...`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends a GraphQL request (`{query, variables?, operationName?}`) to `POST /query` and returns
+    /// the JSON answer (`{data, errors}`). A non-2xx answer is a [`ClientError::Status`].
+    pub async fn query(&self, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        const PATH: &str = "/query";
+        let bytes = serde_json::to_vec(&body).map_err(|source| ClientError::Json {
+            host: self.host.clone(),
+            path: PATH.into(),
+            source,
+        })?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(PATH)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| ClientError::InvalidRequest {
+                path: PATH.into(),
+                reason: e.to_string(),
+            })?;
+        let response = self.request(request).await?;
+        let (status, body) = self.read_body(PATH, response).await?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                host: self.host.clone(),
+                path: PATH.into(),
+                status,
+                message: error_message(&body),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|source| ClientError::Json {
+            host: self.host.clone(),
+            path: PATH.into(),
+            source,
+        })
+    }
+
+    /// Sends a raw request on the query connection (for proxies): adds the client's identity header,
+    /// makes the URI `http://dagger/<path>` and drops HTTP/1 hop-by-hop headers.
+    pub async fn request<B>(&self, request: Request<B>) -> Result<Response<Incoming>, ClientError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority("dagger")
+            .path_and_query(path.as_str())
+            .build()
+            .map_err(|e| ClientError::InvalidRequest {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        parts.version = Version::HTTP_2;
+        for name in HOP_BY_HOP {
+            parts.headers.remove(name);
+        }
+        parts
+            .headers
+            .insert(self.identity.0.clone(), self.identity.1.clone());
+        let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
+        let failed = |source| ClientError::Request {
+            host: self.host.clone(),
+            path: path.clone(),
+            source,
+        };
+        let mut sender = self.sender.clone();
+        sender.ready().await.map_err(failed)?;
+        sender.send_request(request).await.map_err(failed)
+    }
+
+    async fn read_body(
+        &self,
+        path: &str,
+        response: Response<Incoming>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_QUERY_RESPONSE)
+            .collect()
+            .await
+            .map_err(|source| ClientError::Body {
+                host: self.host.clone(),
+                path: path.into(),
+                source,
+            })?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Ends the session: `POST /shutdown` (main clients), then closes the attachables connection and
+    /// waits for its serving task, then closes the query connection. The attachables are closed even
+    /// if the shutdown request failed; the first error is returned.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        const PATH: &str = "/shutdown";
+        let shutdown = if self.nested {
+            Ok(())
+        } else {
+            self.shutdown_request(PATH).await
+        };
+        let attachables = match self.attachables.take() {
+            Some(Attachables { stop, task }) => {
+                let _ = stop.send(());
+                match task.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(source)) => Err(ClientError::Attachables {
+                        host: self.host.clone(),
+                        source,
+                    }),
+                    Err(e) => Err(ClientError::Task {
+                        host: self.host.clone(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            None => Ok(()),
+        };
+        // Dropping `self` drops the sender and aborts the connection task.
+        shutdown.and(attachables)
+    }
+
+    async fn shutdown_request(&self, path: &str) -> Result<(), ClientError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| ClientError::InvalidRequest {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        let response = self.request(request).await?;
+        let (status, body) = self.read_body(path, response).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::Status {
+                host: self.host.clone(),
+                path: path.into(),
+                status,
+                message: error_message(&body),
+            })
+        }
+    }
+}
+
+/// The message of a JSON error body (`error`, `message`, or the first of `errors`), else the text.
+fn error_message(body: &[u8]) -> String {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["error", "message"] {
+            if let Some(serde_json::Value::String(message)) = map.get(key) {
+                return message.clone();
+            }
+        }
+        if let Some(serde_json::Value::String(message)) = map
+            .get("errors")
+            .and_then(|errors| errors.get(0))
+            .and_then(|first| first.get("message"))
+        {
+            return message.clone();
+        }
+    }
+    let text = String::from_utf8_lossy(body).trim().to_string();
+    if text.is_empty() {
+        "(empty body)".into()
+    } else {
+        text
+    }
+}
