@@ -198,6 +198,26 @@ impl FromStr for Platform {
 }
 
 impl Platform {
+    /// The platform this binary was built for (`linux/amd64`, `linux/arm64`, ...), with Go's
+    /// architecture names.
+    pub fn host() -> Self {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "x86" => ("386", None),
+            "aarch64" => ("arm64", None),
+            "arm" => ("arm", Some("v7")),
+            "powerpc64" if cfg!(target_endian = "little") => ("ppc64le", None),
+            "powerpc64" => ("ppc64", None),
+            "loongarch64" => ("loong64", None),
+            other => (other, None),
+        };
+        Self {
+            os: std::env::consts::OS.to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+        }
+    }
+
     /// Whether an index entry's platform satisfies this one. A requested variant must match
     /// (`arm64` without variant counts as `v8`); without a requested variant any variant does.
     pub fn matches(&self, candidate: &oci_spec::image::Platform) -> bool {
@@ -319,6 +339,11 @@ mod tests {
         assert_eq!(p.variant.as_deref(), Some("v7"));
         assert!("linux".parse::<Platform>().is_err());
         assert!("linux//v7".parse::<Platform>().is_err());
+        let host = Platform::host();
+        assert_eq!(host.os, "linux");
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(host, Platform::default());
+        }
     }
 
     #[test]

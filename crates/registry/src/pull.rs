@@ -7,7 +7,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt as _;
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::client::RegistryClient;
@@ -66,6 +66,18 @@ pub enum PullError {
     },
 }
 
+/// An image manifest and its config, resolved from a reference and stored (without layers).
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    /// The index (or manifest list) the manifest was chosen from, if any.
+    pub index_digest: Option<Digest>,
+    pub manifest: ImageManifest,
+    pub config_digest: Digest,
+    pub config: ImageConfiguration,
+}
+
 /// A manifest or index as the registry served it.
 #[derive(Debug, Clone)]
 pub struct FetchedManifest {
@@ -92,16 +104,27 @@ impl RegistryClient {
         .await
     }
 
-    /// Pulls `reference` into `store`: resolves the manifest (choosing `platform` from an index),
-    /// then fetches the config and the layers (at most the configured number at once); blobs
-    /// already in the store are not fetched again.
-    pub async fn pull(
+    /// Resolves `reference` to one image manifest (choosing `platform` from an index) and fetches
+    /// its config, storing the index, the manifest and the config in `store` (no layers). This is
+    /// what a build needs to know before deciding whether to fetch layers.
+    pub async fn resolve(
         &self,
         reference: &Reference,
         platform: &Platform,
         store: &ContentStore,
-    ) -> Result<PulledImage, PullError> {
+    ) -> Result<ResolvedImage, PullError> {
         let endpoints = self.pull_endpoints(reference)?;
+        self.resolve_at(&endpoints, reference, platform, store)
+            .await
+    }
+
+    async fn resolve_at(
+        &self,
+        endpoints: &[Endpoint],
+        reference: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+    ) -> Result<ResolvedImage, PullError> {
         let name = reference.to_string();
         let image_err = |source| PullError::Image {
             reference: name.clone(),
@@ -109,7 +132,7 @@ impl RegistryClient {
         };
         let mut fetched = self
             .fetch_manifest_from(
-                &endpoints,
+                endpoints,
                 reference,
                 &reference.manifest_key(),
                 reference.digest(),
@@ -135,24 +158,71 @@ impl RegistryClient {
             let child = image::descriptor_digest(&fetched.digest, chosen).map_err(image_err)?;
             index_digest.get_or_insert_with(|| fetched.digest.clone());
             fetched = self
-                .fetch_manifest_from(&endpoints, reference, &child.to_string(), Some(&child))
+                .fetch_manifest_from(endpoints, reference, &child.to_string(), Some(&child))
                 .await?;
             self.store_document(reference, store, &fetched).await?;
         }
 
         let manifest = image::parse_manifest(&fetched.digest, &fetched.bytes).map_err(image_err)?;
-        let mut blobs: Vec<&Descriptor> = vec![manifest.config()];
-        blobs.extend(manifest.layers());
-        futures::stream::iter(blobs)
+        self.fetch_blob(
+            endpoints,
+            reference,
+            &fetched.digest,
+            manifest.config(),
+            store,
+        )
+        .await?;
+        let config_digest =
+            image::descriptor_digest(&fetched.digest, manifest.config()).map_err(image_err)?;
+        let config_bytes =
+            store
+                .read_bytes(&config_digest)
+                .await
+                .map_err(|source| PullError::Content {
+                    reference: name.clone(),
+                    digest: config_digest.clone(),
+                    source,
+                })?;
+        let config = image::parse_config(&config_digest, &config_bytes).map_err(image_err)?;
+        Ok(ResolvedImage {
+            manifest_digest: fetched.digest,
+            manifest_media_type: fetched.media_type,
+            index_digest,
+            manifest,
+            config_digest,
+            config,
+        })
+    }
+
+    /// Pulls `reference` into `store`: [`RegistryClient::resolve`], then the layers (at most the
+    /// configured number at once). Blobs already in the store are not fetched again.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+    ) -> Result<PulledImage, PullError> {
+        let endpoints = self.pull_endpoints(reference)?;
+        let resolved = self
+            .resolve_at(&endpoints, reference, platform, store)
+            .await?;
+        let manifest_digest = &resolved.manifest_digest;
+        futures::stream::iter(resolved.manifest.layers())
             .map(|descriptor| {
-                self.fetch_blob(&endpoints, reference, &fetched.digest, descriptor, store)
+                self.fetch_blob(&endpoints, reference, manifest_digest, descriptor, store)
             })
             .buffer_unordered(self.concurrency)
             .try_collect::<Vec<()>>()
             .await?;
-        image::image_from_store(store, &fetched.digest, fetched.media_type, index_digest)
-            .await
-            .map_err(image_err)
+        Ok(PulledImage {
+            manifest_digest: resolved.manifest_digest,
+            manifest_media_type: resolved.manifest_media_type,
+            index_digest: resolved.index_digest,
+            layers: resolved.manifest.layers().clone(),
+            manifest: resolved.manifest,
+            config_digest: resolved.config_digest,
+            config: resolved.config,
+        })
     }
 
     fn pull_endpoints(&self, reference: &Reference) -> Result<Vec<Endpoint>, PullError> {

@@ -472,15 +472,22 @@ async fn import_refuses_blobs_that_do_not_match_their_digest() {
     assert!(matches!(err, LayoutError::NoSuchImage { .. }), "{err}");
 }
 
-/// The token server side of [`fixture_handler`]: its realm url and the token queries it saw.
-struct TokenAuth {
-    realm: Arc<Mutex<String>>,
-    queries: Arc<Mutex<Vec<String>>>,
+/// How [`fixture_handler`] guards `/v2/`.
+enum ServerAuth {
+    Open,
+    /// Basic credentials alice:s3cret on every request.
+    Basic,
+    /// Bearer tokens from `/token`, which wants alice:s3cret; the realm url and the token
+    /// queries seen.
+    Token {
+        realm: Arc<Mutex<String>>,
+        queries: Arc<Mutex<Vec<String>>>,
+    },
 }
 
 /// Serves the fixture image as `demo/busybox:latest`, blobs through a redirect, optionally
 /// with a corrupt layer and optionally behind token auth.
-fn fixture_handler(corrupt_layer: bool, token_auth: Option<TokenAuth>) -> common::Handler {
+fn fixture_handler(corrupt_layer: bool, auth: ServerAuth) -> common::Handler {
     let f = fixture();
     let mut layer = f.layer.clone();
     if corrupt_layer {
@@ -495,7 +502,18 @@ fn fixture_handler(corrupt_layer: bool, token_auth: Option<TokenAuth>) -> common
         base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
     );
     Arc::new(move |req: &SeenRequest| {
-        if let Some(TokenAuth { realm, queries }) = &token_auth {
+        if matches!(auth, ServerAuth::Basic)
+            && req.path.starts_with("/v2/")
+            && req.authorization.as_deref() != Some(basic.as_str())
+        {
+            let mut r = respond(401, None, "");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(r#"Basic realm="test""#),
+            );
+            return r;
+        }
+        if let ServerAuth::Token { realm, queries } = &auth {
             if req.path == "/token" {
                 queries.lock().unwrap().push(req.query.clone());
                 if req.authorization.as_deref() != Some(basic.as_str()) {
@@ -556,7 +574,7 @@ fn fixture_handler(corrupt_layer: bool, token_auth: Option<TokenAuth>) -> common
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_refuses_a_layer_that_does_not_match_its_digest() {
     let f = fixture();
-    let server = TestServer::start(fixture_handler(true, None)).await;
+    let server = TestServer::start(fixture_handler(true, ServerAuth::Open)).await;
     let (_dir, store) = new_store();
     let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
     let err = client()
@@ -586,7 +604,7 @@ async fn pull_refuses_a_layer_that_does_not_match_its_digest() {
     assert!(matches!(err, PullError::ManifestNotFound { .. }), "{err}");
 
     // The same server with an intact layer works (through the blob redirect).
-    let good = TestServer::start(fixture_handler(false, None)).await;
+    let good = TestServer::start(fixture_handler(false, ServerAuth::Open)).await;
     let reference = Reference::parse(&format!("{}/demo/busybox", good.addr)).unwrap();
     let image = client()
         .pull(&reference, &Platform::default(), &store)
@@ -604,10 +622,10 @@ async fn token_auth_uses_the_challenge_and_the_callers_credentials() {
     let realm = Arc::new(Mutex::new(String::new()));
     let server = TestServer::start(fixture_handler(
         false,
-        Some(TokenAuth {
+        ServerAuth::Token {
             realm: realm.clone(),
             queries: scopes.clone(),
-        }),
+        },
     ))
     .await;
     *realm.lock().unwrap() = format!("http://{}/token", server.addr);
@@ -646,4 +664,170 @@ async fn token_auth_uses_the_challenge_and_the_callers_credentials() {
     // The token is cached: the authenticated pull asked the token server once
     // (the anonymous attempt asked once too).
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_sends_the_callers_credentials() {
+    let f = fixture();
+    let server = TestServer::start(fixture_handler(false, ServerAuth::Basic)).await;
+    let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
+    let (_dir, store) = new_store();
+    let err = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PullError::Transport { source: TransportError::Unauthorized { host, .. }, .. } if *host == server.addr),
+        "{err}"
+    );
+    let mut wrong = StaticCredentials::new();
+    wrong.insert(&server.addr, "alice", "wrong");
+    let err = RegistryClient::new(RegistryConfig::default(), Arc::new(wrong))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unauthorized"), "{err}");
+
+    let mut right = StaticCredentials::new();
+    right.insert(&server.addr, "alice", "s3cret");
+    let image = RegistryClient::new(RegistryConfig::default(), Arc::new(right))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_docker_schema2_manifests_and_lists() {
+    let registry = Registry::start();
+    let f = fixture();
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", f.layout.display()),
+        &format!("docker://{}/docker/busybox:latest", registry.addr),
+    ]);
+    let reference = Reference::parse(&format!("{}/docker/busybox:latest", registry.addr)).unwrap();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    let (_dir, store) = new_store();
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, Digest::of_bytes(&raw));
+    assert_eq!(
+        image.manifest_media_type,
+        dagr_registry::image::DOCKER_MANIFEST
+    );
+    assert_eq!(
+        image.layers[0].media_type().to_string(),
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    assert_eq!(
+        image.layers[0].digest().to_string(),
+        f.layer_digest.to_string()
+    );
+    assert_eq!(image.config.os().to_string(), "linux");
+
+    // A Docker manifest list with two platforms.
+    let layout_dir = tempfile::tempdir().unwrap();
+    write_multi_platform_layout(layout_dir.path());
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout_dir.path().display()),
+        &format!("docker://{}/docker/multi:latest", registry.addr),
+    ]);
+    let list_ref = Reference::parse(&format!("{}/docker/multi:latest", registry.addr)).unwrap();
+    let list_raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{list_ref}"),
+    ]);
+    let list: serde_json::Value = serde_json::from_slice(&list_raw).unwrap();
+    assert_eq!(
+        list["mediaType"],
+        dagr_registry::image::DOCKER_MANIFEST_LIST
+    );
+    let image = client()
+        .pull(
+            &list_ref,
+            &Platform::from_str("linux/arm64/v8").unwrap(),
+            &store,
+        )
+        .await
+        .unwrap();
+    assert_eq!(image.index_digest, Some(Digest::of_bytes(&list_raw)));
+    assert_eq!(image.config.architecture().to_string(), "arm64");
+    assert_eq!(
+        image.manifest_media_type,
+        dagr_registry::image::DOCKER_MANIFEST
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_are_tried_first_and_fall_back_to_the_registry() {
+    let f = fixture();
+    let upstream = Registry::start();
+    let mirror = Registry::start();
+    skopeo_push_fixture(&upstream, "mirrored/busybox");
+
+    // The mirror lacks the image: the pull falls back to the registry itself.
+    let mut config = RegistryConfig::default();
+    config
+        .mirrors
+        .insert(upstream.addr.clone(), vec![mirror.addr.clone()]);
+    let reference = Reference::parse(&format!("{}/mirrored/busybox", upstream.addr)).unwrap();
+    let (_dir, store) = new_store();
+    let image = RegistryClient::new(config, Arc::new(Anonymous))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+
+    // The registry itself is down (nothing listens on its port) but its mirror has the image.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let mut config = RegistryConfig::default();
+    config
+        .mirrors
+        .insert(dead.clone(), vec![format!("http://{}", upstream.addr)]);
+    let reference = Reference::parse(&format!("{dead}/mirrored/busybox")).unwrap();
+    let (_dir2, store2) = new_store();
+    let client_with_mirror = RegistryClient::new(config, Arc::new(Anonymous));
+    let resolved = client_with_mirror
+        .resolve(&reference, &Platform::default(), &store2)
+        .await
+        .unwrap();
+    assert_eq!(resolved.config_digest, f.config_digest);
+    assert!(store2.has(&f.config_digest));
+    assert!(!store2.has(&f.layer_digest), "resolve fetches no layers");
+    let image = client_with_mirror
+        .pull(&reference, &Platform::default(), &store2)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert!(store2.has(&f.layer_digest));
+
+    // Without the mirror the dead registry is an error naming the reference.
+    let err = client()
+        .pull(&reference, &Platform::default(), &store2)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&dead), "{err}");
 }
