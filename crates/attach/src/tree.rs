@@ -950,3 +950,243 @@ where
         (None, written) => written,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn header(path: &str, kind: Kind, size: u64) -> Packet {
+        packet(Item::Header(Header {
+            path: path.as_bytes().to_vec(),
+            mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
+            size,
+            mtime_ns: 1_000_000_000,
+            kind: kind as i32,
+            ..Header::default()
+        }))
+    }
+
+    fn link(path: &str, target: &str) -> Packet {
+        packet(Item::Header(Header {
+            path: path.as_bytes().to_vec(),
+            kind: Kind::Symlink as i32,
+            link_target: target.as_bytes().to_vec(),
+            ..Header::default()
+        }))
+    }
+
+    fn data(offset: u64, bytes: &[u8]) -> Packet {
+        packet(Item::Data(Data {
+            offset,
+            data: bytes.to_vec(),
+        }))
+    }
+
+    fn end() -> Packet {
+        packet(Item::End(End {}))
+    }
+
+    /// Applies packets into a fresh dir; returns the first error.
+    fn apply_all(root: &Path, packets: Vec<Packet>) -> Result<TransferStats, TreeError> {
+        let mut writer = TreeWriter::new(WriteTarget::Dir {
+            root: root.to_path_buf(),
+            wipe: false,
+        })?;
+        for p in packets {
+            writer.apply(p)?;
+        }
+        writer.finish()
+    }
+
+    fn unsafe_path(result: Result<TransferStats, TreeError>) -> String {
+        match result {
+            Err(TreeError::UnsafePath { path, .. }) => path,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_dot_dot_absolute_and_odd_components() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        for bad in [
+            "../escape",
+            "a/../../escape",
+            "/etc/passwd",
+            "./x",
+            "a//b",
+            "a/",
+        ] {
+            let got = unsafe_path(apply_all(&root, vec![header(bad, Kind::File, 0), end()]));
+            assert_eq!(got, bad);
+        }
+        assert!(!base.path().join("escape").exists());
+        let listing: Vec<_> = fs::read_dir(base.path()).unwrap().collect();
+        assert_eq!(listing.len(), 1, "only the root was created");
+    }
+
+    #[test]
+    fn refuses_writes_through_a_symlink_created_by_the_stream() {
+        let base = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        let target = outside.path().to_str().unwrap();
+        // Through a symlink to a directory.
+        let got = unsafe_path(apply_all(
+            &root,
+            vec![
+                link("l", target),
+                header("l/owned", Kind::File, 1),
+                data(0, b"x"),
+                end(),
+            ],
+        ));
+        assert_eq!(got, "l/owned");
+        // A directory replaced by a symlink stops being a parent.
+        let got = unsafe_path(apply_all(
+            &root,
+            vec![
+                header("d", Kind::Dir, 0),
+                link("d", target),
+                header("d/owned", Kind::File, 0),
+                end(),
+            ],
+        ));
+        assert_eq!(got, "d/owned");
+        // A file named like a symlink replaces the symlink instead of writing through it.
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"original").unwrap();
+        apply_all(
+            &root,
+            vec![
+                link("f", victim.to_str().unwrap()),
+                header("f", Kind::File, 3),
+                data(0, b"new"),
+                end(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"original");
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"new");
+        // A parent that never appeared in the stream.
+        let got = unsafe_path(apply_all(
+            &root,
+            vec![header("nope/x", Kind::File, 0), end()],
+        ));
+        assert_eq!(got, "nope/x");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn directory_metadata_is_not_applied_through_a_replacing_symlink() {
+        let base = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let root = base.path().join("root");
+        apply_all(
+            &root,
+            vec![
+                header("d", Kind::Dir, 0),
+                link("d", outside.path().to_str().unwrap()),
+                end(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(fs::metadata(outside.path()).unwrap().mode() & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn refuses_malformed_streams() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        let protocol = |packets| match apply_all(&root, packets) {
+            Err(TreeError::Protocol(message)) => message,
+            other => panic!("expected a protocol error, got {other:?}"),
+        };
+        assert!(protocol(vec![data(0, b"x"), end()]).contains("without a file header"));
+        assert!(
+            protocol(vec![header("f", Kind::File, 2), data(0, b"xyz"), end()]).contains("beyond")
+        );
+        assert!(
+            protocol(vec![
+                header("f", Kind::File, 4),
+                data(2, b"xy"),
+                data(0, b"ab"),
+                end()
+            ])
+            .contains("out of order")
+        );
+        assert!(protocol(vec![header("f", Kind::File, 0)]).contains("before its End"));
+        assert!(protocol(vec![end(), header("g", Kind::File, 0)]).contains("after End"));
+        assert!(protocol(vec![header("", Kind::File, 0), end()]).contains("root"));
+    }
+
+    #[test]
+    fn single_file_target_takes_exactly_one_file() {
+        let base = tempfile::tempdir().unwrap();
+        let path = base.path().join("sub/out.txt");
+        let mut writer = TreeWriter::new(WriteTarget::File {
+            path: path.clone(),
+            mode: Some(0o640),
+        })
+        .unwrap();
+        writer.apply(header("", Kind::File, 5)).unwrap();
+        writer.apply(data(0, b"hello")).unwrap();
+        assert!(!path.exists(), "visible only once complete");
+        assert!(writer.apply(header("", Kind::File, 0)).is_err());
+        let base2 = tempfile::tempdir().unwrap();
+        let mut writer = TreeWriter::new(WriteTarget::File {
+            path: base2.path().join("x"),
+            mode: None,
+        })
+        .unwrap();
+        assert!(writer.apply(header("name", Kind::File, 0)).is_err());
+        let mut writer = TreeWriter::new(WriteTarget::File {
+            path: path.clone(),
+            mode: Some(0o640),
+        })
+        .unwrap();
+        writer.apply(header("", Kind::File, 5)).unwrap();
+        writer.apply(data(0, b"hello")).unwrap();
+        writer.apply(end()).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
+        let leftovers = fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn reader_output_round_trips_through_the_writer() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("a/b")).unwrap();
+        fs::write(src.path().join("a/b/f"), vec![5u8; 3 * CHUNK_SIZE + 17]).unwrap();
+        std::os::unix::fs::symlink("b/f", src.path().join("a/l")).unwrap();
+        let mut batches = Vec::new();
+        let mut batcher = Batcher::new(|packets| {
+            batches.push(packets);
+            Ok(())
+        });
+        let sent = TreeReader::new(&mut batcher)
+            .send_dir(src.path(), &Filter::default())
+            .unwrap();
+        drop(batcher);
+        assert!(
+            batches.len() >= 3,
+            "large content is split into several batches"
+        );
+        let dest = tempfile::tempdir().unwrap();
+        let received = apply_all(dest.path(), batches.into_iter().flatten().collect()).unwrap();
+        assert_eq!(sent, received);
+        assert_eq!(
+            fs::read(dest.path().join("a/b/f")).unwrap(),
+            fs::read(src.path().join("a/b/f")).unwrap()
+        );
+        assert_eq!(
+            fs::read_link(dest.path().join("a/l")).unwrap(),
+            PathBuf::from("b/f")
+        );
+    }
+}
