@@ -95,7 +95,6 @@ fn main() -> ExitCode {
 }
 
 fn default_host() -> String {
-    // SAFETY: geteuid has no preconditions.
     let root = std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -109,6 +108,12 @@ fn default_host() -> String {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     format!("unix://{}", base.join("dagr/engine.sock").display())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -134,9 +139,17 @@ async fn connect(
         Some(w) => w.clone(),
         None => std::env::current_dir().context("reading the current directory")?,
     };
-    let mut opts = ConnectOptions::new(host);
-    opts.workdir = workdir;
-    opts.labels = labels;
+    let opts = ConnectOptions {
+        host,
+        session_id: None,
+        client_id: None,
+        token: None,
+        workdir,
+        labels,
+        hostname: hostname(),
+        attach: true,
+        allow_send: true,
+    };
     dagr_client::connect(opts)
         .await
         .with_context(|| format!("connecting to the engine at {host_text}"))
@@ -232,7 +245,7 @@ async fn run_cmd(
         .env("DAGGER_SESSION_TOKEN", &proxy.token)
         .status()
         .await;
-    drop(proxy);
+    proxy.stop().await;
     close_shared(client).await?;
     let status = status.with_context(|| format!("running {program}"))?;
     Ok(match status.code() {
@@ -271,22 +284,15 @@ async fn session(cli: &Cli, labels: BTreeMap<String, String>) -> anyhow::Result<
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    drop(proxy);
+    proxy.stop().await;
     close_shared(client).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Closes a client shared with the proxy's connection tasks (waits for them to let go of it).
+/// Closes a client that the (stopped) proxy shared.
 async fn close_shared(client: Arc<dagr_client::Client>) -> anyhow::Result<()> {
-    let mut client = client;
-    for _ in 0..200 {
-        match Arc::try_unwrap(client) {
-            Ok(c) => return c.close().await.context("closing the session"),
-            Err(shared) => {
-                client = shared;
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
+    match Arc::try_unwrap(client) {
+        Ok(c) => c.close().await.context("closing the session"),
+        Err(_) => bail!("the session is still shared after the proxy stopped"),
     }
-    bail!("the session is still in use by proxy connections; it ends when this process exits")
 }

@@ -21,16 +21,19 @@ type ProxyBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 /// Largest request body the proxy forwards.
 const MAX_BODY: usize = 32 << 20;
 
-/// A running proxy; dropping it stops accepting.
+/// A running proxy. [`SessionProxy::stop`] ends it and every connection it serves; dropping it
+/// does the same without waiting.
 pub struct SessionProxy {
     pub port: u16,
     pub token: String,
-    accept: tokio::task::JoinHandle<()>,
+    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for SessionProxy {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(a) = &self.accept {
+            a.abort();
+        }
     }
 }
 
@@ -47,14 +50,25 @@ impl SessionProxy {
         let token = random_token();
         let expected = Arc::new(token.clone());
         let accept = tokio::spawn(async move {
+            // Connection tasks live in this set, so aborting the accept task ends them all and
+            // releases their handles on the client.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session proxy accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 };
                 let _ = stream.set_nodelay(true);
                 let client = client.clone();
                 let expected = expected.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let client = client.clone();
                         let expected = expected.clone();
@@ -71,8 +85,16 @@ impl SessionProxy {
         Ok(SessionProxy {
             port,
             token,
-            accept,
+            accept: Some(accept),
         })
+    }
+
+    /// Stops accepting and ends every proxied connection; returns once they are all gone.
+    pub async fn stop(mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = accept.await;
+        }
     }
 }
 
@@ -155,20 +177,20 @@ async fn handle(
             );
         }
     };
-    match client.post_query_bytes(body).await {
-        Ok((status, bytes)) => {
-            let mut resp = Response::new(
-                Full::new(bytes)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
+    let forward = Request::post("/query")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body));
+    let forward = match forward {
+        Ok(f) => f,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("building the request failed: {e}"),
             );
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            resp
         }
+    };
+    match client.request(forward).await {
+        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(e) => text(
             StatusCode::BAD_GATEWAY,
             &format!("forwarding to the engine failed: {e}"),

@@ -56,6 +56,8 @@ struct ServeArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print the engine's GraphQL schema as SDL.
+    Schema,
     /// Connect stdin/stdout to a running engine's listener (connection helper for `stdio://` hosts).
     DialStdio {
         /// The engine address; default: the default unix socket of the default state directory.
@@ -79,6 +81,11 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     match cli.command {
         Some(Command::DialStdio { addr }) => runtime.block_on(dial_stdio(addr)),
+        Some(Command::Schema) => {
+            let q = query::QueryEngine::new(env!("CARGO_PKG_VERSION"), MIN_CLIENT_VERSION);
+            print!("{}", q.sdl());
+            Ok(())
+        }
         None => runtime.block_on(serve(cli.serve)),
     }
 }

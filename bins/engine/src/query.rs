@@ -42,7 +42,6 @@ impl QueryEngine {
     }
 
     /// The schema as SDL.
-    #[allow(dead_code)]
     pub fn sdl(&self) -> String {
         self.schema.sdl()
     }
