@@ -459,7 +459,7 @@ impl Applier<'_> {
 
         match kind {
             tar::EntryType::Directory => {
-                if existing.is_none() {
+                if existing != Some(FileType::Directory) {
                     rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))
                         .map_err(io("mkdir"))?;
                 }

@@ -494,17 +494,6 @@ impl Snapshotter {
     pub fn leases(&self) -> Result<Vec<Lease>, SnapshotError> {
         self.inner.leases()
     }
-
-    /// Allocates a fresh, empty temporary mount point under the root.
-    pub(crate) fn temp_mount_dir(&self) -> Result<PathBuf, SnapshotError> {
-        let n = self.inner.next_mount.fetch_add(1, Ordering::Relaxed);
-        let dir = self
-            .inner
-            .mnt_dir
-            .join(format!("{}-{n}", std::process::id()));
-        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
-        Ok(dir)
-    }
 }
 
 fn info(key: &str, r: &Record) -> Info {
@@ -563,6 +552,32 @@ fn probe_overlay(dir: &Path, sys: &dyn MountSyscalls) -> bool {
 }
 
 impl Inner {
+    /// A unique name for temporary keys and directories of this process.
+    pub(crate) fn temp_name(&self) -> String {
+        let n = self.next_mount.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", std::process::id())
+    }
+
+    /// Allocates a fresh, empty temporary mount point under the root.
+    pub(crate) fn temp_mount_dir(&self) -> Result<PathBuf, SnapshotError> {
+        let dir = self.mnt_dir.join(self.temp_name());
+        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+
+    pub(crate) fn remember_diff_id(&self, layer: &Digest, diff_id: &Digest) -> Result<(), SnapshotError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(DIFF_IDS).map_err(db_err)?;
+            table.insert(layer.to_string().as_str(), diff_id.to_string().as_str()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    pub(crate) fn sys(&self) -> Arc<dyn MountSyscalls> {
+        self.sys.clone()
+    }
+
     fn snapshot_dir(&self, id: u64) -> PathBuf {
         self.snapshots_dir.join(id.to_string())
     }
@@ -620,7 +635,7 @@ impl Inner {
         Ok(dirs)
     }
 
-    fn mounts_of(&self, key: &str, record: &Record) -> Result<Vec<Mount>, SnapshotError> {
+    pub(crate) fn mounts_of(&self, key: &str, record: &Record) -> Result<Vec<Mount>, SnapshotError> {
         let own = self.fs_dir(record.id);
         let bind = |source: PathBuf, ro: bool| Mount {
             kind: MountKind::Bind,
@@ -709,7 +724,7 @@ impl Inner {
         Ok(())
     }
 
-    fn create(
+    pub(crate) fn create(
         &self,
         key: &str,
         parent: Option<&str>,
@@ -791,7 +806,7 @@ impl Inner {
         Ok(record)
     }
 
-    fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+    pub(crate) fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let id = {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
