@@ -17,7 +17,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::io::WatchedIo;
+use crate::io::{CloseHandle, WatchedIo};
 use crate::methods;
 use crate::proto::file_send_client::FileSendClient;
 use crate::proto::file_sync_client::FileSyncClient;
@@ -117,7 +117,7 @@ impl PendingAttach {
         if ack[0] != 0 {
             return Err(AttachError::BadAck(ack[0]));
         }
-        let (watched, closed) = WatchedIo::new(io);
+        let (watched, closed, close) = WatchedIo::new(io);
         let slot = Arc::new(Mutex::new(Some(TokioIo::new(watched))));
         let connector = tower::service_fn(move |_uri: http::Uri| {
             let io = slot.lock().ok().and_then(|mut slot| slot.take());
@@ -138,6 +138,7 @@ impl PendingAttach {
                 channel,
                 methods: self.methods,
                 closed,
+                close,
             }),
         })
     }
@@ -147,6 +148,7 @@ struct Inner {
     channel: Channel,
     methods: Vec<String>,
     closed: watch::Receiver<bool>,
+    close: Arc<CloseHandle>,
 }
 
 /// The engine's handle on a client's attachables: typed calls of the announced gRPC methods.
@@ -176,6 +178,12 @@ impl AttachablesClient {
         let mut closed = self.inner.closed.clone();
         // An error means the IO is gone, which is a close too.
         let _ = closed.wait_for(|closed| *closed).await;
+    }
+
+    /// Ends the connection now (for every clone): calls in flight fail, [`Self::closed`] resolves,
+    /// and the client's serving side sees the connection end.
+    pub fn close(&self) {
+        self.inner.close.close();
     }
 
     /// Whether the connection has ended.
@@ -306,7 +314,7 @@ impl AttachablesClient {
     }
 
     /// Writes the local directory `src` to the host directory `host_path` (created; merged into
-    /// unless `wipe`, which removes it first).
+    /// unless `wipe`, which empties it first).
     pub async fn push_dir(
         &self,
         src: &Path,

@@ -542,14 +542,7 @@ impl TreeWriter {
         match &target {
             WriteTarget::Dir { root, wipe } => {
                 if *wipe {
-                    match fs::symlink_metadata(root) {
-                        Ok(meta) if meta.is_dir() => {
-                            fs::remove_dir_all(root).map_err(|e| TreeError::write(root, e))?
-                        }
-                        Ok(_) => fs::remove_file(root).map_err(|e| TreeError::write(root, e))?,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(TreeError::write(root, e)),
-                    }
+                    wipe_dir(root)?;
                 }
                 fs::create_dir_all(root).map_err(|e| TreeError::write(root, e))?;
                 if !fs::metadata(root)
@@ -840,6 +833,36 @@ impl TreeWriter {
                 .map_err(|e| TreeError::write(&abs, e))?;
         }
         Ok(())
+    }
+}
+
+/// Empties the directory `root` (a symlink at `root` is followed, like when merging) or removes a
+/// non-directory there. The directory itself stays: it may be a process's working directory.
+fn wipe_dir(root: &Path) -> Result<(), TreeError> {
+    match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => {
+            for entry in fs::read_dir(root).map_err(|e| TreeError::write(root, e))? {
+                let entry = entry.map_err(|e| TreeError::write(root, e))?;
+                let path = entry.path();
+                let is_dir = entry
+                    .file_type()
+                    .map_err(|e| TreeError::write(&path, e))?
+                    .is_dir();
+                if is_dir {
+                    fs::remove_dir_all(&path).map_err(|e| TreeError::write(&path, e))?;
+                } else {
+                    fs::remove_file(&path).map_err(|e| TreeError::write(&path, e))?;
+                }
+            }
+            Ok(())
+        }
+        Ok(_) => fs::remove_file(root).map_err(|e| TreeError::write(root, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(root) {
+            // A dangling symlink: replace it by the directory.
+            Ok(_) => fs::remove_file(root).map_err(|e| TreeError::write(root, e)),
+            Err(_) => Ok(()),
+        },
+        Err(e) => Err(TreeError::write(root, e)),
     }
 }
 

@@ -389,9 +389,11 @@ async fn push_dir_merge_wipe_and_push_file() {
         "wrote through a host symlink"
     );
 
-    // Wipe first.
+    // Wipe first: the contents go, the directory itself stays (it may be someone's cwd).
+    let inode = fs::metadata(&out).unwrap().ino();
     pair.client.push_dir(&src, "out", true).await.unwrap();
     assert_eq!(snapshot(&out), snapshot(&src));
+    assert_eq!(fs::metadata(&out).unwrap().ino(), inode);
 
     // One file, parents created, mode override, replacing a symlink rather than writing through it.
     let victim = outside.path().join("victim");
@@ -542,4 +544,57 @@ fn accept_validates_the_request() {
             .to_string()
             .contains("announce")
     );
+}
+
+#[tokio::test]
+async fn engine_close_ends_the_connection_on_both_sides() {
+    let host = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(false).await;
+    let stream = TcpStream::connect(engine.addr).await.unwrap();
+    let session = dagr_attach::attach(stream, &metadata(), providers(host.path(), false))
+        .await
+        .unwrap();
+    let serve = tokio::spawn(session.serve());
+    let client = tokio::time::timeout(HANG, engine.attached.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    client.health_check().await.unwrap();
+    let other = client.clone();
+    client.close();
+    tokio::time::timeout(HANG, other.closed())
+        .await
+        .expect("closed() hangs");
+    assert!(other.is_closed());
+    // The client's serving side ends normally.
+    tokio::time::timeout(HANG, serve)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(other.health_check().await.is_err());
+}
+
+#[tokio::test]
+async fn dropping_every_engine_handle_ends_the_client_side() {
+    let host = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(false).await;
+    let stream = TcpStream::connect(engine.addr).await.unwrap();
+    let session = dagr_attach::attach(stream, &metadata(), providers(host.path(), false))
+        .await
+        .unwrap();
+    let serve = tokio::spawn(session.serve());
+    let client = tokio::time::timeout(HANG, engine.attached.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    client.health_check().await.unwrap();
+    drop(client);
+    tokio::time::timeout(HANG, serve)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
