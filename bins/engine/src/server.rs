@@ -50,12 +50,12 @@ pub async fn bind(addrs: &[ListenAddr]) -> anyhow::Result<Vec<Bound>> {
                 out.push(Bound::Tcp(l));
             }
             ListenAddr::Unix(path) => {
-                if let Some(parent) = path.parent() {
-                    if !parent.exists() {
-                        std::fs::create_dir_all(parent)
-                            .with_context(|| format!("creating {}", parent.display()))?;
-                        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
-                    }
+                if let Some(parent) = path.parent()
+                    && !parent.exists()
+                {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
                 }
                 if path.exists() {
                     if tokio::net::UnixStream::connect(path).await.is_ok() {

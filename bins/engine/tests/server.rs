@@ -327,10 +327,9 @@ async fn refusals_name_the_problem() {
     }
 
     // Wrong token for a client whose token is fixed: keep the session alive with a connected client.
-    let client =
-        dagr_client::connect({ opts(format!("tcp://{}", engine.tcp).parse().expect("host")) })
-            .await
-            .expect("connect");
+    let client = dagr_client::connect(opts(format!("tcp://{}", engine.tcp).parse().expect("host")))
+        .await
+        .expect("connect");
     let mut stolen = client.metadata().clone();
     stolen.client_secret_token = "not-the-token".into();
     let resp = c

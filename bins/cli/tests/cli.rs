@@ -1,0 +1,321 @@
+//! `dagr` end to end against a real `dagr-engine`: `query`, `run` and `session` with good and bad
+//! basic auth, a SIGKILLed client ending its session at once, and `stdio://` hosts through
+//! `dagr-engine dial-stdio`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn dagr() -> &'static str {
+    env!("CARGO_BIN_EXE_dagr")
+}
+
+/// `dagr-engine` is built next to `dagr` by `cargo test --workspace` / `cargo xtask test`.
+fn engine_bin() -> PathBuf {
+    let p = Path::new(dagr()).with_file_name("dagr-engine");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p dagr-engine` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+struct Engine {
+    child: Child,
+    tcp: SocketAddr,
+    unix: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Engine {
+    fn start() -> Engine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unix = dir.path().join("engine.sock");
+        let mut child = Command::new(engine_bin())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--listen")
+            .arg("tcp://127.0.0.1:0")
+            .arg("--listen")
+            .arg(format!("unix://{}", unix.display()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dagr-engine");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut tcp = None;
+        for _ in 0..2 {
+            let line = lines.next().expect("listener line").expect("line");
+            if let Some(a) = line.strip_prefix("dagr-engine listening on tcp://") {
+                tcp = Some(a.parse().expect("addr"));
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Engine {
+            child,
+            tcp: tcp.expect("tcp"),
+            unix,
+            dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("tcp://{}", self.tcp)
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://{}/metrics", self.tcp)])
+            .output()
+            .expect("curl metrics");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
+    }
+
+    /// Waits (hang protection: 30 s) until a metric has the wanted value; returns how long it took.
+    fn wait_metric(&self, name: &str, want: u64) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if self.metric(name) == want {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{name} never reached {want}");
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_dagr(engine: &Engine, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(dagr())
+        .args(args)
+        .env("DAGR_HOST", engine.host())
+        .current_dir(engine.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dagr");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("dagr output")
+}
+
+fn curl_query(port: u16, user: Option<&str>) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-D", "/dev/stderr", "-w", "\n%{http_code}"]);
+    if let Some(u) = user {
+        cmd.args(["-u", &format!("{u}:")]);
+    }
+    let out = cmd
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"query":"{ version }"}"#,
+            &format!("http://127.0.0.1:{port}/query"),
+        ])
+        .output()
+        .expect("curl");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = stdout.rsplit_once('\n').expect("status line");
+    (
+        code.trim().parse().expect("code"),
+        body.to_owned(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn query_from_stdin_and_file_with_variables() {
+    let engine = Engine::start();
+    let out = run_dagr(&engine, &["query"], "{ version }");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    let file = engine.dir.path().join("q.graphql");
+    std::fs::write(
+        &file,
+        "query Q($v: String!) { ok: checkVersionCompatibility(version: $v) }",
+    )
+    .expect("write");
+    let out = run_dagr(
+        &engine,
+        &["query", file.to_str().expect("path"), "--var", "v=0.11.8"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], true);
+
+    let out = run_dagr(&engine, &["query", "-"], "{ nope }");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope"), "{err}");
+
+    let out = Command::new(dagr())
+        .args(["--host", "tcp://127.0.0.1:1", "query"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("dagr");
+    assert!(!out.status.success());
+    // Every session ended.
+    engine.wait_metric("dagr_sessions_active", 0);
+}
+
+#[test]
+fn run_proxies_queries_with_basic_auth() {
+    let engine = Engine::start();
+    let script = r#"
+        code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+        echo "good=$(curl -s -u "$DAGGER_SESSION_TOKEN:" -d '{"query":"{version}"}' http://127.0.0.1:$DAGGER_SESSION_PORT/query)"
+        echo "none=$(code -d '{"query":"{version}"}' http://127.0.0.1:$DAGGER_SESSION_PORT/query)"
+        echo "bad=$(code -u wrong: -d '{"query":"{version}"}' http://127.0.0.1:$DAGGER_SESSION_PORT/query)"
+        exit 7
+    "#;
+    let out = run_dagr(&engine, &["run", "--", "sh", "-c", script], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "exit code of the command: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "good={{\"data\":{{\"version\":\"{}\"}}}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("none=401"), "{stdout}");
+    assert!(stdout.contains("bad=401"), "{stdout}");
+    engine.wait_metric("dagr_sessions_active", 0);
+}
+
+/// A `dagr session` child and its announced port and token.
+struct SessionProcess {
+    child: Child,
+    port: u16,
+    token: String,
+}
+
+fn start_session(engine: &Engine, extra: &[&str]) -> SessionProcess {
+    let mut child = Command::new(dagr())
+        .arg("session")
+        .args(extra)
+        .env("DAGR_HOST", engine.host())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn dagr session");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("session line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    assert_eq!(v.as_object().expect("object").len(), 2, "{line}");
+    SessionProcess {
+        port: u16::try_from(v["port"].as_u64().expect("port")).expect("u16"),
+        token: v["session_token"].as_str().expect("token").to_owned(),
+        child,
+    }
+}
+
+#[test]
+fn session_prints_port_and_token_and_ends_on_stdin_eof() {
+    let engine = Engine::start();
+    let mut s = start_session(&engine, &["--label", "dagger.io/sdk.name:test"]);
+    assert_eq!(engine.metric("dagr_sessions_active"), 1);
+
+    let (code, body, _) = curl_query(s.port, Some(&s.token));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(env!("CARGO_PKG_VERSION")));
+    let (code, _, headers) = curl_query(s.port, Some("wrong"));
+    assert_eq!(code, 401);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic realm="),
+        "{headers}"
+    );
+    let (code, _, _) = curl_query(s.port, None);
+    assert_eq!(code, 401);
+
+    drop(s.child.stdin.take());
+    let status = s.child.wait().expect("wait");
+    assert!(status.success());
+    engine.wait_metric("dagr_sessions_active", 0);
+    assert_eq!(engine.metric("dagr_clients_active"), 0);
+}
+
+#[test]
+fn sigkilled_client_ends_its_session_at_once() {
+    let engine = Engine::start();
+    let mut s = start_session(&engine, &[]);
+    let (code, _, _) = curl_query(s.port, Some(&s.token));
+    assert_eq!(code, 200);
+    assert_eq!(engine.metric("dagr_sessions_active"), 1);
+    s.child.kill().expect("SIGKILL");
+    let _ = s.child.wait();
+    // The engine notices the closed attachables connection itself: well under any health-check
+    // interval (the 30 s bound is only hang protection).
+    let took = engine.wait_metric("dagr_sessions_active", 0);
+    eprintln!("session ended {took:?} after SIGKILL");
+    assert_eq!(engine.metric("dagr_clients_active"), 0);
+}
+
+#[test]
+fn stdio_host_through_dial_stdio() {
+    let engine = Engine::start();
+    let host = format!(
+        "stdio://{} dial-stdio --addr unix://{}",
+        engine_bin().display(),
+        engine.unix.display()
+    );
+    let mut child = Command::new(dagr())
+        .args(["--host", &host, "query"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dagr");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{ version }")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    engine.wait_metric("dagr_sessions_active", 0);
+}
