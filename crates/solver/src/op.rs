@@ -1,0 +1,473 @@
+//! The operation graph: [`Op`] definitions (plain serde data), [`Vertex`] (an op plus its input
+//! vertices, with its structural cache key computed once at construction) and [`Definition`] (the
+//! flattened, serializable form of a graph).
+//!
+//! Ops name their inputs with [`InputRef`]: an index into the vertex's input list plus the output
+//! of that input (0 for the main output; an exec's other outputs are defined by the runner).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::{self, CacheKey};
+
+/// Errors building a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("{kind} op refers to input {input} but the vertex has {count} inputs")]
+    InputOutOfRange {
+        kind: &'static str,
+        input: u32,
+        count: usize,
+    },
+    #[error("definition vertex {vertex} refers to vertex {input}, which does not come before it")]
+    ForwardReference { vertex: usize, input: u32 },
+    #[error("definition root {root} is out of range ({count} vertices)")]
+    RootOutOfRange { root: u32, count: usize },
+    #[error("definition has {0} vertices, more than an u32 index can address")]
+    TooLarge(usize),
+    #[error("encoding {kind} op for its cache key failed: {source}")]
+    Encode {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// A reference from an op to one of its vertex's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InputRef {
+    /// Index into [`Vertex::inputs`].
+    pub input: u32,
+    /// Which output of that input: 0 is the main output (a filesystem); an exec's further
+    /// outputs (its writable mounts) are numbered by the runner.
+    #[serde(default)]
+    pub output: u32,
+}
+
+impl InputRef {
+    /// The main output of input `input`.
+    pub fn main(input: u32) -> Self {
+        Self { input, output: 0 }
+    }
+}
+
+/// An OCI platform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// Whose host a host read comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostScope {
+    pub session_id: String,
+    pub client_id: String,
+}
+
+/// How concurrent execs share a cache volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+/// What is mounted at an exec mount point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountSource {
+    /// An input's filesystem, or the subpath `path` of it.
+    Input { input: InputRef, path: String },
+    /// A persistent cache volume, optionally seeded from an input.
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+        #[serde(default)]
+        base: Option<InputRef>,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        #[serde(default)]
+        size: Option<u64>,
+    },
+    /// A secret as a file.
+    Secret {
+        secret_id: String,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+/// One mount of an exec; the mount at `/` is the root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub dest: String,
+    pub source: MountSource,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Run a process in a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOp {
+    pub args: Vec<String>,
+    /// Environment; a map, so the order variables were set in does not matter.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// Environment variable name -> secret id.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub redirect_stdout: Option<String>,
+    #[serde(default)]
+    pub redirect_stderr: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub privileged_nesting: bool,
+    #[serde(default)]
+    pub insecure_root_capabilities: bool,
+}
+
+/// Write a file into `base`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MkFileOp {
+    pub base: InputRef,
+    pub path: String,
+    #[serde(with = "base64_bytes")]
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Create a directory in `base`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MkDirOp {
+    pub base: InputRef,
+    pub path: String,
+    pub mode: u32,
+    #[serde(default)]
+    pub make_parents: bool,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Copy `src` of `from` to `dest` in `base`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOp {
+    pub base: InputRef,
+    pub from: InputRef,
+    pub src: String,
+    pub dest: String,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Override the mode of copied files.
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Copy the contents of a source directory rather than the directory itself.
+    #[serde(default)]
+    pub copy_dir_contents: bool,
+    #[serde(default)]
+    pub create_dest_path: bool,
+    #[serde(default)]
+    pub allow_wildcard: bool,
+    #[serde(default)]
+    pub follow_symlinks: bool,
+}
+
+/// Remove `path` from `base`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RmOp {
+    pub base: InputRef,
+    pub path: String,
+    #[serde(default)]
+    pub allow_not_found: bool,
+    #[serde(default)]
+    pub allow_wildcard: bool,
+}
+
+/// An operation definition. Pure data: how it runs is the [`crate::OpRunner`]'s business.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// An image's root filesystem; the runner resolves `reference` to a digest
+    /// ([`crate::OpRunner::resolve`]) and the cache key follows that digest.
+    Image {
+        reference: String,
+        platform: Platform,
+    },
+    /// A directory read from a client's host. Impure: it runs on every solve and dependents are
+    /// keyed by the content digest the runner reports.
+    HostDir {
+        scope: HostScope,
+        path: String,
+        #[serde(default)]
+        include: Vec<String>,
+        #[serde(default)]
+        exclude: Vec<String>,
+    },
+    /// An empty filesystem.
+    Empty,
+    Exec(ExecOp),
+    MkFile(MkFileOp),
+    MkDir(MkDirOp),
+    Copy(CopyOp),
+    Rm(RmOp),
+    /// Layer the inputs in order (later ones win).
+    Merge {
+        inputs: Vec<InputRef>,
+    },
+    /// What changed from `lower` to `upper`.
+    Diff {
+        lower: InputRef,
+        upper: InputRef,
+    },
+}
+
+/// How an op's cache key is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    /// From the definition and the inputs' keys alone.
+    Structural,
+    /// From the definition, the inputs' keys and a digest the runner resolves before running.
+    Resolved,
+    /// From the content digest the runner reports after running (it runs on every solve).
+    Content,
+}
+
+impl Op {
+    /// A short name of the op's kind, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Image { .. } => "image",
+            Op::HostDir { .. } => "host_dir",
+            Op::Empty => "empty",
+            Op::Exec(_) => "exec",
+            Op::MkFile(_) => "mkfile",
+            Op::MkDir(_) => "mkdir",
+            Op::Copy(_) => "copy",
+            Op::Rm(_) => "rm",
+            Op::Merge { .. } => "merge",
+            Op::Diff { .. } => "diff",
+        }
+    }
+
+    /// How this op's cache key is obtained.
+    pub fn key_mode(&self) -> KeyMode {
+        match self {
+            Op::Image { .. } => KeyMode::Resolved,
+            Op::HostDir { .. } => KeyMode::Content,
+            _ => KeyMode::Structural,
+        }
+    }
+
+    /// Whether the op is an exec (subject to the solver's exec concurrency limit).
+    pub fn is_exec(&self) -> bool {
+        matches!(self, Op::Exec(_))
+    }
+
+    /// Every input reference the op makes.
+    pub fn input_refs(&self) -> Vec<InputRef> {
+        match self {
+            Op::Image { .. } | Op::HostDir { .. } | Op::Empty => Vec::new(),
+            Op::Exec(exec) => exec
+                .mounts
+                .iter()
+                .filter_map(|m| match &m.source {
+                    MountSource::Input { input, .. } => Some(*input),
+                    MountSource::Cache { base, .. } => *base,
+                    MountSource::Tmpfs { .. } | MountSource::Secret { .. } => None,
+                })
+                .collect(),
+            Op::MkFile(op) => vec![op.base],
+            Op::MkDir(op) => vec![op.base],
+            Op::Copy(op) => vec![op.base, op.from],
+            Op::Rm(op) => vec![op.base],
+            Op::Merge { inputs } => inputs.clone(),
+            Op::Diff { lower, upper } => vec![*lower, *upper],
+        }
+    }
+}
+
+/// An op together with the vertices it takes as inputs. Immutable; built with [`Vertex::new`],
+/// which computes the structural cache key once.
+#[derive(Debug)]
+pub struct Vertex {
+    op: Op,
+    inputs: Vec<Arc<Vertex>>,
+    op_digest: [u8; 32],
+    structural_key: CacheKey,
+    needs_runtime_key: bool,
+}
+
+impl Vertex {
+    /// Builds a vertex, checking that every [`InputRef`] of `op` names one of `inputs`.
+    pub fn new(op: Op, inputs: Vec<Arc<Vertex>>) -> Result<Arc<Vertex>, GraphError> {
+        for r in op.input_refs() {
+            if r.input as usize >= inputs.len() {
+                return Err(GraphError::InputOutOfRange {
+                    kind: op.kind(),
+                    input: r.input,
+                    count: inputs.len(),
+                });
+            }
+        }
+        let op_digest = key::op_digest(&op).map_err(|source| GraphError::Encode {
+            kind: op.kind(),
+            source,
+        })?;
+        let structural_key = key::derive(&op_digest, inputs.iter().map(|i| i.structural_key));
+        let needs_runtime_key =
+            op.key_mode() != KeyMode::Structural || inputs.iter().any(|i| i.needs_runtime_key);
+        Ok(Arc::new(Vertex {
+            op,
+            inputs,
+            op_digest,
+            structural_key,
+            needs_runtime_key,
+        }))
+    }
+
+    pub fn op(&self) -> &Op {
+        &self.op
+    }
+
+    pub fn inputs(&self) -> &[Arc<Vertex>] {
+        &self.inputs
+    }
+
+    /// The key computed from the definitions alone. It is the cache key unless
+    /// [`Vertex::needs_runtime_key`].
+    pub fn structural_key(&self) -> CacheKey {
+        self.structural_key
+    }
+
+    /// Whether this vertex or one below it is keyed by something only known when solving (a
+    /// resolved image digest, host content).
+    pub fn needs_runtime_key(&self) -> bool {
+        self.needs_runtime_key
+    }
+
+    pub(crate) fn op_digest(&self) -> &[u8; 32] {
+        &self.op_digest
+    }
+}
+
+/// One vertex of a [`Definition`]: inputs are indices of earlier vertices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionVertex {
+    pub op: Op,
+    #[serde(default)]
+    pub inputs: Vec<u32>,
+}
+
+/// A graph flattened for serialization: vertices in dependency order (inputs before the vertices
+/// using them, shared vertices once) and the index of the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    pub vertices: Vec<DefinitionVertex>,
+    pub root: u32,
+}
+
+impl Definition {
+    /// Flattens the graph under `root`; vertices with equal structural keys are stored once.
+    pub fn from_root(root: &Arc<Vertex>) -> Result<Definition, GraphError> {
+        let mut index: HashMap<CacheKey, u32> = HashMap::new();
+        let mut vertices = Vec::new();
+        // Iterative post-order: (vertex, whether its inputs were pushed).
+        let mut stack: Vec<(&Arc<Vertex>, bool)> = vec![(root, false)];
+        while let Some((v, expanded)) = stack.pop() {
+            if index.contains_key(&v.structural_key) {
+                continue;
+            }
+            if !expanded {
+                stack.push((v, true));
+                for input in v.inputs.iter().rev() {
+                    if !index.contains_key(&input.structural_key) {
+                        stack.push((input, false));
+                    }
+                }
+                continue;
+            }
+            let inputs = v
+                .inputs
+                .iter()
+                .map(|i| index.get(&i.structural_key).copied())
+                .collect::<Option<Vec<u32>>>()
+                .ok_or(GraphError::TooLarge(vertices.len()))?;
+            let at = u32::try_from(vertices.len()).map_err(|_| GraphError::TooLarge(vertices.len()))?;
+            vertices.push(DefinitionVertex {
+                op: v.op.clone(),
+                inputs,
+            });
+            index.insert(v.structural_key, at);
+        }
+        let root = index
+            .get(&root.structural_key)
+            .copied()
+            .ok_or(GraphError::TooLarge(vertices.len()))?;
+        Ok(Definition { vertices, root })
+    }
+
+    /// Rebuilds the vertex graph, checking that inputs only refer to earlier vertices.
+    pub fn to_vertex(&self) -> Result<Arc<Vertex>, GraphError> {
+        let mut built: Vec<Arc<Vertex>> = Vec::with_capacity(self.vertices.len());
+        for (at, dv) in self.vertices.iter().enumerate() {
+            let inputs = dv
+                .inputs
+                .iter()
+                .map(|&i| {
+                    built
+                        .get(i as usize)
+                        .cloned()
+                        .ok_or(GraphError::ForwardReference {
+                            vertex: at,
+                            input: i,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            built.push(Vertex::new(dv.op.clone(), inputs)?);
+        }
+        built
+            .get(self.root as usize)
+            .cloned()
+            .ok_or(GraphError::RootOutOfRange {
+                root: self.root,
+                count: self.vertices.len(),
+            })
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
