@@ -22,6 +22,9 @@ use crate::auth::{self, AuthCache, AuthError, Challenge, CredentialsProvider};
 pub type RequestBody = BoxBody<Bytes, std::io::Error>;
 
 const MAX_REDIRECTS: usize = 5;
+/// How long a registry may take to start answering a request (hang protection; bodies stream
+/// without a deadline).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_ERROR_BODY: usize = 4096;
 const MAX_TOKEN_BODY: usize = 1 << 20;
 
@@ -63,6 +66,8 @@ pub enum TransportError {
         status: StatusCode,
         body: String,
     },
+    #[error("{url} sent no answer within {seconds} seconds")]
+    Timeout { url: String, seconds: u64 },
     #[error("too many redirects from {url}")]
     TooManyRedirects { url: String },
 }
@@ -293,13 +298,16 @@ impl Transport {
         let request = builder.body(body).map_err(|_| TransportError::InvalidUrl {
             url: url.to_string(),
         })?;
-        self.http
-            .request(request)
-            .await
-            .map_err(|source| TransportError::Request {
+        match tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(request)).await {
+            Ok(result) => result.map_err(|source| TransportError::Request {
                 url: url.to_string(),
                 source,
-            })
+            }),
+            Err(_) => Err(TransportError::Timeout {
+                url: url.to_string(),
+                seconds: RESPONSE_TIMEOUT.as_secs(),
+            }),
+        }
     }
 
     /// Sends a request to `url` on `endpoint` with the authorization `scope` needs: a cached
