@@ -31,7 +31,11 @@ pub enum DiffError {
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error("diffing snapshot {key:?} at {path}: {source}")]
-    Io { key: String, path: PathBuf, source: std::io::Error },
+    Io {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A layer written by [`Snapshotter::diff`].
@@ -68,6 +72,9 @@ struct Emitter {
     builder: tar::Builder<Sink>,
     /// First archive path of each multiply-linked inode.
     links: HashMap<(u64, u64), String>,
+    /// Unchanged directories on the current path, emitted only once something below them is (so
+    /// that applying the layer restores their metadata after touching their children).
+    pending_dirs: Vec<(String, PathBuf, std::fs::Metadata, bool)>,
 }
 
 fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
@@ -120,13 +127,34 @@ impl Emitter {
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         let short: String = rel.chars().take(90).collect();
-        h.set_path(format!("PaxHeaders/{short}")).or_else(|_| h.set_path("PaxHeaders/entry"))?;
+        h.set_path(format!("PaxHeaders/{short}"))
+            .or_else(|_| h.set_path("PaxHeaders/entry"))?;
         h.set_cksum();
         self.builder.append(&h, &data[..])
     }
 
+    fn flush_pending(&mut self) -> std::io::Result<()> {
+        for i in 0..self.pending_dirs.len() {
+            if !self.pending_dirs[i].3 {
+                self.pending_dirs[i].3 = true;
+                let (rel, abs, m) = (
+                    self.pending_dirs[i].0.clone(),
+                    self.pending_dirs[i].1.clone(),
+                    self.pending_dirs[i].2.clone(),
+                );
+                self.write_entry(&rel, &abs, &m)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Emits `abs` as archive path `rel`.
     fn entry(&mut self, rel: &str, abs: &Path, m: &std::fs::Metadata) -> std::io::Result<()> {
+        self.flush_pending()?;
+        self.write_entry(rel, abs, m)
+    }
+
+    fn write_entry(&mut self, rel: &str, abs: &Path, m: &std::fs::Metadata) -> std::io::Result<()> {
         let ft = m.file_type();
         if ft.is_socket() {
             return Ok(());
@@ -144,7 +172,8 @@ impl Emitter {
         }
         if ft.is_dir() {
             let mut h = Self::header(tar::EntryType::Directory, Some(m));
-            self.builder.append_data(&mut h, format!("{rel}/"), std::io::empty())
+            self.builder
+                .append_data(&mut h, format!("{rel}/"), std::io::empty())
         } else if ft.is_file() {
             let mut h = Self::header(tar::EntryType::Regular, Some(m));
             h.set_size(m.len());
@@ -171,16 +200,23 @@ impl Emitter {
     }
 
     fn whiteout(&mut self, dir_rel: &str, name: &str) -> std::io::Result<()> {
+        self.flush_pending()?;
         let mut h = Self::header(tar::EntryType::Regular, None);
-        self.builder.append_data(&mut h, join_rel(dir_rel, &format!(".wh.{name}")), std::io::empty())
+        self.builder.append_data(
+            &mut h,
+            join_rel(dir_rel, &format!(".wh.{name}")),
+            std::io::empty(),
+        )
     }
 }
 
 fn join_rel(dir: &str, name: &str) -> String {
-    if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") }
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
 }
-
-
 
 fn sorted_names(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
     let mut names = std::fs::read_dir(dir)?
@@ -196,7 +232,12 @@ fn is_opaque(path: &Path) -> bool {
 }
 
 /// Overlay upper dir: the directory holds exactly the changes.
-fn walk_upper(em: &mut Emitter, dir: &Path, rel: &str, convert_whiteouts: bool) -> std::io::Result<()> {
+fn walk_upper(
+    em: &mut Emitter,
+    dir: &Path,
+    rel: &str,
+    convert_whiteouts: bool,
+) -> std::io::Result<()> {
     for name in sorted_names(dir)? {
         let abs = dir.join(&name);
         let name_s = name.to_string_lossy().into_owned();
@@ -217,7 +258,12 @@ fn walk_upper(em: &mut Emitter, dir: &Path, rel: &str, convert_whiteouts: bool) 
     Ok(())
 }
 
-fn same_entry(new: &Path, nm: &std::fs::Metadata, old: &Path, om: &std::fs::Metadata) -> std::io::Result<bool> {
+fn same_entry(
+    new: &Path,
+    nm: &std::fs::Metadata,
+    old: &Path,
+    om: &std::fs::Metadata,
+) -> std::io::Result<bool> {
     let (nt, ot) = (nm.file_type(), om.file_type());
     let same_kind = (nt.is_file() && ot.is_file())
         || (nt.is_symlink() && ot.is_symlink())
@@ -275,7 +321,12 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
 }
 
 /// Copy backend: compare full trees.
-fn walk_compare(em: &mut Emitter, new: &Path, old: Option<&Path>, rel: &str) -> std::io::Result<()> {
+fn walk_compare(
+    em: &mut Emitter,
+    new: &Path,
+    old: Option<&Path>,
+    rel: &str,
+) -> std::io::Result<()> {
     let new_names = sorted_names(new)?;
     let old_names: BTreeSet<std::ffi::OsString> = match old {
         Some(o) => sorted_names(o)?.into_iter().collect(),
@@ -289,7 +340,9 @@ fn walk_compare(em: &mut Emitter, new: &Path, old: Option<&Path>, rel: &str) -> 
         let abs = new.join(name);
         let child_rel = join_rel(rel, &name.to_string_lossy());
         let nm = std::fs::symlink_metadata(&abs)?;
-        let old_abs = old.filter(|_| old_names.contains(name)).map(|o| o.join(name));
+        let old_abs = old
+            .filter(|_| old_names.contains(name))
+            .map(|o| o.join(name));
         let om = match &old_abs {
             Some(p) => Some(std::fs::symlink_metadata(p)?),
             None => None,
@@ -300,12 +353,21 @@ fn walk_compare(em: &mut Emitter, new: &Path, old: Option<&Path>, rel: &str) -> 
                 _ => None,
             };
             let unchanged = old_dir.is_some_and(|(_, m)| {
-                m.mode() == nm.mode() && m.uid() == nm.uid() && m.gid() == nm.gid() && m.mtime() == nm.mtime()
+                m.mode() == nm.mode()
+                    && m.uid() == nm.uid()
+                    && m.gid() == nm.gid()
+                    && m.mtime() == nm.mtime()
             });
-            if !unchanged {
+            if unchanged {
+                em.pending_dirs
+                    .push((child_rel.clone(), abs.clone(), nm, false));
+            } else {
                 em.entry(&child_rel, &abs, &nm)?;
             }
             walk_compare(em, &abs, old_dir.map(|(p, _)| p.as_path()), &child_rel)?;
+            if unchanged {
+                em.pending_dirs.pop();
+            }
             continue;
         }
         let unchanged = match (&old_abs, &om) {
@@ -345,24 +407,37 @@ impl Snapshotter {
                 inner: flate2::write::GzEncoder::new(blob, flate2::Compression::default()),
                 hasher: Sha256::new(),
             };
-            let mut em = Emitter { builder: tar::Builder::new(sink), links: HashMap::new() };
+            let mut em = Emitter {
+                builder: tar::Builder::new(sink),
+                links: HashMap::new(),
+                pending_dirs: Vec::new(),
+            };
             em.builder.mode(tar::HeaderMode::Complete);
             let io = |path: &Path| {
                 let (key, path) = (key.clone(), path.to_owned());
                 move |source| DiffError::Io { key, path, source }
             };
             match (inner.backend(), &parent_dir) {
-                (Backend::Overlay, Some(_)) => walk_upper(&mut em, &own, "", true).map_err(io(&own))?,
+                (Backend::Overlay, Some(_)) => {
+                    walk_upper(&mut em, &own, "", true).map_err(io(&own))?
+                }
                 (Backend::Overlay, None) | (Backend::Copy, None) => {
                     walk_upper(&mut em, &own, "", false).map_err(io(&own))?
                 }
-                (Backend::Copy, Some(p)) => walk_compare(&mut em, &own, Some(p), "").map_err(io(&own))?,
+                (Backend::Copy, Some(p)) => {
+                    walk_compare(&mut em, &own, Some(p), "").map_err(io(&own))?
+                }
             }
             let sink = em.builder.into_inner().map_err(io(&own))?;
             let diff_id = Digest::from_hasher(sink.hasher);
             let blob = sink.inner.finish().map_err(io(&own))?;
             let (digest, size) = blob.commit()?;
-            Ok(DiffLayer { digest, size, diff_id, media_type: LAYER_MEDIA_TYPE_GZIP })
+            Ok(DiffLayer {
+                digest,
+                size,
+                diff_id,
+                media_type: LAYER_MEDIA_TYPE_GZIP,
+            })
         })
         .await
         .map_err(|e| DiffError::Snapshot(SnapshotError::Task(e.to_string())))?
@@ -370,6 +445,7 @@ impl Snapshotter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::pax_record;
 
@@ -381,6 +457,9 @@ mod tests {
         assert_eq!(len.parse::<usize>().unwrap(), r.len());
         let long = pax_record(b"k", &[b'x'; 95]);
         let s = String::from_utf8(long.clone()).unwrap();
-        assert_eq!(s.split_once(' ').unwrap().0.parse::<usize>().unwrap(), long.len());
+        assert_eq!(
+            s.split_once(' ').unwrap().0.parse::<usize>().unwrap(),
+            long.len()
+        );
     }
 }

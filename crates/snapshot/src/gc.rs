@@ -51,19 +51,28 @@ impl Snapshotter {
             // Lease changes wait until this run is over.
             let _gc = inner.gc_lock.lock();
             let leases = inner.leases()?;
-            let leased_blobs: BTreeSet<Digest> = leases.iter().flat_map(|l| l.blobs.iter().cloned()).collect();
-            let leased_snapshots: BTreeSet<String> =
-                leases.iter().flat_map(|l| l.snapshots.iter().cloned()).collect();
+            let leased_blobs: BTreeSet<Digest> = leases
+                .iter()
+                .flat_map(|l| l.blobs.iter().cloned())
+                .collect();
+            let leased_snapshots: BTreeSet<String> = leases
+                .iter()
+                .flat_map(|l| l.snapshots.iter().cloned())
+                .collect();
 
             let blobs = content.list()?;
             let mut records = inner.records()?;
             let mut snapshot_usage = BTreeMap::new();
             for (key, r) in &records {
-                let usage = fsutil::disk_usage(&inner.fs_dir(r.id))
-                    .map_err(|source| GcError::Usage { key: key.clone(), source })?;
+                let usage =
+                    fsutil::disk_usage(&inner.fs_dir(r.id)).map_err(|source| GcError::Usage {
+                        key: key.clone(),
+                        source,
+                    })?;
                 snapshot_usage.insert(key.clone(), usage.size);
             }
-            let mut total: u64 = blobs.iter().map(|b| b.size).sum::<u64>() + snapshot_usage.values().sum::<u64>();
+            let mut total: u64 =
+                blobs.iter().map(|b| b.size).sum::<u64>() + snapshot_usage.values().sum::<u64>();
             let mut report = GcReport::default();
             let mut blob_candidates: Vec<(SystemTime, Digest, u64)> = blobs
                 .into_iter()
@@ -83,8 +92,18 @@ impl Snapshotter {
                             && !skipped_snapshots.contains(k)
                     })
                     .min_by_key(|(_, r)| r.last_used_ms)
-                    .map(|(k, r)| (SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(r.last_used_ms), k.clone()));
-                let oldest_blob = blob_candidates.iter().enumerate().min_by_key(|(_, b)| b.0).map(|(i, b)| (b.0, i));
+                    .map(|(k, r)| {
+                        (
+                            SystemTime::UNIX_EPOCH
+                                + std::time::Duration::from_millis(r.last_used_ms),
+                            k.clone(),
+                        )
+                    });
+                let oldest_blob = blob_candidates
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, b)| b.0)
+                    .map(|(i, b)| (b.0, i));
                 let pick = match (oldest_snapshot, oldest_blob) {
                     (None, None) => break,
                     (Some((_, k)), None) => Candidate::Snapshot(k),
@@ -117,7 +136,9 @@ impl Snapshotter {
                             report.removed_snapshots.push(key);
                         }
                         // Gained a lease or a child meanwhile, or already gone.
-                        Ok(false) | Err(SnapshotError::HasChildren { .. }) | Err(SnapshotError::NotFound(_)) => {
+                        Ok(false)
+                        | Err(SnapshotError::HasChildren { .. })
+                        | Err(SnapshotError::NotFound(_)) => {
                             skipped_snapshots.insert(key);
                         }
                         Err(e) => return Err(e.into()),

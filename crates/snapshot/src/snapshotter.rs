@@ -565,11 +565,17 @@ impl Inner {
         Ok(dir)
     }
 
-    pub(crate) fn remember_diff_id(&self, layer: &Digest, diff_id: &Digest) -> Result<(), SnapshotError> {
+    pub(crate) fn remember_diff_id(
+        &self,
+        layer: &Digest,
+        diff_id: &Digest,
+    ) -> Result<(), SnapshotError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut table = txn.open_table(DIFF_IDS).map_err(db_err)?;
-            table.insert(layer.to_string().as_str(), diff_id.to_string().as_str()).map_err(db_err)?;
+            table
+                .insert(layer.to_string().as_str(), diff_id.to_string().as_str())
+                .map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -635,7 +641,11 @@ impl Inner {
         Ok(dirs)
     }
 
-    pub(crate) fn mounts_of(&self, key: &str, record: &Record) -> Result<Vec<Mount>, SnapshotError> {
+    pub(crate) fn mounts_of(
+        &self,
+        key: &str,
+        record: &Record,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         let own = self.fs_dir(record.id);
         let bind = |source: PathBuf, ro: bool| Mount {
             kind: MountKind::Bind,

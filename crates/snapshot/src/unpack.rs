@@ -41,7 +41,10 @@ pub enum UnpackError {
     #[error("layer {digest}: {source}")]
     Apply { digest: Digest, source: LayerError },
     #[error("layer {digest}: {source}")]
-    Content { digest: Digest, source: ContentError },
+    Content {
+        digest: Digest,
+        source: ContentError,
+    },
     #[error("layer {digest}: {source}")]
     Mount { digest: Digest, source: MountError },
     #[error(transparent)]
@@ -85,12 +88,16 @@ impl Snapshotter {
         for layer in layers {
             if let Some(diff_id) = self.known_diff_id(&layer.digest)? {
                 let chain = chain_id(parent.as_ref(), &diff_id);
-                if matches!(self.stat(&chain.to_string()), Ok(info) if info.kind == Kind::Committed) {
+                if matches!(self.stat(&chain.to_string()), Ok(info) if info.kind == Kind::Committed)
+                {
                     parent = Some(chain);
                     continue;
                 }
             }
-            parent = Some(self.unpack_one(content, layer, parent.as_ref(), options).await?);
+            parent = Some(
+                self.unpack_one(content, layer, parent.as_ref(), options)
+                    .await?,
+            );
         }
         // `layers` is non-empty, so the loop set it.
         Ok(parent.map(|p| p.to_string()).unwrap_or_default())
@@ -98,9 +105,17 @@ impl Snapshotter {
 
     fn known_diff_id(&self, layer: &Digest) -> Result<Option<Digest>, SnapshotError> {
         use redb::ReadableDatabase as _;
-        let txn = self.inner.db.begin_read().map_err(|e| SnapshotError::Db(e.into()))?;
-        let table = txn.open_table(DIFF_IDS).map_err(|e| SnapshotError::Db(e.into()))?;
-        let value = table.get(layer.to_string().as_str()).map_err(|e| SnapshotError::Db(e.into()))?;
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| SnapshotError::Db(e.into()))?;
+        let table = txn
+            .open_table(DIFF_IDS)
+            .map_err(|e| SnapshotError::Db(e.into()))?;
+        let value = table
+            .get(layer.to_string().as_str())
+            .map_err(|e| SnapshotError::Db(e.into()))?;
         Ok(value.and_then(|v| v.value().parse().ok()))
     }
 
@@ -120,20 +135,31 @@ impl Snapshotter {
             let digest = layer.digest.clone();
             let blob = content
                 .open_blob_sync(&digest)
-                .map_err(|source| UnpackError::Content { digest: digest.clone(), source })?;
+                .map_err(|source| UnpackError::Content {
+                    digest: digest.clone(),
+                    source,
+                })?;
             let parent_key = parent.as_ref().map(|p| p.to_string());
             let temp_key = format!("unpack/{}/{}", inner.temp_name(), digest.hex());
             let mounts = inner.create(&temp_key, parent_key.as_deref(), Kind::Active)?;
             let applied = (|| {
                 let target = inner.temp_mount_dir()?;
                 let result = mount_all(&mounts, &target, inner.sys())
-                    .map_err(|source| UnpackError::Mount { digest: digest.clone(), source })
+                    .map_err(|source| UnpackError::Mount {
+                        digest: digest.clone(),
+                        source,
+                    })
                     .and_then(|guard| {
-                        let stats = apply_layer(BufReader::new(blob), &target, &options)
-                            .map_err(|source| UnpackError::Apply { digest: digest.clone(), source });
-                        guard
-                            .unmount()
-                            .map_err(|source| UnpackError::Mount { digest: digest.clone(), source })?;
+                        let stats = apply_layer(BufReader::new(blob), &target, &options).map_err(
+                            |source| UnpackError::Apply {
+                                digest: digest.clone(),
+                                source,
+                            },
+                        );
+                        guard.unmount().map_err(|source| UnpackError::Mount {
+                            digest: digest.clone(),
+                            source,
+                        })?;
                         stats
                     });
                 let _ = std::fs::remove_dir(&target);

@@ -1,5 +1,7 @@
 //! Content store: atomic, verified, deduplicated blob writes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use dagr_snapshot::{ContentError, ContentStore, Digest};

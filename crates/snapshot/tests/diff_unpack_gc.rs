@@ -1,5 +1,7 @@
 //! Diff round trips, unpacking image layers into chain-id snapshots, and GC with leases.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Read as _;
@@ -12,13 +14,25 @@ use dagr_snapshot::{
 };
 
 fn open(dir: &TestDir, backend: Backend) -> (Snapshotter, ContentStore) {
-    let s = Snapshotter::open(&dir.path().join("state"), SnapshotterOptions { backend: Some(backend) }).unwrap();
+    let s = Snapshotter::open(
+        &dir.path().join("state"),
+        SnapshotterOptions {
+            backend: Some(backend),
+        },
+    )
+    .unwrap();
     let c = ContentStore::open(&dir.path().join("content")).unwrap();
     (s, c)
 }
 
 /// Prepares `key` on `parent`, runs `f` on the mounted tree, commits it as `name`.
-async fn build(s: &Snapshotter, target: &Path, name: &str, parent: Option<&str>, f: impl FnOnce(&Path)) {
+async fn build(
+    s: &Snapshotter,
+    target: &Path,
+    name: &str,
+    parent: Option<&str>,
+    f: impl FnOnce(&Path),
+) {
     let key = format!("build-{name}");
     s.prepare(&key, parent).await.unwrap();
     {
@@ -28,7 +42,11 @@ async fn build(s: &Snapshotter, target: &Path, name: &str, parent: Option<&str>,
     s.commit(name, &key).await.unwrap();
 }
 
-async fn read_view(s: &Snapshotter, target: &Path, of: &str) -> std::collections::BTreeMap<String, String> {
+async fn read_view(
+    s: &Snapshotter,
+    target: &Path,
+    of: &str,
+) -> std::collections::BTreeMap<String, String> {
     let key = format!("view-{of}");
     s.view(&key, Some(of)).await.unwrap();
     let tree = {
@@ -60,7 +78,8 @@ async fn diff_round_trip(backend: Backend) {
     build(&s, &target, "child", Some("base"), |t| {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::write(t.join("etc/modify"), b"after, longer").unwrap();
-        std::fs::set_permissions(t.join("etc/chmod"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(t.join("etc/chmod"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         std::fs::remove_file(t.join("delete-me")).unwrap();
         std::fs::remove_dir_all(t.join("tree")).unwrap();
         std::fs::remove_dir_all(t.join("replace")).unwrap();
@@ -72,17 +91,28 @@ async fn diff_round_trip(backend: Backend) {
         std::fs::hard_link(t.join("new"), t.join("new-hardlink")).unwrap();
         std::fs::remove_file(t.join("file-becomes-dir")).unwrap();
         std::fs::create_dir(t.join("file-becomes-dir")).unwrap();
-        rustix::fs::lsetxattr(&t.join("new"), "user.note", b"kept", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::lsetxattr(
+            t.join("new"),
+            "user.note",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
     })
     .await;
 
     let layer = s.diff(&content, "child").await.unwrap();
-    assert_eq!(layer.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(
+        layer.media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
     assert_eq!(content.size(&layer.digest).unwrap(), layer.size);
     let blob = std::fs::read(content.blob_path(&layer.digest)).unwrap();
     assert_eq!(Digest::of_bytes(&blob), layer.digest);
     let mut tar_bytes = Vec::new();
-    flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut tar_bytes).unwrap();
+    flate2::read::GzDecoder::new(&blob[..])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
     assert_eq!(Digest::of_bytes(&tar_bytes), layer.diff_id);
     let names: Vec<String> = tar::Archive::new(&tar_bytes[..])
         .entries()
@@ -91,9 +121,15 @@ async fn diff_round_trip(backend: Backend) {
         .collect();
     assert!(names.contains(&".wh.delete-me".to_owned()), "{names:?}");
     assert!(names.contains(&".wh.tree".to_owned()), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("etc/conf.d")), "unchanged content must not be in the diff: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("etc/conf.d")),
+        "unchanged content must not be in the diff: {names:?}"
+    );
     if backend == Backend::Overlay {
-        assert!(names.contains(&"replace/.wh..wh..opq".to_owned()), "{names:?}");
+        assert!(
+            names.contains(&"replace/.wh..wh..opq".to_owned()),
+            "{names:?}"
+        );
     }
 
     // Apply the diff onto the parent: same tree as the child.
@@ -114,7 +150,7 @@ async fn diff_round_trip(backend: Backend) {
     {
         let _g = s.mount("check-xattr", &target).unwrap();
         let mut buf = [0u8; 16];
-        let n = rustix::fs::lgetxattr(&target.join("new"), "user.note", &mut buf[..]).unwrap();
+        let n = rustix::fs::lgetxattr(target.join("new"), "user.note", &mut buf[..]).unwrap();
         assert_eq!(&buf[..n], b"kept");
     }
 
@@ -123,7 +159,9 @@ async fn diff_round_trip(backend: Backend) {
     assert!(base_layer.size > 0);
     assert!(matches!(
         s.diff(&content, "check-xattr").await,
-        Err(dagr_snapshot::DiffError::Snapshot(SnapshotError::WrongKind { .. }))
+        Err(dagr_snapshot::DiffError::Snapshot(
+            SnapshotError::WrongKind { .. }
+        ))
     ));
     assert!(dir.leftover_mounts().is_empty());
 }
@@ -148,8 +186,14 @@ async fn unpack(backend: Backend) {
         .file("etc/old", b"old", 0o644)
         .symlink("bin", "usr/bin")
         .tar();
-    let l2_tar = LayerBuilder::new().file("usr/bin/tool", b"#!", 0o755).whiteout("etc", "old").tar();
-    let l1 = content.put_bytes(&LayerBuilder::new().dir("etc", 0o755).tar()).await.unwrap();
+    let l2_tar = LayerBuilder::new()
+        .file("usr/bin/tool", b"#!", 0o755)
+        .whiteout("etc", "old")
+        .tar();
+    let l1 = content
+        .put_bytes(&LayerBuilder::new().dir("etc", 0o755).tar())
+        .await
+        .unwrap();
     let _ = l1; // an unrelated blob; the real layers follow
     let gz = {
         use std::io::Write as _;
@@ -161,10 +205,19 @@ async fn unpack(backend: Backend) {
     let d1 = content.put_bytes(&gz).await.unwrap();
     let d2 = content.put_bytes(&zs).await.unwrap();
     let layers = vec![
-        LayerDescriptor { digest: d1.clone(), media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into() },
-        LayerDescriptor { digest: d2.clone(), media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into() },
+        LayerDescriptor {
+            digest: d1.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        },
+        LayerDescriptor {
+            digest: d2.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+        },
     ];
-    let key = s.unpack_image_layers(&content, &layers, &ApplyOptions::default()).await.unwrap();
+    let key = s
+        .unpack_image_layers(&content, &layers, &ApplyOptions::default())
+        .await
+        .unwrap();
     let c1 = chain_id(None, &Digest::of_bytes(&l1_tar));
     let c2 = chain_id(Some(&c1), &Digest::of_bytes(&l2_tar));
     assert_eq!(key, c2.to_string());
@@ -172,35 +225,68 @@ async fn unpack(backend: Backend) {
     assert_eq!(s.stat(&key).unwrap().kind, Kind::Committed);
     let tree = read_view(&s, &target, &key).await;
     let names: Vec<&str> = tree.keys().map(|k| k.as_str()).collect();
-    assert_eq!(names, vec!["bin", "etc", "etc/os-release", "usr", "usr/bin", "usr/bin/tool"]);
+    assert_eq!(
+        names,
+        vec![
+            "bin",
+            "etc",
+            "etc/os-release",
+            "usr",
+            "usr/bin",
+            "usr/bin/tool"
+        ]
+    );
 
     // A second unpack is a no-op: it does not even need the blobs any more.
     let before = s.list().unwrap().len();
     content.delete(&d1).unwrap();
     content.delete(&d2).unwrap();
-    let again = s.unpack_image_layers(&content, &layers, &ApplyOptions::default()).await.unwrap();
+    let again = s
+        .unpack_image_layers(&content, &layers, &ApplyOptions::default())
+        .await
+        .unwrap();
     assert_eq!(again, key);
     assert_eq!(s.list().unwrap().len(), before);
 
     // A malicious layer on top fails with its digest and entry named, leaving nothing behind.
     let evil = content
-        .put_bytes(&LayerBuilder::new().file("ok", b"1", 0o644).file("../../escape", b"x", 0o644).tar())
+        .put_bytes(
+            &LayerBuilder::new()
+                .file("ok", b"1", 0o644)
+                .file("../../escape", b"x", 0o644)
+                .tar(),
+        )
         .await
         .unwrap();
     let mut bad = layers.clone();
-    bad.push(LayerDescriptor { digest: evil.clone(), media_type: "application/vnd.oci.image.layer.v1.tar".into() });
-    let err = s.unpack_image_layers(&content, &bad, &ApplyOptions::default()).await.unwrap_err();
+    bad.push(LayerDescriptor {
+        digest: evil.clone(),
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+    });
+    let err = s
+        .unpack_image_layers(&content, &bad, &ApplyOptions::default())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, UnpackError::Apply { .. }), "{msg}");
-    assert!(msg.contains(&evil.to_string()) && msg.contains("../../escape"), "{msg}");
+    assert!(
+        msg.contains(&evil.to_string()) && msg.contains("../../escape"),
+        "{msg}"
+    );
     assert_eq!(s.list().unwrap().len(), before);
-    assert_eq!(std::fs::read_dir(dir.path().join("state/mnt")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/mnt"))
+            .unwrap()
+            .count(),
+        0
+    );
     assert!(!dir.path().join("escape").exists());
 
     let mut odd = layers.clone();
     odd[0].media_type = "application/vnd.oci.image.config.v1+json".into();
     assert!(matches!(
-        s.unpack_image_layers(&content, &odd, &ApplyOptions::default()).await,
+        s.unpack_image_layers(&content, &odd, &ApplyOptions::default())
+            .await,
         Err(UnpackError::UnsupportedMediaType { .. })
     ));
     assert!(dir.leftover_mounts().is_empty());
@@ -225,12 +311,19 @@ async fn gc_respects_leases_parents_and_age() {
     for (i, secs) in [1_000u64, 2_000, 3_000].into_iter().enumerate() {
         let d = content.put_bytes(&vec![i as u8; 10_000]).await.unwrap();
         let f = std::fs::File::open(content.blob_path(&d)).unwrap();
-        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .unwrap();
         blobs.push(d);
     }
     s.create_lease("l1").await.unwrap();
-    assert!(matches!(s.create_lease("l1").await, Err(SnapshotError::LeaseExists(_))));
-    assert!(matches!(s.lease_blob("nope", &blobs[0]).await, Err(SnapshotError::LeaseNotFound(_))));
+    assert!(matches!(
+        s.create_lease("l1").await,
+        Err(SnapshotError::LeaseExists(_))
+    ));
+    assert!(matches!(
+        s.lease_blob("nope", &blobs[0]).await,
+        Err(SnapshotError::LeaseNotFound(_))
+    ));
     s.lease_blob("l1", &blobs[2]).await.unwrap();
     // A lease may name a blob that is not written yet.
     let future = Digest::of_bytes(b"not yet written");
@@ -257,13 +350,19 @@ async fn gc_respects_leases_parents_and_age() {
     // Everything collectable goes; leased, active, and parents of live snapshots stay.
     let all = s.gc(&content, 0).await.unwrap();
     assert_eq!(all.removed_blobs, vec![blobs[1].clone()]);
-    assert_eq!(all.removed_snapshots, vec!["child".to_owned(), "base".to_owned()]);
+    assert_eq!(
+        all.removed_snapshots,
+        vec!["child".to_owned(), "base".to_owned()]
+    );
     assert!(content.has(&blobs[2]));
     let keys: Vec<String> = s.list().unwrap().into_iter().map(|i| i.key).collect();
     assert_eq!(keys, vec!["base2", "kept", "work"]);
 
     s.delete_lease("l1").await.unwrap();
-    assert!(matches!(s.delete_lease("l1").await, Err(SnapshotError::LeaseNotFound(_))));
+    assert!(matches!(
+        s.delete_lease("l1").await,
+        Err(SnapshotError::LeaseNotFound(_))
+    ));
     s.remove("work").await.unwrap();
     let rest = s.gc(&content, 0).await.unwrap();
     assert_eq!(rest.removed_blobs, vec![blobs[2].clone()]);

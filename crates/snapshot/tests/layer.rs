@@ -1,5 +1,7 @@
 //! Applying tar layers: content, metadata, whiteouts, and refusal of malicious layers.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::MetadataExt as _;

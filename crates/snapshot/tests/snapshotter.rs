@@ -1,5 +1,7 @@
 //! Snapshotter on both backends: prepare/commit/view/remove through real mounts, and recovery.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{TestDir, describe};
@@ -145,14 +147,14 @@ async fn copy_backend_preserves_metadata_links_and_devices() {
         std::os::unix::fs::symlink("/nowhere", target.join("l")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &target.join("null"),
+            target.join("null"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0o666),
             rustix::fs::makedev(1, 3),
         )
         .unwrap();
         rustix::fs::lsetxattr(
-            &target.join("f"),
+            target.join("f"),
             "user.k",
             b"v",
             rustix::fs::XattrFlags::empty(),
@@ -179,7 +181,7 @@ async fn copy_backend_preserves_metadata_links_and_devices() {
         rustix::fs::makedev(1, 3)
     );
     let mut buf = [0u8; 8];
-    let n = rustix::fs::lgetxattr(&target.join("f"), "user.k", &mut buf[..]).unwrap();
+    let n = rustix::fs::lgetxattr(target.join("f"), "user.k", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"v");
     // The copy is independent of the parent.
     std::fs::write(target.join("f"), b"changed").unwrap();
