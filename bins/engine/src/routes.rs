@@ -124,7 +124,10 @@ fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<BoxB
                     () = conn.closed() => {
                         tracing::debug!(client = client.id(), "attachables connection closed");
                     }
-                    () = session.removed() => {}
+                    () = session.removed() => {
+                        // Session teardown closes the client's callbacks too.
+                        conn.close();
+                    }
                 }
                 client.with_extensions(|ext| ext.remove::<AttachablesClient>());
             }

@@ -1,0 +1,167 @@
+//! Include/exclude patterns for tree walks, dockerignore-like: [`PathFilter`] decides for each
+//! path of a walk whether to [`Decision::Take`] it, [`Decision::Descend`] into it only to look for
+//! included entries below, or [`Decision::Skip`] it with everything under it.
+//!
+//! Patterns are anchored at the walk's root; `*` does not cross `/`, `**` does; a leading `./` or
+//! `/` and a trailing `/` are ignored; `.` selects everything; blank lines and `#` comments are
+//! ignored. A pattern that matches a directory covers everything under it. Exclude wins over
+//! include. With no include pattern everything not excluded is taken.
+
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// A pattern that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pattern {pattern:?}: {source}")]
+pub struct PatternError {
+    pub pattern: String,
+    #[source]
+    pub source: globset::Error,
+}
+
+/// What to do with one path of a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Take it (and, for a directory, everything under it that is not excluded).
+    Take,
+    /// A directory not taken itself, whose entries may be: walk into it, create it only if
+    /// something below is taken.
+    Descend,
+    /// Leave it and everything under it out.
+    Skip,
+}
+
+/// Compiled include and exclude patterns.
+#[derive(Debug, Default, Clone)]
+pub struct PathFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl PathFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, PatternError> {
+        Ok(PathFilter {
+            include: build(include)?,
+            exclude: build(exclude)?,
+        })
+    }
+
+    /// Whether the filter takes everything (no patterns).
+    pub fn is_empty(&self) -> bool {
+        self.include.is_none() && self.exclude.is_none()
+    }
+
+    /// Decides for `rel` (relative to the walk's root). `parent_taken` says whether its parent
+    /// directory was taken (then only excludes apply).
+    pub fn decide(&self, rel: &Path, is_dir: bool, parent_taken: bool) -> Decision {
+        if self.exclude.as_ref().is_some_and(|set| set.is_match(rel)) {
+            return Decision::Skip;
+        }
+        if parent_taken {
+            return Decision::Take;
+        }
+        match &self.include {
+            None => Decision::Take,
+            Some(set) if set.is_match(rel) => Decision::Take,
+            Some(_) if is_dir => Decision::Descend,
+            Some(_) => Decision::Skip,
+        }
+    }
+}
+
+fn build(patterns: &[String]) -> Result<Option<GlobSet>, PatternError> {
+    let mut builder = GlobSetBuilder::new();
+    let mut any = false;
+    for pattern in patterns {
+        let trimmed = pattern.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut normalized = trimmed;
+        while let Some(rest) = normalized.strip_prefix("./") {
+            normalized = rest;
+        }
+        let normalized = normalized.trim_start_matches('/').trim_end_matches('/');
+        let normalized = if normalized.is_empty() || normalized == "." {
+            "**"
+        } else {
+            normalized
+        };
+        let glob = GlobBuilder::new(normalized)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|source| PatternError {
+                pattern: pattern.clone(),
+                source,
+            })?;
+        builder.add(glob);
+        any = true;
+    }
+    if !any {
+        return Ok(None);
+    }
+    builder.build().map(Some).map_err(|source| PatternError {
+        pattern: patterns.join(", "),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(include: &[&str], exclude: &[&str]) -> PathFilter {
+        let s = |v: &[&str]| v.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        PathFilter::new(&s(include), &s(exclude)).expect("patterns")
+    }
+
+    #[test]
+    fn no_patterns_take_everything() {
+        let p = f(&[], &[]);
+        assert!(p.is_empty());
+        assert_eq!(p.decide(Path::new("a/b"), false, false), Decision::Take);
+    }
+
+    #[test]
+    fn exclude_wins_and_prunes_directories() {
+        let p = f(&["**"], &["node_modules", "*.log"]);
+        assert_eq!(
+            p.decide(Path::new("node_modules"), true, false),
+            Decision::Skip
+        );
+        assert_eq!(p.decide(Path::new("x.log"), false, false), Decision::Skip);
+        // `*` does not cross `/`.
+        assert_eq!(p.decide(Path::new("d/x.log"), false, true), Decision::Take);
+        assert_eq!(p.decide(Path::new("src"), true, false), Decision::Take);
+    }
+
+    #[test]
+    fn include_directory_covers_its_tree() {
+        let p = f(&["./src/", "*.md"], &[]);
+        assert_eq!(p.decide(Path::new("src"), true, false), Decision::Take);
+        assert_eq!(
+            p.decide(Path::new("src/deep/file"), false, true),
+            Decision::Take
+        );
+        assert_eq!(p.decide(Path::new("docs"), true, false), Decision::Descend);
+        assert_eq!(
+            p.decide(Path::new("README.md"), false, false),
+            Decision::Take
+        );
+        assert_eq!(p.decide(Path::new("main.rs"), false, false), Decision::Skip);
+        assert_eq!(p.decide(Path::new("a/**/b"), false, false), Decision::Skip);
+        let deep = f(&["**/*.rs"], &[]);
+        assert_eq!(
+            deep.decide(Path::new("a/b/c.rs"), false, false),
+            Decision::Take
+        );
+    }
+
+    #[test]
+    fn bad_pattern_is_named() {
+        let err = PathFilter::new(&["a[".to_owned()], &[]).expect_err("invalid");
+        assert!(err.to_string().contains("\"a[\""), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! dagr-worker (being written).
