@@ -209,8 +209,14 @@ mod tests {
     fn derivations_are_domain_separated() {
         let base = derive(&[1u8; 32], std::iter::empty());
         assert_ne!(derive_resolved(base, "sha256:aa"), base);
-        assert_ne!(derive_resolved(base, "sha256:aa"), derive_resolved(base, "sha256:ab"));
-        assert_ne!(derive_content("host_dir", "x"), derive_content("host_dir", "y"));
+        assert_ne!(
+            derive_resolved(base, "sha256:aa"),
+            derive_resolved(base, "sha256:ab")
+        );
+        assert_ne!(
+            derive_content("host_dir", "x"),
+            derive_content("host_dir", "y")
+        );
         assert_ne!(derive_content("a", "bc"), derive_content("ab", "c"));
     }
 }

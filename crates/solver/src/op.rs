@@ -414,7 +414,8 @@ impl Definition {
                 .map(|i| index.get(&i.structural_key).copied())
                 .collect::<Option<Vec<u32>>>()
                 .ok_or(GraphError::TooLarge(vertices.len()))?;
-            let at = u32::try_from(vertices.len()).map_err(|_| GraphError::TooLarge(vertices.len()))?;
+            let at =
+                u32::try_from(vertices.len()).map_err(|_| GraphError::TooLarge(vertices.len()))?;
             vertices.push(DefinitionVertex {
                 op: v.op.clone(),
                 inputs,

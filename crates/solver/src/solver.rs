@@ -110,11 +110,7 @@ struct Inner<R> {
 
 impl<R: OpRunner> Solver<R> {
     /// Opens the result index at `db_path` (created if missing) and wraps `runner`.
-    pub fn open(
-        db_path: &Path,
-        runner: R,
-        options: SolverOptions,
-    ) -> Result<Self, SolveError> {
+    pub fn open(db_path: &Path, runner: R, options: SolverOptions) -> Result<Self, SolveError> {
         let index = ResultIndex::open(db_path)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -464,12 +460,10 @@ async fn run_impure<R: OpRunner>(
 ) -> Result<(CacheKey, ResultRef), SolveError> {
     let out = run_inputs_and_op(&inner, &node, &session).await?;
     let kind = node.vertex.op().kind();
-    let digest = out
-        .content_digest
-        .ok_or(SolveError::MissingContentDigest {
-            kind,
-            key: node.key,
-        })?;
+    let digest = out.content_digest.ok_or(SolveError::MissingContentDigest {
+        kind,
+        key: node.key,
+    })?;
     let key = key::derive_content(kind, &digest);
     let result = inner.index.insert(key, out.result, out.size_hint).await?;
     Ok((key, result))
