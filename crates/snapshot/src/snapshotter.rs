@@ -26,6 +26,9 @@ use crate::mount::{
     LinuxMounts, MAX_MOUNT_DATA, Mount, MountError, MountGuard, MountKind, MountSyscalls,
 };
 
+/// Overlay options used when the kernel accepts them.
+pub const OVERLAY_PINNED_OPTIONS: &[&str] = &["index=off", "redirect_dir=off", "metacopy=off"];
+
 const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
@@ -169,6 +172,8 @@ pub(crate) struct Inner {
     mnt_dir: PathBuf,
     pub(crate) db: redb::Database,
     backend: Backend,
+    /// Extra options of writable overlay mounts (see [`OVERLAY_PINNED_OPTIONS`]).
+    overlay_options: Vec<String>,
     sys: Arc<dyn MountSyscalls>,
     next_mount: AtomicU64,
     /// Serializes lease changes against garbage collection.
@@ -282,13 +287,22 @@ impl Snapshotter {
             }
         }
 
-        let backend = match options.backend {
-            Some(b) => b,
+        // Pin overlay features that would put state outside the upper dir (redirects, metacopy,
+        // inode index) off where the kernel knows them, so a snapshot's dir is its whole diff.
+        let pinned: Vec<String> = OVERLAY_PINNED_OPTIONS.iter().map(|o| (*o).to_owned()).collect();
+        let (backend, overlay_options) = match options.backend {
+            Some(Backend::Copy) => (Backend::Copy, Vec::new()),
+            Some(Backend::Overlay) => {
+                let extra = if probe_overlay(&probe_dir, &*sys, &pinned) { pinned } else { Vec::new() };
+                (Backend::Overlay, extra)
+            }
             None => {
-                if probe_overlay(&probe_dir, &*sys) {
-                    Backend::Overlay
+                if probe_overlay(&probe_dir, &*sys, &pinned) {
+                    (Backend::Overlay, pinned)
+                } else if probe_overlay(&probe_dir, &*sys, &[]) {
+                    (Backend::Overlay, Vec::new())
                 } else {
-                    Backend::Copy
+                    (Backend::Copy, Vec::new())
                 }
             }
         };
@@ -299,6 +313,7 @@ impl Snapshotter {
                 mnt_dir,
                 db,
                 backend,
+                overlay_options,
                 sys,
                 next_mount: AtomicU64::new(0),
                 gc_lock: parking_lot::Mutex::new(()),
@@ -520,19 +535,23 @@ fn remove_children(dir: &Path) -> Result<(), SnapshotError> {
 }
 
 /// Tries a tiny overlay mount; true if the kernel and filesystem allow it.
-fn probe_overlay(dir: &Path, sys: &dyn MountSyscalls) -> bool {
+fn probe_overlay(dir: &Path, sys: &dyn MountSyscalls, extra: &[String]) -> bool {
     let attempt = || -> std::io::Result<bool> {
         for d in ["l1", "l2", "u", "w", "m"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
         std::fs::write(dir.join("l2/f"), b"probe")?;
-        let data = format!(
+        let mut data = format!(
             "lowerdir={}:{},upperdir={},workdir={}",
             dir.join("l1").display(),
             dir.join("l2").display(),
             dir.join("u").display(),
             dir.join("w").display()
         );
+        for o in extra {
+            data.push(',');
+            data.push_str(o);
+        }
         let target = dir.join("m");
         if let Err(e) = sys.mount_overlay(&target, &data, false) {
             tracing::info!(error = %e, "overlayfs unavailable, using the copy backend");
@@ -668,7 +687,7 @@ impl Inner {
                 if lower.is_empty() {
                     return Ok(vec![bind(own, false)]);
                 }
-                let options = vec![
+                let mut options = vec![
                     format!("lowerdir={}", join_lower(&lower)),
                     format!("upperdir={}", own.display()),
                     format!(
@@ -676,6 +695,7 @@ impl Inner {
                         self.snapshot_dir(record.id).join("work").display()
                     ),
                 ];
+                options.extend(self.overlay_options.iter().cloned());
                 check_len(key, &options)?;
                 Ok(vec![Mount {
                     kind: MountKind::Overlay,

@@ -263,3 +263,19 @@ async fn deep_chain_mounts_every_layer() {
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 30);
     assert_eq!(std::fs::read_to_string(target.join("f0")).unwrap(), "0");
 }
+
+#[tokio::test]
+async fn overlay_mounts_pin_features_off() {
+    let dir = TestDir::new();
+    let s = open(&dir, Some(Backend::Overlay));
+    s.prepare("a", None).await.unwrap();
+    s.commit("base", "a").await.unwrap();
+    let mounts = s.prepare("b", Some("base")).await.unwrap();
+    assert_eq!(mounts.len(), 1);
+    for o in dagr_snapshot::snapshotter::OVERLAY_PINNED_OPTIONS {
+        assert!(mounts[0].options.iter().any(|x| x == o), "{o} missing from {:?}", mounts[0].options);
+    }
+    let target = dir.subdir("target");
+    let _g = s.mount("b", &target).unwrap();
+    std::fs::write(target.join("x"), b"x").unwrap();
+}
