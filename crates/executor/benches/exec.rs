@@ -1,1 +1,151 @@
-fn main() {}
+//! Cost of the executor around runc: an exec of `true` through [`Executor::run`] against
+//! `runc run` of an equivalent, already prepared bundle. Needs root and runc.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dagr_executor::{
+    ExecSpec, MAX_OPEN_FILES, NetworkNamespace, ResolvedUser, RunOptions, RuntimeSpecInput,
+    build_runtime_spec,
+};
+
+fn true_spec() -> ExecSpec {
+    ExecSpec {
+        args: vec!["true".into()],
+        hostname: "bench".into(),
+        ..Default::default()
+    }
+}
+
+/// A bundle for `true` built the way the executor builds one, run directly with runc.
+struct PreparedBundle {
+    _dir: tempfile::TempDir,
+    bundle: std::path::PathBuf,
+    runc_root: std::path::PathBuf,
+    _netns: NetworkNamespace,
+}
+
+impl PreparedBundle {
+    fn new(rootfs: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir(&bundle).unwrap();
+        let runc_root = dir.path().join("runc");
+        std::fs::create_dir(&runc_root).unwrap();
+        let hosts = bundle.join("hosts");
+        std::fs::write(&hosts, "127.0.0.1\tlocalhost bench\n").unwrap();
+        let resolv = bundle.join("resolv.conf");
+        std::fs::write(&resolv, "").unwrap();
+        // Mount points the executor would create and remove around each run stay in place.
+        std::fs::write(rootfs.join("etc/hosts"), "").unwrap();
+        std::fs::write(rootfs.join("etc/resolv.conf"), "").unwrap();
+        let netns = NetworkNamespace::create(&dir.path().join("netns")).unwrap();
+        let exec = true_spec();
+        let user = ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        };
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .unwrap_or(MAX_OPEN_FILES)
+            .min(MAX_OPEN_FILES);
+        let spec = build_runtime_spec(&RuntimeSpecInput {
+            exec: &exec,
+            rootfs,
+            user: &user,
+            hostname: "bench",
+            hosts_file: &hosts,
+            resolv_conf_file: &resolv,
+            netns: Some(netns.path()),
+            cgroups_path: "/dagr/bench-direct",
+            max_open_files: nofile,
+            mounts: &[],
+        })
+        .unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        PreparedBundle {
+            _dir: dir,
+            bundle,
+            runc_root,
+            _netns: netns,
+        }
+    }
+
+    fn run(&self) {
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg("--no-new-keyring")
+            .arg("dagr-bench-direct")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+    }
+}
+
+fn bench_exec(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fixture = common::Fixture::new();
+    let direct_rootfs = tempfile::tempdir().unwrap();
+    common::busybox_rootfs(direct_rootfs.path());
+    let direct = PreparedBundle::new(direct_rootfs.path());
+    let spec = true_spec();
+    let run_executor = || {
+        runtime
+            .block_on(
+                fixture
+                    .executor
+                    .run(&fixture.rootfs(), &spec, RunOptions::default()),
+            )
+            .unwrap();
+    };
+
+    let mut group = c.benchmark_group("exec_true");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("executor", |b| b.iter(run_executor));
+    group.bench_function("runc_run_prepared_bundle", |b| b.iter(|| direct.run()));
+    group.finish();
+
+    // The same comparison in one run, interleaved, for the ratio.
+    let rounds = 20;
+    let (mut executor_total, mut runc_total) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        run_executor();
+        executor_total += start.elapsed();
+        let start = Instant::now();
+        direct.run();
+        runc_total += start.elapsed();
+    }
+    println!(
+        "exec of `true`: executor {:.1} ms, runc run {:.1} ms, ratio executor/runc {:.2}",
+        executor_total.as_secs_f64() * 1000.0 / f64::from(rounds),
+        runc_total.as_secs_f64() * 1000.0 / f64::from(rounds),
+        executor_total.as_secs_f64() / runc_total.as_secs_f64()
+    );
+    fixture.assert_clean();
+}
+
+criterion_group!(benches, bench_exec);
+criterion_main!(benches);

@@ -68,14 +68,31 @@ pub enum Rootfs {
     Mounts(Vec<Mount>),
 }
 
+/// Called once the exec's network namespace exists and before its process starts, with the
+/// exec id and the namespace (see [`NetworkNamespace::run_inside`], e.g. to open a listener the
+/// process can reach on loopback). An error aborts the exec.
+pub type PrestartHook = Arc<dyn Fn(&str, &NetworkNamespace) -> Result<(), String> + Send + Sync>;
+
 /// Per-run options.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Receives every chunk of stdout and stderr as it is read (for progress display).
     pub output_sink: Option<mpsc::Sender<OutputChunk>>,
     /// Cancels the run: the container is killed and everything cleaned up. Dropping the run
     /// future does the same.
     pub cancel: Option<CancellationToken>,
+    /// Runs before the process starts (see [`PrestartHook`]).
+    pub prestart: Option<PrestartHook>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("output_sink", &self.output_sink)
+            .field("cancel", &self.cancel)
+            .field("prestart", &self.prestart.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
 }
 
 /// The outcome of a successful exec.
@@ -114,6 +131,14 @@ pub enum ExecError {
         /// Container id.
         id: String,
         /// The runtime's error.
+        message: String,
+    },
+    /// The prestart hook refused the exec.
+    #[error("prestart hook of exec {id}: {message}")]
+    Prestart {
+        /// Container id.
+        id: String,
+        /// The hook's error.
         message: String,
     },
     /// The run was cancelled.
@@ -324,7 +349,13 @@ impl Executor {
 
         let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
         let netns_path = netns.path().to_path_buf();
-        cleanup.netns = Some(netns);
+        let netns = cleanup.netns.insert(netns);
+        if let Some(hook) = &options.prestart {
+            hook(&id, netns).map_err(|message| ExecError::Prestart {
+                id: id.clone(),
+                message,
+            })?;
+        }
 
         let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .maximum

@@ -24,7 +24,8 @@ mod spec;
 mod user;
 
 pub use executor::{
-    DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, Rootfs, RunOptions,
+    DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartHook, Rootfs,
+    RunOptions,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};

@@ -43,6 +43,14 @@ pub enum NetnsError {
         /// The system error.
         source: io::Error,
     },
+    /// A thread could not join the namespace.
+    #[error("enter netns {}: {source}", path.display())]
+    Enter {
+        /// The netns file.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
     /// The helper thread panicked.
     #[error("netns helper thread for {} panicked", path.display())]
     HelperPanicked {
@@ -153,6 +161,34 @@ impl NetworkNamespace {
     /// The file the namespace is pinned on (usable with `setns(2)` or a runtime spec).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs `f` on a helper thread that has joined this namespace, and returns its result.
+    /// Sockets created by `f` (for example a listener on `127.0.0.1`) stay in the namespace.
+    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        let file = std::fs::File::open(&self.path).map_err(|source| NetnsError::Enter {
+            path: self.path.clone(),
+            source,
+        })?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use std::os::fd::AsFd;
+                    rustix::thread::move_into_link_name_space(
+                        file.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .map_err(|e| NetnsError::Enter {
+                        path: self.path.clone(),
+                        source: e.into(),
+                    })?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| NetnsError::HelperPanicked {
+                    path: self.path.clone(),
+                })?
+        })
     }
 
     /// Unpins the namespace and removes its file.

@@ -369,7 +369,7 @@ async fn output_is_capped_and_streamed() {
             &spec(sh("yes | head -c 100000; echo done >&2")),
             RunOptions {
                 output_sink: Some(tx),
-                cancel: None,
+                ..Default::default()
             },
         )
         .await
@@ -533,8 +533,8 @@ async fn cancellation_token_kills_everything_and_cleans_up() {
                     &fixture.rootfs(),
                     &exec,
                     RunOptions {
-                        output_sink: None,
                         cancel: Some(token),
+                        ..Default::default()
                     },
                 )
                 .await
@@ -545,7 +545,18 @@ async fn cancellation_token_kills_everything_and_cleans_up() {
     assert_eq!(fixture.executor.runtime().list_blocking().unwrap().len(), 1);
     token.cancel();
     let err = task.await.unwrap().unwrap_err();
-    assert!(matches!(err, ExecError::Cancelled { .. }), "{err}");
+    let ExecError::Cancelled { id } = &err else {
+        panic!("unexpected error: {err}");
+    };
+    // runc removed the exec's cgroups (v1 hierarchies or the v2 tree).
+    for root in [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+    ] {
+        let dir = Path::new(root).join("dagr").join(id);
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
     assert!(processes_running(&["sleep", "1001"]).is_empty());
     fixture.assert_clean();
 }
@@ -602,5 +613,62 @@ async fn twenty_concurrent_execs_with_a_limit_of_two() {
     }
     seen.sort();
     assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let fixture = Fixture::new();
+    let (listener_tx, listener_rx) = std::sync::mpsc::channel();
+    let hook: dagr_executor::PrestartHook = Arc::new(move |_id, netns| {
+        // Every exec has its own namespace: a fixed port cannot clash.
+        let listener = netns
+            .run_inside(|| std::net::TcpListener::bind("127.0.0.1:7777"))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        listener_tx.send(listener).map_err(|e| e.to_string())
+    });
+    let server = std::thread::spawn(move || {
+        let listener = listener_rx.recv().unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        stream.write_all(b"pong\n").unwrap();
+        line
+    });
+    let result = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(sh("echo hello-host | nc 127.0.0.1 7777")),
+            RunOptions {
+                prestart: Some(hook),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stdout_of(&result), "pong\n");
+    assert_eq!(server.join().unwrap(), "hello-host\n");
+
+    let refusing: dagr_executor::PrestartHook = Arc::new(|_, _| Err("not today".to_string()));
+    let err = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(vec!["true".into()]),
+            RunOptions {
+                prestart: Some(refusing),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Prestart { .. }), "{err}");
+    assert!(err.to_string().ends_with("not today"), "{err}");
     fixture.assert_clean();
 }
