@@ -289,11 +289,18 @@ impl Snapshotter {
 
         // Pin overlay features that would put state outside the upper dir (redirects, metacopy,
         // inode index) off where the kernel knows them, so a snapshot's dir is its whole diff.
-        let pinned: Vec<String> = OVERLAY_PINNED_OPTIONS.iter().map(|o| (*o).to_owned()).collect();
+        let pinned: Vec<String> = OVERLAY_PINNED_OPTIONS
+            .iter()
+            .map(|o| (*o).to_owned())
+            .collect();
         let (backend, overlay_options) = match options.backend {
             Some(Backend::Copy) => (Backend::Copy, Vec::new()),
             Some(Backend::Overlay) => {
-                let extra = if probe_overlay(&probe_dir, &*sys, &pinned) { pinned } else { Vec::new() };
+                let extra = if probe_overlay(&probe_dir, &*sys, &pinned) {
+                    pinned
+                } else {
+                    Vec::new()
+                };
                 (Backend::Overlay, extra)
             }
             None => {

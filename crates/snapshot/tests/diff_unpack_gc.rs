@@ -380,15 +380,22 @@ async fn concurrent_unpacks_of_the_same_image_agree() {
     let (s, content) = open(&dir, Backend::Overlay);
     let mut layers = Vec::new();
     for i in 0..3 {
-        let blob = LayerBuilder::new().file(&format!("layer{i}/f"), format!("{i}").as_bytes(), 0o644).gzip();
+        let blob = LayerBuilder::new()
+            .file(&format!("layer{i}/f"), format!("{i}").as_bytes(), 0o644)
+            .gzip();
         let digest = content.put_bytes(&blob).await.unwrap();
-        layers.push(LayerDescriptor { digest, media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into() });
+        layers.push(LayerDescriptor {
+            digest,
+            media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+        });
     }
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (s, content, layers) = (s.clone(), content.clone(), layers.clone());
         tasks.push(tokio::spawn(async move {
-            s.unpack_image_layers(&content, &layers, &ApplyOptions::default()).await.unwrap()
+            s.unpack_image_layers(&content, &layers, &ApplyOptions::default())
+                .await
+                .unwrap()
         }));
     }
     let mut keys = Vec::new();
@@ -399,7 +406,16 @@ async fn concurrent_unpacks_of_the_same_image_agree() {
     assert_eq!(keys.len(), 1);
     let infos = s.list().unwrap();
     assert_eq!(infos.len(), 3, "{infos:?}");
-    assert!(infos.iter().all(|i| i.kind == Kind::Committed && i.key.starts_with("sha256:")));
-    assert_eq!(std::fs::read_dir(dir.path().join("state/snapshots")).unwrap().count(), 3);
+    assert!(
+        infos
+            .iter()
+            .all(|i| i.kind == Kind::Committed && i.key.starts_with("sha256:"))
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/snapshots"))
+            .unwrap()
+            .count(),
+        3
+    );
     assert!(dir.leftover_mounts().is_empty());
 }

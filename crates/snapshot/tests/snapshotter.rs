@@ -273,7 +273,11 @@ async fn overlay_mounts_pin_features_off() {
     let mounts = s.prepare("b", Some("base")).await.unwrap();
     assert_eq!(mounts.len(), 1);
     for o in dagr_snapshot::snapshotter::OVERLAY_PINNED_OPTIONS {
-        assert!(mounts[0].options.iter().any(|x| x == o), "{o} missing from {:?}", mounts[0].options);
+        assert!(
+            mounts[0].options.iter().any(|x| x == o),
+            "{o} missing from {:?}",
+            mounts[0].options
+        );
     }
     let target = dir.subdir("target");
     let _g = s.mount("b", &target).unwrap();
