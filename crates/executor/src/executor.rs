@@ -1,6 +1,7 @@
 //! [`Executor`]: prepares an OCI bundle for an [`ExecSpec`], runs it with runc, captures its
 //! output and cleans everything up (container, mounts, netns, bundle) however the run ends.
 
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
@@ -185,6 +186,43 @@ pub enum ExecError {
     },
 }
 
+/// What [`Executor::remove_stale_state`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleState {
+    /// Ids of containers deleted from the runtime.
+    pub containers: Vec<String>,
+    /// Mount points unmounted.
+    pub mounts: Vec<PathBuf>,
+    /// Bundles and netns files removed.
+    pub paths: Vec<PathBuf>,
+}
+
+/// Decodes the octal escapes (`\040` for a space...) of a `/proc/self/mountinfo` path field.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'\\' && i + 3 < bytes.len())
+            .then(|| &bytes[i + 1..i + 4])
+            .filter(|digits| digits.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .map(|digits| {
+                digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'))
+            })
+            .and_then(|value| u8::try_from(value).ok());
+        if let Some(value) = escaped {
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 fn prepare_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
     move |source| ExecError::Prepare {
         path: path.to_path_buf(),
@@ -209,7 +247,11 @@ impl Executor {
     }
 
     /// An executor applying host mounts through `mount_ops`.
-    pub fn with_mount_ops(config: ExecutorConfig, mount_ops: Arc<dyn MountOps>) -> Self {
+    pub fn with_mount_ops(mut config: ExecutorConfig, mount_ops: Arc<dyn MountOps>) -> Self {
+        // Bundles and rootfs paths are given to the runtime: they must not depend on its cwd.
+        if let Ok(absolute) = std::path::absolute(&config.state_dir) {
+            config.state_dir = absolute;
+        }
         let runtime = Runtime::new(config.runtime_binary.clone(), config.state_dir.join("runc"));
         let slots = Arc::new(Semaphore::new(config.max_concurrent_execs.max(1)));
         Executor {
@@ -238,6 +280,55 @@ impl Executor {
     /// Directory holding the network namespaces of running execs.
     pub fn netns_dir(&self) -> PathBuf {
         self.config.state_dir.join("netns")
+    }
+
+    /// Removes what execs of a previous process left under the state dir (after a crash or
+    /// SIGKILL): containers in the runtime's state root, mounts, bundles and network
+    /// namespaces. Blocking; call it at startup, before any [`Executor::run`] on this state dir.
+    pub fn remove_stale_state(&self) -> Result<StaleState, ExecError> {
+        let mut stale = StaleState::default();
+        if self.runtime.root().exists() {
+            for id in self.runtime.list_blocking()? {
+                self.runtime.delete_force_blocking(&id)?;
+                stale.containers.push(id);
+            }
+        }
+        let mountinfo_path = Path::new("/proc/self/mountinfo");
+        let mountinfo =
+            std::fs::read_to_string(mountinfo_path).map_err(prepare_err(mountinfo_path))?;
+        let owned_dirs = [self.bundles_dir(), self.netns_dir()]
+            .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
+        let mut mount_points: Vec<PathBuf> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|point| owned_dirs.iter().any(|dir| point.starts_with(dir)))
+            .collect();
+        // Children before parents.
+        mount_points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        mount_points.dedup();
+        for point in mount_points {
+            self.mount_ops.unmount(&point)?;
+            stale.mounts.push(point);
+        }
+        for dir in owned_dirs {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ExecError::Prepare { path: dir, source }),
+            };
+            for entry in entries {
+                let path = entry.map_err(prepare_err(&dir))?.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(prepare_err(&path))?;
+                stale.paths.push(path);
+            }
+        }
+        Ok(stale)
     }
 
     /// Runs `spec` on `rootfs` and waits for it. A non-zero exit is [`ExecError::Failed`].
@@ -308,7 +399,7 @@ impl Executor {
         let bundle = cleanup.bundle.clone();
 
         let rootfs_path = match rootfs {
-            Rootfs::Directory(dir) => dir.clone(),
+            Rootfs::Directory(dir) => std::path::absolute(dir).map_err(prepare_err(dir))?,
             Rootfs::Mounts(mounts) => {
                 let target = bundle.join("rootfs");
                 std::fs::create_dir(&target).map_err(prepare_err(&target))?;
@@ -751,5 +842,68 @@ impl ExecCleanup {
 impl Drop for ExecCleanup {
     fn drop(&mut self) {
         self.run();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(r"/state/with\040space/x\011tab"),
+            PathBuf::from("/state/with space/x\ttab")
+        );
+        assert_eq!(unescape_mountinfo(r"/plain"), PathBuf::from("/plain"));
+        // Not an escape: kept as is.
+        assert_eq!(unescape_mountinfo(r"/a\9z\"), PathBuf::from(r"/a\9z\"));
+    }
+
+    #[test]
+    fn mount_stubs_record_missing_paths_parents_first() {
+        let rootfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir(rootfs.path().join("etc")).unwrap();
+        std::fs::write(rootfs.path().join("etc/hosts"), "x").unwrap();
+        std::os::unix::fs::symlink("/", rootfs.path().join("escape")).unwrap();
+        let dests: Vec<String> = [
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/run/secrets/a",
+            "/run/b",
+            "/escape/x",
+        ]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+        let stubs = MountStubs::find(rootfs.path(), &dests);
+        let relative: Vec<PathBuf> = stubs
+            .missing
+            .iter()
+            .map(|p| p.strip_prefix(rootfs.path()).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            relative,
+            [
+                PathBuf::from("etc/resolv.conf"),
+                PathBuf::from("run"),
+                PathBuf::from("run/secrets"),
+                PathBuf::from("run/secrets/a"),
+                PathBuf::from("run/b"),
+            ]
+        );
+        // Simulate what the runtime creates, plus a file the process wrote.
+        std::fs::write(rootfs.path().join("etc/resolv.conf"), "").unwrap();
+        std::fs::create_dir_all(rootfs.path().join("run/secrets")).unwrap();
+        std::fs::write(rootfs.path().join("run/secrets/a"), "").unwrap();
+        std::fs::create_dir(rootfs.path().join("run/b")).unwrap();
+        std::fs::write(rootfs.path().join("run/written"), "data").unwrap();
+        stubs.remove();
+        assert!(!rootfs.path().join("etc/resolv.conf").exists());
+        assert!(rootfs.path().join("etc/hosts").exists());
+        assert!(!rootfs.path().join("run/secrets").exists());
+        assert!(!rootfs.path().join("run/b").exists());
+        // A directory the process wrote into is kept.
+        assert!(rootfs.path().join("run/written").exists());
     }
 }

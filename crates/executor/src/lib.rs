@@ -25,7 +25,7 @@ mod user;
 
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartHook, Rootfs,
-    RunOptions,
+    RunOptions, StaleState,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};

@@ -672,3 +672,69 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
     assert!(err.to_string().ends_with("not today"), "{err}");
     fixture.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_workdir_is_created() {
+    let fixture = Fixture::new();
+    let exec = ExecSpec {
+        args: vec!["pwd".into()],
+        workdir: "/work/dir".into(),
+        ..Default::default()
+    };
+    let result = run_ok(&fixture, &exec).await;
+    assert_eq!(stdout_of(&result), "/work/dir\n");
+    assert!(fixture.rootfs.path().join("work/dir").is_dir());
+
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_state_of_a_lost_exec_is_removed() {
+    let fixture = Fixture::new();
+    let marker = tempfile::tempdir().unwrap();
+    let layers = tempfile::tempdir().unwrap();
+    let (upper, work) = (layers.path().join("upper"), layers.path().join("work"));
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let rootfs = Rootfs::Mounts(vec![Mount {
+        kind: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", fixture.rootfs.path().display()),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+        ],
+    }]);
+    let mut exec = started_spec(marker.path(), "1003");
+    exec.mounts.push(ExecMount {
+        dest: "/run/secrets/s".into(),
+        kind: ExecMountKind::Secret {
+            bytes: Bytes::from_static(b"x"),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        },
+    });
+    let started = marker.path().join("started");
+    let mut run = Box::pin(fixture.executor.run(&rootfs, &exec, RunOptions::default()));
+    tokio::select! {
+        outcome = &mut run => panic!("exec ended early: {outcome:?}"),
+        () = wait_for_file(&started) => {}
+    }
+    // Lose the exec as a crash would: no destructor runs.
+    std::mem::forget(run);
+    assert_eq!(processes_running(&["sleep", "1003"]).len(), 1);
+
+    let stale = fixture.executor.remove_stale_state().unwrap();
+    assert_eq!(stale.containers.len(), 1);
+    // rootfs overlay, secrets tmpfs, netns.
+    assert_eq!(stale.mounts.len(), 3, "{stale:?}");
+    assert_eq!(stale.paths.len(), 2, "{stale:?}");
+    assert!(processes_running(&["sleep", "1003"]).is_empty());
+    fixture.assert_clean();
+    // Nothing left: a second pass finds nothing.
+    assert_eq!(
+        fixture.executor.remove_stale_state().unwrap(),
+        Default::default()
+    );
+}
