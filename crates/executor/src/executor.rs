@@ -487,10 +487,15 @@ impl Executor {
             .kill_on_drop(true);
         let started = Instant::now();
         let mut child = command.spawn().map_err(|source| {
-            ExecError::Runtime(RuntimeError::Spawn {
-                binary: self.runtime.binary().to_path_buf(),
-                command: "run".into(),
-                source,
+            let binary = self.runtime.binary().to_path_buf();
+            ExecError::Runtime(if source.kind() == std::io::ErrorKind::NotFound {
+                RuntimeError::NotFound { binary, source }
+            } else {
+                RuntimeError::Spawn {
+                    binary,
+                    command: "run".into(),
+                    source,
+                }
             })
         })?;
         let stdin = child.stdin.take();

@@ -738,3 +738,30 @@ async fn stale_state_of_a_lost_exec_is_removed() {
         Default::default()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_processes_die_with_the_exec() {
+    let fixture = Fixture::new();
+    let result = run_ok(&fixture, &spec(sh("sleep 1004 & echo started"))).await;
+    assert_eq!(stdout_of(&result), "started\n");
+    assert!(processes_running(&["sleep", "1004"]).is_empty());
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_runtime_binary_is_reported_with_a_hint() {
+    let fixture = Fixture::new();
+    let mut config = fixture.executor.config().clone();
+    config.runtime_binary = "/nonexistent/runc".into();
+    let executor = dagr_executor::Executor::new(config);
+    let err = executor
+        .run(
+            &fixture.rootfs(),
+            &spec(vec!["true".into()]),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("apt-get install runc"), "{err}");
+    fixture.assert_clean();
+}
