@@ -207,10 +207,17 @@ impl RegistryClient {
             .resolve_at(&endpoints, reference, platform, store)
             .await?;
         let manifest_digest = &resolved.manifest_digest;
-        futures::stream::iter(resolved.manifest.layers())
+        // The futures are built eagerly (no closure in the stream) so that the whole pull future
+        // is `Send` for any lifetime: callers run it inside generic `Send` futures.
+        let fetches: Vec<_> = resolved
+            .manifest
+            .layers()
+            .iter()
             .map(|descriptor| {
                 self.fetch_blob(&endpoints, reference, manifest_digest, descriptor, store)
             })
+            .collect();
+        futures::stream::iter(fetches)
             .buffer_unordered(self.concurrency)
             .try_collect::<Vec<()>>()
             .await?;

@@ -1,1 +1,992 @@
-//! dagr-worker (being written).
+//! dagr-worker: runs the solver's ops on this machine. [`Worker`] implements
+//! [`dagr_solver::OpRunner`] with the build-core crates:
+//! - `Image`: pulled with [`dagr_registry::RegistryClient`] into the [`dagr_snapshot::ContentStore`]
+//!   and unpacked into committed snapshots (one per layer chain);
+//! - `Exec`: a writable snapshot on the rootfs input, mounted and run with
+//!   [`dagr_executor::Executor`] (runc), with input snapshots, cache volumes ([`CacheVolumes`]),
+//!   tmpfs and secrets mounted; writable input mounts become extra outputs;
+//! - `MkFile`, `MkDir`, `Copy`, `Rm`: [`fsops`] on a writable snapshot, resolved inside it;
+//! - `HostDir`: pulled from the client through [`HostAccess`] and keyed by content;
+//! - `Empty`: the shared empty snapshot.
+//!
+//! Every result is a committed snapshot; its [`ResultRef`] carries [`ResultMeta`] (extra outputs,
+//! image config, exec output). [`Worker::mount_view`] mounts a result read-only for readers
+//! (file contents, entries, exports). Failed or cancelled runs remove their snapshots and mounts.
+
+pub mod fsops;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dagr_executor::{
+    ExecMount, ExecMountKind, ExecSpec, Executor, ExecutorConfig, Rootfs, RunOptions,
+};
+use dagr_registry::{CredentialsProvider, Reference, RegistryClient, RegistryConfig};
+use dagr_snapshot::{ContentStore, LayerDescriptor, MountGuard, Snapshotter, SnapshotterOptions};
+use dagr_solver::{
+    CacheSharing, HostScope, InputRef, MountSource, Op, OpRunner, ResultRef, RunCtx, RunError,
+    RunOutput, Vertex,
+};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use fsops::FsError;
+
+/// Errors of the worker, naming the op, snapshot or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("opening the worker state in {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Content(#[from] dagr_snapshot::ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] dagr_snapshot::SnapshotError),
+    #[error(transparent)]
+    Unpack(#[from] dagr_snapshot::UnpackError),
+    #[error(transparent)]
+    Mount(#[from] dagr_snapshot::MountError),
+    #[error(transparent)]
+    Reference(#[from] dagr_registry::ReferenceError),
+    #[error(transparent)]
+    Pull(#[from] dagr_registry::PullError),
+    #[error(transparent)]
+    Exec(#[from] dagr_executor::ExecError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("{op} op: {reason}")]
+    Op { op: &'static str, reason: String },
+    #[error("result {id} has no output {output}")]
+    NoOutput { id: String, output: u32 },
+    #[error("secret {id} is not known to session {session}")]
+    UnknownSecret { id: String, session: String },
+    #[error("reading host path {path} of client {client}: {reason}")]
+    Host {
+        path: String,
+        client: String,
+        reason: String,
+    },
+    #[error("worker task failed: {0}")]
+    Task(String),
+}
+
+fn op_err(op: &'static str, reason: impl Into<String>) -> WorkerError {
+    WorkerError::Op {
+        op,
+        reason: reason.into(),
+    }
+}
+
+/// Reads a client's host files (implemented by the engine with the client's attachables).
+pub trait HostAccess: Send + Sync + 'static {
+    /// Copies `path` of the client's host (relative paths against its working directory), filtered
+    /// by the patterns, into the existing empty directory `dest`.
+    fn pull_dir<'a>(
+        &'a self,
+        scope: &'a HostScope,
+        path: &'a str,
+        include: &'a [String],
+        exclude: &'a [String],
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Secret plaintexts by id, per session (implemented by the API's secret store).
+pub trait SecretSource: Send + Sync + 'static {
+    fn secret(&self, session_id: &str, secret_id: &str) -> Option<Bytes>;
+}
+
+/// How the worker is set up; the composition root fills it in.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Everything lives under it: `content/`, `snapshots/`, `exec/`, `cache-volumes/`, `work/`.
+    pub state_dir: PathBuf,
+    /// The OCI runtime (`runc`).
+    pub runtime_binary: PathBuf,
+    /// At most this many containers run at once.
+    pub max_concurrent_execs: usize,
+    pub registry: RegistryConfig,
+    pub snapshots: SnapshotterOptions,
+    /// Bytes of stdout/stderr kept per exec.
+    pub output_cap: usize,
+}
+
+impl WorkerConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        WorkerConfig {
+            state_dir: state_dir.into(),
+            runtime_binary: PathBuf::from("runc"),
+            max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            registry: RegistryConfig::default(),
+            snapshots: SnapshotterOptions::default(),
+            output_cap: dagr_executor::DEFAULT_OUTPUT_CAP,
+        }
+    }
+}
+
+/// What the worker records with each result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResultMeta {
+    /// Snapshot keys of outputs 1.. (output 0 is the result's id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecMeta>,
+}
+
+/// The image an `Image` result came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    pub manifest_digest: String,
+    /// The OCI image config's `config` section (Env, Cmd, Entrypoint, WorkingDir, User, ...).
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// The process of an `Exec` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecMeta {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+impl ResultMeta {
+    pub fn of(r: &ResultRef) -> ResultMeta {
+        serde_json::from_value(r.metadata().clone()).unwrap_or_default()
+    }
+
+    fn into_value(self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The snapshot key of output `output` of a result.
+pub fn output_snapshot(r: &ResultRef, output: u32) -> Result<String, WorkerError> {
+    if output == 0 {
+        return Ok(r.id().to_owned());
+    }
+    ResultMeta::of(r)
+        .outputs
+        .get(output as usize - 1)
+        .cloned()
+        .ok_or_else(|| WorkerError::NoOutput {
+            id: r.id().to_owned(),
+            output,
+        })
+}
+
+/// Name of the committed empty snapshot every `Empty` op returns.
+const EMPTY_SNAPSHOT: &str = "empty";
+
+/// Persistent cache volumes: one directory each, with the locking of their sharing mode.
+#[derive(Default)]
+pub struct CacheVolumes {
+    root: PathBuf,
+    locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A cache volume held for one exec.
+pub struct CacheVolumeUse {
+    pub dir: PathBuf,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _private: Option<tempdir::PrivateDir>,
+}
+
+mod tempdir {
+    use std::path::PathBuf;
+    /// A throwaway directory removed on drop (a private cache volume's extra copy).
+    pub struct PrivateDir(pub PathBuf);
+    impl Drop for PrivateDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl CacheVolumes {
+    fn new(root: PathBuf) -> Self {
+        CacheVolumes {
+            root,
+            locks: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn dir_of(&self, id: &str) -> PathBuf {
+        use sha2::Digest as _;
+        self.root
+            .join(hex::encode(sha2::Sha256::digest(id.as_bytes())))
+    }
+
+    fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Takes volume `id` for one exec: `Shared` binds the volume as is, `Locked` waits until no
+    /// other exec holds it, `Private` uses the volume when free and a fresh empty directory when not.
+    pub async fn acquire(
+        &self,
+        id: &str,
+        sharing: CacheSharing,
+    ) -> Result<CacheVolumeUse, WorkerError> {
+        let dir = self.dir_of(id);
+        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        match sharing {
+            CacheSharing::Shared => Ok(CacheVolumeUse {
+                dir,
+                _lock: None,
+                _private: None,
+            }),
+            CacheSharing::Locked => {
+                let guard = self.lock_of(id).lock_owned().await;
+                Ok(CacheVolumeUse {
+                    dir,
+                    _lock: Some(guard),
+                    _private: None,
+                })
+            }
+            CacheSharing::Private => match self.lock_of(id).try_lock_owned() {
+                Ok(guard) => Ok(CacheVolumeUse {
+                    dir,
+                    _lock: Some(guard),
+                    _private: None,
+                }),
+                Err(_) => {
+                    let extra = self.root.join(format!("private-{}", random_id()));
+                    std::fs::create_dir_all(&extra).map_err(|source| WorkerError::Open {
+                        path: extra.clone(),
+                        source,
+                    })?;
+                    Ok(CacheVolumeUse {
+                        dir: extra.clone(),
+                        _lock: None,
+                        _private: Some(tempdir::PrivateDir(extra)),
+                    })
+                }
+            },
+        }
+    }
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+struct Inner {
+    content: ContentStore,
+    snapshots: Snapshotter,
+    registry: RegistryClient,
+    executor: Executor,
+    host: Arc<dyn HostAccess>,
+    secrets: Arc<dyn SecretSource>,
+    volumes: CacheVolumes,
+    work_dir: PathBuf,
+    /// Tag -> digest answers, per session (a session sees one image per tag).
+    resolved: parking_lot::Mutex<HashMap<(String, String), String>>,
+}
+
+/// Runs ops on this machine; see the crate docs. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+fn to_registry_platform(p: &dagr_solver::Platform) -> dagr_registry::Platform {
+    dagr_registry::Platform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone(),
+    }
+}
+
+impl Worker {
+    /// Opens (or creates) the worker state under `config.state_dir`. Blocking: call it at start-up.
+    pub fn open(
+        config: &WorkerConfig,
+        credentials: Arc<dyn CredentialsProvider>,
+        host: Arc<dyn HostAccess>,
+        secrets: Arc<dyn SecretSource>,
+    ) -> Result<Worker, WorkerError> {
+        let dir = |name: &str| -> Result<PathBuf, WorkerError> {
+            let p = config.state_dir.join(name);
+            std::fs::create_dir_all(&p).map_err(|source| WorkerError::Open {
+                path: p.clone(),
+                source,
+            })?;
+            Ok(p)
+        };
+        let content = ContentStore::open(&dir("content")?)?;
+        let snapshots = Snapshotter::open(&dir("snapshots")?, config.snapshots.clone())?;
+        let work_dir = dir("work")?;
+        // Leftovers of a previous run (its mounts are gone with its mount namespace or were
+        // detached by the snapshotter's recovery).
+        if let Ok(entries) = std::fs::read_dir(&work_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let mut exec_config = ExecutorConfig::new(dir("exec")?);
+        exec_config.runtime_binary = config.runtime_binary.clone();
+        exec_config.max_concurrent_execs = config.max_concurrent_execs.max(1);
+        exec_config.output_cap = config.output_cap;
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                content,
+                snapshots,
+                registry: RegistryClient::new(config.registry.clone(), credentials),
+                executor: Executor::new(exec_config),
+                host,
+                secrets,
+                volumes: CacheVolumes::new(dir("cache-volumes")?),
+                work_dir,
+                resolved: parking_lot::Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn content(&self) -> &ContentStore {
+        &self.inner.content
+    }
+
+    pub fn snapshots(&self) -> &Snapshotter {
+        &self.inner.snapshots
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.inner.registry
+    }
+
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// Resolves an image reference to `name@sha256:...` for a session (once per session and tag).
+    pub async fn resolve_image(
+        &self,
+        session_id: &str,
+        reference: &str,
+        platform: &dagr_solver::Platform,
+    ) -> Result<String, WorkerError> {
+        let parsed = Reference::parse(reference)?;
+        if parsed.digest().is_some() {
+            return Ok(parsed.to_string());
+        }
+        let cache_key = (
+            session_id.to_owned(),
+            format!("{reference}|{}/{}", platform.os, platform.architecture),
+        );
+        if let Some(hit) = self.inner.resolved.lock().get(&cache_key) {
+            return Ok(hit.clone());
+        }
+        let resolved = self
+            .inner
+            .registry
+            .resolve(
+                &parsed,
+                &to_registry_platform(platform),
+                &self.inner.content,
+            )
+            .await?;
+        // Pin the manifest we chose (for an index, the platform's manifest).
+        let pinned = parsed.with_digest(resolved.manifest_digest).to_string();
+        self.inner.resolved.lock().insert(cache_key, pinned.clone());
+        Ok(pinned)
+    }
+
+    /// Forgets what a session resolved.
+    pub fn release_session(&self, session_id: &str) {
+        self.inner
+            .resolved
+            .lock()
+            .retain(|(s, _), _| s != session_id);
+    }
+
+    /// Mounts a committed snapshot read-only for reading; released by [`View::release`] (or, less
+    /// promptly, on drop).
+    pub async fn mount_view(&self, snapshot: &str) -> Result<View, WorkerError> {
+        let key = format!("view-{}", random_id());
+        let mut cleanup = Cleanup::new(self.clone());
+        let mounts = self.inner.snapshots.view(&key, Some(snapshot)).await?;
+        cleanup.snapshots.push(key.clone());
+        let dir = self.inner.work_dir.join(&key);
+        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        cleanup.dirs.push(dir.clone());
+        let guard = if mounts.is_empty() {
+            None
+        } else {
+            Some(self.inner.snapshots.mount(&key, &dir)?)
+        };
+        // The copy backend's view may be a plain directory reported without mounts.
+        let path = match guard {
+            Some(_) => dir.clone(),
+            None => self.inner.snapshots.root().join(&key),
+        };
+        cleanup.guards.extend(guard);
+        Ok(View { path, cleanup })
+    }
+
+    /// A writable snapshot on `parent` mounted in a work directory.
+    async fn prepare_mounted(
+        &self,
+        cleanup: &mut Cleanup,
+        parent: Option<&str>,
+        label: &str,
+    ) -> Result<(String, PathBuf), WorkerError> {
+        let key = format!("active-{label}-{}", random_id());
+        self.inner.snapshots.prepare(&key, parent).await?;
+        cleanup.snapshots.push(key.clone());
+        let dir = self.inner.work_dir.join(&key);
+        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        cleanup.dirs.push(dir.clone());
+        let guard = self.inner.snapshots.mount(&key, &dir)?;
+        cleanup.guards.push(guard);
+        Ok((key, dir))
+    }
+
+    /// Unmounts everything `cleanup` holds, then commits `key` as a new result snapshot.
+    async fn commit(
+        &self,
+        cleanup: &mut Cleanup,
+        keys: &[String],
+    ) -> Result<Vec<String>, WorkerError> {
+        cleanup.unmount_all()?;
+        let mut names = Vec::new();
+        for key in keys {
+            let name = format!("r-{}", random_id());
+            self.inner.snapshots.commit(&name, key).await?;
+            cleanup.snapshots.retain(|k| k != key);
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    async fn empty_snapshot(&self) -> Result<String, WorkerError> {
+        if self.inner.snapshots.stat(EMPTY_SNAPSHOT).is_ok() {
+            return Ok(EMPTY_SNAPSHOT.to_owned());
+        }
+        let key = format!("active-empty-{}", random_id());
+        self.inner.snapshots.prepare(&key, None).await?;
+        match self.inner.snapshots.commit(EMPTY_SNAPSHOT, &key).await {
+            Ok(()) => {}
+            // Another run committed it first.
+            Err(_) if self.inner.snapshots.stat(EMPTY_SNAPSHOT).is_ok() => {
+                let _ = self.inner.snapshots.remove(&key).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(EMPTY_SNAPSHOT.to_owned())
+    }
+
+    async fn run_image(
+        &self,
+        reference: &str,
+        platform: &dagr_solver::Platform,
+        ctx: &RunCtx,
+    ) -> Result<RunOutput, WorkerError> {
+        let mut parsed = Reference::parse(reference)?;
+        if let Some(d) = ctx.resolved_digest()
+            && parsed.digest().is_none()
+        {
+            parsed = parsed.with_digest(d.parse().map_err(|e| op_err("image", format!("{e}")))?);
+        }
+        let image = self
+            .inner
+            .registry
+            .pull(
+                &parsed,
+                &to_registry_platform(platform),
+                &self.inner.content,
+            )
+            .await?;
+        let layers: Vec<LayerDescriptor> = image
+            .layers
+            .iter()
+            .map(|d| {
+                Ok(LayerDescriptor {
+                    digest: d
+                        .digest()
+                        .to_string()
+                        .parse()
+                        .map_err(|e| op_err("image", format!("layer digest: {e}")))?,
+                    media_type: d.media_type().to_string(),
+                })
+            })
+            .collect::<Result<_, WorkerError>>()?;
+        let top = if layers.is_empty() {
+            self.empty_snapshot().await?
+        } else {
+            self.inner
+                .snapshots
+                .unpack_image_layers(&self.inner.content, &layers, &Default::default())
+                .await?
+        };
+        let config = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let meta = ResultMeta {
+            image: Some(ImageMeta {
+                manifest_digest: image.manifest_digest.to_string(),
+                config,
+            }),
+            ..Default::default()
+        };
+        Ok(RunOutput::new(ResultRef::new(top, meta.into_value())))
+    }
+
+    async fn run_exec(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        ctx: &RunCtx,
+    ) -> Result<RunOutput, WorkerError> {
+        let input_snapshot = |r: &InputRef| -> Result<String, WorkerError> {
+            let result = inputs
+                .get(r.input as usize)
+                .ok_or_else(|| op_err("exec", format!("input {} missing", r.input)))?;
+            output_snapshot(result, r.output)
+        };
+        let root = op
+            .mounts
+            .iter()
+            .find(|m| m.dest == "/")
+            .ok_or_else(|| op_err("exec", "no root filesystem mount"))?;
+        let MountSource::Input { input, .. } = &root.source else {
+            return Err(op_err("exec", "the root filesystem must be an input"));
+        };
+        let mut cleanup = Cleanup::new(self.clone());
+        let (root_key, rootfs) = self
+            .prepare_mounted(&mut cleanup, Some(&input_snapshot(input)?), "exec")
+            .await?;
+        let mut writable = vec![root_key];
+        let mut mounts = Vec::new();
+        let mut volumes = Vec::new();
+        for m in op.mounts.iter().filter(|m| m.dest != "/") {
+            let kind = match &m.source {
+                MountSource::Input { input, path } => {
+                    let parent = input_snapshot(input)?;
+                    let (key, dir) = self
+                        .prepare_mounted(&mut cleanup, Some(&parent), "mount")
+                        .await?;
+                    if !m.readonly {
+                        writable.push(key);
+                    }
+                    let source = fsops::resolve_in_root(&dir, path, true)?;
+                    ExecMountKind::Bind {
+                        source,
+                        readonly: m.readonly,
+                    }
+                }
+                MountSource::Cache { id, sharing, .. } => {
+                    let used = self.inner.volumes.acquire(id, *sharing).await?;
+                    let source = used.dir.clone();
+                    volumes.push(used);
+                    ExecMountKind::Bind {
+                        source,
+                        readonly: m.readonly,
+                    }
+                }
+                MountSource::Tmpfs { size } => ExecMountKind::Tmpfs { size: *size },
+                MountSource::Secret {
+                    secret_id,
+                    uid,
+                    gid,
+                    mode,
+                } => ExecMountKind::Secret {
+                    bytes: self.secret(ctx, secret_id)?,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            };
+            mounts.push(ExecMount {
+                dest: m.dest.clone(),
+                kind,
+            });
+        }
+        let mut env: Vec<String> = op.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for (name, id) in &op.secret_env {
+            let value = self.secret(ctx, id)?;
+            env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
+        }
+        let spec = ExecSpec {
+            args: op.args.clone(),
+            env,
+            workdir: op.workdir.clone(),
+            user: op.user.clone().unwrap_or_default(),
+            stdin: op.stdin.clone().map(Bytes::from),
+            hostname: op.hostname.clone().unwrap_or_default(),
+            mounts,
+            insecure_root_capabilities: op.insecure_root_capabilities,
+        };
+        let result = self
+            .inner
+            .executor
+            .run(
+                &Rootfs::Directory(rootfs.clone()),
+                &spec,
+                RunOptions::default(),
+            )
+            .await?;
+        drop(volumes);
+        let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
+        let stderr = String::from_utf8_lossy(&result.stderr.bytes).into_owned();
+        if let Some(p) = &op.redirect_stdout {
+            fsops::mkfile(
+                &rootfs,
+                &absolute(&op.workdir, p),
+                stdout.as_bytes(),
+                0o644,
+                None,
+            )?;
+        }
+        if let Some(p) = &op.redirect_stderr {
+            fsops::mkfile(
+                &rootfs,
+                &absolute(&op.workdir, p),
+                stderr.as_bytes(),
+                0o644,
+                None,
+            )?;
+        }
+        let mut names = self.commit(&mut cleanup, &writable).await?;
+        cleanup.disarm();
+        let id = names.remove(0);
+        let meta = ResultMeta {
+            outputs: names,
+            exec: Some(ExecMeta {
+                stdout,
+                stderr,
+                exit_code: result.exit_code,
+            }),
+            ..Default::default()
+        };
+        Ok(RunOutput::new(ResultRef::new(id, meta.into_value())))
+    }
+
+    fn secret(&self, ctx: &RunCtx, id: &str) -> Result<Bytes, WorkerError> {
+        self.inner
+            .secrets
+            .secret(ctx.session_id(), id)
+            .ok_or_else(|| WorkerError::UnknownSecret {
+                id: id.to_owned(),
+                session: ctx.session_id().to_owned(),
+            })
+    }
+
+    /// Runs a file op on a writable snapshot of `base`, with `from` mounted read-only when given.
+    async fn run_file_op<F>(
+        &self,
+        base: &ResultRef,
+        base_ref: &InputRef,
+        from: Option<(&ResultRef, &InputRef)>,
+        label: &'static str,
+        f: F,
+    ) -> Result<RunOutput, WorkerError>
+    where
+        F: FnOnce(&Path, Option<&Path>) -> Result<(), WorkerError> + Send + 'static,
+    {
+        let mut cleanup = Cleanup::new(self.clone());
+        let base_snapshot = output_snapshot(base, base_ref.output)?;
+        let (key, dir) = self
+            .prepare_mounted(&mut cleanup, Some(&base_snapshot), label)
+            .await?;
+        let from_view = match from {
+            Some((r, input)) => Some(self.mount_view(&output_snapshot(r, input.output)?).await?),
+            None => None,
+        };
+        let from_path = from_view.as_ref().map(|v| v.path().to_path_buf());
+        let ran = tokio::task::spawn_blocking(move || f(&dir, from_path.as_deref()))
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))?;
+        if let Some(v) = from_view {
+            v.release().await;
+        }
+        ran?;
+        let mut names = self.commit(&mut cleanup, &[key]).await?;
+        cleanup.disarm();
+        Ok(RunOutput::new(ResultRef::new(
+            names.remove(0),
+            serde_json::Value::Null,
+        )))
+    }
+
+    async fn run_host_dir(
+        &self,
+        scope: &HostScope,
+        path: &str,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<RunOutput, WorkerError> {
+        let mut cleanup = Cleanup::new(self.clone());
+        let empty = self.empty_snapshot().await?;
+        let (key, dir) = self
+            .prepare_mounted(&mut cleanup, Some(&empty), "host")
+            .await?;
+        self.inner
+            .host
+            .pull_dir(scope, path, include, exclude, &dir)
+            .await
+            .map_err(|reason| WorkerError::Host {
+                path: path.to_owned(),
+                client: scope.client_id.clone(),
+                reason,
+            })?;
+        let digest_dir = dir.clone();
+        let digest = tokio::task::spawn_blocking(move || fsops::tree_digest(&digest_dir))
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))??;
+        let mut names = self.commit(&mut cleanup, &[key]).await?;
+        cleanup.disarm();
+        let mut out = RunOutput::new(ResultRef::new(names.remove(0), serde_json::Value::Null));
+        out.content_digest = Some(digest);
+        Ok(out)
+    }
+
+    async fn run_vertex(
+        &self,
+        vertex: &Vertex,
+        inputs: Vec<ResultRef>,
+        ctx: &RunCtx,
+    ) -> Result<RunOutput, WorkerError> {
+        let input = |r: &InputRef| -> Result<ResultRef, WorkerError> {
+            inputs
+                .get(r.input as usize)
+                .cloned()
+                .ok_or_else(|| op_err("file", format!("input {} missing", r.input)))
+        };
+        match vertex.op() {
+            Op::Empty => Ok(RunOutput::new(ResultRef::new(
+                self.empty_snapshot().await?,
+                serde_json::Value::Null,
+            ))),
+            Op::Image {
+                reference,
+                platform,
+            } => self.run_image(reference, platform, ctx).await,
+            Op::Exec(exec) => self.run_exec(exec, &inputs, ctx).await,
+            Op::HostDir {
+                scope,
+                path,
+                include,
+                exclude,
+            } => self.run_host_dir(scope, path, include, exclude).await,
+            Op::MkFile(op) => {
+                let base = input(&op.base)?;
+                let (path, contents, mode) = (op.path.clone(), op.contents.clone(), op.mode);
+                let owner = parse_owner(op.owner.as_deref())?;
+                self.run_file_op(&base, &op.base, None, "mkfile", move |root, _| {
+                    Ok(fsops::mkfile(root, &path, &contents, mode, owner)?)
+                })
+                .await
+            }
+            Op::MkDir(op) => {
+                let base = input(&op.base)?;
+                let (path, mode, parents) = (op.path.clone(), op.mode, op.make_parents);
+                let owner = parse_owner(op.owner.as_deref())?;
+                self.run_file_op(&base, &op.base, None, "mkdir", move |root, _| {
+                    Ok(fsops::mkdir(root, &path, mode, parents, owner)?)
+                })
+                .await
+            }
+            Op::Rm(op) => {
+                let base = input(&op.base)?;
+                let (path, allow) = (op.path.clone(), op.allow_not_found);
+                self.run_file_op(&base, &op.base, None, "rm", move |root, _| {
+                    Ok(fsops::rm(root, &path, allow)?)
+                })
+                .await
+            }
+            Op::Copy(op) => {
+                let base = input(&op.base)?;
+                let from = input(&op.from)?;
+                let (src, dest) = (op.src.clone(), op.dest.clone());
+                let opts = fsops::CopyOptions {
+                    include: op.include.clone(),
+                    exclude: op.exclude.clone(),
+                    mode: op.mode,
+                    owner: parse_owner(op.owner.as_deref())?,
+                };
+                self.run_file_op(
+                    &base,
+                    &op.base,
+                    Some((&from, &op.from)),
+                    "copy",
+                    move |root, from| {
+                        let from = from.ok_or_else(|| op_err("copy", "source not mounted"))?;
+                        fsops::copy(from, &src, root, &dest, &opts)?;
+                        Ok(())
+                    },
+                )
+                .await
+            }
+            Op::Merge { .. } => Err(op_err(
+                "merge",
+                "merge ops are not supported by this worker",
+            )),
+            Op::Diff { .. } => Err(op_err("diff", "diff ops are not supported by this worker")),
+        }
+    }
+}
+
+/// `uid[:gid]` owners of file ops (names need the rootfs and are resolved by the API).
+fn parse_owner(owner: Option<&str>) -> Result<Option<fsops::Owner>, WorkerError> {
+    let Some(o) = owner.filter(|o| !o.is_empty()) else {
+        return Ok(None);
+    };
+    let (u, g) = o.split_once(':').unwrap_or((o, o));
+    let num = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| op_err("file", format!("owner {o:?} is not uid[:gid]")))
+    };
+    Ok(Some(fsops::Owner {
+        uid: num(u)?,
+        gid: num(g)?,
+    }))
+}
+
+/// `p` made absolute against `workdir`.
+fn absolute(workdir: &str, p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("{}/{p}", workdir.trim_end_matches('/'))
+    }
+}
+
+impl OpRunner for Worker {
+    async fn run(
+        &self,
+        vertex: &Vertex,
+        inputs: Vec<ResultRef>,
+        ctx: &RunCtx,
+    ) -> Result<RunOutput, RunError> {
+        self.run_vertex(vertex, inputs, ctx)
+            .await
+            .map_err(RunError::new)
+    }
+
+    async fn resolve(&self, vertex: &Vertex, ctx: &RunCtx) -> Result<Option<String>, RunError> {
+        let Op::Image {
+            reference,
+            platform,
+        } = vertex.op()
+        else {
+            return Ok(None);
+        };
+        let pinned = self
+            .resolve_image(ctx.session_id(), reference, platform)
+            .await
+            .map_err(RunError::new)?;
+        let digest = pinned
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_owned())
+            .ok_or_else(|| RunError::msg(format!("resolving {reference} gave no digest")))?;
+        Ok(Some(digest))
+    }
+}
+
+/// A read-only mount of a result.
+pub struct View {
+    path: PathBuf,
+    cleanup: Cleanup,
+}
+
+impl View {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts and removes the view now.
+    pub async fn release(mut self) {
+        let _ = self.cleanup.unmount_all();
+        for key in std::mem::take(&mut self.cleanup.snapshots) {
+            let _ = self.cleanup.worker.inner.snapshots.remove(&key).await;
+        }
+        for d in std::mem::take(&mut self.cleanup.dirs) {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+}
+
+/// Undoes a run's partial work (mounts, active snapshots, work directories) unless disarmed.
+struct Cleanup {
+    worker: Worker,
+    guards: Vec<MountGuard>,
+    snapshots: Vec<String>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    fn new(worker: Worker) -> Self {
+        Cleanup {
+            worker,
+            guards: Vec::new(),
+            snapshots: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    fn unmount_all(&mut self) -> Result<(), WorkerError> {
+        while let Some(g) = self.guards.pop() {
+            g.unmount()?;
+        }
+        for d in std::mem::take(&mut self.dirs) {
+            let _ = std::fs::remove_dir(&d);
+        }
+        Ok(())
+    }
+
+    /// The run succeeded: what is left (if anything) was committed.
+    fn disarm(&mut self) {
+        self.snapshots.clear();
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Mount guards unmount on drop (lazily if busy), innermost first.
+        while let Some(g) = self.guards.pop() {
+            drop(g);
+        }
+        for d in self.dirs.drain(..) {
+            let _ = std::fs::remove_dir(&d);
+        }
+        let keys = std::mem::take(&mut self.snapshots);
+        if keys.is_empty() {
+            return;
+        }
+        let snapshots = self.worker.inner.snapshots.clone();
+        let remove = async move {
+            for key in keys {
+                if let Err(e) = snapshots.remove(&key).await {
+                    tracing::warn!(snapshot = key, error = %e, "removing a snapshot of a failed run");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(remove);
+            }
+            Err(_) => futures::executor::block_on(remove),
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! File operations inside a mounted snapshot: every path is resolved as if the snapshot were the
+//! root filesystem ([`resolve_in_root`]: `..` stops at the root, symlinks are followed relative to
+//! it), so nothing a snapshot contains can make an operation touch the host outside it.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Component, Path, PathBuf};
+
+use dagr_pathfilter::{Decision, PathFilter};
+
+/// Errors of file operations, naming the path inside the snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("{path}: too many levels of symbolic links")]
+    SymlinkLoop { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{path}: is a directory")]
+    IsADirectory { path: String },
+    #[error(transparent)]
+    Pattern(#[from] dagr_pathfilter::PatternError),
+}
+
+fn io_err(path: &str) -> impl FnOnce(io::Error) -> FsError + '_ {
+    move |source| FsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+const MAX_SYMLINKS: usize = 255;
+
+/// Resolves `path` inside `root` the way the kernel would if `root` were `/`: `..` never leaves
+/// the root, absolute symlink targets restart at the root. When `follow_last` is false a final
+/// symlink is returned itself. Missing components are fine (the result may not exist).
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, FsError> {
+    let mut pending: Vec<OsString> = components(Path::new(path));
+    pending.reverse();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&comp);
+        let is_last = pending.is_empty();
+        match fs::symlink_metadata(&candidate) {
+            Ok(md) if md.file_type().is_symlink() && (!is_last || follow_last) => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(FsError::SymlinkLoop { path: path.into() });
+                }
+                let target = fs::read_link(&candidate).map_err(io_err(path))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            _ => resolved.push(comp),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+/// The normal and `..` components of a path (`.`, roots and prefixes dropped).
+fn components(p: &Path) -> Vec<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Owner to set on created entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn chown(p: &Path, owner: Option<Owner>, shown: &str) -> Result<(), FsError> {
+    if let Some(o) = owner {
+        std::os::unix::fs::lchown(p, Some(o.uid), Some(o.gid)).map_err(io_err(shown))?;
+    }
+    Ok(())
+}
+
+/// Creates every missing directory of `dir` (mode 0755), resolving inside `root`.
+fn mkdir_all(root: &Path, dir: &str) -> Result<PathBuf, FsError> {
+    let target = resolve_in_root(root, dir, true)?;
+    fs::create_dir_all(&target).map_err(io_err(dir))?;
+    if !target.is_dir() {
+        return Err(FsError::NotADirectory { path: dir.into() });
+    }
+    Ok(target)
+}
+
+fn parent_of(path: &str) -> &str {
+    match Path::new(path).parent() {
+        Some(p) => p.to_str().unwrap_or("/"),
+        None => "/",
+    }
+}
+
+fn file_name(path: &str) -> Result<OsString, FsError> {
+    Path::new(path)
+        .file_name()
+        .map(ToOwned::to_owned)
+        .ok_or_else(|| FsError::IsADirectory { path: path.into() })
+}
+
+/// Writes a file (replacing any entry of that name), creating missing parent directories.
+pub fn mkfile(
+    root: &Path,
+    path: &str,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<Owner>,
+) -> Result<(), FsError> {
+    let dir = mkdir_all(root, parent_of(path))?;
+    let target = dir.join(file_name(path)?);
+    if let Ok(md) = fs::symlink_metadata(&target) {
+        if md.is_dir() {
+            return Err(FsError::IsADirectory { path: path.into() });
+        }
+        fs::remove_file(&target).map_err(io_err(path))?;
+    }
+    fs::write(&target, contents).map_err(io_err(path))?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(io_err(path))?;
+    chown(&target, owner, path)
+}
+
+/// Creates a directory (and its parents when `parents`).
+pub fn mkdir(
+    root: &Path,
+    path: &str,
+    mode: u32,
+    parents: bool,
+    owner: Option<Owner>,
+) -> Result<(), FsError> {
+    let parent = if parents {
+        mkdir_all(root, parent_of(path))?
+    } else {
+        let p = resolve_in_root(root, parent_of(path), true)?;
+        if !p.is_dir() {
+            return Err(FsError::NotFound {
+                path: parent_of(path).into(),
+            });
+        }
+        p
+    };
+    let name = match Path::new(path).file_name() {
+        Some(n) => n.to_owned(),
+        None => return Ok(()), // the root itself
+    };
+    let target = parent.join(name);
+    match fs::symlink_metadata(&target) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => return Err(FsError::NotADirectory { path: path.into() }),
+        Err(_) => {
+            fs::create_dir(&target).map_err(io_err(path))?;
+        }
+    }
+    fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(io_err(path))?;
+    chown(&target, owner, path)
+}
+
+/// Removes a file, symlink or directory tree.
+pub fn rm(root: &Path, path: &str, allow_not_found: bool) -> Result<(), FsError> {
+    let target = resolve_in_root(root, path, false)?;
+    if target == root {
+        // Removing "/" empties the tree.
+        for entry in fs::read_dir(root).map_err(io_err(path))? {
+            let entry = entry.map_err(io_err(path))?;
+            remove_any(&entry.path()).map_err(io_err(path))?;
+        }
+        return Ok(());
+    }
+    match fs::symlink_metadata(&target) {
+        Ok(_) => remove_any(&target).map_err(io_err(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && allow_not_found => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(FsError::NotFound { path: path.into() })
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    let md = fs::symlink_metadata(p)?;
+    if md.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    }
+}
+
+/// How [`copy`] treats its source.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Override the mode of copied regular files.
+    pub mode: Option<u32>,
+    pub owner: Option<Owner>,
+}
+
+/// What [`copy`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+}
+
+/// Copies `src` of `src_root` to `dest` of `dest_root`. A directory source has its *contents*
+/// merged into `dest` (created if missing), filtered by the patterns; a file source is written at
+/// `dest` (a file path; parents created). Modes, symlinks (not followed), owners and mtimes are kept.
+pub fn copy(
+    src_root: &Path,
+    src: &str,
+    dest_root: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<CopyStats, FsError> {
+    let from = resolve_in_root(src_root, src, true)?;
+    let md = fs::symlink_metadata(&from).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => FsError::NotFound { path: src.into() },
+        _ => io_err(src)(e),
+    })?;
+    let mut stats = CopyStats::default();
+    if md.is_dir() {
+        let filter = PathFilter::new(&opts.include, &opts.exclude)?;
+        let to = mkdir_all(dest_root, dest)?;
+        let mut walker = TreeCopy {
+            filter: &filter,
+            opts,
+            stats: &mut stats,
+            shown: src,
+        };
+        walker.dir(&from, &to, Path::new(""), false)?;
+    } else {
+        let dir = mkdir_all(dest_root, parent_of(dest))?;
+        let to = dir.join(file_name(dest)?);
+        copy_entry(&from, &to, &md, opts, &mut stats).map_err(io_err(dest))?;
+    }
+    Ok(stats)
+}
+
+struct TreeCopy<'a> {
+    filter: &'a PathFilter,
+    opts: &'a CopyOptions,
+    stats: &'a mut CopyStats,
+    shown: &'a str,
+}
+
+impl TreeCopy<'_> {
+    /// Copies the entries of `from` into the existing directory `to`. Returns whether anything was
+    /// taken (for directories created only to hold included entries).
+    fn dir(&mut self, from: &Path, to: &Path, rel: &Path, taken: bool) -> Result<bool, FsError> {
+        let shown = self.shown;
+        let mut entries: Vec<_> = fs::read_dir(from)
+            .map_err(io_err(shown))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(shown))?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut any = false;
+        for entry in entries {
+            let name = entry.file_name();
+            let child_rel = rel.join(&name);
+            let src = entry.path();
+            let md = fs::symlink_metadata(&src).map_err(io_err(shown))?;
+            let decision = self.filter.decide(&child_rel, md.is_dir(), taken);
+            let dst = to.join(&name);
+            match decision {
+                Decision::Skip => {}
+                Decision::Take if !md.is_dir() => {
+                    copy_entry(&src, &dst, &md, self.opts, self.stats).map_err(io_err(shown))?;
+                    any = true;
+                }
+                Decision::Take => {
+                    ensure_dir(&dst, &md).map_err(io_err(shown))?;
+                    self.stats.dirs += 1;
+                    self.dir(&src, &dst, &child_rel, true)?;
+                    finish_dir(&dst, &md, self.opts).map_err(io_err(shown))?;
+                    any = true;
+                }
+                Decision::Descend => {
+                    let existed = dst.exists();
+                    ensure_dir(&dst, &md).map_err(io_err(shown))?;
+                    if self.dir(&src, &dst, &child_rel, false)? {
+                        self.stats.dirs += 1;
+                        finish_dir(&dst, &md, self.opts).map_err(io_err(shown))?;
+                        any = true;
+                    } else if !existed {
+                        let _ = fs::remove_dir(&dst);
+                    }
+                }
+            }
+        }
+        Ok(any)
+    }
+}
+
+fn ensure_dir(dst: &Path, _md: &fs::Metadata) -> io::Result<()> {
+    match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(dst)?;
+            fs::create_dir(dst)
+        }
+        Err(_) => fs::create_dir(dst),
+    }
+}
+
+/// Mode, owner and mtime of a directory, set after its content.
+fn finish_dir(dst: &Path, md: &fs::Metadata, opts: &CopyOptions) -> io::Result<()> {
+    fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    let (uid, gid) = opts.owner.map_or((md.uid(), md.gid()), |o| (o.uid, o.gid));
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))?;
+    filetime::set_file_mtime(dst, filetime::FileTime::from_last_modification_time(md))
+}
+
+fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    md: &fs::Metadata,
+    opts: &CopyOptions,
+    stats: &mut CopyStats,
+) -> io::Result<()> {
+    if let Ok(existing) = fs::symlink_metadata(dst) {
+        if existing.is_dir() {
+            fs::remove_dir_all(dst)?;
+        } else {
+            fs::remove_file(dst)?;
+        }
+    }
+    let (uid, gid) = opts.owner.map_or((md.uid(), md.gid()), |o| (o.uid, o.gid));
+    let mtime = filetime::FileTime::from_last_modification_time(md);
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+        std::os::unix::fs::lchown(dst, Some(uid), Some(gid))?;
+        filetime::set_symlink_file_times(dst, mtime, mtime)?;
+        stats.files += 1;
+        return Ok(());
+    }
+    if ft.is_file() {
+        stats.bytes += fs::copy(src, dst)?;
+        let mode = opts.mode.unwrap_or(md.mode() & 0o7777);
+        std::os::unix::fs::lchown(dst, Some(uid), Some(gid))?;
+        // chown clears setuid bits: set the mode after it.
+        fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
+        filetime::set_file_mtime(dst, mtime)?;
+        stats.files += 1;
+        return Ok(());
+    }
+    // Devices, fifos and sockets are recreated as such.
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = if ft.is_fifo() {
+        rustix::fs::FileType::Fifo
+    } else if ft.is_char_device() {
+        rustix::fs::FileType::CharacterDevice
+    } else if ft.is_block_device() {
+        rustix::fs::FileType::BlockDevice
+    } else {
+        // Sockets cannot be copied meaningfully.
+        return Ok(());
+    };
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dst,
+        kind,
+        rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777),
+        md.rdev(),
+    )?;
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))?;
+    filetime::set_file_mtime(dst, mtime)?;
+    stats.files += 1;
+    Ok(())
+}
+
+/// Walks `root` and hashes names, modes, owners, link targets and file contents: a digest that
+/// changes whenever the tree does (mtimes excluded, so re-uploading the same files keys the same).
+pub fn tree_digest(root: &Path) -> Result<String, FsError> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read as _;
+    fn walk(dir: &Path, rel: &Path, h: &mut Sha256) -> Result<(), FsError> {
+        let shown = rel.to_string_lossy().to_string();
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err(&shown))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(&shown))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let r = rel.join(e.file_name());
+            let md = fs::symlink_metadata(&p).map_err(io_err(&shown))?;
+            h.update(r.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            h.update(format!("{:o} {} {} {}", md.mode(), md.uid(), md.gid(), md.len()).as_bytes());
+            if md.file_type().is_symlink() {
+                h.update(
+                    fs::read_link(&p)
+                        .map_err(io_err(&shown))?
+                        .as_os_str()
+                        .as_encoded_bytes(),
+                );
+            } else if md.is_file() {
+                let mut f = fs::File::open(&p).map_err(io_err(&shown))?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = f.read(&mut buf).map_err(io_err(&shown))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            } else if md.is_dir() {
+                walk(&p, &r, h)?;
+            }
+            h.update([0xff]);
+        }
+        Ok(())
+    }
+    let mut h = Sha256::new();
+    walk(root, Path::new(""), &mut h)?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_stays_inside_the_root() {
+        let d = tempfile::tempdir().expect("tmp");
+        let root = d.path();
+        fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).expect("link");
+        std::os::unix::fs::symlink("../../..", root.join("a/b/up")).expect("link");
+        std::os::unix::fs::symlink("loop2", root.join("loop1")).expect("link");
+        std::os::unix::fs::symlink("loop1", root.join("loop2")).expect("link");
+        assert_eq!(
+            resolve_in_root(root, "/../../etc/passwd", true).expect("r"),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, "etc-link/passwd", true).expect("r"),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, "a/b/up/x", true).expect("r"),
+            root.join("x")
+        );
+        assert_eq!(
+            resolve_in_root(root, "etc-link", false).expect("r"),
+            root.join("etc-link")
+        );
+        assert!(matches!(
+            resolve_in_root(root, "loop1/x", true),
+            Err(FsError::SymlinkLoop { .. })
+        ));
+    }
+
+    #[test]
+    fn file_ops_through_a_hostile_symlink_stay_inside() {
+        let outside = tempfile::tempdir().expect("tmp");
+        let d = tempfile::tempdir().expect("tmp");
+        let root = d.path();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).expect("link");
+        mkfile(root, "/escape/pwned", b"x", 0o644, None).expect("mkfile");
+        assert!(fs::read_dir(outside.path()).expect("read").next().is_none());
+        // The link target was resolved inside the root.
+        let inside = root
+            .join(outside.path().strip_prefix("/").expect("abs"))
+            .join("pwned");
+        assert_eq!(fs::read(inside).expect("inside"), b"x");
+        rm(root, "/escape", false).expect("rm link");
+        assert!(outside.path().exists());
+    }
+
+    #[test]
+    fn mkfile_mkdir_rm() {
+        let d = tempfile::tempdir().expect("tmp");
+        let root = d.path();
+        mkfile(root, "/x/y/z.txt", b"hello", 0o600, None).expect("mkfile");
+        let md = fs::metadata(root.join("x/y/z.txt")).expect("md");
+        assert_eq!(md.mode() & 0o777, 0o600);
+        mkdir(root, "/d/e", 0o750, true, None).expect("mkdir");
+        assert_eq!(
+            fs::metadata(root.join("d/e")).expect("md").mode() & 0o777,
+            0o750
+        );
+        assert!(matches!(
+            mkdir(root, "/q/r", 0o755, false, None),
+            Err(FsError::NotFound { .. })
+        ));
+        rm(root, "/x", false).expect("rm");
+        assert!(!root.join("x").exists());
+        assert!(matches!(
+            rm(root, "/x", false),
+            Err(FsError::NotFound { .. })
+        ));
+        rm(root, "/x", true).expect("allowed");
+    }
+
+    #[test]
+    fn copy_tree_with_patterns_keeps_metadata() {
+        let s = tempfile::tempdir().expect("tmp");
+        let t = tempfile::tempdir().expect("tmp");
+        let src = s.path();
+        fs::create_dir_all(src.join("dir/src/deep")).expect("mkdir");
+        fs::create_dir_all(src.join("dir/node_modules/m")).expect("mkdir");
+        fs::create_dir_all(src.join("dir/empty")).expect("mkdir");
+        fs::write(src.join("dir/src/deep/a.rs"), "a").expect("w");
+        fs::write(src.join("dir/node_modules/m/x"), "x").expect("w");
+        fs::write(src.join("dir/README.md"), "r").expect("w");
+        fs::set_permissions(src.join("dir/README.md"), fs::Permissions::from_mode(0o751))
+            .expect("chmod");
+        std::os::unix::fs::symlink("src/deep/a.rs", src.join("dir/link")).expect("link");
+        filetime::set_file_mtime(
+            src.join("dir/README.md"),
+            filetime::FileTime::from_unix_time(1000, 0),
+        )
+        .expect("mtime");
+
+        let stats = copy(
+            src,
+            "/dir",
+            t.path(),
+            "/out",
+            &CopyOptions {
+                exclude: vec!["node_modules".into()],
+                ..Default::default()
+            },
+        )
+        .expect("copy");
+        let out = t.path().join("out");
+        assert_eq!(
+            fs::read_to_string(out.join("src/deep/a.rs")).expect("r"),
+            "a"
+        );
+        assert!(!out.join("node_modules").exists());
+        assert!(out.join("empty").is_dir());
+        assert_eq!(
+            fs::read_link(out.join("link")).expect("link"),
+            Path::new("src/deep/a.rs")
+        );
+        let md = fs::metadata(out.join("README.md")).expect("md");
+        assert_eq!(md.mode() & 0o777, 0o751);
+        assert_eq!(md.mtime(), 1000);
+        assert_eq!(stats.files, 3);
+
+        let t2 = tempfile::tempdir().expect("tmp");
+        copy(
+            src,
+            "/dir",
+            t2.path(),
+            "/",
+            &CopyOptions {
+                include: vec!["**/*.rs".into()],
+                ..Default::default()
+            },
+        )
+        .expect("copy include");
+        assert!(t2.path().join("src/deep/a.rs").exists());
+        assert!(!t2.path().join("README.md").exists());
+        assert!(
+            !t2.path().join("empty").exists(),
+            "dirs without included entries are not created"
+        );
+
+        copy(
+            src,
+            "/dir/README.md",
+            t2.path(),
+            "/new/name.md",
+            &CopyOptions::default(),
+        )
+        .expect("file");
+        assert_eq!(
+            fs::read_to_string(t2.path().join("new/name.md")).expect("r"),
+            "r"
+        );
+        assert_eq!(tree_digest(&out).expect("d"), tree_digest(&out).expect("d"));
+        let before = tree_digest(&out).expect("d");
+        fs::write(out.join("README.md"), "changed").expect("w");
+        assert_ne!(tree_digest(&out).expect("d"), before);
+    }
+}

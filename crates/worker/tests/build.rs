@@ -1,0 +1,500 @@
+//! The build core end to end, as root with real runc: the busybox fixture image (built by
+//! `shared/fixtures/base-image.sh`, pushed by skopeo into a `docker-registry` on 127.0.0.1) pulled
+//! and unpacked by the worker, execs run through the solver, results cached across solves and
+//! across a restart, single-flight, cancellation cleanup and file ops.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dagr_solver::{
+    CacheSharing, CopyOp, ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, Platform, Solver,
+    SolverOptions, Vertex,
+};
+use dagr_worker::{HostAccess, ResultMeta, SecretSource, Worker, WorkerConfig};
+use futures::future::BoxFuture;
+
+struct Fixture {
+    image: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Builds the busybox image and serves it from a loopback registry for the whole test process.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("worker-fixture");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/base-image.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("OUT", &out)
+            .env("SKIP_REGISTRY", "1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run base-image.sh");
+        assert!(status.success(), "{} failed", script.display());
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let data = out.join(format!("registry-{port}"));
+        std::fs::create_dir_all(&data).expect("registry dir");
+        let config = data.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\n",
+                data.join("data").display()
+            ),
+        )
+        .expect("config");
+        // The registry is started from a thread that lives as long as the process, with
+        // PR_SET_PDEATHSIG, so it dies with the test binary whatever way that ends.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt as _;
+            let mut cmd = Command::new("docker-registry");
+            cmd.arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn();
+            let _ = tx.send(child.is_ok());
+            let _keep = child;
+            loop {
+                std::thread::park();
+            }
+        });
+        assert!(rx.recv().expect("spawned"), "docker-registry did not start");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let image = format!("{addr}/busybox:latest");
+        let status = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:latest", out.join("oci").display()))
+            .arg(format!("docker://{image}"))
+            .status()
+            .expect("skopeo");
+        assert!(status.success(), "skopeo copy into the registry failed");
+        Fixture { image }
+    })
+}
+
+/// Host reads are not exercised here (the engine tests cover the attachables path).
+struct NoHost;
+impl HostAccess for NoHost {
+    fn pull_dir<'a>(
+        &'a self,
+        _scope: &'a dagr_solver::HostScope,
+        path: &'a str,
+        _include: &'a [String],
+        _exclude: &'a [String],
+        _dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(format!("no host in this test (asked for {path})")) })
+    }
+}
+
+struct Secrets(BTreeMap<String, Bytes>);
+impl SecretSource for Secrets {
+    fn secret(&self, _session_id: &str, secret_id: &str) -> Option<Bytes> {
+        self.0.get(secret_id).cloned()
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        Env { _dir: dir, state }
+    }
+
+    fn open(&self) -> Solver<Worker> {
+        let worker = Worker::open(
+            &WorkerConfig::new(&self.state),
+            Arc::new(dagr_registry::Anonymous),
+            Arc::new(NoHost),
+            Arc::new(Secrets(BTreeMap::from([(
+                "s1".to_owned(),
+                Bytes::from_static(b"hunter2"),
+            )]))),
+        )
+        .expect("worker");
+        Solver::open(
+            &self.state.join("solver.redb"),
+            worker,
+            SolverOptions::default(),
+        )
+        .expect("solver")
+    }
+}
+
+fn platform() -> Platform {
+    Platform {
+        os: "linux".into(),
+        architecture: "amd64".into(),
+        variant: None,
+    }
+}
+
+fn image() -> Arc<Vertex> {
+    Vertex::new(
+        Op::Image {
+            reference: fixture().image.clone(),
+            platform: platform(),
+        },
+        vec![],
+    )
+    .expect("vertex")
+}
+
+fn exec(root: Arc<Vertex>, args: &[&str], extra_mounts: Vec<Mount>) -> Arc<Vertex> {
+    exec_with(vec![root], args, extra_mounts)
+}
+
+/// An exec whose rootfs is input 0; `extra_mounts` may name the other inputs.
+fn exec_with(inputs: Vec<Arc<Vertex>>, args: &[&str], extra_mounts: Vec<Mount>) -> Arc<Vertex> {
+    let mut mounts = vec![Mount {
+        dest: "/".into(),
+        source: MountSource::Input {
+            input: InputRef::main(0),
+            path: String::new(),
+        },
+        readonly: false,
+    }];
+    mounts.extend(extra_mounts);
+    Vertex::new(
+        Op::Exec(ExecOp {
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            env: BTreeMap::from([("PATH".to_owned(), "/bin:/usr/bin:/sbin".to_owned())]),
+            workdir: "/".into(),
+            mounts,
+            ..Default::default()
+        }),
+        inputs,
+    )
+    .expect("exec vertex")
+}
+
+fn counter_mount(volume: &str) -> Mount {
+    Mount {
+        dest: "/count".into(),
+        source: MountSource::Cache {
+            id: volume.into(),
+            sharing: CacheSharing::Shared,
+            base: None,
+        },
+        readonly: false,
+    }
+}
+
+fn stdout(solved: &dagr_solver::Solved) -> String {
+    ResultMeta::of(&solved.result)
+        .exec
+        .expect("exec meta")
+        .stdout
+}
+
+/// Lines in the counter volume: one per time an exec that appends to it actually ran.
+fn runs(env: &Env, volume: &str) -> usize {
+    use sha2::Digest as _;
+    let dir = env
+        .state
+        .join("cache-volumes")
+        .join(hex::encode(sha2::Sha256::digest(volume.as_bytes())));
+    std::fs::read_to_string(dir.join("runs")).map_or(0, |s| s.lines().count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_from_the_pulled_image_and_exit_codes() {
+    let env = Env::new();
+    let solver = env.open();
+    let solved = solver
+        .solve(&exec(image(), &["echo", "hello from busybox"], vec![]), "s")
+        .await
+        .expect("solve");
+    assert_eq!(stdout(&solved), "hello from busybox\n");
+
+    let err = solver
+        .solve(
+            &exec(
+                image(),
+                &["sh", "-c", "echo out; echo err >&2; exit 3"],
+                vec![],
+            ),
+            "s",
+        )
+        .await
+        .expect_err("fails");
+    let exec_err = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<dagr_solver::RunError>())
+        .and_then(|e| e.downcast_ref::<dagr_worker::WorkerError>());
+    let msg = err.to_string();
+    assert!(msg.contains("exit code: 3"), "{msg}");
+    if let Some(dagr_worker::WorkerError::Exec(dagr_executor::ExecError::Failed {
+        exit_code,
+        ..
+    })) = exec_err
+    {
+        assert_eq!(*exit_code, 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_step_graph_cached_within_and_across_restarts() {
+    let env = Env::new();
+    let volume = "counter-3step";
+    let step1 = exec(
+        image(),
+        &["sh", "-c", "echo 1 >> /count/runs; echo one > /one"],
+        vec![counter_mount(volume)],
+    );
+    let step2 = exec(
+        step1,
+        &[
+            "sh",
+            "-c",
+            "echo 2 >> /count/runs; cat /one > /two; echo two >> /two",
+        ],
+        vec![counter_mount(volume)],
+    );
+    let step3 = exec(
+        step2,
+        &["sh", "-c", "echo 3 >> /count/runs; cat /two"],
+        vec![counter_mount(volume)],
+    );
+    {
+        let solver = env.open();
+        let first = solver.solve(&step3, "s").await.expect("cold");
+        assert_eq!(stdout(&first), "one\ntwo\n");
+        assert_eq!(runs(&env, volume), 3);
+        let second = solver.solve(&step3, "s").await.expect("warm");
+        assert_eq!(second.result, first.result);
+        assert_eq!(runs(&env, volume), 3, "nothing ran again");
+        solver.flush().expect("flush");
+    }
+    // A new solver and worker on the same state: still cached.
+    let solver = env.open();
+    let third = solver.solve(&step3, "s2").await.expect("after restart");
+    assert_eq!(stdout(&third), "one\ntwo\n");
+    assert_eq!(runs(&env, volume), 3, "nothing ran after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_solves_run_the_exec_once() {
+    let env = Env::new();
+    let solver = env.open();
+    let volume = "counter-20";
+    let v = exec(
+        image(),
+        &["sh", "-c", "echo x >> /count/runs; sleep 0.5; echo done"],
+        vec![counter_mount(volume)],
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let solver = solver.clone();
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move {
+            solver.solve(&v, &format!("s{i}")).await
+        }));
+    }
+    for t in tasks {
+        let solved = t.await.expect("join").expect("solve");
+        assert_eq!(stdout(&solved), "done\n");
+    }
+    assert_eq!(runs(&env, volume), 1);
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let prefix = dir.to_string_lossy().to_string();
+    info.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_exec_leaves_nothing_behind() {
+    let env = Env::new();
+    let solver = env.open();
+    // Pull first so the cancelled solve is inside the exec.
+    solver.solve(&image(), "s").await.expect("pull");
+    let v = exec(
+        image(),
+        &["sh", "-c", "touch /count/started; sleep 1000"],
+        vec![counter_mount("cancel")],
+    );
+    let s2 = solver.clone();
+    let task = tokio::spawn(async move { s2.solve(&v, "s").await });
+    let started = {
+        use sha2::Digest as _;
+        env.state
+            .join("cache-volumes")
+            .join(hex::encode(sha2::Sha256::digest(b"cancel")))
+            .join("started")
+    };
+    for _ in 0..600 {
+        if started.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.exists(), "the exec started");
+    task.abort();
+    let _ = task.await;
+    // Cleanup runs in drop guards (and a spawned snapshot removal): wait for it (hang protection).
+    let runc_root = env.state.join("exec/runc");
+    let mut clean = false;
+    for _ in 0..200 {
+        let listed = Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        let containers = String::from_utf8_lossy(&listed.stdout).trim().to_owned();
+        let bundles = std::fs::read_dir(env.state.join("exec/bundles")).map_or(0, |d| d.count());
+        let work = std::fs::read_dir(env.state.join("work")).map_or(0, |d| d.count());
+        let active = solver
+            .runner()
+            .snapshots()
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|i| i.kind != dagr_snapshot::Kind::Committed)
+            .count();
+        if containers.is_empty()
+            && bundles == 0
+            && work == 0
+            && active == 0
+            && mounts_under(&env.state).is_empty()
+        {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        clean,
+        "left behind: mounts {:?}, snapshots {:?}",
+        mounts_under(&env.state),
+        solver.runner().snapshots().list().expect("list")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_ops_secrets_and_mount_outputs() {
+    let env = Env::new();
+    let solver = env.open();
+    let base = image();
+    let with_file = Vertex::new(
+        Op::MkFile(MkFileOp {
+            base: InputRef::main(0),
+            path: "/data/hello.txt".into(),
+            contents: b"hello file".to_vec(),
+            mode: 0o640,
+            owner: None,
+        }),
+        vec![base.clone()],
+    )
+    .expect("mkfile");
+    let empty = Vertex::new(Op::Empty, vec![]).expect("empty");
+    let copied = Vertex::new(
+        Op::Copy(CopyOp {
+            base: InputRef::main(0),
+            from: InputRef::main(1),
+            src: "/data".into(),
+            dest: "/copy".into(),
+            include: vec![],
+            exclude: vec![],
+            owner: None,
+            mode: None,
+            copy_dir_contents: true,
+            create_dest_path: true,
+            allow_wildcard: false,
+            follow_symlinks: false,
+        }),
+        vec![empty, with_file.clone()],
+    )
+    .expect("copy");
+    // Mount the copied directory writable at /mnt, read the secret, and write into the mount.
+    let run = exec_with(
+        vec![with_file, copied],
+        &[
+            "sh",
+            "-c",
+            "cat /data/hello.txt; stat -c %a /data/hello.txt; cat /run/s; echo new > /mnt/new",
+        ],
+        vec![
+            Mount {
+                dest: "/mnt".into(),
+                source: MountSource::Input {
+                    input: InputRef::main(1),
+                    path: "/copy".into(),
+                },
+                readonly: false,
+            },
+            Mount {
+                dest: "/run/s".into(),
+                source: MountSource::Secret {
+                    secret_id: "s1".into(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o400,
+                },
+                readonly: true,
+            },
+        ],
+    );
+    let solved = solver.solve(&run, "s").await.expect("run");
+    assert_eq!(stdout(&solved), "hello file640\nhunter2");
+    // Output 1 is the writable mount's snapshot: it has the new file next to the copied one.
+    let out1 = dagr_worker::output_snapshot(&solved.result, 1).expect("output 1");
+    let view = solver.runner().mount_view(&out1).await.expect("view");
+    assert_eq!(
+        std::fs::read_to_string(view.path().join("copy/new")).expect("new"),
+        "new\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(view.path().join("copy/hello.txt")).expect("copied"),
+        "hello file"
+    );
+    view.release().await;
+    // The secret never landed in the rootfs.
+    let root_view = solver
+        .runner()
+        .mount_view(solved.result.id())
+        .await
+        .expect("view");
+    assert!(
+        !root_view.path().join("run/s").exists()
+            || std::fs::read(root_view.path().join("run/s"))
+                .expect("r")
+                .is_empty()
+    );
+    root_view.release().await;
+}
