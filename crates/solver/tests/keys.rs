@@ -113,7 +113,8 @@ fn map_and_field_order_do_not_change_the_key() {
 #[test]
 fn every_exec_field_changes_the_key() {
     let base = sample_exec();
-    let variants: Vec<(&str, Box<dyn Fn(&mut ExecOp)>)> = vec![
+    type Change = Box<dyn Fn(&mut ExecOp)>;
+    let variants: Vec<(&str, Change)> = vec![
         ("args", Box::new(|o| o.args.push("-j2".into()))),
         (
             "env value",
