@@ -2,7 +2,7 @@
 //! per the spec's input coercion rules (Int to Float, single values into lists, enums, input
 //! objects with defaults).
 
-use graphql_parser::query::Value as Ast;
+use crate::ast::Value as Ast;
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
@@ -22,7 +22,7 @@ fn describe_json(json: &Json) -> String {
     }
 }
 
-fn describe_ast(value: &Ast<'static, String>) -> String {
+fn describe_ast(value: &Ast) -> String {
     let text = value.to_string();
     if text.len() > 80 {
         format!("{}...", &text[..text.floor_char_boundary(77)])
@@ -137,7 +137,7 @@ pub(crate) enum Coerced {
 /// Coerces a literal (possibly containing variables) to `ty`.
 pub(crate) fn coerce_literal(
     types: &TypeMap,
-    value: &Ast<'static, String>,
+    value: &Ast,
     ty: &TypeRef,
     vars: Vars<'_>,
 ) -> Result<Coerced, String> {
@@ -257,7 +257,7 @@ pub(crate) fn coerce_literal(
 }
 
 /// A custom scalar's literal: any value, variables substituted.
-fn custom_literal(value: &Ast<'static, String>, vars: Vars<'_>) -> Result<ArgValue, String> {
+fn custom_literal(value: &Ast, vars: Vars<'_>) -> Result<ArgValue, String> {
     Ok(match value {
         Ast::Variable(var) => match vars {
             None => ArgValue::Null,

@@ -6,10 +6,11 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::future::{BoxFuture, join_all};
-use graphql_parser::query::{
+use crate::ast::{
     Field as AstField, OperationDefinition, Selection, SelectionSet, TypeCondition, Value as Ast,
 };
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, join_all};
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
@@ -22,8 +23,8 @@ use crate::types::TypeRef;
 use crate::validate::ValidDocument;
 use crate::value::{ArgValue, FieldError, LoadedObject, ObjectValue, Value};
 
-type AstSelectionSet = SelectionSet<'static, String>;
-type AstFieldRef<'d> = &'d AstField<'static, String>;
+type AstSelectionSet = SelectionSet;
+type AstFieldRef<'d> = &'d AstField;
 
 /// Typed values the caller attaches to one request (e.g. the client identity), read by resolvers
 /// with [`ResolveCtx::data`]; optionally the root value of `Query`.
@@ -287,7 +288,7 @@ impl Schema {
         let mut vars = IndexMap::new();
         let mut var_errors = Vec::new();
         for def in var_defs {
-            let ty = TypeRef::from_ast(&def.var_type);
+            let ty = def.var_type.clone();
             match given.get(&def.name) {
                 Some(json) => match coerce::coerce_json(types, json, &ty) {
                     Ok(v) => {
@@ -364,10 +365,7 @@ impl Schema {
 }
 
 /// Whether `@skip`/`@include` keep a selection.
-fn included(
-    state: &ExecState<'_>,
-    directives: &[graphql_parser::query::Directive<'static, String>],
-) -> bool {
+fn included(state: &ExecState<'_>, directives: &[crate::ast::Directive]) -> bool {
     for d in directives {
         let wanted = match d.name.as_str() {
             "skip" => true,
@@ -483,33 +481,57 @@ async fn execute_field<'a, 'd: 'a>(
     fields: &'a [AstFieldRef<'d>],
     path: Path<'a>,
 ) -> Result<Json, ()> {
-    let first = fields[0];
+    // Resolution happens in its own future so its locals are off the stack while the
+    // (recursive) completion runs.
+    match resolve_field(state, obj, fields[0], &path).await {
+        Resolved::Value { value, call, def } => {
+            let completion = Completion {
+                state,
+                fields,
+                def,
+                call: &call,
+                parent_chain: &obj.chain,
+            };
+            completion.complete(&def.ty, value, path, None).await
+        }
+        Resolved::Done(result) => result,
+    }
+}
+
+enum Resolved<'a> {
+    Value {
+        value: Value,
+        call: Call,
+        def: &'a FieldDef,
+    },
+    Done(Result<Json, ()>),
+}
+
+async fn resolve_field<'a, 'd: 'a>(
+    state: &'a ExecState<'d>,
+    obj: &'a ObjRef,
+    first: AstFieldRef<'d>,
+    path: &Path<'_>,
+) -> Resolved<'a> {
     if first.name == "__typename" {
-        return Ok(Json::String(obj.object.type_name.to_string()));
+        return Resolved::Done(Ok(Json::String(obj.object.type_name.to_string())));
     }
     let inner = &state.schema.inner;
     let Some(def) = inner
         .object(&obj.object.type_name)
         .and_then(|o| o.fields.get(&first.name))
     else {
-        field_error(
-            state,
-            FieldError::new(format!(
-                "type {} has no field {}",
-                obj.object.type_name, first.name
-            )),
-            first,
-            &path,
-        );
-        return Err(());
+        let message = format!("type {} has no field {}", obj.object.type_name, first.name);
+        field_error(state, FieldError::new(message), first, path);
+        return Resolved::Done(Err(()));
     };
     let fail = |err: FieldError| {
-        field_error(state, err, first, &path);
-        if def.ty.is_non_null() {
+        field_error(state, err, first, path);
+        Resolved::Done(if def.ty.is_non_null() {
             Err(())
         } else {
             Ok(Json::Null)
-        }
+        })
     };
     let args = match coerce_field_args(state, def, &first.arguments).await {
         Ok(args) => args,
@@ -521,22 +543,13 @@ async fn execute_field<'a, 'd: 'a>(
         parent: obj.object.clone(),
         parent_chain: Arc::clone(&obj.chain),
         args,
-        call,
+        call: call.clone(),
         data: Arc::clone(&state.data),
     };
-    let call_for_chain = ctx.call.clone();
-    let value = match (def.resolver)(ctx).await {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    let completion = Completion {
-        state,
-        fields,
-        def,
-        call: &call_for_chain,
-        parent_chain: &obj.chain,
-    };
-    completion.complete(&def.ty, value, path, None).await
+    match (def.resolver)(ctx).await {
+        Ok(value) => Resolved::Value { value, call, def },
+        Err(e) => fail(e),
+    }
 }
 
 struct Completion<'a, 'd> {
@@ -559,10 +572,11 @@ impl<'a, 'd: 'a> Completion<'a, 'd> {
         path: Path<'s>,
         nth: Option<u32>,
     ) -> BoxFuture<'s, Result<Json, ()>> {
-        Box::pin(async move {
-            match ty {
-                TypeRef::NonNull(inner) => {
-                    let result = self.complete_nullable(inner, value, path, nth).await?;
+        match ty {
+            TypeRef::NonNull(inner) => {
+                let inner_future = self.complete_nullable(inner, value, path, nth);
+                Box::pin(async move {
+                    let result = inner_future.await?;
                     if result.is_null() {
                         self.error(
                             format!(
@@ -574,13 +588,13 @@ impl<'a, 'd: 'a> Completion<'a, 'd> {
                         return Err(());
                     }
                     Ok(result)
-                }
-                other => Ok(self
-                    .complete_nullable(other, value, path, nth)
-                    .await
-                    .unwrap_or(Json::Null)),
+                })
             }
-        })
+            other => Box::pin(
+                self.complete_nullable(other, value, path, nth)
+                    .map(|r| Ok(r.unwrap_or(Json::Null))),
+            ),
+        }
     }
 
     fn describe(&self) -> String {
@@ -591,102 +605,122 @@ impl<'a, 'd: 'a> Completion<'a, 'd> {
         self.parent_chain.type_name().unwrap_or("Query")
     }
 
-    async fn complete_nullable<'s>(
+    /// Completes a value of a nullable type; `Err` means a null must propagate upwards.
+    fn complete_nullable<'s>(
         &'s self,
         ty: &'s TypeRef,
         value: Value,
         path: Path<'s>,
         nth: Option<u32>,
-    ) -> Result<Json, ()> {
+    ) -> BoxFuture<'s, Result<Json, ()>> {
         if matches!(value, Value::Null) {
-            return Ok(Json::Null);
+            return Box::pin(futures::future::ready(Ok(Json::Null)));
         }
         match ty {
-            TypeRef::NonNull(_) => self.complete(ty, value, path, nth).await,
-            TypeRef::List(item_ty) => {
-                let Value::List(items) = value else {
-                    self.error(
-                        format!(
-                            "{} returned a non-list value for type {ty}",
-                            self.describe()
-                        ),
-                        &path,
-                    );
-                    return Err(());
-                };
-                let segments: Vec<PathSegmentRef<'_>> =
-                    (0..items.len()).map(PathSegmentRef::Index).collect();
-                let futures =
-                    items
-                        .into_iter()
-                        .zip(segments.iter())
-                        .enumerate()
-                        .map(|(i, (item, seg))| {
-                            let item_path = Path {
-                                parent: Some(&path),
-                                segment: Some(seg),
-                            };
-                            let nth = u32::try_from(i + 1).ok();
-                            async move { self.complete(item_ty, item, item_path, nth).await }
-                        });
-                let results = join_all(futures).await;
-                Ok(Json::Array(results.into_iter().collect::<Result<_, _>>()?))
-            }
-            TypeRef::Named(name) => {
-                let Some(def) = self.state.schema.inner.types.get(name) else {
-                    self.error(format!("unknown type {name}"), &path);
-                    return Err(());
-                };
-                match def {
-                    TypeDef::Object(_) => {
-                        let Value::Object(object) = value else {
-                            self.error(
-                                format!(
-                                    "{} returned a non-object value for type {name}",
-                                    self.describe()
-                                ),
-                                &path,
-                            );
-                            return Err(());
-                        };
-                        if &*object.type_name != name.as_str() {
-                            self.error(
-                                format!(
-                                    "{} returned an object of type {}, expected {name}",
-                                    self.describe(),
-                                    object.type_name
-                                ),
-                                &path,
-                            );
-                            return Err(());
-                        }
-                        let chain = match &object.chain {
-                            Some(chain) => Arc::clone(chain),
-                            None => {
-                                let mut call = self.call.clone();
-                                call.type_name = name.clone();
-                                call.nth = nth;
-                                self.parent_chain.append(call)
-                            }
-                        };
-                        let obj = ObjRef { object, chain };
-                        let sets: Vec<&'d AstSelectionSet> =
-                            self.fields.iter().map(|f| &f.selection_set).collect();
-                        execute_selection_set(self.state, &obj, &sets, path)
-                            .await
-                            .map(Json::Object)
-                    }
-                    _ => match serialize_leaf(def, value) {
-                        Ok(json) => Ok(json),
-                        Err(reason) => {
-                            self.error(format!("{}: {reason}", self.describe()), &path);
-                            Err(())
-                        }
-                    },
-                }
-            }
+            TypeRef::NonNull(_) => self.complete(ty, value, path, nth),
+            TypeRef::List(item_ty) => Box::pin(self.complete_list(ty, item_ty, value, path)),
+            TypeRef::Named(name) => match self.complete_named(name, value, &path, nth) {
+                Err(()) => Box::pin(futures::future::ready(Err(()))),
+                Ok(Named::Leaf(json)) => Box::pin(futures::future::ready(Ok(json))),
+                Ok(Named::Object(obj)) => Box::pin(async move {
+                    let sets: Vec<&'d AstSelectionSet> =
+                        self.fields.iter().map(|f| &f.selection_set).collect();
+                    execute_selection_set(self.state, &obj, &sets, path)
+                        .await
+                        .map(Json::Object)
+                }),
+            },
         }
     }
+
+    async fn complete_list<'s>(
+        &'s self,
+        ty: &'s TypeRef,
+        item_ty: &'s TypeRef,
+        value: Value,
+        path: Path<'s>,
+    ) -> Result<Json, ()> {
+        let Value::List(items) = value else {
+            self.error(
+                format!(
+                    "{} returned a non-list value for type {ty}",
+                    self.describe()
+                ),
+                &path,
+            );
+            return Err(());
+        };
+        let segments: Vec<PathSegmentRef<'_>> =
+            (0..items.len()).map(PathSegmentRef::Index).collect();
+        let futures = items
+            .into_iter()
+            .zip(segments.iter())
+            .enumerate()
+            .map(|(i, (item, seg))| {
+                let item_path = Path {
+                    parent: Some(&path),
+                    segment: Some(seg),
+                };
+                self.complete(item_ty, item, item_path, u32::try_from(i + 1).ok())
+            });
+        let results = join_all(futures).await;
+        Ok(Json::Array(results.into_iter().collect::<Result<_, _>>()?))
+    }
+
+    /// A leaf serialized, or an object ready for its sub-selection (with its chain).
+    fn complete_named(
+        &self,
+        name: &str,
+        value: Value,
+        path: &Path<'_>,
+        nth: Option<u32>,
+    ) -> Result<Named, ()> {
+        let Some(def) = self.state.schema.inner.types.get(name) else {
+            self.error(format!("unknown type {name}"), path);
+            return Err(());
+        };
+        if !matches!(def, TypeDef::Object(_)) {
+            return serialize_leaf(def, value)
+                .map(Named::Leaf)
+                .map_err(|reason| {
+                    self.error(format!("{}: {reason}", self.describe()), path);
+                });
+        }
+        let Value::Object(object) = value else {
+            self.error(
+                format!(
+                    "{} returned a non-object value for type {name}",
+                    self.describe()
+                ),
+                path,
+            );
+            return Err(());
+        };
+        if &*object.type_name != name {
+            let message = format!(
+                "{} returned an object of type {}, expected {name}",
+                self.describe(),
+                object.type_name
+            );
+            self.error(message, path);
+            return Err(());
+        }
+        let chain = match &object.chain {
+            Some(chain) => Arc::clone(chain),
+            None => {
+                let mut call = self.call.clone();
+                call.type_name = name.to_string();
+                call.nth = nth;
+                self.parent_chain.append(call)
+            }
+        };
+        Ok(Named::Object(ObjRef { object, chain }))
+    }
+}
+
+enum Named {
+    Leaf(Json),
+    Object(ObjRef),
 }
 
 /// Output coercion of a scalar or enum value.
@@ -749,7 +783,7 @@ fn serialize_leaf(def: &TypeDef, value: Value) -> Result<Json, String> {
 async fn coerce_field_args(
     state: &ExecState<'_>,
     def: &FieldDef,
-    given: &[(String, Ast<'static, String>)],
+    given: &[(String, Ast)],
 ) -> Result<IndexMap<String, ArgValue>, FieldError> {
     let types = &state.schema.inner.types;
     let mut out = IndexMap::new();

@@ -55,8 +55,8 @@ pub struct Location {
     pub column: usize,
 }
 
-impl From<graphql_parser::Pos> for Location {
-    fn from(pos: graphql_parser::Pos) -> Location {
+impl From<crate::ast::Pos> for Location {
+    fn from(pos: crate::ast::Pos) -> Location {
         Location {
             line: pos.line,
             column: pos.column,
@@ -102,7 +102,7 @@ impl GqlError {
     }
 
     /// Adds a location.
-    pub fn at(mut self, pos: graphql_parser::Pos) -> GqlError {
+    pub fn at(mut self, pos: crate::ast::Pos) -> GqlError {
         self.locations.push(pos.into());
         self
     }

@@ -14,6 +14,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod ast;
 mod chain;
 mod coerce;
 mod exec;
@@ -24,6 +25,7 @@ mod types;
 mod validate;
 mod value;
 
+pub use ast::{ParseError, Pos};
 pub use chain::{Call, CallArg, CallChain, IdError};
 pub use exec::{RequestData, ResolveCtx};
 pub use http::{GqlError, Location, PathSegment, Request, Response};

@@ -120,7 +120,8 @@ pub type Resolver = Arc<dyn Fn(ResolveCtx) -> ResolveFuture + Send + Sync>;
 pub struct Limits {
     /// Maximum query document size in bytes.
     pub max_document_bytes: usize,
-    /// Maximum nesting depth of selections (fragments expanded) and of brackets in the text.
+    /// Maximum nesting depth of selection sets (fragments expanded). Execution recurses per
+    /// level: the default fits a 2 MiB stack (tokio's worker threads) even in debug builds.
     pub max_depth: usize,
     /// Maximum number of aliased fields in a document.
     pub max_aliases: usize,
@@ -134,7 +135,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_document_bytes: 4 << 20,
-            max_depth: 256,
+            max_depth: 200,
             max_aliases: 5_000,
             max_fields: 50_000,
             max_cached_documents: 512,

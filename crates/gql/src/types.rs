@@ -83,15 +83,6 @@ impl TypeRef {
             other => other,
         }
     }
-
-    pub(crate) fn from_ast(ty: &graphql_parser::query::Type<'static, String>) -> TypeRef {
-        use graphql_parser::query::Type;
-        match ty {
-            Type::NamedType(name) => TypeRef::Named(name.clone()),
-            Type::ListType(inner) => TypeRef::List(Box::new(TypeRef::from_ast(inner))),
-            Type::NonNullType(inner) => TypeRef::NonNull(Box::new(TypeRef::from_ast(inner))),
-        }
-    }
 }
 
 impl fmt::Display for TypeRef {

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use graphql_parser::Pos;
-use graphql_parser::query::{
+use crate::ast::Pos;
+use crate::ast::{
     Definition, Directive as AstDirective, Document, FragmentDefinition, OperationDefinition,
     Selection, SelectionSet, TypeCondition, Value as Ast,
 };
@@ -16,14 +16,13 @@ use crate::http::GqlError;
 use crate::schema::{DirectiveDef, InputValueDef, ObjectDef, Schema, SchemaInner, TypeDef};
 use crate::types::TypeRef;
 
-type Doc = Document<'static, String>;
-type Set = SelectionSet<'static, String>;
-type Frag = FragmentDefinition<'static, String>;
-type Op = OperationDefinition<'static, String>;
+type Set = SelectionSet;
+type Frag = FragmentDefinition;
+type Op = OperationDefinition;
 
 /// A parsed document that passed validation.
 pub(crate) struct ValidDocument {
-    doc: Doc,
+    doc: Document,
     fragments: HashMap<String, usize>,
 }
 
@@ -95,18 +94,9 @@ pub(crate) fn prepare(schema: &Schema, query: &str) -> Result<Arc<ValidDocument>
             limits.max_document_bytes
         ))]);
     }
-    // The parser recurses per bracket: bound nesting before parsing.
-    let nesting = bracket_depth(query);
-    let allowed = limits.max_depth.saturating_mul(2).saturating_add(16);
-    if nesting > allowed {
-        return Err(vec![GqlError::new(format!(
-            "query nesting depth {nesting} exceeds the limit (max depth {})",
-            limits.max_depth
-        ))]);
-    }
-    let doc = match graphql_parser::parse_query::<String>(query) {
-        Ok(doc) => doc.into_static(),
-        Err(e) => return Err(vec![syntax_error(&e.to_string())]),
+    let doc = match crate::ast::parse_document(query, limits.max_depth) {
+        Ok(doc) => doc,
+        Err(e) => return Err(vec![GqlError::new(e.to_string()).at(e.pos())]),
     };
     let mut fragments = HashMap::new();
     for (i, def) in doc.definitions.iter().enumerate() {
@@ -128,65 +118,6 @@ pub(crate) fn prepare(schema: &Schema, query: &str) -> Result<Arc<ValidDocument>
         cache.insert(query.to_string(), Arc::clone(&valid));
     }
     Ok(valid)
-}
-
-/// Maximum nesting of `{`, `[`, `(` outside strings and comments.
-fn bracket_depth(text: &str) -> usize {
-    let bytes = text.as_bytes();
-    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
-                    i += 1;
-                }
-            }
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i += 3;
-                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
-                        4
-                    } else {
-                        1
-                    };
-                }
-                i += 2;
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'{' | b'[' | b'(' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    max
-}
-
-fn syntax_error(message: &str) -> GqlError {
-    // graphql-parser: "query parse error: Parse error at L:C\n..."
-    let text = message.trim_start_matches("query parse error: ").trim();
-    let mut err = GqlError::new(format!("syntax error: {}", text.replace('\n', " ")));
-    if let Some(at) = text.find(" at ") {
-        let rest = &text[at + 4..];
-        let loc: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == ':')
-            .collect();
-        if let Some((line, column)) = loc.split_once(':')
-            && let (Ok(line), Ok(column)) = (line.parse(), column.parse())
-        {
-            err = err.at(Pos { line, column });
-        }
-    }
-    err
 }
 
 /// A variable used somewhere, with the type expected there.
@@ -532,7 +463,7 @@ impl<'a> Validator<'a> {
         &mut self,
         owner: &str,
         defs: &indexmap::IndexMap<String, InputValueDef>,
-        given: &[(String, Ast<'static, String>)],
+        given: &[(String, Ast)],
         pos: Pos,
         usages: &mut Usages,
     ) {
@@ -576,7 +507,7 @@ impl<'a> Validator<'a> {
 
     fn check_directives(
         &mut self,
-        directives: &[AstDirective<'static, String>],
+        directives: &[AstDirective],
         location: &str,
         usages: &mut Usages,
     ) {
@@ -610,7 +541,7 @@ impl<'a> Validator<'a> {
     fn check_variables(
         &mut self,
         op: &Op,
-        defs: &[graphql_parser::query::VariableDefinition<'static, String>],
+        defs: &[crate::ast::VariableDefinition],
         used: &[&VarUsage],
     ) {
         let op_label = op_name(op)
@@ -618,7 +549,7 @@ impl<'a> Validator<'a> {
             .unwrap_or_default();
         let mut declared: HashMap<&str, (TypeRef, bool)> = HashMap::new();
         for def in defs {
-            let ty = TypeRef::from_ast(&def.var_type);
+            let ty = def.var_type.clone();
             if declared.contains_key(def.name.as_str()) {
                 self.error(
                     format!("there can be only one variable named \"${}\"", def.name),
@@ -729,7 +660,7 @@ fn types_compatible(var: &TypeRef, expected: &TypeRef) -> bool {
 /// Records the variables in `value` with the type expected at their position.
 fn collect_vars(
     types: &crate::schema::TypeMap,
-    value: &Ast<'static, String>,
+    value: &Ast,
     ty: &TypeRef,
     location_has_default: bool,
     pos: Pos,
@@ -769,7 +700,7 @@ fn collect_vars(
     }
 }
 
-fn collect_any_vars(value: &Ast<'static, String>, pos: Pos, out: &mut Vec<VarUsage>) {
+fn collect_any_vars(value: &Ast, pos: Pos, out: &mut Vec<VarUsage>) {
     match value {
         Ast::Variable(name) => out.push(VarUsage {
             name: name.clone(),
@@ -808,7 +739,7 @@ impl<'a> Shape<'_, 'a> {
             self.stop = true;
             return;
         }
-        type FieldNode = graphql_parser::query::Field<'static, String>;
+        type FieldNode = crate::ast::Field;
         let mut grouped: indexmap::IndexMap<&str, Vec<&FieldNode>> = indexmap::IndexMap::new();
         for set in sets {
             let mut visiting = Vec::new();
@@ -863,10 +794,7 @@ impl<'a> Shape<'_, 'a> {
     fn collect<'s>(
         &mut self,
         set: &'s Set,
-        out: &mut indexmap::IndexMap<
-            &'s str,
-            Vec<&'s graphql_parser::query::Field<'static, String>>,
-        >,
+        out: &mut indexmap::IndexMap<&'s str, Vec<&'s crate::ast::Field>>,
         visiting: &mut Vec<&'s str>,
     ) where
         'a: 's,
@@ -894,10 +822,7 @@ impl<'a> Shape<'_, 'a> {
     }
 }
 
-fn same_arguments(
-    a: &[(String, Ast<'static, String>)],
-    b: &[(String, Ast<'static, String>)],
-) -> bool {
+fn same_arguments(a: &[(String, Ast)], b: &[(String, Ast)]) -> bool {
     a.len() == b.len()
         && a.iter()
             .all(|(name, value)| b.iter().any(|(n, v)| n == name && v == value))

@@ -23,10 +23,10 @@ pub struct Mount {
     pub path: String,
 }
 
-/// Counts resolver runs (request data).
-#[derive(Default)]
+/// Counts resolver runs (request data; clones share the counter).
+#[derive(Default, Clone)]
 pub struct Counters {
-    pub with_exec: AtomicUsize,
+    pub with_exec: Arc<AtomicUsize>,
 }
 
 /// Both `barrierA` and `barrierB` wait on this (request data).
