@@ -91,6 +91,7 @@ pub(crate) struct VariableDefinition {
     pub name: String,
     pub var_type: TypeRef,
     pub default_value: Option<Value>,
+    pub directives: Vec<Directive>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -779,12 +780,13 @@ impl Parser<'_> {
             } else {
                 None
             };
-            self.directives(true)?;
+            let directives = self.directives(true)?;
             out.push(VariableDefinition {
                 position,
                 name,
                 var_type,
                 default_value,
+                directives,
             });
             if self.eat(")")? {
                 break;

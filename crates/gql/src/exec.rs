@@ -211,10 +211,7 @@ impl ResolveCtx {
 
     /// `load<Type>FromID`: the loaded object keeps its own chain.
     pub(crate) fn loaded_arg_as_value(&self, name: &str) -> Result<Value, FieldError> {
-        let loaded = self.loaded_object(name)?;
-        let mut object = loaded.object.clone();
-        object.chain = Some(Arc::clone(&loaded.chain));
-        Ok(Value::Object(object))
+        Ok(self.loaded_object(name)?.to_value())
     }
 }
 

@@ -13,7 +13,9 @@ use crate::ast::{
 
 use crate::coerce;
 use crate::http::GqlError;
-use crate::schema::{DirectiveDef, InputValueDef, ObjectDef, Schema, SchemaInner, TypeDef};
+use crate::schema::{
+    DirectiveDef, InputValueDef, ObjectDef, ScalarDef, ScalarKind, Schema, SchemaInner, TypeDef,
+};
 use crate::types::TypeRef;
 
 type Set = SelectionSet;
@@ -123,7 +125,8 @@ pub(crate) fn prepare(schema: &Schema, query: &str) -> Result<Arc<ValidDocument>
 /// A variable used somewhere, with the type expected there.
 struct VarUsage {
     name: String,
-    expected: TypeRef,
+    /// `None` inside a custom scalar's literal, where any variable type fits.
+    expected: Option<TypeRef>,
     location_has_default: bool,
     pos: Pos,
 }
@@ -557,9 +560,22 @@ impl<'a> Validator<'a> {
                 );
                 continue;
             }
+            let mut ignored = Usages::default();
+            self.check_directives(&def.directives, "VARIABLE_DEFINITION", &mut ignored);
             match self.schema.types.get(ty.base_name()) {
                 Some(t) if t.is_input() => {}
-                _ => {
+                None => {
+                    self.error(
+                        format!(
+                            "unknown type {:?} for variable \"${}\"",
+                            ty.base_name(),
+                            def.name
+                        ),
+                        def.position,
+                    );
+                    continue;
+                }
+                Some(_) => {
                     self.error(
                         format!(
                             "variable \"${}\" cannot be non-input type {:?}",
@@ -605,11 +621,14 @@ impl<'a> Validator<'a> {
                     usage.pos,
                 ),
                 Some((var_ty, var_default)) => {
-                    let ok = if usage.expected.is_non_null() && !var_ty.is_non_null() {
+                    let Some(expected) = &usage.expected else {
+                        continue;
+                    };
+                    let ok = if expected.is_non_null() && !var_ty.is_non_null() {
                         (*var_default || usage.location_has_default)
-                            && types_compatible(var_ty, usage.expected.nullable())
+                            && types_compatible(var_ty, expected.nullable())
                     } else {
-                        types_compatible(var_ty, &usage.expected)
+                        types_compatible(var_ty, expected)
                     };
                     if !ok {
                         self.error(
@@ -617,7 +636,7 @@ impl<'a> Validator<'a> {
                                 "variable \"${}\" of type {:?} used in position expecting type {:?}",
                                 usage.name,
                                 var_ty.to_string(),
-                                usage.expected.to_string()
+                                expected.to_string()
                             ),
                             usage.pos,
                         );
@@ -669,10 +688,22 @@ fn collect_vars(
     match value {
         Ast::Variable(name) => out.push(VarUsage {
             name: name.clone(),
-            expected: ty.clone(),
+            expected: Some(ty.clone()),
             location_has_default,
             pos,
         }),
+        Ast::List(_) | Ast::Object(_)
+            if matches!(ty.nullable(), TypeRef::Named(_))
+                && matches!(
+                    types.get(ty.base_name()),
+                    Some(TypeDef::Scalar(ScalarDef {
+                        kind: ScalarKind::Custom,
+                        ..
+                    }))
+                ) =>
+        {
+            collect_any_vars(value, pos, out);
+        }
         Ast::List(items) => {
             let item_ty = match ty.nullable() {
                 TypeRef::List(item) => item.as_ref().clone(),
@@ -689,11 +720,6 @@ fn collect_vars(
                         collect_vars(types, v, &f.ty, f.default.is_some(), pos, out);
                     }
                 }
-            } else {
-                // Custom scalars: any variable type is acceptable.
-                for v in fields.values() {
-                    collect_any_vars(v, pos, out);
-                }
             }
         }
         _ => {}
@@ -704,7 +730,7 @@ fn collect_any_vars(value: &Ast, pos: Pos, out: &mut Vec<VarUsage>) {
     match value {
         Ast::Variable(name) => out.push(VarUsage {
             name: name.clone(),
-            expected: TypeRef::Named(String::new()),
+            expected: None,
             location_has_default: true,
             pos,
         }),

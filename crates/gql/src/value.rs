@@ -120,6 +120,14 @@ impl LoadedObject {
     pub fn id(&self) -> String {
         self.chain.id()
     }
+
+    /// The object as a resolver result that keeps its own chain (and so its ID), as
+    /// `load<Type>FromID` does; `Value::object` instead records the current call.
+    pub fn to_value(&self) -> Value {
+        let mut object = self.object.clone();
+        object.chain = Some(Arc::clone(&self.chain));
+        Value::Object(object)
+    }
 }
 
 impl fmt::Debug for LoadedObject {

@@ -193,3 +193,13 @@ async fn cached_documents_run_with_new_variables() {
         assert_eq!(r.errors.len(), 1);
     }
 }
+
+#[test]
+fn execute_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let schema = common::schema();
+    let fut = schema.execute(Request::new("{ version }"), RequestData::new());
+    assert_send(&fut);
+    let schema: std::sync::Arc<dyn Send + Sync> = std::sync::Arc::new(common::schema());
+    drop(schema);
+}
