@@ -505,10 +505,16 @@ impl<R: OpRunner> KeyPhase<R> {
         let flight = memo
             .entry(vertex.structural_key())
             .or_insert_with(|| {
-                Arc::clone(self)
-                    .compute(Arc::clone(vertex))
-                    .boxed()
-                    .shared()
+                let key = vertex.structural_key();
+                let compute = Arc::clone(self).compute(Arc::clone(vertex));
+                async move {
+                    AssertUnwindSafe(compute)
+                        .catch_unwind()
+                        .await
+                        .unwrap_or(Err(SolveError::Panicked { key }))
+                }
+                .boxed()
+                .shared()
             })
             .clone();
         Either::Right(flight)

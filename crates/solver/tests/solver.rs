@@ -216,6 +216,9 @@ async fn runner_panic_is_an_error_not_a_crash() {
     let graph = exec(&empty(), &["panic"]);
     let err = solver.solve(&graph, "s").await.unwrap_err();
     assert!(matches!(err, SolveError::Panicked { key } if key == graph.structural_key()));
+    let graph = mkfile(&image("panic"), "/a", "a");
+    let err = solver.solve(&graph, "s").await.unwrap_err();
+    assert!(matches!(err, SolveError::Panicked { key } if key == image("panic").structural_key()));
     // The solver still works.
     solver
         .solve(&exec(&empty(), &["write", "/x", "y"]), "s")

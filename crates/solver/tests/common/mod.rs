@@ -213,6 +213,9 @@ impl OpRunner for TestRunner {
     async fn resolve(&self, vertex: &Vertex, _ctx: &RunCtx) -> Result<Option<String>, RunError> {
         self.resolves.fetch_add(1, Ordering::SeqCst);
         match vertex.op() {
+            Op::Image { reference, .. } if reference == "panic" => {
+                panic!("test runner asked to panic while resolving")
+            }
             Op::Image { reference, .. } => Ok(self.image_digests.lock().get(reference).cloned()),
             _ => Ok(None),
         }
