@@ -13,6 +13,7 @@
 //! image config, exec output). [`Worker::mount_view`] mounts a result read-only for readers
 //! (file contents, entries, exports). Failed or cancelled runs remove their snapshots and mounts.
 
+pub mod export;
 pub mod fsops;
 
 use std::collections::HashMap;

@@ -1,0 +1,468 @@
+//! Image export end to end, as root with real runc: the busybox fixture image (built by
+//! `shared/fixtures/base-image.sh`, served by a `docker-registry` on 127.0.0.1) pulled by the
+//! worker, changed by an exec, built into an OCI image, exported as an `oci-archive` (checked
+//! with skopeo and umoci), published to the loopback registry and pulled back; a scratch image
+//! of one file.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dagr_snapshot::Digest;
+use dagr_solver::{
+    ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, Platform, Solver, SolverOptions, Vertex,
+};
+use dagr_worker::export::{self, ExportError, ImageConfigInput};
+use dagr_worker::{HostAccess, ResultMeta, SecretSource, Worker, WorkerConfig};
+use futures::future::BoxFuture;
+
+struct Fixture {
+    image: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Builds the busybox image and serves it from a loopback registry for the whole test process.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("worker-export-fixture");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/base-image.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("OUT", &out)
+            .env("SKIP_REGISTRY", "1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run base-image.sh");
+        assert!(status.success(), "{} failed", script.display());
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let data = out.join(format!("registry-{port}"));
+        std::fs::create_dir_all(&data).expect("registry dir");
+        let config = data.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\n",
+                data.join("data").display()
+            ),
+        )
+        .expect("config");
+        // The registry is started from a thread that lives as long as the process, with
+        // PR_SET_PDEATHSIG, so it dies with the test binary whatever way that ends.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt as _;
+            let mut cmd = Command::new("docker-registry");
+            cmd.arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn();
+            let _ = tx.send(child.is_ok());
+            let _keep = child;
+            loop {
+                std::thread::park();
+            }
+        });
+        assert!(rx.recv().expect("spawned"), "docker-registry did not start");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let image = format!("{addr}/busybox:latest");
+        let status = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:latest", out.join("oci").display()))
+            .arg(format!("docker://{image}"))
+            .status()
+            .expect("skopeo");
+        assert!(status.success(), "skopeo copy into the registry failed");
+        Fixture { image }
+    })
+}
+
+/// Host reads are not exercised here (the engine tests cover the attachables path).
+struct NoHost;
+impl HostAccess for NoHost {
+    fn pull_dir<'a>(
+        &'a self,
+        _scope: &'a dagr_solver::HostScope,
+        path: &'a str,
+        _include: &'a [String],
+        _exclude: &'a [String],
+        _dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(format!("no host in this test (asked for {path})")) })
+    }
+}
+
+/// No secrets are used here.
+struct NoSecrets;
+impl SecretSource for NoSecrets {
+    fn secret(&self, _session_id: &str, _secret_id: &str) -> Option<Bytes> {
+        None
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        Env { _dir: dir, state }
+    }
+
+    fn open(&self) -> Solver<Worker> {
+        let worker = Worker::open(
+            &WorkerConfig::new(&self.state),
+            Arc::new(dagr_registry::Anonymous),
+            Arc::new(NoHost),
+            Arc::new(NoSecrets),
+        )
+        .expect("worker");
+        Solver::open(
+            &self.state.join("solver.redb"),
+            worker,
+            SolverOptions::default(),
+        )
+        .expect("solver")
+    }
+}
+
+fn platform() -> Platform {
+    Platform {
+        os: "linux".into(),
+        architecture: "amd64".into(),
+        variant: None,
+    }
+}
+
+fn image() -> Arc<Vertex> {
+    Vertex::new(
+        Op::Image {
+            reference: fixture().image.clone(),
+            platform: platform(),
+        },
+        vec![],
+    )
+    .expect("vertex")
+}
+
+fn image_at(reference: &str) -> Arc<Vertex> {
+    Vertex::new(
+        Op::Image {
+            reference: reference.to_owned(),
+            platform: platform(),
+        },
+        vec![],
+    )
+    .expect("vertex")
+}
+
+fn exec(root: Arc<Vertex>, args: &[&str]) -> Arc<Vertex> {
+    Vertex::new(
+        Op::Exec(ExecOp {
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            env: BTreeMap::from([("PATH".to_owned(), "/bin:/usr/bin:/sbin".to_owned())]),
+            workdir: "/".into(),
+            mounts: vec![Mount {
+                dest: "/".into(),
+                source: MountSource::Input {
+                    input: InputRef::main(0),
+                    path: String::new(),
+                },
+                readonly: false,
+            }],
+            ..Default::default()
+        }),
+        vec![root],
+    )
+    .expect("exec vertex")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stderr(Stdio::piped()).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `skopeo inspect` of an image as JSON.
+fn inspect(image: &str) -> serde_json::Value {
+    let out = run(Command::new("skopeo").args(["inspect", "--tls-verify=false", image]));
+    serde_json::from_str(&out).expect("inspect json")
+}
+
+/// Copies an `oci-archive` into a fresh OCI layout and unpacks it with umoci; returns the rootfs.
+fn unpack_archive(archive: &Path, tag: &str, dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    run(Command::new("skopeo").args([
+        "copy".to_owned(),
+        "--quiet".to_owned(),
+        format!("oci-archive:{}:{tag}", archive.display()),
+        format!("oci:{}:{tag}", layout.display()),
+    ]));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle));
+    bundle.join("rootfs")
+}
+
+fn env_of(inspected: &serde_json::Value) -> Vec<String> {
+    inspected["Env"]
+        .as_array()
+        .expect("Env")
+        .iter()
+        .map(|v| v.as_str().expect("string").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
+    let env = Env::new();
+    let solver = env.open();
+    let worker = solver.runner().clone();
+    let base = solver.solve(&image(), "s").await.expect("pull");
+    let base_meta = ResultMeta::of(&base.result).image.expect("image meta");
+    let base_digest: Digest = base_meta.manifest_digest.parse().expect("digest");
+    let changed = solver
+        .solve(
+            &exec(image(), &["sh", "-c", "echo exported > /hello.txt"]),
+            "s",
+        )
+        .await
+        .expect("exec");
+
+    let mut config = ImageConfigInput::from_oci_config(&base_meta.config);
+    assert_eq!(config.cmd, Some(vec!["/bin/sh".to_owned()]));
+    config.env.push("FOO=bar".to_owned());
+    config
+        .labels
+        .insert("org.example.test".to_owned(), "export".to_owned());
+    let built = export::build_image(
+        &worker,
+        changed.result.id(),
+        Some(&base_digest),
+        config.clone(),
+    )
+    .await
+    .expect("build");
+    assert_eq!(built.layer_count, 2);
+    assert_eq!(
+        built.media_type,
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let again = export::build_image(
+        &worker,
+        changed.result.id(),
+        Some(&base_digest),
+        config.clone(),
+    )
+    .await
+    .expect("build again");
+    assert_eq!(again, built, "same snapshots and config, same image");
+
+    // The base layer blob is reused as it is.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &worker
+            .content()
+            .read_bytes(&built.manifest_digest)
+            .await
+            .expect("manifest"),
+    )
+    .expect("json");
+    let base_manifest: serde_json::Value = serde_json::from_slice(
+        &worker
+            .content()
+            .read_bytes(&base_digest)
+            .await
+            .expect("base manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        base_manifest["layers"][0]["digest"]
+    );
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tmp.path().join("image.tar");
+    export::export_tarball(&worker, &built, &archive, Some("v1"))
+        .await
+        .expect("export");
+    let inspected = inspect(&format!("oci-archive:{}:v1", archive.display()));
+    assert_eq!(
+        inspected["Digest"].as_str(),
+        Some(built.manifest_digest.to_string().as_str())
+    );
+    assert_eq!(inspected["Layers"].as_array().expect("Layers").len(), 2);
+    let envs = env_of(&inspected);
+    assert!(
+        envs.iter().any(|e| e.starts_with("PATH=")) && envs.contains(&"FOO=bar".to_owned()),
+        "{envs:?}"
+    );
+    assert_eq!(inspected["Labels"]["org.example.test"], "export");
+    assert_eq!(inspected["Architecture"], "amd64");
+
+    let rootfs = unpack_archive(&archive, "v1", tmp.path());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("hello.txt")).expect("hello.txt"),
+        "exported\n"
+    );
+    assert!(rootfs.join("bin/busybox").is_file(), "base layer unpacked");
+
+    let target = format!(
+        "{}/exported:v1",
+        fixture().image.split('/').next().expect("registry")
+    );
+    let pinned = export::publish(&worker, &built, &target)
+        .await
+        .expect("publish");
+    assert_eq!(pinned, format!("{target}@{}", built.manifest_digest));
+    let remote = inspect(&format!("docker://{target}"));
+    assert_eq!(
+        remote["Digest"].as_str(),
+        Some(built.manifest_digest.to_string().as_str())
+    );
+
+    // A fresh worker pulls the published image and sees the file.
+    let env2 = Env::new();
+    let solver2 = env2.open();
+    let read = solver2
+        .solve(&exec(image_at(&target), &["cat", "/hello.txt"]), "s")
+        .await
+        .expect("pull back");
+    assert_eq!(
+        ResultMeta::of(&read.result).exec.expect("exec").stdout,
+        "exported\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_image_is_one_layer() {
+    let env = Env::new();
+    let solver = env.open();
+    let worker = solver.runner().clone();
+    let file = Vertex::new(
+        Op::MkFile(MkFileOp {
+            base: InputRef::main(0),
+            path: "/greeting.txt".into(),
+            contents: b"hi from scratch".to_vec(),
+            mode: 0o644,
+            owner: None,
+        }),
+        vec![Vertex::new(Op::Empty, vec![]).expect("empty")],
+    )
+    .expect("mkfile");
+    let solved = solver.solve(&file, "s").await.expect("mkfile");
+    let config = ImageConfigInput {
+        cmd: Some(vec!["/greeting.txt".to_owned()]),
+        ..Default::default()
+    };
+    let built = export::build_image(&worker, solved.result.id(), None, config)
+        .await
+        .expect("build");
+    assert_eq!(built.layer_count, 1);
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tmp.path().join("scratch.tar");
+    export::export_tarball(&worker, &built, &archive, None)
+        .await
+        .expect("export");
+    let inspected = inspect(&format!("oci-archive:{}", archive.display()));
+    assert_eq!(inspected["Layers"].as_array().expect("Layers").len(), 1);
+    assert_eq!(inspected["Os"], "linux");
+
+    // umoci wants a tag: give the image one in the layout it is copied into.
+    let tagged = tmp.path().join("tagged.tar");
+    export::export_tarball(&worker, &built, &tagged, Some("latest"))
+        .await
+        .expect("export tagged");
+    let rootfs = unpack_archive(&tagged, "latest", tmp.path());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("greeting.txt")).expect("greeting"),
+        "hi from scratch"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&rootfs)
+        .expect("rootfs")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("greeting.txt")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootfs_not_on_the_base_image_is_refused() {
+    let env = Env::new();
+    let solver = env.open();
+    let worker = solver.runner().clone();
+    let base = solver.solve(&image(), "s").await.expect("pull");
+    let base_digest: Digest = ResultMeta::of(&base.result)
+        .image
+        .expect("image meta")
+        .manifest_digest
+        .parse()
+        .expect("digest");
+    let file = Vertex::new(
+        Op::MkFile(MkFileOp {
+            base: InputRef::main(0),
+            path: "/x".into(),
+            contents: b"x".to_vec(),
+            mode: 0o644,
+            owner: None,
+        }),
+        vec![Vertex::new(Op::Empty, vec![]).expect("empty")],
+    )
+    .expect("mkfile");
+    let solved = solver.solve(&file, "s").await.expect("mkfile");
+    let err = export::build_image(
+        &worker,
+        solved.result.id(),
+        Some(&base_digest),
+        ImageConfigInput::default(),
+    )
+    .await
+    .expect_err("not on the base");
+    assert!(
+        matches!(&err, ExportError::NotOnBase { rootfs, .. } if rootfs == solved.result.id()),
+        "{err}"
+    );
+    let missing = export::build_image(
+        &worker,
+        "no-such-snapshot",
+        None,
+        ImageConfigInput::default(),
+    )
+    .await
+    .expect_err("missing snapshot");
+    assert!(
+        matches!(&missing, ExportError::Snapshot { key, .. } if key == "no-such-snapshot"),
+        "{missing}"
+    );
+}
