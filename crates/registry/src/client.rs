@@ -12,6 +12,9 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;
 
 /// Pulls and pushes images over the OCI distribution API. Cheap to clone; clones share the
 /// connection pool and the token cache. Construction opens no connection and spawns nothing.
+///
+/// Tokens are cached per client and its credentials: give each session its own client with
+/// [`RegistryClient::with_credentials`] so that one session's access never serves another.
 #[derive(Clone)]
 pub struct RegistryClient {
     pub(crate) config: Arc<RegistryConfig>,
@@ -38,6 +41,17 @@ impl RegistryClient {
             transport: Transport::new(credentials),
             concurrency: DEFAULT_CONCURRENCY,
             chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+
+    /// A client sharing this one's configuration and connection pool, authenticating with
+    /// `credentials`, with its own (empty) token cache.
+    pub fn with_credentials(&self, credentials: Arc<dyn CredentialsProvider>) -> Self {
+        Self {
+            config: self.config.clone(),
+            transport: self.transport.with_credentials(credentials),
+            concurrency: self.concurrency,
+            chunk_size: self.chunk_size,
         }
     }
 

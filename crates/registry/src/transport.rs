@@ -90,13 +90,23 @@ pub struct Endpoint {
     pub scheme: &'static str,
     /// `host[:port]` to connect to.
     pub authority: String,
-    /// The registry host this endpoint serves (the key for credentials).
+    /// The registry host this endpoint serves.
     pub registry: String,
     /// Whether this is a mirror rather than the registry itself.
     pub mirror: bool,
 }
 
 impl Endpoint {
+    /// The host to ask credentials for: the registry host for the registry itself (`docker.io`,
+    /// not `registry-1.docker.io`), the mirror's own `host[:port]` for a mirror.
+    pub fn credentials_host(&self) -> &str {
+        if self.mirror {
+            &self.authority
+        } else {
+            &self.registry
+        }
+    }
+
     /// `scheme://authority` + `path_and_query`.
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}://{}{}", self.scheme, self.authority, path_and_query)
@@ -259,6 +269,16 @@ fn authority_of(url: &str) -> Option<String> {
 }
 
 impl Transport {
+    /// The same connection pool with other credentials and an empty token cache (tokens are
+    /// never shared between credential providers).
+    pub(crate) fn with_credentials(&self, credentials: Arc<dyn CredentialsProvider>) -> Self {
+        Self {
+            http: self.http.clone(),
+            auth: AuthCache::default(),
+            credentials,
+        }
+    }
+
     pub(crate) fn new(credentials: Arc<dyn CredentialsProvider>) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -355,7 +375,7 @@ impl Transport {
                 let Some(challenge) = challenge else {
                     return Err(TransportError::Unauthorized {
                         url,
-                        host: endpoint.registry.clone(),
+                        host: endpoint.credentials_host().to_string(),
                     });
                 };
                 self.authenticate(endpoint, scope, &challenge).await?;
@@ -364,7 +384,7 @@ impl Transport {
             if status == StatusCode::UNAUTHORIZED {
                 return Err(TransportError::Unauthorized {
                     url,
-                    host: endpoint.registry.clone(),
+                    host: endpoint.credentials_host().to_string(),
                 });
             }
             let redirect = matches!(
@@ -401,17 +421,20 @@ impl Transport {
         header: &str,
     ) -> Result<(), TransportError> {
         let auth_err = |source| TransportError::Auth {
-            host: endpoint.registry.clone(),
+            host: endpoint.credentials_host().to_string(),
             source,
         };
         let challenge = Challenge::parse(&endpoint.authority, header).map_err(auth_err)?;
-        let credentials = self.credentials.credentials(&endpoint.registry).await;
+        let credentials = self
+            .credentials
+            .credentials(endpoint.credentials_host())
+            .await;
         match challenge {
             Challenge::Basic => {
                 let Some(credentials) = credentials else {
                     return Err(TransportError::Unauthorized {
                         url: endpoint.url("/v2/"),
-                        host: endpoint.registry.clone(),
+                        host: endpoint.credentials_host().to_string(),
                     });
                 };
                 self.auth.put_basic(
@@ -555,6 +578,8 @@ mod tests {
         assert!(eps[1].mirror);
         assert_eq!(eps[2].url("/v2/"), "https://registry-1.docker.io/v2/");
         assert!(!eps[2].mirror);
+        assert_eq!(eps[0].credentials_host(), "mirror.example.com");
+        assert_eq!(eps[2].credentials_host(), "docker.io");
         assert_eq!(
             config.endpoint("reg.lan:5000", "reg.lan:5000").scheme,
             "http"

@@ -634,36 +634,45 @@ async fn token_auth_uses_the_challenge_and_the_callers_credentials() {
 
     // Anonymous: the token server refuses, and the error names the realm.
     let (_dir, store) = new_store();
-    let err = client()
+    let anonymous = client();
+    let refused = |err: &PullError| {
+        matches!(
+            err,
+            PullError::Transport { source: TransportError::TokenStatus { status, .. }, .. }
+                if status.as_u16() == 401
+        )
+    };
+    let err = anonymous
         .pull(&reference, &Platform::default(), &store)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            PullError::Transport { source: TransportError::TokenStatus { status, .. }, .. }
-                if status.as_u16() == 401
-        ),
-        "{err}"
-    );
+    assert!(refused(&err), "{err}");
 
     let mut credentials = StaticCredentials::new();
     credentials.insert(&server.addr, "alice", "s3cret");
-    let authed = RegistryClient::new(RegistryConfig::default(), Arc::new(credentials));
+    let authed = anonymous.with_credentials(Arc::new(credentials));
     let image = authed
         .pull(&reference, &Platform::default(), &store)
         .await
         .unwrap();
     assert_eq!(image.manifest_digest, f.manifest_digest);
+
+    // The token obtained with alice's credentials does not serve the anonymous client.
+    let (_dir2, store2) = new_store();
+    let err = anonymous
+        .pull(&reference, &Platform::default(), &store2)
+        .await
+        .unwrap_err();
+    assert!(refused(&err), "{err}");
     let seen = scopes.lock().unwrap().clone();
     assert!(
         seen.iter().all(|q| q.contains("service=test-registry")
             && q.contains("scope=repository%3Ademo%2Fbusybox%3Apull")),
         "{seen:?}"
     );
-    // The token is cached: the authenticated pull asked the token server once
-    // (the anonymous attempt asked once too).
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    // The token is cached: the authenticated pull asked the token server once, each
+    // anonymous attempt once.
+    assert_eq!(seen.len(), 3, "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
