@@ -293,7 +293,16 @@ struct Inner {
     volumes: CacheVolumes,
     work_dir: PathBuf,
     /// Tag -> digest answers, per session (a session sees one image per tag).
-    resolved: parking_lot::Mutex<HashMap<(String, String), String>>,
+    resolved: parking_lot::Mutex<HashMap<(String, String), ResolvedImageRef>>,
+}
+
+/// An image reference pinned to its manifest digest, with its config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedImageRef {
+    /// `name@sha256:...` (the platform's manifest when the tag names an index).
+    pub pinned: String,
+    /// The OCI image config's `config` section (Env, Cmd, Entrypoint, WorkingDir, User, ...).
+    pub config: serde_json::Value,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -371,17 +380,15 @@ impl Worker {
         &self.inner.executor
     }
 
-    /// Resolves an image reference to `name@sha256:...` for a session (once per session and tag).
+    /// Resolves an image reference to `name@sha256:...` and its config, for a session (once per
+    /// session, tag and platform: a session sees one image per tag).
     pub async fn resolve_image(
         &self,
         session_id: &str,
         reference: &str,
         platform: &dagr_solver::Platform,
-    ) -> Result<String, WorkerError> {
+    ) -> Result<ResolvedImageRef, WorkerError> {
         let parsed = Reference::parse(reference)?;
-        if parsed.digest().is_some() {
-            return Ok(parsed.to_string());
-        }
         let cache_key = (
             session_id.to_owned(),
             format!("{reference}|{}/{}", platform.os, platform.architecture),
@@ -398,10 +405,20 @@ impl Worker {
                 &self.inner.content,
             )
             .await?;
-        // Pin the manifest we chose (for an index, the platform's manifest).
-        let pinned = parsed.with_digest(resolved.manifest_digest).to_string();
-        self.inner.resolved.lock().insert(cache_key, pinned.clone());
-        Ok(pinned)
+        let config = resolved
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let pinned = if parsed.digest().is_some() {
+            parsed.to_string()
+        } else {
+            parsed.with_digest(resolved.manifest_digest).to_string()
+        };
+        let answer = ResolvedImageRef { pinned, config };
+        self.inner.resolved.lock().insert(cache_key, answer.clone());
+        Ok(answer)
     }
 
     /// Forgets what a session resolved.
@@ -893,11 +910,17 @@ impl OpRunner for Worker {
         else {
             return Ok(None);
         };
-        let pinned = self
+        let parsed = Reference::parse(reference).map_err(RunError::new)?;
+        if let Some(d) = parsed.digest() {
+            // Already pinned: no registry round trip.
+            return Ok(Some(d.to_string()));
+        }
+        let resolved = self
             .resolve_image(ctx.session_id(), reference, platform)
             .await
             .map_err(RunError::new)?;
-        let digest = pinned
+        let digest = resolved
+            .pinned
             .rsplit_once('@')
             .map(|(_, d)| d.to_owned())
             .ok_or_else(|| RunError::msg(format!("resolving {reference} gave no digest")))?;

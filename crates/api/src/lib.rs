@@ -1,0 +1,254 @@
+//! dagr-api: the Dagger core API (names and argument types of `core-api-v0.11.8.graphqls`) as
+//! `dagr-gql` resolvers that build solver graphs and solve them with the worker.
+//!
+//! - [`CoreApi`] owns the [`Services`] (solver, worker, [`SecretStore`], the caller's host through
+//!   [`HostFiles`]) and builds the [`dagr_gql::Schema`] ([`CoreApi::schema`]).
+//! - Object values are lazy (see [`state`]): `withExec`, `withNewFile`, ... only add vertices;
+//!   leaf fields (`stdout`, `contents`, `entries`, `sync`, `export`) solve them. Identical chains
+//!   give identical vertices, so the solver's cache serves SDKs that re-send whole chains.
+//! - Every request carries a [`Caller`] in its request data: the session and client it comes from
+//!   (host reads, exports and secrets are per caller/session).
+//! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
+//!   outputs and errors and never appear in IDs.
+
+mod container;
+mod directory;
+mod query;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dagr_gql::{FieldError, Schema, SchemaError, Value};
+use dagr_solver::{Platform, ResultRef, SolveError, Solver, Vertex};
+use dagr_worker::{SecretSource, Worker, WorkerError};
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+
+pub use state::{Container, Directory, File, Fs};
+
+/// Who a request comes from; the engine puts one into every request's data.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub session_id: String,
+    pub client_id: String,
+}
+
+/// The caller's host, beyond what the worker reads (implemented by the engine with the client's
+/// attachables).
+pub trait HostFiles: Send + Sync + 'static {
+    /// Writes the local directory `src` to `host_path` on the caller's host (`wipe`: remove
+    /// what is there first).
+    fn push_dir<'a>(
+        &'a self,
+        caller: &'a Caller,
+        src: &'a Path,
+        host_path: &'a str,
+        wipe: bool,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Writes the local file `src` to `host_path` (parents created when `allow_parent_dir`).
+    fn push_file<'a>(
+        &'a self,
+        caller: &'a Caller,
+        src: &'a Path,
+        host_path: &'a str,
+        allow_parent_dir: bool,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Reads a file of the caller's host (for `setSecretFile`).
+    fn read_file<'a>(&'a self, caller: &'a Caller, host_path: &'a str)
+    -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// Secret plaintexts by session and digest. Plaintexts live only here, in memory, and go away
+/// with their session.
+#[derive(Default)]
+pub struct SecretStore {
+    secrets: Mutex<HashMap<(String, String), Bytes>>,
+}
+
+impl SecretStore {
+    /// Stores `plaintext` for a session; returns its digest.
+    pub fn put(&self, session_id: &str, plaintext: Bytes) -> String {
+        let digest = digest_of(&plaintext);
+        self.secrets
+            .lock()
+            .insert((session_id.to_owned(), digest.clone()), plaintext);
+        digest
+    }
+
+    pub fn get(&self, session_id: &str, digest: &str) -> Option<Bytes> {
+        self.secrets
+            .lock()
+            .get(&(session_id.to_owned(), digest.to_owned()))
+            .cloned()
+    }
+
+    pub fn release_session(&self, session_id: &str) {
+        self.secrets.lock().retain(|(s, _), _| s != session_id);
+    }
+}
+
+impl SecretSource for SecretStore {
+    fn secret(&self, session_id: &str, secret_id: &str) -> Option<Bytes> {
+        self.get(session_id, secret_id)
+    }
+}
+
+/// `sha256:<hex>`, the same digest dagr-gql records for sensitive arguments.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Version facts the API answers.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub engine_version: String,
+    pub min_client_version: semver::Version,
+    pub platform: Platform,
+}
+
+/// What resolvers use.
+pub struct Services {
+    pub solver: Solver<Worker>,
+    pub secrets: Arc<SecretStore>,
+    pub host: Arc<dyn HostFiles>,
+    pub config: ApiConfig,
+}
+
+impl Services {
+    pub fn worker(&self) -> &Worker {
+        self.solver.runner()
+    }
+
+    /// Solves `vertex` for the caller's session, mapping failures to GraphQL errors.
+    pub async fn solve(&self, caller: &Caller, vertex: &Arc<Vertex>) -> Result<ResultRef, FieldError> {
+        self.solver
+            .solve(vertex, &caller.session_id)
+            .await
+            .map(|s| s.result)
+            .map_err(|e| self.solve_error(caller, &e))
+    }
+
+    /// Solves a filesystem and returns its snapshot key.
+    pub async fn snapshot_of(&self, caller: &Caller, fs: &Fs) -> Result<String, FieldError> {
+        let result = self.solve(caller, &fs.vertex).await?;
+        dagr_worker::output_snapshot(&result, fs.output).map_err(|e| FieldError::new(e.to_string()))
+    }
+
+    /// Replaces every secret plaintext of the session by `***`.
+    pub fn scrub(&self, caller: &Caller, text: &str) -> String {
+        let secrets: Vec<Bytes> = self
+            .secrets
+            .secrets
+            .lock()
+            .iter()
+            .filter(|((s, _), _)| s == &caller.session_id)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut out = text.to_owned();
+        for s in secrets {
+            if let Ok(plain) = std::str::from_utf8(&s)
+                && !plain.is_empty()
+            {
+                out = out.replace(plain, "***");
+            }
+        }
+        out
+    }
+
+    fn solve_error(&self, caller: &Caller, e: &SolveError) -> FieldError {
+        if let Some(WorkerError::Exec(dagr_executor::ExecError::Failed {
+            args,
+            exit_code,
+            stdout,
+            stderr,
+            ..
+        })) = find_worker_error(e)
+        {
+            let cap = |s: &[u8]| {
+                let text = String::from_utf8_lossy(s);
+                let trimmed = text.trim();
+                let capped: String = trimmed.chars().take(EXEC_OUTPUT_CAP).collect();
+                self.scrub(caller, &capped)
+            };
+            let cmd: Vec<String> = args.iter().map(|a| self.scrub(caller, a)).collect();
+            return FieldError::new(format!(
+                "process \"{}\" did not complete successfully: exit code: {exit_code}",
+                cmd.join(" ")
+            ))
+            .with_extension("_type", "EXEC_ERROR")
+            .with_extension("cmd", serde_json::json!(cmd))
+            .with_extension("exitCode", *exit_code)
+            .with_extension("stdout", cap(stdout.as_ref()))
+            .with_extension("stderr", cap(stderr.as_ref()));
+        }
+        FieldError::new(self.scrub(caller, &e.to_string()))
+    }
+}
+
+/// Characters of stdout/stderr kept in an `EXEC_ERROR`.
+const EXEC_OUTPUT_CAP: usize = 64 * 1024;
+
+fn find_worker_error(e: &SolveError) -> Option<&WorkerError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(run) = err.downcast_ref::<dagr_solver::RunError>()
+            && let Some(w) = run.downcast_ref::<WorkerError>()
+        {
+            return Some(w);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The core API: services plus the schema built on them.
+#[derive(Clone)]
+pub struct CoreApi {
+    services: Arc<Services>,
+}
+
+impl CoreApi {
+    pub fn new(services: Services) -> CoreApi {
+        CoreApi {
+            services: Arc::new(services),
+        }
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// The GraphQL schema of the core API.
+    pub fn schema(&self) -> Result<Schema, SchemaError> {
+        let s = &self.services;
+        let builder = Schema::build();
+        let builder = query::register(builder, s);
+        let builder = container::register(builder, s);
+        let builder = directory::register(builder, s);
+        builder.finish()
+    }
+
+    /// Releases what a session held: cache leases, resolved tags, secrets.
+    pub fn release_session(&self, session_id: &str) {
+        self.services.solver.release_session(session_id);
+        self.services.worker().release_session(session_id);
+        self.services.secrets.release_session(session_id);
+    }
+}
+
+/// The caller of the request a resolver serves.
+pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<Caller, FieldError> {
+    ctx.data::<Caller>().cloned()
+}
+
+pub(crate) fn obj<T: Send + Sync + 'static>(type_name: &str, v: T) -> Value {
+    Value::object(type_name, Arc::new(v))
+}
+
+pub(crate) fn graph_err(e: dagr_solver::GraphError) -> FieldError {
+    FieldError::new(format!("building the operation graph failed: {e}"))
+}
