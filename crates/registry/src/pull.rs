@@ -17,6 +17,11 @@ use crate::image::{
 use crate::reference::Reference;
 use crate::transport::{self, Endpoint, Scope, TransportError, empty_body};
 
+/// Attempts per endpoint for a manifest or blob when failures look transient.
+const ATTEMPTS: u32 = 3;
+/// Delay before the second attempt; the n-th retry waits n times this.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How deep indexes may nest (an index naming an index naming a manifest is depth 2).
 const MAX_INDEX_DEPTH: usize = 4;
 
@@ -64,6 +69,17 @@ pub enum PullError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl PullError {
+    /// Whether trying again may succeed: connection failures, timeouts, broken bodies, 429 and
+    /// 5xx answers.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PullError::Transport { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 /// An image manifest and its config, resolved from a reference and stored (without layers).
@@ -267,14 +283,23 @@ impl RegistryClient {
     ) -> Result<FetchedManifest, PullError> {
         let mut last_error = None;
         for endpoint in endpoints {
-            match self
-                .fetch_manifest_at(endpoint, reference, key, expected)
-                .await
-            {
-                Ok(fetched) => return Ok(fetched),
-                Err(e) => {
-                    tracing::debug!(endpoint = %endpoint.authority, error = %e, "manifest fetch failed");
-                    last_error = Some(e);
+            let mut attempt = 1;
+            loop {
+                match self
+                    .fetch_manifest_at(endpoint, reference, key, expected)
+                    .await
+                {
+                    Ok(fetched) => return Ok(fetched),
+                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                        tracing::debug!(endpoint = %endpoint.authority, attempt, error = %e, "retrying manifest fetch");
+                        tokio::time::sleep(RETRY_DELAY * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(endpoint = %endpoint.authority, error = %e, "manifest fetch failed");
+                        last_error = Some(e);
+                        break;
+                    }
                 }
             }
         }
@@ -367,14 +392,23 @@ impl RegistryClient {
         }
         let mut last_error = None;
         for endpoint in endpoints {
-            match self
-                .fetch_blob_at(endpoint, reference, &digest, descriptor.size(), store)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::debug!(endpoint = %endpoint.authority, %digest, error = %e, "blob fetch failed");
-                    last_error = Some(e);
+            let mut attempt = 1;
+            loop {
+                match self
+                    .fetch_blob_at(endpoint, reference, &digest, descriptor.size(), store)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                        tracing::debug!(endpoint = %endpoint.authority, attempt, error = %e, "retrying blob fetch");
+                        tokio::time::sleep(RETRY_DELAY * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(endpoint = %endpoint.authority, %digest, error = %e, "blob fetch failed");
+                        last_error = Some(e);
+                        break;
+                    }
                 }
             }
         }

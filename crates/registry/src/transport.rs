@@ -72,6 +72,22 @@ pub enum TransportError {
     TooManyRedirects { url: String },
 }
 
+impl TransportError {
+    /// Whether trying again may succeed: connection failures, timeouts, broken bodies, 429 and
+    /// 5xx answers.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TransportError::Request { .. }
+            | TransportError::Body { .. }
+            | TransportError::Timeout { .. } => true,
+            TransportError::Status { status, .. } | TransportError::TokenStatus { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Registry hosts configuration: mirrors and hosts reached over plain http.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryConfig {

@@ -840,3 +840,61 @@ async fn mirrors_are_tried_first_and_fall_back_to_the_registry() {
         .unwrap_err();
     assert!(err.to_string().contains(&dead), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_and_permanent_ones_are_not() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let f = fixture();
+    let inner = fixture_handler(false, ServerAuth::Open);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let failures_in_handler = failures.clone();
+    // The first manifest request answers 502, the first blob request 503.
+    let server = TestServer::start(Arc::new(move |req: &SeenRequest| {
+        let failing = (req.path.contains("/manifests/") || req.path.starts_with("/storage/"))
+            && failures_in_handler.load(Ordering::SeqCst) < 2;
+        let first_of_kind = |n: usize| {
+            failures_in_handler
+                .compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        };
+        if failing {
+            if req.path.contains("/manifests/") && first_of_kind(0) {
+                return respond(502, None, "bad gateway");
+            }
+            if req.path.starts_with("/storage/") && first_of_kind(1) {
+                return respond(503, None, "slow down");
+            }
+        }
+        inner(req)
+    }))
+    .await;
+    let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
+    let (_dir, store) = new_store();
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        2,
+        "both failures were served"
+    );
+
+    // A 404 for a blob is permanent: reported at once, naming the digest's url.
+    let missing_layer = TestServer::start(Arc::new(move |req: &SeenRequest| {
+        if req.path.starts_with("/storage/") {
+            return respond(404, None, "blob unknown");
+        }
+        fixture_handler(false, ServerAuth::Open)(req)
+    }))
+    .await;
+    let reference = Reference::parse(&format!("{}/demo/busybox", missing_layer.addr)).unwrap();
+    let (_dir2, store2) = new_store();
+    let err = client()
+        .pull(&reference, &Platform::default(), &store2)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("404"), "{err}");
+}
