@@ -372,6 +372,18 @@ impl Vertex {
     }
 }
 
+impl Drop for Vertex {
+    /// Drops input chains iteratively: a deep graph must not overflow the stack.
+    fn drop(&mut self) {
+        let mut stack = std::mem::take(&mut self.inputs);
+        while let Some(v) = stack.pop() {
+            if let Some(mut owned) = Arc::into_inner(v) {
+                stack.append(&mut owned.inputs);
+            }
+        }
+    }
+}
+
 /// One vertex of a [`Definition`]: inputs are indices of earlier vertices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionVertex {

@@ -12,7 +12,6 @@
 //! when all of them are dropped, the flight (and the runner's future in it) is dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +43,10 @@ pub enum SolveError {
     MissingContentDigest { kind: &'static str, key: CacheKey },
     #[error("op {key} panicked in the runner")]
     Panicked { key: CacheKey },
+    #[error("op {key} was cancelled")]
+    Cancelled { key: CacheKey },
+    #[error("solving needs a tokio runtime")]
+    NoRuntime,
     #[error("exec concurrency limiter closed while op {key} waited for it")]
     LimiterClosed { key: CacheKey },
     #[error(transparent)]
@@ -143,6 +146,9 @@ impl<R: OpRunner> Solver<R> {
                 inner.lease(session_id, key);
                 return Ok(Solved { key, result });
             }
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SolveError::NoRuntime);
         }
         let session: Arc<str> = Arc::from(session_id);
         let pins = PinGuard::new(Arc::clone(&inner.pins));
@@ -259,6 +265,18 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// Drops input chains iteratively: a deep graph must not overflow the stack.
+    fn drop(&mut self) {
+        let mut stack = self.inputs.take().unwrap_or_default();
+        while let Some(node) = stack.pop() {
+            if let Some(mut owned) = Arc::into_inner(node) {
+                stack.extend(owned.inputs.take().unwrap_or_default());
+            }
+        }
+    }
+}
+
 type Flight<T> = Shared<BoxFuture<'static, Result<T, SolveError>>>;
 type WeakFlight<T> = WeakShared<BoxFuture<'static, Result<T, SolveError>>>;
 
@@ -298,19 +316,47 @@ impl<T: Clone + Send + Sync + 'static> FlightMap<T> {
             id,
         };
         let run = start();
-        let flight = async move {
-            let _guard = guard;
-            AssertUnwindSafe(run)
-                .catch_unwind()
-                .await
-                .unwrap_or(Err(SolveError::Panicked { key }))
-        }
-        .boxed()
-        .shared();
+        let flight = spawn_shared(
+            key,
+            async move {
+                let _guard = guard;
+                run.await
+            }
+            .boxed(),
+        );
         if let Some(weak) = flight.downgrade() {
             map.insert(key, (id, weak));
         }
         Either::Right(flight)
+    }
+}
+
+/// Runs `run` as a tokio task whose result every clone of the returned future shares. The task
+/// is aborted when the last clone is dropped. (A task per flight also keeps polling depth flat:
+/// deep graphs do not nest their flights' polls on one stack.)
+fn spawn_shared<T: Clone + Send + Sync + 'static>(
+    key: CacheKey,
+    run: BoxFuture<'static, Result<T, SolveError>>,
+) -> Shared<BoxFuture<'static, Result<T, SolveError>>> {
+    let task = AbortOnDrop(tokio::spawn(run));
+    task.join(key).boxed().shared()
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<Result<T, SolveError>>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self, key: CacheKey) -> Result<T, SolveError> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(SolveError::Panicked { key }),
+            Err(_) => Err(SolveError::Cancelled { key }),
+        }
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -505,16 +551,10 @@ impl<R: OpRunner> KeyPhase<R> {
         let flight = memo
             .entry(vertex.structural_key())
             .or_insert_with(|| {
-                let key = vertex.structural_key();
-                let compute = Arc::clone(self).compute(Arc::clone(vertex));
-                async move {
-                    AssertUnwindSafe(compute)
-                        .catch_unwind()
-                        .await
-                        .unwrap_or(Err(SolveError::Panicked { key }))
-                }
-                .boxed()
-                .shared()
+                spawn_shared(
+                    vertex.structural_key(),
+                    Arc::clone(self).compute(Arc::clone(vertex)).boxed(),
+                )
             })
             .clone();
         Either::Right(flight)
