@@ -431,9 +431,11 @@ impl Applier<'_> {
             }
         }
 
-        let mode = Mode::from_raw_mode(header.mode().map_err(LayerError::Read)? & 0o7777);
-        let uid = header.uid().map_err(LayerError::Read)?;
-        let gid = header.gid().map_err(LayerError::Read)?;
+        let old = header.as_old();
+        let mode =
+            Mode::from_raw_mode(numeric(header.mode().map(u64::from), &old.mode)? as u32 & 0o7777);
+        let uid = numeric(header.uid(), &old.uid)?;
+        let gid = numeric(header.gid(), &old.gid)?;
         let owner = (
             u32::try_from(uid)
                 .ok()
@@ -444,7 +446,7 @@ impl Applier<'_> {
                 .filter(|g| *g != u32::MAX)
                 .map(Gid::from_raw),
         );
-        let mtime = header.mtime().map_err(LayerError::Read)?;
+        let mtime = numeric(header.mtime(), &old.mtime)?;
         let times = Timestamps {
             last_access: Timespec {
                 tv_sec: mtime as i64,
@@ -620,6 +622,15 @@ impl Applier<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// A numeric header field; an empty one (all NULs or spaces) reads as 0, as Go's archive/tar does.
+fn numeric(parsed: std::io::Result<u64>, raw: &[u8]) -> Result<u64, LayerError> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(LayerError::Read(e)),
     }
 }
 

@@ -362,3 +362,26 @@ fn data_shorter_than_declared_is_refused() {
     );
     assert!(err.to_string().contains("short"));
 }
+
+#[test]
+fn empty_numeric_header_fields_read_as_zero() {
+    let sb = Sandbox::new();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    // uid, gid and mtime left empty, as some writers do.
+    b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+    sb.apply(&b.into_inner().unwrap()).unwrap();
+    let m = std::fs::metadata(sb.root.join("f")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mtime()), (0, 0, 0));
+    // A field with garbage is still an error.
+    let mut layer = LayerBuilder::new().file("g", b"x", 0o644).tar();
+    layer[108..115].copy_from_slice(b"zzzzzzz"); // uid field
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&layer[..512]);
+    h.set_cksum();
+    layer[..512].copy_from_slice(h.as_bytes());
+    let err = sb.apply(&layer).unwrap_err();
+    assert!(matches!(err, LayerError::Read(_)), "{err}");
+}
