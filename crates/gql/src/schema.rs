@@ -633,12 +633,8 @@ impl SchemaInner {
         }
     }
 
-    pub fn query(&self) -> &ObjectDef {
-        // finish() guarantees Query exists and is an object.
-        match self.types.get("Query") {
-            Some(TypeDef::Object(o)) => o,
-            _ => unreachable!("schema without Query type"),
-        }
+    pub fn query(&self) -> Option<&ObjectDef> {
+        self.object("Query")
     }
 }
 

@@ -259,7 +259,10 @@ impl<'a> Validator<'a> {
             }
             let mut usages = Usages::default();
             self.check_directives(directives, location, &mut usages);
-            let query = self.schema.query();
+            let Some(query) = self.schema.query() else {
+                self.errors.push(GqlError::new("schema has no Query type"));
+                break;
+            };
             self.check_selection_set(query, set, &mut usages);
             // Transitive fragments.
             let mut stack: Vec<String> = usages.spreads.clone();
