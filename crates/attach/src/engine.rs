@@ -27,6 +27,12 @@ use crate::tree::{
 };
 use crate::{AttachError, tree};
 
+/// HTTP/2 flow-control windows and frame size of the attachables connection (both sides): large
+/// enough for bulk transfers on one stream, small enough to bound buffering.
+pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
+pub(crate) const MAX_FRAME: u32 = 256 << 10;
+
 /// Validates an attachables request (GET, HTTP/1.1, an `Upgrade` header, at least one
 /// `X-Docker-Expose-Session-Grpc-Method` header) and returns the `101` response to send plus the
 /// pending handshake. Metadata, session and duplicate-connection checks are the caller's, before this.
@@ -130,6 +136,9 @@ impl PendingAttach {
             }
         });
         let channel = Endpoint::from_static("http://attachables")
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .connect_with_connector(connector)
             .await
             .map_err(AttachError::Channel)?;
@@ -336,7 +345,7 @@ impl AttachablesClient {
             target,
             src,
             false,
-            |mut client, stream| async move { client.push_dir(stream).await },
+            call_push_dir,
             client,
         )
         .await
@@ -364,7 +373,7 @@ impl AttachablesClient {
             target,
             src.to_path_buf(),
             true,
-            |mut client, stream| async move { client.push_file(stream).await },
+            call_push_file,
             client,
         )
         .await
@@ -392,6 +401,23 @@ async fn receive(
 
 /// Streams the local `src` as a push to the host; a local read failure wins over the remote error it
 /// provokes.
+// Named functions rather than closures returning async blocks: with closures the push futures
+// are not `Send` for every lifetime (rustc's higher-ranked inference), which callers that box them
+// as `Send` trait-method futures need.
+async fn call_push_dir(
+    mut client: FileSendClient<Channel>,
+    stream: futures::stream::BoxStream<'static, PushRequest>,
+) -> Result<tonic::Response<crate::proto::PushResponse>, tonic::Status> {
+    client.push_dir(stream).await
+}
+
+async fn call_push_file(
+    mut client: FileSendClient<Channel>,
+    stream: futures::stream::BoxStream<'static, PushRequest>,
+) -> Result<tonic::Response<crate::proto::PushResponse>, tonic::Status> {
+    client.push_file(stream).await
+}
+
 async fn send<C, F, Fut>(
     method: &'static str,
     host_path: &str,

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
+use crate::engine::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proto::file_send_server::{FileSend, FileSendServer};
 use crate::proto::file_sync_server::{FileSync, FileSyncServer};
 use crate::proto::{
@@ -198,6 +199,9 @@ impl AttachedSession {
     /// in-flight calls finish) and returns when the connection is closed.
     pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> Result<(), AttachError> {
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .serve_connection(self.io, TowerToHyperService::new(self.routes));
         let mut connection = std::pin::pin!(connection);
         let mut shutdown = std::pin::pin!(shutdown);
