@@ -236,6 +236,37 @@ async fn pulls_the_requested_platform_from_an_index() {
         &format!("docker://{target}"),
     ]);
     assert_eq!(Digest::of_bytes(&raw), index_digest);
+
+    // Exporting the index writes every platform; skopeo reads it back whole.
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("multi.tar");
+    layout::export_archive(
+        &store2,
+        &archive,
+        &[ExportEntry {
+            digest: index_digest.clone(),
+            ref_name: Some("multi".into()),
+        }],
+    )
+    .await
+    .unwrap();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:multi", archive.display()),
+    ]);
+    assert_eq!(Digest::of_bytes(&raw), index_digest);
+    let copied = out.path().join("copied");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        &format!("oci-archive:{}:multi", archive.display()),
+        &format!("oci:{}:multi", copied.display()),
+    ]);
+    for digest in [&amd64, &arm64] {
+        assert!(copied.join("blobs/sha256").join(digest.hex()).exists());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -897,4 +928,34 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         .unwrap_err();
     assert!(!err.is_transient());
     assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_layers_are_pulled_as_stored() {
+    let registry = Registry::start();
+    let f = fixture();
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-compress-format",
+        "zstd",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", f.layout.display()),
+        &format!("docker://{}/zstd/busybox:latest", registry.addr),
+    ]);
+    let reference = Reference::parse(&format!("{}/zstd/busybox", registry.addr)).unwrap();
+    let (_dir, store) = new_store();
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(
+        image.layers[0].media_type().to_string(),
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let layer =
+        dagr_registry::image::descriptor_digest(&image.manifest_digest, &image.layers[0]).unwrap();
+    let bytes = store.read_bytes(&layer).await.unwrap();
+    assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frame magic");
+    assert_eq!(bytes.len() as u64, image.layers[0].size());
 }
