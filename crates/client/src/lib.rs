@@ -41,7 +41,7 @@ type RequestBody = BoxBody<Bytes, BoxError>;
 const MAX_QUERY_RESPONSE: usize = 512 << 20;
 
 /// How to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     pub host: EngineHost,
     /// Join this session (random when `None`: a new session).
@@ -58,6 +58,22 @@ pub struct ConnectOptions {
     pub attach: bool,
     /// Let the engine write to the host (exports).
     pub allow_send: bool,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("host", &self.host)
+            .field("session_id", &self.session_id)
+            .field("client_id", &self.client_id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("workdir", &self.workdir)
+            .field("labels", &self.labels)
+            .field("hostname", &self.hostname)
+            .field("attach", &self.attach)
+            .field("allow_send", &self.allow_send)
+            .finish()
+    }
 }
 
 /// Why connecting, a request or closing failed.

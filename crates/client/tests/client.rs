@@ -356,6 +356,10 @@ async fn given_ids_are_used_and_a_request_carries_them() {
     opts.client_id = Some("client-1".into());
     opts.session_id = Some("session-1".into());
     opts.token = Some("token-1".into());
+    assert!(
+        !format!("{opts:?}").contains("token-1"),
+        "the token is not logged"
+    );
     let client = dagr_client::connect(opts).await.unwrap();
     assert_eq!(client.metadata().client_id, "client-1");
     let Event::Attached(attachables) = next_event(&mut engine).await else {
