@@ -218,20 +218,24 @@ fn inspect(image: &str) -> serde_json::Value {
     serde_json::from_str(&out).expect("inspect json")
 }
 
-/// Copies an `oci-archive` into a fresh OCI layout and unpacks it with umoci; returns the rootfs.
-fn unpack_archive(archive: &Path, tag: &str, dir: &Path) -> PathBuf {
+/// Copies an `oci-archive` into a fresh OCI layout (as `latest`) and unpacks it with umoci;
+/// returns the rootfs.
+fn unpack_archive(archive: &Path, tag: Option<&str>, dir: &Path) -> PathBuf {
     let layout = dir.join("layout");
     let bundle = dir.join("bundle");
     run(Command::new("skopeo").args([
         "copy".to_owned(),
         "--quiet".to_owned(),
-        format!("oci-archive:{}:{tag}", archive.display()),
-        format!("oci:{}:{tag}", layout.display()),
+        match tag {
+            Some(tag) => format!("oci-archive:{}:{tag}", archive.display()),
+            None => format!("oci-archive:{}", archive.display()),
+        },
+        format!("oci:{}:latest", layout.display()),
     ]));
     run(Command::new("umoci")
         .arg("unpack")
         .arg("--image")
-        .arg(format!("{}:{tag}", layout.display()))
+        .arg(format!("{}:latest", layout.display()))
         .arg(&bundle));
     bundle.join("rootfs")
 }
@@ -314,10 +318,11 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
 
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tmp.path().join("image.tar");
-    export::export_tarball(&worker, &built, &archive, Some("v1"))
+    let name = "example.test/exported:v1";
+    export::export_tarball(&worker, &built, &archive, Some(name))
         .await
         .expect("export");
-    let inspected = inspect(&format!("oci-archive:{}:v1", archive.display()));
+    let inspected = inspect(&format!("oci-archive:{}:{name}", archive.display()));
     assert_eq!(
         inspected["Digest"].as_str(),
         Some(built.manifest_digest.to_string().as_str())
@@ -330,13 +335,38 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
     );
     assert_eq!(inspected["Labels"]["org.example.test"], "export");
     assert_eq!(inspected["Architecture"], "amd64");
+    // GNU tar reads it too: the layout files and four blobs (manifest, config, two layers).
+    let listing = run(Command::new("tar").arg("-tf").arg(&archive));
+    let entries: Vec<&str> = listing.lines().collect();
+    for expected in ["oci-layout", "index.json", "manifest.json"] {
+        assert!(entries.contains(&expected), "{entries:?}");
+    }
+    let blob_entries = entries
+        .iter()
+        .filter(|e| e.starts_with("blobs/sha256/") && e.len() > "blobs/sha256/".len())
+        .count();
+    assert_eq!(blob_entries, 4, "{entries:?}");
+    // The same file read the way `docker load` does: manifest.json with the name as RepoTags.
+    let as_docker = inspect(&format!("docker-archive:{}:{name}", archive.display()));
+    assert_eq!(as_docker["Layers"].as_array().expect("Layers").len(), 2);
+    assert_eq!(env_of(&as_docker), envs);
 
-    let rootfs = unpack_archive(&archive, "v1", tmp.path());
+    let rootfs = unpack_archive(&archive, Some(name), tmp.path());
     assert_eq!(
         std::fs::read_to_string(rootfs.join("hello.txt")).expect("hello.txt"),
         "exported\n"
     );
     assert!(rootfs.join("bin/busybox").is_file(), "base layer unpacked");
+
+    // Exporting again gives the same bytes.
+    let again_archive = tmp.path().join("again.tar");
+    export::export_tarball(&worker, &built, &again_archive, Some(name))
+        .await
+        .expect("export again");
+    assert!(
+        std::fs::read(&archive).expect("archive") == std::fs::read(&again_archive).expect("again"),
+        "archives differ"
+    );
 
     let target = format!(
         "{}/exported:v1",
@@ -399,13 +429,10 @@ async fn scratch_image_is_one_layer() {
     let inspected = inspect(&format!("oci-archive:{}", archive.display()));
     assert_eq!(inspected["Layers"].as_array().expect("Layers").len(), 1);
     assert_eq!(inspected["Os"], "linux");
+    let as_docker = inspect(&format!("docker-archive:{}", archive.display()));
+    assert_eq!(as_docker["Layers"].as_array().expect("Layers").len(), 1);
 
-    // umoci wants a tag: give the image one in the layout it is copied into.
-    let tagged = tmp.path().join("tagged.tar");
-    export::export_tarball(&worker, &built, &tagged, Some("latest"))
-        .await
-        .expect("export tagged");
-    let rootfs = unpack_archive(&tagged, "latest", tmp.path());
+    let rootfs = unpack_archive(&archive, None, tmp.path());
     assert_eq!(
         std::fs::read_to_string(rootfs.join("greeting.txt")).expect("greeting"),
         "hi from scratch"
