@@ -10,7 +10,7 @@ use crate::ast::{
     Field as AstField, OperationDefinition, Selection, SelectionSet, TypeCondition, Value as Ast,
 };
 use futures::FutureExt as _;
-use futures::future::{BoxFuture, join_all};
+use futures::future::{BoxFuture, Shared, join_all};
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
@@ -251,7 +251,19 @@ struct ExecState<'d> {
     data: Arc<RequestData>,
     root: ObjectValue,
     errors: parking_lot::Mutex<Vec<GqlError>>,
-    loaded: parking_lot::Mutex<HashMap<String, ObjectValue>>,
+    replayer: Replayer,
+}
+
+/// A replay of one chain, shared by every load of the same ID in a request.
+type ReplayFuture = Shared<BoxFuture<'static, Result<ObjectValue, FieldError>>>;
+
+/// Replays chains (loads IDs); owns what it needs so replays can be shared futures.
+#[derive(Clone)]
+struct Replayer {
+    schema: Schema,
+    data: Arc<RequestData>,
+    root: ObjectValue,
+    memo: Arc<parking_lot::Mutex<HashMap<String, ReplayFuture>>>,
 }
 
 /// An object being completed, with its chain.
@@ -331,18 +343,25 @@ impl Schema {
             Some(root) => Arc::clone(root),
             None => Arc::new(()),
         };
+        let request_data = Arc::new(data);
+        let root_object = ObjectValue {
+            type_name: Arc::from("Query"),
+            data: root_data,
+            chain: None,
+        };
         let state = ExecState {
             schema: self.clone(),
             doc: &doc,
             vars,
-            data: Arc::new(data),
-            root: ObjectValue {
-                type_name: Arc::from("Query"),
-                data: root_data,
-                chain: None,
-            },
+            data: Arc::clone(&request_data),
+            root: root_object.clone(),
             errors: parking_lot::Mutex::new(Vec::new()),
-            loaded: parking_lot::Mutex::new(HashMap::new()),
+            replayer: Replayer {
+                schema: self.clone(),
+                data: Arc::clone(&request_data),
+                root: root_object.clone(),
+                memo: Arc::default(),
+            },
         };
         let root = ObjRef {
             object: state.root.clone(),
@@ -543,7 +562,7 @@ async fn resolve_field<'a, 'd: 'a>(
         call: call.clone(),
         data: Arc::clone(&state.data),
     };
-    match (def.resolver)(ctx).await {
+    match run_resolver(def, ctx).await {
         Ok(value) => Resolved::Value { value, call, def },
         Err(e) => fail(e),
     }
@@ -720,6 +739,27 @@ enum Named {
     Object(ObjRef),
 }
 
+/// Runs a resolver; a panic becomes a field error instead of taking the request down.
+async fn run_resolver(def: &FieldDef, ctx: ResolveCtx) -> Result<Value, FieldError> {
+    let panicked = |payload: Box<dyn Any + Send>| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        FieldError::new(format!("resolver of {} panicked: {detail}", def.name))
+    };
+    let resolver = &def.resolver;
+    let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resolver(ctx))) {
+        Ok(future) => future,
+        Err(payload) => return Err(panicked(payload)),
+    };
+    match std::panic::AssertUnwindSafe(future).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => Err(panicked(payload)),
+    }
+}
+
 /// Output coercion of a scalar or enum value.
 fn serialize_leaf(def: &TypeDef, value: Value) -> Result<Json, String> {
     let json = match value {
@@ -842,7 +882,7 @@ fn load_ids<'a>(
                 ScalarKind::ObjectId(object_type) => {
                     let chain =
                         CallChain::decode(&id).map_err(|e| FieldError::new(e.to_string()))?;
-                    load_chain(state, chain, object_type)
+                    load_chain(&state.replayer, chain, object_type)
                         .await
                         .map(ArgValue::Loaded)
                 }
@@ -864,9 +904,9 @@ fn load_ids<'a>(
     })
 }
 
-/// Checks a decoded chain's type and replays it.
+/// Checks a decoded chain's type and replays it (once per request and chain).
 async fn load_chain(
-    state: &ExecState<'_>,
+    replayer: &Replayer,
     chain: Arc<CallChain>,
     expected: &str,
 ) -> Result<LoadedObject, FieldError> {
@@ -877,20 +917,23 @@ async fn load_chain(
         )));
     }
     let key = chain.canonical();
-    if let Some(object) = state.loaded.lock().get(&key).cloned() {
-        return Ok(LoadedObject { object, chain });
-    }
-    let object = replay(state, &chain).await?;
-    state.loaded.lock().insert(key, object.clone());
+    let replay_future = replayer
+        .memo
+        .lock()
+        .entry(key)
+        .or_insert_with(|| replay(replayer.clone(), Arc::clone(&chain)).shared())
+        .clone();
+    let object = replay_future.await?;
     Ok(LoadedObject { object, chain })
 }
 
 /// Re-runs the resolvers of a chain from the root.
-fn replay<'a>(
-    state: &'a ExecState<'_>,
-    chain: &'a Arc<CallChain>,
-) -> BoxFuture<'a, Result<ObjectValue, FieldError>> {
+fn replay(
+    replayer: Replayer,
+    chain: Arc<CallChain>,
+) -> BoxFuture<'static, Result<ObjectValue, FieldError>> {
     Box::pin(async move {
+        let state = &replayer;
         let inner = &state.schema.inner;
         let mut current = state.root.clone();
         let mut current_chain = CallChain::root();
@@ -953,7 +996,7 @@ fn replay<'a>(
                 call: ctx_call,
                 data: Arc::clone(&state.data),
             };
-            let mut value = (def.resolver)(ctx).await?;
+            let mut value = run_resolver(def, ctx).await?;
             if let Some(n) = call.nth {
                 value = match value {
                     Value::List(items) => items
@@ -987,7 +1030,7 @@ fn replay<'a>(
 
 /// Rebuilds an argument from its canonical JSON (object arguments are nested call arrays).
 fn from_canonical<'a>(
-    state: &'a ExecState<'_>,
+    state: &'a Replayer,
     json: &'a Json,
     ty: &'a TypeRef,
 ) -> BoxFuture<'a, Result<ArgValue, FieldError>> {

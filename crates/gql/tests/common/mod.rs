@@ -159,7 +159,13 @@ pub fn schema_with(limits: dagr_gql::Limits) -> Schema {
                     .with_extension("stderr", "boom"),
             )
         }))
-        .field(Field::new("nothing", "Void").resolve_sync(|_| Ok(Value::Null)));
+        .field(Field::new("nothing", "Void").resolve_sync(|_| Ok(Value::Null)))
+        .field(Field::new("panics", "String").resolve(|_| async move {
+            if std::hint::black_box(true) {
+                panic!("resolver bug");
+            }
+            Ok(Value::Null)
+        }));
 
     let deep = Object::new("Deep")
         .field(
@@ -193,6 +199,8 @@ pub fn schema_with(limits: dagr_gql::Limits) -> Schema {
                     if let Ok(counters) = ctx.data::<Counters>() {
                         counters.with_exec.fetch_add(1, Ordering::SeqCst);
                     }
+                    // Yield like real work does, so concurrent loads overlap.
+                    tokio::task::yield_now().await;
                     let args: Vec<String> = ctx.arg("args")?;
                     Ok(with(&c, |n| n.args.extend(args)))
                 }),
