@@ -10,6 +10,11 @@
 //! committed snapshots outlive a process); directories without a record are removed. Every change
 //! creates directories before its record is committed and deletes records before directories, so
 //! a crash at any point leaves at worst an orphan directory, which the next open removes.
+//!
+//! The backend is recorded in the database: once committed snapshots exist, reopening with the
+//! other backend is refused ([`SnapshotError::BackendMismatch`]) and auto-detection keeps it.
+//! Only one process (and one `Snapshotter`) may open a root at a time; the database lock enforces
+//! it before recovery touches anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -30,6 +35,7 @@ use crate::mount::{
 pub const OVERLAY_PINNED_OPTIONS: &[&str] = &["index=off", "redirect_dir=off", "metacopy=off"];
 
 const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
+const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
 /// Layer blob digest -> diff id, learned when unpacking.
@@ -73,6 +79,14 @@ pub enum SnapshotError {
     LeaseExists(String),
     #[error("{what} of {root} is still mounted after unmounting; refusing to delete under it")]
     StillMounted { what: PathBuf, root: PathBuf },
+    #[error(
+        "snapshots under {root} were made by the {stored:?} backend; {requested:?} cannot use them"
+    )]
+    BackendMismatch {
+        root: PathBuf,
+        stored: Backend,
+        requested: Backend,
+    },
     #[error("snapshotter background task failed: {0}")]
     Task(String),
 }
@@ -215,6 +229,9 @@ impl Snapshotter {
         for d in [&snapshots_dir, &mnt_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
+        // The database lock also guarantees no live process uses this root.
+        let db_path = root.join("metadata.redb");
+        let db = redb::Database::create(&db_path).map_err(db_err)?;
         // 1. Nothing of a previous process stays mounted under the root.
         let mounted =
             crate::mount::mounts_under(&root).map_err(io_err(Path::new("/proc/self/mountinfo")))?;
@@ -235,8 +252,6 @@ impl Snapshotter {
         }
 
         // 2. Records: drop active and view snapshots of the dead process.
-        let db_path = root.join("metadata.redb");
-        let db = redb::Database::create(&db_path).map_err(db_err)?;
         let mut keep_ids = BTreeSet::new();
         let mut committed_ids = BTreeSet::new();
         {
@@ -246,6 +261,7 @@ impl Snapshotter {
                 txn.open_table(COUNTERS).map_err(db_err)?;
                 txn.open_table(LEASES).map_err(db_err)?;
                 txn.open_table(DIFF_IDS).map_err(db_err)?;
+                txn.open_table(META).map_err(db_err)?;
                 let mut stale = Vec::new();
                 for item in table.iter().map_err(db_err)? {
                     let (k, v) = item.map_err(db_err)?;
@@ -293,7 +309,20 @@ impl Snapshotter {
             .iter()
             .map(|o| (*o).to_owned())
             .collect();
-        let (backend, overlay_options) = match options.backend {
+        let stored = stored_backend(&db)?;
+        let requested = match (stored, committed_ids.is_empty(), options.backend) {
+            // Existing snapshots were made by one backend; the other cannot read them.
+            (Some(stored), false, Some(asked)) if asked != stored => {
+                return Err(SnapshotError::BackendMismatch {
+                    root,
+                    stored,
+                    requested: asked,
+                });
+            }
+            (Some(stored), false, _) => Some(stored),
+            (_, _, asked) => asked,
+        };
+        let (backend, overlay_options) = match requested {
             Some(Backend::Copy) => (Backend::Copy, Vec::new()),
             Some(Backend::Overlay) => {
                 let extra = if probe_overlay(&probe_dir, &*sys, &pinned) {
@@ -313,6 +342,9 @@ impl Snapshotter {
                 }
             }
         };
+        if stored != Some(backend) {
+            store_backend(&db, backend)?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -516,6 +548,35 @@ impl Snapshotter {
     pub fn leases(&self) -> Result<Vec<Lease>, SnapshotError> {
         self.inner.leases()
     }
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Overlay => "overlay",
+        Backend::Copy => "copy",
+    }
+}
+
+fn stored_backend(db: &redb::Database) -> Result<Option<Backend>, SnapshotError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let table = txn.open_table(META).map_err(db_err)?;
+    let value = table.get("backend").map_err(db_err)?;
+    Ok(match value.as_ref().map(|v| v.value()) {
+        Some("overlay") => Some(Backend::Overlay),
+        Some("copy") => Some(Backend::Copy),
+        _ => None,
+    })
+}
+
+fn store_backend(db: &redb::Database, backend: Backend) -> Result<(), SnapshotError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut table = txn.open_table(META).map_err(db_err)?;
+        table
+            .insert("backend", backend_name(backend))
+            .map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)
 }
 
 fn info(key: &str, r: &Record) -> Info {
@@ -939,7 +1000,7 @@ fn check_len(key: &str, options: &[String]) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-/// Kinds for stat in other modules.
+/// Parent key -> keys of its children.
 pub(crate) fn record_parent_map(records: &[(String, Record)]) -> BTreeMap<String, Vec<String>> {
     let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, r) in records {

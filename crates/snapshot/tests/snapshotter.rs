@@ -283,3 +283,40 @@ async fn overlay_mounts_pin_features_off() {
     let _g = s.mount("b", &target).unwrap();
     std::fs::write(target.join("x"), b"x").unwrap();
 }
+
+#[tokio::test]
+async fn backend_is_remembered_and_a_second_opener_touches_nothing() {
+    let dir = TestDir::new();
+    {
+        let s = open(&dir, Some(Backend::Copy));
+        s.prepare("a", None).await.unwrap();
+        s.commit("base", "a").await.unwrap();
+    }
+    let err = Snapshotter::open(
+        &dir.path().join("state"),
+        SnapshotterOptions {
+            backend: Some(Backend::Overlay),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::BackendMismatch { .. }),
+        "{err}"
+    );
+    // Auto-detection keeps the recorded backend.
+    let s = open(&dir, None);
+    assert_eq!(s.backend(), Backend::Copy);
+
+    // While `s` is open and has a live mount, another opener fails without touching it.
+    s.prepare("live", Some("base")).await.unwrap();
+    let inner = dir.path().join("state/mnt/live");
+    std::fs::create_dir_all(&inner).unwrap();
+    let _g = s.mount("live", &inner).unwrap();
+    std::fs::write(inner.join("f"), b"x").unwrap();
+    let err =
+        Snapshotter::open(&dir.path().join("state"), SnapshotterOptions::default()).unwrap_err();
+    assert!(matches!(err, SnapshotError::Db(_)), "{err}");
+    assert_eq!(std::fs::read(inner.join("f")).unwrap(), b"x");
+    assert_eq!(dir.leftover_mounts().len(), 1);
+    assert_eq!(s.stat("live").unwrap().kind, Kind::Active);
+}
