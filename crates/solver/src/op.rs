@@ -4,6 +4,10 @@
 //!
 //! Ops name their inputs with [`InputRef`]: an index into the vertex's input list plus the output
 //! of that input (0 for the main output; an exec's other outputs are defined by the runner).
+//!
+//! Optional fields holding their default value (none, empty, false) are left out of the
+//! serialized form, and so out of the cache key encoding: a field added later with such a default
+//! leaves existing keys unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,7 +61,7 @@ impl InputRef {
 pub struct Platform {
     pub os: String,
     pub architecture: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
@@ -109,7 +113,7 @@ pub enum MountSource {
 pub struct Mount {
     pub dest: String,
     pub source: MountSource,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub readonly: bool,
 }
 
@@ -118,28 +122,28 @@ pub struct Mount {
 pub struct ExecOp {
     pub args: Vec<String>,
     /// Environment; a map, so the order variables were set in does not matter.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workdir: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
     /// Environment variable name -> secret id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_stdout: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_stderr: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub privileged_nesting: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub insecure_root_capabilities: bool,
 }
 
@@ -151,7 +155,7 @@ pub struct MkFileOp {
     #[serde(with = "base64_bytes")]
     pub contents: Vec<u8>,
     pub mode: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
 }
 
@@ -161,9 +165,9 @@ pub struct MkDirOp {
     pub base: InputRef,
     pub path: String,
     pub mode: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub make_parents: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
 }
 
@@ -174,23 +178,23 @@ pub struct CopyOp {
     pub from: InputRef,
     pub src: String,
     pub dest: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Override the mode of copied files.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Copy the contents of a source directory rather than the directory itself.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub copy_dir_contents: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub create_dest_path: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub allow_wildcard: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub follow_symlinks: bool,
 }
 
@@ -199,9 +203,9 @@ pub struct CopyOp {
 pub struct RmOp {
     pub base: InputRef,
     pub path: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub allow_not_found: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub allow_wildcard: bool,
 }
 
@@ -280,9 +284,11 @@ impl Op {
         }
     }
 
-    /// Whether the op is an exec (subject to the solver's exec concurrency limit).
-    pub fn is_exec(&self) -> bool {
-        matches!(self, Op::Exec(_))
+    /// Whether the op counts against the solver's exec concurrency limit: execs, except those
+    /// with privileged nesting. Those mostly wait for the nested client's own solves, whose
+    /// execs would deadlock if the waiting parents held every slot.
+    pub fn is_limited_exec(&self) -> bool {
+        matches!(self, Op::Exec(exec) if !exec.privileged_nesting)
     }
 
     /// Every input reference the op makes.
@@ -388,7 +394,7 @@ impl Drop for Vertex {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionVertex {
     pub op: Op,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<u32>,
 }
 
@@ -468,6 +474,10 @@ impl Definition {
                 count: self.vertices.len(),
             })
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 mod base64_bytes {

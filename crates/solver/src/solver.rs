@@ -62,7 +62,8 @@ impl From<IndexError> for SolveError {
 /// Options for [`Solver::open`].
 #[derive(Debug, Clone)]
 pub struct SolverOptions {
-    /// How many exec ops may run at once (other ops are not limited). At least 1.
+    /// How many exec ops may run at once (other ops, and execs with privileged nesting, are not
+    /// limited). At least 1.
     pub exec_concurrency: usize,
 }
 
@@ -458,7 +459,7 @@ async fn run_inputs_and_op<R: OpRunner>(
         pins.pin(n.key);
     }
     let op = node.vertex.op();
-    let _permit = if op.is_exec() {
+    let _permit = if op.is_limited_exec() {
         Some(
             inner
                 .exec_limit

@@ -359,7 +359,7 @@ async fn exec_concurrency_limit_is_respected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cheap_ops_are_not_limited_by_the_exec_limit() {
+async fn cheap_ops_and_nesting_execs_are_not_limited() {
     let dir = tempfile::tempdir().unwrap();
     let solver = open_with(dir.path(), TestRunner::default(), 1);
     let blocked = {
@@ -371,6 +371,18 @@ async fn cheap_ops_are_not_limited_by_the_exec_limit() {
         solver.runner().execs_running.load(Ordering::SeqCst) == 1
     })
     .await;
+    // An exec with privileged nesting (it waits for its nested client's solves) takes no slot.
+    let mut nesting = exec_op(&["block", "nested"]);
+    nesting.privileged_nesting = true;
+    let nesting = dagr_solver::Vertex::new(dagr_solver::Op::Exec(nesting), vec![empty()]).unwrap();
+    let nested = {
+        let solver = solver.clone();
+        tokio::spawn(async move { solver.solve(&nesting, "s").await })
+    };
+    wait_until("the nesting exec to start", || {
+        solver.runner().execs_running.load(Ordering::SeqCst) == 2
+    })
+    .await;
     // The exec slot is taken, file ops still run.
     let file = solver
         .solve(&mkfile(&mkfile(&empty(), "/p", "1"), "/q", "2"), "s")
@@ -379,6 +391,7 @@ async fn cheap_ops_are_not_limited_by_the_exec_limit() {
     assert_eq!(files(&file.result).len(), 2);
     solver.runner().gate.open();
     blocked.await.unwrap().unwrap();
+    nested.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
