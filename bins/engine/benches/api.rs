@@ -57,34 +57,46 @@ fn start_engine() -> EngineProcess {
 
 const VERSION_BODY: &str = r#"{"query":"{version}"}"#;
 
-/// A bare hyper h2c server answering every request with `answer`: the floor for a round trip.
-async fn bare_server(answer: Bytes) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let answer = answer.clone();
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(answer)))
-                    }
+/// A bare hyper h2c server answering every request with `answer`: the floor for a round trip. It
+/// runs on its own runtime thread, as the engine runs in its own process, so both pay the same
+/// cross-thread wake-ups.
+fn bare_server(answer: Bytes) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("bare server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let answer = answer.clone();
+                            async move {
+                                let _ = req.into_body().collect().await;
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(answer)))
+                            }
+                        });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+            }
+        });
     });
-    addr
+    rx.recv().expect("bare server address")
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
@@ -159,7 +171,7 @@ fn benches(c: &mut Criterion) {
     });
     let (mut engine_conn, mut bare_conn) = rt.block_on(async {
         let engine_answer = round_trip(&mut h2(engine.tcp).await, Some(&metadata)).await;
-        let bare = bare_server(engine_answer).await;
+        let bare = bare_server(engine_answer);
         (h2(engine.tcp).await, h2(bare).await)
     });
     let measure = |conn: &mut H2, md: Option<&str>| {

@@ -3,6 +3,7 @@
 
 mod config;
 mod grpc;
+mod host;
 mod metrics;
 mod query;
 mod routes;
@@ -52,6 +53,19 @@ struct ServeArgs {
     /// How long open connections may take to finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
+    /// The OCI runtime binary that runs containers.
+    #[arg(long, value_name = "PATH", default_value = "runc")]
+    runc: PathBuf,
+    /// At most this many containers run at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    max_execs: Option<usize>,
+    /// A pull mirror for a registry, `HOST=ENDPOINT` (e.g. `docker.io=http://127.0.0.1:5000`);
+    /// repeatable, tried in order before the registry itself.
+    #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
+    registry_mirrors: Vec<String>,
+    /// A registry host reached over plain http (loopback hosts always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,8 +96,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::DialStdio { addr }) => runtime.block_on(dial_stdio(addr)),
         Some(Command::Schema) => {
-            let q = query::QueryEngine::new(env!("CARGO_PKG_VERSION"), MIN_CLIENT_VERSION);
-            print!("{}", q.sdl());
+            print!("{}", dagr_api::schema()?.sdl());
             Ok(())
         }
         None => runtime.block_on(serve(cli.serve)),
@@ -91,20 +104,29 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let listen = if args.listen.is_empty() {
         vec![ListenAddr::Unix(default_socket(&state_dir))]
     } else {
-        args.listen
+        args.listen.clone()
     };
 
     let registry = SessionRegistry::new();
+    let api = open_api(&args, &state_dir, &registry).await?;
+    {
+        // Sessions release their cache leases, resolved tags and secrets when they end.
+        let api = api.clone();
+        registry.on_session_end(Arc::new(move |id| {
+            api.release_session(id);
+            Box::pin(async {})
+        }));
+    }
     let engine = Arc::new(routes::Engine {
         registry: registry.clone(),
         metrics: metrics::EngineMetrics::default(),
-        query: query::QueryEngine::new(env!("CARGO_PKG_VERSION"), MIN_CLIENT_VERSION),
+        query: query::QueryEngine::new(api)?,
     });
     let scope = ClientScopeLayer::new(
         registry,
@@ -138,6 +160,84 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     tracing::info!("engine stopped");
     Ok(())
+}
+
+/// Opens the build core (worker, solver) under the state directory and the API on it.
+async fn open_api(
+    args: &ServeArgs,
+    state_dir: &std::path::Path,
+    registry: &SessionRegistry,
+) -> anyhow::Result<dagr_api::CoreApi> {
+    let runtime = dagr_executor::Runtime::new(&args.runc, state_dir.join("worker/exec/runc"));
+    let version = runtime.check().with_context(|| {
+        format!(
+            "the OCI runtime {} does not work; install runc (apt-get install runc) or pass --runc PATH",
+            args.runc.display()
+        )
+    })?;
+    tracing::info!(runtime = %version.lines().next().unwrap_or_default(), "container runtime");
+    let mut config = dagr_worker::WorkerConfig::new(state_dir.join("worker"));
+    config.runtime_binary = args.runc.clone();
+    if let Some(n) = args.max_execs {
+        config.max_concurrent_execs = n.max(1);
+    }
+    for m in &args.registry_mirrors {
+        let (host, endpoint) = m
+            .split_once('=')
+            .with_context(|| format!("--registry-mirror {m:?} is not HOST=ENDPOINT"))?;
+        config
+            .registry
+            .mirrors
+            .entry(host.to_owned())
+            .or_default()
+            .push(endpoint.to_owned());
+    }
+    config
+        .registry
+        .insecure
+        .extend(args.insecure_registries.iter().cloned());
+    let hosts = Arc::new(host::ClientHosts::new(registry.clone()));
+    let secrets = Arc::new(dagr_api::SecretStore::default());
+    let exec_concurrency = config.max_concurrent_execs;
+    let solver_db = state_dir.join("worker/solver.redb");
+    let (worker_hosts, worker_secrets) = (hosts.clone(), secrets.clone());
+    let solver = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let worker = dagr_worker::Worker::open(
+            &config,
+            Arc::new(dagr_registry::Anonymous),
+            worker_hosts,
+            worker_secrets,
+        )
+        .context("opening the worker state")?;
+        let solver = dagr_solver::Solver::open(
+            &solver_db,
+            worker,
+            dagr_solver::SolverOptions { exec_concurrency },
+        )
+        .context("opening the solver's cache index")?;
+        Ok(solver)
+    })
+    .await
+    .context("opening the build core")??;
+    Ok(dagr_api::CoreApi::new(dagr_api::Services {
+        solver,
+        secrets,
+        host: hosts,
+        config: dagr_api::ApiConfig {
+            engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+            min_client_version: MIN_CLIENT_VERSION,
+            platform: host_platform(),
+        },
+    }))
+}
+
+fn host_platform() -> dagr_solver::Platform {
+    let p = dagr_registry::Platform::host();
+    dagr_solver::Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: p.variant,
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,49 +1,23 @@
-//! `/query`: GraphQL over HTTP, executed by `dagr-gql` on the engine's schema. Every answer is JSON,
-//! failures included.
+//! `/query`: GraphQL over HTTP, executed by `dagr-gql` on the core API schema (`dagr-api`). Every
+//! answer is JSON, failures included.
 
-use dagr_gql::{Field, FieldError, Object, RequestData, Schema, Value};
-use dagr_session::{RequestScope, ScopePolicy};
+use dagr_api::{Caller, CoreApi};
+use dagr_gql::Schema;
+use dagr_session::RequestScope;
 use http::StatusCode;
 
-/// The engine's GraphQL schema and its execution.
+/// The engine's GraphQL schema and the API services its resolvers use.
 pub struct QueryEngine {
     schema: Schema,
+    api: CoreApi,
 }
 
 impl QueryEngine {
-    pub fn new(engine_version: &'static str, min_client_version: semver::Version) -> QueryEngine {
-        let policy = ScopePolicy { min_client_version };
-        let query = Object::new("Query")
-            .field(
-                Field::new("version", "String!")
-                    .description("The engine's version.")
-                    .resolve_sync(move |_ctx| Ok(Value::leaf(engine_version))),
-            )
-            .field(
-                Field::new("checkVersionCompatibility", "Boolean!")
-                    .description("Whether a client of this version can use this engine; an error says why not.")
-                    .arg(dagr_gql::Arg::new("version", "String!"))
-                    .resolve_sync(move |ctx| {
-                        let version: String = ctx.arg("version")?;
-                        policy
-                            .check_version(&version)
-                            .map_err(|e| FieldError::new(e.to_string()))?;
-                        Ok(Value::leaf(true))
-                    }),
-            );
-        // The schema is fixed at compile time; failing to build it is a programming error that every
-        // test of the engine catches.
-        #[allow(clippy::expect_used)]
-        let schema = Schema::build()
-            .object(query)
-            .finish()
-            .expect("the engine schema is valid");
-        QueryEngine { schema }
-    }
-
-    /// The schema as SDL.
-    pub fn sdl(&self) -> String {
-        self.schema.sdl()
+    pub fn new(api: CoreApi) -> anyhow::Result<QueryEngine> {
+        Ok(QueryEngine {
+            schema: dagr_api::schema()?,
+            api,
+        })
     }
 
     /// Executes one request body; returns the status and the JSON answer.
@@ -57,8 +31,14 @@ impl QueryEngine {
                 return (StatusCode::BAD_REQUEST, err.to_string().into_bytes());
             }
         };
-        let data = RequestData::new().with(scope.clone());
-        let response = self.schema.execute(request, data).await;
+        let caller = Caller {
+            session_id: scope.session().id().to_owned(),
+            client_id: scope.client().id().to_owned(),
+        };
+        let response = self
+            .schema
+            .execute(request, self.api.request_data(caller))
+            .await;
         let bytes = serde_json::to_vec(&response).unwrap_or_else(|e| {
             serde_json::json!({ "errors": [{ "message": format!("encoding the response failed: {e}") }] })
                 .to_string()

@@ -1,8 +1,6 @@
 //! `Container`: image config, mounts, file ops on the rootfs (or the mount a path falls under),
 //! and `withExec` building exec vertices; `stdout`, `stderr` and `sync` solve them.
 
-use std::sync::Arc;
-
 use dagr_gql::{Arg, Field, FieldError, Object, ResolveCtx, SchemaBuilder, Value};
 use dagr_solver::{CacheSharing, ExecOp, MountSource, Op, Vertex};
 use dagr_worker::ResultMeta;
@@ -13,7 +11,7 @@ use crate::state::{
     CacheVolume, Container, ContainerMount, Directory, EnvVariable, File, Fs, ImageConfig, Inputs,
     Label, MountKind, Secret, join,
 };
-use crate::{Services, caller, graph_err, obj};
+use crate::{caller, graph_err, obj, services};
 
 fn parent(ctx: &ResolveCtx) -> Result<Container, FieldError> {
     Ok(ctx.parent::<Container>()?.clone())
@@ -44,12 +42,18 @@ fn locate(c: &Container, path: &str) -> Result<Location, FieldError> {
         .mounts
         .iter()
         .enumerate()
-        .filter(|(_, m)| path == m.target || path.starts_with(&format!("{}/", m.target.trim_end_matches('/'))))
+        .filter(|(_, m)| {
+            path == m.target || path.starts_with(&format!("{}/", m.target.trim_end_matches('/')))
+        })
         .max_by_key(|(_, m)| m.target.len());
     match best {
         None => Ok(Location::Root(path.to_owned())),
         Some((index, m)) => match &m.kind {
-            MountKind::Fs { fs, path: base, file: false } => {
+            MountKind::Fs {
+                fs,
+                path: base,
+                file: false,
+            } => {
                 let rest = path[m.target.len()..].trim_start_matches('/');
                 Ok(Location::Mount {
                     index,
@@ -103,7 +107,10 @@ fn owner_ids(owner: Option<String>) -> Result<(u32, u32), FieldError> {
         None => Ok((0, 0)),
         Some(o) => {
             let (u, g) = o.split_once(':').unwrap_or((&o, &o));
-            let n = |s: &str| s.parse::<u32>().map_err(|_| FieldError::new(format!("owner {o:?}")));
+            let n = |s: &str| {
+                s.parse::<u32>()
+                    .map_err(|_| FieldError::new(format!("owner {o:?}")))
+            };
             Ok((n(u)?, n(g)?))
         }
     }
@@ -137,7 +144,9 @@ fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
         argv.extend(args);
     }
     if argv.is_empty() {
-        return Err(FieldError::new("no command to run: withExec has no args and the container no entrypoint or default args"));
+        return Err(FieldError::new(
+            "no command to run: withExec has no args and the container no entrypoint or default args",
+        ));
     }
     let mut inputs = Inputs::default();
     let root = inputs.add(&c.rootfs);
@@ -235,14 +244,16 @@ fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
 }
 
 async fn exec_output(
-    s: Arc<Services>,
     ctx: ResolveCtx,
     pick: fn(dagr_worker::ExecMeta) -> String,
 ) -> Result<Value, FieldError> {
+    let s = services(&ctx)?;
     let caller = caller(&ctx)?;
     let c = ctx.parent_arc::<Container>()?;
     let Some(exec) = &c.last_exec else {
-        return Err(FieldError::new("no command has been set: call withExec first"));
+        return Err(FieldError::new(
+            "no command has been set: call withExec first",
+        ));
     };
     let result = s.solve(&caller, exec).await?;
     let meta = ResultMeta::of(&result)
@@ -255,16 +266,15 @@ fn string_list(v: &[String]) -> Value {
     Value::leaf_list(v.iter().cloned())
 }
 
-pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
-    let (s_from, s_out, s_err, s_sync) = (s.clone(), s.clone(), s.clone(), s.clone());
+pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let container = Object::new("Container")
         .with_id()
         .field(
             Field::new("from", "Container!")
                 .arg(Arg::new("address", "String!"))
-                .resolve(move |ctx| {
-                    let s = s_from.clone();
+                .resolve(|ctx| {
                     async move {
+                        let s = services(&ctx)?;
                         let caller = caller(&ctx)?;
                         let mut c = parent(&ctx)?;
                         let address: String = ctx.arg("address")?;
@@ -299,11 +309,11 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                 .arg(Arg::new("stdin", "String").default(""))
                 .resolve_sync(|ctx| ok(with_exec(parent(ctx)?, ctx)?)),
         )
-        .field(Field::new("stdout", "String!").resolve(move |ctx| exec_output(s_out.clone(), ctx, |m| m.stdout)))
-        .field(Field::new("stderr", "String!").resolve(move |ctx| exec_output(s_err.clone(), ctx, |m| m.stderr)))
-        .field(Field::new("sync", "ContainerID!").resolve(move |ctx| {
-            let s = s_sync.clone();
+        .field(Field::new("stdout", "String!").resolve(|ctx| exec_output(ctx, |m| m.stdout)))
+        .field(Field::new("stderr", "String!").resolve(|ctx| exec_output(ctx, |m| m.stderr)))
+        .field(Field::new("sync", "ContainerID!").resolve(|ctx| {
             async move {
+                let s = services(&ctx)?;
                 let caller = caller(&ctx)?;
                 let c = ctx.parent_arc::<Container>()?;
                 s.solve(&caller, &c.rootfs.vertex).await?;

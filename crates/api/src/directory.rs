@@ -7,7 +7,7 @@ use dagr_gql::{Arg, Field, FieldError, Object, SchemaBuilder, Value};
 use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, Vertex};
 
 use crate::state::{Directory, File, Fs, Inputs, join};
-use crate::{Services, caller, graph_err, obj};
+use crate::{Services, caller, graph_err, obj, services};
 
 /// Largest file `File.contents` returns.
 const MAX_CONTENTS: u64 = 128 << 20;
@@ -34,7 +34,13 @@ fn single(op: Op, inputs: Vec<Arc<Vertex>>) -> Result<Fs, FieldError> {
     Ok(Fs::main(Vertex::new(op, inputs).map_err(graph_err)?))
 }
 
-pub(crate) fn mkfile(fs: &Fs, path: &str, contents: Vec<u8>, mode: u32, owner: Option<String>) -> Result<Fs, FieldError> {
+pub(crate) fn mkfile(
+    fs: &Fs,
+    path: &str,
+    contents: Vec<u8>,
+    mode: u32,
+    owner: Option<String>,
+) -> Result<Fs, FieldError> {
     let mut inputs = Inputs::default();
     let base = inputs.add(fs);
     single(
@@ -117,7 +123,9 @@ fn perms(ctx: &dagr_gql::ResolveCtx, default: Option<u32>) -> Result<Option<u32>
     let p: Option<i64> = ctx.arg("permissions")?;
     match p {
         Some(p) if (0..=0o7777).contains(&p) => Ok(Some(p as u32)),
-        Some(p) => Err(FieldError::new(format!("permissions {p} are not a file mode"))),
+        Some(p) => Err(FieldError::new(format!(
+            "permissions {p} are not a file mode"
+        ))),
         None => Ok(default),
     }
 }
@@ -126,76 +134,64 @@ fn base_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
-    let (s1, s2, s3, s4, s5, s6, s7, s8) = (
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-    );
+pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let directory = Object::new("Directory")
         .with_id()
         .field(
             Field::new("entries", "[String!]!")
                 .arg(Arg::new("path", "String"))
-                .resolve(move |ctx| {
-                    let s = s1.clone();
-                    async move {
-                        let caller = caller(&ctx)?;
-                        let d = ctx.parent_arc::<Directory>()?;
-                        let sub: Option<String> = ctx.arg("path")?;
-                        let path = join(&d.path, sub.as_deref().unwrap_or("."));
-                        let snapshot = s.snapshot_of(&caller, &d.fs).await?;
-                        read_view(&s, &snapshot, move |root| {
-                            let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                                .map_err(|e| e.to_string())?;
-                            let mut names: Vec<String> = std::fs::read_dir(&dir)
-                                .map_err(|e| format!("{path}: {e}"))?
-                                .filter_map(|e| e.ok())
-                                .map(|e| e.file_name().to_string_lossy().into_owned())
-                                .collect();
-                            names.sort();
-                            Ok(Value::leaf_list(names))
-                        })
-                        .await
-                    }
+                .resolve(|ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let d = ctx.parent_arc::<Directory>()?;
+                    let sub: Option<String> = ctx.arg("path")?;
+                    let path = join(&d.path, sub.as_deref().unwrap_or("."));
+                    let snapshot = s.snapshot_of(&caller, &d.fs).await?;
+                    read_view(&s, &snapshot, move |root| {
+                        let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                            .map_err(|e| e.to_string())?;
+                        let mut names: Vec<String> = std::fs::read_dir(&dir)
+                            .map_err(|e| format!("{path}: {e}"))?
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect();
+                        names.sort();
+                        Ok(Value::leaf_list(names))
+                    })
+                    .await
                 }),
         )
         .field(
             Field::new("glob", "[String!]!")
                 .arg(Arg::new("pattern", "String!"))
-                .resolve(move |ctx| {
-                    let s = s2.clone();
-                    async move {
-                        let caller = caller(&ctx)?;
-                        let d = ctx.parent_arc::<Directory>()?;
-                        let pattern: String = ctx.arg("pattern")?;
-                        let matcher = globset::GlobBuilder::new(&pattern)
-                            .literal_separator(true)
-                            .build()
-                            .map_err(|e| FieldError::new(format!("invalid glob pattern {pattern:?}: {e}")))?
-                            .compile_matcher();
-                        let snapshot = s.snapshot_of(&caller, &d.fs).await?;
-                        let path = d.path.clone();
-                        read_view(&s, &snapshot, move |root| {
-                            let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                                .map_err(|e| e.to_string())?;
-                            let mut found = Vec::new();
-                            walk(&dir, std::path::Path::new(""), &mut |rel| {
-                                if matcher.is_match(rel) {
-                                    found.push(rel.to_string_lossy().into_owned());
-                                }
-                            })
-                            .map_err(|e| format!("{path}: {e}"))?;
-                            found.sort();
-                            Ok(Value::leaf_list(found))
+                .resolve(|ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let d = ctx.parent_arc::<Directory>()?;
+                    let pattern: String = ctx.arg("pattern")?;
+                    let matcher = globset::GlobBuilder::new(&pattern)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| {
+                            FieldError::new(format!("invalid glob pattern {pattern:?}: {e}"))
+                        })?
+                        .compile_matcher();
+                    let snapshot = s.snapshot_of(&caller, &d.fs).await?;
+                    let path = d.path.clone();
+                    read_view(&s, &snapshot, move |root| {
+                        let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                            .map_err(|e| e.to_string())?;
+                        let mut found = Vec::new();
+                        walk(&dir, std::path::Path::new(""), &mut |rel| {
+                            if matcher.is_match(rel) {
+                                found.push(rel.to_string_lossy().into_owned());
+                            }
                         })
-                        .await
-                    }
+                        .map_err(|e| format!("{path}: {e}"))?;
+                        found.sort();
+                        Ok(Value::leaf_list(found))
+                    })
+                    .await
                 }),
         )
         .field(
@@ -238,8 +234,20 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let path: String = ctx.arg("path")?;
                     let contents: String = ctx.arg("contents")?;
                     let mode = perms(ctx, Some(0o644))?.unwrap_or(0o644);
-                    let fs = mkfile(&d.fs, &join(&d.path, &path), contents.into_bytes(), mode, None)?;
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    let fs = mkfile(
+                        &d.fs,
+                        &join(&d.path, &path),
+                        contents.into_bytes(),
+                        mode,
+                        None,
+                    )?;
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -251,7 +259,13 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let path: String = ctx.arg("path")?;
                     let mode = perms(ctx, Some(0o644))?.unwrap_or(0o644);
                     let fs = mkdir(&d.fs, &join(&d.path, &path), mode)?;
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -263,8 +277,23 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let d = ctx.parent::<Directory>()?;
                     let path: String = ctx.arg("path")?;
                     let f = ctx.loaded::<File>("source")?;
-                    let fs = copy(&d.fs, &join(&d.path, &path), &f.fs, &f.path, vec![], vec![], perms(ctx, None)?, None)?;
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    let fs = copy(
+                        &d.fs,
+                        &join(&d.path, &path),
+                        &f.fs,
+                        &f.path,
+                        vec![],
+                        vec![],
+                        perms(ctx, None)?,
+                        None,
+                    )?;
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -281,7 +310,13 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                         let dest = join(&join(&d.path, &path), &base_name(&f.path));
                         fs = copy(&fs, &dest, &f.fs, &f.path, vec![], vec![], mode, None)?;
                     }
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -306,7 +341,13 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                         None,
                         None,
                     )?;
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -316,7 +357,13 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let d = ctx.parent::<Directory>()?;
                     let path: String = ctx.arg("path")?;
                     let fs = rm(&d.fs, &join(&d.path, &path))?;
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -326,94 +373,100 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let d = ctx.parent::<Directory>()?;
                     let path: String = ctx.arg("path")?;
                     let fs = rm(&d.fs, &join(&d.path, &path))?;
-                    Ok(obj("Directory", Directory { fs, path: d.path.clone() }))
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(
             Field::new("export", "Boolean!")
                 .arg(Arg::new("path", "String!"))
                 .arg(Arg::new("wipe", "Boolean").default(false))
-                .resolve(move |ctx| {
-                    let s = s3.clone();
-                    async move {
-                        let caller = caller(&ctx)?;
-                        let d = ctx.parent_arc::<Directory>()?;
-                        let host_path: String = ctx.arg("path")?;
-                        let wipe: Option<bool> = ctx.arg("wipe")?;
-                        let snapshot = s.snapshot_of(&caller, &d.fs).await?;
-                        let view = s
-                            .worker()
-                            .mount_view(&snapshot)
+                .resolve(|ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let d = ctx.parent_arc::<Directory>()?;
+                    let host_path: String = ctx.arg("path")?;
+                    let wipe: Option<bool> = ctx.arg("wipe")?;
+                    let snapshot = s.snapshot_of(&caller, &d.fs).await?;
+                    let view = s
+                        .worker()
+                        .mount_view(&snapshot)
+                        .await
+                        .map_err(|e| FieldError::new(e.to_string()))?;
+                    let src = dagr_worker::fsops::resolve_in_root(view.path(), &d.path, true)
+                        .map_err(|e| FieldError::new(e.to_string()));
+                    let pushed = match src {
+                        Ok(src) => s
+                            .host
+                            .push_dir(&caller, &src, &host_path, wipe.unwrap_or(false))
                             .await
-                            .map_err(|e| FieldError::new(e.to_string()))?;
-                        let src = dagr_worker::fsops::resolve_in_root(view.path(), &d.path, true)
-                            .map_err(|e| FieldError::new(e.to_string()));
-                        let pushed = match src {
-                            Ok(src) => s
-                                .host
-                                .push_dir(&caller, &src, &host_path, wipe.unwrap_or(false))
-                                .await
-                                .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
-                            Err(e) => Err(e),
-                        };
-                        view.release().await;
-                        pushed?;
-                        Ok(Value::leaf(true))
-                    }
+                            .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
+                        Err(e) => Err(e),
+                    };
+                    view.release().await;
+                    pushed?;
+                    Ok(Value::leaf(true))
                 }),
         )
-        .field(Field::new("sync", "DirectoryID!").resolve(move |ctx| {
-            let s = s4.clone();
-            async move {
+        .field(
+            Field::new("sync", "DirectoryID!").resolve(|ctx| async move {
+                let s = services(&ctx)?;
                 let caller = caller(&ctx)?;
                 let d = ctx.parent_arc::<Directory>()?;
                 s.snapshot_of(&caller, &d.fs).await?;
                 Ok(Value::leaf(ctx.parent_chain().id()))
-            }
-        }));
+            }),
+        );
 
     let file = Object::new("File")
         .with_id()
-        .field(Field::new("contents", "String!").resolve(move |ctx| {
-            let s = s5.clone();
-            async move {
-                let caller = caller(&ctx)?;
-                let f = ctx.parent_arc::<File>()?;
-                let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-                let path = f.path.clone();
-                read_view(&s, &snapshot, move |root| {
-                    let p = dagr_worker::fsops::resolve_in_root(root, &path, true).map_err(|e| e.to_string())?;
-                    let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
-                    if md.is_dir() {
-                        return Err(format!("{path}: is a directory"));
-                    }
-                    if md.len() > MAX_CONTENTS {
-                        return Err(format!("{path}: {} bytes is more than contents returns", md.len()));
-                    }
-                    let bytes = std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?;
-                    Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
-                })
-                .await
-            }
+        .field(Field::new("contents", "String!").resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let f = ctx.parent_arc::<File>()?;
+            let snapshot = s.snapshot_of(&caller, &f.fs).await?;
+            let path = f.path.clone();
+            read_view(&s, &snapshot, move |root| {
+                let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                    .map_err(|e| e.to_string())?;
+                let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
+                if md.is_dir() {
+                    return Err(format!("{path}: is a directory"));
+                }
+                if md.len() > MAX_CONTENTS {
+                    return Err(format!(
+                        "{path}: {} bytes is more than contents returns",
+                        md.len()
+                    ));
+                }
+                let bytes = std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?;
+                Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
+            })
+            .await
         }))
-        .field(Field::new("size", "Int!").resolve(move |ctx| {
-            let s = s6.clone();
-            async move {
-                let caller = caller(&ctx)?;
-                let f = ctx.parent_arc::<File>()?;
-                let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-                let path = f.path.clone();
-                read_view(&s, &snapshot, move |root| {
-                    let p = dagr_worker::fsops::resolve_in_root(root, &path, true).map_err(|e| e.to_string())?;
-                    let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
-                    Ok(Value::leaf(md.len()))
-                })
-                .await
-            }
+        .field(Field::new("size", "Int!").resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let f = ctx.parent_arc::<File>()?;
+            let snapshot = s.snapshot_of(&caller, &f.fs).await?;
+            let path = f.path.clone();
+            read_view(&s, &snapshot, move |root| {
+                let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                    .map_err(|e| e.to_string())?;
+                let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
+                Ok(Value::leaf(md.len()))
+            })
+            .await
         }))
-        .field(Field::new("name", "String!").resolve_sync(|ctx| {
-            Ok(Value::leaf(base_name(&ctx.parent::<File>()?.path)))
-        }))
+        .field(
+            Field::new("name", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(base_name(&ctx.parent::<File>()?.path)))),
+        )
         .field(
             Field::new("withName", "File!")
                 .arg(Arg::new("name", "String!"))
@@ -421,10 +474,21 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let f = ctx.parent::<File>()?;
                     let name: String = ctx.arg("name")?;
                     if name.is_empty() || name.contains('/') {
-                        return Err(FieldError::new(format!("file name {name:?} must be one path component")));
+                        return Err(FieldError::new(format!(
+                            "file name {name:?} must be one path component"
+                        )));
                     }
                     let dest = format!("/{name}");
-                    let fs = copy(&Fs::scratch().map_err(graph_err)?, &dest, &f.fs, &f.path, vec![], vec![], None, None)?;
+                    let fs = copy(
+                        &Fs::scratch().map_err(graph_err)?,
+                        &dest,
+                        &f.fs,
+                        &f.path,
+                        vec![],
+                        vec![],
+                        None,
+                        None,
+                    )?;
                     Ok(obj("File", File { fs, path: dest }))
                 }),
         )
@@ -432,43 +496,39 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
             Field::new("export", "Boolean!")
                 .arg(Arg::new("allowParentDirPath", "Boolean").default(false))
                 .arg(Arg::new("path", "String!"))
-                .resolve(move |ctx| {
-                    let s = s7.clone();
-                    async move {
-                        let caller = caller(&ctx)?;
-                        let f = ctx.parent_arc::<File>()?;
-                        let host_path: String = ctx.arg("path")?;
-                        let allow: Option<bool> = ctx.arg("allowParentDirPath")?;
-                        let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-                        let view = s
-                            .worker()
-                            .mount_view(&snapshot)
+                .resolve(|ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let f = ctx.parent_arc::<File>()?;
+                    let host_path: String = ctx.arg("path")?;
+                    let allow: Option<bool> = ctx.arg("allowParentDirPath")?;
+                    let snapshot = s.snapshot_of(&caller, &f.fs).await?;
+                    let view = s
+                        .worker()
+                        .mount_view(&snapshot)
+                        .await
+                        .map_err(|e| FieldError::new(e.to_string()))?;
+                    let src = dagr_worker::fsops::resolve_in_root(view.path(), &f.path, true)
+                        .map_err(|e| FieldError::new(e.to_string()));
+                    let pushed = match src {
+                        Ok(src) => s
+                            .host
+                            .push_file(&caller, &src, &host_path, allow.unwrap_or(false))
                             .await
-                            .map_err(|e| FieldError::new(e.to_string()))?;
-                        let src = dagr_worker::fsops::resolve_in_root(view.path(), &f.path, true)
-                            .map_err(|e| FieldError::new(e.to_string()));
-                        let pushed = match src {
-                            Ok(src) => s
-                                .host
-                                .push_file(&caller, &src, &host_path, allow.unwrap_or(false))
-                                .await
-                                .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
-                            Err(e) => Err(e),
-                        };
-                        view.release().await;
-                        pushed?;
-                        Ok(Value::leaf(true))
-                    }
+                            .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
+                        Err(e) => Err(e),
+                    };
+                    view.release().await;
+                    pushed?;
+                    Ok(Value::leaf(true))
                 }),
         )
-        .field(Field::new("sync", "FileID!").resolve(move |ctx| {
-            let s = s8.clone();
-            async move {
-                let caller = caller(&ctx)?;
-                let f = ctx.parent_arc::<File>()?;
-                s.snapshot_of(&caller, &f.fs).await?;
-                Ok(Value::leaf(ctx.parent_chain().id()))
-            }
+        .field(Field::new("sync", "FileID!").resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let f = ctx.parent_arc::<File>()?;
+            s.snapshot_of(&caller, &f.fs).await?;
+            Ok(Value::leaf(ctx.parent_chain().id()))
         }));
     b.object(directory).object(file)
 }
@@ -491,7 +551,11 @@ where
     out?.map_err(FieldError::new)
 }
 
-fn walk(dir: &std::path::Path, rel: &std::path::Path, f: &mut dyn FnMut(&std::path::Path)) -> std::io::Result<()> {
+fn walk(
+    dir: &std::path::Path,
+    rel: &std::path::Path,
+    f: &mut dyn FnMut(&std::path::Path),
+) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let r = rel.join(e.file_name());

@@ -57,8 +57,11 @@ pub trait HostFiles: Send + Sync + 'static {
         allow_parent_dir: bool,
     ) -> BoxFuture<'a, Result<(), String>>;
     /// Reads a file of the caller's host (for `setSecretFile`).
-    fn read_file<'a>(&'a self, caller: &'a Caller, host_path: &'a str)
-    -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    fn read_file<'a>(
+        &'a self,
+        caller: &'a Caller,
+        host_path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
 }
 
 /// Secret plaintexts by session and digest. Plaintexts live only here, in memory, and go away
@@ -124,7 +127,11 @@ impl Services {
     }
 
     /// Solves `vertex` for the caller's session, mapping failures to GraphQL errors.
-    pub async fn solve(&self, caller: &Caller, vertex: &Arc<Vertex>) -> Result<ResultRef, FieldError> {
+    pub async fn solve(
+        &self,
+        caller: &Caller,
+        vertex: &Arc<Vertex>,
+    ) -> Result<ResultRef, FieldError> {
         self.solver
             .solve(vertex, &caller.session_id)
             .await
@@ -222,14 +229,11 @@ impl CoreApi {
         &self.services
     }
 
-    /// The GraphQL schema of the core API.
-    pub fn schema(&self) -> Result<Schema, SchemaError> {
-        let s = &self.services;
-        let builder = Schema::build();
-        let builder = query::register(builder, s);
-        let builder = container::register(builder, s);
-        let builder = directory::register(builder, s);
-        builder.finish()
+    /// The request data a request to [`schema`] needs: the services and the caller.
+    pub fn request_data(&self, caller: Caller) -> dagr_gql::RequestData {
+        dagr_gql::RequestData::new()
+            .with(self.services.clone())
+            .with(caller)
     }
 
     /// Releases what a session held: cache leases, resolved tags, secrets.
@@ -238,6 +242,21 @@ impl CoreApi {
         self.services.worker().release_session(session_id);
         self.services.secrets.release_session(session_id);
     }
+}
+
+/// The GraphQL schema of the core API. Resolvers find the [`Services`] and the [`Caller`] in the
+/// request data ([`CoreApi::request_data`]), so the schema itself needs no running engine (it can
+/// be printed with `dagr-engine schema`).
+pub fn schema() -> Result<Schema, SchemaError> {
+    let builder = Schema::build();
+    let builder = query::register(builder);
+    let builder = container::register(builder);
+    let builder = directory::register(builder);
+    builder.finish()
+}
+
+pub(crate) fn services(ctx: &dagr_gql::ResolveCtx) -> Result<Arc<Services>, FieldError> {
+    ctx.data::<Arc<Services>>().cloned()
 }
 
 /// The caller of the request a resolver serves.

@@ -1,18 +1,20 @@
 //! `Query` and the small objects: `Host`, `Secret`, `CacheVolume`, `EnvVariable`, `Label`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use dagr_gql::{Arg, Enum, Field, FieldError, Object, Scalar, SchemaBuilder, Value};
 use dagr_solver::{HostScope, Op, Platform, Vertex};
 
-use crate::state::{CacheVolume, Container, Directory, EnvVariable, File, Fs, Host, ImageConfig, Label, Secret};
-use crate::{Services, caller, graph_err, obj};
+use crate::state::{
+    CacheVolume, Container, Directory, EnvVariable, File, Fs, Host, ImageConfig, Label, Secret,
+};
+use crate::{caller, graph_err, obj, services};
 
 pub(crate) fn parse_platform(s: &str) -> Result<Platform, FieldError> {
     let mut parts = s.split('/');
     let (Some(os), Some(arch)) = (parts.next(), parts.next()) else {
-        return Err(FieldError::new(format!("platform {s:?} is not os/arch[/variant]")));
+        return Err(FieldError::new(format!(
+            "platform {s:?} is not os/arch[/variant]"
+        )));
     };
     Ok(Platform {
         os: os.to_owned(),
@@ -63,26 +65,21 @@ pub(crate) fn host_dir(
     Ok(Fs::main(v))
 }
 
-pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
-    let version = s.config.engine_version.clone();
-    let min = s.config.min_client_version.clone();
-    let default_platform = s.config.platform.clone();
-    let dp = default_platform.clone();
-    let dp2 = default_platform.clone();
-    let secrets = s.secrets.clone();
-    let secrets2 = s.secrets.clone();
-    let services = s.clone();
-
+pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let query = Object::new("Query")
-        .field(Field::new("version", "String!").resolve_sync(move |_| Ok(Value::leaf(version.clone()))))
+        .field(
+            Field::new("version", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(services(ctx)?.config.engine_version.clone()))),
+        )
         .field(
             Field::new("checkVersionCompatibility", "Boolean!")
                 .arg(Arg::new("version", "String!"))
-                .resolve_sync(move |ctx| {
+                .resolve_sync(|ctx| {
+                    let min = &services(ctx)?.config.min_client_version;
                     let v: String = ctx.arg("version")?;
                     let trimmed = v.trim().trim_start_matches('v');
                     match semver::Version::parse(trimmed) {
-                        Ok(parsed) if parsed < min => Err(FieldError::new(format!(
+                        Ok(parsed) if &parsed < min => Err(FieldError::new(format!(
                             "incompatible client version {v}: this engine needs at least {min}"
                         ))),
                         _ => Ok(Value::leaf(true)),
@@ -90,14 +87,18 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                 }),
         )
         .field(
-            Field::new("defaultPlatform", "Platform!")
-                .resolve_sync(move |_| Ok(Value::leaf(format_platform(&dp)))),
+            Field::new("defaultPlatform", "Platform!").resolve_sync(|ctx| {
+                Ok(Value::leaf(format_platform(
+                    &services(ctx)?.config.platform,
+                )))
+            }),
         )
         .field(
             Field::new("container", "Container!")
                 .arg(Arg::new("id", "ContainerID"))
                 .arg(Arg::new("platform", "Platform"))
-                .resolve_sync(move |ctx| {
+                .resolve_sync(|ctx| {
+                    let dp2 = services(ctx)?.config.platform.clone();
                     if let Ok(loaded) = ctx.loaded::<Container>("id") {
                         return Ok(obj("Container", (*loaded).clone()));
                     }
@@ -147,7 +148,8 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
             Field::new("setSecret", "Secret!")
                 .arg(Arg::new("name", "String!"))
                 .arg(Arg::new("plaintext", "String!").sensitive())
-                .resolve_sync(move |ctx| {
+                .resolve_sync(|ctx| {
+                    let secrets = &services(ctx)?.secrets;
                     let caller = caller(ctx)?;
                     let name: String = ctx.arg("name")?;
                     let digest = match ctx.redacted("plaintext") {
@@ -181,8 +183,19 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let path: String = ctx.arg("path")?;
                     let include: Option<Vec<String>> = ctx.arg("include")?;
                     let exclude: Option<Vec<String>> = ctx.arg("exclude")?;
-                    let fs = host_dir(&caller, &path, include.unwrap_or_default(), exclude.unwrap_or_default())?;
-                    Ok(obj("Directory", Directory { fs, path: "/".into() }))
+                    let fs = host_dir(
+                        &caller,
+                        &path,
+                        include.unwrap_or_default(),
+                        exclude.unwrap_or_default(),
+                    )?;
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: "/".into(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -195,7 +208,9 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                     let name = p
                         .file_name()
                         .and_then(|n| n.to_str())
-                        .ok_or_else(|| FieldError::new(format!("host path {path:?} names no file")))?
+                        .ok_or_else(|| {
+                            FieldError::new(format!("host path {path:?} names no file"))
+                        })?
                         .to_owned();
                     let parent = p
                         .parent()
@@ -205,39 +220,46 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
                         .to_owned();
                     // The file's directory, restricted to the file (the way Dagger reads host files).
                     let fs = host_dir(&caller, &parent, vec![glob_escape(&name)], vec![])?;
-                    Ok(obj("File", File { fs, path: format!("/{name}") }))
+                    Ok(obj(
+                        "File",
+                        File {
+                            fs,
+                            path: format!("/{name}"),
+                        },
+                    ))
                 }),
         )
         .field(
             Field::new("setSecretFile", "Secret!")
                 .arg(Arg::new("name", "String!"))
                 .arg(Arg::new("path", "String!"))
-                .resolve(move |ctx| {
-                    let services = services.clone();
-                    async move {
-                        let caller = caller(&ctx)?;
-                        let name: String = ctx.arg("name")?;
-                        let path: String = ctx.arg("path")?;
-                        let bytes = services
-                            .host
-                            .read_file(&caller, &path)
-                            .await
-                            .map_err(|e| FieldError::new(format!("reading secret file {path}: {e}")))?;
-                        let digest = services.secrets.put(&caller.session_id, Bytes::from(bytes));
-                        Ok(obj("Secret", Secret { name, digest }))
-                    }
+                .resolve(|ctx| async move {
+                    let services = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let name: String = ctx.arg("name")?;
+                    let path: String = ctx.arg("path")?;
+                    let bytes =
+                        services.host.read_file(&caller, &path).await.map_err(|e| {
+                            FieldError::new(format!("reading secret file {path}: {e}"))
+                        })?;
+                    let digest = services.secrets.put(&caller.session_id, Bytes::from(bytes));
+                    Ok(obj("Secret", Secret { name, digest }))
                 }),
         );
 
     let secret = Object::new("Secret")
         .with_id()
-        .field(Field::new("name", "String!").resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Secret>()?.name.clone()))))
-        .field(Field::new("plaintext", "String!").resolve_sync(move |ctx| {
+        .field(
+            Field::new("name", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Secret>()?.name.clone()))),
+        )
+        .field(Field::new("plaintext", "String!").resolve_sync(|ctx| {
+            let secrets2 = &services(ctx)?.secrets;
             let caller = caller(ctx)?;
             let s = ctx.parent::<Secret>()?;
-            let bytes = secrets2
-                .get(&caller.session_id, &s.digest)
-                .ok_or_else(|| FieldError::new(format!("secret {} is not set in this session", s.name)))?;
+            let bytes = secrets2.get(&caller.session_id, &s.digest).ok_or_else(|| {
+                FieldError::new(format!("secret {} is not set in this session", s.name))
+            })?;
             Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
         }));
 
@@ -246,12 +268,24 @@ pub(crate) fn register(b: SchemaBuilder, s: &Arc<Services>) -> SchemaBuilder {
 
     let env = Object::new("EnvVariable")
         .with_id()
-        .field(Field::new("name", "String!").resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<EnvVariable>()?.name.clone()))))
-        .field(Field::new("value", "String!").resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<EnvVariable>()?.value.clone()))));
+        .field(
+            Field::new("name", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<EnvVariable>()?.name.clone()))),
+        )
+        .field(
+            Field::new("value", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<EnvVariable>()?.value.clone()))),
+        );
     let label = Object::new("Label")
         .with_id()
-        .field(Field::new("name", "String!").resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Label>()?.name.clone()))))
-        .field(Field::new("value", "String!").resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Label>()?.value.clone()))));
+        .field(
+            Field::new("name", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Label>()?.name.clone()))),
+        )
+        .field(
+            Field::new("value", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Label>()?.value.clone()))),
+        );
 
     b.scalar(Scalar::new("Platform"))
         .enumeration(Enum::new("CacheSharingMode").values(["SHARED", "PRIVATE", "LOCKED"]))

@@ -35,11 +35,9 @@ pub struct Inputs {
 impl Inputs {
     /// The reference to `fs` among this vertex's inputs (added if new).
     pub fn add(&mut self, fs: &Fs) -> InputRef {
-        let index = match self
-            .vertices
-            .iter()
-            .position(|v| Arc::ptr_eq(v, &fs.vertex) || v.structural_key() == fs.vertex.structural_key())
-        {
+        let index = match self.vertices.iter().position(|v| {
+            Arc::ptr_eq(v, &fs.vertex) || v.structural_key() == fs.vertex.structural_key()
+        }) {
             Some(i) => i,
             None => {
                 self.vertices.push(fs.vertex.clone());
@@ -76,7 +74,11 @@ impl ImageConfig {
             config
                 .get(key)
                 .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let env = strings("Env")
@@ -113,7 +115,10 @@ impl ImageConfig {
     }
 
     pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn set_env(&mut self, name: &str, value: String) {
@@ -165,7 +170,11 @@ impl ImageConfig {
 #[derive(Clone, Debug)]
 pub enum MountKind {
     /// A directory or file of a filesystem (`path` inside it).
-    Fs { fs: Fs, path: String, file: bool },
+    Fs {
+        fs: Fs,
+        path: String,
+        file: bool,
+    },
     Cache {
         volume: String,
         sharing: CacheSharing,
@@ -279,7 +288,10 @@ mod tests {
         c.set_env("A", "x".into());
         c.set_env("PATH", "/bin".into());
         c.set_env("A", "y".into());
-        assert_eq!(c.env, vec![("A".into(), "y".into()), ("PATH".into(), "/bin".into())]);
+        assert_eq!(
+            c.env,
+            vec![("A".into(), "y".into()), ("PATH".into(), "/bin".into())]
+        );
         assert_eq!(c.expand("$PATH:${A}/z $NOPE$"), "/bin:y/z $");
     }
 

@@ -349,12 +349,16 @@ impl Worker {
         exec_config.runtime_binary = config.runtime_binary.clone();
         exec_config.max_concurrent_execs = config.max_concurrent_execs.max(1);
         exec_config.output_cap = config.output_cap;
+        let executor = Executor::new(exec_config);
+        // Containers, mounts and bundles of a previous engine that died without cleaning up.
+        let stale = executor.remove_stale_state()?;
+        tracing::debug!(?stale, "removed stale executor state");
         Ok(Worker {
             inner: Arc::new(Inner {
                 content,
                 snapshots,
                 registry: RegistryClient::new(config.registry.clone(), credentials),
-                executor: Executor::new(exec_config),
+                executor,
                 host,
                 secrets,
                 volumes: CacheVolumes::new(dir("cache-volumes")?),

@@ -1,0 +1,133 @@
+//! The callers' hosts as the worker and the API see them: reads and writes go to the client's
+//! attachables connection, found in the session registry by session and client id.
+
+use std::path::Path;
+
+use dagr_api::{Caller, HostFiles};
+use dagr_attach::AttachablesClient;
+use dagr_engine_state::SessionRegistry;
+use dagr_solver::HostScope;
+use dagr_worker::HostAccess;
+use futures::future::BoxFuture;
+
+/// Finds a client's attachables through the registry.
+pub struct ClientHosts {
+    registry: SessionRegistry,
+}
+
+impl ClientHosts {
+    pub fn new(registry: SessionRegistry) -> Self {
+        ClientHosts { registry }
+    }
+
+    fn attachables(&self, session_id: &str, client_id: &str) -> Result<AttachablesClient, String> {
+        let session = self
+            .registry
+            .session(session_id)
+            .ok_or_else(|| format!("session {session_id} is gone"))?;
+        let client = session
+            .client(client_id)
+            .ok_or_else(|| format!("client {client_id} is not in session {session_id}"))?;
+        client.extension::<AttachablesClient>().ok_or_else(|| {
+            format!("client {client_id} has no attachables connection, so its host cannot be read or written")
+        })
+    }
+}
+
+impl HostAccess for ClientHosts {
+    fn pull_dir<'a>(
+        &'a self,
+        scope: &'a HostScope,
+        path: &'a str,
+        include: &'a [String],
+        exclude: &'a [String],
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let conn = self.attachables(&scope.session_id, &scope.client_id)?;
+            conn.pull_dir(path, include, exclude, dest)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl HostFiles for ClientHosts {
+    fn push_dir<'a>(
+        &'a self,
+        caller: &'a Caller,
+        src: &'a Path,
+        host_path: &'a str,
+        wipe: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
+            let (src, host_path) = (src.to_path_buf(), host_path.to_owned());
+            on_blocking_thread(move || async move { conn.push_dir(&src, &host_path, wipe).await })
+                .await?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn push_file<'a>(
+        &'a self,
+        caller: &'a Caller,
+        src: &'a Path,
+        host_path: &'a str,
+        allow_parent_dir: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
+            if !allow_parent_dir {
+                let parent = Path::new(host_path)
+                    .parent()
+                    .and_then(|p| p.to_str())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(".");
+                if conn.stat(parent).await.is_err() {
+                    return Err(format!(
+                        "the parent directory of {host_path} does not exist (allowParentDirPath creates it)"
+                    ));
+                }
+            }
+            let (src, host_path) = (src.to_path_buf(), host_path.to_owned());
+            on_blocking_thread(move || async move { conn.push_file(&src, &host_path, None).await })
+                .await?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        caller: &'a Caller,
+        host_path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let dest = dir.path().join("file");
+            conn.pull_file(host_path, &dest)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::fs::read(&dest).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Runs a future that is not `Send` for every borrow lifetime (rustc's higher-ranked inference
+/// rejects the attach crate's push futures inside boxed `Send` futures) to completion on a
+/// blocking thread of the runtime.
+async fn on_blocking_thread<F, Fut, T>(make: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(make()))
+        .await
+        .map_err(|e| format!("export task failed: {e}"))
+}
