@@ -27,9 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil::{self, Usage};
-use crate::mount::{
-    LinuxMounts, MAX_MOUNT_DATA, Mount, MountError, MountGuard, MountKind, MountSyscalls,
-};
+use crate::mount::{LinuxMounts, Mount, MountError, MountGuard, MountKind, MountSyscalls};
 
 /// Overlay options used when the kernel accepts them.
 pub const OVERLAY_PINNED_OPTIONS: &[&str] = &["index=off", "redirect_dir=off", "metacopy=off"];
@@ -61,9 +59,9 @@ pub enum SnapshotError {
     #[error("snapshot {key:?} still has children: {children:?}")]
     HasChildren { key: String, children: Vec<String> },
     #[error(
-        "snapshot {key:?} would need {len} bytes of overlay mount options, more than {MAX_MOUNT_DATA}"
+        "snapshot {key:?} would stack {layers} layers, more than overlayfs' {MAX_OVERLAY_LAYERS}"
     )]
-    ChainTooLong { key: String, len: usize },
+    ChainTooLong { key: String, layers: usize },
     #[error("snapshot io error at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -764,7 +762,7 @@ impl Inner {
                     ),
                 ];
                 options.extend(self.overlay_options.iter().cloned());
-                check_len(key, &options)?;
+                check_depth(key, &lower)?;
                 Ok(vec![Mount {
                     kind: MountKind::Overlay,
                     source: "overlay".into(),
@@ -778,7 +776,7 @@ impl Inner {
                     1 => Ok(vec![bind(lower.remove(0), true)]),
                     _ => {
                         let options = vec![format!("lowerdir={}", join_lower(&lower))];
-                        check_len(key, &options)?;
+                        check_depth(key, &lower)?;
                         Ok(vec![Mount {
                             kind: MountKind::Overlay,
                             source: "overlay".into(),
@@ -989,12 +987,14 @@ fn join_lower(dirs: &[PathBuf]) -> String {
         .join(":")
 }
 
-fn check_len(key: &str, options: &[String]) -> Result<(), SnapshotError> {
-    let len = options.iter().map(|o| o.len() + 1).sum::<usize>();
-    if len > MAX_MOUNT_DATA {
+/// Most lower layers one overlay mount may stack (the kernel's `OVL_MAX_STACK`).
+pub const MAX_OVERLAY_LAYERS: usize = 500;
+
+fn check_depth(key: &str, lower: &[PathBuf]) -> Result<(), SnapshotError> {
+    if lower.len() > MAX_OVERLAY_LAYERS {
         return Err(SnapshotError::ChainTooLong {
             key: key.to_owned(),
-            len,
+            layers: lower.len(),
         });
     }
     Ok(())

@@ -244,8 +244,17 @@ async fn recovery_after_crash_removes_active_orphans_and_mounts() {
 
 #[tokio::test]
 async fn deep_chain_mounts_every_layer() {
+    // A long root path makes the lowerdir list exceed one page (4096 bytes) after ~16 layers, so
+    // the later mounts go through fsopen/fsconfig with `lowerdir+`.
     let dir = TestDir::new();
-    let s = open(&dir, Some(Backend::Overlay));
+    let root = dir.path().join("r".repeat(200)).join("state");
+    let s = Snapshotter::open(
+        &root,
+        SnapshotterOptions {
+            backend: Some(Backend::Overlay),
+        },
+    )
+    .unwrap();
     let target = dir.subdir("target");
     let mut parent: Option<String> = None;
     for i in 0..30 {
@@ -258,10 +267,14 @@ async fn deep_chain_mounts_every_layer() {
         s.commit(&name, "tmp").await.unwrap();
         parent = Some(name);
     }
-    s.view("top", parent.as_deref()).await.unwrap();
+    let mounts = s.view("top", parent.as_deref()).await.unwrap();
+    assert!(mounts[0].options.iter().map(|o| o.len()).sum::<usize>() > 4096);
     let _g = s.mount("top", &target).unwrap();
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 30);
     assert_eq!(std::fs::read_to_string(target.join("f0")).unwrap(), "0");
+    assert_eq!(std::fs::read_to_string(target.join("f29")).unwrap(), "29");
+    let err = std::fs::write(target.join("new"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 }
 
 #[tokio::test]
