@@ -128,6 +128,9 @@ impl Call {
     }
 }
 
+/// Decoded IDs may hold at most this many calls.
+pub const MAX_CHAIN_CALLS: usize = 65_536;
+
 /// The chain of calls from the root `Query` that produced an object (a persistent list: appending
 /// shares the parent).
 #[derive(Debug)]
@@ -217,6 +220,9 @@ impl CallChain {
         if calls.is_empty() {
             return Err("empty call chain".into());
         }
+        if calls.len() > MAX_CHAIN_CALLS {
+            return Err(format!("more than {MAX_CHAIN_CALLS} calls"));
+        }
         let mut chain = CallChain::root();
         for call in calls {
             chain = chain.append(Call::from_json(call)?);
@@ -254,6 +260,19 @@ impl CallChain {
     }
 }
 
+impl Drop for CallChain {
+    /// Unlinks iteratively: dropping a long chain must not recurse once per call.
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        while let Some(parent) = next {
+            match Arc::try_unwrap(parent) {
+                Ok(mut node) => next = node.parent.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +304,40 @@ mod tests {
         assert_eq!(decoded.calls(), chain.calls());
         assert_eq!(decoded.type_name(), Some("Container"));
         assert_eq!(decoded.len(), 2);
+    }
+
+    #[test]
+    fn long_chains_drop_without_deep_recursion() {
+        let handle = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                let mut chain = CallChain::root();
+                for _ in 0..MAX_CHAIN_CALLS {
+                    chain = chain.append(Call {
+                        field: "f".into(),
+                        args: vec![],
+                        type_name: "T".into(),
+                        nth: None,
+                    });
+                }
+                let id = chain.id();
+                drop(chain);
+                let decoded = CallChain::decode(&id).unwrap();
+                assert_eq!(decoded.len(), MAX_CHAIN_CALLS);
+            })
+            .unwrap();
+        handle.join().unwrap();
+        let too_long = format!(
+            "[{}]",
+            vec![r#"{"f":"f","t":"T"}"#; MAX_CHAIN_CALLS + 1].join(",")
+        );
+        let id = base64::engine::general_purpose::STANDARD.encode(too_long);
+        assert!(
+            CallChain::decode(&id)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 65536 calls")
+        );
     }
 
     #[test]

@@ -771,8 +771,10 @@ impl<'a> Shape<'_, 'a> {
         type FieldNode = crate::ast::Field;
         let mut grouped: indexmap::IndexMap<&str, Vec<&FieldNode>> = indexmap::IndexMap::new();
         for set in sets {
-            let mut visiting = Vec::new();
-            self.collect(set, &mut grouped, &mut visiting);
+            // Like CollectFields: each fragment expands once per selection set, which also
+            // keeps `...A ...A` chains from growing exponentially.
+            let mut visited = Vec::new();
+            self.collect(set, &mut grouped, &mut visited);
         }
         self.fields += grouped.values().map(Vec::len).sum::<usize>();
         if self.fields > limits.max_fields {
@@ -824,7 +826,7 @@ impl<'a> Shape<'_, 'a> {
         &mut self,
         set: &'s Set,
         out: &mut indexmap::IndexMap<&'s str, Vec<&'s crate::ast::Field>>,
-        visiting: &mut Vec<&'s str>,
+        visited: &mut Vec<&'s str>,
     ) where
         'a: 's,
     {
@@ -834,16 +836,15 @@ impl<'a> Shape<'_, 'a> {
                     .entry(f.alias.as_deref().unwrap_or(&f.name))
                     .or_default()
                     .push(f),
-                Selection::InlineFragment(i) => self.collect(&i.selection_set, out, visiting),
+                Selection::InlineFragment(i) => self.collect(&i.selection_set, out, visited),
                 Selection::FragmentSpread(s) => {
-                    if visiting.contains(&s.fragment_name.as_str()) {
+                    if visited.contains(&s.fragment_name.as_str()) {
                         continue;
                     }
                     let doc: &'a ValidDocument = self.validator.doc;
                     if let Some(frag) = doc.fragment(&s.fragment_name) {
-                        visiting.push(&frag.name);
-                        self.collect(&frag.selection_set, out, visiting);
-                        visiting.pop();
+                        visited.push(&frag.name);
+                        self.collect(&frag.selection_set, out, visited);
                     }
                 }
             }

@@ -112,6 +112,42 @@ async fn alias_and_field_limits() {
 }
 
 #[tokio::test]
+async fn fragment_fan_out_does_not_explode() {
+    // F0 spreads F1 twice, F1 spreads F2 twice, ...: 2^40 expansions if expanded naively.
+    let mut query = String::from("{ ...F0 }");
+    for i in 0..40 {
+        query.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    query.push_str(" fragment F40 on Query { version }");
+    let schema = common::schema();
+    let r = tokio::time::timeout(Duration::from_secs(60), run(&schema, &query, json!({})))
+        .await
+        .expect("validation of a fragment fan-out hung");
+    assert_eq!(ok_data(r), json!({"version": "v0.11.8"}));
+    // The same fan-out through fields is stopped by the field limit.
+    let mut query = String::from("{ deep { ...G0 } }");
+    for i in 0..40 {
+        query.push_str(&format!(
+            " fragment G{i} on Deep {{ a: inner {{ ...G{} }} b: inner {{ ...G{} }} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    query.push_str(" fragment G40 on Deep { level }");
+    let r = tokio::time::timeout(Duration::from_secs(60), run(&schema, &query, json!({})))
+        .await
+        .expect("validation of a field fan-out hung");
+    assert_eq!(
+        r.errors[0].message,
+        "query selects more than the limit of 50000 fields"
+    );
+}
+
+#[tokio::test]
 async fn bracket_bombs_are_rejected_while_parsing() {
     let schema = common::schema();
     let query = format!("{}{}", "{a".repeat(200_000), "}".repeat(200_000));
