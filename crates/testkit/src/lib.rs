@@ -1,0 +1,221 @@
+//! Fixtures for dagr's integration tests (a dev-dependency only):
+//! - [`registry`]: a `docker-registry` on a free loopback port for the whole test process, with the
+//!   busybox image of `shared/fixtures/base-image.sh` pushed by skopeo ([`RegistryFixture`]);
+//! - [`EngineProcess`]: a `dagr-engine` child on a temp state dir, listening on 127.0.0.1:0 and a
+//!   unix socket, killed on drop;
+//! - [`metric`]: one value out of the engine's `/metrics` text.
+//!
+//! Everything listens on loopback only and dies with the test process (PR_SET_PDEATHSIG).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The repository's `shared/` directory (beside the checkout).
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+/// A loopback registry serving `busybox:latest`, for the whole test process.
+pub struct RegistryFixture {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// `127.0.0.1:PORT/busybox:latest`.
+    pub image: String,
+    /// The OCI layout the image was built into.
+    pub layout: PathBuf,
+}
+
+/// Starts `cmd` from a thread that lives as long as the process, with PR_SET_PDEATHSIG, so the
+/// child dies with the test binary however it ends.
+pub fn spawn_for_process_lifetime(mut cmd: Command) -> u32 {
+    use std::os::unix::process::CommandExt as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Some(child.id()));
+                let _ = child.wait();
+                // Keep this thread (the child's parent) alive until the process ends.
+                loop {
+                    std::thread::park();
+                }
+            }
+            Err(e) => {
+                eprintln!("spawning {cmd:?}: {e}");
+                let _ = tx.send(None);
+            }
+        }
+    });
+    rx.recv().ok().flatten().expect("child started")
+}
+
+/// The registry fixture, started on first use. `work` names a directory under `target/tmp` of
+/// the calling test crate (pass `env!("CARGO_TARGET_TMPDIR")`).
+pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
+    static FIXTURE: OnceLock<RegistryFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let out = PathBuf::from(target_tmp).join("dagr-testkit-fixture");
+        let script = shared_dir().join("fixtures/base-image.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("OUT", &out)
+            .env("SKIP_REGISTRY", "1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run base-image.sh");
+        assert!(status.success(), "{} failed", script.display());
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let data = out.join(format!("registry-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&data).expect("registry dir");
+        let config = data.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  delete:\n    enabled: true\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                data.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        spawn_for_process_lifetime(cmd);
+        wait_for_port(&addr);
+        let image = format!("{addr}/busybox:latest");
+        let status = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:latest", out.join("oci").display()))
+            .arg(format!("docker://{image}"))
+            .status()
+            .expect("skopeo");
+        assert!(status.success(), "skopeo copy into the registry failed");
+        RegistryFixture {
+            addr,
+            image,
+            layout: out.join("oci"),
+        }
+    })
+}
+
+fn wait_for_port(addr: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// A running `dagr-engine`; SIGKILLed and reaped on drop.
+pub struct EngineProcess {
+    pub child: Child,
+    pub tcp: SocketAddr,
+    pub unix: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl EngineProcess {
+    /// Starts `binary` with a temp state dir, `tcp://127.0.0.1:0` and a unix socket.
+    pub fn start(binary: &Path, extra_args: &[&str]) -> EngineProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unix = dir.path().join("engine.sock");
+        let mut child = Command::new(binary)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--listen")
+            .arg("tcp://127.0.0.1:0")
+            .arg("--listen")
+            .arg(format!("unix://{}", unix.display()))
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dagr-engine");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut tcp = None;
+        for _ in 0..2 {
+            let line = lines
+                .next()
+                .expect("the engine printed its listeners (did it fail to start?)")
+                .expect("line");
+            if let Some(a) = line.strip_prefix("dagr-engine listening on tcp://") {
+                tcp = Some(a.parse().expect("addr"));
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        EngineProcess {
+            child,
+            tcp: tcp.expect("tcp listener"),
+            unix,
+            dir,
+        }
+    }
+
+    /// `tcp://127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("tcp://{}", self.tcp)
+    }
+
+    /// The engine's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(self.tcp).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: dagger\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits (hang protection: 30 s) until a metric has the wanted value.
+    pub fn wait_metric(&self, name: &str, want: u64) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if metric(&self.metrics(), name) == Some(want) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{name} never reached {want}:\n{}", self.metrics());
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
