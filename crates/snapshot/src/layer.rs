@@ -573,14 +573,21 @@ impl Applier<'_> {
                     .device_minor()
                     .map_err(LayerError::Read)?
                     .unwrap_or(0);
-                rustix::fs::mknodat(
+                match rustix::fs::mknodat(
                     &dir,
                     name,
                     file_type,
                     mode,
                     rustix::fs::makedev(major, minor),
-                )
-                .map_err(io("mknod"))?;
+                ) {
+                    Ok(()) => {}
+                    // Device nodes need CAP_MKNOD: without it they are skipped, as by containerd.
+                    Err(rustix::io::Errno::PERM) if file_type != FileType::Fifo => {
+                        tracing::warn!(path, "no permission to create a device node, skipped");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(io("mknod")(e)),
+                }
                 rustix::fs::chownat(&dir, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(io("chown"))?;
                 // mknod applies the umask; the node is not a symlink, so chmodat is safe here.

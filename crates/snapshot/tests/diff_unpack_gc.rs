@@ -282,6 +282,21 @@ async fn unpack(backend: Backend) {
     );
     assert!(!dir.path().join("escape").exists());
 
+    // A layer whose blob is not in the store is named in the error.
+    let absent = Digest::of_bytes(b"never stored");
+    let mut missing = layers.clone();
+    missing.push(LayerDescriptor {
+        digest: absent.clone(),
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+    });
+    let err = s
+        .unpack_image_layers(&content, &missing, &ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UnpackError::Content { .. }), "{err}");
+    assert!(err.to_string().contains(&absent.to_string()), "{err}");
+    assert_eq!(s.list().unwrap().len(), before);
+
     let mut odd = layers.clone();
     odd[0].media_type = "application/vnd.oci.image.config.v1+json".into();
     assert!(matches!(
