@@ -476,3 +476,30 @@ fn deep_chain_drops() {
     }
     drop(v);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_used_times_are_flushed_to_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = mkfile(&empty(), "/a", "A");
+    {
+        let solver = open(dir.path(), TestRunner::default());
+        solver.solve(&graph, "s").await.unwrap();
+        assert_eq!(
+            solver.flush().unwrap(),
+            0,
+            "nothing used since it was written"
+        );
+        // Timestamps have a resolution of one second: let the clock move on.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        solver.solve(&graph, "s").await.unwrap();
+        assert_eq!(solver.flush().unwrap(), 1);
+        assert_eq!(solver.flush().unwrap(), 0);
+    }
+    let solver = open(dir.path(), TestRunner::default());
+    let entry = solver
+        .entries()
+        .into_iter()
+        .find(|e| e.key == graph.structural_key())
+        .unwrap();
+    assert!(entry.last_used_unix > entry.created_unix);
+}
