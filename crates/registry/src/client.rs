@@ -37,8 +37,8 @@ impl RegistryClient {
     /// A client for the hosts described by `config`, authenticating with `credentials`.
     pub fn new(config: RegistryConfig, credentials: Arc<dyn CredentialsProvider>) -> Self {
         Self {
+            transport: Transport::new(&config, credentials),
             config: Arc::new(config),
-            transport: Transport::new(credentials),
             concurrency: DEFAULT_CONCURRENCY,
             chunk_size: DEFAULT_CHUNK_SIZE,
         }

@@ -34,6 +34,12 @@ pub enum PullError {
         #[source]
         source: TransportError,
     },
+    #[error("pull {reference}: every endpoint failed: {}", .failures.iter().map(|(endpoint, e)| format!("{endpoint}: {e}")).collect::<Vec<_>>().join("; "))]
+    AllEndpointsFailed {
+        reference: String,
+        /// Each endpoint (`host[:port]`, mirrors first) with its error.
+        failures: Vec<(String, PullError)>,
+    },
     #[error("pull {reference}: manifest not found")]
     ManifestNotFound { reference: String },
     #[error("pull {reference}: manifest digest mismatch: expected {expected}, got {actual}")]
@@ -69,6 +75,20 @@ pub enum PullError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// One endpoint's error as is; several as [`PullError::AllEndpointsFailed`].
+fn combine_failures(reference: &Reference, mut failures: Vec<(String, PullError)>) -> PullError {
+    match failures.len() {
+        0 => PullError::ManifestNotFound {
+            reference: reference.to_string(),
+        },
+        1 => failures.remove(0).1,
+        _ => PullError::AllEndpointsFailed {
+            reference: reference.to_string(),
+            failures,
+        },
+    }
 }
 
 impl PullError {
@@ -281,7 +301,7 @@ impl RegistryClient {
         key: &str,
         expected: Option<&Digest>,
     ) -> Result<FetchedManifest, PullError> {
-        let mut last_error = None;
+        let mut failures = Vec::new();
         for endpoint in endpoints {
             let mut attempt = 1;
             loop {
@@ -297,15 +317,13 @@ impl RegistryClient {
                     }
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.authority, error = %e, "manifest fetch failed");
-                        last_error = Some(e);
+                        failures.push((endpoint.authority.clone(), e));
                         break;
                     }
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| PullError::ManifestNotFound {
-            reference: reference.to_string(),
-        }))
+        Err(combine_failures(reference, failures))
     }
 
     async fn fetch_manifest_at(
@@ -390,7 +408,7 @@ impl RegistryClient {
         if store.has(&digest) {
             return Ok(());
         }
-        let mut last_error = None;
+        let mut failures = Vec::new();
         for endpoint in endpoints {
             let mut attempt = 1;
             loop {
@@ -406,15 +424,13 @@ impl RegistryClient {
                     }
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.authority, %digest, error = %e, "blob fetch failed");
-                        last_error = Some(e);
+                        failures.push((endpoint.authority.clone(), e));
                         break;
                     }
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| PullError::ManifestNotFound {
-            reference: reference.to_string(),
-        }))
+        Err(combine_failures(reference, failures))
     }
 
     async fn fetch_blob_at(

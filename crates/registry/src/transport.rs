@@ -66,6 +66,8 @@ pub enum TransportError {
         status: StatusCode,
         body: String,
     },
+    #[error("ca certificates configured for {host} are unusable: {message}")]
+    InvalidCaCertificates { host: String, message: String },
     #[error("{url} sent no answer within {seconds} seconds")]
     Timeout { url: String, seconds: u64 },
     #[error("too many redirects from {url}")]
@@ -97,6 +99,10 @@ pub struct RegistryConfig {
     pub mirrors: HashMap<String, Vec<String>>,
     /// Registry hosts reached over `http://`. Loopback hosts always are.
     pub insecure: HashSet<String>,
+    /// PEM CA certificates per `host[:port]` (a registry or mirror endpoint): https connections
+    /// to that host trust these instead of the public roots. Unusable PEM data is reported by
+    /// the first request to that host.
+    pub ca_certificates: HashMap<String, Vec<u8>>,
 }
 
 /// One place that serves the registry API for a registry host.
@@ -227,9 +233,68 @@ impl Scope {
 /// The HTTP client shared by all requests of a [`crate::RegistryClient`].
 #[derive(Clone)]
 pub(crate) struct Transport {
-    http: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    /// Trusts the public (webpki) roots.
+    http: HttpClient,
+    /// Per `host[:port]` with configured CA certificates: a client trusting those, or why the
+    /// certificates could not be used.
+    private_ca: Arc<HashMap<String, Result<HttpClient, String>>>,
     auth: AuthCache,
     credentials: Arc<dyn CredentialsProvider>,
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn http_client(tls: Option<rustls::ClientConfig>) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(30)));
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match tls {
+        Some(config) => builder.with_tls_config(config),
+        None => match hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(crypto_provider())
+        {
+            Ok(with_roots) => with_roots,
+            // ring supports the default protocol versions; this is not expected to happen.
+            Err(_) => builder.with_webpki_roots(),
+        },
+    };
+    let https = builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https)
+}
+
+/// A TLS client config trusting only the CA certificates in `pem`.
+fn private_ca_config(pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("invalid pem: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("invalid ca certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the pem data".to_string());
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// An empty request body.
@@ -290,29 +355,43 @@ impl Transport {
     pub(crate) fn with_credentials(&self, credentials: Arc<dyn CredentialsProvider>) -> Self {
         Self {
             http: self.http.clone(),
+            private_ca: self.private_ca.clone(),
             auth: AuthCache::default(),
             credentials,
         }
     }
 
-    pub(crate) fn new(credentials: Arc<dyn CredentialsProvider>) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(30)));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
+    pub(crate) fn new(config: &RegistryConfig, credentials: Arc<dyn CredentialsProvider>) -> Self {
+        let private_ca = config
+            .ca_certificates
+            .iter()
+            .map(|(host, pem)| {
+                let client = private_ca_config(pem).map(|tls| http_client(Some(tls)));
+                (host.clone(), client)
+            })
+            .collect();
         Self {
-            http: client,
+            http: http_client(None),
+            private_ca: Arc::new(private_ca),
             auth: AuthCache::default(),
             credentials,
+        }
+    }
+
+    /// The client for `url`: one trusting the host's own CA certificates if configured.
+    fn client_for(&self, url: &str) -> Result<&HttpClient, TransportError> {
+        let Some(authority) = authority_of(url) else {
+            return Err(TransportError::InvalidUrl {
+                url: url.to_string(),
+            });
+        };
+        match self.private_ca.get(&authority) {
+            None => Ok(&self.http),
+            Some(Ok(client)) => Ok(client),
+            Some(Err(message)) => Err(TransportError::InvalidCaCertificates {
+                host: authority,
+                message: message.clone(),
+            }),
         }
     }
 
@@ -334,7 +413,8 @@ impl Transport {
         let request = builder.body(body).map_err(|_| TransportError::InvalidUrl {
             url: url.to_string(),
         })?;
-        match tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(request)).await {
+        let client = self.client_for(url)?;
+        match tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request)).await {
             Ok(result) => result.map_err(|source| TransportError::Request {
                 url: url.to_string(),
                 source,

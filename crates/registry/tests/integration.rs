@@ -959,3 +959,60 @@ async fn zstd_layers_are_pulled_as_stored() {
     assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frame magic");
     assert_eq!(bytes.len() as u64, image.layers[0].size());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified_against_configured_ca_certificates() {
+    let f = fixture();
+    let certs = common::test_certificates();
+    let registry = Registry::start_with_tls(Some((&certs.server_certificate, &certs.server_key)));
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", f.layout.display()),
+        &format!("docker://{}/tls/busybox:latest", registry.addr),
+    ]);
+    // Loopback registries are reached over http; an explicit https mirror forces TLS.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let reference = Reference::parse(&format!("{dead}/tls/busybox")).unwrap();
+    let mut config = RegistryConfig::default();
+    config
+        .mirrors
+        .insert(dead.clone(), vec![format!("https://{}", registry.addr)]);
+
+    // Public roots only: the private CA is not trusted.
+    let (_dir, store) = new_store();
+    let err = RegistryClient::new(config.clone(), Arc::new(Anonymous))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    let chain = format!("{:?}", err);
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+
+    // Garbage in place of the CA is reported, naming the host.
+    let mut garbage = config.clone();
+    garbage
+        .ca_certificates
+        .insert(registry.addr.clone(), b"not a certificate".to_vec());
+    let err = RegistryClient::new(garbage, Arc::new(Anonymous))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&registry.addr) && err.to_string().contains("ca certificates"),
+        "{err}"
+    );
+
+    config
+        .ca_certificates
+        .insert(registry.addr.clone(), certs.ca_pem.clone());
+    let image = RegistryClient::new(config, Arc::new(Anonymous))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert!(store.has(&f.layer_digest));
+}

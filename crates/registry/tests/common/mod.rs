@@ -104,19 +104,28 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// With `tls = Some((certificate, key))` the registry serves https only.
+    pub fn start_with_tls(tls: Option<(&Path, &Path)>) -> Self {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let addr = format!("127.0.0.1:{}", free_port());
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                    dir.path().join("data").display()
-                ),
-            )
-            .unwrap();
+            let mut yaml = format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            );
+            if let Some((certificate, key)) = tls {
+                yaml.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    certificate.display(),
+                    key.display()
+                ));
+            }
+            std::fs::write(&config, yaml).unwrap();
             let log_path = dir.path().join("registry.log");
             let log = std::fs::File::create(&log_path).unwrap();
             let child = Command::new("docker-registry")
@@ -130,7 +139,12 @@ impl Registry {
             let mut registry = Registry { child, addr, dir };
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                if http_ok(&registry.addr) {
+                let ready = if tls.is_some() {
+                    std::net::TcpStream::connect(&registry.addr).is_ok()
+                } else {
+                    http_ok(&registry.addr)
+                };
+                if ready {
                     return registry;
                 }
                 if registry.child.try_wait().unwrap().is_some() {
@@ -231,4 +245,88 @@ pub fn respond(
         builder = builder.header(http::header::CONTENT_TYPE, ct);
     }
     builder.body(Full::new(body.into())).unwrap()
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+pub struct TestCertificates {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: Vec<u8>,
+    pub server_certificate: PathBuf,
+    pub server_key: PathBuf,
+}
+
+pub fn test_certificates() -> TestCertificates {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dagr test ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    TestCertificates {
+        ca_pem: std::fs::read(p("ca.pem")).unwrap(),
+        server_certificate: p("server.pem"),
+        server_key: p("server.key"),
+        dir,
+    }
 }
