@@ -129,6 +129,8 @@ pub struct Limits {
     pub max_fields: usize,
     /// How many parsed and validated documents the schema keeps (0 disables the cache).
     pub max_cached_documents: usize,
+    /// Larger documents are validated every time instead of being cached.
+    pub max_cached_document_bytes: usize,
 }
 
 impl Default for Limits {
@@ -139,6 +141,7 @@ impl Default for Limits {
             max_aliases: 5_000,
             max_fields: 50_000,
             max_cached_documents: 512,
+            max_cached_document_bytes: 64 << 10,
         }
     }
 }

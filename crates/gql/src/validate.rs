@@ -112,7 +112,7 @@ pub(crate) fn prepare(schema: &Schema, query: &str) -> Result<Arc<ValidDocument>
         return Err(errors);
     }
     let valid = Arc::new(valid);
-    if limits.max_cached_documents > 0 {
+    if limits.max_cached_documents > 0 && query.len() <= limits.max_cached_document_bytes {
         let mut cache = inner.doc_cache.lock();
         if cache.len() >= limits.max_cached_documents {
             cache.clear();
@@ -856,4 +856,46 @@ fn same_arguments(a: &[(String, Ast)], b: &[(String, Ast)]) -> bool {
     a.len() == b.len()
         && a.iter()
             .all(|(name, value)| b.iter().any(|(n, v)| n == name && v == value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Field, Limits, Object, Value};
+
+    fn schema(limits: Limits) -> Schema {
+        Schema::build()
+            .object(
+                Object::new("Query")
+                    .field(Field::new("v", "Int").resolve_sync(|_| Ok(Value::leaf(1)))),
+            )
+            .limits(limits)
+            .finish()
+            .unwrap()
+    }
+
+    #[test]
+    fn valid_small_documents_are_cached() {
+        let s = schema(Limits {
+            max_cached_documents: 2,
+            max_cached_document_bytes: 20,
+            ..Limits::default()
+        });
+        let a = prepare(&s, "{ v }").unwrap();
+        assert!(Arc::ptr_eq(&a, &prepare(&s, "{ v }").unwrap()));
+        let long = format!("{{ v {} }}", " ".repeat(20));
+        let b = prepare(&s, &long).unwrap();
+        assert!(
+            !Arc::ptr_eq(&b, &prepare(&s, &long).unwrap()),
+            "documents over the size are not cached"
+        );
+        assert!(prepare(&s, "{ nope }").is_err());
+        assert_eq!(s.inner.doc_cache.lock().len(), 1);
+        prepare(&s, "{ a: v }").unwrap();
+        prepare(&s, "{ b: v }").unwrap();
+        assert!(
+            s.inner.doc_cache.lock().len() <= 2,
+            "the cache stays bounded"
+        );
+    }
 }

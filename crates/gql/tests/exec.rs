@@ -46,6 +46,7 @@ fn small_limits() -> Limits {
         max_aliases: 2,
         max_fields: 6,
         max_cached_documents: 4,
+        max_cached_document_bytes: 1024,
     }
 }
 
