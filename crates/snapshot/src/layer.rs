@@ -291,6 +291,11 @@ impl Applier<'_> {
         let header = entry.header().clone();
         let kind = header.entry_type();
 
+        if comps[0].as_bytes().starts_with(b".wh..wh.") && comps != [OsStr::new(".wh..wh..opq")] {
+            // aufs bookkeeping at the top level (`.wh..wh.plnk`, `.wh..wh.aufs`): skipped, as by
+            // containerd.
+            return Ok(());
+        }
         if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
             if hidden == b".wh..opq" {
                 let dir = beneath::open_dir(self.root_fd.as_fd(), parent, true)

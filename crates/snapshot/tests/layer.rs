@@ -145,6 +145,8 @@ fn whiteouts_and_opaque_dirs() {
             .whiteout("", "gone")
             .whiteout("d", "sub")
             .whiteout("", "never-existed")
+            .dir(".wh..wh.plnk", 0o700)
+            .file(".wh..wh.plnk/1.2", b"aufs", 0o644)
             .dir("o", 0o755)
             .file("o/new-before", b"2", 0o644)
             .opaque("o")
