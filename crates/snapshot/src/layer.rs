@@ -60,6 +60,10 @@ pub enum LayerError {
         op: &'static str,
         source: std::io::Error,
     },
+    #[error("layer has more than {limit} entries (at entry {path:?})")]
+    TooManyEntries { path: String, limit: u64 },
+    #[error("layer continues for more than {limit} bytes after its end-of-archive marker")]
+    TrailingData { limit: u64 },
     #[error("reading layer archive: {0}")]
     Read(std::io::Error),
     #[error("opening layer target {path}: {source}")]
@@ -99,7 +103,12 @@ pub struct ApplyOptions {
     pub max_total_bytes: u64,
     /// Also refuse a layer whose declared file data exceeds the free space of the target filesystem.
     pub check_free_space: bool,
+    /// Most entries (of any type) in one layer. Default 1,000,000.
+    pub max_entries: u64,
 }
+
+/// Most bytes accepted after the end-of-archive marker (tar pads to 10 KiB records).
+pub const MAX_TRAILER_BYTES: u64 = 1 << 20;
 
 impl Default for ApplyOptions {
     fn default() -> Self {
@@ -107,6 +116,7 @@ impl Default for ApplyOptions {
             max_entry_bytes: 8 << 30,
             max_total_bytes: 32 << 30,
             check_free_space: true,
+            max_entries: 1_000_000,
         }
     }
 }
@@ -187,12 +197,28 @@ pub fn apply_layer<R: Read>(
     for entry in archive.entries().map_err(LayerError::Read)? {
         let entry = entry.map_err(LayerError::Read)?;
         applier.entries += 1;
+        if applier.entries > opts.max_entries {
+            return Err(LayerError::TooManyEntries {
+                path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                limit: opts.max_entries,
+            });
+        }
         applier.apply_entry(entry)?;
     }
     applier.finish_dir_times()?;
     let mut hashing = archive.into_inner();
-    // The diff id covers the whole uncompressed stream, including the end-of-archive padding.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(LayerError::Read)?;
+    // The diff id covers the whole uncompressed stream, including the end-of-archive padding;
+    // a long tail after the archive is refused rather than decompressed without end.
+    let tail = std::io::copy(
+        &mut (&mut hashing).take(MAX_TRAILER_BYTES + 1),
+        &mut std::io::sink(),
+    )
+    .map_err(LayerError::Read)?;
+    if tail > MAX_TRAILER_BYTES {
+        return Err(LayerError::TrailingData {
+            limit: MAX_TRAILER_BYTES,
+        });
+    }
     Ok(ApplyStats {
         diff_id: Digest::from_hasher(hashing.hasher),
         compression,

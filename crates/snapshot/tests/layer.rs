@@ -337,7 +337,7 @@ fn ten_gib_bombs_are_refused_before_writing() {
     let opts = ApplyOptions {
         max_entry_bytes: 1 << 20,
         max_total_bytes: 1 << 20,
-        check_free_space: true,
+        ..ApplyOptions::default()
     };
     let mut b = LayerBuilder::new();
     for i in 0..3 {
@@ -386,4 +386,35 @@ fn empty_numeric_header_fields_read_as_zero() {
     layer[..512].copy_from_slice(h.as_bytes());
     let err = sb.apply(&layer).unwrap_err();
     assert!(matches!(err, LayerError::Read(_)), "{err}");
+}
+
+#[test]
+fn entry_count_and_trailing_data_are_bounded() {
+    let sb = Sandbox::new();
+    let mut b = LayerBuilder::new();
+    for i in 0..5 {
+        b = b.file(&format!("e{i}"), b"", 0o644);
+    }
+    let opts = ApplyOptions {
+        max_entries: 4,
+        ..ApplyOptions::default()
+    };
+    let err = apply_layer(&b.tar()[..], &sb.root, &opts).unwrap_err();
+    assert!(
+        matches!(err, LayerError::TooManyEntries { limit: 4, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("e4"), "{err}");
+
+    let mut layer = LayerBuilder::new().file("x", b"1", 0o644).tar();
+    layer.extend(std::iter::repeat_n(0u8, (1 << 20) + 4096));
+    let err = sb.apply(&layer).unwrap_err();
+    assert!(matches!(err, LayerError::TrailingData { .. }), "{err}");
+    // Ordinary padding is fine and part of the diff id.
+    let mut padded = LayerBuilder::new().file("y", b"1", 0o644).tar();
+    padded.extend(std::iter::repeat_n(0u8, 10240));
+    assert_eq!(
+        sb.apply(&padded).unwrap().diff_id,
+        Digest::of_bytes(&padded)
+    );
 }
