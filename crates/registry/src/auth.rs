@@ -27,6 +27,12 @@ pub enum AuthError {
     EmptyToken { realm: String },
 }
 
+/// The user name that marks [`Credentials::secret`] as an identity (OAuth2 refresh) token, as in
+/// Docker's credential helpers: tokens are then fetched with the refresh-token grant.
+pub const IDENTITY_TOKEN_USERNAME: &str = "<token>";
+/// The OAuth2 client id sent with refresh-token grants.
+pub const OAUTH_CLIENT_ID: &str = "dagr";
+
 /// A user name and a secret (password or identity token) for one registry host.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

@@ -564,16 +564,46 @@ impl Transport {
                 } else {
                     format!("{realm}{separator}{}", query.join("&"))
                 };
-                let basic = credentials.as_ref().map(|c| c.basic_header());
-                let response = self
-                    .send_once(
-                        &Method::GET,
-                        &token_url,
-                        &HeaderMap::new(),
-                        basic.as_deref(),
-                        empty_body(),
-                    )
-                    .await?;
+                let response = match credentials.as_ref() {
+                    // An identity (refresh) token: the OAuth2 refresh-token grant, as Docker does.
+                    Some(c) if c.username == auth::IDENTITY_TOKEN_USERNAME => {
+                        let mut form = vec![
+                            "grant_type=refresh_token".to_string(),
+                            format!("refresh_token={}", encode_query(&c.secret)),
+                            format!("client_id={}", encode_query(auth::OAUTH_CLIENT_ID)),
+                        ];
+                        if let Some(service) = &service {
+                            form.push(format!("service={}", encode_query(service)));
+                        }
+                        if !scopes.is_empty() {
+                            form.push(format!("scope={}", encode_query(&scopes.join(" "))));
+                        }
+                        let mut headers = HeaderMap::new();
+                        headers.insert(
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/x-www-form-urlencoded"),
+                        );
+                        self.send_once(
+                            &Method::POST,
+                            &realm,
+                            &headers,
+                            None,
+                            bytes_body(Bytes::from(form.join("&"))),
+                        )
+                        .await?
+                    }
+                    _ => {
+                        let basic = credentials.as_ref().map(|c| c.basic_header());
+                        self.send_once(
+                            &Method::GET,
+                            &token_url,
+                            &HeaderMap::new(),
+                            basic.as_deref(),
+                            empty_body(),
+                        )
+                        .await?
+                    }
+                };
                 let status = response.status();
                 if !status.is_success() {
                     let body = error_text(response).await;

@@ -545,6 +545,20 @@ fn fixture_handler(corrupt_layer: bool, auth: ServerAuth) -> common::Handler {
             return r;
         }
         if let ServerAuth::Token { realm, queries } = &auth {
+            if req.path == "/token" && req.method == http::Method::POST {
+                let form = String::from_utf8_lossy(&req.body).into_owned();
+                queries.lock().unwrap().push(format!("POST {form}"));
+                if !form.contains("grant_type=refresh_token")
+                    || !form.contains("refresh_token=idtok-xyz")
+                {
+                    return respond(401, None, "bad refresh token");
+                }
+                return respond(
+                    200,
+                    Some("application/json"),
+                    r#"{"access_token":"tok-123","expires_in":300}"#,
+                );
+            }
             if req.path == "/token" {
                 queries.lock().unwrap().push(req.query.clone());
                 if req.authorization.as_deref() != Some(basic.as_str()) {
@@ -1015,4 +1029,57 @@ async fn https_endpoints_are_verified_against_configured_ca_certificates() {
         .unwrap();
     assert_eq!(image.manifest_digest, f.manifest_digest);
     assert!(store.has(&f.layer_digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_tokens_use_the_refresh_token_grant() {
+    let f = fixture();
+    let queries = Arc::new(Mutex::new(Vec::new()));
+    let realm = Arc::new(Mutex::new(String::new()));
+    let server = TestServer::start(fixture_handler(
+        false,
+        ServerAuth::Token {
+            realm: realm.clone(),
+            queries: queries.clone(),
+        },
+    ))
+    .await;
+    *realm.lock().unwrap() = format!("http://{}/token", server.addr);
+    let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
+
+    let mut credentials = StaticCredentials::new();
+    credentials.insert(
+        &server.addr,
+        dagr_registry::auth::IDENTITY_TOKEN_USERNAME,
+        "idtok-xyz",
+    );
+    let (_dir, store) = new_store();
+    let image = client()
+        .with_credentials(Arc::new(credentials))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    let seen = queries.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].starts_with("POST "), "{seen:?}");
+    assert!(seen[0].contains("service=test-registry"), "{seen:?}");
+    assert!(
+        seen[0].contains("scope=repository%3Ademo%2Fbusybox%3Apull"),
+        "{seen:?}"
+    );
+
+    // A wrong identity token is refused by the token server.
+    let mut wrong = StaticCredentials::new();
+    wrong.insert(
+        &server.addr,
+        dagr_registry::auth::IDENTITY_TOKEN_USERNAME,
+        "other",
+    );
+    let err = client()
+        .with_credentials(Arc::new(wrong))
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bad refresh token"), "{err}");
 }

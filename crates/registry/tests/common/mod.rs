@@ -187,6 +187,7 @@ pub struct SeenRequest {
     pub path: String,
     pub query: String,
     pub authorization: Option<String>,
+    pub body: Bytes,
 }
 
 pub type Handler = Arc<dyn Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync>;
@@ -206,18 +207,28 @@ impl TestServer {
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let seen = SeenRequest {
-                            method: req.method().clone(),
-                            path: req.uri().path().to_string(),
-                            query: req.uri().query().unwrap_or_default().to_string(),
-                            authorization: req
-                                .headers()
-                                .get(http::header::AUTHORIZATION)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string),
-                        };
-                        let response = handler(&seen);
-                        async move { Ok::<_, Infallible>(response) }
+                        let handler = handler.clone();
+                        async move {
+                            use http_body_util::BodyExt as _;
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let seen = SeenRequest {
+                                method: parts.method.clone(),
+                                path: parts.uri.path().to_string(),
+                                query: parts.uri.query().unwrap_or_default().to_string(),
+                                authorization: parts
+                                    .headers
+                                    .get(http::header::AUTHORIZATION)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string),
+                                body,
+                            };
+                            Ok::<_, Infallible>(handler(&seen))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
