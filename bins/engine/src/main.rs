@@ -126,7 +126,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let engine = Arc::new(routes::Engine {
         registry: registry.clone(),
         metrics: metrics::EngineMetrics::default(),
-        query: query::QueryEngine::new(api)?,
+        query: query::QueryEngine::new(api.clone())?,
     });
     let scope = ClientScopeLayer::new(
         registry,
@@ -158,6 +158,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_grace),
     )
     .await;
+    // Cache hits keep last-used times in memory; persist them for the next start's GC.
+    let solver = api.services().solver.clone();
+    match tokio::task::spawn_blocking(move || solver.flush()).await {
+        Ok(Ok(n)) => tracing::debug!(entries = n, "cache index flushed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "flushing the cache index failed"),
+        Err(e) => tracing::warn!(error = %e, "flushing the cache index failed"),
+    }
     tracing::info!("engine stopped");
     Ok(())
 }

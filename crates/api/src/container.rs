@@ -1,7 +1,7 @@
 //! `Container`: image config, mounts, file ops on the rootfs (or the mount a path falls under),
 //! and `withExec` building exec vertices; `stdout`, `stderr` and `sync` solve them.
 
-use dagr_gql::{Arg, Field, FieldError, Object, ResolveCtx, SchemaBuilder, Value};
+use dagr_gql::{Arg, Enum, Field, FieldError, Object, ResolveCtx, SchemaBuilder, Value};
 use dagr_solver::{CacheSharing, ExecOp, MountSource, Op, Vertex};
 use dagr_worker::ResultMeta;
 
@@ -293,6 +293,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         .map_err(graph_err)?;
                         c.rootfs = Fs::main(v);
                         c.config = ImageConfig::from_oci(&resolved.config);
+                        c.base_image = resolved.pinned.rsplit_once('@').map(|(_, d)| d.to_owned());
                         c.image_ref = Some(resolved.pinned);
                         c.last_exec = None;
                         ok(c)
@@ -813,6 +814,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         copy(&Fs::scratch().map_err(graph_err)?, "/", &d.fs, &d.path, vec![], vec![], None, None)?
                     };
                     c.image_ref = None;
+                    c.base_image = None;
                     ok(c)
                 }),
         )
@@ -826,5 +828,12 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Ok(Value::leaf(format_platform(&ctx.parent::<Container>()?.platform)))
         }));
     let _ = parse_platform;
-    b.object(container)
+    b.enumeration(Enum::new("ImageLayerCompression").values([
+        "Gzip",
+        "Zstd",
+        "EStarGZ",
+        "Uncompressed",
+    ]))
+    .enumeration(Enum::new("ImageMediaTypes").values(["OCIMediaTypes", "DockerMediaTypes"]))
+    .object(crate::image::fields(container))
 }

@@ -13,6 +13,7 @@
 
 mod container;
 mod directory;
+mod image;
 mod query;
 pub mod state;
 

@@ -37,6 +37,7 @@ pub(crate) fn new_container(platform: Platform) -> Result<Container, FieldError>
         mounts: Vec::new(),
         platform,
         image_ref: None,
+        base_image: None,
         last_exec: None,
         secret_env: Default::default(),
     })

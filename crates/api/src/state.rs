@@ -203,6 +203,9 @@ pub struct Container {
     pub platform: Platform,
     /// The pinned reference of the image it was made `from`, until the rootfs changes.
     pub image_ref: Option<String>,
+    /// Manifest digest of the image the rootfs is built on (`from`), kept through execs and file
+    /// ops so that published images reuse its layers; `None` for scratch or `withRootfs`.
+    pub base_image: Option<String>,
     /// The last `withExec` vertex; `stdout`/`stderr` read its output.
     pub last_exec: Option<Arc<Vertex>>,
     /// Environment variables whose values are secrets (name -> secret).

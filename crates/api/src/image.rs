@@ -1,0 +1,121 @@
+//! Containers as OCI images: `Container.export` (an OCI archive written to the caller's host) and
+//! `Container.publish` (pushed to a registry). The image is built by `dagr_worker::export` from the
+//! solved rootfs, reusing the base image's layers.
+
+use dagr_gql::{Arg, Field, FieldError, Object, ResolveCtx, Value};
+use dagr_worker::export::{BuiltImage, ImageConfigInput, build_image};
+
+use crate::state::Container;
+use crate::{Caller, Services, caller, services};
+
+/// Refuses the export options this engine does not implement (only the defaults are served).
+fn check_image_options(ctx: &ResolveCtx) -> Result<(), FieldError> {
+    let compression: Option<String> = ctx.arg("forcedCompression")?;
+    if let Some(c) = compression.filter(|c| c != "Gzip") {
+        return Err(FieldError::new(format!(
+            "forcedCompression {c} is not supported: layers are gzip"
+        )));
+    }
+    let media: Option<String> = ctx.arg("mediaTypes")?;
+    if media.as_deref().is_some_and(|m| m != "OCIMediaTypes") {
+        return Err(FieldError::new(
+            "mediaTypes DockerMediaTypes is not supported: images use OCI media types",
+        ));
+    }
+    if ctx.args().get("platformVariants").is_some_and(|v| {
+        !matches!(v, dagr_gql::ArgValue::List(l) if l.is_empty())
+            && !matches!(v, dagr_gql::ArgValue::Null)
+    }) {
+        return Err(FieldError::new(
+            "platformVariants are not supported: images have one platform",
+        ));
+    }
+    Ok(())
+}
+
+fn config_input(c: &Container) -> ImageConfigInput {
+    ImageConfigInput {
+        env: c
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        cmd: Some(c.config.default_args.clone()),
+        entrypoint: Some(c.config.entrypoint.clone()),
+        working_dir: Some(c.config.workdir.clone()).filter(|w| !w.is_empty()),
+        user: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
+        labels: c.config.labels.clone(),
+        ..Default::default()
+    }
+}
+
+async fn build(s: &Services, caller: &Caller, c: &Container) -> Result<BuiltImage, FieldError> {
+    let rootfs = s.snapshot_of(caller, &c.rootfs).await?;
+    let base = match &c.base_image {
+        Some(d) => Some(
+            d.parse()
+                .map_err(|e| FieldError::new(format!("base image digest {d}: {e}")))?,
+        ),
+        None => None,
+    };
+    build_image(s.worker(), &rootfs, base.as_ref(), config_input(c))
+        .await
+        .map_err(|e| FieldError::new(format!("building the image failed: {e}")))
+}
+
+fn image_args(field: Field) -> Field {
+    field
+        .arg(Arg::new("forcedCompression", "ImageLayerCompression"))
+        .arg(Arg::new("mediaTypes", "ImageMediaTypes").default("OCIMediaTypes"))
+        .arg(Arg::new("platformVariants", "[ContainerID!]").default(serde_json::json!([])))
+}
+
+/// Adds `export` and `publish` to the Container object.
+pub(crate) fn fields(container: Object) -> Object {
+    container
+        .field(
+            image_args(Field::new("export", "Boolean!").arg(Arg::new("path", "String!"))).resolve(
+                |ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    check_image_options(&ctx)?;
+                    let c = ctx.parent_arc::<Container>()?;
+                    let host_path: String = ctx.arg("path")?;
+                    let built = build(&s, &caller, &c).await?;
+                    let dir = tempfile::tempdir()
+                        .map_err(|e| FieldError::new(format!("temp dir: {e}")))?;
+                    let tarball = dir.path().join("image.tar");
+                    dagr_worker::export::export_tarball(s.worker(), &built, &tarball, None)
+                        .await
+                        .map_err(|e| {
+                            FieldError::new(format!("writing the image archive failed: {e}"))
+                        })?;
+                    s.host
+                        .push_file(&caller, &tarball, &host_path, true)
+                        .await
+                        .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}")))?;
+                    Ok(Value::leaf(true))
+                },
+            ),
+        )
+        .field(
+            image_args(Field::new("publish", "String!").arg(Arg::new("address", "String!")))
+                .resolve(|ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    check_image_options(&ctx)?;
+                    let c = ctx.parent_arc::<Container>()?;
+                    let address: String = ctx.arg("address")?;
+                    let built = build(&s, &caller, &c).await?;
+                    let pushed = dagr_worker::export::publish(s.worker(), &built, &address)
+                        .await
+                        .map_err(|e| {
+                            FieldError::new(
+                                s.scrub(&caller, &format!("publishing {address} failed: {e}")),
+                            )
+                        })?;
+                    Ok(Value::leaf(pushed))
+                }),
+        )
+}
