@@ -333,3 +333,58 @@ async fn backend_is_remembered_and_a_second_opener_touches_nothing() {
     assert_eq!(dir.leftover_mounts().len(), 1);
     assert_eq!(s.stat("live").unwrap().kind, Kind::Active);
 }
+
+/// A kernel without overlayfs: overlay mounts fail with ENODEV, binds work for real.
+#[derive(Debug)]
+struct NoOverlayKernel;
+
+impl dagr_snapshot::MountSyscalls for NoOverlayKernel {
+    fn mount_overlay(&self, _: &std::path::Path, _: &str, _: bool) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::ENODEV))
+    }
+    fn bind(
+        &self,
+        source: &std::path::Path,
+        target: &std::path::Path,
+        recursive: bool,
+    ) -> std::io::Result<()> {
+        dagr_snapshot::LinuxMounts.bind(source, target, recursive)
+    }
+    fn remount_read_only(&self, target: &std::path::Path) -> std::io::Result<()> {
+        dagr_snapshot::LinuxMounts.remount_read_only(target)
+    }
+    fn unmount(&self, target: &std::path::Path, detach: bool) -> std::io::Result<()> {
+        dagr_snapshot::LinuxMounts.unmount(target, detach)
+    }
+}
+
+#[tokio::test]
+async fn without_overlay_auto_detection_falls_back_to_copy() {
+    let dir = TestDir::new();
+    let s = Snapshotter::open_with(
+        &dir.path().join("state"),
+        SnapshotterOptions::default(),
+        std::sync::Arc::new(NoOverlayKernel),
+    )
+    .unwrap();
+    assert_eq!(s.backend(), Backend::Copy);
+    assert!(!dir.path().join("state/probe").exists());
+    let target = dir.subdir("target");
+    s.prepare("a", None).await.unwrap();
+    {
+        let _g = s.mount("a", &target).unwrap();
+        std::fs::write(target.join("f"), b"x").unwrap();
+    }
+    s.commit("base", "a").await.unwrap();
+    let mounts = s.prepare("b", Some("base")).await.unwrap();
+    assert!(
+        mounts
+            .iter()
+            .all(|m| m.kind == dagr_snapshot::MountKind::Bind)
+    );
+    let _g = s.mount("b", &target).unwrap();
+    assert_eq!(std::fs::read(target.join("f")).unwrap(), b"x");
+    let _ = NoOverlayKernel
+        .mount_overlay(&target, "", false)
+        .unwrap_err();
+}
