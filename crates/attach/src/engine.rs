@@ -330,25 +330,13 @@ impl AttachablesClient {
         host_path: &str,
         wipe: bool,
     ) -> Result<TransferStats, AttachError> {
-        const METHOD: &str = methods::PUSH_DIR;
-        self.check(METHOD)?;
-        let src = src.to_path_buf();
+        self.check(methods::PUSH_DIR)?;
         let target = PushTarget {
             path: host_path.to_string(),
             wipe,
             mode: None,
         };
-        let client = self.send_client();
-        send(
-            METHOD,
-            host_path,
-            target,
-            src,
-            false,
-            call_push_dir,
-            client,
-        )
-        .await
+        send(Push::Dir, target, src.to_path_buf(), self.send_client()).await
     }
 
     /// Writes the local file `src` to the host path `host_path` (parents created, replaced
@@ -359,24 +347,13 @@ impl AttachablesClient {
         host_path: &str,
         mode: Option<u32>,
     ) -> Result<TransferStats, AttachError> {
-        const METHOD: &str = methods::PUSH_FILE;
-        self.check(METHOD)?;
+        self.check(methods::PUSH_FILE)?;
         let target = PushTarget {
             path: host_path.to_string(),
             wipe: false,
             mode,
         };
-        let client = self.send_client();
-        send(
-            METHOD,
-            host_path,
-            target,
-            src.to_path_buf(),
-            true,
-            call_push_file,
-            client,
-        )
-        .await
+        send(Push::File, target, src.to_path_buf(), self.send_client()).await
     }
 }
 
@@ -399,86 +376,60 @@ async fn receive(
     tree::write_stream(batches, writer).await.map_err(transfer)
 }
 
+#[derive(Clone, Copy)]
+enum Push {
+    Dir,
+    File,
+}
+
 /// Streams the local `src` as a push to the host; a local read failure wins over the remote error it
-/// provokes.
-// Named functions rather than closures returning async blocks: with closures the push futures
-// are not `Send` for every lifetime (rustc's higher-ranked inference), which callers that box them
-// as `Send` trait-method futures need.
-async fn call_push_dir(
-    mut client: FileSendClient<Channel>,
-    stream: futures::stream::BoxStream<'static, PushRequest>,
-) -> Result<tonic::Response<crate::proto::PushResponse>, tonic::Status> {
-    client.push_dir(stream).await
-}
-
-async fn call_push_file(
-    mut client: FileSendClient<Channel>,
-    stream: futures::stream::BoxStream<'static, PushRequest>,
-) -> Result<tonic::Response<crate::proto::PushResponse>, tonic::Status> {
-    client.push_file(stream).await
-}
-
-async fn send<C, F, Fut>(
-    method: &'static str,
-    host_path: &str,
+/// provokes. Owned arguments and no generic callbacks: the future must be `Send` for callers.
+async fn send(
+    kind: Push,
     target: PushTarget,
     src: PathBuf,
-    single_file: bool,
-    call: F,
-    client: C,
-) -> Result<TransferStats, AttachError>
-where
-    F: FnOnce(C, futures::stream::BoxStream<'static, PushRequest>) -> Fut,
-    Fut: std::future::Future<
-            Output = Result<tonic::Response<crate::proto::PushResponse>, tonic::Status>,
-        >,
-{
-    let mut batches = tree::spawn_reader(move |out| {
+    mut client: FileSendClient<Channel>,
+) -> Result<TransferStats, AttachError> {
+    let method = match kind {
+        Push::Dir => methods::PUSH_DIR,
+        Push::File => methods::PUSH_FILE,
+    };
+    let host_path = target.path.clone();
+    let batches = tree::spawn_reader(move |out| {
         let reader = TreeReader::new(out);
-        if single_file {
-            reader.send_file(&src)
-        } else {
-            reader.send_dir(&src, &Filter::default())
+        match kind {
+            Push::File => reader.send_file(&src),
+            Push::Dir => reader.send_dir(&src, &Filter::default()),
         }
     });
     let local_error: Arc<Mutex<Option<TreeError>>> = Arc::new(Mutex::new(None));
-    let error_slot = local_error.clone();
-    let mut target = Some(target);
-    let requests = async_stream_of(move |cx| {
-        // Poll the next batch; stop the request stream (without End) at a local failure.
-        match batches.poll_recv(cx) {
-            std::task::Poll::Ready(Some(Ok(packets))) => {
-                std::task::Poll::Ready(Some(PushRequest {
-                    target: target.take(),
-                    packets,
-                }))
-            }
-            std::task::Poll::Ready(Some(Err(err))) => {
-                if let Ok(mut slot) = error_slot.lock() {
-                    *slot = Some(err);
-                }
-                std::task::Poll::Ready(None)
-            }
-            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    });
-    let result = call(client, requests).await;
+    let requests = PushStream {
+        batches,
+        target: Some(target),
+        local_error: local_error.clone(),
+    };
+    let result = match kind {
+        Push::Dir => client.push_dir(requests).await,
+        Push::File => client.push_file(requests).await,
+    };
     let local = local_error.lock().ok().and_then(|mut slot| slot.take());
     if let Some(source) = local {
         return Err(AttachError::Transfer {
             method,
-            path: host_path.to_string(),
+            path: host_path,
             source,
         });
     }
-    let response = result
-        .map_err(|status| AttachError::Rpc {
-            method,
-            path: host_path.to_string(),
-            status,
-        })?
-        .into_inner();
+    let response = match result {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            return Err(AttachError::Rpc {
+                method,
+                path: host_path,
+                status,
+            });
+        }
+    };
     Ok(TransferStats {
         files: response.files,
         dirs: response.dirs,
@@ -487,9 +438,36 @@ where
     })
 }
 
-fn async_stream_of<F>(poll: F) -> futures::stream::BoxStream<'static, PushRequest>
-where
-    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<PushRequest>> + Send + 'static,
-{
-    futures::stream::poll_fn(poll).boxed()
+/// The request stream of a push: the reader's batches, the target in the first message; it ends
+/// (without End, so the receiver discards the transfer) at a local failure, kept in `local_error`.
+/// A named type rather than a boxed closure stream: tonic's client-streaming future is only `Send`
+/// for every lifetime with a concrete stream type.
+struct PushStream {
+    batches: tokio::sync::mpsc::Receiver<Result<Vec<crate::proto::Packet>, TreeError>>,
+    target: Option<PushTarget>,
+    local_error: Arc<Mutex<Option<TreeError>>>,
+}
+
+impl futures::Stream for PushStream {
+    type Item = PushRequest;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<PushRequest>> {
+        match self.batches.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Ok(packets))) => {
+                let target = self.target.take();
+                std::task::Poll::Ready(Some(PushRequest { target, packets }))
+            }
+            std::task::Poll::Ready(Some(Err(err))) => {
+                if let Ok(mut slot) = self.local_error.lock() {
+                    *slot = Some(err);
+                }
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
 }

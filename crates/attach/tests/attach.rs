@@ -598,3 +598,17 @@ async fn dropping_every_engine_handle_ends_the_client_side() {
         .unwrap()
         .unwrap();
 }
+
+/// Every call's future is `Send` (callers box them as `Send` trait futures or spawn them).
+#[allow(dead_code)]
+fn calls_are_send(client: &dagr_attach::AttachablesClient, path: &Path, include: &[String]) {
+    fn send<T: Send>(_: T) {}
+    send(client.health_check());
+    send(client.stat("x"));
+    send(client.pull_dir("x", include, include, path));
+    send(client.pull_file("x", path));
+    send(client.push_dir(path, "x", true));
+    send(client.push_file(path, "x", None));
+    send(client.closed());
+    send(dagr_attach::accept(&mut http::Request::new(())).map(|(_, pending)| pending.finish()));
+}
