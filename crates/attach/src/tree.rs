@@ -3,6 +3,17 @@
 //! that would escape it. Both are synchronous and meant to run on a blocking thread; the async glue
 //! ([`spawn_reader`], [`write_stream`]) moves batches between them and a gRPC stream with bounded
 //! buffering.
+//!
+//! What a transfer keeps: regular files (content, holes of sparse files are skipped and recreated),
+//! directories (empty ones too), symlinks (never followed inside a tree), permission bits (07777)
+//! and mtimes (a directory's after its content). Ownership is sent but not applied: the writer's
+//! files belong to the writing process. Sockets, fifos and devices are skipped.
+//!
+//! Include/exclude patterns (dockerignore-like, `globset`): anchored at the transfer root, `*` does
+//! not cross `/`, `**` does, a leading `./` or `/` and a trailing `/` are ignored; a pattern that
+//! matches a directory covers everything under it (an excluded directory is not even read); exclude
+//! wins over include; directories are sent only if something under them is included. `!` exceptions
+//! are not supported.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
