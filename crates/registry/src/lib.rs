@@ -2,15 +2,20 @@
 //!
 //! - [`Reference`] parses and normalizes image references the way Docker does
 //!   (`busybox` -> `docker.io/library/busybox:latest`, served by `registry-1.docker.io`).
-//! - [`RegistryClient`] pulls ([`RegistryClient::pull`] -> [`PulledImage`]) and pushes
-//!   ([`RegistryClient::push`]) images over the OCI distribution API, with https (rustls, webpki
-//!   roots), plain http for loopback and configured insecure hosts, mirrors ([`RegistryConfig`]),
-//!   anonymous, bearer-token and basic authentication ([`CredentialsProvider`]), platform choice
-//!   from indexes and manifest lists ([`Platform`]), and bounded concurrent blob transfers.
-//!   Every pulled blob is digest- and size-verified on its way into the
+//! - [`RegistryClient`] talks the OCI distribution API: [`RegistryClient::resolve`] (manifest
+//!   and config, no layers), [`RegistryClient::pull`] -> [`PulledImage`], [`RegistryClient::push`]
+//!   (blobs skipped when present, cross-repository mounts, monolithic or chunked uploads, then
+//!   manifests, indexes and tags). Transport: https with rustls (ring; webpki roots, or per-host
+//!   CA certificates), plain http for loopback and configured insecure hosts, pull mirrors with
+//!   fallback ([`RegistryConfig`]), retries of transient failures, redirects. Authentication:
+//!   anonymous, bearer tokens from the `WWW-Authenticate` challenge (GET with basic credentials,
+//!   or the OAuth2 refresh-token grant for identity tokens), and basic; credentials come from a
+//!   [`CredentialsProvider`] and tokens are cached per client ([`RegistryClient::with_credentials`]
+//!   gives each session its own cache). Indexes and Docker manifest lists are resolved with
+//!   [`Platform`]; every pulled blob is digest- and size-verified on its way into the
 //!   [`dagr_snapshot::ContentStore`].
 //! - [`layout`] imports images from OCI layout directories and `oci-archive` tarballs into the
-//!   content store and exports images from it ([`layout::import_layout`],
+//!   content store and exports images (manifests or indexes) from it ([`layout::import_layout`],
 //!   [`layout::import_archive`], [`layout::export_layout`], [`layout::export_archive`]).
 //!
 //! Layer blobs are stored as they come (gzip, zstd or uncompressed); unpacking them is the

@@ -153,7 +153,8 @@ impl Registry {
                 std::thread::sleep(Duration::from_millis(50));
             }
             last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            drop(registry.child.kill());
+            let _ = registry.child.kill();
+            let _ = registry.child.wait();
         }
         panic!("docker-registry did not start: {last_log}");
     }
