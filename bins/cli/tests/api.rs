@@ -1,0 +1,331 @@
+//! The core API end to end: `dagr query` against a real `dagr-engine` (runc, the loopback
+//! registry of `dagr-testkit` with the busybox image), with the client's working directory in a
+//! temp dir so host paths are relative to it. One engine per test; each guard stops its engine
+//! (SIGTERM, then SIGKILL as hang protection) and detaches mounts left under its state dir.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dagr_testkit::EngineProcess;
+use serde_json::{Value, json};
+
+fn dagr() -> &'static str {
+    env!("CARGO_BIN_EXE_dagr")
+}
+
+/// `dagr-engine` is built next to `dagr` (`cargo build -p dagr-engine`).
+fn engine_bin() -> PathBuf {
+    let p = Path::new(dagr()).with_file_name("dagr-engine");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p dagr-engine`",
+        p.display()
+    );
+    p
+}
+
+/// An engine for one test plus the client's working directory.
+struct Api {
+    engine: EngineProcess,
+    /// The client's working directory: host paths are relative to it.
+    work: tempfile::TempDir,
+    /// `127.0.0.1:PORT/busybox:latest`.
+    image: String,
+}
+
+impl Api {
+    fn start() -> Api {
+        let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+            .image
+            .clone();
+        Api {
+            engine: EngineProcess::start(&engine_bin(), &[]),
+            work: tempfile::tempdir().expect("work dir"),
+            image,
+        }
+    }
+
+    fn work(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Runs `dagr query` with `doc` on stdin; `$img` is always set to the busybox image.
+    fn run(&self, doc: &str, vars: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(dagr());
+        cmd.arg("query")
+            .arg("--var")
+            .arg(format!("img={}", self.image));
+        for (k, v) in vars {
+            cmd.arg("--var").arg(format!("{k}={v}"));
+        }
+        let mut child = cmd
+            .env("DAGR_HOST", self.engine.host())
+            .current_dir(self.work.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn dagr");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(doc.as_bytes())
+            .expect("write the query");
+        child.wait_with_output().expect("dagr output")
+    }
+
+    /// A query that must succeed: its data.
+    fn ok(&self, doc: &str, vars: &[(&str, &str)]) -> Value {
+        let out = self.run(doc, vars);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "query failed ({}):\n{stderr}\nquery:\n{doc}",
+            out.status
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// A query that must fail: its errors (message and extensions) as `dagr query` prints them.
+    fn err(&self, doc: &str, vars: &[(&str, &str)]) -> Vec<QueryError> {
+        let out = self.run(doc, vars);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "query should fail with exit 1; stdout:\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let errors = parse_errors(&stderr);
+        assert!(!errors.is_empty(), "no error printed:\n{stderr}");
+        errors
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let pid = self.engine.child.id();
+        // SAFETY: kill(2) on our own (not yet reaped) child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if matches!(self.engine.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.engine.child.kill();
+        let _ = self.engine.child.wait();
+        detach_mounts_under(self.engine.dir.path());
+    }
+}
+
+/// Lazily unmounts whatever is still mounted under `dir` (deepest first), so the temp dir can go.
+fn detach_mounts_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let Ok(c) = std::ffi::CString::new(p) else {
+            continue;
+        };
+        // SAFETY: a valid C string; MNT_DETACH only detaches.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// One error of a failed `dagr query`.
+#[derive(Debug)]
+struct QueryError {
+    message: String,
+    extensions: Option<Value>,
+}
+
+/// Reads `error: MSG` lines, each optionally followed by `  extensions: JSON`.
+fn parse_errors(stderr: &str) -> Vec<QueryError> {
+    let mut out: Vec<QueryError> = Vec::new();
+    for line in stderr.lines() {
+        if let Some(msg) = line.strip_prefix("error: ") {
+            out.push(QueryError {
+                message: msg.to_owned(),
+                extensions: None,
+            });
+        } else if let Some(ext) = line.strip_prefix("  extensions: ")
+            && let Some(last) = out.last_mut()
+        {
+            last.extensions = Some(serde_json::from_str(ext).expect("extensions are JSON"));
+        }
+    }
+    out
+}
+
+/// `v` at a `/`-separated path of object keys.
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for key in path.split('/') {
+        cur = cur
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key:?} on the way to {path} in {v}"));
+    }
+    cur
+}
+
+fn s<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("{path} is not a string in {v}"))
+}
+
+#[test]
+fn exec_env_workdir_user_stdin_redirect_entrypoint_and_labels() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"query($img: String!) {
+          container { from(address: $img) {
+            out: withExec(args: ["echo", "hello", "world"]) { stdout stderr }
+            err: withExec(args: ["sh", "-c", "echo oops >&2"]) { stderr }
+            env: withEnvVariable(name: "A", value: "one") {
+              withEnvVariable(name: "B", value: "${A}-two", expand: true) {
+                withEnvVariable(name: "C", value: "${A}-raw") {
+                  withExec(args: ["sh", "-c", "echo $A $B $C"]) { stdout }
+                  b: envVariable(name: "B")
+                  missing: envVariable(name: "NOPE")
+                }
+              }
+            }
+            wd: withWorkdir(path: "/tmp") { withWorkdir(path: "sub") {
+              workdir
+              withExec(args: ["pwd"]) { stdout }
+            } }
+            user: withUser(name: "65534") { user withExec(args: ["id", "-u"]) { stdout } }
+            named: withUser(name: "nobody") { withExec(args: ["id", "-u"]) { stdout } }
+            stdin: withExec(args: ["cat"], stdin: "from stdin\n") { stdout }
+            redirected: withExec(args: ["echo", "to a file"], redirectStdout: "/out.txt") {
+              stdout
+              file(path: "/out.txt") { contents }
+            }
+          } }
+        }"#,
+        &[],
+    );
+    let c = at(&v, "container/from");
+    assert_eq!(s(c, "out/stdout"), "hello world\n");
+    assert_eq!(s(c, "out/stderr"), "");
+    assert_eq!(s(c, "err/stderr"), "oops\n");
+    let env = at(c, "env/withEnvVariable/withEnvVariable");
+    assert_eq!(s(env, "withExec/stdout"), "one one-two ${A}-raw\n");
+    assert_eq!(s(env, "b"), "one-two");
+    assert!(at(env, "missing").is_null());
+    assert_eq!(s(c, "wd/withWorkdir/workdir"), "/tmp/sub");
+    // `pwd` in a workdir that did not exist: the engine creates it.
+    assert_eq!(s(c, "wd/withWorkdir/withExec/stdout"), "/tmp/sub\n");
+    assert_eq!(s(c, "user/user"), "65534");
+    assert_eq!(s(c, "user/withExec/stdout"), "65534\n");
+    assert_eq!(s(c, "named/withExec/stdout"), "65534\n");
+    assert_eq!(s(c, "stdin/stdout"), "from stdin\n");
+    // Like Dagger 0.11's shim: the redirect file gets stdout, and `stdout` still returns it.
+    assert_eq!(s(c, "redirected/stdout"), "to a file\n");
+    assert_eq!(s(c, "redirected/file/contents"), "to a file\n");
+}
+
+#[test]
+fn entrypoint_default_args_env_variables_and_labels() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"query($img: String!) {
+          container { from(address: $img) {
+            entrypoint
+            defaultArgs
+            withEntrypoint(args: ["echo", "ep"]) {
+              entrypoint
+              defaultArgs
+              withDefaultArgs(args: ["default", "args"]) {
+                defaultArgs
+                plain: withExec(args: []) { stdout }
+                given: withExec(args: ["given"]) { stdout }
+                skipped: withExec(args: ["echo", "no", "entrypoint"], skipEntrypoint: true) { stdout }
+              }
+            }
+            kept: withDefaultArgs(args: ["kept"]) {
+              withEntrypoint(args: ["echo"], keepDefaultArgs: true) {
+                defaultArgs
+                withExec(args: []) { stdout }
+              }
+            }
+            withEnvVariable(name: "GREETING", value: "hi") {
+              envVariables { id name value }
+            }
+            withLabel(name: "org.example.a", value: "1") {
+              withLabel(name: "org.example.b", value: "2") {
+                a: label(name: "org.example.a")
+                labels { name value }
+                withoutLabel(name: "org.example.a") {
+                  labels { name value }
+                  gone: label(name: "org.example.a")
+                }
+              }
+            }
+          } }
+        }"#,
+        &[],
+    );
+    let c = at(&v, "container/from");
+    // The busybox image has no entrypoint and `Cmd: ["/bin/sh"]`.
+    assert_eq!(at(c, "entrypoint"), &json!([]));
+    assert_eq!(at(c, "defaultArgs"), &json!(["/bin/sh"]));
+    let ep = at(c, "withEntrypoint");
+    assert_eq!(at(ep, "entrypoint"), &json!(["echo", "ep"]));
+    // A new entrypoint drops the image's default args unless told to keep them.
+    assert_eq!(at(ep, "defaultArgs"), &json!([]));
+    let da = at(ep, "withDefaultArgs");
+    assert_eq!(at(da, "defaultArgs"), &json!(["default", "args"]));
+    assert_eq!(s(da, "plain/stdout"), "ep default args\n");
+    assert_eq!(s(da, "given/stdout"), "ep given\n");
+    assert_eq!(s(da, "skipped/stdout"), "no entrypoint\n");
+    let kept = at(c, "kept/withEntrypoint");
+    assert_eq!(at(kept, "defaultArgs"), &json!(["kept"]));
+    assert_eq!(s(kept, "withExec/stdout"), "kept\n");
+
+    let vars = at(c, "withEnvVariable/envVariables")
+        .as_array()
+        .expect("a list");
+    let names: Vec<&str> = vars.iter().map(|e| s(e, "name")).collect();
+    assert_eq!(names, ["PATH", "GREETING"], "image env first, in order");
+    assert_eq!(s(&vars[1], "value"), "hi");
+    let loaded = api.ok(
+        "query($id: EnvVariableID!) { loadEnvVariableFromID(id: $id) { name value } }",
+        &[("id", s(&vars[1], "id"))],
+    );
+    assert_eq!(
+        at(&loaded, "loadEnvVariableFromID"),
+        &json!({"name": "GREETING", "value": "hi"})
+    );
+
+    let l = at(c, "withLabel/withLabel");
+    assert_eq!(s(l, "a"), "1");
+    assert_eq!(
+        at(l, "labels"),
+        &json!([{"name": "org.example.a", "value": "1"}, {"name": "org.example.b", "value": "2"}])
+    );
+    assert_eq!(
+        at(l, "withoutLabel/labels"),
+        &json!([{"name": "org.example.b", "value": "2"}])
+    );
+    assert!(at(l, "withoutLabel/gone").is_null());
+}
