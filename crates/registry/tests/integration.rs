@@ -91,6 +91,18 @@ async fn pulls_an_image_skopeo_pushed() {
         .unwrap();
     assert_eq!(again.manifest_digest, f.manifest_digest);
 
+    // Two pulls of the same image into one empty store at once both succeed.
+    let (_dir2, fresh) = new_store();
+    let c = client();
+    let platform = Platform::default();
+    let (a, b) = tokio::join!(
+        c.pull(&reference, &platform, &fresh),
+        c.pull(&reference, &platform, &fresh)
+    );
+    assert_eq!(a.unwrap().manifest_digest, f.manifest_digest);
+    assert_eq!(b.unwrap().manifest_digest, f.manifest_digest);
+    assert_eq!(fresh.read_bytes(&f.layer_digest).await.unwrap(), f.layer);
+
     // A missing tag is reported as such.
     let missing = reference.with_tag("nope").unwrap();
     let err = client()
