@@ -335,11 +335,19 @@ impl Worker {
             })?;
             Ok(p)
         };
+        let work_dir = dir("work")?;
+        // Mounts a previous engine left in the work directory (it was killed): detach them first,
+        // so that neither the snapshotter's recovery nor the removal below goes through them.
+        if let Ok(mounted) = dagr_snapshot::mount::mounts_under(&work_dir) {
+            for m in mounted {
+                if let Err(e) = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH) {
+                    tracing::warn!(path = %m.display(), error = %e, "detaching a stale mount");
+                }
+            }
+        }
         let content = ContentStore::open(&dir("content")?)?;
         let snapshots = Snapshotter::open(&dir("snapshots")?, config.snapshots.clone())?;
-        let work_dir = dir("work")?;
-        // Leftovers of a previous run (its mounts are gone with its mount namespace or were
-        // detached by the snapshotter's recovery).
+        // Leftover work directories of a previous run (now unmounted).
         if let Ok(entries) = std::fs::read_dir(&work_dir) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_dir_all(e.path());

@@ -1,0 +1,331 @@
+//! Build pipelines through `/query`, each against a baseline measured in the same run:
+//! - `cached_pipeline`: a fully cached 5-step pipeline (from + 4 execs, `stdout`) re-queried over
+//!   h2c on a live session vs a bare hyper h2c server answering the same bytes (goal: <= 3x);
+//! - `exec_true`: an uncached `withExec(["true"])` end to end vs `runc run` of an equivalent
+//!   prepared bundle (goal: <= 1.3x);
+//! - `three_steps`: a 3-step graph cold and fully cached, vs `buildah bud --layers` of the same
+//!   Containerfile when buildah is installed.
+//!
+//! Needs root, runc, docker-registry and skopeo (`cargo xtask bench` installs them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use dagr_metadata::CLIENT_METADATA_HEADER;
+use http::{Request, Response};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+async fn h2(addr: SocketAddr) -> H2 {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.set_nodelay(true);
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+async fn post(send: &mut H2, metadata: Option<&str>, body: &Bytes) -> Bytes {
+    let mut b = Request::post("http://dagger/query");
+    if let Some(m) = metadata {
+        b = b.header(CLIENT_METADATA_HEADER, m);
+    }
+    let resp = send
+        .send_request(b.body(Full::new(body.clone())).expect("request"))
+        .await
+        .expect("round trip");
+    resp.into_body().collect().await.expect("body").to_bytes()
+}
+
+/// A bare hyper h2c server on its own runtime thread answering every request with `answer`.
+fn bare_server(answer: Bytes) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let answer = answer.clone();
+                            async move {
+                                let _ = req.into_body().collect().await;
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(answer)))
+                            }
+                        });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().expect("bare server address")
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn query_body(query: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "query": query }).to_string())
+}
+
+/// A runc bundle running `true` in a busybox rootfs, to time `runc run` itself.
+fn runc_bundle(dir: &Path) -> PathBuf {
+    let bundle = dir.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox");
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/true")).expect("link");
+    let status = Command::new("runc")
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .expect("runc spec");
+    assert!(status.success());
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    spec["process"]["terminal"] = serde_json::Value::Bool(false);
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    // The same namespaces as the engine's execs, network included.
+    std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write");
+    bundle
+}
+
+fn runc_run(bundle: &Path, root: &Path, i: usize) {
+    let status = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("bench-{i}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("runc run");
+    assert!(status.success());
+}
+
+fn benches(c: &mut Criterion) {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let engine =
+        dagr_testkit::EngineProcess::start(Path::new(env!("CARGO_BIN_EXE_dagr-engine")), &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host: dagr_client::EngineHost = engine.host().parse().expect("host");
+    let client = rt
+        .block_on(dagr_client::connect(dagr_client::ConnectOptions {
+            host,
+            session_id: None,
+            client_id: None,
+            token: None,
+            workdir: std::env::temp_dir(),
+            labels: Default::default(),
+            hostname: "bench".into(),
+            attach: true,
+            allow_send: false,
+        }))
+        .expect("connect");
+    let metadata = client.metadata().encode();
+    let image = &registry.image;
+
+    // 1. A fully cached 5-step pipeline vs the bare h2c floor.
+    let pipeline = query_body(&format!(
+        r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", "echo 1 > /1"]) {{ withExec(args: ["sh", "-c", "echo 2 > /2"]) {{ withExec(args: ["sh", "-c", "echo 3 > /3"]) {{ withExec(args: ["cat", "/1", "/2", "/3"]) {{ stdout }} }} }} }} }} }} }}"#
+    ));
+    let (mut engine_conn, mut bare_conn) = rt.block_on(async {
+        let mut conn = h2(engine.tcp).await;
+        let answer = post(&mut conn, Some(&metadata), &pipeline).await;
+        assert!(
+            answer.starts_with(b"{\"data\""),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let bare = bare_server(answer);
+        (conn, h2(bare).await)
+    });
+    let time = |conn: &mut H2, md: Option<&str>, body: &Bytes| {
+        rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..1000 {
+                let t = Instant::now();
+                post(conn, md, body).await;
+                v.push(t.elapsed());
+            }
+            median(v)
+        })
+    };
+    let bare = time(&mut bare_conn, None, &pipeline);
+    let cached = time(&mut engine_conn, Some(&metadata), &pipeline);
+    println!(
+        "cached 5-step pipeline: engine median {cached:?}, bare h2c median {bare:?}, ratio {:.2}x (goal <= 3x)",
+        cached.as_secs_f64() / bare.as_secs_f64()
+    );
+    let mut group = c.benchmark_group("cached_pipeline");
+    group.bench_function("engine", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = engine_conn.clone();
+            let (md, body) = (metadata.clone(), pipeline.clone());
+            async move { post(&mut conn, Some(&md), &body).await }
+        });
+    });
+    group.bench_function("bare_h2c", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = bare_conn.clone();
+            let body = pipeline.clone();
+            async move { post(&mut conn, None, &body).await }
+        });
+    });
+    group.finish();
+
+    // 2. Uncached withExec(["true"]) vs runc run of a prepared bundle.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bundle = runc_bundle(tmp.path());
+    let runc_root = tmp.path().join("runc-root");
+    let runs = 15;
+    let mut runc_times = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        runc_run(&bundle, &runc_root, i);
+        runc_times.push(t.elapsed());
+    }
+    // Warm the image pull and the rootfs first.
+    let exec_query = |i: usize| {
+        query_body(&format!(
+            r#"{{ container {{ from(address: "{image}") {{ withEnvVariable(name: "RUN", value: "{i}-{}") {{ withExec(args: ["true"]) {{ sync }} }} }} }} }}"#,
+            std::process::id()
+        ))
+    };
+    rt.block_on(post(
+        &mut engine_conn,
+        Some(&metadata),
+        &exec_query(usize::MAX),
+    ));
+    let mut exec_times = Vec::new();
+    for i in 0..runs {
+        let body = exec_query(i);
+        let t = Instant::now();
+        let answer = rt.block_on(post(&mut engine_conn, Some(&metadata), &body));
+        exec_times.push(t.elapsed());
+        assert!(
+            answer.starts_with(b"{\"data\""),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let (runc_med, exec_med) = (median(runc_times), median(exec_times));
+    println!(
+        "withExec([\"true\"]) uncached: engine median {exec_med:?}, runc run median {runc_med:?}, ratio {:.2}x (goal <= 1.3x)",
+        exec_med.as_secs_f64() / runc_med.as_secs_f64()
+    );
+
+    // 3. A 3-step graph cold and cached (and buildah when installed).
+    let three = |tag: &str| {
+        query_body(&format!(
+            r#"{{ container {{ from(address: "{image}") {{ withEnvVariable(name: "T", value: "{tag}") {{ withExec(args: ["sh", "-c", "echo a > /a"]) {{ withExec(args: ["sh", "-c", "cat /a > /b"]) {{ withExec(args: ["cat", "/b"]) {{ stdout }} }} }} }} }} }} }}"#
+        ))
+    };
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for i in 0..5 {
+        let body = three(&format!("{}-{i}", std::process::id()));
+        let t = Instant::now();
+        rt.block_on(post(&mut engine_conn, Some(&metadata), &body));
+        cold.push(t.elapsed());
+        let t = Instant::now();
+        rt.block_on(post(&mut engine_conn, Some(&metadata), &body));
+        warm.push(t.elapsed());
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    println!("3-step graph: cold median {cold:?}, cached median {warm:?}");
+    if Command::new("buildah")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        buildah_compare(tmp.path(), image, cold, warm);
+    } else {
+        println!("3-step graph vs buildah: buildah is not installed; no comparison");
+    }
+    rt.block_on(client.close()).expect("close");
+}
+
+fn buildah_compare(dir: &Path, image: &str, cold: Duration, warm: Duration) {
+    let ctx = dir.join("buildah-ctx");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    let storage = dir.join("buildah-storage");
+    let run = |tag: &str| {
+        std::fs::write(
+            ctx.join("Containerfile"),
+            format!("FROM {image}\nENV T={tag}\nRUN echo a > /a\nRUN cat /a > /b\nRUN cat /b\n"),
+        )
+        .expect("containerfile");
+        let t = Instant::now();
+        let status = Command::new("buildah")
+            .arg("--root")
+            .arg(&storage)
+            .args(["--runroot"])
+            .arg(dir.join("buildah-run"))
+            .args([
+                "bud",
+                "--layers",
+                "--tls-verify=false",
+                "--runtime=runc",
+                "--isolation=oci",
+                "-q",
+                "-t",
+                "bench",
+            ])
+            .arg(&ctx)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("buildah");
+        (status.success(), t.elapsed())
+    };
+    let (ok_cold, b_cold) = run("cold");
+    let (ok_warm, b_warm) = run("cold");
+    if !(ok_cold && ok_warm) {
+        println!("3-step graph vs buildah: buildah bud failed here; no comparison");
+        return;
+    }
+    println!(
+        "3-step graph vs buildah bud --layers: cold {:.1}x faster (goal >= 5x), cached {:.1}x faster (goal >= 100x)",
+        b_cold.as_secs_f64() / cold.as_secs_f64(),
+        b_warm.as_secs_f64() / warm.as_secs_f64()
+    );
+}
+
+criterion_group! {
+    name = pipeline;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(5));
+    targets = benches
+}
+criterion_main!(pipeline);
