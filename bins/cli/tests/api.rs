@@ -37,7 +37,8 @@ struct Api {
 
 impl Api {
     fn start() -> Api {
-        let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        // A fixture dir of this test binary's own: other test crates build theirs concurrently.
+        let image = dagr_testkit::registry(concat!(env!("CARGO_TARGET_TMPDIR"), "/dagr-cli-api"))
             .image
             .clone();
         Api {
@@ -328,4 +329,305 @@ fn entrypoint_default_args_env_variables_and_labels() {
         &json!([{"name": "org.example.b", "value": "2"}])
     );
     assert!(at(l, "withoutLabel/gone").is_null());
+}
+
+#[test]
+fn directories_built_in_the_engine() {
+    let api = Api::start();
+    let base = api.ok(
+        r#"{
+          directory {
+            withNewFile(path: "a.txt", contents: "alpha") {
+              withNewFile(path: "sub/b.log", contents: "bravo!") {
+                withNewFile(path: "sub/deep/c.txt", contents: "charlie") {
+                  withNewDirectory(path: "empty") {
+                    id
+                    entries
+                    sub: entries(path: "sub")
+                    txt: glob(pattern: "**/*.txt")
+                    top: glob(pattern: "*")
+                    file(path: "sub/b.log") { contents size name }
+                    directory(path: "sub") {
+                      entries
+                      file(path: "deep/c.txt") { contents name }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }"#,
+        &[],
+    );
+    let d = at(
+        &base,
+        "directory/withNewFile/withNewFile/withNewFile/withNewDirectory",
+    );
+    assert_eq!(at(d, "entries"), &json!(["a.txt", "empty", "sub"]));
+    assert_eq!(at(d, "sub"), &json!(["b.log", "deep"]));
+    assert_eq!(at(d, "txt"), &json!(["a.txt", "sub/deep/c.txt"]));
+    assert_eq!(at(d, "top"), &json!(["a.txt", "empty", "sub"]));
+    assert_eq!(
+        at(d, "file"),
+        &json!({"contents": "bravo!", "size": 6, "name": "b.log"})
+    );
+    assert_eq!(at(d, "directory/entries"), &json!(["b.log", "deep"]));
+    assert_eq!(
+        at(d, "directory/file"),
+        &json!({"contents": "charlie", "name": "c.txt"})
+    );
+
+    // Copies between directories, by ID, in a new session.
+    let id = s(d, "id");
+    let v = api.ok(
+        r#"query($d: DirectoryID!) {
+          loadDirectoryFromID(id: $d) {
+            file(path: "a.txt") { id withName(name: "renamed.txt") { id name contents } }
+            sub: directory(path: "sub") { id }
+          }
+        }"#,
+        &[("d", id)],
+    );
+    let a_id = s(&v, "loadDirectoryFromID/file/id").to_owned();
+    let renamed = at(&v, "loadDirectoryFromID/file/withName");
+    assert_eq!(s(renamed, "name"), "renamed.txt");
+    assert_eq!(s(renamed, "contents"), "alpha");
+    let renamed_id = s(renamed, "id").to_owned();
+    let sub_id = s(&v, "loadDirectoryFromID/sub/id").to_owned();
+    let v = api.ok(
+        r#"query($d: DirectoryID!, $a: FileID!, $r: FileID!, $sub: DirectoryID!) {
+          directory {
+            one: withFile(path: "copied/one.txt", source: $a) {
+              entries(path: "copied")
+              file(path: "copied/one.txt") { contents }
+            }
+            many: withFiles(path: "files", sources: [$a, $r]) { entries(path: "files") }
+            all: withDirectory(path: "all", directory: $d) { glob(pattern: "all/**") }
+            inc: withDirectory(path: "/", directory: $d, include: ["**/*.txt"]) {
+              glob(pattern: "**")
+            }
+            exc: withDirectory(path: "x", directory: $d, exclude: ["sub/deep", "*.txt"]) {
+              glob(pattern: "**")
+            }
+            subdir: withDirectory(path: "s", directory: $sub) { glob(pattern: "**") }
+          }
+          loadDirectoryFromID(id: $d) {
+            withoutFile(path: "sub/b.log") { glob(pattern: "**") }
+            withoutDirectory(path: "sub") { entries }
+          }
+        }"#,
+        &[
+            ("d", id),
+            ("a", &a_id),
+            ("r", &renamed_id),
+            ("sub", &sub_id),
+        ],
+    );
+    let d = at(&v, "directory");
+    assert_eq!(at(d, "one/entries"), &json!(["one.txt"]));
+    assert_eq!(s(d, "one/file/contents"), "alpha");
+    assert_eq!(at(d, "many/entries"), &json!(["a.txt", "renamed.txt"]));
+    assert_eq!(
+        at(d, "all/glob"),
+        &json!([
+            "all/a.txt",
+            "all/empty",
+            "all/sub",
+            "all/sub/b.log",
+            "all/sub/deep",
+            "all/sub/deep/c.txt"
+        ])
+    );
+    // Parent directories of included files come along (as in Dagger/BuildKit).
+    assert_eq!(
+        at(d, "inc/glob"),
+        &json!(["a.txt", "sub", "sub/deep", "sub/deep/c.txt"])
+    );
+    assert_eq!(
+        at(d, "exc/glob"),
+        &json!(["x", "x/empty", "x/sub", "x/sub/b.log"])
+    );
+    assert_eq!(
+        at(d, "subdir/glob"),
+        &json!(["s", "s/b.log", "s/deep", "s/deep/c.txt"])
+    );
+    let l = at(&v, "loadDirectoryFromID");
+    assert_eq!(
+        at(l, "withoutFile/glob"),
+        &json!(["a.txt", "empty", "sub", "sub/deep", "sub/deep/c.txt"])
+    );
+    assert_eq!(
+        at(l, "withoutDirectory/entries"),
+        &json!(["a.txt", "empty"])
+    );
+}
+
+#[test]
+fn container_file_ops_and_mounts() {
+    let api = Api::start();
+    let dir = api.ok(
+        r#"{ directory { withNewFile(path: "in.txt", contents: "from a directory") {
+               id
+               file(path: "in.txt") { id }
+        } } }"#,
+        &[],
+    );
+    let dir_id = s(&dir, "directory/withNewFile/id").to_owned();
+    let file_id = s(&dir, "directory/withNewFile/file/id").to_owned();
+    let v = api.ok(
+        r#"query($img: String!, $dir: DirectoryID!, $file: FileID!,
+                 $cache: CacheVolumeID!) {
+          container { from(address: $img) {
+            newfile: withNewFile(path: "/etc/greeting", contents: "hello\n") {
+              file(path: "/etc/greeting") { contents }
+              withExec(args: ["cat", "/etc/greeting"]) { stdout }
+            }
+            withdir: withDirectory(path: "/data", directory: $dir) {
+              withExec(args: ["cat", "/data/in.txt"]) { stdout }
+            }
+            mounted: withMountedDirectory(path: "/mnt", source: $dir) {
+              mounts
+              withExec(args: ["sh", "-c", "cat /mnt/in.txt; echo written > /mnt/new.txt"]) {
+                stdout
+                directory(path: "/mnt") { entries file(path: "new.txt") { contents } }
+                rootfs { glob(pattern: "mnt/**") }
+              }
+            }
+            mfile: withMountedFile(path: "/m/file.txt", source: $file) {
+              withExec(args: ["cat", "/m/file.txt"]) { stdout }
+            }
+            temp: withMountedTemp(path: "/scratch") {
+              withExec(args: ["sh", "-c", "echo x > /scratch/t; grep -c /scratch /proc/mounts"]) {
+                stdout
+                withExec(args: ["ls", "-A", "/scratch"]) { stdout }
+              }
+            }
+            cache: withMountedCache(path: "/cache", cache: $cache) {
+              withExec(args: ["sh", "-c", "echo first > /cache/shared"]) {
+                withMountedCache(path: "/cache", cache: $cache, sharing: LOCKED) {
+                  withExec(args: ["cat", "/cache/shared"]) {
+                    stdout
+                    withoutMount(path: "/cache") {
+                      withMountedCache(path: "/c2", cache: $cache, sharing: PRIVATE) {
+                        withExec(args: ["ls", "/c2"]) { stdout }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+            without: withMountedTemp(path: "/scratch") {
+              withMountedDirectory(path: "/mnt", source: $dir) {
+                mounts
+                withoutMount(path: "/scratch") {
+                  mounts
+                  withExec(args: ["sh", "-c", "grep -c /scratch /proc/mounts || true"]) { stdout }
+                }
+              }
+            }
+          } }
+        }"#,
+        &[
+            ("dir", &dir_id),
+            ("file", &file_id),
+            ("cache", &cache_volume(&api, "file-ops-cache")),
+        ],
+    );
+    let c = at(&v, "container/from");
+    assert_eq!(s(c, "newfile/file/contents"), "hello\n");
+    assert_eq!(s(c, "newfile/withExec/stdout"), "hello\n");
+    assert_eq!(s(c, "withdir/withExec/stdout"), "from a directory");
+    let m = at(c, "mounted");
+    assert_eq!(at(m, "mounts"), &json!(["/mnt"]));
+    assert_eq!(s(m, "withExec/stdout"), "from a directory");
+    assert_eq!(
+        at(m, "withExec/directory/entries"),
+        &json!(["in.txt", "new.txt"])
+    );
+    assert_eq!(
+        s(m, "withExec/directory/file/contents"),
+        "written\n",
+        "the exec's write into the mount is in directory(mountpath)"
+    );
+    assert_eq!(
+        at(m, "withExec/rootfs/glob"),
+        &json!([]),
+        "the mount's contents are not in the rootfs"
+    );
+    assert_eq!(s(c, "mfile/withExec/stdout"), "from a directory");
+    assert_eq!(s(c, "temp/withExec/stdout"), "1\n");
+    assert_eq!(
+        s(c, "temp/withExec/withExec/stdout"),
+        "",
+        "a tmpfs starts empty in every exec"
+    );
+    let cache = at(c, "cache/withExec/withMountedCache/withExec");
+    assert_eq!(
+        s(cache, "stdout"),
+        "first\n",
+        "a cache is shared between execs"
+    );
+    assert_eq!(
+        s(cache, "withoutMount/withMountedCache/withExec/stdout"),
+        "shared\n",
+        "a PRIVATE mount nobody else holds reuses the volume"
+    );
+    let w = at(c, "without/withMountedDirectory");
+    assert_eq!(at(w, "mounts"), &json!(["/scratch", "/mnt"]));
+    assert_eq!(at(w, "withoutMount/mounts"), &json!(["/mnt"]));
+    assert_eq!(s(w, "withoutMount/withExec/stdout"), "0\n");
+}
+
+/// The ID of `cacheVolume(key:)`.
+fn cache_volume(api: &Api, key: &str) -> String {
+    let v = api.ok(
+        "query($k: String!) { cacheVolume(key: $k) { id } }",
+        &[("k", key)],
+    );
+    s(&v, "cacheVolume/id").to_owned()
+}
+
+#[test]
+fn rootfs_and_with_rootfs() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"query($img: String!) {
+          container { from(address: $img) {
+            withExec(args: ["sh", "-c", "echo made > /made.txt"]) {
+              rootfs {
+                id
+                file(path: "made.txt") { contents }
+                entries
+              }
+            }
+          } }
+        }"#,
+        &[],
+    );
+    let root = at(&v, "container/from/withExec/rootfs");
+    assert_eq!(s(root, "file/contents"), "made\n");
+    let entries = at(root, "entries").as_array().expect("entries");
+    assert!(entries.contains(&json!("bin")) && entries.contains(&json!("made.txt")));
+    let v = api.ok(
+        r#"query($root: DirectoryID!) {
+          container {
+            withRootfs(directory: $root) {
+              withExec(args: ["cat", "/made.txt"]) { stdout }
+            }
+          }
+          directory { withNewFile(path: "only.txt", contents: "x") { id } }
+        }"#,
+        &[("root", s(root, "id"))],
+    );
+    assert_eq!(s(&v, "container/withRootfs/withExec/stdout"), "made\n");
+    let v = api.ok(
+        r#"query($d: DirectoryID!) {
+          container { withRootfs(directory: $d) { rootfs { entries } } }
+        }"#,
+        &[("d", s(&v, "directory/withNewFile/id"))],
+    );
+    assert_eq!(
+        at(&v, "container/withRootfs/rootfs/entries"),
+        &json!(["only.txt"])
+    );
 }
