@@ -61,6 +61,7 @@ const PREREQS: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("python3", "python3"),
     ("tmux", "tmux"),
+    ("openssl", "openssl"),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -114,9 +115,7 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status: ExitStatus = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status: ExitStatus = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -183,7 +182,9 @@ fn prereqs() -> anyhow::Result<()> {
 
 fn engine(root: &Path, port: u16, release: bool, extra: &[String]) -> anyhow::Result<()> {
     if !have("runc") {
-        eprintln!("xtask: runc is not installed; containers will not run (run `cargo xtask prereqs`)");
+        eprintln!(
+            "xtask: runc is not installed; containers will not run (run `cargo xtask prereqs`)"
+        );
     }
     let mut build = Command::new(cargo());
     build.args(["build", "-p", "dagr-engine", "-p", "dagr-cli"]);

@@ -144,10 +144,22 @@ impl EngineProcess {
     /// Starts `binary` with a temp state dir, `tcp://127.0.0.1:0` and a unix socket.
     pub fn start(binary: &Path, extra_args: &[&str]) -> EngineProcess {
         let dir = tempfile::tempdir().expect("tempdir");
-        let unix = dir.path().join("engine.sock");
+        let base = dir.path().to_path_buf();
+        Self::start_in(binary, &base, dir, extra_args)
+    }
+
+    /// Starts `binary` with its state and socket in `base` (which outlives this engine: for
+    /// restart tests); `dir` is kept alive with the process.
+    pub fn start_in(
+        binary: &Path,
+        base: &Path,
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+    ) -> EngineProcess {
+        let unix = base.join("engine.sock");
         let mut child = Command::new(binary)
             .arg("--state-dir")
-            .arg(dir.path().join("state"))
+            .arg(base.join("state"))
             .arg("--listen")
             .arg("tcp://127.0.0.1:0")
             .arg("--listen")
