@@ -1,6 +1,8 @@
 //! A small test schema shaped like the Dagger core API.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod core_api;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
