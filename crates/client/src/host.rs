@@ -135,7 +135,7 @@ impl EngineHost {
                 let stdin = child.stdin.take().ok_or_else(missing)?;
                 let stdout = child.stdout.take().ok_or_else(missing)?;
                 Ok(Box::new(ChildIo {
-                    child,
+                    child: Some(child),
                     stdin,
                     stdout,
                 }))
@@ -144,18 +144,26 @@ impl EngineHost {
     }
 }
 
-/// A child process's stdout (read) and stdin (write) as one stream; the child is killed when this
-/// is dropped (tokio reaps it).
+/// A child process's stdout (read) and stdin (write) as one stream; the child is killed and reaped
+/// when this is dropped.
 struct ChildIo {
-    child: Child,
+    child: Option<Child>,
     stdin: ChildStdin,
     stdout: ChildStdout,
 }
 
 impl Drop for ChildIo {
     fn drop(&mut self) {
-        // kill_on_drop also does it; make it explicit and immediate.
-        let _ = self.child.start_kill();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.start_kill();
+        // Reap it now rather than leaving a zombie until tokio's next orphan sweep.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
     }
 }
 

@@ -318,6 +318,8 @@ async fn session_over_unix_socket() {
 
 const BRIDGE: &str = r#"
 import os, socket, sys, threading
+with open(sys.argv[2], "a") as pids:
+    pids.write(f"{os.getpid()}\n")
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 def up():
     while True:
@@ -341,11 +343,30 @@ async fn session_over_stdio_process() {
         unreachable!()
     };
     let port = addr.rsplit_once(':').unwrap().1.to_string();
+    let pids = tempfile::NamedTempFile::new().unwrap();
+    let pid_file = pids.path().to_str().unwrap().to_string();
     engine.host = EngineHost::Stdio {
         program: "python3".into(),
-        args: vec!["-c".into(), BRIDGE.into(), port],
+        args: vec!["-c".into(), BRIDGE.into(), port, pid_file],
     };
     full_session(engine).await;
+    // One process per connection; both are killed and reaped once the client is closed.
+    let pids: Vec<u32> = std::fs::read_to_string(pids.path())
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        tokio::time::timeout(HANG, async {
+            while proc_dir.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("bridge process {pid} was not reaped"));
+    }
 }
 
 #[tokio::test]
