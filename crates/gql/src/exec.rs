@@ -273,6 +273,17 @@ struct ObjRef {
 }
 
 impl Schema {
+    /// Executes a raw JSON request body (`{"query", "variables", "operationName"}`); a body that
+    /// is not such JSON gets an error [`Response`] too.
+    pub async fn execute_body(&self, body: &[u8], data: RequestData) -> Response {
+        match serde_json::from_slice::<Request>(body) {
+            Ok(request) => self.execute(request, data).await,
+            Err(e) => {
+                Response::from_errors(vec![GqlError::new(format!("invalid request body: {e}"))])
+            }
+        }
+    }
+
     /// Parses, validates and executes a request. Every outcome is a [`Response`].
     pub async fn execute(&self, request: Request, data: RequestData) -> Response {
         let doc = match crate::validate::prepare(self, &request.query) {

@@ -240,3 +240,29 @@ fn execute_future_is_send() {
     let schema: std::sync::Arc<dyn Send + Sync> = std::sync::Arc::new(common::schema());
     drop(schema);
 }
+
+#[tokio::test]
+async fn raw_bodies_always_answer_json() {
+    let schema = common::schema();
+    let ok = schema
+        .execute_body(br#"{"query":"query Q($v: String!) { checkVersionCompatibility(version: $v) }","variables":{"v":"v0.11.0"},"operationName":"Q"}"#, RequestData::new())
+        .await;
+    assert_eq!(
+        ok.to_json(),
+        json!({"data": {"checkVersionCompatibility": true}})
+    );
+    let bad = schema.execute_body(b"{not json", RequestData::new()).await;
+    assert_eq!(bad.data, None);
+    assert!(
+        bad.errors[0].message.starts_with("invalid request body: "),
+        "{:?}",
+        bad.errors
+    );
+    let no_query = schema
+        .execute_body(br#"{"variables":{}}"#, RequestData::new())
+        .await;
+    assert_eq!(
+        no_query.errors[0].message,
+        "invalid request body: missing field `query` at line 1 column 16"
+    );
+}
