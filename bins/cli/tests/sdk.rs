@@ -1,0 +1,880 @@
+//! dagr end to end with the official Dagger Python SDK (dagger-io 0.11.8 and the mid-2024
+//! dependency pins of `shared/spec/rust-notes.md`), installed once per target dir into a
+//! virtualenv under `CARGO_TARGET_TMPDIR` (reused while its pins match).
+//!
+//! Every test starts its own `dagr-engine` (the loopback busybox registry of `dagr-testkit`), writes
+//! a Python script into a temp working directory and runs it both ways an SDK meets dagr:
+//! - [`Mode::Run`]: `dagr run -- python script.py` (the SDK finds DAGGER_SESSION_PORT/TOKEN);
+//! - [`Mode::Session`]: `python script.py` with `_EXPERIMENTAL_DAGGER_CLI_BIN` naming `dagr`, so
+//!   the SDK starts `dagr session --label ...` itself and ends it by closing its stdin.
+//!
+//! A script records what it observed in a dict and prints it as one JSON line after its connection
+//! closed cleanly; the Rust side asserts on that, on the script's raw output and on the host files
+//! it exported. Scripts, processes (their whole process group), engines and the mounts those leave
+//! behind are cleaned up by guards, also when an assertion fails.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use dagr_testkit::EngineProcess;
+use serde_json::Value;
+
+/// The Python packages of the virtualenv (the SDK and the versions it was released against).
+const PINS: &[&str] = &[
+    "dagger-io==0.11.8",
+    "gql==3.5.0",
+    "graphql-core==3.2.3",
+    "httpx==0.27.0",
+    "httpcore==1.0.5",
+    "anyio==4.4.0",
+    "beartype==0.18.5",
+    "cattrs==23.2.3",
+    "attrs==23.2.0",
+    "platformdirs==4.2.2",
+    "rich==13.7.1",
+    "typing-extensions==4.12.2",
+    "opentelemetry-api==1.25.0",
+    "opentelemetry-sdk==1.25.0",
+    "opentelemetry-exporter-otlp-proto-grpc==1.25.0",
+];
+
+/// Hang protection for one script run (never reached when things work).
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The line prefix under which a script prints what it observed.
+const RESULT_MARKER: &str = "DAGR-SDK-RESULT ";
+
+/// Put in front of every script: `IMAGE` (argv[1]), `NONCE` (argv[2], unique per run),
+/// `REGISTRY` (argv[3], the loopback registry's `127.0.0.1:PORT`), the
+/// `RESULT` dict and `connect_and_run(main, **config)`, which runs `main` inside
+/// `dagger.connection` and prints `RESULT` once the connection (and any `dagr session`) closed.
+const PRELUDE: &str = r#"
+import base64, hashlib, json, os, sys
+import anyio
+import dagger
+from dagger import dag
+
+IMAGE = sys.argv[1]
+NONCE = sys.argv[2]
+REGISTRY = sys.argv[3]
+RESULT = {}
+
+def connect_and_run(main, **config):
+    async def session():
+        async with dagger.connection(dagger.Config(log_output=sys.stderr, **config)):
+            await main()
+    anyio.run(session)
+    print("DAGR-SDK-RESULT " + json.dumps(RESULT), flush=True)
+"#;
+
+fn dagr() -> &'static str {
+    env!("CARGO_BIN_EXE_dagr")
+}
+
+/// `dagr-engine` is built next to `dagr` (`cargo build -p dagr-engine`).
+fn engine_bin() -> PathBuf {
+    let p = Path::new(dagr()).with_file_name("dagr-engine");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p dagr-engine`",
+        p.display()
+    );
+    p
+}
+
+/// Removes a half-built virtualenv directory unless it was moved into place.
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a setup command; a failure panics with its output.
+fn setup_step(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}); the SDK tests need it (PyPI must be reachable).\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The virtualenv's python with [`PINS`] installed; built on first use (into a scratch directory
+/// then renamed, so an interrupted install is never reused) and kept while its pins match.
+fn venv_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dagr-sdk-venv");
+        let pins_file = "dagr-sdk-pins.txt";
+        let want = PINS.join("\n");
+        let python = dir.join("bin/python");
+        if python.exists()
+            && std::fs::read_to_string(dir.join(pins_file)).is_ok_and(|have| have == want)
+        {
+            return python;
+        }
+        let scratch = RemoveDirOnDrop(PathBuf::from(format!(
+            "{}.building-{}",
+            dir.display(),
+            std::process::id()
+        )));
+        let _ = std::fs::remove_dir_all(&scratch.0);
+        setup_step(
+            Command::new("python3").args(["-m", "venv"]).arg(&scratch.0),
+            "python3 -m venv",
+        );
+        setup_step(
+            Command::new(scratch.0.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-input",
+                    "--disable-pip-version-check",
+                ])
+                .args(PINS),
+            "pip install of the Dagger Python SDK",
+        );
+        std::fs::write(scratch.0.join(pins_file), &want).expect("write the pins file");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&scratch.0, &dir).expect("move the virtualenv into place");
+        python
+    })
+}
+
+/// How the SDK reaches the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `dagr run -- python script.py`.
+    Run,
+    /// The SDK starts `dagr session` itself (`_EXPERIMENTAL_DAGGER_CLI_BIN`).
+    Session,
+}
+
+const MODES: [Mode; 2] = [Mode::Run, Mode::Session];
+
+/// An engine for one test; stopped (SIGTERM, then SIGKILL as hang protection) on drop, with the
+/// mounts it left under its state dir detached.
+struct Sdk {
+    engine: EngineProcess,
+    /// `127.0.0.1:PORT`, the loopback registry.
+    registry: String,
+    /// `127.0.0.1:PORT/busybox:latest`.
+    image: String,
+}
+
+impl Sdk {
+    fn start() -> Sdk {
+        let python = venv_python();
+        assert!(python.exists());
+        let fixture = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+        Sdk {
+            engine: EngineProcess::start(&engine_bin(), &[]),
+            registry: fixture.addr.clone(),
+            image: fixture.image.clone(),
+        }
+    }
+
+    /// Writes `PRELUDE + body` to `work/script.py` and runs it from `work` in `mode`; the
+    /// script's argv is `IMAGE NONCE REGISTRY`.
+    fn run_script(&self, mode: Mode, work: &Path, body: &str, nonce: &str) -> Output {
+        let script = work.join("script.py");
+        std::fs::write(&script, format!("{PRELUDE}\n{body}")).expect("write the script");
+        let python = venv_python();
+        let mut cmd = match mode {
+            Mode::Run => {
+                let mut c = Command::new(dagr());
+                c.arg("run").arg("--").arg(python);
+                c.env_remove("_EXPERIMENTAL_DAGGER_CLI_BIN");
+                c
+            }
+            Mode::Session => {
+                let mut c = Command::new(python);
+                c.env("_EXPERIMENTAL_DAGGER_CLI_BIN", dagr());
+                c
+            }
+        };
+        cmd.arg(&script)
+            .arg(&self.image)
+            .arg(nonce)
+            .arg(&self.registry)
+            .current_dir(work)
+            .env("DAGR_HOST", self.engine.host())
+            .env_remove("DAGGER_SESSION_PORT")
+            .env_remove("DAGGER_SESSION_TOKEN")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child = ProcessGroup(cmd.spawn().expect("spawn the script"));
+        child.wait_with_output(SCRIPT_DEADLINE)
+    }
+
+    /// Runs a script that must succeed and returns its `RESULT` dict.
+    fn result(&self, mode: Mode, work: &Path, body: &str) -> Value {
+        let nonce = format!("{mode:?}-{}", rand_suffix());
+        let out = self.run_script(mode, work, body, &nonce);
+        parse_result(mode, &out)
+    }
+}
+
+impl Drop for Sdk {
+    fn drop(&mut self) {
+        let pid = self.engine.child.id();
+        // SAFETY: kill(2) on our own (not yet reaped) child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if matches!(self.engine.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.engine.child.kill();
+        let _ = self.engine.child.wait();
+        detach_mounts_under(self.engine.dir.path());
+    }
+}
+
+/// Lazily unmounts whatever is still mounted under `dir` (deepest first), so the temp dir can go.
+fn detach_mounts_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let Ok(c) = std::ffi::CString::new(p) else {
+            continue;
+        };
+        // SAFETY: a valid C string; MNT_DETACH only detaches.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A child leading its own process group; the whole group is SIGKILLed on drop if the child is
+/// still running (so `dagr session` or python under `dagr run` cannot outlive a failed test).
+struct ProcessGroup(Child);
+
+impl ProcessGroup {
+    fn wait_with_output(mut self, deadline: Duration) -> Output {
+        let stdout = drain(self.0.stdout.take());
+        let stderr = drain(self.0.stderr.take());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.0.try_wait().expect("wait for the script") {
+                break status;
+            }
+            if start.elapsed() > deadline {
+                self.kill_group();
+                let _ = self.0.wait();
+                let stdout = stdout.join().unwrap_or_default();
+                let stderr = stderr.join().unwrap_or_default();
+                panic!(
+                    "the script hung (hang protection, {deadline:?}); stdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Whatever is left of the group (nothing, normally) must not keep the pipes open.
+        self.kill_group();
+        Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        }
+    }
+
+    fn kill_group(&self) {
+        let pgid = self.0.id() as libc::pid_t;
+        // SAFETY: signals our own process group (the child leads it: process_group(0)).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.kill_group();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+fn rand_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The `RESULT` line of a script that exited 0.
+fn parse_result(mode: Mode, out: &Output) -> Value {
+    let stdout = lossy(&out.stdout);
+    let stderr = lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{mode:?}: the script failed ({});\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_MARKER))
+        .unwrap_or_else(|| {
+            panic!("{mode:?}: no result line;\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        });
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{mode:?}: result is not JSON ({e}): {line}"))
+}
+
+/// `v[key]` as a string.
+fn s<'a>(mode: Mode, v: &'a Value, key: &str) -> &'a str {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{mode:?}: {key} is not a string in {v}"))
+}
+
+/// `v[key]` as a list of strings.
+fn strings(mode: Mode, v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{mode:?}: {key} is not a list in {v}"))
+        .iter()
+        .map(|e| {
+            e.as_str()
+                .unwrap_or_else(|| panic!("{mode:?}: {key} holds a non-string: {v}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The hex SHA-256 of `bytes` (by coreutils' `sha256sum`, through a file in `scratch`).
+fn sha256_hex(scratch: &Path, bytes: &[u8]) -> String {
+    let file = scratch.join("sha256-input");
+    std::fs::write(&file, bytes).expect("write the bytes to hash");
+    let out = Command::new("sha256sum")
+        .arg(&file)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_owned()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn temp_work() -> tempfile::TempDir {
+    tempfile::tempdir().expect("work dir")
+}
+
+#[test]
+fn exec_output_env_and_workdir() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    base = dag.container().from_(IMAGE)
+    RESULT["echo"] = await base.with_exec(["echo", "hello", "from", "dagr"]).stdout()
+    ctr = (
+        base.with_env_variable("GREETING", "hi there")
+        .with_env_variable("EXPANDED", "${GREETING}!", expand=True)
+        .with_workdir("/srv/app")
+        .with_exec(["sh", "-c", 'echo "$GREETING|$EXPANDED|$(pwd)"'])
+    )
+    RESULT["env_workdir"] = await ctr.stdout()
+    RESULT["stderr"] = await base.with_exec(["sh", "-c", "echo oops >&2"]).stderr()
+    RESULT["workdir"] = await ctr.workdir()
+    RESULT["env_variable"] = await ctr.env_variable("GREETING")
+    RESULT["env_variables"] = [
+        f"{await e.name()}={await e.value()}" for e in await ctr.env_variables()
+    ]
+    RESULT["without_env"] = await ctr.without_env_variable("GREETING").with_exec(
+        ["sh", "-c", 'echo "[${GREETING:-unset}]"']).stdout()
+    # Several queries of one session at once.
+    outs = {}
+    async def one(i):
+        outs[i] = await base.with_exec(["sh", "-c", f"echo run-{i}"]).stdout()
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(one, i)
+    RESULT["concurrent"] = [outs[i] for i in range(4)]
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(s(mode, &r, "echo"), "hello from dagr\n", "{mode:?}");
+        assert_eq!(
+            s(mode, &r, "env_workdir"),
+            "hi there|hi there!|/srv/app\n",
+            "{mode:?}"
+        );
+        assert_eq!(s(mode, &r, "stderr"), "oops\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "workdir"), "/srv/app", "{mode:?}");
+        assert_eq!(s(mode, &r, "env_variable"), "hi there", "{mode:?}");
+        let env = strings(mode, &r, "env_variables");
+        assert!(
+            env.iter().any(|e| e.starts_with("PATH=")),
+            "{mode:?}: {env:?}"
+        );
+        assert!(
+            env.iter().any(|e| e == "GREETING=hi there"),
+            "{mode:?}: {env:?}"
+        );
+        assert!(
+            env.iter().any(|e| e == "EXPANDED=hi there!"),
+            "{mode:?}: {env:?}"
+        );
+        assert_eq!(s(mode, &r, "without_env"), "[unset]\n", "{mode:?}");
+        assert_eq!(
+            strings(mode, &r, "concurrent"),
+            ["run-0\n", "run-1\n", "run-2\n", "run-3\n"],
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn directories_built_in_the_engine() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    d = (
+        dag.directory()
+        .with_new_file("a.txt", "A")
+        .with_new_file("sub/b.txt", "B")
+        .with_new_directory("empty")
+    )
+    RESULT["entries"] = await d.entries()
+    RESULT["sub_entries"] = await d.entries(path="sub")
+    RESULT["b"] = await d.file("sub/b.txt").contents()
+    RESULT["without"] = await d.without_file("a.txt").entries()
+    RESULT["in_container"] = await (
+        dag.container().from_(IMAGE)
+        .with_directory("/data", d)
+        .with_exec(["sh", "-c", "cd /data && find . | sort && cat a.txt sub/b.txt"])
+        .stdout()
+    )
+    made = dag.container().from_(IMAGE).with_exec(
+        ["sh", "-c", "mkdir -p /out/deep && echo made > /out/deep/m.txt"]).directory("/out")
+    RESULT["from_exec"] = await made.entries(path="deep")
+    RESULT["from_exec_contents"] = await made.file("deep/m.txt").contents()
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(
+            strings(mode, &r, "entries"),
+            ["a.txt", "empty", "sub"],
+            "{mode:?}"
+        );
+        assert_eq!(strings(mode, &r, "sub_entries"), ["b.txt"], "{mode:?}");
+        assert_eq!(s(mode, &r, "b"), "B", "{mode:?}");
+        assert_eq!(strings(mode, &r, "without"), ["empty", "sub"], "{mode:?}");
+        assert_eq!(
+            s(mode, &r, "in_container"),
+            ".\n./a.txt\n./empty\n./sub\n./sub/b.txt\nAB",
+            "{mode:?}"
+        );
+        assert_eq!(strings(mode, &r, "from_exec"), ["m.txt"], "{mode:?}");
+        assert_eq!(s(mode, &r, "from_exec_contents"), "made\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn host_directory_upload_with_exclude_and_exports_to_the_host() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    # Docker's .dockerignore patterns: `*.log` only at the top, `**/*.tmp` at any depth.
+    src = dag.host().directory("src", exclude=["*.log", "skip", "**/*.tmp"])
+    RESULT["entries"] = await src.entries()
+    RESULT["uploaded"] = await (
+        dag.container().from_(IMAGE)
+        .with_directory("/src", src)
+        .with_exec(["sh", "-c", "cd /src && find . -type f | sort && cat sub/b.txt"])
+        .stdout()
+    )
+    RESULT["included"] = await (
+        dag.container().from_(IMAGE)
+        .with_directory("/src", dag.host().directory("src", include=["**/*.txt"], exclude=["skip"]))
+        .with_exec(["sh", "-c", "cd /src && find . -type f | sort"])
+        .stdout()
+    )
+    RESULT["host_file"] = await dag.host().file("src/a.txt").contents()
+    built = dag.directory().with_new_file("x.txt", "X").with_new_file("nested/y.txt", "Y")
+    RESULT["dir_export"] = await built.export("out-dir")
+    RESULT["file_export"] = await built.file("nested/y.txt").export("out-file.txt")
+    ctr = dag.container().from_(IMAGE).with_exec(
+        ["sh", "-c", "mkdir /made && echo from-exec > /made/e.txt"])
+    RESULT["ctr_dir_export"] = await ctr.directory("/made").export("out-ctr")
+    RESULT["ctr_file_export"] = await ctr.file("/made/e.txt").export("out-e.txt")
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let w = work.path();
+        std::fs::create_dir_all(w.join("src/sub")).expect("prepare the work dir");
+        std::fs::create_dir_all(w.join("src/skip")).expect("prepare the work dir");
+        std::fs::write(w.join("src/a.txt"), "a\n").expect("prepare the work dir");
+        std::fs::write(w.join("src/sub/b.txt"), "b\n").expect("prepare the work dir");
+        std::fs::write(w.join("src/skip/x.txt"), "x\n").expect("prepare the work dir");
+        std::fs::write(w.join("src/c.log"), "log\n").expect("prepare the work dir");
+        std::fs::write(w.join("src/sub/d.log"), "log\n").expect("prepare the work dir");
+        std::fs::write(w.join("src/e.tmp"), "tmp\n").expect("prepare the work dir");
+        std::fs::write(w.join("src/sub/f.tmp"), "tmp\n").expect("prepare the work dir");
+        let r = sdk.result(mode, w, body);
+        assert_eq!(strings(mode, &r, "entries"), ["a.txt", "sub"], "{mode:?}");
+        assert_eq!(
+            s(mode, &r, "uploaded"),
+            "./a.txt\n./sub/b.txt\n./sub/d.log\nb\n",
+            "{mode:?}"
+        );
+        assert_eq!(
+            s(mode, &r, "included"),
+            "./a.txt\n./sub/b.txt\n",
+            "{mode:?}"
+        );
+        assert_eq!(s(mode, &r, "host_file"), "a\n", "{mode:?}");
+        for key in [
+            "dir_export",
+            "file_export",
+            "ctr_dir_export",
+            "ctr_file_export",
+        ] {
+            assert_eq!(r.get(key), Some(&Value::Bool(true)), "{mode:?}: {key}");
+        }
+        assert_eq!(read(&w.join("out-dir/x.txt")), "X");
+        assert_eq!(read(&w.join("out-dir/nested/y.txt")), "Y");
+        assert_eq!(read(&w.join("out-file.txt")), "Y");
+        assert_eq!(read(&w.join("out-ctr/e.txt")), "from-exec\n");
+        assert_eq!(read(&w.join("out-e.txt")), "from-exec\n");
+    }
+}
+
+#[test]
+fn secrets_are_scrubbed_and_stay_out_of_ids() {
+    let sdk = Sdk::start();
+    const SECRET: &str = "s3cr3t-Value-9d4e1";
+    let body = r#"
+SECRET = "s3cr3t-Value-9d4e1"
+
+async def main():
+    s = dag.set_secret("token", SECRET)
+    RESULT["plaintext_matches"] = (await s.plaintext()) == SECRET
+    ctr = dag.container().from_(IMAGE).with_secret_variable("TOKEN", s).with_exec(
+        ["sh", "-c", 'echo "token=$TOKEN"; echo "err=$TOKEN" >&2; printf %s "$TOKEN" | sha256sum'])
+    RESULT["stdout"] = await ctr.stdout()
+    RESULT["stderr"] = await ctr.stderr()
+    RESULT["want_sha"] = hashlib.sha256(SECRET.encode()).hexdigest()
+    mounted = dag.container().from_(IMAGE).with_mounted_secret("/run/secrets/token", s).with_exec(
+        ["sh", "-c", "cat /run/secrets/token; echo; sha256sum < /run/secrets/token"])
+    RESULT["mounted"] = await mounted.stdout()
+    RESULT["ids"] = [await ctr.id(), await mounted.id(), await s.id()]
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let out = sdk.run_script(mode, work.path(), body, &rand_suffix());
+        let r = parse_result(mode, &out);
+        assert_eq!(
+            r.get("plaintext_matches"),
+            Some(&Value::Bool(true)),
+            "{mode:?}"
+        );
+        let want_sha = s(mode, &r, "want_sha");
+        assert_eq!(
+            s(mode, &r, "stdout"),
+            format!("token=***\n{want_sha}  -\n"),
+            "{mode:?}"
+        );
+        assert_eq!(s(mode, &r, "stderr"), "err=***\n", "{mode:?}");
+        assert_eq!(
+            s(mode, &r, "mounted"),
+            format!("***\n{want_sha}  -\n"),
+            "{mode:?}"
+        );
+        for id in strings(mode, &r, "ids") {
+            assert!(!id.contains(SECRET), "{mode:?}: the secret is in an ID");
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(&id)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&id))
+                .unwrap_or_else(|e| panic!("{mode:?}: ID {id} is not base64: {e}"));
+            assert!(
+                !lossy(&decoded).contains(SECRET),
+                "{mode:?}: the secret is in a decoded ID: {}",
+                lossy(&decoded)
+            );
+        }
+        // The script never prints the value; neither may anything the SDK, `dagr run` or
+        // `dagr session` logged.
+        let mut everything = lossy(&out.stdout);
+        everything.push_str(&lossy(&out.stderr));
+        assert!(
+            !everything.contains(SECRET),
+            "{mode:?}: the secret leaked into the script's output:\n{everything}"
+        );
+    }
+}
+
+#[test]
+fn failing_exec_raises_exec_error() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    base = dag.container().from_(IMAGE)
+    try:
+        await base.with_exec(["sh", "-c", "echo to-out; echo to-err >&2; exit 3"]).stdout()
+        RESULT["raised"] = "nothing"
+    except dagger.ExecError as e:
+        RESULT["raised"] = "ExecError"
+        RESULT["is_query_error"] = isinstance(e, dagger.QueryError)
+        RESULT["exit_code"] = e.exit_code
+        RESULT["stdout"] = e.stdout
+        RESULT["stderr"] = e.stderr
+        RESULT["message"] = str(e)
+    try:
+        await base.with_exec(["false"]).sync()
+    except dagger.ExecError as e:
+        RESULT["false_exit_code"] = e.exit_code
+    # The session stays usable after a failed exec.
+    RESULT["after"] = await base.with_exec(["echo", "still fine"]).stdout()
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(s(mode, &r, "raised"), "ExecError", "{mode:?}: {r}");
+        assert_eq!(r.get("is_query_error"), Some(&Value::Bool(true)));
+        assert_eq!(r.get("exit_code"), Some(&Value::from(3)), "{mode:?}: {r}");
+        assert_eq!(s(mode, &r, "stdout").trim_end(), "to-out", "{mode:?}");
+        assert_eq!(s(mode, &r, "stderr").trim_end(), "to-err", "{mode:?}");
+        let message = s(mode, &r, "message");
+        assert!(message.contains("exit code: 3"), "{mode:?}: {message}");
+        assert_eq!(
+            r.get("false_exit_code"),
+            Some(&Value::from(1)),
+            "{mode:?}: {r}"
+        );
+        assert_eq!(s(mode, &r, "after"), "still fine\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn ids_round_trip() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    def pipeline():
+        return dag.container().from_(IMAGE).with_env_variable("X", "from-id").with_exec(
+            ["sh", "-c", 'echo "$X" > /x.txt; cat /x.txt'])
+    ctr = pipeline()
+    cid = await ctr.id()
+    RESULT["same_id_twice"] = cid == await pipeline().id()
+    loaded = dag.load_container_from_id(cid)
+    RESULT["loaded_stdout"] = await loaded.stdout()
+    RESULT["loaded_env"] = await loaded.env_variable("X")
+    RESULT["extended"] = await loaded.with_exec(["cat", "/x.txt"]).stdout()
+    d = dag.directory().with_new_file("f", "in a directory")
+    RESULT["dir"] = await dag.load_directory_from_id(await d.id()).file("f").contents()
+    f = d.file("f")
+    RESULT["file"] = await dag.load_file_from_id(await f.id()).contents()
+    # IDs also work as arguments of other fields.
+    RESULT["mounted_by_id"] = await dag.container().from_(IMAGE).with_directory(
+        "/d", dag.load_directory_from_id(await d.id())).with_exec(["cat", "/d/f"]).stdout()
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(r.get("same_id_twice"), Some(&Value::Bool(true)), "{mode:?}");
+        assert_eq!(s(mode, &r, "loaded_stdout"), "from-id\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "loaded_env"), "from-id", "{mode:?}");
+        assert_eq!(s(mode, &r, "extended"), "from-id\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "dir"), "in a directory", "{mode:?}");
+        assert_eq!(s(mode, &r, "file"), "in a directory", "{mode:?}");
+        assert_eq!(s(mode, &r, "mounted_by_id"), "in a directory", "{mode:?}");
+    }
+}
+
+#[test]
+fn cache_volumes_are_shared_between_execs() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    base = dag.container().from_(IMAGE)
+    shared = dag.cache_volume("shared-" + NONCE)
+    other = dag.cache_volume("other-" + NONCE)
+    await base.with_mounted_cache("/cache", shared).with_exec(
+        ["sh", "-c", "echo written-by-first > /cache/note"]).sync()
+    RESULT["second"] = await base.with_env_variable("ANOTHER", "exec").with_mounted_cache(
+        "/var/cache/x", shared).with_exec(["cat", "/var/cache/x/note"]).stdout()
+    RESULT["other_key"] = await base.with_mounted_cache("/cache", other).with_exec(
+        ["sh", "-c", "ls -A /cache | wc -l"]).stdout()
+    # Not part of the container's filesystem afterwards.
+    RESULT["without"] = await base.with_mounted_cache("/cache", shared).without_mount(
+        "/cache").with_exec(["sh", "-c", "ls -A /cache 2>/dev/null | wc -l"]).stdout()
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(s(mode, &r, "second"), "written-by-first\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "other_key").trim(), "0", "{mode:?}");
+        assert_eq!(s(mode, &r, "without").trim(), "0", "{mode:?}");
+    }
+}
+
+#[test]
+fn requerying_leaves_does_not_rerun_execs() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    runs = dag.cache_volume("runs-" + NONCE)
+    base = dag.container().from_(IMAGE).with_mounted_cache("/runs", runs)
+    ctr = (
+        base.with_exec(["sh", "-c", "echo run >> /runs/first; echo one; echo warn >&2"])
+        .with_exec(["sh", "-c", "echo run >> /runs/second; echo two > /made.txt; echo two"])
+    )
+    RESULT["stdout"] = await ctr.stdout()
+    RESULT["stderr"] = await ctr.stderr()
+    await ctr.sync()
+    RESULT["file"] = await ctr.file("/made.txt").contents()
+    RESULT["entries"] = "made.txt" in await ctr.directory("/").entries()
+    RESULT["stdout_again"] = await ctr.stdout()
+    RESULT["by_id"] = await dag.load_container_from_id(await ctr.id()).stdout()
+    RESULT["counts"] = await base.with_env_variable("COUNT", "now").with_exec(
+        ["sh", "-c", "wc -l < /runs/first; wc -l < /runs/second"]).stdout()
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(s(mode, &r, "stdout"), "two\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "stderr"), "", "{mode:?}");
+        assert_eq!(s(mode, &r, "file"), "two\n", "{mode:?}");
+        assert_eq!(r.get("entries"), Some(&Value::Bool(true)), "{mode:?}");
+        assert_eq!(s(mode, &r, "stdout_again"), "two\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "by_id"), "two\n", "{mode:?}");
+        let counts: Vec<&str> = s(mode, &r, "counts").split_whitespace().collect();
+        assert_eq!(counts, ["1", "1"], "{mode:?}: each exec ran exactly once");
+    }
+}
+
+#[test]
+fn session_mode_passes_the_configured_workdir() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    RESULT["entries"] = await dag.host().directory(".").entries()
+    RESULT["exported"] = await dag.directory().with_new_file("o.txt", "out").export("exported")
+
+connect_and_run(main, workdir="project")
+"#;
+    let work = temp_work();
+    let w = work.path();
+    std::fs::create_dir_all(w.join("project/inner")).expect("prepare the work dir");
+    std::fs::write(w.join("project/p.txt"), "p").expect("prepare the work dir");
+    std::fs::write(w.join("outside.txt"), "o").expect("prepare the work dir");
+    let r = sdk.result(Mode::Session, w, body);
+    assert_eq!(
+        strings(Mode::Session, &r, "entries"),
+        ["inner", "p.txt"],
+        "host paths resolve against the SDK's workdir (dagr session --workdir)"
+    );
+    assert_eq!(read(&w.join("project/exported/o.txt")), "out");
+    assert!(!w.join("exported").exists());
+}
+
+#[test]
+fn publish_pushes_to_the_registry() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    ctr = dag.container().from_(IMAGE).with_new_file("/hello.txt", contents="published " + NONCE).with_exec(
+        ["sh", "-c", "echo built > /built.txt"])
+    ref = await ctr.publish(f"{REGISTRY}/sdk-publish:{NONCE.lower()}")
+    RESULT["ref"] = ref
+    pulled = dag.container().from_(ref)
+    RESULT["hello"] = await pulled.file("/hello.txt").contents()
+    RESULT["built"] = await pulled.with_exec(["cat", "/built.txt"]).stdout()
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let nonce = format!("{mode:?}-{}", rand_suffix());
+        let out = sdk.run_script(mode, work.path(), body, &nonce);
+        let r = parse_result(mode, &out);
+        let tag = format!("{}/sdk-publish:{}", sdk.registry, nonce.to_lowercase());
+        let reference = s(mode, &r, "ref");
+        let digest = reference
+            .strip_prefix(&format!("{tag}@"))
+            .unwrap_or_else(|| panic!("{mode:?}: publish answered {reference}, not {tag}@DIGEST"));
+        assert!(digest.starts_with("sha256:"), "{mode:?}: {reference}");
+        assert_eq!(
+            s(mode, &r, "hello"),
+            format!("published {nonce}"),
+            "{mode:?}"
+        );
+        assert_eq!(s(mode, &r, "built"), "built\n", "{mode:?}");
+        // The registry holds that manifest under the tag (read by skopeo, not by dagr).
+        let inspect = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{tag}"))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            inspect.status.success(),
+            "{mode:?}: skopeo inspect {tag}: {}",
+            lossy(&inspect.stderr)
+        );
+        let manifest_digest = format!("sha256:{}", sha256_hex(work.path(), &inspect.stdout));
+        assert_eq!(manifest_digest, digest, "{mode:?}");
+    }
+}
