@@ -63,6 +63,13 @@ struct ServeArgs {
     /// repeatable, tried in order before the registry itself.
     #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
     registry_mirrors: Vec<String>,
+    /// Cache budget: garbage collection removes unused layers and results, oldest first, until the
+    /// cache uses at most this much (suffixes K, M, G, T; powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "20G", value_parser = parse_bytes)]
+    gc_keep_bytes: u64,
+    /// How often garbage collection runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    gc_interval: u64,
     /// A registry host reached over plain http (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
@@ -143,6 +150,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("dagr-engine listening on {}", l.describe());
     }
     tracing::info!(state_dir = %state_dir.display(), "engine ready");
+    let gc_task = tokio::spawn(gc_loop(
+        api.clone(),
+        args.gc_keep_bytes,
+        Duration::from_secs(args.gc_interval.max(1)),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -158,6 +170,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_grace),
     )
     .await;
+    gc_task.abort();
     // Cache hits keep last-used times in memory; persist them for the next start's GC.
     let solver = api.services().solver.clone();
     match tokio::task::spawn_blocking(move || solver.flush()).await {
@@ -247,6 +260,55 @@ fn host_platform() -> dagr_solver::Platform {
     }
 }
 
+/// `20G`, `512M`, `1048576`: a byte count with an optional binary suffix.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count like 20G, 512M or 1048576"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Collects the cache down to its budget periodically: what sessions hold and what was used in
+/// the last minute stay; the solver forgets results whose snapshots went.
+async fn gc_loop(api: dagr_api::CoreApi, keep_bytes: u64, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let solver = api.services().solver.clone();
+        let worker = solver.runner().clone();
+        match worker
+            .gc(&solver.leased_refs(), keep_bytes, Duration::from_secs(60))
+            .await
+        {
+            Ok(report) => {
+                let pruned =
+                    tokio::task::spawn_blocking(move || solver.prune(|r| worker.has_result(r)))
+                        .await;
+                tracing::debug!(
+                    freed = report.freed_bytes,
+                    remaining = report.remaining_bytes,
+                    snapshots = report.removed_snapshots.len(),
+                    blobs = report.removed_blobs.len(),
+                    pruned = ?pruned.map(|p| p.map(|k| k.len())),
+                    "garbage collection"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -314,4 +376,18 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("20G"), Ok(20 << 30));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
 }

@@ -441,6 +441,53 @@ impl Worker {
             .retain(|(s, _), _| s != session_id);
     }
 
+    /// Snapshot keys of every output of a result.
+    pub fn result_snapshots(result: &ResultRef) -> Vec<String> {
+        let mut keys = vec![result.id().to_owned()];
+        keys.extend(ResultMeta::of(result).outputs);
+        keys
+    }
+
+    /// Whether every snapshot of a result still exists (false once GC removed one).
+    pub fn has_result(&self, result: &ResultRef) -> bool {
+        Self::result_snapshots(result)
+            .iter()
+            .all(|k| self.inner.snapshots.stat(k).is_ok())
+    }
+
+    /// Garbage-collects blobs and snapshots down to `keep_bytes`, oldest unused first, never
+    /// touching what `in_use` (the results sessions hold) needs nor snapshots used in the last
+    /// `grace` (results being handed to their requesters). The caller then prunes its index of
+    /// results whose snapshots are gone ([`Worker::has_result`]).
+    pub async fn gc(
+        &self,
+        in_use: &[ResultRef],
+        keep_bytes: u64,
+        grace: std::time::Duration,
+    ) -> Result<dagr_snapshot::GcReport, WorkerError> {
+        const LEASE: &str = "dagr-worker-gc";
+        let snapshots = &self.inner.snapshots;
+        let _ = snapshots.delete_lease(LEASE).await;
+        snapshots.create_lease(LEASE).await?;
+        let now = std::time::SystemTime::now();
+        let mut keep: std::collections::BTreeSet<String> =
+            in_use.iter().flat_map(Self::result_snapshots).collect();
+        for info in snapshots.list()? {
+            let recent = now
+                .duration_since(info.last_used)
+                .map_or(true, |age| age < grace);
+            if recent {
+                keep.insert(info.key);
+            }
+        }
+        for key in &keep {
+            snapshots.lease_snapshot(LEASE, key).await?;
+        }
+        let report = snapshots.gc(&self.inner.content, keep_bytes).await;
+        let _ = snapshots.delete_lease(LEASE).await;
+        report.map_err(|e| op_err("gc", e.to_string()))
+    }
+
     /// Mounts a committed snapshot read-only for reading; released by [`View::release`] (or, less
     /// promptly, on drop).
     pub async fn mount_view(&self, snapshot: &str) -> Result<View, WorkerError> {

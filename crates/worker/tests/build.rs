@@ -498,3 +498,46 @@ async fn file_ops_secrets_and_mount_outputs() {
     );
     root_view.release().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_what_sessions_hold_and_the_index_follows() {
+    let env = Env::new();
+    let solver = env.open();
+    let kept = exec(image(), &["sh", "-c", "echo kept > /k"], vec![]);
+    let dropped = exec(image(), &["sh", "-c", "echo dropped > /d"], vec![]);
+    let kept_result = solver.solve(&kept, "holder").await.expect("kept").result;
+    let dropped_result = solver
+        .solve(&dropped, "gone")
+        .await
+        .expect("dropped")
+        .result;
+    solver.release_session("gone");
+    let worker = solver.runner().clone();
+    let report = worker
+        .gc(&solver.leased_refs(), 0, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert!(
+        report
+            .removed_snapshots
+            .contains(&dropped_result.id().to_owned()),
+        "{report:?}"
+    );
+    assert!(worker.has_result(&kept_result), "a held result survives");
+    assert!(!worker.has_result(&dropped_result));
+    let pruned = solver.prune(|r| worker.has_result(r)).expect("prune");
+    assert!(!pruned.is_empty());
+    // The pruned result is rebuilt on demand.
+    let again = solver
+        .solve(&dropped, "gone")
+        .await
+        .expect("rebuilt")
+        .result;
+    assert!(worker.has_result(&again));
+    // A result used within the grace period is never collected.
+    let report = worker
+        .gc(&[], 0, Duration::from_secs(3600))
+        .await
+        .expect("gc");
+    assert!(report.removed_snapshots.is_empty(), "{report:?}");
+}
