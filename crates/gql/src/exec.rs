@@ -733,6 +733,15 @@ impl<'a, 'd: 'a> Completion<'a, 'd> {
             return Err(());
         }
         let chain = match &object.chain {
+            Some(chain) if chain.type_name() != Some(name) => {
+                let message = format!(
+                    "{} returned a {name} whose call chain ends in {}",
+                    self.describe(),
+                    chain.type_name().unwrap_or("Query")
+                );
+                self.error(message, path);
+                return Err(());
+            }
             Some(chain) => Arc::clone(chain),
             None => {
                 let mut call = self.call.clone();

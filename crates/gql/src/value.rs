@@ -73,6 +73,20 @@ impl Value {
         })
     }
 
+    /// An object that keeps an existing call chain (and so that chain's ID) instead of recording
+    /// the current call. Replaying the chain must produce an equivalent object.
+    pub fn object_with_chain<T: Any + Send + Sync>(
+        type_name: &str,
+        data: Arc<T>,
+        chain: Arc<CallChain>,
+    ) -> Value {
+        Value::Object(ObjectValue {
+            type_name: Arc::from(type_name),
+            data,
+            chain: Some(chain),
+        })
+    }
+
     /// A leaf value from anything convertible into JSON.
     pub fn leaf(value: impl Into<Json>) -> Value {
         Value::Leaf(value.into())

@@ -264,4 +264,16 @@ async fn resolvers_see_their_chain() {
     assert_eq!(node["sync"], node["id"]);
     let chain = CallChain::decode(node["id"].as_str().unwrap()).unwrap();
     assert_eq!(node["chainDigest"], json!(chain.digest()));
+    // An object returned with an existing chain keeps that chain's ID.
+    let data = ok_data(
+        run(
+            &schema,
+            r#"{ container { withExec(args: "x") { id self { id self { id } } } } }"#,
+            json!({}),
+        )
+        .await,
+    );
+    let node = &data["container"]["withExec"];
+    assert_eq!(node["self"]["id"], node["id"]);
+    assert_eq!(node["self"]["self"]["id"], node["id"]);
 }

@@ -258,6 +258,13 @@ pub fn schema_with(limits: dagr_gql::Limits) -> Schema {
                     .collect(),
             ))
         }))
+        .field(Field::new("self", "Container!").resolve_sync(|ctx| {
+            Ok(Value::object_with_chain(
+                "Container",
+                container(ctx)?,
+                Arc::clone(ctx.parent_chain()),
+            ))
+        }))
         .field(
             Field::new("sync", "ContainerID!")
                 .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent_chain().id()))),
