@@ -5,11 +5,9 @@
 //! of one file.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_snapshot::Digest;
@@ -20,83 +18,9 @@ use dagr_worker::export::{self, ExportError, ImageConfigInput};
 use dagr_worker::{HostAccess, ResultMeta, SecretSource, Worker, WorkerConfig};
 use futures::future::BoxFuture;
 
-struct Fixture {
-    image: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Builds the busybox image and serves it from a loopback registry for the whole test process.
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("worker-export-fixture");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/base-image.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .env("OUT", &out)
-            .env("SKIP_REGISTRY", "1")
-            .stdout(Stdio::null())
-            .status()
-            .expect("run base-image.sh");
-        assert!(status.success(), "{} failed", script.display());
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let data = out.join(format!("registry-{port}"));
-        std::fs::create_dir_all(&data).expect("registry dir");
-        let config = data.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {addr}\n",
-                data.join("data").display()
-            ),
-        )
-        .expect("config");
-        // The registry is started from a thread that lives as long as the process, with
-        // PR_SET_PDEATHSIG, so it dies with the test binary whatever way that ends.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt as _;
-            let mut cmd = Command::new("docker-registry");
-            cmd.arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn();
-            let _ = tx.send(child.is_ok());
-            let _keep = child;
-            loop {
-                std::thread::park();
-            }
-        });
-        assert!(rx.recv().expect("spawned"), "docker-registry did not start");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let image = format!("{addr}/busybox:latest");
-        let status = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:latest", out.join("oci").display()))
-            .arg(format!("docker://{image}"))
-            .status()
-            .expect("skopeo");
-        assert!(status.success(), "skopeo copy into the registry failed");
-        Fixture { image }
-    })
+/// The busybox image in a loopback registry (shared test fixture).
+fn fixture() -> &'static dagr_testkit::RegistryFixture {
+    dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
 }
 
 /// Host reads are not exercised here (the engine tests cover the attachables path).
