@@ -129,6 +129,96 @@ impl Drop for Api {
     }
 }
 
+/// A `dagr session` (one engine session for several requests, the way SDKs use it), queried
+/// with curl through its basic-auth proxy. Ends the session on drop (stdin EOF).
+struct Session {
+    child: std::process::Child,
+    port: u16,
+    token: String,
+}
+
+impl Session {
+    fn start(api: &Api) -> Session {
+        use std::io::BufRead as _;
+        let mut child = Command::new(dagr())
+            .arg("session")
+            .env("DAGR_HOST", api.engine.host())
+            .current_dir(api.work())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dagr session");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("session line");
+        let v: Value = serde_json::from_str(&line).expect("one JSON line");
+        Session {
+            port: u16::try_from(v["port"].as_u64().expect("port")).expect("u16"),
+            token: v["session_token"].as_str().expect("token").to_owned(),
+            child,
+        }
+    }
+
+    /// The whole GraphQL response (`data` and `errors`).
+    fn query(&self, doc: &str, vars: Value) -> Value {
+        let body = json!({ "query": doc, "variables": vars }).to_string();
+        let mut child = Command::new("curl")
+            .args(["-sS", "--max-time", "600", "-u"])
+            .arg(format!("{}:", self.token))
+            .args([
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                "@-",
+            ])
+            .arg(format!("http://127.0.0.1:{}/query", self.port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body.as_bytes())
+            .expect("write body");
+        let out = child.wait_with_output().expect("curl output");
+        assert!(out.status.success(), "curl failed: {}", out.status);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "response is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// A query that must succeed: its data.
+    fn ok(&self, doc: &str, vars: Value) -> Value {
+        let v = self.query(doc, vars);
+        assert!(
+            v.get("errors").is_none(),
+            "query failed: {v}\nquery:\n{doc}"
+        );
+        v["data"].clone()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Lazily unmounts whatever is still mounted under `dir` (deepest first), so the temp dir can go.
 fn detach_mounts_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -846,4 +936,327 @@ fn file_export_creates_parents_and_allow_parent_dir_path_exports_into_a_director
         "{errors:?}"
     );
     assert_eq!(tree(&w.join("existing")), ["keep.txt", "two.txt"]);
+}
+
+#[test]
+fn secrets_are_scrubbed_and_never_in_ids_or_errors() {
+    const PLAIN: &str = "hunter2-s3cr3t-VALUE";
+    let api = Api::start();
+    let session = Session::start(&api);
+    let v = session.ok(
+        r#"query($p: String!) { setSecret(name: "token", plaintext: $p) { id name plaintext } }"#,
+        json!({ "p": PLAIN }),
+    );
+    let secret = at(&v, "setSecret");
+    assert_eq!(s(secret, "name"), "token");
+    assert_eq!(s(secret, "plaintext"), PLAIN);
+    let secret_id = s(secret, "id").to_owned();
+    let v = session.ok(
+        r#"query($img: String!, $s: SecretID!) {
+          loadSecretFromID(id: $s) { name plaintext }
+          container { from(address: $img) {
+            withSecretVariable(name: "TOKEN", secret: $s) {
+              withMountedSecret(path: "/run/secrets/token", source: $s) {
+                id
+                withExec(args: ["sh", "-c",
+                  "echo env=$TOKEN; echo file=$(cat /run/secrets/token); echo err=$TOKEN >&2; stat -c %a /run/secrets/token"]) {
+                  id
+                  stdout
+                  stderr
+                }
+              }
+            }
+          } }
+        }"#,
+        json!({ "img": api.image, "s": secret_id }),
+    );
+    assert_eq!(
+        at(&v, "loadSecretFromID"),
+        &json!({"name": "token", "plaintext": PLAIN})
+    );
+    let c = at(&v, "container/from/withSecretVariable/withMountedSecret");
+    assert_eq!(s(c, "withExec/stdout"), "env=***\nfile=***\n400\n");
+    assert_eq!(s(c, "withExec/stderr"), "err=***\n");
+    let failing = session.query(
+        r#"query($img: String!, $s: SecretID!) {
+          container { from(address: $img) {
+            withSecretVariable(name: "TOKEN", secret: $s) {
+              withExec(args: ["sh", "-c", "echo out=$TOKEN; echo err=$TOKEN >&2; exit 3"]) {
+                stdout
+              }
+            }
+          } }
+        }"#,
+        json!({ "img": api.image, "s": secret_id }),
+    );
+    let error = &failing["errors"][0];
+    assert_eq!(error["extensions"]["_type"], "EXEC_ERROR", "{failing}");
+    assert_eq!(error["extensions"]["stdout"], "out=***", "{failing}");
+    assert_eq!(error["extensions"]["stderr"], "err=***", "{failing}");
+    // The plaintext is nowhere: not in IDs (nor their decoded form), outputs or errors.
+    let ids = [secret_id.as_str(), s(c, "id"), s(c, "withExec/id")];
+    for id in ids {
+        assert!(!id.contains(PLAIN), "plaintext in an ID: {id}");
+        assert!(
+            !decoded(id).contains(PLAIN),
+            "plaintext in a decoded ID: {}",
+            decoded(id)
+        );
+    }
+    assert!(!failing.to_string().contains(PLAIN), "{failing}");
+    drop(session);
+
+    // Another session cannot read the secret through its ID.
+    let errors = api.err(
+        "query($s: SecretID!) { loadSecretFromID(id: $s) { plaintext } }",
+        &[("s", &secret_id)],
+    );
+    assert!(
+        errors[0].message.contains("not set in this session"),
+        "{errors:?}"
+    );
+    assert!(!errors[0].message.contains(PLAIN));
+}
+
+/// An ID's text after base64 decoding (standard or URL-safe; the ID itself if neither).
+fn decoded(id: &str) -> String {
+    use base64::Engine as _;
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    engines
+        .iter()
+        .find_map(|e| e.decode(id).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| id.to_owned())
+}
+
+#[test]
+fn failing_exec_answers_exec_error() {
+    let api = Api::start();
+    let doc = r#"query($img: String!) {
+      container { from(address: $img) {
+        withEntrypoint(args: ["sh", "-c"]) {
+          withExec(args: ["echo some out; echo some err >&2; exit 5"]) { stdout }
+        }
+      } }
+    }"#;
+    let errors = api.err(doc, &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(
+        e.message,
+        r#"process "sh -c echo some out; echo some err >&2; exit 5" did not complete successfully: exit code: 5"#
+    );
+    let ext = e.extensions.as_ref().expect("extensions");
+    assert_eq!(ext["_type"], "EXEC_ERROR");
+    assert_eq!(
+        ext["cmd"],
+        json!(["sh", "-c", "echo some out; echo some err >&2; exit 5"])
+    );
+    assert_eq!(ext["exitCode"], 5);
+    assert_eq!(ext["stdout"], "some out");
+    assert_eq!(ext["stderr"], "some err");
+
+    // `sync` of the failed container reports the same error; a later step is not reached.
+    let errors = api.err(
+        r#"query($img: String!) {
+          container { from(address: $img) {
+            withExec(args: ["false"]) { withExec(args: ["echo", "never"]) { sync } }
+          } }
+        }"#,
+        &[],
+    );
+    assert_eq!(
+        errors[0].message,
+        r#"process "false" did not complete successfully: exit code: 1"#
+    );
+    let ext = errors[0].extensions.as_ref().expect("extensions");
+    assert_eq!(ext["_type"], "EXEC_ERROR");
+    assert_eq!(ext["cmd"], json!(["false"]));
+    assert_eq!(ext["exitCode"], 1);
+    assert_eq!(ext["stdout"], "");
+    assert_eq!(ext["stderr"], "");
+}
+
+#[test]
+fn ids_round_trip_and_are_content_addressed() {
+    let api = Api::start();
+    let doc = r#"query($img: String!) {
+      container { from(address: $img) {
+        withEnvVariable(name: "X", value: "1") {
+          withExec(args: ["sh", "-c", "echo x=$X; date +%N"]) { id stdout }
+        }
+        other: withExec(args: ["echo", "other"]) { id }
+      } }
+      directory { withNewFile(path: "f", contents: "f") { id } }
+    }"#;
+    let first = api.ok(doc, &[]);
+    let second = api.ok(doc, &[]);
+    let exec = at(&first, "container/from/withEnvVariable/withExec");
+    let id = s(exec, "id");
+    let stdout = s(exec, "stdout");
+    assert!(stdout.starts_with("x=1\n"), "{stdout}");
+    assert_eq!(
+        s(&second, "container/from/withEnvVariable/withExec/id"),
+        id,
+        "the same chain gives the same ID, byte for byte, in another session"
+    );
+    assert_ne!(s(&first, "container/from/other/id"), id);
+    let loaded = api.ok(
+        "query($id: ContainerID!) { loadContainerFromID(id: $id) { stdout id } }",
+        &[("id", id)],
+    );
+    assert_eq!(
+        s(&loaded, "loadContainerFromID/stdout"),
+        stdout,
+        "the loaded container is the same (cached) exec"
+    );
+    // Loading keeps the object's own chain.
+    assert_eq!(s(&loaded, "loadContainerFromID/id"), id);
+    // Its ID as an argument works too.
+    let v = api.ok(
+        r#"query($id: ContainerID!) {
+          container(id: $id) { withExec(args: ["sh", "-c", "echo then $X"]) { stdout } }
+        }"#,
+        &[("id", id)],
+    );
+    assert_eq!(s(&v, "container/withExec/stdout"), "then 1\n");
+
+    let dir_id = s(&first, "directory/withNewFile/id");
+    for doc in [
+        "query($id: ContainerID!) { loadContainerFromID(id: $id) { id } }",
+        "query($id: ContainerID!) { container(id: $id) { id } }",
+    ] {
+        let errors = api.err(doc, &[("id", dir_id)]);
+        let msg = &errors[0].message;
+        assert!(
+            msg.contains("Directory") && msg.contains("Container"),
+            "the refusal names both types: {msg}"
+        );
+    }
+    let errors = api.err(
+        "query($id: ContainerID!) { loadContainerFromID(id: $id) { id } }",
+        &[("id", "not an id")],
+    );
+    assert!(!errors[0].message.is_empty());
+}
+
+#[test]
+fn identical_chains_run_once_and_errors_are_not_cached() {
+    let api = Api::start();
+    let cache = cache_volume(&api, "counter");
+    let doc = r#"query($img: String!, $cache: CacheVolumeID!) {
+      container { from(address: $img) {
+        withMountedCache(path: "/cache", cache: $cache) {
+          a: withExec(args: ["sh", "-c", "echo run >> /cache/log; wc -l < /cache/log"]) { stdout }
+          b: withExec(args: ["sh", "-c", "echo run >> /cache/log; wc -l < /cache/log"]) { stdout }
+        }
+      } }
+    }"#;
+    let v = api.ok(doc, &[("cache", &cache)]);
+    let c = at(&v, "container/from/withMountedCache");
+    assert_eq!(s(c, "a/stdout"), "1\n");
+    assert_eq!(s(c, "b/stdout"), "1\n");
+    // A new `dagr query` process: a new session, served from the cache.
+    let v = api.ok(doc, &[("cache", &cache)]);
+    assert_eq!(s(&v, "container/from/withMountedCache/a/stdout"), "1\n");
+
+    let failing = r#"query($img: String!, $cache: CacheVolumeID!) {
+      container { from(address: $img) {
+        withMountedCache(path: "/cache", cache: $cache) {
+          withExec(args: ["sh", "-c", "echo fail >> /cache/fails; exit 2"]) { stdout }
+        }
+      } }
+    }"#;
+    for _ in 0..2 {
+        let errors = api.err(failing, &[("cache", &cache)]);
+        assert_eq!(
+            errors[0].extensions.as_ref().expect("extensions")["exitCode"],
+            2
+        );
+    }
+    // Each read is a chain of its own (a repeated chain would come from the cache).
+    let read = |name: &str| {
+        let v = api.ok(
+            r#"query($img: String!, $cache: CacheVolumeID!, $cmd: String!) {
+              container { from(address: $img) {
+                withMountedCache(path: "/cache", cache: $cache) {
+                  withExec(args: ["sh", "-c", $cmd]) { stdout }
+                }
+              } }
+            }"#,
+            &[
+                ("cache", &cache),
+                ("cmd", &format!("wc -l < /cache/{name}")),
+            ],
+        );
+        s(&v, "container/from/withMountedCache/withExec/stdout").to_owned()
+    };
+    assert_eq!(read("log"), "1\n", "the cached exec ran once in all");
+    assert_eq!(read("fails"), "2\n", "the failed exec ran again");
+}
+
+#[test]
+fn platform_image_ref_and_version() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"query($img: String!) {
+          version
+          defaultPlatform
+          container {
+            platform
+            from(address: $img) {
+              imageRef
+              platform
+              withExec(args: ["uname", "-m"]) { stdout }
+            }
+          }
+        }"#,
+        &[],
+    );
+    // The engine's platform is the machine's, in OCI names.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let platform = format!("linux/{arch}");
+    assert_eq!(s(&v, "version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(s(&v, "defaultPlatform"), platform);
+    assert_eq!(s(&v, "container/platform"), platform);
+    let from = at(&v, "container/from");
+    assert_eq!(s(from, "platform"), platform);
+    assert_eq!(
+        s(from, "withExec/stdout"),
+        format!("{}\n", std::env::consts::ARCH)
+    );
+    let image_ref = s(from, "imageRef");
+    let (name, digest) = image_ref.split_once('@').expect("a pinned reference");
+    assert_eq!(name, api.image, "{image_ref}");
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{image_ref}"
+    );
+    // A changed container has no image reference any more.
+    let errors = api.err(
+        r#"query($img: String!) {
+          container { from(address: $img) { withNewFile(path: "/x", contents: "x") { imageRef } } }
+        }"#,
+        &[],
+    );
+    assert!(errors[0].message.contains("imageRef"), "{errors:?}");
+    // Another platform than the engine's is refused with both named.
+    let errors = api.err(
+        r#"{ container(platform: "linux/s390x") { platform } }"#,
+        &[],
+    );
+    assert!(
+        errors[0].message.contains("linux/s390x") && errors[0].message.contains(&platform),
+        "{errors:?}"
+    );
 }
