@@ -610,6 +610,14 @@ fn calls_are_send(client: &dagr_attach::AttachablesClient, path: &Path, include:
     send(client.push_dir(path, "x", true));
     send(client.push_file(path, "x", None));
     send(client.closed());
+    let host = HostProviders::new(path.to_path_buf());
+    send(async move {
+        let stream = TcpStream::connect("127.0.0.1:1").await.unwrap();
+        let session = dagr_attach::attach(stream, &metadata(), host)
+            .await
+            .unwrap();
+        session.serve().await
+    });
     send(dagr_attach::accept(&mut http::Request::new(())).map(|(_, pending)| pending.finish()));
 }
 

@@ -82,11 +82,57 @@ impl fmt::Display for EngineHost {
     }
 }
 
-/// A byte stream to the engine.
-pub(crate) trait EngineIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> EngineIo for T {}
+/// A byte stream to the engine. A concrete type, not a boxed trait object: futures generic over a
+/// `dyn` IO trip rustc's higher-ranked `Send` inference, and callers spawn `connect`.
+pub(crate) enum EngineStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+    Stdio(Box<ChildIo>),
+}
 
-pub(crate) type BoxedIo = Box<dyn EngineIo>;
+impl AsyncRead for EngineStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            EngineStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for EngineStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            EngineStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            EngineStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            EngineStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            EngineStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -102,51 +148,51 @@ pub enum DialError {
 }
 
 impl EngineHost {
-    /// Opens a fresh connection.
-    pub(crate) async fn dial(&self) -> Result<BoxedIo, DialError> {
-        let connect = |source| DialError::Connect {
+    /// Opens a fresh connection. (Owned arguments to tokio's generic connects keep the future
+    /// `Send` for callers that box or spawn `connect`.)
+    pub(crate) async fn dial(&self) -> Result<EngineStream, DialError> {
+        let connected = match self.clone() {
+            EngineHost::Unix(path) => UnixStream::connect(path).await.map(EngineStream::Unix),
+            EngineHost::Tcp(addr) => match TcpStream::connect(addr).await {
+                Ok(stream) => stream.set_nodelay(true).map(|()| EngineStream::Tcp(stream)),
+                Err(e) => Err(e),
+            },
+            EngineHost::Stdio { program, args } => return self.spawn(&program, &args),
+        };
+        connected.map_err(|source| DialError::Connect {
             host: self.to_string(),
             source,
+        })
+    }
+
+    fn spawn(&self, program: &str, args: &[String]) -> Result<EngineStream, DialError> {
+        let spawn = |source| DialError::Spawn {
+            host: self.to_string(),
+            program: program.to_string(),
+            source,
         };
-        match self {
-            EngineHost::Unix(path) => {
-                Ok(Box::new(UnixStream::connect(path).await.map_err(connect)?))
-            }
-            EngineHost::Tcp(addr) => {
-                let stream = TcpStream::connect(addr.as_str()).await.map_err(connect)?;
-                stream.set_nodelay(true).map_err(connect)?;
-                Ok(Box::new(stream))
-            }
-            EngineHost::Stdio { program, args } => {
-                let spawn = |source| DialError::Spawn {
-                    host: self.to_string(),
-                    program: program.clone(),
-                    source,
-                };
-                let mut child = Command::new(program)
-                    .args(args)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(spawn)?;
-                let missing = || spawn(io::Error::other("child stdio not captured"));
-                let stdin = child.stdin.take().ok_or_else(missing)?;
-                let stdout = child.stdout.take().ok_or_else(missing)?;
-                Ok(Box::new(ChildIo {
-                    child: Some(child),
-                    stdin,
-                    stdout,
-                }))
-            }
-        }
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn)?;
+        let missing = || spawn(io::Error::other("child stdio not captured"));
+        let stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = child.stdout.take().ok_or_else(missing)?;
+        Ok(EngineStream::Stdio(Box::new(ChildIo {
+            child: Some(child),
+            stdin,
+            stdout,
+        })))
     }
 }
 
 /// A child process's stdout (read) and stdin (write) as one stream; the child is killed and reaped
 /// when this is dropped.
-struct ChildIo {
+pub(crate) struct ChildIo {
     child: Option<Child>,
     stdin: ChildStdin,
     stdout: ChildStdout,

@@ -477,3 +477,14 @@ async fn nested_client_uses_basic_auth() {
         "{err}"
     );
 }
+
+/// The proxy forwards hyper server requests as they are, and every future is `Send`.
+#[allow(dead_code)]
+fn calls_are_send(client: dagr_client::Client, forwarded: Request<Incoming>, opts: ConnectOptions) {
+    fn send<T: Send>(_: T) {}
+    send(client.request(forwarded));
+    send(client.query(json!({})));
+    send(dagr_client::connect(opts));
+    send(dagr_client::Client::from_session_env(1, "t"));
+    send(client.close());
+}
