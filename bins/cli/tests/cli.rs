@@ -3,10 +3,8 @@
 //! `dagr-engine dial-stdio`.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 fn dagr() -> &'static str {
     env!("CARGO_BIN_EXE_dagr")
@@ -23,78 +21,22 @@ fn engine_bin() -> PathBuf {
     p
 }
 
-struct Engine {
-    child: Child,
-    tcp: SocketAddr,
-    unix: PathBuf,
-    dir: tempfile::TempDir,
+type Engine = dagr_testkit::EngineProcess;
+
+trait EngineExt {
+    fn metric(&self, name: &str) -> u64;
 }
 
-impl Engine {
-    fn start() -> Engine {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let unix = dir.path().join("engine.sock");
-        let mut child = Command::new(engine_bin())
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--listen")
-            .arg("tcp://127.0.0.1:0")
-            .arg("--listen")
-            .arg(format!("unix://{}", unix.display()))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn dagr-engine");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut tcp = None;
-        for _ in 0..2 {
-            let line = lines.next().expect("listener line").expect("line");
-            if let Some(a) = line.strip_prefix("dagr-engine listening on tcp://") {
-                tcp = Some(a.parse().expect("addr"));
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Engine {
-            child,
-            tcp: tcp.expect("tcp"),
-            unix,
-            dir,
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("tcp://{}", self.tcp)
-    }
-
+impl EngineExt for Engine {
     fn metric(&self, name: &str) -> u64 {
-        let out = Command::new("curl")
-            .args(["-sf", &format!("http://{}/metrics", self.tcp)])
-            .output()
-            .expect("curl metrics");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
+        let text = self.metrics();
+        dagr_testkit::metric(&text, name)
             .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
     }
-
-    /// Waits (hang protection: 30 s) until a metric has the wanted value; returns how long it took.
-    fn wait_metric(&self, name: &str, want: u64) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if self.metric(name) == want {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{name} never reached {want}");
-    }
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_engine() -> Engine {
+    Engine::start(&engine_bin(), &[])
 }
 
 fn run_dagr(engine: &Engine, args: &[&str], stdin: &str) -> Output {
@@ -143,7 +85,7 @@ fn curl_query(port: u16, user: Option<&str>) -> (u16, String, String) {
 
 #[test]
 fn query_from_stdin_and_file_with_variables() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let out = run_dagr(&engine, &["query"], "{ version }");
     assert!(
         out.status.success(),
@@ -189,7 +131,7 @@ fn query_from_stdin_and_file_with_variables() {
 
 #[test]
 fn run_proxies_queries_with_basic_auth() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let script = r#"
         code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
         echo "good=$(curl -s -u "$DAGGER_SESSION_TOKEN:" -d '{"query":"{version}"}' http://127.0.0.1:$DAGGER_SESSION_PORT/query)"
@@ -247,7 +189,7 @@ fn start_session(engine: &Engine, extra: &[&str]) -> SessionProcess {
 
 #[test]
 fn session_prints_port_and_token_and_ends_on_stdin_eof() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let mut s = start_session(&engine, &["--label", "dagger.io/sdk.name:test"]);
     assert_eq!(engine.metric("dagr_sessions_active"), 1);
 
@@ -274,7 +216,7 @@ fn session_prints_port_and_token_and_ends_on_stdin_eof() {
 
 #[test]
 fn sigkilled_client_ends_its_session_at_once() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let mut s = start_session(&engine, &[]);
     let (code, _, _) = curl_query(s.port, Some(&s.token));
     assert_eq!(code, 200);
@@ -290,7 +232,7 @@ fn sigkilled_client_ends_its_session_at_once() {
 
 #[test]
 fn stdio_host_through_dial_stdio() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let host = format!(
         "stdio://{} dial-stdio --addr unix://{}",
         engine_bin().display(),

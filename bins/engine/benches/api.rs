@@ -3,125 +3,16 @@
 //! - `query_version`: a `{version}` round trip over h2c on a live session vs a bare hyper h2c server in
 //!   this process answering the same bytes; prints the ratio (goal: within 1.5x).
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use dagr_metadata::CLIENT_METADATA_HEADER;
-use http::{Request, Response};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-
-struct EngineProcess {
-    child: Child,
-    tcp: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for EngineProcess {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn start_engine() -> EngineProcess {
-    use std::io::BufRead as _;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dagr-engine"))
-        .arg("--state-dir")
-        .arg(dir.path())
-        .arg("--listen")
-        .arg("tcp://127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn engine");
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines.next().expect("listener line").expect("line");
-    let tcp = line
-        .strip_prefix("dagr-engine listening on tcp://")
-        .expect("tcp line")
-        .parse()
-        .expect("addr");
-    std::thread::spawn(move || for _ in lines {});
-    EngineProcess {
-        child,
-        tcp,
-        _dir: dir,
-    }
-}
+use dagr_testkit::h2c::{self, Sender as H2, bare_server, post};
 
 const VERSION_BODY: &str = r#"{"query":"{version}"}"#;
 
-/// A bare hyper h2c server answering every request with `answer`: the floor for a round trip. It
-/// runs on its own runtime thread, as the engine runs in its own process, so both pay the same
-/// cross-thread wake-ups.
-fn bare_server(answer: Bytes) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("bare server runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr"))
-                .expect("send addr");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let answer = answer.clone();
-                            async move {
-                                let _ = req.into_body().collect().await;
-                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(answer)))
-                            }
-                        });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    rx.recv().expect("bare server address")
-}
-
-type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-async fn h2(addr: SocketAddr) -> H2 {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.set_nodelay(true);
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    send
-}
-
 async fn round_trip(send: &mut H2, metadata: Option<&str>) -> Bytes {
-    let mut b = Request::post("http://dagger/query");
-    if let Some(m) = metadata {
-        b = b.header(CLIENT_METADATA_HEADER, m);
-    }
-    let req = b
-        .body(Full::new(Bytes::from_static(VERSION_BODY.as_bytes())))
-        .expect("request");
-    let resp = send.send_request(req).await.expect("round trip");
-    resp.into_body().collect().await.expect("body").to_bytes()
+    post(send, metadata, &Bytes::from_static(VERSION_BODY.as_bytes())).await
 }
 
 fn median_and_p99(mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -137,7 +28,10 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let engine = start_engine();
+    let engine = dagr_testkit::EngineProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_dagr-engine")),
+        &[],
+    );
     let host: dagr_client::EngineHost = format!("tcp://{}", engine.tcp).parse().expect("host");
     let connect_once = |host: dagr_client::EngineHost| async move {
         let opts = opts(host);
@@ -170,9 +64,9 @@ fn benches(c: &mut Criterion) {
         (client, md)
     });
     let (mut engine_conn, mut bare_conn) = rt.block_on(async {
-        let engine_answer = round_trip(&mut h2(engine.tcp).await, Some(&metadata)).await;
+        let engine_answer = round_trip(&mut h2c::connect(engine.tcp).await, Some(&metadata)).await;
         let bare = bare_server(engine_answer);
-        (h2(engine.tcp).await, h2(bare).await)
+        (h2c::connect(engine.tcp).await, h2c::connect(bare).await)
     });
     let measure = |conn: &mut H2, md: Option<&str>| {
         rt.block_on(async {

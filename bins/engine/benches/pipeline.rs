@@ -8,86 +8,14 @@
 //!
 //! Needs root, runc, docker-registry and skopeo (`cargo xtask bench` installs them).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use dagr_metadata::CLIENT_METADATA_HEADER;
-use http::{Request, Response};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
-type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-async fn h2(addr: SocketAddr) -> H2 {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.set_nodelay(true);
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    send
-}
-
-async fn post(send: &mut H2, metadata: Option<&str>, body: &Bytes) -> Bytes {
-    let mut b = Request::post("http://dagger/query");
-    if let Some(m) = metadata {
-        b = b.header(CLIENT_METADATA_HEADER, m);
-    }
-    let resp = send
-        .send_request(b.body(Full::new(body.clone())).expect("request"))
-        .await
-        .expect("round trip");
-    resp.into_body().collect().await.expect("body").to_bytes()
-}
-
-/// A bare hyper h2c server on its own runtime thread answering every request with `answer`.
-fn bare_server(answer: Bytes) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let answer = answer.clone();
-                            async move {
-                                let _ = req.into_body().collect().await;
-                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(answer)))
-                            }
-                        });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    rx.recv().expect("bare server address")
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+use dagr_testkit::h2c::{self, Sender as H2, bare_server, median, post};
 
 fn query_body(query: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "query": query }).to_string())
@@ -161,7 +89,7 @@ fn benches(c: &mut Criterion) {
         r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", "echo 1 > /1"]) {{ withExec(args: ["sh", "-c", "echo 2 > /2"]) {{ withExec(args: ["sh", "-c", "echo 3 > /3"]) {{ withExec(args: ["cat", "/1", "/2", "/3"]) {{ stdout }} }} }} }} }} }} }}"#
     ));
     let (mut engine_conn, mut bare_conn) = rt.block_on(async {
-        let mut conn = h2(engine.tcp).await;
+        let mut conn = h2c::connect(engine.tcp).await;
         let answer = post(&mut conn, Some(&metadata), &pipeline).await;
         assert!(
             answer.starts_with(b"{\"data\""),
@@ -169,7 +97,7 @@ fn benches(c: &mut Criterion) {
             String::from_utf8_lossy(&answer)
         );
         let bare = bare_server(answer);
-        (conn, h2(bare).await)
+        (conn, h2c::connect(bare).await)
     });
     let time = |conn: &mut H2, md: Option<&str>, body: &Bytes| {
         rt.block_on(async {

@@ -3,10 +3,8 @@
 //! resource stability over many sessions.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,69 +13,17 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// A running `dagr-engine` with a temp state dir; SIGTERM and reap on drop.
-struct Engine {
-    child: Child,
-    tcp: SocketAddr,
-    unix: PathBuf,
-    _dir: tempfile::TempDir,
+type Engine = dagr_testkit::EngineProcess;
+
+fn start() -> Engine {
+    Engine::start(Path::new(env!("CARGO_BIN_EXE_dagr-engine")), &[])
 }
 
-impl Engine {
-    fn start() -> Engine {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let unix = dir.path().join("engine.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dagr-engine"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--listen")
-            .arg("tcp://127.0.0.1:0")
-            .arg("--listen")
-            .arg(format!("unix://{}", unix.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn dagr-engine");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut tcp = None;
-        for _ in 0..2 {
-            let line = lines
-                .next()
-                .expect("engine printed its listeners")
-                .expect("line");
-            if let Some(a) = line.strip_prefix("dagr-engine listening on tcp://") {
-                tcp = Some(a.parse().expect("tcp addr"));
-            }
-        }
-        // Keep draining stdout so the engine never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Engine {
-            child,
-            tcp: tcp.expect("tcp listener"),
-            unix,
-            _dir: dir,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SIGKILL: a graceful stop would wait for this test's own idle connections, whose tasks
-        // cannot run while this (single-threaded) test blocks here. SIGTERM is tested on its own.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM and wait: the graceful path.
+fn terminate(engine: &mut Engine) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(engine.child.id() as i32, libc::SIGTERM) };
+    engine.child.wait().expect("wait")
 }
 
 fn md(session: &str, client: &str, token: &str) -> ClientMetadata {
@@ -172,7 +118,7 @@ async fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
 
 #[tokio::test]
 async fn http1_and_h2c_queries_on_one_listener() {
-    let engine = Engine::start();
+    let engine = start();
     let mut c1 = h1(engine.tcp).await;
     let resp = c1
         .send_request(query_request(
@@ -242,7 +188,7 @@ async fn http1_and_h2c_queries_on_one_listener() {
 
 #[tokio::test]
 async fn grpc_health_and_info_on_the_same_port() {
-    let engine = Engine::start();
+    let engine = start();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", engine.tcp))
         .expect("endpoint")
         .connect()
@@ -268,7 +214,7 @@ async fn grpc_health_and_info_on_the_same_port() {
 
 #[tokio::test]
 async fn refusals_name_the_problem() {
-    let engine = Engine::start();
+    let engine = start();
     let mut c = h2(engine.tcp).await;
     let garbled = "bm90IGpzb24=".to_owned(); // base64 of "not json"
     let mut empty_client = md("s", "", "t");
@@ -388,7 +334,7 @@ async fn refusals_name_the_problem() {
 
 #[tokio::test]
 async fn session_lifecycle_join_teardown_and_removed() {
-    let engine = Engine::start();
+    let engine = start();
     let host: dagr_client::EngineHost = format!("tcp://{}", engine.tcp).parse().expect("host");
     let opts = opts(host.clone());
     let main = dagr_client::connect(opts).await.expect("connect");
@@ -441,7 +387,7 @@ async fn session_lifecycle_join_teardown_and_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_queries_share_one_connection() {
-    let engine = Engine::start();
+    let engine = start();
     let before = metric(
         &metrics(engine.tcp).await,
         "dagr_connections_accepted_total",
@@ -495,7 +441,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_close_cycles_leak_nothing() {
-    let engine = Engine::start();
+    let engine = start();
     let host: dagr_client::EngineHost = format!("tcp://{}", engine.tcp).parse().expect("host");
     let cycle = |host: dagr_client::EngineHost| async move {
         let opts = opts(host);
@@ -511,9 +457,9 @@ async fn connect_close_cycles_leak_nothing() {
     }
     wait_metric(engine.tcp, "dagr_sessions_active", 0).await;
     wait_metric(engine.tcp, "dagr_connections_open", 1).await;
-    let fds = fd_count(engine.pid());
+    let fds = fd_count(engine.child.id());
     let tasks = metric(&metrics(engine.tcp).await, "dagr_runtime_alive_tasks");
-    let rss = rss_kib(engine.pid());
+    let rss = rss_kib(engine.child.id());
     for _ in 0..500 {
         cycle(host.clone()).await;
     }
@@ -522,14 +468,14 @@ async fn connect_close_cycles_leak_nothing() {
     let text = metrics(engine.tcp).await;
     assert_eq!(metric(&text, "dagr_clients_active"), 0);
     assert_eq!(metric(&text, "dagr_sessions_removed_total"), 550);
-    let fds_after = fd_count(engine.pid());
+    let fds_after = fd_count(engine.child.id());
     assert!(fds_after <= fds + 2, "fds grew from {fds} to {fds_after}");
     let tasks_after = metric(&text, "dagr_runtime_alive_tasks");
     assert!(
         tasks_after <= tasks + 2,
         "tasks grew from {tasks} to {tasks_after}"
     );
-    let rss_after = rss_kib(engine.pid());
+    let rss_after = rss_kib(engine.child.id());
     // Bounded growth: a leak of even 4 KiB per session would add 2 MiB.
     assert!(
         rss_after <= rss + 2048,
@@ -539,11 +485,11 @@ async fn connect_close_cycles_leak_nothing() {
 
 #[tokio::test]
 async fn sigterm_ends_sessions_and_exits_zero() {
-    let mut engine = Engine::start();
+    let mut engine = start();
     let opts = opts(format!("tcp://{}", engine.tcp).parse().expect("host"));
     let _client = dagr_client::connect(opts).await.expect("connect");
     let unix = engine.unix.clone();
-    let status = tokio::task::spawn_blocking(move || engine.terminate())
+    let status = tokio::task::spawn_blocking(move || terminate(&mut engine))
         .await
         .expect("join");
     assert!(status.success(), "engine exited with {status}");

@@ -100,8 +100,9 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 .arg(Arg::new("platform", "Platform"))
                 .resolve_sync(|ctx| {
                     let dp2 = services(ctx)?.config.platform.clone();
-                    if let Ok(loaded) = ctx.loaded::<Container>("id") {
-                        return Ok(obj("Container", (*loaded).clone()));
+                    if ctx.loaded::<Container>("id").is_ok() {
+                        // The loaded container itself, keeping its ID.
+                        return Ok(ctx.loaded_object("id")?.to_value());
                     }
                     let platform = match ctx.arg::<Option<String>>("platform")? {
                         Some(p) => parse_platform(&p)?,
@@ -121,8 +122,8 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Field::new("directory", "Directory!")
                 .arg(Arg::new("id", "DirectoryID"))
                 .resolve_sync(|ctx| {
-                    if let Ok(loaded) = ctx.loaded::<Directory>("id") {
-                        return Ok(obj("Directory", (*loaded).clone()));
+                    if ctx.loaded::<Directory>("id").is_ok() {
+                        return Ok(ctx.loaded_object("id")?.to_value());
                     }
                     Ok(obj(
                         "Directory",
@@ -176,9 +177,9 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .with_id()
         .field(
             Field::new("directory", "Directory!")
-                .arg(Arg::new("path", "String!"))
                 .arg(Arg::new("exclude", "[String!]").default(serde_json::json!([])))
                 .arg(Arg::new("include", "[String!]").default(serde_json::json!([])))
+                .arg(Arg::new("path", "String!"))
                 .resolve_sync(|ctx| {
                     let caller = caller(ctx)?;
                     let path: String = ctx.arg("path")?;

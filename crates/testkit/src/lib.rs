@@ -231,3 +231,91 @@ pub fn metric(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// HTTP/2 cleartext helpers for benchmarks: a client connection, a POST, and the bare hyper
+/// server that is the floor every engine round trip is compared with.
+pub mod h2c {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    pub type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+    /// An HTTP/2 prior-knowledge connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Sender {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = stream.set_nodelay(true);
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        send
+    }
+
+    /// POSTs `body` to `/query` with an optional metadata header; returns the answer's bytes.
+    pub async fn post(send: &mut Sender, metadata: Option<&str>, body: &Bytes) -> Bytes {
+        let mut b = Request::post("http://dagger/query");
+        if let Some(m) = metadata {
+            b = b.header("x-dagger-client-metadata", m);
+        }
+        let resp = send
+            .send_request(b.body(Full::new(body.clone())).expect("request"))
+            .await
+            .expect("round trip");
+        resp.into_body().collect().await.expect("body").to_bytes()
+    }
+
+    /// A bare hyper h2c server answering every request with `answer`, on its own runtime thread
+    /// (as the engine runs in its own process, both pay the same cross-thread wake-ups).
+    pub fn bare_server(answer: Bytes) -> SocketAddr {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr")).expect("send");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let answer = answer.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(
+                            move |req: Request<hyper::body::Incoming>| {
+                                let answer = answer.clone();
+                                async move {
+                                    let _ = req.into_body().collect().await;
+                                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                        answer,
+                                    )))
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        rx.recv().expect("bare server address")
+    }
+
+    /// The median of samples.
+    pub fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+}
