@@ -32,6 +32,9 @@ use crate::{AttachError, tree};
 pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
 pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
 pub(crate) const MAX_FRAME: u32 = 256 << 10;
+/// HTTP/2 pings from the engine on the attachables connection.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Validates an attachables request (GET, HTTP/1.1, an `Upgrade` header, at least one
 /// `X-Docker-Expose-Session-Grpc-Method` header) and returns the `101` response to send plus the
@@ -139,6 +142,10 @@ impl PendingAttach {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
+            // A client host that vanishes without closing its socket is noticed by missing pings.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_with_connector(connector)
             .await
             .map_err(AttachError::Channel)?;
