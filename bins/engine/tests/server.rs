@@ -509,3 +509,35 @@ fn opts(host: dagr_client::EngineHost) -> dagr_client::ConnectOptions {
         allow_send: false,
     }
 }
+
+#[tokio::test]
+async fn immediate_shutdown_ends_the_session_and_closes_its_attachables() {
+    let engine = start();
+    let client = dagr_client::connect(opts(format!("tcp://{}", engine.tcp).parse().expect("host")))
+        .await
+        .expect("connect");
+    assert_eq!(
+        metric(&metrics(engine.tcp).await, "dagr_sessions_active"),
+        1
+    );
+    let resp = client
+        .request(
+            Request::post("/shutdown?immediate=true")
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("shutdown");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Gone while the client still holds its attachables connection: the engine closed it.
+    wait_metric(engine.tcp, "dagr_sessions_active", 0).await;
+    let late = client
+        .query(serde_json::json!({"query": "{version}"}))
+        .await;
+    let err = late.expect_err("the session was removed").to_string();
+    assert!(err.contains("was removed"), "{err}");
+    // Closing afterwards does not hang.
+    let _ = tokio::time::timeout(Duration::from_secs(30), client.close())
+        .await
+        .expect("close returns");
+}
