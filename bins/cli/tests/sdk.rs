@@ -472,6 +472,67 @@ connect_and_run(main)
 }
 
 #[test]
+fn default_command_entrypoint_user_and_stdin() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    base = dag.container().from_(IMAGE)
+    # Dagger v0.11: stdout/stderr without an exec run the default command.
+    RESULT["default_args"] = await base.with_default_args(["echo", "by", "default"]).stdout()
+    RESULT["default_stderr"] = await base.with_default_args(
+        ["sh", "-c", "echo to-err >&2"]).stderr()
+    ep = base.with_entrypoint(["echo", "ep"])
+    RESULT["entrypoint_and_default"] = await ep.with_default_args(["da"]).stdout()
+    RESULT["entrypoint_exec"] = await ep.with_exec(["arg"]).stdout()
+    RESULT["skip_entrypoint"] = await ep.with_exec(["echo", "plain"], skip_entrypoint=True).stdout()
+    RESULT["empty_exec"] = await base.with_default_args(["echo", "empty"]).with_exec([]).stdout()
+    try:
+        await dag.container().stdout()
+        RESULT["no_command"] = "no error"
+    except dagger.QueryError as e:
+        RESULT["no_command"] = str(e)
+    nobody = base.with_user("65534:65534")
+    RESULT["user"] = await nobody.user()
+    RESULT["id"] = await nobody.with_exec(["id"]).stdout()
+    RESULT["stdin"] = await base.with_exec(["cat"], stdin="from stdin").stdout()
+    RESULT["redirect"] = await base.with_exec(
+        ["echo", "redirected"], redirect_stdout="/out.txt").file("/out.txt").contents()
+    RESULT["labels"] = [
+        f"{await l.name()}={await l.value()}"
+        for l in await base.with_label("org.example.a", "1").labels()
+    ]
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(s(mode, &r, "default_args"), "by default\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "default_stderr"), "to-err\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "entrypoint_and_default"), "ep da\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "entrypoint_exec"), "ep arg\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "skip_entrypoint"), "plain\n", "{mode:?}");
+        assert_eq!(s(mode, &r, "empty_exec"), "empty\n", "{mode:?}");
+        let no_command = s(mode, &r, "no_command");
+        assert!(
+            no_command.contains("no command has been set"),
+            "{mode:?}: {no_command}"
+        );
+        assert_eq!(s(mode, &r, "user"), "65534:65534", "{mode:?}");
+        assert!(
+            s(mode, &r, "id").starts_with("uid=65534(nobody) gid=65534("),
+            "{mode:?}: {r}"
+        );
+        assert_eq!(s(mode, &r, "stdin"), "from stdin", "{mode:?}");
+        assert_eq!(s(mode, &r, "redirect"), "redirected\n", "{mode:?}");
+        assert!(
+            strings(mode, &r, "labels").contains(&"org.example.a=1".to_owned()),
+            "{mode:?}: {r}"
+        );
+    }
+}
+
+#[test]
 fn directories_built_in_the_engine() {
     let sdk = Sdk::start();
     let body = r#"

@@ -126,14 +126,41 @@ fn sharing(ctx: &ResolveCtx) -> Result<CacheSharing, FieldError> {
     }
 }
 
+/// The arguments of `withExec`.
+#[derive(Default)]
+struct ExecArgs {
+    args: Vec<String>,
+    skip_entrypoint: Option<bool>,
+    stdin: Option<String>,
+    redirect_stdout: Option<String>,
+    redirect_stderr: Option<String>,
+    insecure: Option<bool>,
+}
+
 /// Builds the exec vertex of `withExec` and the container after it.
 fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
-    let args: Vec<String> = ctx.arg("args")?;
-    let skip_entrypoint: Option<bool> = ctx.arg("skipEntrypoint")?;
-    let stdin: Option<String> = ctx.arg("stdin")?;
-    let redirect_stdout: Option<String> = ctx.arg("redirectStdout")?;
-    let redirect_stderr: Option<String> = ctx.arg("redirectStderr")?;
-    let insecure: Option<bool> = ctx.arg("insecureRootCapabilities")?;
+    let args = ExecArgs {
+        args: ctx.arg("args")?,
+        skip_entrypoint: ctx.arg("skipEntrypoint")?,
+        stdin: ctx.arg("stdin")?,
+        redirect_stdout: ctx.arg("redirectStdout")?,
+        redirect_stderr: ctx.arg("redirectStderr")?,
+        insecure: ctx.arg("insecureRootCapabilities")?,
+    };
+    exec_container(c, args)
+}
+
+/// The container after running `args` (the entrypoint first unless skipped; the default args
+/// when `args.args` is empty).
+fn exec_container(c: Container, args: ExecArgs) -> Result<Container, FieldError> {
+    let ExecArgs {
+        args,
+        skip_entrypoint,
+        stdin,
+        redirect_stdout,
+        redirect_stderr,
+        insecure,
+    } = args;
     let mut argv = Vec::new();
     if !skip_entrypoint.unwrap_or(false) {
         argv.extend(c.config.entrypoint.iter().cloned());
@@ -145,7 +172,7 @@ fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
     }
     if argv.is_empty() {
         return Err(FieldError::new(
-            "no command to run: withExec has no args and the container no entrypoint or default args",
+            "no command has been set: no exec args, and the container has no entrypoint or default args",
         ));
     }
     let mut inputs = Inputs::default();
@@ -250,12 +277,14 @@ async fn exec_output(
     let s = services(&ctx)?;
     let caller = caller(&ctx)?;
     let c = ctx.parent_arc::<Container>()?;
-    let Some(exec) = &c.last_exec else {
-        return Err(FieldError::new(
-            "no command has been set: call withExec first",
-        ));
+    // Without an exec, Dagger v0.11 runs the default command (entrypoint and default args).
+    let exec = match &c.last_exec {
+        Some(exec) => exec.clone(),
+        None => exec_container(c.as_ref().clone(), ExecArgs::default())?
+            .last_exec
+            .ok_or_else(|| FieldError::new("no command has been set"))?,
     };
-    let result = s.solve(&caller, exec).await?;
+    let result = s.solve(&caller, &exec).await?;
     let meta = ResultMeta::of(&result)
         .exec
         .ok_or_else(|| FieldError::new("the last exec recorded no output"))?;
