@@ -585,6 +585,10 @@ fn container_file_ops_and_mounts() {
             }
             mfile: withMountedFile(path: "/m/file.txt", source: $file) {
               withExec(args: ["cat", "/m/file.txt"]) { stdout }
+              file(path: "/m/file.txt") { contents }
+              withNewFile(path: "/m/file.txt", contents: "replaced") {
+                withExec(args: ["cat", "/m/file.txt"]) { stdout }
+              }
             }
             temp: withMountedTemp(path: "/scratch") {
               withExec(args: ["sh", "-c", "echo x > /scratch/t; grep -c /scratch /proc/mounts"]) {
@@ -645,6 +649,16 @@ fn container_file_ops_and_mounts() {
         "the mount's contents are not in the rootfs"
     );
     assert_eq!(s(c, "mfile/withExec/stdout"), "from a directory");
+    assert_eq!(
+        s(c, "mfile/file/contents"),
+        "from a directory",
+        "file(path) of a mounted file is its source"
+    );
+    assert_eq!(
+        s(c, "mfile/withNewFile/withExec/stdout"),
+        "replaced",
+        "writing a mounted file's path changes what is mounted"
+    );
     assert_eq!(s(c, "temp/withExec/stdout"), "1\n");
     assert_eq!(
         s(c, "temp/withExec/withExec/stdout"),
@@ -666,6 +680,46 @@ fn container_file_ops_and_mounts() {
     assert_eq!(at(w, "mounts"), &json!(["/scratch", "/mnt"]));
     assert_eq!(at(w, "withoutMount/mounts"), &json!(["/mnt"]));
     assert_eq!(s(w, "withoutMount/withExec/stdout"), "0\n");
+}
+
+#[test]
+fn paths_under_cache_tmpfs_and_file_mounts_are_refused() {
+    let api = Api::start();
+    let file_id = {
+        let v = api.ok(
+            r#"{ directory { withNewFile(path: "f", contents: "f") { file(path: "f") { id } } } }"#,
+            &[],
+        );
+        s(&v, "directory/withNewFile/file/id").to_owned()
+    };
+    let cache = cache_volume(&api, "refusals");
+    for (field, var) in [
+        (
+            r#"withMountedCache(path: "/mnt", cache: $v)"#,
+            Some(("CacheVolumeID", &cache)),
+        ),
+        (r#"withMountedTemp(path: "/mnt")"#, None),
+        (
+            r#"withMountedFile(path: "/mnt", source: $v)"#,
+            Some(("FileID", &file_id)),
+        ),
+    ] {
+        let decl = var.map_or(String::new(), |(t, _)| format!(", $v: {t}!"));
+        let doc = format!(
+            r#"query($img: String!{decl}) {{
+              container {{ from(address: $img) {{ {field} {{
+                directory(path: "/mnt/sub") {{ entries }}
+              }} }} }}
+            }}"#
+        );
+        let vars: Vec<(&str, &str)> = var.iter().map(|(_, v)| ("v", v.as_str())).collect();
+        let errors = api.err(&doc, &vars);
+        assert!(
+            errors[0].message.contains("/mnt/sub")
+                && errors[0].message.replace("/mnt/sub", "").contains("/mnt"),
+            "{field}: the refusal names the path and the mount: {errors:?}"
+        );
+    }
 }
 
 /// The ID of `cacheVolume(key:)`.
@@ -901,7 +955,6 @@ fn directory_and_file_exports_to_the_host() {
 /// the file then keeps its name inside it; without it an existing directory is refused with
 /// `destination "<path>" is a directory; must be a file path unless allowParentDirPath is set`.
 #[test]
-#[ignore = "engine bug: bins/engine/src/host.rs push_file treats allowParentDirPath as 'create parents'"]
 fn file_export_creates_parents_and_allow_parent_dir_path_exports_into_a_directory() {
     let api = Api::start();
     let w = api.work();

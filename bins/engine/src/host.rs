@@ -80,19 +80,24 @@ impl HostFiles for ClientHosts {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let conn = self.attachables(&caller.session_id, &caller.client_id)?;
-            if !allow_parent_dir {
-                let parent = Path::new(host_path)
-                    .parent()
-                    .and_then(|p| p.to_str())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or(".");
-                if conn.stat(parent).await.is_err() {
+            // Dagger's semantics: parents are created; an existing directory at `host_path` is
+            // refused unless `allow_parent_dir`, which writes the file into it under its name.
+            let mut host_path = host_path.to_owned();
+            if let Ok(stat) = conn.stat(&host_path).await
+                && stat.kind == dagr_attach::EntryKind::Dir
+            {
+                if !allow_parent_dir {
                     return Err(format!(
-                        "the parent directory of {host_path} does not exist (allowParentDirPath creates it)"
+                        "destination {host_path:?} is a directory; must be a file path unless allowParentDirPath is set"
                     ));
                 }
+                let name = src
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| format!("{} has no file name", src.display()))?;
+                host_path = format!("{}/{name}", host_path.trim_end_matches('/'));
             }
-            let (src, host_path) = (src.to_path_buf(), host_path.to_owned());
+            let src = src.to_path_buf();
             on_blocking_thread(move || async move { conn.push_file(&src, &host_path, None).await })
                 .await?
                 .map(|_| ())
