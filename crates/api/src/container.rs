@@ -49,11 +49,12 @@ fn locate(c: &Container, path: &str) -> Result<Location, FieldError> {
     match best {
         None => Ok(Location::Root(path.to_owned())),
         Some((index, m)) => match &m.kind {
-            MountKind::Fs {
-                fs,
-                path: base,
-                file: false,
-            } => {
+            // A mounted file is its source file (as in Dagger); nothing lies below it.
+            MountKind::Fs { file: true, .. } if path != m.target => Err(FieldError::new(format!(
+                "{path}: {} is a mounted file, not a directory",
+                m.target
+            ))),
+            MountKind::Fs { fs, path: base, .. } => {
                 let rest = path[m.target.len()..].trim_start_matches('/');
                 Ok(Location::Mount {
                     index,
@@ -61,9 +62,6 @@ fn locate(c: &Container, path: &str) -> Result<Location, FieldError> {
                     path: join(base, rest),
                 })
             }
-            MountKind::Fs { file: true, .. } => Err(FieldError::new(format!(
-                "{path} is a mounted file; change its source instead"
-            ))),
             _ => Err(FieldError::new(format!(
                 "{path} is under the cache, tmpfs or secret mount at {}",
                 m.target
