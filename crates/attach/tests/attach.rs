@@ -622,27 +622,28 @@ fn calls_are_send(client: &dagr_attach::AttachablesClient, path: &Path, include:
 }
 
 #[tokio::test]
-async fn thousands_of_files_and_concurrent_pulls_on_one_connection() {
+async fn over_a_thousand_files_and_concurrent_pulls_on_one_connection() {
+    // 1,100 files: more packets than one batch holds (2,048), without burdening a loaded disk.
     let host = tempfile::tempdir().unwrap();
     let src = host.path().join("many");
-    for d in 0..5 {
+    for d in 0..4 {
         let dir = src.join(format!("d{d}"));
         fs::create_dir_all(&dir).unwrap();
-        for f in 0..500 {
+        for f in 0..275 {
             fs::write(dir.join(format!("f{f:04}")), format!("{d}:{f}")).unwrap();
         }
     }
     let pair = connect_pair(providers(host.path(), false)).await;
-    let dests: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dests: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let pulls = dests
         .iter()
         .map(|dest| pair.client.pull_dir("many", &[], &[], dest.path()));
     let results = futures::future::join_all(pulls).await;
     let want = snapshot(&src);
-    assert_eq!(want.len(), 2505);
+    assert_eq!(want.len(), 1104);
     for (result, dest) in results.into_iter().zip(&dests) {
         let stats = result.unwrap();
-        assert_eq!((stats.files, stats.dirs), (2500, 5));
+        assert_eq!((stats.files, stats.dirs), (1100, 4));
         assert_eq!(snapshot(dest.path()), want);
     }
 }
