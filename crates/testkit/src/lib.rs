@@ -164,6 +164,8 @@ impl EngineProcess {
             .arg("tcp://127.0.0.1:0")
             .arg("--listen")
             .arg(format!("unix://{}", unix.display()))
+            // Tests drop engines while their own idle connections are still open.
+            .args(["--shutdown-grace", "2"])
             .args(extra_args)
             .stdout(Stdio::piped())
             .spawn()
@@ -219,9 +221,46 @@ impl EngineProcess {
 }
 
 impl Drop for EngineProcess {
+    /// SIGTERM first (the engine tears its sessions down and unmounts), SIGKILL after 20 s, then
+    /// whatever a killed engine left mounted under its directory is detached so the temp dir can
+    /// be removed without going through mounts.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child, which has not been reaped yet.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        detach_mounts_under(self.dir.path());
+    }
+}
+
+/// Lazily unmounts whatever is still mounted under `dir` (deepest first).
+pub fn detach_mounts_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let Ok(c) = std::ffi::CString::new(p) else {
+            continue;
+        };
+        // SAFETY: a valid C string; MNT_DETACH only detaches.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
