@@ -189,6 +189,19 @@ impl Sdk {
     /// Writes `PRELUDE + body` to `work/script.py` and runs it from `work` in `mode`; the
     /// script's argv is `IMAGE NONCE REGISTRY`.
     fn run_script(&self, mode: Mode, work: &Path, body: &str, nonce: &str) -> Output {
+        self.run_script_then(mode, work, body, nonce, || {})
+    }
+
+    /// [`Sdk::run_script`], calling `after_exit` once the script's process exited but before
+    /// anything left of its process group is killed.
+    fn run_script_then(
+        &self,
+        mode: Mode,
+        work: &Path,
+        body: &str,
+        nonce: &str,
+        after_exit: impl FnOnce(),
+    ) -> Output {
         let script = work.join("script.py");
         std::fs::write(&script, format!("{PRELUDE}\n{body}")).expect("write the script");
         let python = venv_python();
@@ -220,7 +233,7 @@ impl Sdk {
             .stderr(Stdio::piped())
             .process_group(0);
         let child = ProcessGroup(cmd.spawn().expect("spawn the script"));
-        child.wait_with_output(SCRIPT_DEADLINE)
+        child.wait_with_output(SCRIPT_DEADLINE, after_exit)
     }
 
     /// Runs a script that must succeed and returns its `RESULT` dict.
@@ -276,7 +289,7 @@ fn detach_mounts_under(dir: &Path) {
 struct ProcessGroup(Child);
 
 impl ProcessGroup {
-    fn wait_with_output(mut self, deadline: Duration) -> Output {
+    fn wait_with_output(mut self, deadline: Duration, after_exit: impl FnOnce()) -> Output {
         let stdout = drain(self.0.stdout.take());
         let stderr = drain(self.0.stderr.take());
         let start = Instant::now();
@@ -297,8 +310,12 @@ impl ProcessGroup {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(after_exit));
         // Whatever is left of the group (nothing, normally) must not keep the pipes open.
         self.kill_group();
+        if let Err(panic) = checked {
+            std::panic::resume_unwind(panic);
+        }
         Output {
             status,
             stdout: stdout.join().expect("stdout reader"),
@@ -605,6 +622,7 @@ async def main():
     built = dag.directory().with_new_file("x.txt", "X").with_new_file("nested/y.txt", "Y")
     RESULT["dir_export"] = await built.export("out-dir")
     RESULT["file_export"] = await built.file("nested/y.txt").export("out-file.txt")
+    RESULT["into_dir"] = await built.file("x.txt").export("existing", allow_parent_dir_path=True)
     ctr = dag.container().from_(IMAGE).with_exec(
         ["sh", "-c", "mkdir /made && echo from-exec > /made/e.txt"])
     RESULT["ctr_dir_export"] = await ctr.directory("/made").export("out-ctr")
@@ -624,6 +642,7 @@ connect_and_run(main)
         std::fs::write(w.join("src/sub/d.log"), "log\n").expect("prepare the work dir");
         std::fs::write(w.join("src/e.tmp"), "tmp\n").expect("prepare the work dir");
         std::fs::write(w.join("src/sub/f.tmp"), "tmp\n").expect("prepare the work dir");
+        std::fs::create_dir(w.join("existing")).expect("prepare the work dir");
         let r = sdk.result(mode, w, body);
         assert_eq!(strings(mode, &r, "entries"), ["a.txt", "sub"], "{mode:?}");
         assert_eq!(
@@ -640,6 +659,7 @@ connect_and_run(main)
         for key in [
             "dir_export",
             "file_export",
+            "into_dir",
             "ctr_dir_export",
             "ctr_file_export",
         ] {
@@ -648,6 +668,7 @@ connect_and_run(main)
         assert_eq!(read(&w.join("out-dir/x.txt")), "X");
         assert_eq!(read(&w.join("out-dir/nested/y.txt")), "Y");
         assert_eq!(read(&w.join("out-file.txt")), "Y");
+        assert_eq!(read(&w.join("existing/x.txt")), "X");
         assert_eq!(read(&w.join("out-ctr/e.txt")), "from-exec\n");
         assert_eq!(read(&w.join("out-e.txt")), "from-exec\n");
     }
@@ -672,6 +693,11 @@ async def main():
         ["sh", "-c", "cat /run/secrets/token; echo; sha256sum < /run/secrets/token"])
     RESULT["mounted"] = await mounted.stdout()
     RESULT["ids"] = [await ctr.id(), await mounted.id(), await s.id()]
+    try:
+        await dag.container().from_(IMAGE).with_secret_variable("TOKEN", s).with_exec(
+            ["sh", "-c", 'echo "out=$TOKEN"; echo "err=$TOKEN" >&2; exit 4']).sync()
+    except dagger.ExecError as e:
+        RESULT["exec_error"] = [e.exit_code, e.stdout, e.stderr, SECRET in str(e)]
 
 connect_and_run(main)
 "#;
@@ -694,6 +720,11 @@ connect_and_run(main)
         assert_eq!(
             s(mode, &r, "mounted"),
             format!("***\n{want_sha}  -\n"),
+            "{mode:?}"
+        );
+        assert_eq!(
+            r.get("exec_error"),
+            Some(&serde_json::json!([4, "out=***", "err=***", false])),
             "{mode:?}"
         );
         for id in strings(mode, &r, "ids") {
@@ -937,5 +968,39 @@ connect_and_run(main)
         );
         let manifest_digest = format!("sha256:{}", sha256_hex(work.path(), &inspect.stdout));
         assert_eq!(manifest_digest, digest, "{mode:?}");
+    }
+}
+
+#[test]
+fn an_sdk_process_that_dies_ends_its_session() {
+    let sdk = Sdk::start();
+    // No `dagger.connection` cleanup: the process exits in the middle of its session.
+    let body = r#"
+async def main():
+    async with dagger.connection(dagger.Config(log_output=sys.stderr)):
+        out = await dag.container().from_(IMAGE).with_exec(["echo", "alive"]).stdout()
+        print("echo:" + out, flush=True)
+        os._exit(7)
+
+anyio.run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let out = sdk.run_script_then(mode, work.path(), body, &rand_suffix(), || {
+            // Nothing of the group is killed yet: `dagr session` (or `dagr run`) must end the
+            // session on its own (hang protection: 30 s).
+            sdk.engine.wait_metric("dagr_sessions_active", 0);
+        });
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "{mode:?}: the exit code passes through; stderr:\n{}",
+            lossy(&out.stderr)
+        );
+        assert!(
+            lossy(&out.stdout).contains("echo:alive"),
+            "{mode:?}: {}",
+            lossy(&out.stdout)
+        );
     }
 }
