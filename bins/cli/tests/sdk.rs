@@ -924,7 +924,7 @@ connect_and_run(main, workdir="project")
 }
 
 #[test]
-fn publish_pushes_to_the_registry() {
+fn publish_and_export_images() {
     let sdk = Sdk::start();
     let body = r#"
 async def main():
@@ -935,6 +935,7 @@ async def main():
     pulled = dag.container().from_(ref)
     RESULT["hello"] = await pulled.file("/hello.txt").contents()
     RESULT["built"] = await pulled.with_exec(["cat", "/built.txt"]).stdout()
+    RESULT["exported"] = await ctr.export("image.tar")
 
 connect_and_run(main)
 "#;
@@ -968,6 +969,23 @@ connect_and_run(main)
         );
         let manifest_digest = format!("sha256:{}", sha256_hex(work.path(), &inspect.stdout));
         assert_eq!(manifest_digest, digest, "{mode:?}");
+        // Container.export wrote an OCI archive on the host that skopeo reads, with the
+        // busybox layer plus one for the new file and the exec.
+        assert_eq!(r.get("exported"), Some(&Value::Bool(true)), "{mode:?}");
+        let archive = work.path().join("image.tar");
+        let inspect = Command::new("skopeo")
+            .args(["inspect", "--format", "{{len .Layers}}"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            inspect.status.success(),
+            "{mode:?}: skopeo inspect {}: {}",
+            archive.display(),
+            lossy(&inspect.stderr)
+        );
+        let layers: usize = lossy(&inspect.stdout).trim().parse().expect("layer count");
+        assert!(layers >= 2, "{mode:?}: {layers} layers");
     }
 }
 
