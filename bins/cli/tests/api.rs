@@ -722,6 +722,66 @@ fn paths_under_cache_tmpfs_and_file_mounts_are_refused() {
     }
 }
 
+#[test]
+fn owners_and_permissions() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"{ directory {
+          withNewFile(path: "sub/a.txt", contents: "a", permissions: 384) {
+            id
+            file(path: "sub/a.txt") { id }
+          }
+        } }"#,
+        &[],
+    );
+    let dir_id = s(&v, "directory/withNewFile/id").to_owned();
+    let file_id = s(&v, "directory/withNewFile/file/id").to_owned();
+    let v = api.ok(
+        r#"query($img: String!, $d: DirectoryID!, $f: FileID!) {
+          container { from(address: $img) {
+            newfile: withNewFile(path: "/f.txt", contents: "x", permissions: 416, owner: "1000:1001") {
+              withExec(args: ["stat", "-c", "%a %u:%g", "/f.txt"]) { stdout }
+            }
+            withfile: withFile(path: "/copied", source: $f, permissions: 448, owner: "7") {
+              withExec(args: ["stat", "-c", "%a %u:%g", "/copied"]) { stdout }
+            }
+            withdir: withDirectory(path: "/d", directory: $d, owner: "1234") {
+              withExec(args: ["stat", "-c", "%a %u:%g %n", "/d/sub", "/d/sub/a.txt"]) { stdout }
+            }
+            plain: withDirectory(path: "/p", directory: $d) {
+              withExec(args: ["stat", "-c", "%a %u:%g", "/p/sub/a.txt"]) { stdout }
+            }
+            mounted: withMountedDirectory(path: "/m", source: $d, owner: "1000:1000") {
+              withUser(name: "1000") {
+                withExec(args: ["sh", "-c",
+                  "stat -c '%u:%g %n' /m /m/sub /m/sub/a.txt && touch /m/new && echo wrote"]) {
+                  stdout
+                }
+              }
+            }
+          } }
+        }"#,
+        &[("d", &dir_id), ("f", &file_id)],
+    );
+    let c = at(&v, "container/from");
+    assert_eq!(s(c, "newfile/withExec/stdout"), "640 1000:1001\n");
+    assert_eq!(s(c, "withfile/withExec/stdout"), "700 7:7\n");
+    assert_eq!(
+        s(c, "withdir/withExec/stdout"),
+        "755 1234:1234 /d/sub\n600 1234:1234 /d/sub/a.txt\n"
+    );
+    assert_eq!(
+        s(c, "plain/withExec/stdout"),
+        "600 0:0\n",
+        "without an owner, files keep theirs and their mode"
+    );
+    assert_eq!(
+        s(c, "mounted/withUser/withExec/stdout"),
+        "1000:1000 /m\n1000:1000 /m/sub\n1000:1000 /m/sub/a.txt\nwrote\n",
+        "the owner of a mounted directory owns its root too, and can write there"
+    );
+}
+
 /// The ID of `cacheVolume(key:)`.
 fn cache_volume(api: &Api, key: &str) -> String {
     let v = api.ok(

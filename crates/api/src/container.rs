@@ -2,7 +2,7 @@
 //! and `withExec` building exec vertices; `stdout`, `stderr` and `sync` solve them.
 
 use dagr_gql::{Arg, Enum, Field, FieldError, Object, ResolveCtx, SchemaBuilder, Value};
-use dagr_solver::{CacheSharing, ExecOp, MountSource, Op, Vertex};
+use dagr_solver::{CacheSharing, ExecOp, MkDirOp, MountSource, Op, Vertex};
 use dagr_worker::ResultMeta;
 
 use crate::directory::{copy, mkfile, owner_arg, rm};
@@ -98,6 +98,34 @@ fn without_mount(c: &mut Container, target: &str) {
 fn add_mount(c: &mut Container, target: String, kind: MountKind) {
     without_mount(c, &target);
     c.mounts.push(ContainerMount { target, kind });
+}
+
+/// Where [`chowned_copy`] puts the directory.
+const CHOWNED: &str = "/chown";
+
+/// A copy of `d` at [`CHOWNED`] owned by `owner`, the directory itself included: Dagger re-owns a
+/// mounted directory the same way (a directory made with the owner, the contents copied into it).
+fn chowned_copy(d: &Directory, owner: String) -> Result<Fs, FieldError> {
+    let mut inputs = Inputs::default();
+    let base = inputs.add(&Fs::scratch().map_err(graph_err)?);
+    let op = Op::MkDir(MkDirOp {
+        base,
+        path: CHOWNED.to_owned(),
+        mode: 0o755,
+        make_parents: true,
+        owner: Some(owner.clone()),
+    });
+    let made = Fs::main(Vertex::new(op, inputs.into_vec()).map_err(graph_err)?);
+    copy(
+        &made,
+        CHOWNED,
+        &d.fs,
+        &d.path,
+        vec![],
+        vec![],
+        None,
+        Some(owner),
+    )
 }
 
 fn owner_ids(owner: Option<String>) -> Result<(u32, u32), FieldError> {
@@ -548,11 +576,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let d = ctx.loaded::<Directory>("source")?;
                     let (fs, sub) = match owner_arg(ctx.arg("owner")?)? {
                         None => (d.fs.clone(), d.path.clone()),
-                        // Re-own a copy of the directory.
-                        Some(o) => (
-                            copy(&Fs::scratch().map_err(graph_err)?, "/", &d.fs, &d.path, vec![], vec![], None, Some(o))?,
-                            "/".to_owned(),
-                        ),
+                        Some(o) => (chowned_copy(&d, o)?, CHOWNED.to_owned()),
                     };
                     let target = abs(&c, &path);
                     add_mount(&mut c, target, MountKind::Fs { fs, path: sub, file: false });
