@@ -3,46 +3,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::json;
 
-/// A venv with graphql-core 3.2.3, cached under the target tmpdir and shared by the tests here.
+/// The shared venv of the Python tests (the Dagger SDK pins include graphql-core 3.2.3).
 fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PYTHON.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gql-graphql-core-3.2.3");
-        let python = venv.join("bin/python");
-        let ready = venv.join(".ready");
-        if !ready.exists() {
-            let _ = std::fs::remove_dir_all(&venv);
-            let status = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .unwrap();
-            assert!(status.success(), "python3 -m venv failed");
-            let out = Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "graphql-core==3.2.3",
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "pip install graphql-core==3.2.3 failed (is PyPI reachable?): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::write(&ready, b"ok").unwrap();
-        }
-        python
+        dagr_testkit::python::venv(
+            env!("CARGO_TARGET_TMPDIR"),
+            "dagger-sdk-0.11.8",
+            dagr_testkit::python::DAGGER_SDK_PINS,
+        )
     })
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,56 +17,12 @@ use std::time::{Duration, Instant};
 use dagr_gql::{FieldError, Request, RequestData, Resolver, Schema, Value};
 use serde_json::json;
 
-const PINS: &[&str] = &[
-    "dagger-io==0.11.8",
-    "gql==3.5.0",
-    "graphql-core==3.2.3",
-    "httpx==0.27.0",
-    "httpcore==1.0.5",
-    "anyio==4.4.0",
-    "beartype==0.18.5",
-    "cattrs==23.2.3",
-    "attrs==23.2.0",
-    "platformdirs==4.2.2",
-    "rich==13.7.1",
-    "typing-extensions==4.12.2",
-    "opentelemetry-api==1.25.0",
-    "opentelemetry-sdk==1.25.0",
-    "opentelemetry-exporter-otlp-proto-grpc==1.25.0",
-];
-
 fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gql-dagger-io-0.11.8");
-    let python = venv.join("bin/python");
-    if !venv.join(".ready").exists() {
-        let _ = std::fs::remove_dir_all(&venv);
-        assert!(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(PINS)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pip install of the dagger-io 0.11.8 pins failed (is PyPI reachable?): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(venv.join(".ready"), b"ok").unwrap();
-    }
-    python
+    dagr_testkit::python::venv(
+        env!("CARGO_TARGET_TMPDIR"),
+        "dagger-sdk-0.11.8",
+        dagr_testkit::python::DAGGER_SDK_PINS,
+    )
 }
 
 #[derive(Clone, Default)]

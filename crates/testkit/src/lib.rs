@@ -358,3 +358,78 @@ pub mod h2c {
         v[v.len() / 2]
     }
 }
+
+/// Python virtualenvs for tests that drive real Python clients (graphql-core, the Dagger SDK).
+pub mod python {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// The pins that reproduce the mid-2024 Dagger Python SDK (see `shared/spec/rust-notes.md`).
+    pub const DAGGER_SDK_PINS: &[&str] = &[
+        "dagger-io==0.11.8",
+        "gql==3.5.0",
+        "graphql-core==3.2.3",
+        "httpx==0.27.0",
+        "httpcore==1.0.5",
+        "anyio==4.4.0",
+        "beartype==0.18.5",
+        "cattrs==23.2.3",
+        "attrs==23.2.0",
+        "platformdirs==4.2.2",
+        "rich==13.7.1",
+        "typing-extensions==4.12.2",
+        "opentelemetry-api==1.25.0",
+        "opentelemetry-sdk==1.25.0",
+        "opentelemetry-exporter-otlp-proto-grpc==1.25.0",
+    ];
+
+    fn step(cmd: &mut Command, what: &str) {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed ({}); these tests need python3 with venv and PyPI.\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The python of a virtualenv `name` under `target_tmp` with `pins` installed: built on
+    /// first use into a scratch directory then renamed (an interrupted install is never reused),
+    /// and reused while its pins match.
+    pub fn venv(target_tmp: &str, name: &str, pins: &[&str]) -> PathBuf {
+        let dir = Path::new(target_tmp).join(name);
+        let pins_file = "dagr-pins.txt";
+        let want = pins.join("\n");
+        let python = dir.join("bin/python");
+        if python.exists() && std::fs::read_to_string(dir.join(pins_file)).is_ok_and(|h| h == want)
+        {
+            return python;
+        }
+        let scratch = PathBuf::from(format!("{}.building-{}", dir.display(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        step(
+            Command::new("python3").args(["-m", "venv"]).arg(&scratch),
+            "python3 -m venv",
+        );
+        step(
+            Command::new(scratch.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-input",
+                    "--disable-pip-version-check",
+                ])
+                .args(pins),
+            "pip install",
+        );
+        std::fs::write(scratch.join(pins_file), &want).expect("write the pins file");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&scratch, &dir).expect("move the virtualenv into place");
+        python
+    }
+}
