@@ -63,9 +63,8 @@ impl HostFiles for ClientHosts {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let conn = self.attachables(&caller.session_id, &caller.client_id)?;
-            let (src, host_path) = (src.to_path_buf(), host_path.to_owned());
-            on_blocking_thread(move || async move { conn.push_dir(&src, &host_path, wipe).await })
-                .await?
+            conn.push_dir(src, host_path, wipe)
+                .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
@@ -97,9 +96,8 @@ impl HostFiles for ClientHosts {
                     .ok_or_else(|| format!("{} has no file name", src.display()))?;
                 host_path = format!("{}/{name}", host_path.trim_end_matches('/'));
             }
-            let src = src.to_path_buf();
-            on_blocking_thread(move || async move { conn.push_file(&src, &host_path, None).await })
-                .await?
+            conn.push_file(src, &host_path, None)
+                .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
@@ -120,19 +118,4 @@ impl HostFiles for ClientHosts {
             tokio::fs::read(&dest).await.map_err(|e| e.to_string())
         })
     }
-}
-
-/// Runs a future that is not `Send` for every borrow lifetime (rustc's higher-ranked inference
-/// rejects the attach crate's push futures inside boxed `Send` futures) to completion on a
-/// blocking thread of the runtime.
-async fn on_blocking_thread<F, Fut, T>(make: F) -> Result<T, String>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-    T: Send + 'static,
-{
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(make()))
-        .await
-        .map_err(|e| format!("export task failed: {e}"))
 }
