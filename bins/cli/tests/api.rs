@@ -1,7 +1,7 @@
 //! The core API end to end: `dagr query` against a real `dagr-engine` (runc, the loopback
 //! registry of `dagr-testkit` with the busybox image), with the client's working directory in a
-//! temp dir so host paths are relative to it. One engine per test; each guard stops its engine
-//! (SIGTERM, then SIGKILL as hang protection) and detaches mounts left under its state dir.
+//! temp dir so host paths are relative to it. One engine per test (testkit's `EngineProcess`
+//! stops it on drop and detaches whatever it left mounted).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -111,24 +111,6 @@ impl Api {
     }
 }
 
-impl Drop for Api {
-    fn drop(&mut self) {
-        let pid = self.engine.child.id();
-        // SAFETY: kill(2) on our own (not yet reaped) child.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if matches!(self.engine.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.engine.child.kill();
-        let _ = self.engine.child.wait();
-        detach_mounts_under(self.engine.dir.path());
-    }
-}
-
 /// A `dagr session` (one engine session for several requests, the way SDKs use it), queried
 /// with curl through its basic-auth proxy. Ends the session on drop (stdin EOF).
 struct Session {
@@ -216,28 +198,6 @@ impl Drop for Session {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Lazily unmounts whatever is still mounted under `dir` (deepest first), so the temp dir can go.
-fn detach_mounts_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| p.replace("\\040", " "))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let Ok(c) = std::ffi::CString::new(p) else {
-            continue;
-        };
-        // SAFETY: a valid C string; MNT_DETACH only detaches.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
