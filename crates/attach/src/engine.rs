@@ -22,10 +22,9 @@ use crate::methods;
 use crate::proto::file_send_client::FileSendClient;
 use crate::proto::file_sync_client::FileSyncClient;
 use crate::proto::{PullDirRequest, PullFileRequest, PushRequest, PushTarget, StatRequest};
-use crate::tree::{
-    Filter, HostStat, TransferStats, TreeError, TreeReader, TreeWriter, WriteTarget,
-};
+use crate::tree::{HostStat, TransferStats, TreeError, TreeReader, TreeWriter, WriteTarget};
 use crate::{AttachError, tree};
+use dagr_pathfilter::PathFilter;
 
 /// HTTP/2 flow-control windows and frame size of the attachables connection (both sides): large
 /// enough for bulk transfers on one stream, small enough to bound buffering.
@@ -406,7 +405,7 @@ async fn send(
         let reader = TreeReader::new(out);
         match kind {
             Push::File => reader.send_file(&src),
-            Push::Dir => reader.send_dir(&src, &Filter::default()),
+            Push::Dir => reader.send_dir(&src, &PathFilter::default()),
         }
     });
     let local_error: Arc<Mutex<Option<TreeError>>> = Arc::new(Mutex::new(None));

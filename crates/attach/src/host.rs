@@ -27,8 +27,9 @@ use crate::proto::{
     Batch, Packet, PullDirRequest, PullFileRequest, PushRequest, PushResponse, StatRequest,
     StatResponse,
 };
-use crate::tree::{self, Filter, TreeError, TreeReader, TreeWriter, WriteTarget};
+use crate::tree::{self, TreeError, TreeReader, TreeWriter, WriteTarget};
 use crate::{AttachError, methods};
+use dagr_pathfilter::PathFilter;
 
 /// Largest error body read from a refusing engine.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -292,7 +293,13 @@ impl FileSync for HostFiles {
     ) -> Result<Response<BatchStream>, Status> {
         let request = request.into_inner();
         let path = self.resolve(&request.path);
-        let filter = Filter::new(&request.include, &request.exclude).map_err(|e| e.to_status())?;
+        let filter = PathFilter::new(&request.include, &request.exclude).map_err(|e| {
+            TreeError::Pattern {
+                pattern: e.pattern,
+                source: e.source,
+            }
+            .to_status()
+        })?;
         // Refuse a missing or non-directory path with a status, before streaming.
         let checked = path.clone();
         blocking(move || match std::fs::metadata(&checked) {

@@ -23,9 +23,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use dagr_pathfilter::{Decision, PathFilter};
 use filetime::FileTime;
 use futures::{Stream, StreamExt};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tokio::sync::mpsc;
 
 use crate::proto::{Data, End, Header, Kind, Packet, packet::Item};
@@ -196,78 +196,6 @@ fn packet(item: Item) -> Packet {
     Packet { item: Some(item) }
 }
 
-/// Include/exclude patterns, dockerignore-like: patterns are anchored at the transfer root, `*` does
-/// not cross `/`, `**` does; a match on a directory covers everything under it; exclude wins.
-#[derive(Debug, Default)]
-pub(crate) struct Filter {
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
-}
-
-impl Filter {
-    pub(crate) fn new(include: &[String], exclude: &[String]) -> Result<Self, TreeError> {
-        Ok(Filter {
-            include: Self::build(include)?,
-            exclude: Self::build(exclude)?,
-        })
-    }
-
-    fn build(patterns: &[String]) -> Result<Option<GlobSet>, TreeError> {
-        let mut builder = GlobSetBuilder::new();
-        let mut any = false;
-        for pattern in patterns {
-            let trimmed = pattern.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let mut normalized = trimmed;
-            while let Some(rest) = normalized.strip_prefix("./") {
-                normalized = rest;
-            }
-            let normalized = normalized.trim_start_matches('/').trim_end_matches('/');
-            // "." or "/" select the whole tree.
-            let normalized = if normalized.is_empty() || normalized == "." {
-                "**"
-            } else {
-                normalized
-            };
-            let glob = GlobBuilder::new(normalized)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|source| TreeError::Pattern {
-                    pattern: pattern.clone(),
-                    source,
-                })?;
-            builder.add(glob);
-            any = true;
-        }
-        if !any {
-            return Ok(None);
-        }
-        builder
-            .build()
-            .map(Some)
-            .map_err(|source| TreeError::Pattern {
-                pattern: patterns.join(", "),
-                source,
-            })
-    }
-
-    fn excluded(&self, rel: &[u8]) -> bool {
-        self.exclude
-            .as_ref()
-            .is_some_and(|set| set.is_match(Path::new(OsStr::from_bytes(rel))))
-    }
-
-    fn included(&self, rel: &[u8]) -> bool {
-        match &self.include {
-            None => true,
-            Some(set) => set.is_match(Path::new(OsStr::from_bytes(rel))),
-        }
-    }
-}
-
 /// Collects packets into batches and hands full batches to `flush`.
 pub(crate) struct Batcher<F: FnMut(Vec<Packet>) -> Result<(), TreeError>> {
     flush: F,
@@ -324,7 +252,7 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
     pub(crate) fn send_dir(
         mut self,
         root: &Path,
-        filter: &Filter,
+        filter: &PathFilter,
     ) -> Result<TransferStats, TreeError> {
         let meta = fs::metadata(root).map_err(|e| TreeError::read(root, e))?;
         if !meta.is_dir() {
@@ -335,7 +263,7 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
         self.out
             .push(packet(Item::Header(header_for(b"", root, &meta)?)))?;
         let mut pending = Vec::new();
-        self.walk(root, b"", filter.include.is_none(), filter, &mut pending)?;
+        self.walk(root, b"", false, filter, &mut pending)?;
         self.finish()
     }
 
@@ -366,7 +294,7 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
         dir: &Path,
         rel: &[u8],
         included: bool,
-        filter: &Filter,
+        filter: &PathFilter,
         pending: &mut Vec<Header>,
     ) -> Result<(), TreeError> {
         let mut names = Vec::new();
@@ -382,9 +310,6 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
                 child_rel.push(b'/');
             }
             child_rel.extend_from_slice(name.as_bytes());
-            if filter.excluded(&child_rel) {
-                continue;
-            }
             let child = dir.join(&name);
             let meta = match fs::symlink_metadata(&child) {
                 Ok(meta) => meta,
@@ -392,8 +317,16 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(TreeError::read(&child, e)),
             };
+            let decision = filter.decide(
+                Path::new(OsStr::from_bytes(&child_rel)),
+                meta.is_dir(),
+                included,
+            );
+            if decision == Decision::Skip {
+                continue;
+            }
             let header = header_for(&child_rel, &child, &meta)?;
-            let child_included = included || filter.included(&child_rel);
+            let child_included = decision == Decision::Take;
             match Kind::try_from(header.kind) {
                 Ok(Kind::Dir) => {
                     if child_included {
@@ -1204,7 +1137,7 @@ mod tests {
             Ok(())
         });
         let sent = TreeReader::new(&mut batcher)
-            .send_dir(src.path(), &Filter::default())
+            .send_dir(src.path(), &PathFilter::default())
             .unwrap();
         drop(batcher);
         assert!(
