@@ -742,6 +742,71 @@ fn owners_and_permissions() {
     );
 }
 
+#[test]
+fn exec_writes_reach_each_mounted_directory() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"{ directory { withNewFile(path: "sub/a.txt", contents: "a") {
+               id
+               directory(path: "sub") { id }
+               file(path: "sub/a.txt") { id }
+        } } }"#,
+        &[],
+    );
+    let d = at(&v, "directory/withNewFile");
+    let v = api.ok(
+        r#"query($img: String!, $d: DirectoryID!, $sub: DirectoryID!, $f: FileID!) {
+          container { from(address: $img) {
+            withMountedDirectory(path: "/a", source: $d) {
+              withMountedFile(path: "/f", source: $f) {
+                withMountedDirectory(path: "/b", source: $d) {
+                  withMountedTemp(path: "/t") {
+                    withMountedDirectory(path: "/s", source: $sub) {
+                      withMountedDirectory(path: "/s/inner", source: $sub) {
+                        withExec(args: ["sh", "-c",
+                          "echo x > /a/x; echo y > /b/y; echo s > /s/s; echo i > /s/inner/i; echo r > /r"]) {
+                          a: directory(path: "/a") { entries }
+                          b: directory(path: "/b") { entries }
+                          s: directory(path: "/s") { entries }
+                          inner: directory(path: "/s/inner") { entries }
+                          rootfs { entries }
+                          withExec(args: ["sh", "-c", "cat /a/x /b/y /s/s /s/inner/i /f /r"]) { stdout }
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          } }
+        }"#,
+        &[
+            ("d", s(d, "id")),
+            ("sub", s(d, "directory/id")),
+            ("f", s(d, "file/id")),
+        ],
+    );
+    let e = at(
+        &v,
+        "container/from/withMountedDirectory/withMountedFile/withMountedDirectory/withMountedTemp/withMountedDirectory/withMountedDirectory/withExec",
+    );
+    // Two mounts of one directory are two independent copies.
+    assert_eq!(at(e, "a/entries"), &json!(["sub", "x"]));
+    assert_eq!(at(e, "b/entries"), &json!(["sub", "y"]));
+    // A mounted subdirectory; the mountpoint of the nested mount stays in it (as in BuildKit).
+    assert_eq!(at(e, "s/entries"), &json!(["a.txt", "inner", "s"]));
+    assert_eq!(at(e, "inner/entries"), &json!(["a.txt", "i"]));
+    let root = at(e, "rootfs/entries").as_array().expect("entries");
+    assert!(root.contains(&json!("r")), "{root:?}");
+    for stub in ["a", "b", "f", "s", "t"] {
+        assert!(
+            !root.contains(&json!(stub)),
+            "mountpoint {stub} left in the rootfs: {root:?}"
+        );
+    }
+    assert_eq!(s(e, "withExec/stdout"), "x\ny\ns\ni\nar\n");
+}
+
 /// The ID of `cacheVolume(key:)`.
 fn cache_volume(api: &Api, key: &str) -> String {
     let v = api.ok(
