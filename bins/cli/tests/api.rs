@@ -244,7 +244,7 @@ fn s<'a>(v: &'a Value, path: &str) -> &'a str {
 }
 
 #[test]
-fn exec_env_workdir_user_stdin_redirect_entrypoint_and_labels() {
+fn exec_env_workdir_user_stdin_and_redirect() {
     let api = Api::start();
     let v = api.ok(
         r#"query($img: String!) {
