@@ -203,6 +203,66 @@ fn benches(c: &mut Criterion) {
         println!("3-step graph vs buildah: buildah is not installed; no comparison");
     }
     rt.block_on(client.close()).expect("close");
+
+    // 4. The official Python SDK running a 3-step pipeline, cold and warm, end to end.
+    python_sdk(&engine, image);
+}
+
+/// `dagr run -- python` of a 3-step pipeline: wall time cold (new cache keys) and warm.
+fn python_sdk(engine: &dagr_testkit::EngineProcess, image: &str) {
+    let dagr = Path::new(env!("CARGO_BIN_EXE_dagr-engine")).with_file_name("dagr");
+    if !dagr.exists() {
+        println!(
+            "Python SDK pipeline: {} is not built (cargo xtask bench builds it); skipped",
+            dagr.display()
+        );
+        return;
+    }
+    let python = dagr_testkit::python::venv(
+        env!("CARGO_TARGET_TMPDIR"),
+        "dagger-sdk-0.11.8",
+        dagr_testkit::python::DAGGER_SDK_PINS,
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = dir.path().join("pipeline.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import sys, anyio, dagger
+from dagger import dag
+async def main():
+    async with dagger.connection():
+        out = await (dag.container().from_("{image}")
+            .with_env_variable("RUN", sys.argv[1])
+            .with_exec(["sh", "-c", "echo a > /a"])
+            .with_exec(["sh", "-c", "cat /a > /b"])
+            .with_exec(["cat", "/b"]).stdout())
+        assert out == "a\n", out
+anyio.run(main)
+"#
+        ),
+    )
+    .expect("script");
+    let run = |tag: &str| {
+        let t = Instant::now();
+        let status = Command::new(&dagr)
+            .args(["run", "--"])
+            .arg(&python)
+            .arg(&script)
+            .arg(tag)
+            .env("DAGR_HOST", engine.host())
+            .stdout(Stdio::null())
+            .status()
+            .expect("dagr run");
+        assert!(status.success(), "the SDK pipeline failed");
+        t.elapsed()
+    };
+    let tag = format!("sdk-{}", std::process::id());
+    let cold = run(&tag);
+    let warm = median((0..3).map(|_| run(&tag)).collect());
+    println!(
+        "Python SDK 3-step pipeline (dagr run -- python): cold {cold:?}, warm median {warm:?}"
+    );
 }
 
 fn buildah_compare(dir: &Path, image: &str, cold: Duration, warm: Duration) {
