@@ -807,6 +807,39 @@ fn exec_writes_reach_each_mounted_directory() {
     assert_eq!(s(e, "withExec/stdout"), "x\ny\ns\ni\nar\n");
 }
 
+/// BuildKit's copy (fsutil `prepareTargetDir`), which Dagger's `withFile` uses: a file copied onto
+/// an existing directory lands inside it under its own name; the directory stays.
+#[test]
+#[ignore = "worker bug: fsops::copy replaces an existing destination directory by the file"]
+fn with_file_onto_an_existing_directory_copies_into_it() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"{ directory { withNewFile(path: "f.txt", contents: "F") { file(path: "f.txt") { id } } } }"#,
+        &[],
+    );
+    let file_id = s(&v, "directory/withNewFile/file/id").to_owned();
+    let v = api.ok(
+        r#"query($img: String!, $f: FileID!) {
+          directory { withNewFile(path: "d/keep.txt", contents: "k") {
+            withFile(path: "d", source: $f) { glob(pattern: "**") }
+          } }
+          container { from(address: $img) {
+            withFile(path: "/etc", source: $f) {
+              withExec(args: ["sh", "-c", "cat /etc/f.txt; test -f /etc/passwd && echo kept"]) {
+                stdout
+              }
+            }
+          } }
+        }"#,
+        &[("f", &file_id)],
+    );
+    assert_eq!(
+        at(&v, "directory/withNewFile/withFile/glob"),
+        &json!(["d", "d/f.txt", "d/keep.txt"])
+    );
+    assert_eq!(s(&v, "container/from/withFile/withExec/stdout"), "Fkept\n");
+}
+
 /// The ID of `cacheVolume(key:)`.
 fn cache_volume(api: &Api, key: &str) -> String {
     let v = api.ok(
