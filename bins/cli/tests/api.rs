@@ -1127,6 +1127,8 @@ fn secrets_are_scrubbed_and_never_in_ids_or_errors() {
           loadSecretFromID(id: $s) { name plaintext }
           container { from(address: $img) {
             withSecretVariable(name: "TOKEN", secret: $s) {
+              token: envVariable(name: "TOKEN")
+              envVariables { name value }
               withMountedSecret(path: "/run/secrets/token", source: $s) {
                 id
                 withExec(args: ["sh", "-c",
@@ -1145,7 +1147,16 @@ fn secrets_are_scrubbed_and_never_in_ids_or_errors() {
         at(&v, "loadSecretFromID"),
         &json!({"name": "token", "plaintext": PLAIN})
     );
-    let c = at(&v, "container/from/withSecretVariable/withMountedSecret");
+    let with_var = at(&v, "container/from/withSecretVariable");
+    assert!(
+        at(with_var, "token").is_null(),
+        "a secret variable is no plain variable"
+    );
+    assert!(
+        !at(with_var, "envVariables").to_string().contains("TOKEN"),
+        "{with_var}"
+    );
+    let c = at(with_var, "withMountedSecret");
     assert_eq!(s(c, "withExec/stdout"), "env=***\nfile=***\n400\n");
     assert_eq!(s(c, "withExec/stderr"), "err=***\n");
     let failing = session.query(
