@@ -810,7 +810,6 @@ fn exec_writes_reach_each_mounted_directory() {
 /// BuildKit's copy (fsutil `prepareTargetDir`), which Dagger's `withFile` uses: a file copied onto
 /// an existing directory lands inside it under its own name; the directory stays.
 #[test]
-#[ignore = "worker bug: fsops::copy replaces an existing destination directory by the file"]
 fn with_file_onto_an_existing_directory_copies_into_it() {
     let api = Api::start();
     let v = api.ok(
@@ -838,6 +837,33 @@ fn with_file_onto_an_existing_directory_copies_into_it() {
         &json!(["d", "d/f.txt", "d/keep.txt"])
     );
     assert_eq!(s(&v, "container/from/withFile/withExec/stdout"), "Fkept\n");
+}
+
+/// BuildKit's copy with a chown (Dagger's `withDirectory(owner:)`) gives the directory it creates
+/// at the destination the owner too: Dagger's ownership tests `stat` it along with the files.
+#[test]
+#[ignore = "worker bug: fsops::copy leaves the destination directory it creates owned by root"]
+fn with_directory_owner_owns_the_created_directory() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"{ directory { withNewFile(path: "a.txt", contents: "a") { id } } }"#,
+        &[],
+    );
+    let dir_id = s(&v, "directory/withNewFile/id").to_owned();
+    let v = api.ok(
+        r#"query($img: String!, $d: DirectoryID!) {
+          container { from(address: $img) {
+            withDirectory(path: "/d", directory: $d, owner: "1234:4321") {
+              withExec(args: ["stat", "-c", "%u:%g %n", "/d", "/d/a.txt"]) { stdout }
+            }
+          } }
+        }"#,
+        &[("d", &dir_id)],
+    );
+    assert_eq!(
+        s(&v, "container/from/withDirectory/withExec/stdout"),
+        "1234:4321 /d\n1234:4321 /d/a.txt\n"
+    );
 }
 
 /// The ID of `cacheVolume(key:)`.

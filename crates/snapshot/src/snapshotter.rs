@@ -788,8 +788,12 @@ impl Inner {
         }
     }
 
+    /// The next snapshot id. Not fsynced on its own: it becomes durable with the next durable
+    /// commit, and an id reused after a crash is safe because recovery removes the directories
+    /// of snapshots the database does not know before anything new is created.
     fn next_id(&self) -> Result<u64, SnapshotError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(redb::Durability::None).map_err(db_err)?;
         let id = {
             let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
             let id = table
@@ -875,7 +879,13 @@ impl Inner {
             created_ms: now,
             last_used_ms: now,
         };
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        // Active and view snapshots do not survive a crash anyway (recovery removes them and
+        // their directories), so their records need no fsync of their own; committing one is
+        // durable.
+        if kind != Kind::Committed {
+            txn.set_durability(redb::Durability::None).map_err(db_err)?;
+        }
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             if table.get(key).map_err(db_err)?.is_some() {

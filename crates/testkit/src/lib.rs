@@ -76,7 +76,13 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
     static FIXTURE: OnceLock<RegistryFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let out = PathBuf::from(target_tmp).join("dagr-testkit-fixture");
+        std::fs::create_dir_all(&out).expect("fixture dir");
         let script = shared_dir().join("fixtures/base-image.sh");
+        // Test binaries running at the same time share the image directory: one builds and reads
+        // it at a time (the script is reproducible, so rebuilding gives the same bytes).
+        let lock = std::fs::File::create(out.join(".lock")).expect("lock file");
+        // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
         let status = Command::new("bash")
             .arg(&script)
             .env("OUT", &out)
@@ -113,6 +119,7 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
             .status()
             .expect("skopeo");
         assert!(status.success(), "skopeo copy into the registry failed");
+        drop(lock);
         RegistryFixture {
             addr,
             image,

@@ -236,7 +236,7 @@ pub struct CopyStats {
 
 /// Copies `src` of `src_root` to `dest` of `dest_root`. A directory source has its *contents*
 /// merged into `dest` (created if missing), filtered by the patterns; a file source is written at
-/// `dest` (a file path; parents created). Modes, symlinks (not followed), owners and mtimes are kept.
+/// `dest` (parents created), or inside `dest` under its own name when `dest` is a directory. Modes, symlinks (not followed), owners and mtimes are kept.
 pub fn copy(
     src_root: &Path,
     src: &str,
@@ -261,8 +261,13 @@ pub fn copy(
         };
         walker.dir(&from, &to, Path::new(""), false)?;
     } else {
-        let dir = mkdir_all(dest_root, parent_of(dest))?;
-        let to = dir.join(file_name(dest)?);
+        // BuildKit's rule: a file copied onto an existing directory lands inside it.
+        let existing = resolve_in_root(dest_root, dest, true)?;
+        let to = if existing.is_dir() {
+            existing.join(file_name(src)?)
+        } else {
+            mkdir_all(dest_root, parent_of(dest))?.join(file_name(dest)?)
+        };
         copy_entry(&from, &to, &md, opts, &mut stats).map_err(io_err(dest))?;
     }
     Ok(stats)
