@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
@@ -26,14 +26,51 @@ const MAX_BODY: usize = 32 << 20;
 pub struct SessionProxy {
     pub port: u16,
     pub token: String,
-    accept: Option<tokio::task::JoinHandle<()>>,
+    /// `true` (or dropped) stops every task of the proxy.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Yields `None` once every task of the proxy, and so every handle it had on the client,
+    /// is gone (each task holds a sender and never sends).
+    tasks_gone: tokio::sync::mpsc::Receiver<()>,
 }
 
 impl Drop for SessionProxy {
     fn drop(&mut self) {
-        if let Some(a) = &self.accept {
-            a.abort();
-        }
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Spawns the proxy's tasks (its accept loop, its connections and whatever hyper spawns for
+/// them, e.g. HTTP/2 streams) so that all of them end on the stop signal and can be awaited.
+#[derive(Clone)]
+struct ProxyTasks {
+    stop: tokio::sync::watch::Receiver<bool>,
+    alive: tokio::sync::mpsc::Sender<()>,
+}
+
+impl ProxyTasks {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) {
+        let mut stop = self.stop.clone();
+        let alive = self.alive.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = task => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
+            // The task's future (and what it captured) is dropped by now.
+            drop(alive);
+        });
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for ProxyTasks
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.spawn(async move {
+            let _ = fut.await;
+        });
     }
 }
 
@@ -49,33 +86,34 @@ impl SessionProxy {
         let port = listener.local_addr()?.port();
         let token = random_token();
         let expected = Arc::new(token.clone());
-        let accept = tokio::spawn(async move {
-            // Connection tasks live in this set, so aborting the accept task ends them all and
-            // releases their handles on the client.
-            let mut connections = tokio::task::JoinSet::new();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (alive, tasks_gone) = tokio::sync::mpsc::channel(1);
+        let tasks = ProxyTasks {
+            stop: stop_rx,
+            alive,
+        };
+        let spawner = tasks.clone();
+        spawner.spawn(async move {
             loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "session proxy accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session proxy accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let client = client.clone();
                 let expected = expected.clone();
-                connections.spawn(async move {
+                let executor = tasks.clone();
+                tasks.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let client = client.clone();
                         let expected = expected.clone();
                         async move { Ok::<_, Infallible>(handle(&client, &expected, req).await) }
                     });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder = hyper_util::server::conn::auto::Builder::new(executor);
                     let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -85,16 +123,16 @@ impl SessionProxy {
         Ok(SessionProxy {
             port,
             token,
-            accept: Some(accept),
+            stop,
+            tasks_gone,
         })
     }
 
-    /// Stops accepting and ends every proxied connection; returns once they are all gone.
+    /// Stops accepting and ends every proxied connection; returns once all of the proxy's tasks
+    /// are gone, so its handles on the client are released.
     pub async fn stop(mut self) {
-        if let Some(accept) = self.accept.take() {
-            accept.abort();
-            let _ = accept.await;
-        }
+        let _ = self.stop.send(true);
+        while self.tasks_gone.recv().await.is_some() {}
     }
 }
 

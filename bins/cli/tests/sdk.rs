@@ -766,6 +766,8 @@ async def main():
         RESULT["stdout"] = e.stdout
         RESULT["stderr"] = e.stderr
         RESULT["message"] = str(e)
+        RESULT["error_message"] = e.message
+        RESULT["command"] = e.command
     try:
         await base.with_exec(["false"]).sync()
     except dagger.ExecError as e:
@@ -785,6 +787,16 @@ connect_and_run(main)
         assert_eq!(s(mode, &r, "stderr").trim_end(), "to-err", "{mode:?}");
         let message = s(mode, &r, "message");
         assert!(message.contains("exit code: 3"), "{mode:?}: {message}");
+        assert_eq!(
+            s(mode, &r, "error_message"),
+            r#"process "sh -c echo to-out; echo to-err >&2; exit 3" did not complete successfully: exit code: 3"#,
+            "{mode:?}"
+        );
+        assert_eq!(
+            strings(mode, &r, "command"),
+            ["sh", "-c", "echo to-out; echo to-err >&2; exit 3"],
+            "{mode:?}"
+        );
         assert_eq!(
             r.get("false_exit_code"),
             Some(&Value::from(1)),
@@ -1020,5 +1032,69 @@ anyio.run(main)
             "{mode:?}: {}",
             lossy(&out.stdout)
         );
+    }
+}
+
+/// What the SDK does when it starts `dagr session` itself, with many keep-alive connections
+/// still open to the session proxy when it closes `dagr session`'s stdin: the session must end
+/// cleanly (exit 0), every proxied connection released first.
+#[test]
+fn dagr_session_ends_cleanly_with_open_proxy_connections() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let sdk = Sdk::start();
+    for round in 0..3 {
+        let mut session = ProcessGroup(
+            Command::new(dagr())
+                .args(["session", "--label", "dagger.io/sdk.name:python"])
+                .env("DAGR_HOST", sdk.engine.host())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .expect("spawn dagr session"),
+        );
+        let mut line = String::new();
+        BufReader::new(session.0.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the connect params");
+        let params: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("round {round}: bad connect params {line:?}: {e}"));
+        let port = params["port"].as_u64().expect("port");
+        let token = params["session_token"].as_str().expect("token");
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{token}:"));
+        let body = r#"{"query":"{ defaultPlatform }"}"#;
+        let request = format!(
+            "POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut connections = Vec::new();
+        for _ in 0..24 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("read timeout");
+            c.write_all(request.as_bytes()).expect("send the query");
+            // Read until the JSON body arrived: the connection stays open (keep-alive).
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !lossy(&seen).contains("defaultPlatform") {
+                let n = c.read(&mut buf).expect("read the answer");
+                assert!(n > 0, "round {round}: the proxy closed the connection");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            assert!(lossy(&seen).starts_with("HTTP/1.1 200"), "{}", lossy(&seen));
+            connections.push(c);
+        }
+        // The SDK ends the session by closing stdin.
+        drop(session.0.stdin.take());
+        let out = session.wait_with_output(SCRIPT_DEADLINE, || {});
+        assert!(
+            out.status.success(),
+            "round {round}: dagr session failed ({}): {}",
+            out.status,
+            lossy(&out.stderr)
+        );
+        drop(connections);
     }
 }
