@@ -71,8 +71,10 @@ pub enum Rootfs {
 
 /// Called once the exec's network namespace exists and before its process starts, with the
 /// exec id and the namespace (see [`NetworkNamespace::run_inside`], e.g. to open a listener the
-/// process can reach on loopback). An error aborts the exec.
-pub type PrestartHook = Arc<dyn Fn(&str, &NetworkNamespace) -> Result<(), String> + Send + Sync>;
+/// process can reach on loopback). It returns `KEY=value` entries added to the process
+/// environment (e.g. the port of that listener). An error aborts the exec.
+pub type PrestartHook =
+    Arc<dyn Fn(&str, &NetworkNamespace) -> Result<Vec<String>, String> + Send + Sync>;
 
 /// Per-run options.
 #[derive(Clone, Default)]
@@ -441,12 +443,19 @@ impl Executor {
         let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
         let netns_path = netns.path().to_path_buf();
         let netns = cleanup.netns.insert(netns);
-        if let Some(hook) = &options.prestart {
-            hook(&id, netns).map_err(|message| ExecError::Prestart {
-                id: id.clone(),
-                message,
-            })?;
-        }
+        let mut with_env;
+        let spec = match &options.prestart {
+            Some(hook) => {
+                let extra = hook(&id, netns).map_err(|message| ExecError::Prestart {
+                    id: id.clone(),
+                    message,
+                })?;
+                with_env = spec.clone();
+                with_env.env.extend(extra);
+                &with_env
+            }
+            None => spec,
+        };
 
         let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .maximum

@@ -628,7 +628,8 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
             .run_inside(|| std::net::TcpListener::bind("127.0.0.1:7777"))
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        listener_tx.send(listener).map_err(|e| e.to_string())
+        listener_tx.send(listener).map_err(|e| e.to_string())?;
+        Ok(vec!["PEER_PORT=7777".to_string()])
     });
     let server = std::thread::spawn(move || {
         let listener = listener_rx.recv().unwrap();
@@ -644,7 +645,7 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
         .executor
         .run(
             &fixture.rootfs(),
-            &spec(sh("echo hello-host | nc 127.0.0.1 7777")),
+            &spec(sh("echo hello-host | nc 127.0.0.1 $PEER_PORT")),
             RunOptions {
                 prestart: Some(hook),
                 ..Default::default()
