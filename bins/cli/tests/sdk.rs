@@ -1,6 +1,6 @@
 //! dagr end to end with the official Dagger Python SDK (dagger-io 0.11.8 and the mid-2024
-//! dependency pins of `shared/spec/rust-notes.md`), installed once per target dir into a
-//! virtualenv under `CARGO_TARGET_TMPDIR` (reused while its pins match).
+//! dependency pins of `shared/spec/rust-notes.md`), installed once per target dir into the
+//! virtualenv of `dagr_testkit::python` under `CARGO_TARGET_TMPDIR` (reused while its pins match).
 //!
 //! Every test starts its own `dagr-engine` (the loopback busybox registry of `dagr-testkit`), writes
 //! a Python script into a temp working directory and runs it both ways an SDK meets dagr:
@@ -22,25 +22,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use dagr_testkit::EngineProcess;
 use serde_json::Value;
-
-/// The Python packages of the virtualenv (the SDK and the versions it was released against).
-const PINS: &[&str] = &[
-    "dagger-io==0.11.8",
-    "gql==3.5.0",
-    "graphql-core==3.2.3",
-    "httpx==0.27.0",
-    "httpcore==1.0.5",
-    "anyio==4.4.0",
-    "beartype==0.18.5",
-    "cattrs==23.2.3",
-    "attrs==23.2.0",
-    "platformdirs==4.2.2",
-    "rich==13.7.1",
-    "typing-extensions==4.12.2",
-    "opentelemetry-api==1.25.0",
-    "opentelemetry-sdk==1.25.0",
-    "opentelemetry-exporter-otlp-proto-grpc==1.25.0",
-];
 
 /// Hang protection for one script run (never reached when things work).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(600);
@@ -86,70 +67,15 @@ fn engine_bin() -> PathBuf {
     p
 }
 
-/// Removes a half-built virtualenv directory unless it was moved into place.
-struct RemoveDirOnDrop(PathBuf);
-
-impl Drop for RemoveDirOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs a setup command; a failure panics with its output.
-fn setup_step(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}); the SDK tests need it (PyPI must be reachable).\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The virtualenv's python with [`PINS`] installed; built on first use (into a scratch directory
-/// then renamed, so an interrupted install is never reused) and kept while its pins match.
+/// The python of the shared virtualenv with the Dagger SDK pins (built on first use).
 fn venv_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dagr-sdk-venv");
-        let pins_file = "dagr-sdk-pins.txt";
-        let want = PINS.join("\n");
-        let python = dir.join("bin/python");
-        if python.exists()
-            && std::fs::read_to_string(dir.join(pins_file)).is_ok_and(|have| have == want)
-        {
-            return python;
-        }
-        let scratch = RemoveDirOnDrop(PathBuf::from(format!(
-            "{}.building-{}",
-            dir.display(),
-            std::process::id()
-        )));
-        let _ = std::fs::remove_dir_all(&scratch.0);
-        setup_step(
-            Command::new("python3").args(["-m", "venv"]).arg(&scratch.0),
-            "python3 -m venv",
-        );
-        setup_step(
-            Command::new(scratch.0.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--no-input",
-                    "--disable-pip-version-check",
-                ])
-                .args(PINS),
-            "pip install of the Dagger Python SDK",
-        );
-        std::fs::write(scratch.0.join(pins_file), &want).expect("write the pins file");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&scratch.0, &dir).expect("move the virtualenv into place");
-        python
+        dagr_testkit::python::venv(
+            env!("CARGO_TARGET_TMPDIR"),
+            "dagger-sdk-0.11.8",
+            dagr_testkit::python::DAGGER_SDK_PINS,
+        )
     })
 }
 
@@ -164,8 +90,8 @@ enum Mode {
 
 const MODES: [Mode; 2] = [Mode::Run, Mode::Session];
 
-/// An engine for one test; stopped (SIGTERM, then SIGKILL as hang protection) on drop, with the
-/// mounts it left under its state dir detached.
+/// An engine for one test (stopped by [`EngineProcess`]'s drop: SIGTERM, then SIGKILL as hang
+/// protection, and the mounts it left under its state dir detached).
 struct Sdk {
     engine: EngineProcess,
     /// `127.0.0.1:PORT`, the loopback registry.
@@ -241,46 +167,6 @@ impl Sdk {
         let nonce = format!("{mode:?}-{}", rand_suffix());
         let out = self.run_script(mode, work, body, &nonce);
         parse_result(mode, &out)
-    }
-}
-
-impl Drop for Sdk {
-    fn drop(&mut self) {
-        let pid = self.engine.child.id();
-        // SAFETY: kill(2) on our own (not yet reaped) child.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if matches!(self.engine.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.engine.child.kill();
-        let _ = self.engine.child.wait();
-        detach_mounts_under(self.engine.dir.path());
-    }
-}
-
-/// Lazily unmounts whatever is still mounted under `dir` (deepest first), so the temp dir can go.
-fn detach_mounts_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| p.replace("\\040", " "))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let Ok(c) = std::ffi::CString::new(p) else {
-            continue;
-        };
-        // SAFETY: a valid C string; MNT_DETACH only detaches.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
