@@ -988,3 +988,52 @@ fn dagr_session_ends_cleanly_with_open_proxy_connections() {
         drop(connections);
     }
 }
+
+/// Three SDK processes at once on one engine (both ways of connecting): the same exec runs once
+/// for all of them, while a secret of the same name holds each session's own value.
+#[test]
+fn concurrent_sessions_share_execs_but_not_secrets() {
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    runs = dag.cache_volume("concurrent-@PIPELINE_KEY@")
+    base = dag.container().from_(IMAGE).with_mounted_cache("/runs", runs)
+    RESULT["out"] = await base.with_exec(
+        ["sh", "-c", "echo run >> /runs/log; sleep 1; echo done"]).stdout()
+    secret = "value-of-" + NONCE
+    s = dag.set_secret("same-name", secret)
+    RESULT["secret_ok"] = (await base.with_secret_variable("T", s).with_exec(
+        ["sh", "-c", 'printf %s "$T" | sha256sum']).stdout()).split()[0] == hashlib.sha256(
+        secret.encode()).hexdigest()
+    RESULT["count"] = (await base.with_env_variable("READER", NONCE).with_exec(
+        ["sh", "-c", "wc -l < /runs/log"]).stdout()).strip()
+
+connect_and_run(main)
+"#;
+    let body = body.replace("@PIPELINE_KEY@", &rand_suffix());
+    let results: Vec<(Mode, Value)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = [Mode::Run, Mode::Session, Mode::Run]
+            .into_iter()
+            .map(|mode| {
+                let sdk = &sdk;
+                let body = &body;
+                scope.spawn(move || {
+                    let work = temp_work();
+                    (mode, sdk.result(mode, work.path(), body))
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|h| h.join().expect("a script thread panicked"))
+            .collect()
+    });
+    for (mode, r) in results {
+        assert_eq!(s(mode, &r, "out"), "done\n", "{mode:?}");
+        assert_eq!(r.get("secret_ok"), Some(&Value::Bool(true)), "{mode:?}");
+        assert_eq!(
+            s(mode, &r, "count"),
+            "1",
+            "{mode:?}: the shared exec ran once"
+        );
+    }
+}
