@@ -1037,3 +1037,70 @@ connect_and_run(main)
         );
     }
 }
+
+/// A host directory keeps modes, symlinks, empty and hidden directories and non-ASCII names on
+/// its way into a container and back out to the host.
+#[test]
+fn host_directory_round_trip_keeps_modes_links_and_names() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sdk = Sdk::start();
+    let body = r#"
+async def main():
+    src = dag.host().directory("src")
+    RESULT["entries"] = await src.entries()
+    RESULT["inside"] = await dag.container().from_(IMAGE).with_directory("/s", src).with_exec(
+        ["sh", "-c",
+         "cd /s && stat -c '%a %F %n' run.sh .hidden/h empty && readlink link && ./link && cat 'ünï cödé.txt'"]
+    ).stdout()
+    RESULT["exported"] = await src.export("back")
+
+connect_and_run(main)
+"#;
+    for mode in MODES {
+        let work = temp_work();
+        let src = work.path().join("src");
+        std::fs::create_dir_all(src.join("empty")).expect("prepare the work dir");
+        std::fs::create_dir_all(src.join(".hidden")).expect("prepare the work dir");
+        std::fs::write(src.join("run.sh"), "#!/bin/sh\necho ran\n").expect("prepare the work dir");
+        std::fs::set_permissions(src.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::write(src.join(".hidden/h"), "h").expect("prepare the work dir");
+        std::fs::set_permissions(
+            src.join(".hidden/h"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("run.sh", src.join("link")).expect("symlink");
+        std::fs::write(src.join("ünï cödé.txt"), "unicode\n").expect("prepare the work dir");
+        let r = sdk.result(mode, work.path(), body);
+        assert_eq!(
+            strings(mode, &r, "entries"),
+            [".hidden", "empty", "link", "run.sh", "ünï cödé.txt"],
+            "{mode:?}"
+        );
+        assert_eq!(
+            s(mode, &r, "inside"),
+            "755 regular file run.sh\n600 regular file .hidden/h\n755 directory empty\n\
+             run.sh\nran\nunicode\n",
+            "{mode:?}"
+        );
+        assert_eq!(r.get("exported"), Some(&Value::Bool(true)), "{mode:?}");
+        let back = work.path().join("back");
+        let mode_of = |p: &str| {
+            std::fs::symlink_metadata(back.join(p))
+                .unwrap_or_else(|e| panic!("{mode:?}: back/{p}: {e}"))
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode_of("run.sh"), 0o755, "{mode:?}");
+        assert_eq!(mode_of(".hidden/h"), 0o600, "{mode:?}");
+        assert!(back.join("empty").is_dir(), "{mode:?}");
+        assert_eq!(
+            std::fs::read_link(back.join("link")).expect("read_link"),
+            Path::new("run.sh"),
+            "{mode:?}"
+        );
+        assert_eq!(read(&back.join("ünï cödé.txt")), "unicode\n", "{mode:?}");
+    }
+}
