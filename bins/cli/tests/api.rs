@@ -1295,6 +1295,25 @@ fn failing_exec_answers_exec_error() {
     assert_eq!(ext["stdout"], "some out");
     assert_eq!(ext["stderr"], "some err");
 
+    // Long outputs keep their end (Dagger keeps the last 100 KiB), marked as cut.
+    let errors = api.err(
+        r#"query($img: String!) {
+          container { from(address: $img) {
+            withExec(args: ["sh", "-c", "head -c 150000 /dev/zero | tr '\\0' a; echo; echo END; exit 1"]) {
+              stdout
+            }
+          } }
+        }"#,
+        &[],
+    );
+    let out = errors[0].extensions.as_ref().expect("extensions")["stdout"]
+        .as_str()
+        .expect("stdout")
+        .to_owned();
+    assert!(out.starts_with("[omitting "), "{}", &out[..40]);
+    assert!(out.ends_with("aaaa\nEND"), "{}", &out[out.len() - 40..]);
+    assert!(out.len() <= 100 * 1024 + 40, "{} bytes", out.len());
+
     // `sync` of the failed container reports the same error; a later step is not reached.
     let errors = api.err(
         r#"query($img: String!) {

@@ -176,11 +176,10 @@ impl Services {
             ..
         })) = find_worker_error(e)
         {
+            // Scrubbed before the cut, so no part of a secret survives at the boundary.
             let cap = |s: &[u8]| {
                 let text = String::from_utf8_lossy(s);
-                let trimmed = text.trim();
-                let capped: String = trimmed.chars().take(EXEC_OUTPUT_CAP).collect();
-                self.scrub(caller, &capped)
+                tail_capped(&self.scrub(caller, text.trim()))
             };
             let cmd: Vec<String> = args.iter().map(|a| self.scrub(caller, a)).collect();
             return FieldError::new(format!(
@@ -197,8 +196,21 @@ impl Services {
     }
 }
 
-/// Characters of stdout/stderr kept in an `EXEC_ERROR`.
-const EXEC_OUTPUT_CAP: usize = 64 * 1024;
+/// Bytes of stdout/stderr kept in an `EXEC_ERROR` (Dagger's `MaxExecErrorOutputBytes`).
+const EXEC_OUTPUT_CAP: usize = 100 * 1024;
+
+/// The end of `text`: its last [`EXEC_OUTPUT_CAP`] bytes (from a char boundary) after Dagger's
+/// `[omitting N bytes]...` when something was cut, since the end is where a failure shows.
+fn tail_capped(text: &str) -> String {
+    if text.len() <= EXEC_OUTPUT_CAP {
+        return text.to_owned();
+    }
+    let mut start = text.len() - EXEC_OUTPUT_CAP;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[omitting {start} bytes]...{}", &text[start..])
+}
 
 fn find_worker_error(e: &SolveError) -> Option<&WorkerError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -271,4 +283,30 @@ pub(crate) fn obj<T: Send + Sync + 'static>(type_name: &str, v: T) -> Value {
 
 pub(crate) fn graph_err(e: dagr_solver::GraphError) -> FieldError {
     FieldError::new(format!("building the operation graph failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_error_output_keeps_its_end() {
+        assert_eq!(tail_capped("short"), "short");
+        let long = format!("{}END", "a".repeat(EXEC_OUTPUT_CAP));
+        let capped = tail_capped(&long);
+        assert_eq!(
+            capped,
+            format!(
+                "[omitting 3 bytes]...{}END",
+                "a".repeat(EXEC_OUTPUT_CAP - 3)
+            )
+        );
+        // A cut inside a multi-byte character moves to the next boundary.
+        let wide = format!("é{}", "b".repeat(EXEC_OUTPUT_CAP - 1));
+        assert_eq!(wide.len(), EXEC_OUTPUT_CAP + 1);
+        assert_eq!(
+            tail_capped(&wide),
+            format!("[omitting 2 bytes]...{}", "b".repeat(EXEC_OUTPUT_CAP - 1))
+        );
+    }
 }
