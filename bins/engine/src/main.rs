@@ -5,6 +5,7 @@ mod config;
 mod grpc;
 mod host;
 mod metrics;
+mod nested;
 mod query;
 mod routes;
 mod server;
@@ -143,6 +144,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let grpc = grpc::routes(&MIN_CLIENT_VERSION).await;
     let service = stack::build(engine.clone(), grpc, scope);
+    // Execs with privileged nesting call back into this same stack.
+    api.services()
+        .worker()
+        .set_nested_clients(Arc::new(nested::NestedServer {
+            handle: tokio::runtime::Handle::current(),
+            service: service.clone(),
+            engine: engine.clone(),
+        }));
 
     let listeners = server::bind(&listen).await?;
     for l in &listeners {

@@ -131,9 +131,11 @@ async fn accept_loop(
         match accepted {
             Ok(Conn::Tcp(s)) => {
                 let _ = s.set_nodelay(true);
-                spawn_conn(s, &service, &engine, &graceful);
+                spawn_conn(s, &service, &engine, Some(&graceful));
             }
-            Ok(Conn::Unix(s)) => spawn_conn(s, &service, &engine, &graceful),
+            Ok(Conn::Unix(s)) => {
+                spawn_conn(s, &service, &engine, Some(&graceful));
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(listener = listener.describe(), error = %e, "accept failed");
@@ -155,13 +157,15 @@ async fn accept(l: &Bound) -> std::io::Result<Conn> {
     }
 }
 
-/// Serves one connection (HTTP/1.1 or h2c) on the engine's stack.
+/// Serves one connection (HTTP/1.1 or h2c) on the engine's stack; `graceful` tracks it for
+/// engine shutdown (connections of nested clients end with their exec instead).
 pub fn spawn_conn<IO>(
     io: IO,
     service: &EngineService,
     engine: &Arc<Engine>,
-    graceful: &GracefulShutdown,
-) where
+    graceful: Option<&GracefulShutdown>,
+) -> tokio::task::JoinHandle<()>
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     engine.metrics.connection_accepted();
@@ -174,12 +178,22 @@ pub fn spawn_conn<IO>(
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service.clone()))
         .into_owned();
-    let conn = graceful.watch(conn);
     let engine = engine.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+    match graceful {
+        Some(g) => {
+            let conn = g.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                engine.metrics.connection_closed();
+            })
         }
-        engine.metrics.connection_closed();
-    });
+        None => tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            engine.metrics.connection_closed();
+        }),
+    }
 }

@@ -161,6 +161,8 @@ struct ExecArgs {
     redirect_stdout: Option<String>,
     redirect_stderr: Option<String>,
     insecure: Option<bool>,
+    /// The session whose engine the process may call back (`experimentalPrivilegedNesting`).
+    nesting_session: Option<String>,
 }
 
 /// Builds the exec vertex of `withExec` and the container after it.
@@ -172,6 +174,14 @@ fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
         redirect_stdout: ctx.arg("redirectStdout")?,
         redirect_stderr: ctx.arg("redirectStderr")?,
         insecure: ctx.arg("insecureRootCapabilities")?,
+        nesting_session: if ctx
+            .arg::<Option<bool>>("experimentalPrivilegedNesting")?
+            .unwrap_or(false)
+        {
+            Some(caller(ctx)?.session_id)
+        } else {
+            None
+        },
     };
     exec_container(c, args)
 }
@@ -186,6 +196,7 @@ fn exec_container(c: Container, args: ExecArgs) -> Result<Container, FieldError>
         redirect_stdout,
         redirect_stderr,
         insecure,
+        nesting_session,
     } = args;
     let mut argv = Vec::new();
     if !skip_entrypoint.unwrap_or(false) {
@@ -277,7 +288,8 @@ fn exec_container(c: Container, args: ExecArgs) -> Result<Container, FieldError>
         redirect_stdout: redirect_stdout.filter(|s| !s.is_empty()),
         redirect_stderr: redirect_stderr.filter(|s| !s.is_empty()),
         hostname: None,
-        privileged_nesting: false,
+        privileged_nesting: nesting_session.is_some(),
+        nesting_session,
         insecure_root_capabilities: insecure.unwrap_or(false),
     };
     let vertex = Vertex::new(Op::Exec(op), inputs.into_vec()).map_err(graph_err)?;
@@ -358,6 +370,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(
             Field::new("withExec", "Container!")
                 .arg(Arg::new("args", "[String!]!"))
+                .arg(Arg::new("experimentalPrivilegedNesting", "Boolean").default(false))
                 .arg(Arg::new("insecureRootCapabilities", "Boolean").default(false))
                 .arg(Arg::new("redirectStderr", "String").default(""))
                 .arg(Arg::new("redirectStdout", "String").default(""))

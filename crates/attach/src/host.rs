@@ -41,6 +41,17 @@ pub struct HostProviders {
     pub root: PathBuf,
     /// Whether the engine may write to the host (FileSend: exports).
     pub allow_send: bool,
+    /// When the "host" is a container's root filesystem (a nested client), every path is
+    /// resolved inside it instead: absolute paths and symlinks stay within `rootfs`.
+    pub container: Option<ContainerRoot>,
+}
+
+/// A container root filesystem (as seen from where it is mounted) and its working directory.
+#[derive(Debug, Clone)]
+pub struct ContainerRoot {
+    pub rootfs: PathBuf,
+    /// Absolute, inside the container.
+    pub workdir: String,
 }
 
 impl HostProviders {
@@ -49,6 +60,7 @@ impl HostProviders {
         HostProviders {
             root,
             allow_send: false,
+            container: None,
         }
     }
 
@@ -71,6 +83,7 @@ impl HostProviders {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let files = HostFiles {
             root: self.root.clone(),
+            container: self.container.clone(),
         };
         let routes =
             tonic::service::Routes::new(health).add_service(FileSyncServer::new(files.clone()));
@@ -248,17 +261,27 @@ fn peer_closed(err: &hyper::Error) -> bool {
 #[derive(Debug, Clone)]
 struct HostFiles {
     root: PathBuf,
+    container: Option<ContainerRoot>,
 }
 
 impl HostFiles {
-    fn resolve(&self, path: &str) -> PathBuf {
-        if path.is_empty() {
+    fn resolve(&self, path: &str) -> Result<PathBuf, Status> {
+        if let Some(c) = &self.container {
+            let logical = if path.starts_with('/') {
+                path.to_owned()
+            } else {
+                format!("{}/{path}", c.workdir.trim_end_matches('/'))
+            };
+            return dagr_pathfilter::resolve_in_root(&c.rootfs, &logical, true)
+                .map_err(|e| Status::invalid_argument(e.to_string()));
+        }
+        Ok(if path.is_empty() {
             self.root.clone()
         } else if Path::new(path).is_absolute() {
             PathBuf::from(path)
         } else {
             self.root.join(path)
-        }
+        })
     }
 }
 
@@ -292,7 +315,7 @@ impl FileSync for HostFiles {
         request: tonic::Request<PullDirRequest>,
     ) -> Result<Response<BatchStream>, Status> {
         let request = request.into_inner();
-        let path = self.resolve(&request.path);
+        let path = self.resolve(&request.path)?;
         let filter = PathFilter::new(&request.include, &request.exclude).map_err(|e| {
             TreeError::Pattern {
                 pattern: e.pattern,
@@ -322,7 +345,7 @@ impl FileSync for HostFiles {
         &self,
         request: tonic::Request<PullFileRequest>,
     ) -> Result<Response<BatchStream>, Status> {
-        let path = self.resolve(&request.into_inner().path);
+        let path = self.resolve(&request.into_inner().path)?;
         let checked = path.clone();
         blocking(move || match std::fs::metadata(&checked) {
             Ok(meta) if meta.is_file() => Ok(()),
@@ -344,7 +367,7 @@ impl FileSync for HostFiles {
         &self,
         request: tonic::Request<StatRequest>,
     ) -> Result<Response<StatResponse>, Status> {
-        let path = self.resolve(&request.into_inner().path);
+        let path = self.resolve(&request.into_inner().path)?;
         let header = blocking(move || {
             let meta = std::fs::symlink_metadata(&path).map_err(|source| {
                 if source.kind() == std::io::ErrorKind::NotFound {
@@ -378,7 +401,7 @@ impl HostFiles {
         let target = first
             .target
             .ok_or_else(|| Status::invalid_argument("first push message has no target"))?;
-        let path = self.resolve(&target.path);
+        let path = self.resolve(&target.path)?;
         let write_target = if single_file {
             WriteTarget::File {
                 path,

@@ -29,7 +29,7 @@ pub mod proto {
 }
 
 pub use engine::{AttachablesClient, PendingAttach, accept};
-pub use host::{AttachedSession, HostProviders, attach};
+pub use host::{AttachedSession, ContainerRoot, HostProviders, attach};
 pub use tree::{EntryKind, HostStat, TransferStats, TreeError};
 
 /// gRPC method paths, as announced in `X-Docker-Expose-Session-Grpc-Method` headers.

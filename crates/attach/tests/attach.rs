@@ -18,6 +18,7 @@ fn providers(root: &Path, allow_send: bool) -> HostProviders {
     HostProviders {
         root: root.to_path_buf(),
         allow_send,
+        container: None,
     }
 }
 

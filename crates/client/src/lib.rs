@@ -183,6 +183,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
         let providers = HostProviders {
             root: opts.workdir,
             allow_send: opts.allow_send,
+            container: None,
         };
         let session = dagr_attach::attach(io, &metadata, providers)
             .await

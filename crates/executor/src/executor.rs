@@ -86,6 +86,9 @@ pub struct RunOptions {
     pub cancel: Option<CancellationToken>,
     /// Runs before the process starts (see [`PrestartHook`]).
     pub prestart: Option<PrestartHook>,
+    /// Run without taking a slot of the concurrency limit: for execs that wait on other execs
+    /// (nested clients), which would deadlock if the waiting ones held every slot.
+    pub outside_limit: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -94,6 +97,7 @@ impl std::fmt::Debug for RunOptions {
             .field("output_sink", &self.output_sink)
             .field("cancel", &self.cancel)
             .field("prestart", &self.prestart.as_ref().map(|_| "<hook>"))
+            .field("outside_limit", &self.outside_limit)
             .finish()
     }
 }
@@ -344,12 +348,16 @@ impl Executor {
     ) -> Result<ExecResult, ExecError> {
         validate(spec)?;
         let cancel = options.cancel.clone().unwrap_or_default();
-        let permit = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Err(ExecError::Cancelled { id: String::new() }),
-            },
-            _ = cancel.cancelled() => return Err(ExecError::Cancelled { id: String::new() }),
+        let permit = if options.outside_limit {
+            None
+        } else {
+            Some(tokio::select! {
+                permit = self.slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Err(ExecError::Cancelled { id: String::new() }),
+                },
+                _ = cancel.cancelled() => return Err(ExecError::Cancelled { id: String::new() }),
+            })
         };
         let id = format!("dagr-{:016x}", rand::random::<u64>());
         let bundle = self.bundles_dir().join(&id);
@@ -370,7 +378,7 @@ impl Executor {
             mounted: Vec::new(),
             stubs: MountStubs::default(),
             netns: None,
-            permit: Some(permit),
+            permit,
             done: false,
         };
 

@@ -1,15 +1,92 @@
-//! Include/exclude patterns for tree walks, dockerignore-like: [`PathFilter`] decides for each
-//! path of a walk whether to [`Decision::Take`] it, [`Decision::Descend`] into it only to look for
-//! included entries below, or [`Decision::Skip`] it with everything under it.
+//! Path rules for trees that are not the host's own root:
+//! - [`resolve_in_root`] resolves a path inside a directory as if it were `/` (a snapshot, a
+//!   container's rootfs): `..` stops at it, symlinks are followed relative to it.
+//! - Include/exclude patterns for tree walks, dockerignore-like: [`PathFilter`] decides for each
+//!   path of a walk whether to [`Decision::Take`] it, [`Decision::Descend`] into it only to look
+//!   for included entries below, or [`Decision::Skip`] it with everything under it.
 //!
 //! Patterns are anchored at the walk's root; `*` does not cross `/`, `**` does; a leading `./` or
 //! `/` and a trailing `/` are ignored; `.` selects everything; blank lines and `#` comments are
 //! ignored. A pattern that matches a directory covers everything under it. Exclude wins over
 //! include. With no include pattern everything not excluded is taken.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// Why a path could not be resolved inside a root.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{path}: too many levels of symbolic links")]
+    SymlinkLoop { path: String },
+    #[error("{path}: {source}")]
+    ReadLink {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const MAX_SYMLINKS: usize = 255;
+
+/// Resolves `path` inside `root` the way the kernel would if `root` were `/`: `..` never leaves
+/// the root, absolute symlink targets restart at the root. When `follow_last` is false a final
+/// symlink is returned itself. Missing components are fine (the result may not exist).
+pub fn resolve_in_root(
+    root: &Path,
+    path: &str,
+    follow_last: bool,
+) -> Result<PathBuf, ResolveError> {
+    let mut pending: Vec<OsString> = components(Path::new(path));
+    pending.reverse();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&comp);
+        let is_last = pending.is_empty();
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(md) if md.file_type().is_symlink() && (!is_last || follow_last) => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(ResolveError::SymlinkLoop { path: path.into() });
+                }
+                let target =
+                    std::fs::read_link(&candidate).map_err(|source| ResolveError::ReadLink {
+                        path: path.into(),
+                        source,
+                    })?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            _ => resolved.push(comp),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+/// The normal and `..` components of a path (`.`, roots and prefixes dropped).
+fn components(p: &Path) -> Vec<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
 
 /// A pattern that does not parse.
 #[derive(Debug, thiserror::Error)]

@@ -116,6 +116,12 @@ impl RequestScope {
     }
 }
 
+/// A client identity decided by the connection a request arrived on (a nested exec's own
+/// listener), not by the request: when a request carries it in its extensions, the metadata
+/// header is ignored. Only the engine's own listener code inserts it.
+#[derive(Debug, Clone)]
+pub struct PresetClient(pub Arc<ClientMetadata>);
+
 /// Scopes every request passing through to a client; see the crate docs.
 #[derive(Clone)]
 pub struct ClientScopeLayer {
@@ -129,6 +135,15 @@ impl ClientScopeLayer {
             registry,
             policy: Arc::new(policy),
         }
+    }
+
+    /// Scopes a request of a client whose identity the connection decided.
+    pub fn scope_preset(&self, md: &Arc<ClientMetadata>) -> Result<RequestScope, ScopeError> {
+        let active = self.registry.begin_request(md)?;
+        Ok(RequestScope {
+            active: Arc::new(active),
+            metadata: md.clone(),
+        })
     }
 
     /// Decodes, checks and scopes one request's metadata.
@@ -175,7 +190,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let scope = match self.layer.scope(req.headers().get(CLIENT_METADATA_HEADER)) {
+        let scoped = match req.extensions().get::<PresetClient>() {
+            Some(preset) => self.layer.scope_preset(&preset.0),
+            None => self.layer.scope(req.headers().get(CLIENT_METADATA_HEADER)),
+        };
+        let scope = match scoped {
             Ok(scope) => scope,
             Err(err) => {
                 tracing::debug!(error = %err, path = req.uri().path(), "request refused");

@@ -143,6 +143,10 @@ pub struct ExecOp {
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub privileged_nesting: bool,
+    /// The session a nested exec belongs to: a process that can call the engine back acts in
+    /// its session, so its result is never shared with another session (part of the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesting_session: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub insecure_root_capabilities: bool,
 }

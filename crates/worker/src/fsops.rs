@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use dagr_pathfilter::{Decision, PathFilter};
 
@@ -38,56 +38,12 @@ fn io_err(path: &str) -> impl FnOnce(io::Error) -> FsError + '_ {
     }
 }
 
-const MAX_SYMLINKS: usize = 255;
-
-/// Resolves `path` inside `root` the way the kernel would if `root` were `/`: `..` never leaves
-/// the root, absolute symlink targets restart at the root. When `follow_last` is false a final
-/// symlink is returned itself. Missing components are fine (the result may not exist).
+/// Resolves `path` inside `root` as if `root` were `/` (see [`dagr_pathfilter::resolve_in_root`]).
 pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, FsError> {
-    let mut pending: Vec<OsString> = components(Path::new(path));
-    pending.reverse();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(comp) = pending.pop() {
-        if comp == ".." {
-            resolved.pop();
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&resolved);
-        candidate.push(&comp);
-        let is_last = pending.is_empty();
-        match fs::symlink_metadata(&candidate) {
-            Ok(md) if md.file_type().is_symlink() && (!is_last || follow_last) => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(FsError::SymlinkLoop { path: path.into() });
-                }
-                let target = fs::read_link(&candidate).map_err(io_err(path))?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            _ => resolved.push(comp),
-        }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(&resolved);
-    Ok(out)
-}
-
-/// The normal and `..` components of a path (`.`, roots and prefixes dropped).
-fn components(p: &Path) -> Vec<OsString> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
+    dagr_pathfilter::resolve_in_root(root, path, follow_last).map_err(|e| match e {
+        dagr_pathfilter::ResolveError::SymlinkLoop { path } => FsError::SymlinkLoop { path },
+        dagr_pathfilter::ResolveError::ReadLink { path, source } => FsError::Io { path, source },
+    })
 }
 
 /// Owner to set on created entries.

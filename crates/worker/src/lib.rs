@@ -97,6 +97,33 @@ pub trait HostAccess: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), String>>;
 }
 
+/// A nested client: the process of an exec with privileged nesting, calling the engine back.
+#[derive(Debug, Clone)]
+pub struct NestedClient {
+    pub session_id: String,
+    pub client_id: String,
+    /// Requests must carry basic auth with this token as the user name.
+    pub token: String,
+    pub hostname: String,
+    /// The container's root filesystem as mounted on the engine's host, and its working
+    /// directory: the nested client's "host" (`host.directory` reads it, exports write into it).
+    pub rootfs: PathBuf,
+    pub workdir: String,
+}
+
+/// Serves the engine API to nested clients (implemented by the engine, which owns the stack).
+pub trait NestedClients: Send + Sync + 'static {
+    /// Serves the API on `listener` (opened inside the exec's network namespace) to `client`.
+    /// Called from a runtime worker thread of a multi-threaded runtime, before the exec's
+    /// process starts; returns once the client is ready. Serving stops when the returned guard
+    /// is dropped (when the exec ends).
+    fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        client: NestedClient,
+    ) -> Result<Box<dyn std::any::Any + Send>, String>;
+}
+
 /// Secret plaintexts by id, per session (implemented by the API's secret store).
 pub trait SecretSource: Send + Sync + 'static {
     fn secret(&self, session_id: &str, secret_id: &str) -> Option<Bytes>;
@@ -294,6 +321,8 @@ struct Inner {
     work_dir: PathBuf,
     /// Tag -> digest answers, per session (a session sees one image per tag).
     resolved: parking_lot::Mutex<HashMap<(String, String), ResolvedImageRef>>,
+    /// Set once by the composition root when the API stack exists.
+    nested: std::sync::OnceLock<Arc<dyn NestedClients>>,
 }
 
 /// An image reference pinned to its manifest digest, with its config.
@@ -372,8 +401,15 @@ impl Worker {
                 volumes: CacheVolumes::new(dir("cache-volumes")?),
                 work_dir,
                 resolved: parking_lot::Mutex::new(HashMap::new()),
+                nested: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Lets execs with privileged nesting call the engine back through `nested` (set once; the
+    /// engine's stack is built after the worker).
+    pub fn set_nested_clients(&self, nested: Arc<dyn NestedClients>) {
+        let _ = self.inner.nested.set(nested);
     }
 
     pub fn content(&self) -> &ContentStore {
@@ -714,14 +750,16 @@ impl Worker {
             mounts,
             insecure_root_capabilities: op.insecure_root_capabilities,
         };
+        let mut options = RunOptions::default();
+        if op.privileged_nesting {
+            options.prestart = Some(self.nesting_hook(op, ctx, &rootfs)?);
+            // It may wait for execs of its own nested client.
+            options.outside_limit = true;
+        }
         let result = self
             .inner
             .executor
-            .run(
-                &Rootfs::Directory(rootfs.clone()),
-                &spec,
-                RunOptions::default(),
-            )
+            .run(&Rootfs::Directory(rootfs.clone()), &spec, options)
             .await?;
         drop(volumes);
         let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
@@ -757,6 +795,53 @@ impl Worker {
             ..Default::default()
         };
         Ok(RunOutput::new(ResultRef::new(id, meta.into_value())))
+    }
+
+    /// The prestart hook of a nested exec: a listener on 127.0.0.1:0 inside the exec's network
+    /// namespace, served by the engine for a fresh nested client of the session, whose port and
+    /// token go into the process environment. The serving guard lives as long as the hook, which
+    /// the executor drops when the exec ends.
+    fn nesting_hook(
+        &self,
+        op: &dagr_solver::ExecOp,
+        ctx: &RunCtx,
+        rootfs: &Path,
+    ) -> Result<dagr_executor::PrestartHook, WorkerError> {
+        let nested = self
+            .inner
+            .nested
+            .get()
+            .cloned()
+            .ok_or_else(|| op_err("exec", "this engine cannot serve nested clients"))?;
+        let client = NestedClient {
+            session_id: op
+                .nesting_session
+                .clone()
+                .unwrap_or_else(|| ctx.session_id().to_owned()),
+            client_id: format!("nested-{}", random_id()),
+            token: hex::encode(rand::random::<[u8; 16]>()),
+            hostname: op.hostname.clone().unwrap_or_default(),
+            rootfs: rootfs.to_path_buf(),
+            workdir: if op.workdir.is_empty() {
+                "/".to_owned()
+            } else {
+                op.workdir.clone()
+            },
+        };
+        let guard: Arc<parking_lot::Mutex<Vec<Box<dyn std::any::Any + Send>>>> = Arc::default();
+        Ok(Arc::new(move |_id, netns| {
+            let listener = netns
+                .run_inside(|| std::net::TcpListener::bind("127.0.0.1:0"))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("listening in the exec's network namespace: {e}"))?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let serving = nested.serve(listener, client.clone())?;
+            guard.lock().push(serving);
+            Ok(vec![
+                format!("DAGGER_SESSION_PORT={port}"),
+                format!("DAGGER_SESSION_TOKEN={}", client.token),
+            ])
+        }))
     }
 
     fn secret(&self, ctx: &RunCtx, id: &str) -> Result<Bytes, WorkerError> {

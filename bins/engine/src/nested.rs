@@ -1,0 +1,171 @@
+//! Nested clients (spec section 5): an exec with privileged nesting gets a listener inside its
+//! network namespace, served here with the engine's own stack. The client identity comes from
+//! the listener (a [`PresetClient`] put on every request), never from request headers; requests
+//! must carry basic auth with the exec's token. The nested client's host is the container: its
+//! attachables are served by the engine itself over an in-memory pipe, on the container's rootfs.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use dagr_attach::{ContainerRoot, HostProviders};
+use dagr_metadata::ClientMetadata;
+use dagr_session::{BoxBody, PresetClient, error_response};
+use dagr_worker::{NestedClient, NestedClients};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq as _;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
+
+use crate::routes::Engine;
+use crate::server::spawn_conn;
+use crate::stack::EngineService;
+
+/// Serves nested clients for the worker.
+pub struct NestedServer {
+    pub handle: tokio::runtime::Handle,
+    pub service: EngineService,
+    pub engine: Arc<Engine>,
+}
+
+/// Stops a nested client's listener, connections and attachables when dropped.
+struct NestedGuard {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    connections: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Drop for NestedGuard {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for c in self.connections.lock().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// Whether a request carries `Authorization: Basic base64(<token>:...)`.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, b64)) = value.split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
+    let user = decoded.split(|b| *b == b':').next().unwrap_or_default();
+    bool::from(user.ct_eq(token.as_bytes()))
+}
+
+impl NestedServer {
+    /// The engine's stack for one nested client: basic auth with its token, then its identity.
+    fn client_service(&self, md: Arc<ClientMetadata>) -> EngineService {
+        let inner = self.service.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Incoming>| {
+            let inner = inner.clone();
+            let md = md.clone();
+            async move {
+                if !authorized(&req, &md.client_secret_token) {
+                    let mut resp: Response<BoxBody> = error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "nested clients authenticate with basic auth: user $DAGGER_SESSION_TOKEN",
+                    );
+                    resp.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Basic realm=\"dagr nested client\""),
+                    );
+                    return Ok::<_, Infallible>(resp);
+                }
+                req.extensions_mut().insert(PresetClient(md));
+                inner.oneshot(req).await
+            }
+        }))
+    }
+}
+
+impl NestedClients for NestedServer {
+    fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        client: NestedClient,
+    ) -> Result<Box<dyn std::any::Any + Send>, String> {
+        let _entered = self.handle.enter();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("nested listener: {e}"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("nested listener: {e}"))?;
+        let md = Arc::new(ClientMetadata {
+            client_id: client.client_id.clone(),
+            client_secret_token: client.token.clone(),
+            session_id: client.session_id.clone(),
+            client_hostname: client.hostname.clone(),
+            client_version: env!("CARGO_PKG_VERSION").to_owned(),
+            labels: Default::default(),
+        });
+        let connections: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+
+        // The container as the nested client's host: attachables over an in-memory pipe, through
+        // the normal /sessionAttachables route, before the process can make its first request.
+        let (engine_side, client_side) = tokio::io::duplex(1 << 20);
+        connections
+            .lock()
+            .push(spawn_conn(engine_side, &self.service, &self.engine, None));
+        let providers = HostProviders {
+            root: client.rootfs.clone(),
+            allow_send: true,
+            container: Some(ContainerRoot {
+                rootfs: client.rootfs.clone(),
+                workdir: client.workdir.clone(),
+            }),
+        };
+        let attach_md = (*md).clone();
+        let attached = tokio::task::block_in_place(|| {
+            self.handle.block_on(async move {
+                dagr_attach::attach(client_side, &attach_md, providers).await
+            })
+        })
+        .map_err(|e| format!("attaching the nested client's host: {e}"))?;
+        let attach_task = self.handle.spawn(async move {
+            if let Err(e) = attached.serve().await {
+                tracing::debug!(error = %e, "nested attachables ended");
+            }
+        });
+
+        let service = self.client_service(md);
+        let engine = self.engine.clone();
+        let conns = connections.clone();
+        let accept_task = self.handle.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let task = spawn_conn(stream, &service, &engine, None);
+                        let mut list = conns.lock();
+                        list.retain(|t| !t.is_finished());
+                        list.push(task);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "nested accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+        Ok(Box::new(NestedGuard {
+            tasks: vec![accept_task, attach_task],
+            connections,
+        }))
+    }
+}
