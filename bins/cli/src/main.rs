@@ -20,7 +20,9 @@ use dagr_client::{ConnectOptions, EngineHost};
     about = "Client of the dagr build engine",
     long_about = "Client of the dagr build engine. The engine is chosen with --host or DAGR_HOST: \
 unix:///path/to/engine.sock, tcp://127.0.0.1:PORT, or stdio://CMD ARGS... (a connection helper such \
-as `dagr-engine dial-stdio`). Start a local engine with `cargo xtask engine`."
+as `dagr-engine dial-stdio`). Inside a container started with privileged nesting, without --host, \
+dagr joins that container's session through DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN. Start a \
+local engine with `cargo xtask engine`."
 )]
 struct Cli {
     /// Engine address (unix://, tcp:// or stdio://).
@@ -131,6 +133,19 @@ async fn connect(
     cli: &Cli,
     labels: BTreeMap<String, String>,
 ) -> anyhow::Result<dagr_client::Client> {
+    // Inside a container with privileged nesting: join the session it belongs to.
+    if cli.host.is_none()
+        && let Ok(port) = std::env::var("DAGGER_SESSION_PORT")
+    {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("DAGGER_SESSION_PORT={port:?} is not a port"))?;
+        let token = std::env::var("DAGGER_SESSION_TOKEN")
+            .context("DAGGER_SESSION_PORT is set but DAGGER_SESSION_TOKEN is not")?;
+        return dagr_client::Client::from_session_env(port, &token)
+            .await
+            .with_context(|| format!("connecting to the session at 127.0.0.1:{port}"));
+    }
     let host_text = cli.host.clone().unwrap_or_else(default_host);
     let host: EngineHost = host_text
         .parse()

@@ -842,7 +842,6 @@ fn with_file_onto_an_existing_directory_copies_into_it() {
 /// BuildKit's copy with a chown (Dagger's `withDirectory(owner:)`) gives the directory it creates
 /// at the destination the owner too: Dagger's ownership tests `stat` it along with the files.
 #[test]
-#[ignore = "worker bug: fsops::copy leaves the destination directory it creates owned by root"]
 fn with_directory_owner_owns_the_created_directory() {
     let api = Api::start();
     let v = api.ok(
@@ -869,7 +868,6 @@ fn with_directory_owner_owns_the_created_directory() {
 /// `insecureRootCapabilities` grants what the engine itself holds (BuildKit's privileged mode:
 /// containerd's `WithAllCurrentCapabilities`), CAP_SYS_ADMIN included; a default exec lacks it.
 #[test]
-#[ignore = "executor bug: asks runc for every capability, also ones outside the engine's bounding set (here CAP_SYS_RESOURCE), and runc fails"]
 fn insecure_root_capabilities_grant_the_engines_capabilities() {
     const CAP_SYS_ADMIN: u64 = 1 << 21;
     let api = Api::start();
@@ -894,7 +892,6 @@ fn insecure_root_capabilities_grant_the_engines_capabilities() {
 
 /// Dagger's `stdout` is the whole stream (the shim writes it to a file the engine reads back).
 #[test]
-#[ignore = "executor/worker bug: only the first 1 MiB of an exec's stdout is kept (DEFAULT_OUTPUT_CAP)"]
 fn stdout_of_a_long_exec_is_whole() {
     let api = Api::start();
     let v = api.ok(

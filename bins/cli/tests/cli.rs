@@ -261,3 +261,19 @@ fn stdio_host_through_dial_stdio() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     engine.wait_metric("dagr_sessions_active", 0);
 }
+
+#[test]
+fn dagr_inside_a_session_joins_it_through_the_session_env() {
+    let engine = start_engine();
+    // The inner dagr has no --host/DAGR_HOST: it uses DAGGER_SESSION_PORT/TOKEN, here those of
+    // `dagr run` (the same interface a nested exec's listener offers).
+    let script = format!("unset DAGR_HOST; echo '{{ version }}' | {} query", dagr());
+    let out = run_dagr(&engine, &["run", "--", "sh", "-c", &script], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}

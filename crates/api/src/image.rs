@@ -64,10 +64,12 @@ async fn build(s: &Services, caller: &Caller, c: &Container) -> Result<BuiltImag
         .map_err(|e| FieldError::new(format!("building the image failed: {e}")))
 }
 
-fn image_args(field: Field) -> Field {
+/// `name: String!` between the image options, in the order of the signatures file.
+fn image_args(field: Field, name: &str) -> Field {
     field
         .arg(Arg::new("forcedCompression", "ImageLayerCompression"))
         .arg(Arg::new("mediaTypes", "ImageMediaTypes").default("OCIMediaTypes"))
+        .arg(Arg::new(name, "String!"))
         .arg(Arg::new("platformVariants", "[ContainerID!]").default(serde_json::json!([])))
 }
 
@@ -75,47 +77,44 @@ fn image_args(field: Field) -> Field {
 pub(crate) fn fields(container: Object) -> Object {
     container
         .field(
-            image_args(Field::new("export", "Boolean!").arg(Arg::new("path", "String!"))).resolve(
-                |ctx| async move {
-                    let s = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    check_image_options(&ctx)?;
-                    let c = ctx.parent_arc::<Container>()?;
-                    let host_path: String = ctx.arg("path")?;
-                    let built = build(&s, &caller, &c).await?;
-                    let dir = tempfile::tempdir()
-                        .map_err(|e| FieldError::new(format!("temp dir: {e}")))?;
-                    let tarball = dir.path().join("image.tar");
-                    dagr_worker::export::export_tarball(s.worker(), &built, &tarball, None)
-                        .await
-                        .map_err(|e| {
-                            FieldError::new(format!("writing the image archive failed: {e}"))
-                        })?;
-                    s.host
-                        .push_file(&caller, &tarball, &host_path, true)
-                        .await
-                        .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}")))?;
-                    Ok(Value::leaf(true))
-                },
-            ),
+            image_args(Field::new("export", "Boolean!"), "path").resolve(|ctx| async move {
+                let s = services(&ctx)?;
+                let caller = caller(&ctx)?;
+                check_image_options(&ctx)?;
+                let c = ctx.parent_arc::<Container>()?;
+                let host_path: String = ctx.arg("path")?;
+                let built = build(&s, &caller, &c).await?;
+                let dir =
+                    tempfile::tempdir().map_err(|e| FieldError::new(format!("temp dir: {e}")))?;
+                let tarball = dir.path().join("image.tar");
+                dagr_worker::export::export_tarball(s.worker(), &built, &tarball, None)
+                    .await
+                    .map_err(|e| {
+                        FieldError::new(format!("writing the image archive failed: {e}"))
+                    })?;
+                s.host
+                    .push_file(&caller, &tarball, &host_path, true)
+                    .await
+                    .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}")))?;
+                Ok(Value::leaf(true))
+            }),
         )
         .field(
-            image_args(Field::new("publish", "String!").arg(Arg::new("address", "String!")))
-                .resolve(|ctx| async move {
-                    let s = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    check_image_options(&ctx)?;
-                    let c = ctx.parent_arc::<Container>()?;
-                    let address: String = ctx.arg("address")?;
-                    let built = build(&s, &caller, &c).await?;
-                    let pushed = dagr_worker::export::publish(s.worker(), &built, &address)
-                        .await
-                        .map_err(|e| {
-                            FieldError::new(
-                                s.scrub(&caller, &format!("publishing {address} failed: {e}")),
-                            )
-                        })?;
-                    Ok(Value::leaf(pushed))
-                }),
+            image_args(Field::new("publish", "String!"), "address").resolve(|ctx| async move {
+                let s = services(&ctx)?;
+                let caller = caller(&ctx)?;
+                check_image_options(&ctx)?;
+                let c = ctx.parent_arc::<Container>()?;
+                let address: String = ctx.arg("address")?;
+                let built = build(&s, &caller, &c).await?;
+                let pushed = dagr_worker::export::publish(s.worker(), &built, &address)
+                    .await
+                    .map_err(|e| {
+                        FieldError::new(
+                            s.scrub(&caller, &format!("publishing {address} failed: {e}")),
+                        )
+                    })?;
+                Ok(Value::leaf(pushed))
+            }),
         )
 }

@@ -67,6 +67,7 @@ impl PreparedBundle {
             cgroups_path: "/dagr/bench-direct",
             max_open_files: nofile,
             mounts: &[],
+            capability_bound: dagr_executor::host_capability_bound(),
         })
         .unwrap();
         std::fs::write(

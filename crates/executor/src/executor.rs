@@ -480,6 +480,7 @@ impl Executor {
             cgroups_path: &cgroups_path,
             max_open_files: host_nofile.min(MAX_OPEN_FILES),
             mounts: &container_mounts,
+            capability_bound: crate::spec::host_capability_bound(),
         })?;
         let config_path = bundle.join("config.json");
         let config_json =

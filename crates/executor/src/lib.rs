@@ -34,6 +34,6 @@ pub use runtime::{Runtime, RuntimeError, runtime_log_errors};
 pub use spec::{
     ALL_CAPABILITIES, ContainerMount, DEFAULT_CAPABILITIES, DEFAULT_PATH_ENV, ExecMount,
     ExecMountKind, ExecSpec, MASKED_PATHS, MAX_OPEN_FILES, OCI_VERSION, READONLY_PATHS,
-    RuntimeSpecInput, SpecError, build_runtime_spec, process_env, validate,
+    RuntimeSpecInput, SpecError, build_runtime_spec, host_capability_bound, process_env, validate,
 };
 pub use user::{ResolvedUser, UserError, resolve_user, resolve_user_from};

@@ -351,6 +351,24 @@ pub struct RuntimeSpecInput<'a> {
     pub max_open_files: u64,
     /// User mounts, prepared.
     pub mounts: &'a [ContainerMount],
+    /// The capabilities the engine itself may hand out (its bounding set, bit N = capability N,
+    /// see [`host_capability_bound`]): `insecure_root_capabilities` grants all of these, not
+    /// capabilities the runtime could not apply.
+    pub capability_bound: u64,
+}
+
+/// The engine's capability bounding set from `/proc/self/status` (`CapBnd`); every capability
+/// when it cannot be read.
+pub fn host_capability_bound() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -457,7 +475,13 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
     let exec = input.exec;
 
     let capabilities: Capabilities = if exec.insecure_root_capabilities {
-        ALL_CAPABILITIES.iter().copied().collect()
+        // ALL_CAPABILITIES is in kernel number order: index N is capability N.
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| input.capability_bound & (1u64 << n) != 0)
+            .map(|(_, c)| *c)
+            .collect()
     } else {
         DEFAULT_CAPABILITIES.iter().copied().collect()
     };
@@ -650,6 +674,7 @@ mod tests {
             cgroups_path: "/dagr/x",
             max_open_files: 20000,
             mounts,
+            capability_bound: u64::MAX,
         })
         .unwrap();
         serde_json::to_value(&spec).unwrap()
@@ -898,6 +923,41 @@ mod tests {
         assert_eq!(config["linux"]["maskedPaths"], json!([]));
         assert_eq!(config["linux"]["readonlyPaths"], json!([]));
         assert_eq!(config["process"]["env"], json!(["PATH=/bin"]));
+    }
+
+    #[test]
+    fn insecure_root_capabilities_stay_within_the_engines_bounding_set() {
+        let exec = ExecSpec {
+            args: vec!["true".into()],
+            insecure_root_capabilities: true,
+            ..Default::default()
+        };
+        let rootfs = Path::new("/rootfs");
+        let user = ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        };
+        let bound = !(1u64 << 24); // no CAP_SYS_RESOURCE
+        let spec = build_runtime_spec(&RuntimeSpecInput {
+            exec: &exec,
+            rootfs,
+            user: &user,
+            hostname: "h",
+            hosts_file: Path::new("/hosts"),
+            resolv_conf_file: Path::new("/resolv.conf"),
+            netns: None,
+            cgroups_path: "/dagr/x",
+            max_open_files: 1024,
+            mounts: &[],
+            capability_bound: bound,
+        })
+        .unwrap();
+        let config = serde_json::to_value(&spec).unwrap();
+        let caps = sorted_strings(&config["process"]["capabilities"]["bounding"]);
+        assert_eq!(caps.len(), 40);
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()), "{caps:?}");
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
     }
 
     #[test]

@@ -408,6 +408,12 @@ pub mod python {
     /// and reused while its pins match.
     pub fn venv(target_tmp: &str, name: &str, pins: &[&str]) -> PathBuf {
         let dir = Path::new(target_tmp).join(name);
+        std::fs::create_dir_all(target_tmp).expect("target tmp dir");
+        // Test binaries running at the same time build the venv one after the other.
+        let lock = std::fs::File::create(Path::new(target_tmp).join(format!(".{name}.lock")))
+            .expect("venv lock file");
+        // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
         let pins_file = "dagr-pins.txt";
         let want = pins.join("\n");
         let python = dir.join("bin/python");

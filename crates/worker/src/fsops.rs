@@ -209,6 +209,8 @@ pub fn copy(
     if md.is_dir() {
         let filter = PathFilter::new(&opts.include, &opts.exclude)?;
         let to = mkdir_all(dest_root, dest)?;
+        // The destination directory belongs to the owner too (BuildKit's copy does the same).
+        chown(&to, opts.owner, dest)?;
         let mut walker = TreeCopy {
             filter: &filter,
             opts,

@@ -140,7 +140,7 @@ pub struct WorkerConfig {
     pub max_concurrent_execs: usize,
     pub registry: RegistryConfig,
     pub snapshots: SnapshotterOptions,
-    /// Bytes of stdout/stderr kept per exec.
+    /// Bytes of stdout/stderr kept per exec (default 16 MiB each).
     pub output_cap: usize,
 }
 
@@ -152,7 +152,8 @@ impl WorkerConfig {
             max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             registry: RegistryConfig::default(),
             snapshots: SnapshotterOptions::default(),
-            output_cap: dagr_executor::DEFAULT_OUTPUT_CAP,
+            // Dagger returns an exec's whole output; keep up to this much of each stream.
+            output_cap: 16 << 20,
         }
     }
 }
