@@ -1530,3 +1530,80 @@ fn platform_image_ref_and_version() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn directory_diff_and_timestamps() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"{ directory {
+              withNewFile(path: "keep.txt", contents: "same") {
+                lower: id
+                withNewFile(path: "new/added.txt", contents: "added") {
+                  withNewFile(path: "keep.txt", contents: "changed") {
+                    upper: id
+                  }
+                }
+              }
+        } }"#,
+        &[],
+    );
+    let lower = s(&v, "directory/withNewFile/lower").to_owned();
+    let upper = s(&v, "directory/withNewFile/withNewFile/withNewFile/upper").to_owned();
+    let v = api.ok(
+        r#"query($l: DirectoryID!, $u: DirectoryID!) {
+          loadDirectoryFromID(id: $l) { diff(other: $u) {
+            glob(pattern: "**")
+            file(path: "keep.txt") { contents }
+          } }
+        }"#,
+        &[("l", &lower), ("u", &upper)],
+    );
+    assert_eq!(
+        at(&v, "loadDirectoryFromID/diff/glob"),
+        &serde_json::json!(["keep.txt", "new", "new/added.txt"])
+    );
+    assert_eq!(s(&v, "loadDirectoryFromID/diff/file/contents"), "changed");
+    // Diffs of different subpaths are refused like Dagger does.
+    let errors = api.err(
+        r#"query($u: DirectoryID!) { directory { directory(path: "sub") { diff(other: $u) { entries } } } }"#,
+        &[("u", &upper)],
+    );
+    assert!(
+        errors[0]
+            .message
+            .contains("cannot diff with different relative paths"),
+        "{errors:?}"
+    );
+    // withTimestamps on a directory and on a file, seen from inside a container.
+    let v = api.ok(
+        r#"query($img: String!) {
+          directory { withNewFile(path: "sub/f", contents: "x") { withTimestamps(timestamp: 1000) {
+            file(path: "sub/f") { withTimestamps(timestamp: 2000) { id } }
+            id
+          } } }
+          container { from(address: $img) { id } }
+        }"#,
+        &[],
+    );
+    let dir = s(&v, "directory/withNewFile/withTimestamps/id").to_owned();
+    let file = s(
+        &v,
+        "directory/withNewFile/withTimestamps/file/withTimestamps/id",
+    )
+    .to_owned();
+    let v = api.ok(
+        r#"query($img: String!, $d: DirectoryID!, $f: FileID!) { container { from(address: $img) {
+            withMountedDirectory(path: "/d", source: $d) { withMountedFile(path: "/f", source: $f) {
+              withExec(args: ["stat", "-c", "%Y", "/d", "/d/sub", "/d/sub/f", "/f"]) { stdout }
+            } }
+        } } }"#,
+        &[("d", &dir), ("f", &file)],
+    );
+    assert_eq!(
+        s(
+            &v,
+            "container/from/withMountedDirectory/withMountedFile/withExec/stdout"
+        ),
+        "1000\n1000\n1000\n2000\n"
+    );
+}

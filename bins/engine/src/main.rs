@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(dagr_api::ENGINE_THREAD_STACK)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

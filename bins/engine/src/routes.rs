@@ -15,7 +15,7 @@ use crate::metrics::EngineMetrics;
 use crate::query::QueryEngine;
 
 /// Largest `/query` body accepted.
-const MAX_QUERY_BODY: usize = 32 << 20;
+const MAX_QUERY_BODY: usize = dagr_api::MAX_QUERY_BYTES;
 
 /// Everything the routes share.
 pub struct Engine {

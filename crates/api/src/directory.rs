@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use dagr_gql::{Arg, Field, FieldError, Object, SchemaBuilder, Value};
-use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, Vertex};
+use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, SetTimestampsOp, Vertex};
 
 use crate::state::{Directory, File, Fs, Inputs, join};
 use crate::{Services, caller, graph_err, obj, services};
@@ -65,6 +65,19 @@ pub(crate) fn mkdir(fs: &Fs, path: &str, mode: u32) -> Result<Fs, FieldError> {
             mode,
             make_parents: true,
             owner: None,
+        }),
+        inputs.into_vec(),
+    )
+}
+
+pub(crate) fn set_timestamps(fs: &Fs, path: &str, timestamp: i64) -> Result<Fs, FieldError> {
+    let mut inputs = Inputs::default();
+    let base = inputs.add(fs);
+    single(
+        Op::SetTimestamps(SetTimestampsOp {
+            base,
+            path: path.to_owned(),
+            timestamp,
         }),
         inputs.into_vec(),
     )
@@ -383,6 +396,47 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 }),
         )
         .field(
+            Field::new("withTimestamps", "Directory!")
+                .arg(Arg::new("timestamp", "Int!"))
+                .resolve_sync(|ctx| {
+                    let d = ctx.parent::<Directory>()?;
+                    let timestamp: i64 = ctx.arg("timestamp")?;
+                    let fs = set_timestamps(&d.fs, &d.path, timestamp)?;
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
+                }),
+        )
+        .field(
+            Field::new("diff", "Directory!")
+                .arg(Arg::new("other", "DirectoryID!"))
+                .resolve_sync(|ctx| {
+                    let d = ctx.parent::<Directory>()?;
+                    let other = ctx.loaded::<Directory>("other")?;
+                    if d.path != other.path {
+                        return Err(FieldError::new(format!(
+                            "cannot diff with different relative paths: {:?} != {:?}",
+                            d.path, other.path
+                        )));
+                    }
+                    let mut inputs = Inputs::default();
+                    let lower = inputs.add(&d.fs);
+                    let upper = inputs.add(&other.fs);
+                    let fs = single(Op::Diff { lower, upper }, inputs.into_vec())?;
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: d.path.clone(),
+                        },
+                    ))
+                }),
+        )
+        .field(
             Field::new("export", "Boolean!")
                 .arg(Arg::new("path", "String!"))
                 .arg(Arg::new("wipe", "Boolean").default(false))
@@ -490,6 +544,22 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         None,
                     )?;
                     Ok(obj("File", File { fs, path: dest }))
+                }),
+        )
+        .field(
+            Field::new("withTimestamps", "File!")
+                .arg(Arg::new("timestamp", "Int!"))
+                .resolve_sync(|ctx| {
+                    let f = ctx.parent::<File>()?;
+                    let timestamp: i64 = ctx.arg("timestamp")?;
+                    let fs = set_timestamps(&f.fs, &f.path, timestamp)?;
+                    Ok(obj(
+                        "File",
+                        File {
+                            fs,
+                            path: f.path.clone(),
+                        },
+                    ))
                 }),
         )
         .field(

@@ -261,7 +261,14 @@ impl CoreApi {
 /// request data ([`CoreApi::request_data`]), so the schema itself needs no running engine (it can
 /// be printed with `dagr-engine schema`).
 pub fn schema() -> Result<Schema, SchemaError> {
-    let builder = Schema::build();
+    let builder = Schema::build().limits(dagr_gql::Limits {
+        // As large as the engine accepts (files written with withNewFile travel in queries).
+        max_document_bytes: MAX_QUERY_BYTES,
+        // SDK pipelines nest one level per chained call; the engine runs on threads with
+        // ENGINE_THREAD_STACK bytes of stack, room for this depth even in debug builds.
+        max_depth: 1000,
+        ..Default::default()
+    });
     let builder = query::register(builder);
     let builder = container::register(builder);
     let builder = directory::register(builder);
@@ -271,6 +278,12 @@ pub fn schema() -> Result<Schema, SchemaError> {
 pub(crate) fn services(ctx: &dagr_gql::ResolveCtx) -> Result<Arc<Services>, FieldError> {
     ctx.data::<Arc<Services>>().cloned()
 }
+
+/// Largest GraphQL request body the engine takes.
+pub const MAX_QUERY_BYTES: usize = 32 << 20;
+
+/// Stack size of the engine's runtime threads, for [`schema`]'s depth limit.
+pub const ENGINE_THREAD_STACK: usize = 16 << 20;
 
 /// The caller of the request a resolver serves.
 pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<Caller, FieldError> {

@@ -48,7 +48,11 @@ fn times_of(m: &std::fs::Metadata) -> Timestamps {
     }
 }
 
-fn copy_meta(dst: &Path, m: &std::fs::Metadata, xattrs_from: Option<&Path>) -> std::io::Result<()> {
+pub(crate) fn copy_meta(
+    dst: &Path,
+    m: &std::fs::Metadata,
+    xattrs_from: Option<&Path>,
+) -> std::io::Result<()> {
     std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))?;
     if !m.file_type().is_symlink() {
         // After chown, which clears set-id bits.

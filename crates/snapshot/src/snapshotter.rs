@@ -862,6 +862,12 @@ impl Inner {
             Backend::Overlay if kind == Kind::Active && parent.is_some() => {
                 let work = dir.join("work");
                 std::fs::create_dir(&work).map_err(io_err(&work))?;
+                // Overlayfs shows the upper directory's own attributes for the root of the
+                // merged tree: start it as a copy of the parent's root (mode, owner, times).
+                if let Some(parent_fs) = self.chain_dirs(parent)?.into_iter().next() {
+                    let md = std::fs::metadata(&parent_fs).map_err(io_err(&parent_fs))?;
+                    fsutil::copy_meta(&fs, &md, Some(&parent_fs)).map_err(io_err(&fs))?;
+                }
             }
             Backend::Copy if kind == Kind::Active => {
                 if let Some(parent_dir) = self.chain_dirs(parent)?.into_iter().next() {

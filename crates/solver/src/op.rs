@@ -249,6 +249,17 @@ pub enum Op {
         lower: InputRef,
         upper: InputRef,
     },
+    /// Set the modification and access times of `path` in `base` and everything under it.
+    SetTimestamps(SetTimestampsOp),
+}
+
+/// Set the times of `path` (and everything under it) in `base`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTimestampsOp {
+    pub base: InputRef,
+    pub path: String,
+    /// Seconds since the Unix epoch.
+    pub timestamp: i64,
 }
 
 /// How an op's cache key is obtained.
@@ -276,6 +287,7 @@ impl Op {
             Op::Rm(_) => "rm",
             Op::Merge { .. } => "merge",
             Op::Diff { .. } => "diff",
+            Op::SetTimestamps(_) => "set_timestamps",
         }
     }
 
@@ -314,6 +326,7 @@ impl Op {
             Op::Rm(op) => vec![op.base],
             Op::Merge { inputs } => inputs.clone(),
             Op::Diff { lower, upper } => vec![*lower, *upper],
+            Op::SetTimestamps(op) => vec![op.base],
         }
     }
 }

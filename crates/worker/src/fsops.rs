@@ -364,6 +364,98 @@ fn copy_entry(
     Ok(())
 }
 
+/// Sets the modification and access times of `path` inside `root` and of everything under it
+/// (symlinks themselves, not their targets).
+pub fn set_timestamps(root: &Path, path: &str, timestamp: i64) -> Result<(), FsError> {
+    fn walk(p: &Path, t: filetime::FileTime, shown: &str) -> Result<(), FsError> {
+        let md = fs::symlink_metadata(p).map_err(io_err(shown))?;
+        if md.is_dir() {
+            for e in fs::read_dir(p).map_err(io_err(shown))? {
+                walk(&e.map_err(io_err(shown))?.path(), t, shown)?;
+            }
+        }
+        filetime::set_symlink_file_times(p, t, t).map_err(io_err(shown))
+    }
+    let target = resolve_in_root(root, path, true)?;
+    if fs::symlink_metadata(&target).is_err() {
+        return Err(FsError::NotFound { path: path.into() });
+    }
+    walk(
+        &target,
+        filetime::FileTime::from_unix_time(timestamp, 0),
+        path,
+    )
+}
+
+/// Copies into `out` every entry of `upper` that is new or changed compared with `lower` (type,
+/// mode, owner, size, mtime, link target, contents), with the directories that lead to them.
+/// Entries only in `lower` (deletions) are not represented.
+pub fn diff_into(lower: &Path, upper: &Path, out: &Path) -> Result<CopyStats, FsError> {
+    fn same(l: &fs::Metadata, u: &fs::Metadata, lp: &Path, up: &Path) -> bool {
+        if l.file_type() != u.file_type()
+            || l.mode() != u.mode()
+            || l.uid() != u.uid()
+            || l.gid() != u.gid()
+        {
+            return false;
+        }
+        if u.file_type().is_symlink() {
+            return fs::read_link(lp).ok() == fs::read_link(up).ok();
+        }
+        if u.is_file() {
+            if l.len() != u.len() {
+                return false;
+            }
+            if l.mtime() == u.mtime() && l.mtime_nsec() == u.mtime_nsec() {
+                return true;
+            }
+            return fs::read(lp).ok() == fs::read(up).ok();
+        }
+        true
+    }
+    fn walk(
+        lower: &Path,
+        upper: &Path,
+        out: &Path,
+        stats: &mut CopyStats,
+    ) -> Result<bool, FsError> {
+        let shown = upper.to_string_lossy().to_string();
+        let mut any = false;
+        let mut names: Vec<_> = fs::read_dir(upper)
+            .map_err(io_err(&shown))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(&shown))?;
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = e.file_name();
+            let (lp, up, op) = (lower.join(&name), upper.join(&name), out.join(&name));
+            let umd = fs::symlink_metadata(&up).map_err(io_err(&shown))?;
+            let lmd = fs::symlink_metadata(&lp).ok();
+            let unchanged = lmd.as_ref().is_some_and(|l| same(l, &umd, &lp, &up));
+            if umd.is_dir() {
+                let existed = op.exists();
+                ensure_dir(&op, &umd).map_err(io_err(&shown))?;
+                let below = walk(&lp, &up, &op, stats)?;
+                if below || !unchanged {
+                    finish_dir(&op, &umd, &CopyOptions::default()).map_err(io_err(&shown))?;
+                    stats.dirs += 1;
+                    any = true;
+                } else if !existed {
+                    let _ = fs::remove_dir(&op);
+                }
+            } else if !unchanged {
+                copy_entry(&up, &op, &umd, &CopyOptions::default(), stats)
+                    .map_err(io_err(&shown))?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+    let mut stats = CopyStats::default();
+    walk(lower, upper, out, &mut stats)?;
+    Ok(stats)
+}
+
 /// Walks `root` and hashes names, modes, owners, link targets and file contents: a digest that
 /// changes whenever the tree does (mtimes excluded, so re-uploading the same files keys the same).
 pub fn tree_digest(root: &Path) -> Result<String, FsError> {
@@ -487,6 +579,68 @@ mod tests {
             Err(FsError::NotFound { .. })
         ));
         rm(root, "/x", true).expect("allowed");
+    }
+
+    #[test]
+    fn diff_keeps_new_and_changed_entries_only() {
+        let l = tempfile::tempdir().expect("tmp");
+        let u = tempfile::tempdir().expect("tmp");
+        let o = tempfile::tempdir().expect("tmp");
+        for root in [l.path(), u.path()] {
+            fs::create_dir_all(root.join("same/deep")).expect("mkdir");
+            fs::write(root.join("same/deep/f"), "x").expect("w");
+            filetime::set_file_mtime(
+                root.join("same/deep/f"),
+                filetime::FileTime::from_unix_time(5, 0),
+            )
+            .expect("mtime");
+            fs::write(root.join("changed"), "old").expect("w");
+            fs::write(root.join("gone-in-upper"), "x").expect("w");
+        }
+        fs::remove_file(u.path().join("gone-in-upper")).expect("rm");
+        fs::write(u.path().join("changed"), "new!").expect("w");
+        fs::create_dir_all(u.path().join("same/added")).expect("mkdir");
+        fs::write(u.path().join("same/added/n"), "n").expect("w");
+        diff_into(l.path(), u.path(), o.path()).expect("diff");
+        assert_eq!(
+            fs::read_to_string(o.path().join("changed")).expect("r"),
+            "new!"
+        );
+        assert_eq!(
+            fs::read_to_string(o.path().join("same/added/n")).expect("r"),
+            "n"
+        );
+        assert!(
+            !o.path().join("same/deep").exists(),
+            "unchanged subtree left out"
+        );
+        assert!(!o.path().join("gone-in-upper").exists());
+    }
+
+    #[test]
+    fn timestamps_are_set_on_the_whole_tree() {
+        let d = tempfile::tempdir().expect("tmp");
+        fs::create_dir_all(d.path().join("a/b")).expect("mkdir");
+        fs::write(d.path().join("a/b/f"), "x").expect("w");
+        std::os::unix::fs::symlink("nowhere", d.path().join("a/link")).expect("link");
+        set_timestamps(d.path(), "/a", 1234).expect("set");
+        for p in ["a", "a/b", "a/b/f"] {
+            assert_eq!(
+                fs::metadata(d.path().join(p)).expect("md").mtime(),
+                1234,
+                "{p}"
+            );
+        }
+        assert_eq!(
+            fs::symlink_metadata(d.path().join("a/link"))
+                .expect("md")
+                .mtime(),
+            1234
+        );
+        assert!(matches!(
+            set_timestamps(d.path(), "/nope", 1),
+            Err(FsError::NotFound { .. })
+        ));
     }
 
     #[test]

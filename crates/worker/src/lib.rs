@@ -1005,7 +1005,38 @@ impl Worker {
                 "merge",
                 "merge ops are not supported by this worker",
             )),
-            Op::Diff { .. } => Err(op_err("diff", "diff ops are not supported by this worker")),
+            Op::Diff { lower, upper } => {
+                let lower_result = input(lower)?;
+                let upper_result = input(upper)?;
+                let empty = ResultRef::new(self.empty_snapshot().await?, serde_json::Value::Null);
+                let lower_view = self
+                    .mount_view(&output_snapshot(&lower_result, lower.output)?)
+                    .await?;
+                let lower_path = lower_view.path().to_path_buf();
+                let out = self
+                    .run_file_op(
+                        &empty,
+                        &InputRef::main(0),
+                        Some((&upper_result, upper)),
+                        "diff",
+                        move |root, upper| {
+                            let upper = upper.ok_or_else(|| op_err("diff", "upper not mounted"))?;
+                            fsops::diff_into(&lower_path, upper, root)?;
+                            Ok(())
+                        },
+                    )
+                    .await;
+                lower_view.release().await;
+                out
+            }
+            Op::SetTimestamps(op) => {
+                let base = input(&op.base)?;
+                let (path, timestamp) = (op.path.clone(), op.timestamp);
+                self.run_file_op(&base, &op.base, None, "timestamps", move |root, _| {
+                    Ok(fsops::set_timestamps(root, &path, timestamp)?)
+                })
+                .await
+            }
         }
     }
 }
