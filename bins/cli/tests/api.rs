@@ -1607,3 +1607,56 @@ fn directory_diff_and_timestamps() {
         "1000\n1000\n1000\n2000\n"
     );
 }
+
+#[test]
+fn as_tarball_and_import_round_trip() {
+    let api = Api::start();
+    let v = api.ok(
+        r#"query($img: String!) { container { from(address: $img) {
+            withEnvVariable(name: "FROM_TARBALL", value: "yes") {
+              withNewFile(path: "/hello.txt", contents: "hi from the tarball") {
+                asTarball { id size export(path: "image.tar") }
+              }
+            }
+        } } }"#,
+        &[],
+    );
+    let tarball = at(&v, "container/from/withEnvVariable/withNewFile/asTarball");
+    assert!(tarball["size"].as_u64().expect("size") > 1000, "{tarball}");
+    let file_id = tarball["id"].as_str().expect("id").to_owned();
+    // The archive is an OCI image skopeo reads, with our layer on the base image's.
+    let inspect = std::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!(
+            "oci-archive:{}",
+            api.work().join("image.tar").display()
+        ))
+        .output()
+        .expect("skopeo");
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let info: Value = serde_json::from_slice(&inspect.stdout).expect("json");
+    assert_eq!(
+        info["Layers"].as_array().expect("layers").len(),
+        2,
+        "{info}"
+    );
+    assert!(
+        info["Env"].to_string().contains("FROM_TARBALL=yes"),
+        "{info}"
+    );
+    // Imported back: files and config come with it.
+    let v = api.ok(
+        r#"query($f: FileID!) { container { import(source: $f) {
+            withExec(args: ["sh", "-c", "cat /hello.txt; echo; echo $FROM_TARBALL"]) { stdout }
+        } } }"#,
+        &[("f", &file_id)],
+    );
+    assert_eq!(
+        s(&v, "container/import/withExec/stdout"),
+        "hi from the tarball\nyes\n"
+    );
+}

@@ -3,10 +3,36 @@
 //! solved rootfs, reusing the base image's layers.
 
 use dagr_gql::{Arg, Field, FieldError, Object, ResolveCtx, Value};
+use dagr_solver::{ImageArchiveOp, ImportImageOp, InputRef, Op, Vertex};
+use dagr_worker::ResultMeta;
 use dagr_worker::export::{BuiltImage, ImageConfigInput, build_image};
 
-use crate::state::Container;
-use crate::{Caller, Services, caller, services};
+use crate::state::{Container, File, Fs, ImageConfig, Inputs};
+use crate::{Caller, Services, caller, graph_err, obj, services};
+
+/// A container's image config as the OCI `config` section (canonical JSON: fixed key order).
+fn oci_config_json(c: &Container) -> String {
+    let env: Vec<String> = c
+        .config
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut config = serde_json::Map::new();
+    config.insert("Env".into(), serde_json::json!(env));
+    config.insert("Cmd".into(), serde_json::json!(c.config.default_args));
+    config.insert("Entrypoint".into(), serde_json::json!(c.config.entrypoint));
+    if !c.config.workdir.is_empty() {
+        config.insert("WorkingDir".into(), serde_json::json!(c.config.workdir));
+    }
+    if !c.config.user.is_empty() {
+        config.insert("User".into(), serde_json::json!(c.config.user));
+    }
+    if !c.config.labels.is_empty() {
+        config.insert("Labels".into(), serde_json::json!(c.config.labels));
+    }
+    serde_json::Value::Object(config).to_string()
+}
 
 /// Refuses the export options this engine does not implement (only the defaults are served).
 fn check_image_options(ctx: &ResolveCtx) -> Result<(), FieldError> {
@@ -73,9 +99,72 @@ fn image_args(field: Field, name: &str) -> Field {
         .arg(Arg::new("platformVariants", "[ContainerID!]").default(serde_json::json!([])))
 }
 
-/// Adds `export` and `publish` to the Container object.
+/// Adds `export`, `publish`, `asTarball` and `import` to the Container object.
 pub(crate) fn fields(container: Object) -> Object {
     container
+        .field(
+            Field::new("asTarball", "File!")
+                .arg(Arg::new("forcedCompression", "ImageLayerCompression"))
+                .arg(Arg::new("mediaTypes", "ImageMediaTypes").default("OCIMediaTypes"))
+                .arg(Arg::new("platformVariants", "[ContainerID!]").default(serde_json::json!([])))
+                .resolve_sync(|ctx| {
+                    check_image_options(ctx)?;
+                    let c = ctx.parent::<Container>()?;
+                    let mut inputs = Inputs::default();
+                    let rootfs = inputs.add(&c.rootfs);
+                    let v = Vertex::new(
+                        Op::ImageArchive(ImageArchiveOp {
+                            rootfs,
+                            base_manifest: c.base_image.clone(),
+                            config: oci_config_json(c),
+                        }),
+                        inputs.into_vec(),
+                    )
+                    .map_err(graph_err)?;
+                    Ok(obj(
+                        "File",
+                        File {
+                            fs: Fs::main(v),
+                            path: "/image.tar".into(),
+                        },
+                    ))
+                }),
+        )
+        .field(
+            Field::new("import", "Container!")
+                .arg(Arg::new("source", "FileID!"))
+                .arg(Arg::new("tag", "String").default(""))
+                .resolve(|ctx| async move {
+                    let s = services(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let mut c = ctx.parent::<Container>()?.clone();
+                    let file = ctx.loaded::<File>("source")?;
+                    let tag: Option<String> = ctx.arg("tag")?;
+                    let mut inputs = Inputs::default();
+                    let archive: InputRef = inputs.add(&file.fs);
+                    let v = Vertex::new(
+                        Op::ImportImage(ImportImageOp {
+                            archive,
+                            path: file.path.clone(),
+                            tag: tag.filter(|t| !t.is_empty()),
+                            platform: c.platform.clone(),
+                        }),
+                        inputs.into_vec(),
+                    )
+                    .map_err(graph_err)?;
+                    // The image's config is part of the container: load it now.
+                    let result = s.solve(&caller, &v).await?;
+                    let image = ResultMeta::of(&result)
+                        .image
+                        .ok_or_else(|| FieldError::new("the imported archive gave no image"))?;
+                    c.rootfs = Fs::main(v);
+                    c.config = ImageConfig::from_oci(&image.config);
+                    c.base_image = Some(image.manifest_digest);
+                    c.image_ref = None;
+                    c.last_exec = None;
+                    Ok(obj("Container", c))
+                }),
+        )
         .field(
             image_args(Field::new("export", "Boolean!"), "path").resolve(|ctx| async move {
                 let s = services(&ctx)?;

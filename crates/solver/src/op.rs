@@ -251,6 +251,31 @@ pub enum Op {
     },
     /// Set the modification and access times of `path` in `base` and everything under it.
     SetTimestamps(SetTimestampsOp),
+    /// An OCI image archive of a root filesystem, as `/image.tar` of a new filesystem.
+    ImageArchive(ImageArchiveOp),
+    /// An image loaded from an OCI archive file.
+    ImportImage(ImportImageOp),
+}
+
+/// Build an OCI image of `rootfs` (on the layers of `base_manifest` when given) and write it as
+/// an OCI archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageArchiveOp {
+    pub rootfs: InputRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_manifest: Option<String>,
+    /// The image config's `config` section as canonical JSON.
+    pub config: String,
+}
+
+/// Load the image of the OCI archive at `path` of `archive` (the one tagged `tag` when given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportImageOp {
+    pub archive: InputRef,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub platform: Platform,
 }
 
 /// Set the times of `path` (and everything under it) in `base`.
@@ -288,6 +313,8 @@ impl Op {
             Op::Merge { .. } => "merge",
             Op::Diff { .. } => "diff",
             Op::SetTimestamps(_) => "set_timestamps",
+            Op::ImageArchive(_) => "image_archive",
+            Op::ImportImage(_) => "import_image",
         }
     }
 
@@ -327,6 +354,8 @@ impl Op {
             Op::Merge { inputs } => inputs.clone(),
             Op::Diff { lower, upper } => vec![*lower, *upper],
             Op::SetTimestamps(op) => vec![op.base],
+            Op::ImageArchive(op) => vec![op.rootfs],
+            Op::ImportImage(op) => vec![op.archive],
         }
     }
 }

@@ -628,6 +628,15 @@ impl Worker {
                 &self.inner.content,
             )
             .await?;
+        self.image_result(image).await
+    }
+
+    /// Unpacks a pulled or imported image into snapshots: the result is its top layer, with the
+    /// image's manifest digest and config.
+    async fn image_result(
+        &self,
+        image: dagr_registry::PulledImage,
+    ) -> Result<RunOutput, WorkerError> {
         let layers: Vec<LayerDescriptor> = image
             .layers
             .iter()
@@ -664,6 +673,71 @@ impl Worker {
             ..Default::default()
         };
         Ok(RunOutput::new(ResultRef::new(top, meta.into_value())))
+    }
+
+    /// `/image.tar`: the OCI archive of an image built from `rootfs`.
+    async fn run_image_archive(
+        &self,
+        op: &dagr_solver::ImageArchiveOp,
+        rootfs: &ResultRef,
+    ) -> Result<RunOutput, WorkerError> {
+        let rootfs_key = output_snapshot(rootfs, op.rootfs.output)?;
+        let base: Option<dagr_snapshot::Digest> = match &op.base_manifest {
+            Some(d) => Some(
+                d.parse()
+                    .map_err(|e| op_err("image_archive", format!("{d}: {e}")))?,
+            ),
+            None => None,
+        };
+        let config: serde_json::Value = serde_json::from_str(&op.config)
+            .map_err(|e| op_err("image_archive", format!("config: {e}")))?;
+        let built = export::build_image(
+            self,
+            &rootfs_key,
+            base.as_ref(),
+            export::ImageConfigInput::from_oci_config(&config),
+        )
+        .await
+        .map_err(|e| op_err("image_archive", e.to_string()))?;
+        let mut cleanup = Cleanup::new(self.clone());
+        let empty = self.empty_snapshot().await?;
+        let (key, dir) = self
+            .prepare_mounted(&mut cleanup, Some(&empty), "archive")
+            .await?;
+        export::export_tarball(self, &built, &dir.join("image.tar"), None)
+            .await
+            .map_err(|e| op_err("image_archive", e.to_string()))?;
+        let mut names = self.commit(&mut cleanup, &[key]).await?;
+        cleanup.disarm();
+        Ok(RunOutput::new(ResultRef::new(
+            names.remove(0),
+            serde_json::Value::Null,
+        )))
+    }
+
+    /// The image of an OCI archive file in a filesystem.
+    async fn run_import_image(
+        &self,
+        op: &dagr_solver::ImportImageOp,
+        archive: &ResultRef,
+    ) -> Result<RunOutput, WorkerError> {
+        let view = self
+            .mount_view(&output_snapshot(archive, op.archive.output)?)
+            .await?;
+        let path = fsops::resolve_in_root(view.path(), &op.path, true);
+        let imported = match path {
+            Ok(path) => dagr_registry::layout::import_archive(
+                &self.inner.content,
+                &path,
+                op.tag.as_deref().filter(|t| !t.is_empty()),
+                &to_registry_platform(&op.platform),
+            )
+            .await
+            .map_err(|e| op_err("import_image", format!("{}: {e}", op.path))),
+            Err(e) => Err(e.into()),
+        };
+        view.release().await;
+        self.image_result(imported?).await
     }
 
     async fn run_exec(
@@ -1029,6 +1103,8 @@ impl Worker {
                 lower_view.release().await;
                 out
             }
+            Op::ImageArchive(op) => self.run_image_archive(op, &input(&op.rootfs)?).await,
+            Op::ImportImage(op) => self.run_import_image(op, &input(&op.archive)?).await,
             Op::SetTimestamps(op) => {
                 let base = input(&op.base)?;
                 let (path, timestamp) = (op.path.clone(), op.timestamp);
