@@ -1660,3 +1660,117 @@ fn as_tarball_and_import_round_trip() {
         "hi from the tarball\nyes\n"
     );
 }
+
+/// A `docker-registry` on a free loopback port that requires basic auth (htpasswd, bcrypt made by
+/// Python's crypt), holding the busybox image; lives as long as the test process.
+fn auth_registry(api: &Api) -> String {
+    let dir = tempfile::tempdir().expect("tmp").keep();
+    let hash = std::process::Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print('alice:' + crypt.crypt('s3cret-pw', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        hash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hash.stderr)
+    );
+    std::fs::write(dir.join("htpasswd"), &hash.stdout).expect("htpasswd");
+    let addr = format!("127.0.0.1:{}", dagr_testkit::free_port());
+    std::fs::write(
+        dir.join("config.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            dir.join("data").display(),
+            dir.join("htpasswd").display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = std::process::Command::new("docker-registry");
+    cmd.arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    dagr_testkit::spawn_for_process_lifetime(cmd);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret-pw",
+        ])
+        .arg(format!("docker://{}", api.image))
+        .arg(format!("docker://{addr}/private:latest"))
+        .args(["--src-tls-verify=false"])
+        .status()
+        .expect("skopeo");
+    assert!(status.success(), "seeding the private registry failed");
+    addr
+}
+
+#[test]
+fn registry_auth_for_pulls_and_publishes_of_the_session() {
+    let api = Api::start();
+    let registry = auth_registry(&api);
+    let private = format!("{registry}/private:latest");
+    // Without credentials the private image cannot be pulled.
+    let errors = api.err(
+        "query($r: String!) { container { from(address: $r) { id } } }",
+        &[("r", &private)],
+    );
+    assert!(!errors.is_empty());
+    // With them (one session: the credentials belong to it), pull, then publish.
+    let session = Session::start(&api);
+    let secret = session.ok(
+        r#"{ setSecret(name: "pw", plaintext: "s3cret-pw") { id } }"#,
+        json!({}),
+    );
+    let secret_id = secret["setSecret"]["id"].as_str().expect("id").to_owned();
+    let v = session.ok(
+        r#"query($s: SecretID!, $r: String!, $out: String!) { container {
+            withRegistryAuth(address: $r, username: "alice", secret: $s) {
+              from(address: $r) {
+                withExec(args: ["echo", "pulled with credentials"]) {
+                  stdout
+                  publish(address: $out)
+                }
+              }
+            }
+        } }"#,
+        json!({ "s": secret_id, "r": private, "out": format!("{registry}/published:v1") }),
+    );
+    let exec = &v["container"]["withRegistryAuth"]["from"]["withExec"];
+    assert_eq!(exec["stdout"], "pulled with credentials\n");
+    let published = exec["publish"].as_str().expect("publish");
+    assert!(
+        published.starts_with(&format!("{registry}/published:v1@sha256:")),
+        "{published}"
+    );
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "alice:s3cret-pw",
+        ])
+        .arg(format!("docker://{registry}/published:v1"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+}

@@ -249,9 +249,12 @@ async fn open_api(
     })
     .await
     .context("opening the build core")??;
+    let registry_auth = Arc::new(dagr_api::RegistryAuthStore::new(secrets.clone()));
+    solver.runner().set_registry_auth(registry_auth.clone());
     Ok(dagr_api::CoreApi::new(dagr_api::Services {
         solver,
         secrets,
+        registry_auth,
         host: hosts,
         config: dagr_api::ApiConfig {
             engine_version: env!("CARGO_PKG_VERSION").to_owned(),

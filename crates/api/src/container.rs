@@ -13,6 +13,21 @@ use crate::state::{
 };
 use crate::{caller, graph_err, obj, services};
 
+/// The registry host of an address (`registry.example.com/repo`, `docker.io`, `127.0.0.1:5000`).
+fn registry_host(address: &str) -> Result<String, FieldError> {
+    let first = address.split('/').next().unwrap_or_default();
+    if first.contains('.') || first.contains(':') || first == "localhost" {
+        return Ok(first.to_owned());
+    }
+    // A bare image name: Docker Hub.
+    if first.is_empty() {
+        return Err(FieldError::new(format!(
+            "registry address {address:?} is empty"
+        )));
+    }
+    Ok("docker.io".to_owned())
+}
+
 fn parent(ctx: &ResolveCtx) -> Result<Container, FieldError> {
     Ok(ctx.parent::<Container>()?.clone())
 }
@@ -880,6 +895,36 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     c.image_ref = None;
                     c.base_image = None;
                     ok(c)
+                }),
+        )
+        .field(
+            Field::new("withRegistryAuth", "Container!")
+                .arg(Arg::new("address", "String!"))
+                .arg(Arg::new("secret", "SecretID!"))
+                .arg(Arg::new("username", "String!"))
+                .resolve_sync(|ctx| {
+                    let s = services(ctx)?;
+                    let caller = caller(ctx)?;
+                    let address: String = ctx.arg("address")?;
+                    let username: String = ctx.arg("username")?;
+                    let secret = ctx.loaded::<Secret>("secret")?;
+                    // Credentials belong to the session (pulls and publishes of the registry
+                    // host), as in Dagger; the container itself is unchanged.
+                    s.registry_auth
+                        .set(&caller.session_id, &registry_host(&address)?, &username, &secret.digest);
+                    ok(parent(ctx)?)
+                }),
+        )
+        .field(
+            Field::new("withoutRegistryAuth", "Container!")
+                .arg(Arg::new("address", "String!"))
+                .resolve_sync(|ctx| {
+                    let s = services(ctx)?;
+                    let caller = caller(ctx)?;
+                    let address: String = ctx.arg("address")?;
+                    s.registry_auth
+                        .remove(&caller.session_id, &registry_host(&address)?);
+                    ok(parent(ctx)?)
                 }),
         )
         .field(Field::new("imageRef", "String!").resolve_sync(|ctx| {

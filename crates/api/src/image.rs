@@ -196,13 +196,14 @@ pub(crate) fn fields(container: Object) -> Object {
                 let c = ctx.parent_arc::<Container>()?;
                 let address: String = ctx.arg("address")?;
                 let built = build(&s, &caller, &c).await?;
-                let pushed = dagr_worker::export::publish(s.worker(), &built, &address)
-                    .await
-                    .map_err(|e| {
-                        FieldError::new(
-                            s.scrub(&caller, &format!("publishing {address} failed: {e}")),
-                        )
-                    })?;
+                let pushed =
+                    dagr_worker::export::publish(s.worker(), &built, &address, &caller.session_id)
+                        .await
+                        .map_err(|e| {
+                            FieldError::new(
+                                s.scrub(&caller, &format!("publishing {address} failed: {e}")),
+                            )
+                        })?;
                 Ok(Value::leaf(pushed))
             }),
         )

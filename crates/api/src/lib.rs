@@ -100,6 +100,51 @@ impl SecretSource for SecretStore {
     }
 }
 
+/// Registry credentials of each session (`withRegistryAuth`): host -> username and the digest of
+/// the secret holding the password, resolved through the [`SecretStore`] when asked.
+pub struct RegistryAuthStore {
+    secrets: Arc<SecretStore>,
+    creds: Mutex<HashMap<(String, String), (String, String)>>,
+}
+
+impl RegistryAuthStore {
+    pub fn new(secrets: Arc<SecretStore>) -> Self {
+        RegistryAuthStore {
+            secrets,
+            creds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn set(&self, session_id: &str, host: &str, username: &str, secret_digest: &str) {
+        self.creds.lock().insert(
+            (session_id.to_owned(), host.to_owned()),
+            (username.to_owned(), secret_digest.to_owned()),
+        );
+    }
+
+    pub fn remove(&self, session_id: &str, host: &str) {
+        self.creds
+            .lock()
+            .remove(&(session_id.to_owned(), host.to_owned()));
+    }
+
+    pub fn release_session(&self, session_id: &str) {
+        self.creds.lock().retain(|(s, _), _| s != session_id);
+    }
+}
+
+impl dagr_worker::SessionRegistryAuth for RegistryAuthStore {
+    fn credentials(&self, session_id: &str, host: &str) -> Option<(String, String)> {
+        let (user, digest) = self
+            .creds
+            .lock()
+            .get(&(session_id.to_owned(), host.to_owned()))
+            .cloned()?;
+        let secret = self.secrets.get(session_id, &digest)?;
+        Some((user, String::from_utf8_lossy(&secret).into_owned()))
+    }
+}
+
 /// `sha256:<hex>`, the same digest dagr-gql records for sensitive arguments.
 pub fn digest_of(bytes: &[u8]) -> String {
     use sha2::Digest as _;
@@ -118,6 +163,7 @@ pub struct ApiConfig {
 pub struct Services {
     pub solver: Solver<Worker>,
     pub secrets: Arc<SecretStore>,
+    pub registry_auth: Arc<RegistryAuthStore>,
     pub host: Arc<dyn HostFiles>,
     pub config: ApiConfig,
 }
@@ -254,6 +300,7 @@ impl CoreApi {
         self.services.solver.release_session(session_id);
         self.services.worker().release_session(session_id);
         self.services.secrets.release_session(session_id);
+        self.services.registry_auth.release_session(session_id);
     }
 }
 

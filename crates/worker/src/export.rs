@@ -766,13 +766,14 @@ pub async fn publish(
     worker: &Worker,
     built: &BuiltImage,
     reference: &str,
+    session_id: &str,
 ) -> Result<String, ExportError> {
     let parsed = Reference::parse(reference).map_err(|source| ExportError::Reference {
         reference: reference.to_owned(),
         source,
     })?;
     let digest = worker
-        .registry()
+        .registry_for(session_id)
         .push(worker.content(), &built.manifest_digest, &parsed, None)
         .await
         .map_err(|source| ExportError::Push {

@@ -124,6 +124,28 @@ pub trait NestedClients: Send + Sync + 'static {
     ) -> Result<Box<dyn std::any::Any + Send>, String>;
 }
 
+/// Registry credentials per session (implemented by the API: `withRegistryAuth`).
+pub trait SessionRegistryAuth: Send + Sync + 'static {
+    /// `(username, secret)` for registry `host` (as named in references) in `session_id`.
+    fn credentials(&self, session_id: &str, host: &str) -> Option<(String, String)>;
+}
+
+/// One session's view of [`SessionRegistryAuth`], as the registry client asks for it.
+struct SessionCredentials {
+    auth: Arc<dyn SessionRegistryAuth>,
+    session_id: String,
+}
+
+impl CredentialsProvider for SessionCredentials {
+    fn credentials<'a>(&'a self, host: &'a str) -> dagr_registry::auth::CredentialsFuture<'a> {
+        let found = self
+            .auth
+            .credentials(&self.session_id, host)
+            .map(|(username, secret)| dagr_registry::Credentials { username, secret });
+        Box::pin(async move { found })
+    }
+}
+
 /// Secret plaintexts by id, per session (implemented by the API's secret store).
 pub trait SecretSource: Send + Sync + 'static {
     fn secret(&self, session_id: &str, secret_id: &str) -> Option<Bytes>;
@@ -324,6 +346,8 @@ struct Inner {
     resolved: parking_lot::Mutex<HashMap<(String, String), ResolvedImageRef>>,
     /// Set once by the composition root when the API stack exists.
     nested: std::sync::OnceLock<Arc<dyn NestedClients>>,
+    /// Per-session registry credentials, set once by the composition root.
+    registry_auth: std::sync::OnceLock<Arc<dyn SessionRegistryAuth>>,
 }
 
 /// An image reference pinned to its manifest digest, with its config.
@@ -403,6 +427,7 @@ impl Worker {
                 work_dir,
                 resolved: parking_lot::Mutex::new(HashMap::new()),
                 nested: std::sync::OnceLock::new(),
+                registry_auth: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -411,6 +436,26 @@ impl Worker {
     /// engine's stack is built after the worker).
     pub fn set_nested_clients(&self, nested: Arc<dyn NestedClients>) {
         let _ = self.inner.nested.set(nested);
+    }
+
+    /// Pulls and pushes of a session use the credentials `auth` gives for it (set once).
+    pub fn set_registry_auth(&self, auth: Arc<dyn SessionRegistryAuth>) {
+        let _ = self.inner.registry_auth.set(auth);
+    }
+
+    /// The registry client for a session's pulls and pushes: its credentials, the shared
+    /// connection pool.
+    pub fn registry_for(&self, session_id: &str) -> RegistryClient {
+        match self.inner.registry_auth.get() {
+            Some(auth) => self
+                .inner
+                .registry
+                .with_credentials(Arc::new(SessionCredentials {
+                    auth: auth.clone(),
+                    session_id: session_id.to_owned(),
+                })),
+            None => self.inner.registry.clone(),
+        }
     }
 
     pub fn content(&self) -> &ContentStore {
@@ -446,8 +491,7 @@ impl Worker {
             return Ok(hit.clone());
         }
         let resolved = self
-            .inner
-            .registry
+            .registry_for(session_id)
             .resolve(
                 &parsed,
                 &to_registry_platform(platform),
@@ -620,8 +664,7 @@ impl Worker {
             parsed = parsed.with_digest(d.parse().map_err(|e| op_err("image", format!("{e}")))?);
         }
         let image = self
-            .inner
-            .registry
+            .registry_for(ctx.session_id())
             .pull(
                 &parsed,
                 &to_registry_platform(platform),

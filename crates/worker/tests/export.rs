@@ -296,7 +296,7 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
         "{}/exported:v1",
         fixture().image.split('/').next().expect("registry")
     );
-    let pinned = export::publish(&worker, &built, &target)
+    let pinned = export::publish(&worker, &built, &target, "s")
         .await
         .expect("publish");
     assert_eq!(pinned, format!("{target}@{}", built.manifest_digest));
