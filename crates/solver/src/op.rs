@@ -321,6 +321,8 @@ impl Op {
     /// How this op's cache key is obtained.
     pub fn key_mode(&self) -> KeyMode {
         match self {
+            // A reference pinned to a digest names immutable content: no resolution needed.
+            Op::Image { reference, .. } if reference.contains("@sha256:") => KeyMode::Structural,
             Op::Image { .. } => KeyMode::Resolved,
             Op::HostDir { .. } => KeyMode::Content,
             _ => KeyMode::Structural,

@@ -398,3 +398,24 @@ fn runtime_keyed_vertices_are_marked() {
     assert!(image("alpine").needs_runtime_key());
     assert!(mkfile(&host_dir(std::path::Path::new("/tmp")), "/a", "a").needs_runtime_key());
 }
+
+#[test]
+fn images_pinned_to_a_digest_need_no_resolution() {
+    let platform = dagr_solver::Platform {
+        os: "linux".into(),
+        architecture: "amd64".into(),
+        variant: None,
+    };
+    let tagged = dagr_solver::Op::Image {
+        reference: "docker.io/library/busybox:latest".into(),
+        platform: platform.clone(),
+    };
+    let pinned = dagr_solver::Op::Image {
+        reference: format!("docker.io/library/busybox@sha256:{}", "a".repeat(64)),
+        platform,
+    };
+    assert_eq!(tagged.key_mode(), dagr_solver::KeyMode::Resolved);
+    assert_eq!(pinned.key_mode(), dagr_solver::KeyMode::Structural);
+    let v = dagr_solver::Vertex::new(pinned, vec![]).expect("vertex");
+    assert!(!v.needs_runtime_key());
+}
