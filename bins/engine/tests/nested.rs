@@ -190,3 +190,64 @@ async fn a_nested_client_cannot_read_another_sessions_secret() {
     a.close().await.expect("close a");
     b.close().await.expect("close b");
 }
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_listeners_and_attachables_go_away_with_their_exec() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let engine = engine();
+    let client = dagr_client::connect(opts(&engine.host()))
+        .await
+        .expect("connect");
+    let inner = json!({ "query": "{ version }" }).to_string();
+    let post = post_from_inside("/q.json", "$DAGGER_SESSION_TOKEN");
+    let run = |i: usize| {
+        // A distinct cache key per exec, so each one really runs with its own nested client.
+        format!(
+            "{{ {} }}",
+            nested_exec_query(
+                &registry.image,
+                &[("/q.json", inner.clone())],
+                &format!("echo {i} >/dev/null; {post}")
+            )
+        )
+    };
+    let alive = || {
+        dagr_testkit::metric(&engine.metrics(), "dagr_runtime_alive_tasks").expect("tasks metric")
+    };
+    // Warm up (image pull, allocator pools, runtime threads).
+    for i in 0..10 {
+        client
+            .query(json!({ "query": run(i) }))
+            .await
+            .expect("warm-up");
+    }
+    let fds = fd_count(engine.child.id());
+    let tasks = alive();
+    for i in 10..210 {
+        let v = client
+            .query(json!({ "query": run(i) }))
+            .await
+            .expect("nested exec");
+        assert!(stdout_of(&v).contains(env!("CARGO_PKG_VERSION")), "{v}");
+    }
+    // Teardown of the last exec's nested client finishes asynchronously: allow it to settle.
+    let mut settled = (fd_count(engine.child.id()), alive());
+    for _ in 0..100 {
+        if settled.0 <= fds + 2 && settled.1 <= tasks + 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        settled = (fd_count(engine.child.id()), alive());
+    }
+    assert!(settled.0 <= fds + 2, "fds grew from {fds} to {}", settled.0);
+    assert!(
+        settled.1 <= tasks + 2,
+        "tasks grew from {tasks} to {}",
+        settled.1
+    );
+    client.close().await.expect("close");
+}
