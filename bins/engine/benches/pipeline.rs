@@ -202,10 +202,80 @@ fn benches(c: &mut Criterion) {
     } else {
         println!("3-step graph vs buildah: buildah is not installed; no comparison");
     }
+    // 4. `{version}` from inside a nested exec vs from the host, with the same client (busybox
+    // wget in a shell loop) on both sides.
+    nested_round_trip(&rt, &engine, &metadata, image);
     rt.block_on(client.close()).expect("close");
 
-    // 4. The official Python SDK running a 3-step pipeline, cold and warm, end to end.
+    // 5. The official Python SDK running a 3-step pipeline, cold and warm, end to end.
     python_sdk(&engine, image);
+}
+
+/// A shell loop of `n` busybox-wget `{version}` round trips printing its start and end times in
+/// centiseconds (`/proc/uptime`: busybox `date` has no `%N`); `bb` prefixes applets (`busybox `
+/// on the host, empty in the busybox image).
+fn wget_loop(n: usize, url: &str, header: &str, bb: &str, tmp: &str) -> String {
+    format!(
+        "echo '{{\"query\":\"{{version}}\"}}' > {tmp}/q.json; \
+         s=$({bb}cut -d' ' -f1 /proc/uptime | {bb}tr -d .); i=0; \
+         while [ $i -lt {n} ]; do {bb}wget -q -O /dev/null --header \"{header}\" --post-file {tmp}/q.json {url} || exit 1; \
+         i=$((i+1)); done; e=$({bb}cut -d' ' -f1 /proc/uptime | {bb}tr -d .); echo $s $e"
+    )
+}
+
+fn nested_round_trip(
+    rt: &tokio::runtime::Runtime,
+    engine: &dagr_testkit::EngineProcess,
+    metadata: &str,
+    image: &str,
+) {
+    const N: usize = 1000;
+    let inside = wget_loop(
+        N,
+        "http://127.0.0.1:$DAGGER_SESSION_PORT/query",
+        "Authorization: Basic $(echo -n $DAGGER_SESSION_TOKEN: | base64)",
+        "",
+        "/tmp",
+    );
+    let query = query_body(&format!(
+        r#"{{ container {{ from(address: "{image}") {{ withEnvVariable(name: "RUN", value: "{}") {{ withExec(args: ["sh", "-c", {}], experimentalPrivilegedNesting: true) {{ stdout }} }} }} }} }}"#,
+        std::process::id(),
+        serde_json::json!(inside)
+    ));
+    let answer = rt.block_on(async {
+        let mut conn = h2c::connect(engine.tcp).await;
+        post(&mut conn, Some(metadata), &query).await
+    });
+    let v: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    // `start end` in centiseconds -> mean microseconds per round trip.
+    let mean_us = |out: &str| -> Option<u64> {
+        let mut it = out.split_whitespace().map(|t| t.parse::<u64>().ok());
+        let (start, end) = (it.next()??, it.next()??);
+        Some(end.saturating_sub(start) * 10_000 / N as u64)
+    };
+    let nested_us = v["data"]["container"]["from"]["withEnvVariable"]["withExec"]["stdout"]
+        .as_str()
+        .and_then(mean_us)
+        .unwrap_or_else(|| panic!("nested loop failed: {v}"));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let host = wget_loop(
+        N,
+        &format!("http://{}/query", engine.tcp),
+        &format!("X-Dagger-Client-Metadata: {metadata}"),
+        "busybox ",
+        &tmp.path().display().to_string(),
+    );
+    let out = Command::new("busybox")
+        .args(["sh", "-c", &host])
+        .output()
+        .expect("busybox sh");
+    let host_us = mean_us(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|| panic!("host loop failed: {}", String::from_utf8_lossy(&out.stderr)));
+    println!(
+        "nested {{version}} round trip (busybox wget, {N} runs): inside a nested exec {nested_us} us, \
+         from the host {host_us} us, ratio {:.2}x",
+        nested_us as f64 / host_us.max(1) as f64
+    );
 }
 
 /// `dagr run -- python` of a 3-step pipeline: wall time cold (new cache keys) and warm.
