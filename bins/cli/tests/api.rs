@@ -1664,7 +1664,11 @@ fn as_tarball_and_import_round_trip() {
 /// A `docker-registry` on a free loopback port that requires basic auth (htpasswd, bcrypt made by
 /// Python's crypt), holding the busybox image; lives as long as the test process.
 fn auth_registry(api: &Api) -> String {
-    let dir = tempfile::tempdir().expect("tmp").keep();
+    // Lives as long as the test process (like the registry): under the target dir, not /tmp.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("auth-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("registry dir");
     let hash = std::process::Command::new("python3")
         .args([
             "-W",
