@@ -4,96 +4,20 @@
 //! across a restart, single-flight, cancellation cleanup and file ops.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use dagr_solver::{
-    CacheSharing, CopyOp, ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, Platform, Solver,
-    SolverOptions, Vertex,
+    CacheSharing, CopyOp, ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, Vertex,
 };
-use dagr_worker::{HostAccess, ResultMeta, SecretSource, Worker, WorkerConfig};
-use futures::future::BoxFuture;
+use dagr_worker::ResultMeta;
 
-/// The busybox image in a loopback registry (shared test fixture).
-fn fixture() -> &'static dagr_testkit::RegistryFixture {
-    dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
-}
+mod common;
 
-/// Host reads are not exercised here (the engine tests cover the attachables path).
-struct NoHost;
-impl HostAccess for NoHost {
-    fn pull_dir<'a>(
-        &'a self,
-        _scope: &'a dagr_solver::HostScope,
-        path: &'a str,
-        _include: &'a [String],
-        _exclude: &'a [String],
-        _dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { Err(format!("no host in this test (asked for {path})")) })
-    }
-}
-
-struct Secrets(BTreeMap<String, Bytes>);
-impl SecretSource for Secrets {
-    fn secret(&self, _session_id: &str, secret_id: &str) -> Option<Bytes> {
-        self.0.get(secret_id).cloned()
-    }
-}
-
-struct Env {
-    _dir: tempfile::TempDir,
-    state: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tmp");
-        let state = dir.path().join("state");
-        Env { _dir: dir, state }
-    }
-
-    fn open(&self) -> Solver<Worker> {
-        let worker = Worker::open(
-            &WorkerConfig::new(&self.state),
-            Arc::new(dagr_registry::Anonymous),
-            Arc::new(NoHost),
-            Arc::new(Secrets(BTreeMap::from([(
-                "s1".to_owned(),
-                Bytes::from_static(b"hunter2"),
-            )]))),
-        )
-        .expect("worker");
-        Solver::open(
-            &self.state.join("solver.redb"),
-            worker,
-            SolverOptions::default(),
-        )
-        .expect("solver")
-    }
-}
-
-fn platform() -> Platform {
-    Platform {
-        os: "linux".into(),
-        architecture: "amd64".into(),
-        variant: None,
-    }
-}
-
-fn image() -> Arc<Vertex> {
-    Vertex::new(
-        Op::Image {
-            reference: fixture().image.clone(),
-            platform: platform(),
-        },
-        vec![],
-    )
-    .expect("vertex")
-}
+use common::{Env, image};
 
 fn exec(root: Arc<Vertex>, args: &[&str], extra_mounts: Vec<Mount>) -> Arc<Vertex> {
     exec_with(vec![root], args, extra_mounts)
@@ -154,7 +78,10 @@ fn runs(env: &Env, volume: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_from_the_pulled_image_and_exit_codes() {
-    let env = Env::new();
+    let env = Env::with_secrets(BTreeMap::from([(
+        "s1".to_owned(),
+        Bytes::from_static(b"hunter2"),
+    )]));
     let solver = env.open();
     let solved = solver
         .solve(&exec(image(), &["echo", "hello from busybox"], vec![]), "s")
@@ -189,7 +116,10 @@ async fn echo_from_the_pulled_image_and_exit_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_step_graph_cached_within_and_across_restarts() {
-    let env = Env::new();
+    let env = Env::with_secrets(BTreeMap::from([(
+        "s1".to_owned(),
+        Bytes::from_static(b"hunter2"),
+    )]));
     let volume = "counter-3step";
     let step1 = exec(
         image(),
@@ -229,7 +159,10 @@ async fn three_step_graph_cached_within_and_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_solves_run_the_exec_once() {
-    let env = Env::new();
+    let env = Env::with_secrets(BTreeMap::from([(
+        "s1".to_owned(),
+        Bytes::from_static(b"hunter2"),
+    )]));
     let solver = env.open();
     let volume = "counter-20";
     let v = exec(
@@ -264,7 +197,10 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_exec_leaves_nothing_behind() {
-    let env = Env::new();
+    let env = Env::with_secrets(BTreeMap::from([(
+        "s1".to_owned(),
+        Bytes::from_static(b"hunter2"),
+    )]));
     let solver = env.open();
     // Pull first so the cancelled solve is inside the exec.
     solver.solve(&image(), "s").await.expect("pull");
@@ -333,7 +269,10 @@ async fn cancelled_exec_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_ops_secrets_and_mount_outputs() {
-    let env = Env::new();
+    let env = Env::with_secrets(BTreeMap::from([(
+        "s1".to_owned(),
+        Bytes::from_static(b"hunter2"),
+    )]));
     let solver = env.open();
     let base = image();
     let with_file = Vertex::new(
@@ -426,7 +365,10 @@ async fn file_ops_secrets_and_mount_outputs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_keeps_what_sessions_hold_and_the_index_follows() {
-    let env = Env::new();
+    let env = Env::with_secrets(BTreeMap::from([(
+        "s1".to_owned(),
+        Bytes::from_static(b"hunter2"),
+    )]));
     let solver = env.open();
     let kept = exec(image(), &["sh", "-c", "echo kept > /k"], vec![]);
     let dropped = exec(image(), &["sh", "-c", "echo dropped > /d"], vec![]);

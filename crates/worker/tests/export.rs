@@ -9,90 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use dagr_snapshot::Digest;
-use dagr_solver::{
-    ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, Platform, Solver, SolverOptions, Vertex,
-};
+use dagr_solver::{ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, Vertex};
+use dagr_worker::ResultMeta;
 use dagr_worker::export::{self, ExportError, ImageConfigInput};
-use dagr_worker::{HostAccess, ResultMeta, SecretSource, Worker, WorkerConfig};
-use futures::future::BoxFuture;
 
-/// The busybox image in a loopback registry (shared test fixture).
-fn fixture() -> &'static dagr_testkit::RegistryFixture {
-    dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
-}
+mod common;
 
-/// Host reads are not exercised here (the engine tests cover the attachables path).
-struct NoHost;
-impl HostAccess for NoHost {
-    fn pull_dir<'a>(
-        &'a self,
-        _scope: &'a dagr_solver::HostScope,
-        path: &'a str,
-        _include: &'a [String],
-        _exclude: &'a [String],
-        _dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { Err(format!("no host in this test (asked for {path})")) })
-    }
-}
-
-/// No secrets are used here.
-struct NoSecrets;
-impl SecretSource for NoSecrets {
-    fn secret(&self, _session_id: &str, _secret_id: &str) -> Option<Bytes> {
-        None
-    }
-}
-
-struct Env {
-    _dir: tempfile::TempDir,
-    state: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tmp");
-        let state = dir.path().join("state");
-        Env { _dir: dir, state }
-    }
-
-    fn open(&self) -> Solver<Worker> {
-        let worker = Worker::open(
-            &WorkerConfig::new(&self.state),
-            Arc::new(dagr_registry::Anonymous),
-            Arc::new(NoHost),
-            Arc::new(NoSecrets),
-        )
-        .expect("worker");
-        Solver::open(
-            &self.state.join("solver.redb"),
-            worker,
-            SolverOptions::default(),
-        )
-        .expect("solver")
-    }
-}
-
-fn platform() -> Platform {
-    Platform {
-        os: "linux".into(),
-        architecture: "amd64".into(),
-        variant: None,
-    }
-}
-
-fn image() -> Arc<Vertex> {
-    Vertex::new(
-        Op::Image {
-            reference: fixture().image.clone(),
-            platform: platform(),
-        },
-        vec![],
-    )
-    .expect("vertex")
-}
+use common::{Env, fixture, image, platform};
 
 fn image_at(reference: &str) -> Arc<Vertex> {
     Vertex::new(

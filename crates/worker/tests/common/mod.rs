@@ -1,0 +1,100 @@
+//! What the worker's integration tests share: the registry fixture, a worker and solver on a
+//! temp state directory, the fixture image as a vertex.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dagr_solver::{Op, Platform, Solver, SolverOptions, Vertex};
+use dagr_worker::{HostAccess, SecretSource, Worker, WorkerConfig};
+use futures::future::BoxFuture;
+
+/// The busybox image in a loopback registry (shared test fixture).
+pub fn fixture() -> &'static dagr_testkit::RegistryFixture {
+    dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Host reads are not exercised here (the engine tests cover the attachables path).
+pub struct NoHost;
+impl HostAccess for NoHost {
+    fn pull_dir<'a>(
+        &'a self,
+        _scope: &'a dagr_solver::HostScope,
+        path: &'a str,
+        _include: &'a [String],
+        _exclude: &'a [String],
+        _dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(format!("no host in this test (asked for {path})")) })
+    }
+}
+
+/// Secrets by id, the same for every session.
+pub struct Secrets(pub BTreeMap<String, Bytes>);
+impl SecretSource for Secrets {
+    fn secret(&self, _session_id: &str, secret_id: &str) -> Option<Bytes> {
+        self.0.get(secret_id).cloned()
+    }
+}
+
+/// A worker state directory; [`Env::open`] opens a worker and solver on it (again after a drop:
+/// a restart).
+pub struct Env {
+    _dir: tempfile::TempDir,
+    pub state: PathBuf,
+    secrets: BTreeMap<String, Bytes>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Self::with_secrets(BTreeMap::new())
+    }
+
+    pub fn with_secrets(secrets: BTreeMap<String, Bytes>) -> Env {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        Env {
+            _dir: dir,
+            state,
+            secrets,
+        }
+    }
+
+    pub fn open(&self) -> Solver<Worker> {
+        let worker = Worker::open(
+            &WorkerConfig::new(&self.state),
+            Arc::new(dagr_registry::Anonymous),
+            Arc::new(NoHost),
+            Arc::new(Secrets(self.secrets.clone())),
+        )
+        .expect("worker");
+        Solver::open(
+            &self.state.join("solver.redb"),
+            worker,
+            SolverOptions::default(),
+        )
+        .expect("solver")
+    }
+}
+
+pub fn platform() -> Platform {
+    Platform {
+        os: "linux".into(),
+        architecture: "amd64".into(),
+        variant: None,
+    }
+}
+
+/// The fixture image.
+pub fn image() -> Arc<Vertex> {
+    Vertex::new(
+        Op::Image {
+            reference: fixture().image.clone(),
+            platform: platform(),
+        },
+        vec![],
+    )
+    .expect("vertex")
+}
