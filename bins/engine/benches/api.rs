@@ -112,15 +112,5 @@ criterion_group! {
 criterion_main!(api);
 
 fn opts(host: dagr_client::EngineHost) -> dagr_client::ConnectOptions {
-    dagr_client::ConnectOptions {
-        host,
-        session_id: None,
-        client_id: None,
-        token: None,
-        workdir: std::env::temp_dir(),
-        labels: Default::default(),
-        hostname: "test".into(),
-        attach: true,
-        allow_send: false,
-    }
+    dagr_testkit::connect_options(&host.to_string(), &std::env::temp_dir())
 }

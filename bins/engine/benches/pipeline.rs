@@ -67,19 +67,11 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let host: dagr_client::EngineHost = engine.host().parse().expect("host");
     let client = rt
-        .block_on(dagr_client::connect(dagr_client::ConnectOptions {
-            host,
-            session_id: None,
-            client_id: None,
-            token: None,
-            workdir: std::env::temp_dir(),
-            labels: Default::default(),
-            hostname: "bench".into(),
-            attach: true,
-            allow_send: false,
-        }))
+        .block_on(dagr_client::connect(dagr_testkit::connect_options(
+            &engine.host(),
+            &std::env::temp_dir(),
+        )))
         .expect("connect");
     let metadata = client.metadata().encode();
     let image = &registry.image;

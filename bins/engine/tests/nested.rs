@@ -6,17 +6,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 fn opts(host: &str) -> dagr_client::ConnectOptions {
-    dagr_client::ConnectOptions {
-        host: host.parse().expect("host"),
-        session_id: None,
-        client_id: None,
-        token: None,
-        workdir: std::env::temp_dir(),
-        labels: Default::default(),
-        hostname: "nested-test".into(),
-        attach: true,
-        allow_send: false,
-    }
+    dagr_testkit::connect_options(host, &std::env::temp_dir())
 }
 
 fn engine() -> dagr_testkit::EngineProcess {

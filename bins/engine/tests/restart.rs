@@ -11,17 +11,7 @@ fn engine_bin() -> &'static Path {
 }
 
 fn opts(host: &str, workdir: &Path) -> dagr_client::ConnectOptions {
-    dagr_client::ConnectOptions {
-        host: host.parse().expect("host"),
-        session_id: None,
-        client_id: None,
-        token: None,
-        workdir: workdir.to_path_buf(),
-        labels: Default::default(),
-        hostname: "restart-test".into(),
-        attach: true,
-        allow_send: false,
-    }
+    dagr_testkit::connect_options(host, workdir)
 }
 
 fn containers(runc_root: &Path) -> String {

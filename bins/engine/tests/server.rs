@@ -497,17 +497,7 @@ async fn sigterm_ends_sessions_and_exits_zero() {
 }
 
 fn opts(host: dagr_client::EngineHost) -> dagr_client::ConnectOptions {
-    dagr_client::ConnectOptions {
-        host,
-        session_id: None,
-        client_id: None,
-        token: None,
-        workdir: std::env::temp_dir(),
-        labels: Default::default(),
-        hostname: "test".into(),
-        attach: true,
-        allow_send: false,
-    }
+    dagr_testkit::connect_options(&host.to_string(), &std::env::temp_dir())
 }
 
 #[tokio::test]

@@ -446,3 +446,19 @@ pub mod python {
         python
     }
 }
+
+/// Options for a test client of the engine at `host` (`tcp://...`): a new session, host paths
+/// relative to `workdir`, no exports to the host.
+pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOptions {
+    dagr_client::ConnectOptions {
+        host: host.parse().expect("engine host"),
+        session_id: None,
+        client_id: None,
+        token: None,
+        workdir: workdir.to_path_buf(),
+        labels: Default::default(),
+        hostname: "dagr-test".into(),
+        attach: true,
+        allow_send: false,
+    }
+}
