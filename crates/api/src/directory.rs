@@ -254,13 +254,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         mode,
                         None,
                     )?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
@@ -272,13 +266,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let path: String = ctx.arg("path")?;
                     let mode = perms(ctx, Some(0o644))?.unwrap_or(0o644);
                     let fs = mkdir(&d.fs, &join(&d.path, &path), mode)?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
@@ -300,13 +288,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         perms(ctx, None)?,
                         None,
                     )?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
@@ -323,13 +305,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         let dest = join(&join(&d.path, &path), &base_name(&f.path));
                         fs = copy(&fs, &dest, &f.fs, &f.path, vec![], vec![], mode, None)?;
                     }
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
@@ -354,46 +330,18 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         None,
                         None,
                     )?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
             Field::new("withoutFile", "Directory!")
                 .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let fs = rm(&d.fs, &join(&d.path, &path))?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
-                }),
+                .resolve_sync(without_path),
         )
         .field(
             Field::new("withoutDirectory", "Directory!")
                 .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let fs = rm(&d.fs, &join(&d.path, &path))?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
-                }),
+                .resolve_sync(without_path),
         )
         .field(
             Field::new("withTimestamps", "Directory!")
@@ -402,13 +350,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let d = ctx.parent::<Directory>()?;
                     let timestamp: i64 = ctx.arg("timestamp")?;
                     let fs = set_timestamps(&d.fs, &d.path, timestamp)?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
@@ -427,13 +369,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let lower = inputs.add(&d.fs);
                     let upper = inputs.add(&other.fs);
                     let fs = single(Op::Diff { lower, upper }, inputs.into_vec())?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: d.path.clone(),
-                        },
-                    ))
+                    Ok(same_path(d, fs))
                 }),
         )
         .field(
@@ -445,26 +381,12 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let caller = caller(&ctx)?;
                     let d = ctx.parent_arc::<Directory>()?;
                     let host_path: String = ctx.arg("path")?;
-                    let wipe: Option<bool> = ctx.arg("wipe")?;
-                    let snapshot = s.snapshot_of(&caller, &d.fs).await?;
-                    let view = s
-                        .worker()
-                        .mount_view(&snapshot)
-                        .await
-                        .map_err(|e| FieldError::new(e.to_string()))?;
-                    let src = dagr_worker::fsops::resolve_in_root(view.path(), &d.path, true)
-                        .map_err(|e| FieldError::new(e.to_string()));
-                    let pushed = match src {
-                        Ok(src) => s
-                            .host
-                            .push_dir(&caller, &src, &host_path, wipe.unwrap_or(false))
-                            .await
-                            .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
-                        Err(e) => Err(e),
-                    };
-                    view.release().await;
-                    pushed?;
-                    Ok(Value::leaf(true))
+                    let wipe = ctx.arg::<Option<bool>>("wipe")?.unwrap_or(false);
+                    let (host, who, to) = (&s.host, &caller, &host_path);
+                    export_from(&s, &caller, &d.fs, &d.path, &host_path, |src| async move {
+                        host.push_dir(who, &src, to, wipe).await
+                    })
+                    .await
                 }),
         )
         .field(
@@ -571,26 +493,14 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let caller = caller(&ctx)?;
                     let f = ctx.parent_arc::<File>()?;
                     let host_path: String = ctx.arg("path")?;
-                    let allow: Option<bool> = ctx.arg("allowParentDirPath")?;
-                    let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-                    let view = s
-                        .worker()
-                        .mount_view(&snapshot)
-                        .await
-                        .map_err(|e| FieldError::new(e.to_string()))?;
-                    let src = dagr_worker::fsops::resolve_in_root(view.path(), &f.path, true)
-                        .map_err(|e| FieldError::new(e.to_string()));
-                    let pushed = match src {
-                        Ok(src) => s
-                            .host
-                            .push_file(&caller, &src, &host_path, allow.unwrap_or(false))
-                            .await
-                            .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
-                        Err(e) => Err(e),
-                    };
-                    view.release().await;
-                    pushed?;
-                    Ok(Value::leaf(true))
+                    let allow = ctx
+                        .arg::<Option<bool>>("allowParentDirPath")?
+                        .unwrap_or(false);
+                    let (host, who, to) = (&s.host, &caller, &host_path);
+                    export_from(&s, &caller, &f.fs, &f.path, &host_path, |src| async move {
+                        host.push_file(who, &src, to, allow).await
+                    })
+                    .await
                 }),
         )
         .field(Field::new("sync", "FileID!").resolve(|ctx| async move {
@@ -601,6 +511,55 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Ok(Value::leaf(ctx.parent_chain().id()))
         }));
     b.object(directory).object(file)
+}
+
+/// The directory at `d`'s path on a new filesystem (what every `Directory` file op returns).
+fn same_path(d: &Directory, fs: Fs) -> Value {
+    obj(
+        "Directory",
+        Directory {
+            fs,
+            path: d.path.clone(),
+        },
+    )
+}
+
+/// `withoutFile` and `withoutDirectory`: both remove whatever is at the path.
+fn without_path(ctx: &dagr_gql::ResolveCtx) -> Result<Value, FieldError> {
+    let d = ctx.parent::<Directory>()?;
+    let path: String = ctx.arg("path")?;
+    let fs = rm(&d.fs, &join(&d.path, &path))?;
+    Ok(same_path(d, fs))
+}
+
+/// Solves `fs`, mounts it read-only and hands `path` inside it to `push` (which writes it to the
+/// caller's host), then releases the mount whatever happened.
+async fn export_from<F, Fut>(
+    s: &Services,
+    caller: &crate::Caller,
+    fs: &Fs,
+    path: &str,
+    host_path: &str,
+    push: F,
+) -> Result<Value, FieldError>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let snapshot = s.snapshot_of(caller, fs).await?;
+    let view = s
+        .worker()
+        .mount_view(&snapshot)
+        .await
+        .map_err(|e| FieldError::new(e.to_string()))?;
+    let pushed = match dagr_worker::fsops::resolve_in_root(view.path(), path, true) {
+        Ok(src) => push(src)
+            .await
+            .map_err(|e| FieldError::new(format!("exporting to {host_path}: {e}"))),
+        Err(e) => Err(FieldError::new(e.to_string())),
+    };
+    view.release().await;
+    pushed.map(|()| Value::leaf(true))
 }
 
 /// Mounts a result read-only, runs `f` on its root on a blocking thread, and releases it.
