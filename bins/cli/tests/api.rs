@@ -3,28 +3,16 @@
 //! temp dir so host paths are relative to it. One engine per test (testkit's `EngineProcess`
 //! stops it on drop and detaches whatever it left mounted).
 
+mod common;
+
+use common::{dagr, engine_bin};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dagr_testkit::EngineProcess;
 use serde_json::{Value, json};
-
-fn dagr() -> &'static str {
-    env!("CARGO_BIN_EXE_dagr")
-}
-
-/// `dagr-engine` is built next to `dagr` (`cargo build -p dagr-engine`).
-fn engine_bin() -> PathBuf {
-    let p = Path::new(dagr()).with_file_name("dagr-engine");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p dagr-engine`",
-        p.display()
-    );
-    p
-}
 
 /// An engine for one test plus the client's working directory.
 struct Api {

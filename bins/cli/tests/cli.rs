@@ -2,24 +2,11 @@
 //! basic auth, a SIGKILLed client ending its session at once, and `stdio://` hosts through
 //! `dagr-engine dial-stdio`.
 
+mod common;
+
+use common::{dagr, engine_bin};
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-
-fn dagr() -> &'static str {
-    env!("CARGO_BIN_EXE_dagr")
-}
-
-/// `dagr-engine` is built next to `dagr` by `cargo test --workspace` / `cargo xtask test`.
-fn engine_bin() -> PathBuf {
-    let p = Path::new(dagr()).with_file_name("dagr-engine");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p dagr-engine` (cargo xtask test does)",
-        p.display()
-    );
-    p
-}
 
 type Engine = dagr_testkit::EngineProcess;
 

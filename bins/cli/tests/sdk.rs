@@ -13,6 +13,9 @@
 //! it exported. Scripts, processes (their whole process group), engines and the mounts those leave
 //! behind are cleaned up by guards, also when an assertion fails.
 
+mod common;
+
+use common::{dagr, engine_bin};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -51,21 +54,6 @@ def connect_and_run(main, **config):
     anyio.run(session)
     print("DAGR-SDK-RESULT " + json.dumps(RESULT), flush=True)
 "#;
-
-fn dagr() -> &'static str {
-    env!("CARGO_BIN_EXE_dagr")
-}
-
-/// `dagr-engine` is built next to `dagr` (`cargo build -p dagr-engine`).
-fn engine_bin() -> PathBuf {
-    let p = Path::new(dagr()).with_file_name("dagr-engine");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p dagr-engine`",
-        p.display()
-    );
-    p
-}
 
 /// The python of the shared virtualenv with the Dagger SDK pins (built on first use).
 fn venv_python() -> &'static Path {
