@@ -68,6 +68,7 @@ impl PreparedBundle {
             max_open_files: nofile,
             mounts: &[],
             capability_bound: dagr_executor::host_capability_bound(),
+            terminal: false,
         })
         .unwrap();
         std::fs::write(

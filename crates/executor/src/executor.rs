@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mount::{Mount, MountError, MountOps, SyscallMountOps};
 use crate::netns::{NetnsError, NetworkNamespace};
 use crate::output::{CapturedOutput, OutputChunk, OutputStream, capture};
+use crate::pty::{Pty, TerminalInput, TerminalIo};
 use crate::runtime::{Runtime, RuntimeError, runtime_log_errors};
 use crate::spec::{
     ContainerMount, ExecMountKind, ExecSpec, MAX_OPEN_FILES, RuntimeSpecInput, SpecError,
@@ -77,7 +78,7 @@ pub type PrestartHook =
     Arc<dyn Fn(&str, &NetworkNamespace) -> Result<Vec<String>, String> + Send + Sync>;
 
 /// Per-run options.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct RunOptions {
     /// Receives every chunk of stdout and stderr as it is read (for progress display).
     pub output_sink: Option<mpsc::Sender<OutputChunk>>,
@@ -89,6 +90,10 @@ pub struct RunOptions {
     /// Run without taking a slot of the concurrency limit: for execs that wait on other execs
     /// (nested clients), which would deadlock if the waiting ones held every slot.
     pub outside_limit: bool,
+    /// Run with a terminal: the process gets a pty as stdin, stdout and stderr (so its output
+    /// is one stream, reported as stdout), fed and resized through [`TerminalIo`]; `TERM`
+    /// defaults to `xterm`. The spec's `stdin` is ignored.
+    pub terminal: Option<TerminalIo>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -98,6 +103,7 @@ impl std::fmt::Debug for RunOptions {
             .field("cancel", &self.cancel)
             .field("prestart", &self.prestart.as_ref().map(|_| "<hook>"))
             .field("outside_limit", &self.outside_limit)
+            .field("terminal", &self.terminal)
             .finish()
     }
 }
@@ -344,9 +350,10 @@ impl Executor {
         &self,
         rootfs: &Rootfs,
         spec: &ExecSpec,
-        options: RunOptions,
+        mut options: RunOptions,
     ) -> Result<ExecResult, ExecError> {
         validate(spec)?;
+        let terminal = options.terminal.take();
         let cancel = options.cancel.clone().unwrap_or_default();
         let permit = if options.outside_limit {
             None
@@ -383,7 +390,7 @@ impl Executor {
         };
 
         let outcome = self
-            .prepare_and_run(&mut cleanup, rootfs, spec, &options, &cancel)
+            .prepare_and_run(&mut cleanup, rootfs, spec, &options, terminal, &cancel)
             .await;
         // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
         // this future is dropped meanwhile, the blocking task still finishes the cleanup.
@@ -403,6 +410,7 @@ impl Executor {
         rootfs: &Rootfs,
         spec: &ExecSpec,
         options: &RunOptions,
+        terminal: Option<TerminalIo>,
         cancel: &CancellationToken,
     ) -> Result<ExecResult, ExecError> {
         let id = cleanup.id.clone();
@@ -451,18 +459,24 @@ impl Executor {
         let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
         let netns_path = netns.path().to_path_buf();
         let netns = cleanup.netns.insert(netns);
-        let mut with_env;
-        let spec = match &options.prestart {
-            Some(hook) => {
-                let extra = hook(&id, netns).map_err(|message| ExecError::Prestart {
-                    id: id.clone(),
-                    message,
-                })?;
-                with_env = spec.clone();
-                with_env.env.extend(extra);
-                &with_env
-            }
-            None => spec,
+        let mut extra_env = Vec::new();
+        if let Some(hook) = &options.prestart {
+            extra_env = hook(&id, netns).map_err(|message| ExecError::Prestart {
+                id: id.clone(),
+                message,
+            })?;
+        }
+        if terminal.is_some() && !spec.env.iter().any(|e| e.starts_with("TERM=")) {
+            extra_env.push("TERM=xterm".to_owned());
+        }
+        let with_env;
+        let spec = if extra_env.is_empty() {
+            spec
+        } else {
+            let mut extended = spec.clone();
+            extended.env.extend(extra_env);
+            with_env = extended;
+            &with_env
         };
 
         let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
@@ -481,6 +495,7 @@ impl Executor {
             max_open_files: host_nofile.min(MAX_OPEN_FILES),
             mounts: &container_mounts,
             capability_bound: crate::spec::host_capability_bound(),
+            terminal: terminal.is_some(),
         })?;
         let config_path = bundle.join("config.json");
         let config_json =
@@ -494,15 +509,37 @@ impl Executor {
         let mut command =
             self.runtime
                 .run_command(&bundle, &id, &bundle.join("init.pid"), &log_path);
-        command
-            .stdin(if spec.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut pty = None;
+        match &terminal {
+            Some(io) => {
+                let (master, slave) = Pty::open(io.size).map_err(|source| ExecError::Io {
+                    id: id.clone(),
+                    source,
+                })?;
+                let dup = |fd: &std::os::fd::OwnedFd| {
+                    fd.try_clone().map_err(|source| ExecError::Io {
+                        id: id.clone(),
+                        source,
+                    })
+                };
+                command
+                    .stdin(Stdio::from(dup(&slave)?))
+                    .stdout(Stdio::from(dup(&slave)?))
+                    .stderr(Stdio::from(slave));
+                pty = Some(master);
+            }
+            None => {
+                command
+                    .stdin(if spec.stdin.is_some() {
+                        Stdio::piped()
+                    } else {
+                        Stdio::null()
+                    })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+            }
+        }
+        command.kill_on_drop(true);
         let started = Instant::now();
         let mut child = command.spawn().map_err(|source| {
             let binary = self.runtime.binary().to_path_buf();
@@ -516,6 +553,9 @@ impl Executor {
                 }
             })
         })?;
+        // The command holds the pty's slave descriptors: closing them lets the master read end
+        // once runc exits.
+        drop(command);
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -523,6 +563,19 @@ impl Executor {
 
         let cap = self.config.output_cap;
         let sink = options.output_sink.clone();
+        if let (Some(pty), Some(io)) = (pty, terminal) {
+            let (status, stdout) =
+                run_with_terminal(child, &pty, io.input, cap, sink, cancel, &id).await?;
+            return finish(
+                &id,
+                spec,
+                &log_path,
+                status,
+                stdout,
+                CapturedOutput::default(),
+                started,
+            );
+        }
         let work = async {
             let feed = async {
                 if let (Some(mut pipe), Some(bytes)) = (stdin, spec.stdin.as_ref()) {
@@ -550,7 +603,6 @@ impl Executor {
             finished = work => finished,
             _ = cancel.cancelled() => return Err(ExecError::Cancelled { id }),
         };
-        let duration = started.elapsed();
         let io_err = |source| ExecError::Io {
             id: id.clone(),
             source,
@@ -558,34 +610,7 @@ impl Executor {
         let status = status.map_err(io_err)?;
         let stdout = stdout.map_err(io_err)?;
         let stderr = stderr.map_err(io_err)?;
-
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let runtime_errors = runtime_log_errors(&log);
-        if !runtime_errors.is_empty() {
-            return Err(ExecError::Start {
-                id,
-                message: runtime_errors.join("; "),
-            });
-        }
-        let exit_code = status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(-1);
-        if exit_code != 0 {
-            return Err(ExecError::Failed {
-                args: spec.args.clone(),
-                exit_code,
-                stdout: stdout.bytes,
-                stderr: stderr.bytes,
-            });
-        }
-        Ok(ExecResult {
-            id,
-            exit_code,
-            stdout,
-            stderr,
-            duration,
-        })
+        finish(&id, spec, &log_path, status, stdout, stderr, started)
     }
 
     fn prepare_user_mounts(
@@ -666,6 +691,97 @@ impl Executor {
         }
         Ok(container_mounts)
     }
+}
+
+/// Drives an exec with a terminal: copies the pty's output to the capture and sink and the
+/// user's input to the pty (resizes set its size and signal runc) until runc exits. The user's
+/// input closing first kills the exec, like a cancellation.
+async fn run_with_terminal(
+    child: &mut Child,
+    pty: &Pty,
+    mut input: mpsc::Receiver<TerminalInput>,
+    cap: usize,
+    sink: Option<mpsc::Sender<OutputChunk>>,
+    cancel: &CancellationToken,
+    id: &str,
+) -> Result<(std::process::ExitStatus, CapturedOutput), ExecError> {
+    let runtime_pid = child
+        .id()
+        .and_then(|pid| rustix::process::Pid::from_raw(pid.try_into().ok()?));
+    let finished = async {
+        let (status, output) =
+            tokio::join!(child.wait(), capture(pty, OutputStream::Stdout, cap, sink));
+        (status, output)
+    };
+    let feed = async {
+        while let Some(message) = input.recv().await {
+            match message {
+                // Writes fail once the process is gone; its exit ends the run.
+                TerminalInput::Data(bytes) => {
+                    let _ = pty.write_all(&bytes).await;
+                }
+                TerminalInput::Resize(size) => {
+                    if pty.resize(size).is_ok()
+                        && let Some(pid) = runtime_pid
+                    {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
+                    }
+                }
+            }
+        }
+    };
+    let (status, output) = tokio::select! {
+        biased;
+        finished = finished => finished,
+        () = feed => return Err(ExecError::Cancelled { id: id.to_owned() }),
+        () = cancel.cancelled() => return Err(ExecError::Cancelled { id: id.to_owned() }),
+    };
+    let io_err = |source| ExecError::Io {
+        id: id.to_owned(),
+        source,
+    };
+    Ok((status.map_err(io_err)?, output.map_err(io_err)?))
+}
+
+/// The outcome of a run whose runtime exited with `status`: a start error from the runtime's
+/// log, [`ExecError::Failed`] for a non-zero exit, else the result.
+fn finish(
+    id: &str,
+    spec: &ExecSpec,
+    log_path: &Path,
+    status: std::process::ExitStatus,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    started: Instant,
+) -> Result<ExecResult, ExecError> {
+    let duration = started.elapsed();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let runtime_errors = runtime_log_errors(&log);
+    if !runtime_errors.is_empty() {
+        return Err(ExecError::Start {
+            id: id.to_owned(),
+            message: runtime_errors.join("; "),
+        });
+    }
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    if exit_code != 0 {
+        return Err(ExecError::Failed {
+            args: spec.args.clone(),
+            exit_code,
+            stdout: stdout.bytes,
+            stderr: stderr.bytes,
+        });
+    }
+    Ok(ExecResult {
+        id: id.to_owned(),
+        exit_code,
+        stdout,
+        stderr,
+        duration,
+    })
 }
 
 fn write_secret(file: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), ExecError> {

@@ -5,6 +5,8 @@
 //!   the container its own network namespace with loopback up ([`NetworkNamespace`]), runs it
 //!   with `runc run` ([`Runtime`]), captures stdout/stderr up to a cap ([`CapturedOutput`],
 //!   optionally streamed as [`OutputChunk`]s) and returns an [`ExecResult`] or an [`ExecError`].
+//!   With [`RunOptions::terminal`] the process runs on a pseudo-terminal fed by [`TerminalIo`]
+//!   ([`TerminalInput`]: keystrokes and [`WindowSize`] changes).
 //!   A concurrency limit bounds running execs; cancellation (a `CancellationToken` or dropping
 //!   the future) kills the container's whole process tree. Every run ends with the container,
 //!   its mounts, network namespace and bundle removed.
@@ -19,6 +21,7 @@ mod executor;
 mod mount;
 mod netns;
 mod output;
+mod pty;
 mod runtime;
 mod spec;
 mod user;
@@ -30,6 +33,7 @@ pub use executor::{
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};
 pub use output::{CapturedOutput, OutputChunk, OutputStream};
+pub use pty::{TerminalInput, TerminalIo, WindowSize};
 pub use runtime::{Runtime, RuntimeError, runtime_log_errors};
 pub use spec::{
     ALL_CAPABILITIES, ContainerMount, DEFAULT_CAPABILITIES, DEFAULT_PATH_ENV, ExecMount,

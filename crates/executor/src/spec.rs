@@ -355,6 +355,8 @@ pub struct RuntimeSpecInput<'a> {
     /// see [`host_capability_bound`]): `insecure_root_capabilities` grants all of these, not
     /// capabilities the runtime could not apply.
     pub capability_bound: u64,
+    /// Give the process a terminal (`process.terminal`): the runtime allocates its console.
+    pub terminal: bool,
 }
 
 /// The engine's capability bounding set from `/proc/self/status` (`CapBnd`); every capability
@@ -516,7 +518,7 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
         exec.workdir.as_str()
     };
     let mut process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(input.terminal)
         .user(user)
         .args(exec.args.clone())
         .env(process_env(&exec.env))
@@ -675,6 +677,7 @@ mod tests {
             max_open_files: 20000,
             mounts,
             capability_bound: u64::MAX,
+            terminal: false,
         })
         .unwrap();
         serde_json::to_value(&spec).unwrap()
@@ -951,6 +954,7 @@ mod tests {
             max_open_files: 1024,
             mounts: &[],
             capability_bound: bound,
+            terminal: false,
         })
         .unwrap();
         let config = serde_json::to_value(&spec).unwrap();

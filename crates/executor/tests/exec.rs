@@ -766,3 +766,91 @@ async fn missing_runtime_binary_is_reported_with_a_hint() {
     assert!(err.to_string().contains("apt-get install runc"), "{err}");
     fixture.assert_clean();
 }
+
+fn terminal_options(
+    size: dagr_executor::WindowSize,
+) -> (
+    RunOptions,
+    mpsc::Sender<dagr_executor::TerminalInput>,
+    mpsc::Receiver<dagr_executor::OutputChunk>,
+) {
+    let (input_tx, input) = mpsc::channel(16);
+    let (sink, output) = mpsc::channel(64);
+    let options = RunOptions {
+        output_sink: Some(sink),
+        terminal: Some(dagr_executor::TerminalIo { size, input }),
+        ..Default::default()
+    };
+    (options, input_tx, output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_carries_keystrokes_output_resizes_and_the_exit_code() {
+    use dagr_executor::{TerminalInput, WindowSize};
+    let fixture = Fixture::new();
+    let (options, input, mut output) = terminal_options(WindowSize {
+        cols: 100,
+        rows: 30,
+    });
+    let rootfs = fixture.rootfs();
+    let exec = spec(vec!["sh".into()]);
+    let run = fixture.executor.run(&rootfs, &exec, options);
+    // Like a user: wait for the prompt, resize, then type.
+    let user = async move {
+        let mut all = Vec::new();
+        let mut typed = false;
+        while let Some(chunk) = output.recv().await {
+            assert_eq!(chunk.stream, OutputStream::Stdout);
+            all.extend_from_slice(&chunk.bytes);
+            if !typed && String::from_utf8_lossy(&all).contains("/ # ") {
+                typed = true;
+                let size = WindowSize {
+                    cols: 120,
+                    rows: 40,
+                };
+                input.send(TerminalInput::Resize(size)).await.unwrap();
+                let line = b"tty; stty size; echo \"term=$TERM sum=$((40+2))\"; exit 3\r";
+                input
+                    .send(TerminalInput::Data(Bytes::from_static(line)))
+                    .await
+                    .unwrap();
+            }
+        }
+        (String::from_utf8_lossy(&all).into_owned(), input)
+    };
+    let (outcome, (streamed, input)) = tokio::join!(run, user);
+    let err = outcome.unwrap_err();
+    let ExecError::Failed {
+        exit_code, stdout, ..
+    } = err
+    else {
+        panic!("expected the shell's exit code, got {err}");
+    };
+    assert_eq!(exit_code, 3);
+    let captured = String::from_utf8_lossy(&stdout).into_owned();
+    for expected in ["/dev/pts/0", "40 120", "term=xterm sum=42"] {
+        assert!(captured.contains(expected), "{expected:?} in {captured:?}");
+    }
+    assert_eq!(streamed, captured);
+    drop(input);
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_whose_user_goes_away_is_killed_and_cleaned_up() {
+    let fixture = Fixture::new();
+    let (options, input, _output) = terminal_options(dagr_executor::WindowSize::default());
+    let (rootfs, exec) = (fixture.rootfs(), spec(sh("sleep 1005")));
+    let run = fixture.executor.run(&rootfs, &exec, options);
+    let dropper = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(input);
+    };
+    let (outcome, ()) = tokio::join!(run, dropper);
+    assert!(
+        matches!(outcome, Err(ExecError::Cancelled { .. })),
+        "{outcome:?}"
+    );
+    assert!(processes_running(&["sleep", "1005"]).is_empty());
+    fixture.assert_clean();
+}
