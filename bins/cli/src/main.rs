@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use dagr_client::{ConnectOptions, EngineHost};
+use dagr_client::{ConnectOptions, EngineHost, StdioTerminal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +57,25 @@ enum Command {
         labels: Vec<String>,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Open an interactive terminal in a container on this terminal and exit with its command's
+    /// exit code. The container is given by its ID (`{container{...{id}}}` in a query), or
+    /// `@FILE` to read the ID from a file.
+    Terminal {
+        /// The container's ID, or @FILE holding it.
+        #[arg(value_name = "CONTAINER_ID")]
+        container: String,
+        /// Let the command call the engine back (`dagr query` inside the terminal joins this
+        /// session).
+        #[arg(long)]
+        experimental_privileged_nesting: bool,
+        /// Grant the command every capability.
+        #[arg(long)]
+        insecure_root_capabilities: bool,
+        /// The command and its arguments (default: the container's default terminal command,
+        /// else `sh`).
+        #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
     /// Open a session, print `{"port":N,"session_token":"..."}` once ready, serve it until stdin is
@@ -129,9 +148,12 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Connects to the engine; `terminal` offers this process's stdin/stdout as the user's terminal
+/// for interactive processes.
 async fn connect(
     cli: &Cli,
     labels: BTreeMap<String, String>,
+    terminal: Option<Arc<StdioTerminal>>,
 ) -> anyhow::Result<dagr_client::Client> {
     // Inside a container with privileged nesting: join the session it belongs to.
     if cli.host.is_none()
@@ -164,6 +186,7 @@ async fn connect(
         hostname: hostname(),
         attach: true,
         allow_send: true,
+        terminal: terminal.map(|t| t as Arc<dyn dagr_attach::TerminalProvider>),
     };
     dagr_client::connect(opts)
         .await
@@ -179,6 +202,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => query(&cli, file.as_deref(), vars, operation.as_deref()).await,
         Command::Run { labels, cmd } => run_cmd(&cli, parse_labels(labels)?, cmd).await,
         Command::Session { labels } => session(&cli, parse_labels(labels)?).await,
+        Command::Terminal {
+            container,
+            experimental_privileged_nesting,
+            insecure_root_capabilities,
+            cmd,
+        } => {
+            let id = match container.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the container ID from {path}"))?
+                    .trim()
+                    .to_owned(),
+                None => container.clone(),
+            };
+            terminal(
+                &cli,
+                &id,
+                cmd,
+                *experimental_privileged_nesting,
+                *insecure_root_capabilities,
+            )
+            .await
+        }
     }
 }
 
@@ -218,7 +263,8 @@ async fn query(
     if let Some(op) = operation {
         body["operationName"] = serde_json::Value::String(op.to_owned());
     }
-    let client = connect(cli, BTreeMap::new()).await?;
+    // A query may open a terminal (`terminal{sync}`) on this process's terminal.
+    let client = connect(cli, BTreeMap::new(), Some(Arc::default())).await?;
     let result = client.query(body).await;
     let closed = client.close().await;
     let response = result.context("running the query")?;
@@ -252,7 +298,8 @@ async fn run_cmd(
     let Some((program, args)) = cmd.split_first() else {
         bail!("dagr run needs a command after --");
     };
-    let client = Arc::new(connect(cli, labels).await?);
+    // CMD shares this terminal: its pipelines may open interactive processes on it.
+    let client = Arc::new(connect(cli, labels, Some(Arc::default())).await?);
     let proxy = proxy::SessionProxy::start(client.clone()).await?;
     let status = tokio::process::Command::new(program)
         .args(args)
@@ -276,7 +323,8 @@ async fn run_cmd(
 async fn session(cli: &Cli, labels: BTreeMap<String, String>) -> anyhow::Result<ExitCode> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::signal::unix::{SignalKind, signal};
-    let client = Arc::new(connect(cli, labels).await?);
+    // stdin and stdout carry the session protocol: no terminal.
+    let client = Arc::new(connect(cli, labels, None).await?);
     let proxy = proxy::SessionProxy::start(client.clone()).await?;
     let line = serde_json::json!({ "port": proxy.port, "session_token": proxy.token }).to_string();
     let mut stdout = tokio::io::stdout();
@@ -302,6 +350,44 @@ async fn session(cli: &Cli, labels: BTreeMap<String, String>) -> anyhow::Result<
     proxy.stop().await;
     close_shared(client).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn terminal(
+    cli: &Cli,
+    container_id: &str,
+    cmd: &[String],
+    nesting: bool,
+    insecure: bool,
+) -> anyhow::Result<ExitCode> {
+    let user_terminal = Arc::new(StdioTerminal::new());
+    let client = connect(cli, BTreeMap::new(), Some(user_terminal.clone())).await?;
+    let body = serde_json::json!({
+        "query": "query($id: ContainerID!, $cmd: [String!], $nesting: Boolean, $insecure: Boolean) { \
+            loadContainerFromID(id: $id) { terminal(cmd: $cmd, \
+            experimentalPrivilegedNesting: $nesting, insecureRootCapabilities: $insecure) { sync } } }",
+        "variables": { "id": container_id, "cmd": cmd, "nesting": nesting, "insecure": insecure },
+    });
+    let result = client.query(body).await;
+    let closed = client.close().await;
+    let response = result.context("running the terminal")?;
+    closed.context("closing the session")?;
+    if let Some(errors) = response.get("errors").and_then(|e| e.as_array())
+        && !errors.is_empty()
+    {
+        for e in errors {
+            let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error");
+            eprintln!("dagr: {msg}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(match user_terminal.last_exit() {
+        Some((0, _)) => ExitCode::SUCCESS,
+        Some((code, _)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => {
+            eprintln!("dagr: the terminal ended without an exit code");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// Closes a client that the (stopped) proxy shared.

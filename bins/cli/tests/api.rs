@@ -1766,3 +1766,151 @@ fn registry_auth_for_pulls_and_publishes_of_the_session() {
         String::from_utf8_lossy(&inspect.stderr)
     );
 }
+
+/// A detached tmux server with one session running a shell command in a pane, on a private
+/// socket. Killed on drop.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path, command: &str, cols: u16, rows: u16) -> Tmux {
+        let tmux = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
+        let out = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "t", "-x"])
+            .arg(cols.to_string())
+            .arg("-y")
+            .arg(rows.to_string())
+            .arg(command)
+            .output()
+            .expect("tmux (apt-get install tmux)");
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-S").arg(&self.socket).args(["-f", "/dev/null"]);
+        cmd
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pane's text, scrollback included.
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-S", "-1000", "-t", "t"])
+    }
+
+    /// Types `line` and Enter.
+    fn type_line(&self, line: &str) {
+        self.tmux(&["send-keys", "-t", "t", "-l", line]);
+        self.tmux(&["send-keys", "-t", "t", "Enter"]);
+    }
+
+    /// Waits (up to two minutes) until the screen shows a line for which `found` holds.
+    fn wait_line(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.lines().any(|l| found(l.trim_end())) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no line with {what} on the terminal:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `rows cols` of the pane, as `stty size` prints them.
+    fn pane_size(&self) -> String {
+        self.tmux(&["display", "-p", "-t", "t", "#{pane_height} #{pane_width}"])
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+    }
+}
+
+/// A busybox container ID (with a marker file) written to `ctr.id` in the work dir, for
+/// `dagr terminal @ctr.id`.
+fn terminal_container(api: &Api, extra: &str) -> std::path::PathBuf {
+    let doc = format!(
+        r#"query($img: String!) {{ container {{ from(address: $img) {{
+            withNewFile(path: "/marker", contents: "marker-text") {{ {extra} id }} }} }} }}"#
+    );
+    let v = api.ok(&doc, &[]);
+    let ctr = &v["container"]["from"]["withNewFile"];
+    let id = ctr
+        .get("withMountedDirectory")
+        .unwrap_or(ctr)
+        .get("id")
+        .and_then(Value::as_str)
+        .expect("id")
+        .to_owned();
+    let path = api.work().join("ctr.id");
+    std::fs::write(&path, id).expect("write the id");
+    path
+}
+
+#[test]
+fn terminal_through_tmux_carries_keys_output_resizes_and_the_exit_code() {
+    let api = Api::start();
+    let id_file = terminal_container(&api, "");
+    let tmux = Tmux::start(
+        api.work(),
+        &format!(
+            "DAGR_HOST={} {} terminal @{}; echo \"dagr exited $?\"; sleep 600",
+            api.engine.host(),
+            dagr(),
+            id_file.display()
+        ),
+        100,
+        30,
+    );
+    tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
+    // The container's files, and a pty of the terminal's size.
+    tmux.type_line("cat /marker; echo; tty; stty size");
+    let size = tmux.pane_size();
+    let screen = tmux.wait_line("the pane's size", |l| l == size);
+    assert!(screen.lines().any(|l| l == "marker-text"), "{screen}");
+    assert!(screen.lines().any(|l| l == "/dev/pts/0"), "{screen}");
+    // A resize reaches the pty.
+    tmux.tmux(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
+    let resized = tmux.pane_size();
+    assert_ne!(resized, size);
+    tmux.type_line("stty size");
+    tmux.wait_line("the new size", |l| l == resized);
+    // ^C reaches the process group in the container, not dagr.
+    tmux.type_line("sleep 1000");
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.tmux(&["send-keys", "-t", "t", "C-c"]);
+    tmux.type_line("echo after-interrupt");
+    tmux.wait_line("the shell after ^C", |l| l == "after-interrupt");
+    tmux.type_line("echo hi; exit 7");
+    let screen = tmux.wait_line("dagr's exit", |l| l.starts_with("dagr exited"));
+    assert!(screen.lines().any(|l| l == "hi"), "{screen}");
+    assert!(screen.lines().any(|l| l == "dagr exited 7"), "{screen}");
+    // The terminal's session is over: nothing left running.
+    api.engine.wait_metric("dagr_sessions_active", 0);
+}

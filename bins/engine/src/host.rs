@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use dagr_api::{Caller, HostFiles};
-use dagr_attach::AttachablesClient;
+use dagr_api::{Caller, HostFiles, UserTerminal};
+use dagr_attach::{AttachablesClient, RemoteTerminal};
+use dagr_executor::{TerminalInput, WindowSize};
+use tokio::sync::{mpsc, oneshot};
 use dagr_engine_state::SessionRegistry;
 use dagr_solver::HostScope;
 use dagr_worker::HostAccess;
@@ -117,5 +119,60 @@ impl HostFiles for ClientHosts {
                 .map_err(|e| e.to_string())?;
             tokio::fs::read(&dest).await.map_err(|e| e.to_string())
         })
+    }
+
+    fn open_terminal<'a>(
+        &'a self,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<UserTerminal, String>> {
+        Box::pin(async move {
+            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
+            let remote = conn.open_terminal().await.map_err(|e| e.to_string())?;
+            Ok(bridge_terminal(remote))
+        })
+    }
+}
+
+/// Carries a terminal session of the client's attachables to the API: the user's input to the
+/// process, its output then its exit to the user.
+fn bridge_terminal(remote: RemoteTerminal) -> UserTerminal {
+    let RemoteTerminal {
+        size: (cols, rows),
+        mut reader,
+        writer,
+    } = remote;
+    let (input_tx, input) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(item) = reader.next().await {
+            let item = match item {
+                dagr_attach::TerminalInput::Data(bytes) => TerminalInput::Data(bytes),
+                dagr_attach::TerminalInput::Resize { cols, rows } => {
+                    TerminalInput::Resize(WindowSize { cols, rows })
+                }
+            };
+            if input_tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (output, mut output_rx) = mpsc::channel::<bytes::Bytes>(64);
+    let (exit, exit_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        while let Some(bytes) = output_rx.recv().await {
+            if !writer.output(bytes).await {
+                return;
+            }
+        }
+        match exit_rx.await {
+            Ok(Ok(code)) => writer.exit(code, String::new()).await,
+            Ok(Err(error)) => writer.exit(-1, error).await,
+            Err(_) => writer.exit(-1, "the terminal ended".to_owned()).await,
+        }
+    });
+    UserTerminal {
+        size: WindowSize { cols, rows },
+        input,
+        output,
+        exit,
     }
 }

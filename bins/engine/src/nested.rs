@@ -129,6 +129,8 @@ impl NestedClients for NestedServer {
                 rootfs: client.rootfs.clone(),
                 workdir: client.workdir.clone(),
             }),
+            // A container has no user terminal.
+            terminal: None,
         };
         let attach_md = (*md).clone();
         let attached = tokio::task::block_in_place(|| {

@@ -28,11 +28,11 @@ fn registry_host(address: &str) -> Result<String, FieldError> {
     Ok("docker.io".to_owned())
 }
 
-fn parent(ctx: &ResolveCtx) -> Result<Container, FieldError> {
+pub(crate) fn parent(ctx: &ResolveCtx) -> Result<Container, FieldError> {
     Ok(ctx.parent::<Container>()?.clone())
 }
 
-fn ok(c: Container) -> Result<Value, FieldError> {
+pub(crate) fn ok(c: Container) -> Result<Value, FieldError> {
     Ok(obj("Container", c))
 }
 
@@ -169,15 +169,15 @@ fn sharing(ctx: &ResolveCtx) -> Result<CacheSharing, FieldError> {
 
 /// The arguments of `withExec`.
 #[derive(Default)]
-struct ExecArgs {
-    args: Vec<String>,
-    skip_entrypoint: Option<bool>,
-    stdin: Option<String>,
-    redirect_stdout: Option<String>,
-    redirect_stderr: Option<String>,
-    insecure: Option<bool>,
+pub(crate) struct ExecArgs {
+    pub(crate) args: Vec<String>,
+    pub(crate) skip_entrypoint: Option<bool>,
+    pub(crate) stdin: Option<String>,
+    pub(crate) redirect_stdout: Option<String>,
+    pub(crate) redirect_stderr: Option<String>,
+    pub(crate) insecure: Option<bool>,
     /// The session whose engine the process may call back (`experimentalPrivilegedNesting`).
-    nesting_session: Option<String>,
+    pub(crate) nesting_session: Option<String>,
 }
 
 /// Builds the exec vertex of `withExec` and the container after it.
@@ -203,7 +203,7 @@ fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
 
 /// The container after running `args` (the entrypoint first unless skipped; the default args
 /// when `args.args` is empty).
-fn exec_container(c: Container, args: ExecArgs) -> Result<Container, FieldError> {
+pub(crate) fn exec_container(c: Container, args: ExecArgs) -> Result<Container, FieldError> {
     let ExecArgs {
         args,
         skip_entrypoint,
@@ -944,5 +944,5 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         "Uncompressed",
     ]))
     .enumeration(Enum::new("ImageMediaTypes").values(["OCIMediaTypes", "DockerMediaTypes"]))
-    .object(crate::image::fields(container))
+    .object(crate::image::fields(crate::terminal::fields(container)))
 }

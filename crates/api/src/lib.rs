@@ -8,6 +8,8 @@
 //!   give identical vertices, so the solver's cache serves SDKs that re-send whole chains.
 //! - Every request carries a [`Caller`] in its request data: the session and client it comes from
 //!   (host reads, exports and secrets are per caller/session).
+//! - `Container.terminal` gives a `Terminal` whose `sync` runs the command interactively on the
+//!   caller's [`UserTerminal`] (opened through [`HostFiles::open_terminal`]).
 //! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
 //!   outputs and errors and never appear in IDs.
 
@@ -16,6 +18,7 @@ mod directory;
 mod image;
 mod query;
 pub mod state;
+mod terminal;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,6 +66,22 @@ pub trait HostFiles: Send + Sync + 'static {
         caller: &'a Caller,
         host_path: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    /// Opens the caller's user terminal for an interactive process (`Terminal.sync`).
+    fn open_terminal<'a>(&'a self, caller: &'a Caller)
+    -> BoxFuture<'a, Result<UserTerminal, String>>;
+}
+
+/// A caller's user terminal, open for one interactive process.
+#[derive(Debug)]
+pub struct UserTerminal {
+    /// The user's terminal size when it opened.
+    pub size: dagr_executor::WindowSize,
+    /// Keystrokes and resizes; closed when the user went away.
+    pub input: tokio::sync::mpsc::Receiver<dagr_executor::TerminalInput>,
+    /// What the process writes.
+    pub output: tokio::sync::mpsc::Sender<Bytes>,
+    /// The process's exit code, or why it could not run; sent after the last output.
+    pub exit: tokio::sync::oneshot::Sender<Result<i32, String>>,
 }
 
 /// Secret plaintexts by session and digest. Plaintexts live only here, in memory, and go away
@@ -319,6 +338,7 @@ pub fn schema() -> Result<Schema, SchemaError> {
     let builder = query::register(builder);
     let builder = container::register(builder);
     let builder = directory::register(builder);
+    let builder = terminal::register(builder);
     builder.finish()
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn new_container(platform: Platform) -> Result<Container, FieldError>
         base_image: None,
         last_exec: None,
         secret_env: Default::default(),
+        default_terminal: None,
     })
 }
 

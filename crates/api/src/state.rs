@@ -210,6 +210,23 @@ pub struct Container {
     pub last_exec: Option<Arc<Vertex>>,
     /// Environment variables whose values are secrets (name -> secret).
     pub secret_env: BTreeMap<String, Secret>,
+    /// What `terminal` runs when given no command (`withDefaultTerminalCmd`).
+    pub default_terminal: Option<TerminalCmd>,
+}
+
+/// A terminal command and how it runs.
+#[derive(Clone, Debug, Default)]
+pub struct TerminalCmd {
+    pub args: Vec<String>,
+    pub privileged_nesting: bool,
+    pub insecure_root_capabilities: bool,
+}
+
+/// An interactive process, not started: `exec` is the exec vertex it would be (its inputs are
+/// the container's rootfs and mounts). `Terminal.sync` runs it on the caller's terminal.
+#[derive(Clone, Debug)]
+pub struct Terminal {
+    pub exec: Arc<Vertex>,
 }
 
 /// A directory: `path` inside a filesystem.

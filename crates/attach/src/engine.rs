@@ -222,6 +222,17 @@ impl AttachablesClient {
         FileSendClient::new(self.inner.channel.clone())
     }
 
+    /// Opens a terminal session on the client's user terminal (see [`crate::terminal`]); resolves
+    /// once the client reported its size.
+    pub async fn open_terminal(&self) -> Result<crate::RemoteTerminal, AttachError> {
+        const METHOD: &str = methods::TERMINAL_SESSION;
+        self.check(METHOD)?;
+        let client = crate::proto::terminal::terminal_client::TerminalClient::new(
+            self.inner.channel.clone(),
+        );
+        crate::terminal::open(client, METHOD).await
+    }
+
     /// Asks `grpc.health.v1.Health/Check` for the overall status ("").
     pub async fn health_check(&self) -> Result<(), AttachError> {
         self.check(methods::HEALTH_CHECK)?;

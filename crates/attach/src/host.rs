@@ -23,6 +23,7 @@ use tonic::{Response, Status};
 use crate::engine::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proto::file_send_server::{FileSend, FileSendServer};
 use crate::proto::file_sync_server::{FileSync, FileSyncServer};
+use crate::proto::terminal::terminal_server::TerminalServer;
 use crate::proto::{
     Batch, Packet, PullDirRequest, PullFileRequest, PushRequest, PushResponse, StatRequest,
     StatResponse,
@@ -44,6 +45,8 @@ pub struct HostProviders {
     /// When the "host" is a container's root filesystem (a nested client), every path is
     /// resolved inside it instead: absolute paths and symlinks stay within `rootfs`.
     pub container: Option<ContainerRoot>,
+    /// The user's terminal, for interactive processes (`Container.terminal`).
+    pub terminal: Option<std::sync::Arc<dyn crate::TerminalProvider>>,
 }
 
 /// A container root filesystem (as seen from where it is mounted) and its working directory.
@@ -61,6 +64,7 @@ impl HostProviders {
             root,
             allow_send: false,
             container: None,
+            terminal: None,
         }
     }
 
@@ -76,6 +80,9 @@ impl HostProviders {
         if self.allow_send {
             list.extend([methods::PUSH_DIR, methods::PUSH_FILE]);
         }
+        if self.terminal.is_some() {
+            list.push(methods::TERMINAL_SESSION);
+        }
         list.into_iter().map(String::from).collect()
     }
 
@@ -85,13 +92,17 @@ impl HostProviders {
             root: self.root.clone(),
             container: self.container.clone(),
         };
-        let routes =
+        let mut routes =
             tonic::service::Routes::new(health).add_service(FileSyncServer::new(files.clone()));
         if self.allow_send {
-            routes.add_service(FileSendServer::new(files))
-        } else {
-            routes
+            routes = routes.add_service(FileSendServer::new(files));
         }
+        if let Some(provider) = &self.terminal {
+            routes = routes.add_service(TerminalServer::new(
+                crate::terminal::TerminalService::new(provider.clone()),
+            ));
+        }
+        routes
     }
 }
 

@@ -14,22 +14,36 @@
 //!   [`AttachedSession`] whose [`AttachedSession::serve`] runs the services of [`HostProviders`] until
 //!   the connection ends.
 //!
+//! - Terminal ([`terminal`]): the client's [`TerminalProvider`] carries an interactive process
+//!   the engine runs ([`AttachablesClient::open_terminal`] -> [`RemoteTerminal`]) to its user.
+//!
 //! Transfers stream packets (header, data chunks of 1 MiB, end) in batches with bounded buffering; the
 //! receiving side refuses paths that would escape its target ([`tree`]).
 
 pub mod engine;
 pub mod host;
 mod io;
+pub mod terminal;
 pub mod tree;
 
 /// Generated protobuf and gRPC code of the `dagr.filesync.v1` services.
 pub mod proto {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("dagr.filesync.v1");
+
+    /// The `dagr.terminal.v1` service.
+    pub mod terminal {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("dagr.terminal.v1");
+    }
 }
 
 pub use engine::{AttachablesClient, PendingAttach, accept};
 pub use host::{AttachedSession, ContainerRoot, HostProviders, attach};
+pub use terminal::{
+    RemoteTerminal, TerminalInput, TerminalOutput, TerminalProvider, TerminalReader,
+    TerminalWriter,
+};
 pub use tree::{EntryKind, HostStat, TransferStats, TreeError};
 
 /// gRPC method paths, as announced in `X-Docker-Expose-Session-Grpc-Method` headers.
@@ -41,6 +55,7 @@ pub mod methods {
     pub const STAT: &str = "/dagr.filesync.v1.FileSync/Stat";
     pub const PUSH_DIR: &str = "/dagr.filesync.v1.FileSend/PushDir";
     pub const PUSH_FILE: &str = "/dagr.filesync.v1.FileSend/PushFile";
+    pub const TERMINAL_SESSION: &str = "/dagr.terminal.v1.Terminal/Session";
 }
 
 /// Why the attachables handshake or a call over the attachables connection failed.

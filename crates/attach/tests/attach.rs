@@ -19,6 +19,7 @@ fn providers(root: &Path, allow_send: bool) -> HostProviders {
         root: root.to_path_buf(),
         allow_send,
         container: None,
+        terminal: None,
     }
 }
 

@@ -7,17 +7,22 @@
 //! - connection A is HTTP/2 (prior knowledge); every [`Client::query`] and [`Client::request`] is a
 //!   stream multiplexed on it and carries the `X-Dagger-Client-Metadata` header.
 //!
+//! [`ConnectOptions::terminal`] offers the user's terminal for interactive processes
+//! ([`StdioTerminal`]: this process's stdin and stdout).
+//!
 //! Nested clients (inside a container, spec section 5) use [`Client::from_session_env`]: one
 //! connection to `127.0.0.1:<port>` with basic auth `<token>:`, no attachables.
 
 mod host;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use dagr_attach::{AttachError, HostProviders};
+use dagr_attach::{AttachError, HostProviders, TerminalProvider};
 use dagr_metadata::{CLIENT_METADATA_HEADER, ClientMetadata};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -30,6 +35,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use host::{DialError, EngineHost, EngineHostError};
+pub use terminal::StdioTerminal;
 
 /// Error type of request bodies given to [`Client::request`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -58,6 +64,9 @@ pub struct ConnectOptions {
     pub attach: bool,
     /// Let the engine write to the host (exports).
     pub allow_send: bool,
+    /// The user's terminal, offered to the engine for interactive processes (`dagr terminal`);
+    /// see [`StdioTerminal`].
+    pub terminal: Option<Arc<dyn TerminalProvider>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -72,6 +81,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("hostname", &self.hostname)
             .field("attach", &self.attach)
             .field("allow_send", &self.allow_send)
+            .field("terminal", &self.terminal)
             .finish()
     }
 }
@@ -184,6 +194,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
             root: opts.workdir,
             allow_send: opts.allow_send,
             container: None,
+            terminal: opts.terminal.clone(),
         };
         let session = dagr_attach::attach(io, &metadata, providers)
             .await

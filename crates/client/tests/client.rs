@@ -216,6 +216,7 @@ fn options(host: EngineHost, workdir: PathBuf) -> ConnectOptions {
         hostname: "test-host".into(),
         attach: true,
         allow_send: false,
+        terminal: None,
     }
 }
 

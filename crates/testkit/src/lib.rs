@@ -460,5 +460,6 @@ pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOption
         hostname: "dagr-test".into(),
         attach: true,
         allow_send: false,
+        terminal: None,
     }
 }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_executor::{
-    ExecMount, ExecMountKind, ExecSpec, Executor, ExecutorConfig, Rootfs, RunOptions,
+    ExecMount, ExecMountKind, ExecSpec, Executor, ExecutorConfig, OutputChunk, Rootfs,
+    RunOptions, TerminalIo,
 };
 use dagr_registry::{CredentialsProvider, Reference, RegistryClient, RegistryConfig};
 use dagr_snapshot::{ContentStore, LayerDescriptor, MountGuard, Snapshotter, SnapshotterOptions};
@@ -783,12 +784,14 @@ impl Worker {
         self.image_result(imported?).await
     }
 
-    async fn run_exec(
+    /// Everything an exec op needs before it runs: writable snapshots of its root and mounts,
+    /// cache volumes, secrets, the process spec and (with nesting) the prestart hook.
+    async fn prepare_exec(
         &self,
         op: &dagr_solver::ExecOp,
         inputs: &[ResultRef],
-        ctx: &RunCtx,
-    ) -> Result<RunOutput, WorkerError> {
+        session_id: &str,
+    ) -> Result<PreparedExec, WorkerError> {
         let input_snapshot = |r: &InputRef| -> Result<String, WorkerError> {
             let result = inputs
                 .get(r.input as usize)
@@ -842,7 +845,7 @@ impl Worker {
                     gid,
                     mode,
                 } => ExecMountKind::Secret {
-                    bytes: self.secret(ctx, secret_id)?,
+                    bytes: self.secret(session_id, secret_id)?,
                     mode: *mode,
                     uid: *uid,
                     gid: *gid,
@@ -855,7 +858,7 @@ impl Worker {
         }
         let mut env: Vec<String> = op.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         for (name, id) in &op.secret_env {
-            let value = self.secret(ctx, id)?;
+            let value = self.secret(session_id, id)?;
             env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
         }
         let spec = ExecSpec {
@@ -870,10 +873,34 @@ impl Worker {
         };
         let mut options = RunOptions::default();
         if op.privileged_nesting {
-            options.prestart = Some(self.nesting_hook(op, ctx, &rootfs)?);
+            options.prestart = Some(self.nesting_hook(op, session_id, &rootfs)?);
             // It may wait for execs of its own nested client.
             options.outside_limit = true;
         }
+        Ok(PreparedExec {
+            cleanup,
+            rootfs,
+            writable,
+            volumes,
+            spec,
+            options,
+        })
+    }
+
+    async fn run_exec(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        ctx: &RunCtx,
+    ) -> Result<RunOutput, WorkerError> {
+        let PreparedExec {
+            mut cleanup,
+            rootfs,
+            writable,
+            volumes,
+            spec,
+            options,
+        } = self.prepare_exec(op, inputs, ctx.session_id()).await?;
         let result = self
             .inner
             .executor
@@ -915,6 +942,45 @@ impl Worker {
         Ok(RunOutput::new(ResultRef::new(id, meta.into_value())))
     }
 
+    /// Runs `op` (an exec whose inputs are solved to `inputs`) interactively on a terminal for
+    /// session `session_id`: the process reads `terminal`'s input and its output is sent to
+    /// `output`. Nothing is cached or committed: what it changes is discarded, like a
+    /// container's scratch layer. Returns the process's exit code, zero or not.
+    pub async fn run_terminal(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        session_id: &str,
+        terminal: TerminalIo,
+        output: tokio::sync::mpsc::Sender<OutputChunk>,
+    ) -> Result<i32, WorkerError> {
+        let PreparedExec {
+            cleanup,
+            rootfs,
+            volumes,
+            spec,
+            mut options,
+            ..
+        } = self.prepare_exec(op, inputs, session_id).await?;
+        options.terminal = Some(terminal);
+        options.output_sink = Some(output);
+        // A terminal waits on its user for as long as they like: it takes no exec slot.
+        options.outside_limit = true;
+        let ran = self
+            .inner
+            .executor
+            .run(&Rootfs::Directory(rootfs), &spec, options)
+            .await;
+        drop(volumes);
+        // Unmounts and removes the scratch snapshots.
+        drop(cleanup);
+        match ran {
+            Ok(result) => Ok(result.exit_code),
+            Err(dagr_executor::ExecError::Failed { exit_code, .. }) => Ok(exit_code),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The prestart hook of a nested exec: a listener on 127.0.0.1:0 inside the exec's network
     /// namespace, served by the engine for a fresh nested client of the session, whose port and
     /// token go into the process environment. The serving guard lives as long as the hook, which
@@ -922,7 +988,7 @@ impl Worker {
     fn nesting_hook(
         &self,
         op: &dagr_solver::ExecOp,
-        ctx: &RunCtx,
+        session_id: &str,
         rootfs: &Path,
     ) -> Result<dagr_executor::PrestartHook, WorkerError> {
         let nested = self
@@ -935,7 +1001,7 @@ impl Worker {
             session_id: op
                 .nesting_session
                 .clone()
-                .unwrap_or_else(|| ctx.session_id().to_owned()),
+                .unwrap_or_else(|| session_id.to_owned()),
             client_id: format!("nested-{}", random_id()),
             token: hex::encode(rand::random::<[u8; 16]>()),
             hostname: op.hostname.clone().unwrap_or_default(),
@@ -962,13 +1028,13 @@ impl Worker {
         }))
     }
 
-    fn secret(&self, ctx: &RunCtx, id: &str) -> Result<Bytes, WorkerError> {
+    fn secret(&self, session_id: &str, id: &str) -> Result<Bytes, WorkerError> {
         self.inner
             .secrets
-            .secret(ctx.session_id(), id)
+            .secret(session_id, id)
             .ok_or_else(|| WorkerError::UnknownSecret {
                 id: id.to_owned(),
-                session: ctx.session_id().to_owned(),
+                session: session_id.to_owned(),
             })
     }
 
@@ -1247,6 +1313,18 @@ impl View {
 }
 
 /// Undoes a run's partial work (mounts, active snapshots, work directories) unless disarmed.
+/// An exec op ready to run (see [`Worker::prepare_exec`]); its cleanup removes the snapshots
+/// unless they are committed.
+struct PreparedExec {
+    cleanup: Cleanup,
+    rootfs: PathBuf,
+    /// Snapshot keys of the root and the writable mounts, in output order.
+    writable: Vec<String>,
+    volumes: Vec<CacheVolumeUse>,
+    spec: ExecSpec,
+    options: RunOptions,
+}
+
 struct Cleanup {
     worker: Worker,
     guards: Vec<MountGuard>,
