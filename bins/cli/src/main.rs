@@ -375,7 +375,10 @@ async fn terminal(
         && !errors.is_empty()
     {
         for e in errors {
-            let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error");
+            let msg = e
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("unknown error");
             eprintln!("dagr: {msg}");
         }
         return Ok(ExitCode::FAILURE);

@@ -1852,42 +1852,55 @@ impl Drop for Tmux {
     }
 }
 
-/// A busybox container ID (with a marker file) written to `ctr.id` in the work dir, for
-/// `dagr terminal @ctr.id`.
-fn terminal_container(api: &Api, extra: &str) -> std::path::PathBuf {
+/// The first `id` string of a query result, depth first.
+fn first_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(map) => map
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| map.values().find_map(first_id)),
+        _ => None,
+    }
+}
+
+/// The ID of the container `doc` selects (a busybox container with a marker file, changed by
+/// `extra` fields) written to `ctr.id` in the work dir, for `dagr terminal @ctr.id`.
+fn terminal_container(api: &Api, extra: &str, vars: &[(&str, &str)]) -> std::path::PathBuf {
     let doc = format!(
-        r#"query($img: String!) {{ container {{ from(address: $img) {{
-            withNewFile(path: "/marker", contents: "marker-text") {{ {extra} id }} }} }} }}"#
+        r#"query($img: String!{}) {{ container {{ from(address: $img) {{
+            withNewFile(path: "/marker", contents: "marker-text") {{ {extra} }} }} }} }}"#,
+        vars.iter()
+            .map(|(k, _)| format!(", ${k}: DirectoryID!"))
+            .collect::<String>()
     );
-    let v = api.ok(&doc, &[]);
-    let ctr = &v["container"]["from"]["withNewFile"];
-    let id = ctr
-        .get("withMountedDirectory")
-        .unwrap_or(ctr)
-        .get("id")
-        .and_then(Value::as_str)
-        .expect("id")
-        .to_owned();
+    let id = first_id(&api.ok(&doc, vars)).expect("a container id");
     let path = api.work().join("ctr.id");
     std::fs::write(&path, id).expect("write the id");
     path
 }
 
-#[test]
-fn terminal_through_tmux_carries_keys_output_resizes_and_the_exit_code() {
-    let api = Api::start();
-    let id_file = terminal_container(&api, "");
-    let tmux = Tmux::start(
+/// `dagr terminal ARGS @ID_FILE` in a tmux pane (in the work dir), then `dagr exited CODE`.
+fn tmux_terminal(api: &Api, args: &str, id_file: &Path) -> Tmux {
+    Tmux::start(
         api.work(),
         &format!(
-            "DAGR_HOST={} {} terminal @{}; echo \"dagr exited $?\"; sleep 600",
+            "cd {} && DAGR_HOST={} {} terminal {args} @{}; echo \"dagr exited $?\"; sleep 600",
+            api.work().display(),
             api.engine.host(),
             dagr(),
             id_file.display()
         ),
         100,
         30,
-    );
+    )
+}
+
+#[test]
+fn terminal_through_tmux_carries_keys_output_resizes_and_the_exit_code() {
+    let api = Api::start();
+    let id_file = terminal_container(&api, "id", &[]);
+    let tmux = tmux_terminal(&api, "", &id_file);
     tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
     // The container's files, and a pty of the terminal's size.
     tmux.type_line("cat /marker; echo; tty; stty size");
@@ -1912,5 +1925,74 @@ fn terminal_through_tmux_carries_keys_output_resizes_and_the_exit_code() {
     assert!(screen.lines().any(|l| l == "hi"), "{screen}");
     assert!(screen.lines().any(|l| l == "dagr exited 7"), "{screen}");
     // The terminal's session is over: nothing left running.
+    api.engine.wait_metric("dagr_sessions_active", 0);
+}
+
+/// A directory holding `dagr`, the libraries it links and `dagr.sh`, which runs it through
+/// the dynamic loader: a busybox container can run the host's `dagr` from it.
+fn dagr_bundle(dir: &Path) -> std::path::PathBuf {
+    let bundle = dir.join("dagr-bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle dir");
+    let link_or_copy = |from: &Path, name: &str| {
+        let to = bundle.join(name);
+        if std::fs::hard_link(from, &to).is_err() {
+            std::fs::copy(from, &to).expect("copy into the bundle");
+        }
+    };
+    link_or_copy(Path::new(dagr()), "dagr");
+    let ldd = Command::new("ldd").arg(dagr()).output().expect("ldd");
+    let mut loader = None;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(Path::new);
+        if let Some(path) = path {
+            let real = std::fs::canonicalize(path).expect("library path");
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            link_or_copy(&real, name);
+            if name.starts_with("ld-linux") {
+                loader = Some(name.to_owned());
+            }
+        }
+    }
+    let loader = loader.expect("ldd names the dynamic loader");
+    let script = format!(
+        "#!/bin/sh\nexec /opt/dagr/{loader} --library-path /opt/dagr /opt/dagr/dagr \"$@\"\n"
+    );
+    std::fs::write(bundle.join("dagr.sh"), script).expect("dagr.sh");
+    let mut perms = std::fs::metadata(bundle.join("dagr.sh"))
+        .expect("dagr.sh")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(bundle.join("dagr.sh"), perms).expect("chmod dagr.sh");
+    bundle
+}
+
+#[test]
+fn terminal_with_nesting_runs_a_nested_dagr_query() {
+    let api = Api::start();
+    dagr_bundle(api.work());
+    let bundle = api.ok(r#"{ host { directory(path: "dagr-bundle") { id } } }"#, &[]);
+    let bundle = first_id(&bundle).expect("bundle id");
+    let id_file = terminal_container(
+        &api,
+        r#"withMountedDirectory(path: "/opt/dagr", source: $bundle) { id }"#,
+        &[("bundle", &bundle)],
+    );
+    let tmux = tmux_terminal(&api, "--experimental-privileged-nesting", &id_file);
+    tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
+    // The nested client's host is the container as its process sees it: it lists the
+    // directory mounted at /opt/dagr.
+    tmux.type_line(
+        r#"echo '{host{directory(path:"/opt/dagr"){entries}}}' | /opt/dagr/dagr.sh query | grep -c '"dagr.sh"'; echo "nested exit $?""#,
+    );
+    let screen = tmux.wait_line("the nested query's end", |l| l.starts_with("nested exit"));
+    assert!(screen.lines().any(|l| l == "nested exit 0"), "{screen}");
+    assert!(screen.lines().any(|l| l == "1"), "{screen}");
+    tmux.type_line("exit");
+    let screen = tmux.wait_line("dagr's exit", |l| l.starts_with("dagr exited"));
+    assert!(screen.lines().any(|l| l == "dagr exited 0"), "{screen}");
     api.engine.wait_metric("dagr_sessions_active", 0);
 }

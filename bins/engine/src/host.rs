@@ -5,12 +5,12 @@ use std::path::Path;
 
 use dagr_api::{Caller, HostFiles, UserTerminal};
 use dagr_attach::{AttachablesClient, RemoteTerminal};
-use dagr_executor::{TerminalInput, WindowSize};
-use tokio::sync::{mpsc, oneshot};
 use dagr_engine_state::SessionRegistry;
+use dagr_executor::{TerminalInput, WindowSize};
 use dagr_solver::HostScope;
 use dagr_worker::HostAccess;
 use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
 
 /// Finds a client's attachables through the registry.
 pub struct ClientHosts {

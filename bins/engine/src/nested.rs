@@ -128,6 +128,7 @@ impl NestedClients for NestedServer {
             container: Some(ContainerRoot {
                 rootfs: client.rootfs.clone(),
                 workdir: client.workdir.clone(),
+                pid_file: Some(client.pid_file.clone()),
             }),
             // A container has no user terminal.
             terminal: None,

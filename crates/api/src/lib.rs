@@ -67,8 +67,10 @@ pub trait HostFiles: Send + Sync + 'static {
         host_path: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
     /// Opens the caller's user terminal for an interactive process (`Terminal.sync`).
-    fn open_terminal<'a>(&'a self, caller: &'a Caller)
-    -> BoxFuture<'a, Result<UserTerminal, String>>;
+    fn open_terminal<'a>(
+        &'a self,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<UserTerminal, String>>;
 }
 
 /// A caller's user terminal, open for one interactive process.

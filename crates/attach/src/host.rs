@@ -55,6 +55,25 @@ pub struct ContainerRoot {
     pub rootfs: PathBuf,
     /// Absolute, inside the container.
     pub workdir: String,
+    /// A file holding the pid of the container's process once it runs: paths are then
+    /// resolved in `/proc/<pid>/root`, the container as its process sees it (mounts included),
+    /// instead of in `rootfs`.
+    pub pid_file: Option<PathBuf>,
+}
+
+impl ContainerRoot {
+    /// The directory the container's paths are resolved in.
+    fn root(&self) -> PathBuf {
+        let pid = self
+            .pid_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
+        match pid {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/root")),
+            None => self.rootfs.clone(),
+        }
+    }
 }
 
 impl HostProviders {
@@ -283,7 +302,7 @@ impl HostFiles {
             } else {
                 format!("{}/{path}", c.workdir.trim_end_matches('/'))
             };
-            return dagr_pathfilter::resolve_in_root(&c.rootfs, &logical, true)
+            return dagr_pathfilter::resolve_in_root(&c.root(), &logical, true)
                 .map_err(|e| Status::invalid_argument(e.to_string()));
         }
         Ok(if path.is_empty() {

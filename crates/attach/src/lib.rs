@@ -41,8 +41,7 @@ pub mod proto {
 pub use engine::{AttachablesClient, PendingAttach, accept};
 pub use host::{AttachedSession, ContainerRoot, HostProviders, attach};
 pub use terminal::{
-    RemoteTerminal, TerminalInput, TerminalOutput, TerminalProvider, TerminalReader,
-    TerminalWriter,
+    RemoteTerminal, TerminalInput, TerminalOutput, TerminalProvider, TerminalReader, TerminalWriter,
 };
 pub use tree::{EntryKind, HostStat, TransferStats, TreeError};
 

@@ -22,7 +22,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::AttachError;
 use crate::proto::terminal::terminal_server::Terminal;
-use crate::proto::terminal::{EngineMessage, Exit, UserMessage, WindowSize, engine_message, user_message};
+use crate::proto::terminal::{
+    EngineMessage, Exit, UserMessage, WindowSize, engine_message, user_message,
+};
 
 /// What the user sends.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use common::{HANG, connect_pair, metadata, start_engine};
-use dagr_attach::{AttachError, EntryKind, HostProviders, methods};
+use dagr_attach::{
+    AttachError, EntryKind, HostProviders, TerminalInput, TerminalOutput, TerminalProvider, methods,
+};
 use filetime::FileTime;
 use tokio::net::TcpStream;
 
@@ -648,4 +651,102 @@ async fn over_a_thousand_files_and_concurrent_pulls_on_one_connection() {
         assert_eq!((stats.files, stats.dirs), (1100, 4));
         assert_eq!(snapshot(dest.path()), want);
     }
+}
+
+/// A user terminal driven by the test: what the engine sends arrives on `output`; the test
+/// types through the sender it gets back from `sessions`.
+#[derive(Debug)]
+struct ScriptedTerminal {
+    sessions: tokio::sync::mpsc::UnboundedSender<(
+        tokio::sync::mpsc::Receiver<TerminalOutput>,
+        tokio::sync::mpsc::Sender<TerminalInput>,
+    )>,
+}
+
+impl TerminalProvider for ScriptedTerminal {
+    fn open(
+        &self,
+        output: tokio::sync::mpsc::Receiver<TerminalOutput>,
+    ) -> Result<tokio::sync::mpsc::Receiver<TerminalInput>, String> {
+        let (input, input_rx) = tokio::sync::mpsc::channel(8);
+        input
+            .try_send(TerminalInput::Resize {
+                cols: 132,
+                rows: 43,
+            })
+            .map_err(|e| e.to_string())?;
+        self.sessions
+            .send((output, input))
+            .map_err(|e| e.to_string())?;
+        Ok(input_rx)
+    }
+}
+
+#[tokio::test]
+async fn terminal_sessions_carry_input_output_and_exit_one_at_a_time() {
+    let host = tempfile::tempdir().unwrap();
+    // Not announced without a provider.
+    let plain = connect_pair(providers(host.path(), false)).await;
+    let err = plain.client.open_terminal().await.unwrap_err();
+    assert!(
+        matches!(err, AttachError::NotAnnounced { method } if method == methods::TERMINAL_SESSION),
+        "{err}"
+    );
+
+    let (sessions, mut opened) = tokio::sync::mpsc::unbounded_channel();
+    let mut with_terminal = providers(host.path(), false);
+    with_terminal.terminal = Some(std::sync::Arc::new(ScriptedTerminal { sessions }));
+    let pair = connect_pair(with_terminal).await;
+    assert!(
+        pair.client
+            .methods()
+            .iter()
+            .any(|m| m == methods::TERMINAL_SESSION)
+    );
+    let mut remote = pair.client.open_terminal().await.unwrap();
+    assert_eq!(remote.size, (132, 43));
+    let (mut user_sees, user_types) = opened.recv().await.unwrap();
+
+    // A second session while the first runs is refused.
+    let err = pair.client.open_terminal().await.unwrap_err();
+    assert!(err.to_string().contains("already open"), "{err}");
+
+    user_types
+        .send(TerminalInput::Data(Bytes::from_static(b"ls\r")))
+        .await
+        .unwrap();
+    user_types
+        .send(TerminalInput::Resize { cols: 80, rows: 25 })
+        .await
+        .unwrap();
+    assert_eq!(
+        remote.reader.next().await,
+        Some(TerminalInput::Data(Bytes::from_static(b"ls\r")))
+    );
+    assert_eq!(
+        remote.reader.next().await,
+        Some(TerminalInput::Resize { cols: 80, rows: 25 })
+    );
+    assert!(remote.writer.output(Bytes::from_static(b"file\r\n")).await);
+    remote.writer.exit(3, String::new()).await;
+    assert_eq!(
+        user_sees.recv().await,
+        Some(TerminalOutput::Data(Bytes::from_static(b"file\r\n")))
+    );
+    assert_eq!(
+        user_sees.recv().await,
+        Some(TerminalOutput::Exit {
+            code: 3,
+            error: String::new()
+        })
+    );
+    // The user's side closing ends the engine's reader.
+    drop(user_types);
+    assert_eq!(remote.reader.next().await, None);
+
+    // Once it is over, a new session can start.
+    let second = pair.client.open_terminal().await.unwrap();
+    assert_eq!(second.size, (132, 43));
+    let (_sees, types) = opened.recv().await.unwrap();
+    drop(types);
 }

@@ -78,7 +78,10 @@ fn read_stdin(input: mpsc::Sender<TerminalInput>, stop: Arc<AtomicBool>, is_tty:
     let fd = stdin.as_fd();
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::Acquire) {
-        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
         let timeout = rustix::event::Timespec::try_from(STDIN_POLL).ok();
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(0) => continue,

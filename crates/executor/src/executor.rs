@@ -70,12 +70,24 @@ pub enum Rootfs {
     Mounts(Vec<Mount>),
 }
 
-/// Called once the exec's network namespace exists and before its process starts, with the
-/// exec id and the namespace (see [`NetworkNamespace::run_inside`], e.g. to open a listener the
-/// process can reach on loopback). It returns `KEY=value` entries added to the process
-/// environment (e.g. the port of that listener). An error aborts the exec.
+/// Called once the exec's network namespace exists and before its process starts (see
+/// [`PrestartContext`]). It returns `KEY=value` entries added to the process environment (e.g.
+/// the port of a listener it opened). An error aborts the exec.
 pub type PrestartHook =
-    Arc<dyn Fn(&str, &NetworkNamespace) -> Result<Vec<String>, String> + Send + Sync>;
+    Arc<dyn Fn(&PrestartContext<'_>) -> Result<Vec<String>, String> + Send + Sync>;
+
+/// What a [`PrestartHook`] learns about the exec.
+#[derive(Debug)]
+pub struct PrestartContext<'a> {
+    /// The exec (container) id.
+    pub id: &'a str,
+    /// Its network namespace (see [`NetworkNamespace::run_inside`], e.g. to open a listener
+    /// the process can reach on loopback).
+    pub netns: &'a NetworkNamespace,
+    /// Where the runtime writes the process's host pid once it started: `/proc/<pid>/root` is
+    /// the container's filesystem as the process sees it, mounts included.
+    pub pid_file: &'a Path,
+}
 
 /// Per-run options.
 #[derive(Default)]
@@ -459,9 +471,15 @@ impl Executor {
         let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
         let netns_path = netns.path().to_path_buf();
         let netns = cleanup.netns.insert(netns);
+        let pid_file = bundle.join("init.pid");
         let mut extra_env = Vec::new();
         if let Some(hook) = &options.prestart {
-            extra_env = hook(&id, netns).map_err(|message| ExecError::Prestart {
+            let context = PrestartContext {
+                id: &id,
+                netns,
+                pid_file: &pid_file,
+            };
+            extra_env = hook(&context).map_err(|message| ExecError::Prestart {
                 id: id.clone(),
                 message,
             })?;
@@ -506,9 +524,7 @@ impl Executor {
         std::fs::write(&config_path, config_json).map_err(prepare_err(&config_path))?;
 
         let log_path = bundle.join("runc.log");
-        let mut command =
-            self.runtime
-                .run_command(&bundle, &id, &bundle.join("init.pid"), &log_path);
+        let mut command = self.runtime.run_command(&bundle, &id, &pid_file, &log_path);
         let mut pty = None;
         match &terminal {
             Some(io) => {

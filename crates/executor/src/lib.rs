@@ -27,8 +27,8 @@ mod spec;
 mod user;
 
 pub use executor::{
-    DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartHook, Rootfs,
-    RunOptions, StaleState,
+    DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartContext,
+    PrestartHook, Rootfs, RunOptions, StaleState,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};

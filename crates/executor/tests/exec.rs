@@ -622,30 +622,44 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
 
     let fixture = Fixture::new();
     let (listener_tx, listener_rx) = std::sync::mpsc::channel();
-    let hook: dagr_executor::PrestartHook = Arc::new(move |_id, netns| {
+    let hook: dagr_executor::PrestartHook = Arc::new(move |ctx| {
         // Every exec has its own namespace: a fixed port cannot clash.
-        let listener = netns
+        let listener = ctx
+            .netns
             .run_inside(|| std::net::TcpListener::bind("127.0.0.1:7777"))
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        listener_tx.send(listener).map_err(|e| e.to_string())?;
+        listener_tx
+            .send((listener, ctx.pid_file.to_path_buf()))
+            .map_err(|e| e.to_string())?;
         Ok(vec!["PEER_PORT=7777".to_string()])
     });
     let server = std::thread::spawn(move || {
-        let listener = listener_rx.recv().unwrap();
+        let (listener, pid_file) = listener_rx.recv().unwrap();
         let (mut stream, _) = listener.accept().unwrap();
         let mut line = String::new();
         BufReader::new(stream.try_clone().unwrap())
             .read_line(&mut line)
             .unwrap();
+        // The running process's filesystem, its mounts included, through its pid.
+        let pid = std::fs::read_to_string(pid_file).unwrap();
+        let in_mount = format!("/proc/{}/root/mnt/t/x", pid.trim());
+        let seen = std::fs::read_to_string(in_mount).unwrap();
         stream.write_all(b"pong\n").unwrap();
-        line
+        (line, seen)
+    });
+    let mut exec = spec(sh(
+        "echo in-tmpfs > /mnt/t/x; echo hello-host | nc 127.0.0.1 $PEER_PORT",
+    ));
+    exec.mounts.push(ExecMount {
+        dest: "/mnt/t".into(),
+        kind: ExecMountKind::Tmpfs { size: None },
     });
     let result = fixture
         .executor
         .run(
             &fixture.rootfs(),
-            &spec(sh("echo hello-host | nc 127.0.0.1 $PEER_PORT")),
+            &exec,
             RunOptions {
                 prestart: Some(hook),
                 ..Default::default()
@@ -654,9 +668,12 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
         .await
         .unwrap();
     assert_eq!(stdout_of(&result), "pong\n");
-    assert_eq!(server.join().unwrap(), "hello-host\n");
+    assert_eq!(
+        server.join().unwrap(),
+        ("hello-host\n".to_owned(), "in-tmpfs\n".to_owned())
+    );
 
-    let refusing: dagr_executor::PrestartHook = Arc::new(|_, _| Err("not today".to_string()));
+    let refusing: dagr_executor::PrestartHook = Arc::new(|_| Err("not today".to_string()));
     let err = fixture
         .executor
         .run(

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_executor::{
-    ExecMount, ExecMountKind, ExecSpec, Executor, ExecutorConfig, OutputChunk, Rootfs,
-    RunOptions, TerminalIo,
+    ExecMount, ExecMountKind, ExecSpec, Executor, ExecutorConfig, OutputChunk, Rootfs, RunOptions,
+    TerminalIo,
 };
 use dagr_registry::{CredentialsProvider, Reference, RegistryClient, RegistryConfig};
 use dagr_snapshot::{ContentStore, LayerDescriptor, MountGuard, Snapshotter, SnapshotterOptions};
@@ -110,6 +110,9 @@ pub struct NestedClient {
     /// directory: the nested client's "host" (`host.directory` reads it, exports write into it).
     pub rootfs: PathBuf,
     pub workdir: String,
+    /// The file holding the process's host pid once it runs: through `/proc/<pid>/root` the
+    /// nested client's host is the container as its process sees it, mounts included.
+    pub pid_file: PathBuf,
 }
 
 /// Serves the engine API to nested clients (implemented by the engine, which owns the stack).
@@ -1011,19 +1014,24 @@ impl Worker {
             } else {
                 op.workdir.clone()
             },
+            pid_file: PathBuf::new(),
         };
         let guard: Arc<parking_lot::Mutex<Vec<Box<dyn std::any::Any + Send>>>> = Arc::default();
-        Ok(Arc::new(move |_id, netns| {
-            let listener = netns
+        Ok(Arc::new(move |ctx| {
+            let mut client = client.clone();
+            client.pid_file = ctx.pid_file.to_path_buf();
+            let listener = ctx
+                .netns
                 .run_inside(|| std::net::TcpListener::bind("127.0.0.1:0"))
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("listening in the exec's network namespace: {e}"))?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-            let serving = nested.serve(listener, client.clone())?;
+            let token = client.token.clone();
+            let serving = nested.serve(listener, client)?;
             guard.lock().push(serving);
             Ok(vec![
                 format!("DAGGER_SESSION_PORT={port}"),
-                format!("DAGGER_SESSION_TOKEN={}", client.token),
+                format!("DAGGER_SESSION_TOKEN={token}"),
             ])
         }))
     }
