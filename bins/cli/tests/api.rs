@@ -1996,3 +1996,63 @@ fn terminal_with_nesting_runs_a_nested_dagr_query() {
     assert!(screen.lines().any(|l| l == "dagr exited 0"), "{screen}");
     api.engine.wait_metric("dagr_sessions_active", 0);
 }
+
+#[test]
+fn terminal_in_a_query_uses_the_default_terminal_cmd_and_a_piped_stdin() {
+    let api = Api::start();
+    let doc = api.work().join("terminal.graphql");
+    std::fs::write(
+        &doc,
+        r#"query($img: String!) { container { from(address: $img) {
+            withDefaultTerminalCmd(args: ["sh", "-c", "read line; echo \"got-$line-$((6*7))\"; exit 4"]) {
+              terminal { sync }
+            } } } }"#,
+    )
+    .expect("write the query");
+    let mut child = Command::new(dagr())
+        .arg("query")
+        .arg(&doc)
+        .arg("--var")
+        .arg(format!("img={}", api.image))
+        .env("DAGR_HOST", api.engine.host())
+        .current_dir(api.work())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dagr");
+    // Typed ahead on a stdin that is not a terminal: forwarded as it is.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\r")
+        .expect("type");
+    let out = child.wait_with_output().expect("dagr output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The terminal's output, then the query's data: the exit code does not fail the query.
+    assert!(stdout.contains("got-hello-42"), "{stdout}");
+    assert!(stdout.contains("\"sync\": \""), "{stdout}");
+}
+
+#[test]
+fn terminal_needs_a_client_that_offers_one() {
+    let api = Api::start();
+    // `dagr session` serves an SDK over stdio: it offers no terminal.
+    let session = Session::start(&api);
+    let v = session.query(
+        r#"query($img: String!) { container { from(address: $img) { terminal { sync } } } }"#,
+        json!({ "img": api.image }),
+    );
+    let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot open a terminal")
+            && message.contains("/dagr.terminal.v1.Terminal/Session"),
+        "{v}"
+    );
+}
