@@ -1092,3 +1092,186 @@ connect_and_run(main)
         assert_eq!(read(&back.join("ünï cödé.txt")), "unicode\n", "{mode:?}");
     }
 }
+
+/// Shared libraries (`ldd`) that `files` link, as real paths.
+fn linked_libraries(files: &[PathBuf]) -> std::collections::BTreeSet<PathBuf> {
+    let mut libs = std::collections::BTreeSet::new();
+    for chunk in files.chunks(200) {
+        let out = Command::new("ldd").args(chunk).output().expect("ldd");
+        for line in lossy(&out.stdout).lines() {
+            // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                libs.insert(PathBuf::from(path));
+            }
+        }
+    }
+    libs
+}
+
+fn files_named(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            files_named(&path, suffix, out);
+        } else if kind.is_file() && path.to_string_lossy().ends_with(suffix) {
+            out.push(path);
+        }
+    }
+}
+
+/// What a busybox container needs to run the host's python with the SDK's virtualenv: the
+/// interpreter and every library it and its extension modules link (`bundle`, run through the
+/// dynamic loader named `loader`), the standard library's path and the SDK's site-packages.
+struct PythonBundle {
+    bundle: PathBuf,
+    loader: String,
+    interpreter: String,
+    /// `sys.base_prefix` (PYTHONHOME), under which `stdlib` is.
+    prefix: String,
+    stdlib: String,
+    site_packages: String,
+}
+
+fn python_bundle(dir: &Path) -> PythonBundle {
+    let python = venv_python();
+    let paths = Command::new(python)
+        .args([
+            "-c",
+            "import sys, sysconfig; p = sysconfig.get_paths(); \
+             print(p['stdlib']); print(p['purelib']); print(sys._base_executable); \
+             print(sys.base_prefix)",
+        ])
+        .output()
+        .expect("ask python for its paths");
+    let text = lossy(&paths.stdout);
+    let mut lines = text.lines();
+    let (stdlib, site_packages, base, prefix) = (
+        lines.next().expect("stdlib").to_owned(),
+        lines.next().expect("purelib").to_owned(),
+        lines.next().expect("base executable").to_owned(),
+        lines.next().expect("base prefix").to_owned(),
+    );
+    let interpreter_path = std::fs::canonicalize(&base).expect("python binary");
+    let mut linking = vec![interpreter_path.clone()];
+    files_named(Path::new(&stdlib), ".so", &mut linking);
+    files_named(Path::new(&site_packages), ".so", &mut linking);
+    let bundle = dir.join("python-bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle dir");
+    let mut loader = None;
+    let mut to_copy = vec![interpreter_path.clone()];
+    to_copy.extend(linking_libraries_only(&linked_libraries(&linking)));
+    for path in to_copy {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name")
+            .to_owned();
+        let real = std::fs::canonicalize(&path).expect("library");
+        std::fs::copy(&real, bundle.join(&name)).expect("copy into the bundle");
+        if name.starts_with("ld-linux") {
+            loader = Some(name);
+        }
+    }
+    PythonBundle {
+        bundle,
+        loader: loader.expect("the dynamic loader"),
+        interpreter: interpreter_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned(),
+        prefix,
+        stdlib,
+        site_packages,
+    }
+}
+
+/// Libraries outside the python trees themselves (those are mounted whole).
+fn linking_libraries_only(libs: &std::collections::BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    libs.iter()
+        .filter(|l| !l.to_string_lossy().contains("/python3"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn python_sdk_inside_a_nested_container_runs_a_pipeline() {
+    let sdk = Sdk::start();
+    let work = temp_work();
+    let py = python_bundle(work.path());
+    // Runs inside the container: the SDK finds DAGGER_SESSION_PORT/TOKEN of the nested exec.
+    std::fs::write(
+        work.path().join("inner.py"),
+        r#"
+import json, sys
+import anyio
+import dagger
+from dagger import dag
+
+async def main():
+    async with dagger.connection(dagger.Config(log_output=sys.stderr)):
+        out = await dag.container().from_(sys.argv[1]).with_exec(
+            ["echo", "inner-" + sys.argv[2]]).stdout()
+        entries = await dag.host().directory(".").entries()
+        marker = await dag.host().file("nested-marker").contents()
+    print("INNER " + json.dumps({"stdout": out, "entries": sorted(entries), "marker": marker}))
+
+anyio.run(main)
+"#,
+    )
+    .expect("write inner.py");
+    let body = format!(
+        r#"
+async def main():
+    exclude = ["**/__pycache__"]
+    ctr = (
+        dag.container().from_(IMAGE)
+        .with_mounted_directory("/py", dag.host().directory({bundle:?}))
+        .with_mounted_directory({stdlib:?}, dag.host().directory({stdlib:?}, exclude=exclude))
+        .with_mounted_directory("/sdk", dag.host().directory({site:?}, exclude=exclude))
+        .with_new_file("/work/nested-marker", contents=NONCE)
+        .with_mounted_file("/work/inner.py", dag.host().file("inner.py"))
+        .with_env_variable("PYTHONHOME", {prefix:?})
+        .with_env_variable("PYTHONPATH", "/sdk")
+        .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
+        .with_env_variable("LD_LIBRARY_PATH", "/py")
+        .with_workdir("/work")
+    )
+    RESULT["stdout"] = await ctr.with_exec(
+        ["/py/{loader}", "/py/{interpreter}", "inner.py", IMAGE, NONCE],
+        experimental_privileged_nesting=True,
+    ).stdout()
+
+connect_and_run(main)
+"#,
+        bundle = py.bundle.display().to_string(),
+        stdlib = py.stdlib,
+        prefix = py.prefix,
+        site = py.site_packages,
+        loader = py.loader,
+        interpreter = py.interpreter,
+    );
+    let mode = Mode::Run;
+    let nonce = format!("nested-{}", rand_suffix());
+    let out = sdk.run_script(mode, work.path(), &body, &nonce);
+    let r = parse_result(mode, &out);
+    let stdout = s(mode, &r, "stdout");
+    let inner = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("INNER "))
+        .unwrap_or_else(|| panic!("no INNER line in the nested exec's stdout:\n{stdout}"));
+    let inner: Value = serde_json::from_str(inner).expect("INNER is JSON");
+    assert_eq!(s(mode, &inner, "stdout"), format!("inner-{nonce}\n"));
+    // The nested SDK's host is the container: its workdir, the mounted script included.
+    assert_eq!(
+        strings(mode, &inner, "entries"),
+        ["inner.py", "nested-marker"]
+    );
+    assert_eq!(s(mode, &inner, "marker"), nonce);
+}
