@@ -2056,3 +2056,42 @@ fn terminal_needs_a_client_that_offers_one() {
         "{v}"
     );
 }
+
+#[test]
+fn terminal_in_a_dagr_run_flow_uses_dagrs_terminal() {
+    let api = Api::start();
+    let body = json!({
+        "query": r#"query($img: String!) { container { from(address: $img) {
+            terminal(cmd: ["sh", "-c", "read line; echo \"run-got-$line\""]) { sync } } } }"#,
+        "variables": { "img": api.image },
+    });
+    std::fs::write(api.work().join("body.json"), body.to_string()).expect("write the body");
+    // What an SDK under `dagr run` does: query the session with its token; the terminal is
+    // the one `dagr run` was started on (here a piped stdin and stdout).
+    let script = r#"curl -sS --fail-with-body -u "$DAGGER_SESSION_TOKEN:" -H 'content-type: application/json' \
+        --data-binary @body.json "http://127.0.0.1:$DAGGER_SESSION_PORT/query""#;
+    let mut child = Command::new(dagr())
+        .args(["run", "--", "sh", "-c", script])
+        .env("DAGR_HOST", api.engine.host())
+        .current_dir(api.work())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dagr run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"typed\r")
+        .expect("type");
+    let out = child.wait_with_output().expect("dagr run output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("run-got-typed"), "{stdout}");
+    assert!(stdout.contains(r#""sync":""#), "{stdout}");
+}
