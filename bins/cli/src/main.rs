@@ -1,5 +1,6 @@
 //! `dagr`: the command-line client of the dagr engine. `query` sends GraphQL, `run` runs a command
-//! with a session (the way SDKs are driven), `session` serves a session to an SDK that started it.
+//! with a session (the way SDKs are driven), `session` serves a session to an SDK that started it,
+//! `terminal` opens an interactive process in a container on this terminal.
 
 mod proxy;
 
