@@ -2095,3 +2095,31 @@ fn terminal_in_a_dagr_run_flow_uses_dagrs_terminal() {
     assert!(stdout.contains("run-got-typed"), "{stdout}");
     assert!(stdout.contains(r#""sync":""#), "{stdout}");
 }
+
+#[test]
+fn a_terminal_whose_dagr_is_killed_leaves_nothing_running() {
+    let api = Api::start();
+    let id_file = terminal_container(&api, "id", &[]);
+    let tmux = tmux_terminal(&api, "", &id_file);
+    tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
+    tmux.type_line("sleep 1006");
+    let start = Instant::now();
+    while dagr_testkit::processes_running(&["sleep", "1006"]).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The user's side goes away at once (its tmux server and dagr with it).
+    drop(tmux);
+    api.engine.wait_metric("dagr_sessions_active", 0);
+    let start = Instant::now();
+    while !dagr_testkit::processes_running(&["sleep", "1006"]).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the terminal's process outlived its user"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

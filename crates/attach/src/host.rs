@@ -62,19 +62,30 @@ pub struct ContainerRoot {
 }
 
 impl ContainerRoot {
-    /// The directory the container's paths are resolved in.
-    fn root(&self) -> PathBuf {
-        let pid = self
-            .pid_file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        match pid {
-            Some(pid) => PathBuf::from(format!("/proc/{pid}/root")),
-            None => self.rootfs.clone(),
+    /// The directory the container's paths are resolved in. The runtime writes the pid file
+    /// just after the process started, so a request of the process itself may come first: it
+    /// waits for the file (briefly; without one, `rootfs` is used).
+    async fn root(&self) -> PathBuf {
+        let Some(pid_file) = &self.pid_file else {
+            return self.rootfs.clone();
+        };
+        for _ in 0..PID_FILE_POLLS {
+            let pid = tokio::fs::read_to_string(pid_file)
+                .await
+                .ok()
+                .and_then(|pid| pid.trim().parse::<u32>().ok());
+            if let Some(pid) = pid {
+                return PathBuf::from(format!("/proc/{pid}/root"));
+            }
+            tokio::time::sleep(PID_FILE_POLL).await;
         }
+        self.rootfs.clone()
     }
 }
+
+/// How long [`ContainerRoot::root`] waits for the pid file: `PID_FILE_POLLS` x `PID_FILE_POLL`.
+const PID_FILE_POLLS: u32 = 400;
+const PID_FILE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl HostProviders {
     /// Serves health and file sync (reads) relative to `root`; no writes until `allow_send` is set.
@@ -295,14 +306,14 @@ struct HostFiles {
 }
 
 impl HostFiles {
-    fn resolve(&self, path: &str) -> Result<PathBuf, Status> {
+    async fn resolve(&self, path: &str) -> Result<PathBuf, Status> {
         if let Some(c) = &self.container {
             let logical = if path.starts_with('/') {
                 path.to_owned()
             } else {
                 format!("{}/{path}", c.workdir.trim_end_matches('/'))
             };
-            return dagr_pathfilter::resolve_in_root(&c.root(), &logical, true)
+            return dagr_pathfilter::resolve_in_root(&c.root().await, &logical, true)
                 .map_err(|e| Status::invalid_argument(e.to_string()));
         }
         Ok(if path.is_empty() {
@@ -345,7 +356,7 @@ impl FileSync for HostFiles {
         request: tonic::Request<PullDirRequest>,
     ) -> Result<Response<BatchStream>, Status> {
         let request = request.into_inner();
-        let path = self.resolve(&request.path)?;
+        let path = self.resolve(&request.path).await?;
         let filter = PathFilter::new(&request.include, &request.exclude).map_err(|e| {
             TreeError::Pattern {
                 pattern: e.pattern,
@@ -375,7 +386,7 @@ impl FileSync for HostFiles {
         &self,
         request: tonic::Request<PullFileRequest>,
     ) -> Result<Response<BatchStream>, Status> {
-        let path = self.resolve(&request.into_inner().path)?;
+        let path = self.resolve(&request.into_inner().path).await?;
         let checked = path.clone();
         blocking(move || match std::fs::metadata(&checked) {
             Ok(meta) if meta.is_file() => Ok(()),
@@ -397,7 +408,7 @@ impl FileSync for HostFiles {
         &self,
         request: tonic::Request<StatRequest>,
     ) -> Result<Response<StatResponse>, Status> {
-        let path = self.resolve(&request.into_inner().path)?;
+        let path = self.resolve(&request.into_inner().path).await?;
         let header = blocking(move || {
             let meta = std::fs::symlink_metadata(&path).map_err(|source| {
                 if source.kind() == std::io::ErrorKind::NotFound {
@@ -431,7 +442,7 @@ impl HostFiles {
         let target = first
             .target
             .ok_or_else(|| Status::invalid_argument("first push message has no target"))?;
-        let path = self.resolve(&target.path)?;
+        let path = self.resolve(&target.path).await?;
         let write_target = if single_file {
             WriteTarget::File {
                 path,

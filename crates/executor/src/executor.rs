@@ -84,8 +84,9 @@ pub struct PrestartContext<'a> {
     /// Its network namespace (see [`NetworkNamespace::run_inside`], e.g. to open a listener
     /// the process can reach on loopback).
     pub netns: &'a NetworkNamespace,
-    /// Where the runtime writes the process's host pid once it started: `/proc/<pid>/root` is
-    /// the container's filesystem as the process sees it, mounts included.
+    /// Where the runtime writes the process's host pid (atomically, just after starting it:
+    /// the process may already run before the file exists). `/proc/<pid>/root` is the
+    /// container's filesystem as the process sees it, mounts included.
     pub pid_file: &'a Path,
 }
 

@@ -13,6 +13,7 @@ use common::{Fixture, sh};
 use dagr_executor::{
     ExecError, ExecMount, ExecMountKind, ExecSpec, Mount, OutputStream, Rootfs, RunOptions,
 };
+use dagr_testkit::processes_running;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -472,26 +473,6 @@ async fn snapshot_mount_is_mounted_and_bound_read_only() {
 }
 
 /// Processes whose command line is exactly `argv`.
-fn processes_running(argv: &[&str]) -> Vec<u32> {
-    let wanted: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap() {
-        let entry = entry.unwrap();
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-            && cmdline == wanted
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Waits (hang protection only) until `path` exists.
 async fn wait_for_file(path: &Path) {
     for _ in 0..600 {
@@ -641,8 +622,16 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
         BufReader::new(stream.try_clone().unwrap())
             .read_line(&mut line)
             .unwrap();
-        // The running process's filesystem, its mounts included, through its pid.
-        let pid = std::fs::read_to_string(pid_file).unwrap();
+        // The running process's filesystem, its mounts included, through its pid (runc
+        // writes the file just after starting the process, which may have called first).
+        let mut pid = String::new();
+        for _ in 0..1000 {
+            pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if !pid.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let in_mount = format!("/proc/{}/root/mnt/t/x", pid.trim());
         let seen = std::fs::read_to_string(in_mount).unwrap();
         stream.write_all(b"pong\n").unwrap();

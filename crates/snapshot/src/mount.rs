@@ -140,6 +140,10 @@ pub trait MountSyscalls: Send + Sync + std::fmt::Debug {
     fn unmount(&self, target: &Path, detach: bool) -> std::io::Result<()>;
 }
 
+/// How often an unmount that finds the mount busy is retried, and how long apart.
+const BUSY_RETRIES: u32 = 50;
+const BUSY_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The real Linux mount syscalls (rustix).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxMounts;
@@ -241,19 +245,40 @@ impl MountGuard {
         &self.target
     }
 
-    /// Unmounts now, reporting failure (the guard then detaches what is left).
+    /// Unmounts now, reporting failure (what is left is then detached).
     pub fn unmount(mut self) -> Result<(), MountError> {
-        self.unmount_inner(false)
+        let result = self.unmount_inner(false);
+        if result.is_err()
+            && let Err(e) = self.unmount_inner(true)
+        {
+            tracing::warn!(target = %self.target.display(), error = %e, "could not unmount");
+        }
+        self.mounted = 0;
+        result
     }
 
     fn unmount_inner(&mut self, detach: bool) -> Result<(), MountError> {
         while self.mounted > 0 {
-            self.sys
-                .unmount(&self.target, detach)
-                .map_err(|error| MountError::Unmount {
-                    target: self.target.clone(),
-                    error,
-                })?;
+            let mut attempt = 0;
+            loop {
+                match self.sys.unmount(&self.target, detach) {
+                    Ok(()) => break,
+                    // A process forked elsewhere in this program holds copies of our
+                    // descriptors (close-on-exec ones too) until it executes: busy for a moment.
+                    Err(error)
+                        if error.raw_os_error() == Some(libc::EBUSY) && attempt < BUSY_RETRIES =>
+                    {
+                        attempt += 1;
+                        std::thread::sleep(BUSY_RETRY_DELAY);
+                    }
+                    Err(error) => {
+                        return Err(MountError::Unmount {
+                            target: self.target.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
             self.mounted -= 1;
         }
         Ok(())
@@ -434,6 +459,62 @@ mod tests {
             bad.mount_on(Path::new("/t"), &*rec),
             Err(MountError::UnsupportedOption { .. })
         ));
+    }
+
+    /// Binds succeed; the first `busy` unmounts fail with EBUSY.
+    #[derive(Debug)]
+    struct BusyAtFirst {
+        busy: Mutex<u32>,
+        calls: Mutex<Vec<bool>>,
+    }
+
+    impl MountSyscalls for BusyAtFirst {
+        fn mount_overlay(&self, _: &Path, _: &str, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn bind(&self, _: &Path, _: &Path, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn remount_read_only(&self, _: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn unmount(&self, _: &Path, detach: bool) -> std::io::Result<()> {
+            self.calls.lock().unwrap().push(detach);
+            let mut busy = self.busy.lock().unwrap();
+            if *busy > 0 && !detach {
+                *busy -= 1;
+                return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_briefly_busy_mount_is_retried_and_a_lasting_one_reported() {
+        let bind = Mount {
+            kind: MountKind::Bind,
+            source: "/s".into(),
+            options: vec![],
+        };
+        let brief = Arc::new(BusyAtFirst {
+            busy: Mutex::new(3),
+            calls: Mutex::default(),
+        });
+        let guard = mount_all(std::slice::from_ref(&bind), Path::new("/t"), brief.clone()).unwrap();
+        guard.unmount().unwrap();
+        assert_eq!(*brief.calls.lock().unwrap(), vec![false; 4]);
+
+        let lasting = Arc::new(BusyAtFirst {
+            busy: Mutex::new(u32::MAX),
+            calls: Mutex::default(),
+        });
+        let guard = mount_all(&[bind], Path::new("/t"), lasting.clone()).unwrap();
+        let err = guard.unmount().unwrap_err();
+        assert!(err.to_string().contains("/t"), "{err}");
+        // Retried, reported, then detached.
+        let calls = lasting.calls.lock().unwrap();
+        assert_eq!(calls.len(), BUSY_RETRIES as usize + 2);
+        assert_eq!(calls.last(), Some(&true));
     }
 
     #[test]

@@ -271,6 +271,27 @@ pub fn detach_mounts_under(dir: &Path) {
     }
 }
 
+/// Pids of the processes whose argv is exactly `argv` (read from `/proc/*/cmdline`).
+pub fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// The value of an unlabelled metric in Prometheus text.
 pub fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
