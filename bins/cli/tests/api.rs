@@ -42,14 +42,22 @@ impl Api {
 
     /// Runs `dagr query` with `doc` on stdin; `$img` is always set to the busybox image.
     fn run(&self, doc: &str, vars: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(dagr());
-        cmd.arg("query")
-            .arg("--var")
-            .arg(format!("img={}", self.image));
+        let mut args = vec![
+            "query".to_owned(),
+            "--var".to_owned(),
+            format!("img={}", self.image),
+        ];
         for (k, v) in vars {
-            cmd.arg("--var").arg(format!("{k}={v}"));
+            args.extend(["--var".to_owned(), format!("{k}={v}")]);
         }
-        let mut child = cmd
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.dagr(&args, doc.as_bytes())
+    }
+
+    /// Runs `dagr ARGS` against this engine from the work dir with `stdin` written to it.
+    fn dagr(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(dagr())
+            .args(args)
             .env("DAGR_HOST", self.engine.host())
             .current_dir(self.work.path())
             .stdin(Stdio::piped())
@@ -61,9 +69,22 @@ impl Api {
             .stdin
             .take()
             .expect("stdin")
-            .write_all(doc.as_bytes())
-            .expect("write the query");
+            .write_all(stdin)
+            .expect("write dagr's stdin");
         child.wait_with_output().expect("dagr output")
+    }
+
+    /// [`Api::dagr`] that must succeed: its stdout.
+    fn dagr_ok(&self, args: &[&str], stdin: &[u8]) -> String {
+        let out = self.dagr(args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "dagr {args:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     /// A query that must succeed: its data.
@@ -2009,32 +2030,10 @@ fn terminal_in_a_query_uses_the_default_terminal_cmd_and_a_piped_stdin() {
             } } } }"#,
     )
     .expect("write the query");
-    let mut child = Command::new(dagr())
-        .arg("query")
-        .arg(&doc)
-        .arg("--var")
-        .arg(format!("img={}", api.image))
-        .env("DAGR_HOST", api.engine.host())
-        .current_dir(api.work())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dagr");
+    let img = format!("img={}", api.image);
+    let doc = doc.to_string_lossy();
     // Typed ahead on a stdin that is not a terminal: forwarded as it is.
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"hello\r")
-        .expect("type");
-    let out = child.wait_with_output().expect("dagr output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = api.dagr_ok(&["query", &doc, "--var", &img], b"hello\r");
     // The terminal's output, then the query's data: the exit code does not fail the query.
     assert!(stdout.contains("got-hello-42"), "{stdout}");
     assert!(stdout.contains("\"sync\": \""), "{stdout}");
@@ -2070,28 +2069,7 @@ fn terminal_in_a_dagr_run_flow_uses_dagrs_terminal() {
     // the one `dagr run` was started on (here a piped stdin and stdout).
     let script = r#"curl -sS --fail-with-body -u "$DAGGER_SESSION_TOKEN:" -H 'content-type: application/json' \
         --data-binary @body.json "http://127.0.0.1:$DAGGER_SESSION_PORT/query""#;
-    let mut child = Command::new(dagr())
-        .args(["run", "--", "sh", "-c", script])
-        .env("DAGR_HOST", api.engine.host())
-        .current_dir(api.work())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dagr run");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"typed\r")
-        .expect("type");
-    let out = child.wait_with_output().expect("dagr run output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = api.dagr_ok(&["run", "--", "sh", "-c", script], b"typed\r");
     assert!(stdout.contains("run-got-typed"), "{stdout}");
     assert!(stdout.contains(r#""sync":""#), "{stdout}");
 }
