@@ -4,7 +4,10 @@
 //! - `exec_true`: an uncached `withExec(["true"])` end to end vs `runc run` of an equivalent
 //!   prepared bundle (goal: <= 1.3x);
 //! - `three_steps`: a 3-step graph cold and fully cached, vs `buildah bud --layers` of the same
-//!   Containerfile when buildah is installed.
+//!   Containerfile when buildah is installed;
+//! - nested `{version}` from inside a container vs from the host;
+//! - terminal keystroke echo: a key typed into `Container.terminal` through the terminal
+//!   attachable until its echo comes back, vs the same through `runc run` on a host pty.
 //!
 //! Needs root, runc, docker-registry and skopeo (`cargo xtask bench` installs them).
 
@@ -199,7 +202,10 @@ fn benches(c: &mut Criterion) {
     nested_round_trip(&rt, &engine, &metadata, image);
     rt.block_on(client.close()).expect("close");
 
-    // 5. The official Python SDK running a 3-step pipeline, cold and warm, end to end.
+    // 5. Keystroke echo through a terminal vs through runc on a host pty.
+    terminal_echo(&rt, &engine, image, tmp.path());
+
+    // 6. The official Python SDK running a 3-step pipeline, cold and warm, end to end.
     python_sdk(&engine, image);
 }
 
@@ -267,6 +273,151 @@ fn nested_round_trip(
         "nested {{version}} round trip (busybox wget, {N} runs): inside a nested exec {nested_us} us, \
          from the host {host_us} us, ratio {:.2}x",
         nested_us as f64 / host_us.max(1) as f64
+    );
+}
+
+/// Keystrokes timed per terminal.
+const KEYS: usize = 500;
+
+/// A user terminal that waits for the shell's prompt, types `KEYS` keys one at a time (each
+/// timed until its echo is back), then exits the shell and reports the times.
+#[derive(Debug)]
+struct EchoProbe {
+    times: std::sync::mpsc::Sender<Vec<Duration>>,
+}
+
+impl dagr_attach::TerminalProvider for EchoProbe {
+    fn open(
+        &self,
+        mut output: tokio::sync::mpsc::Receiver<dagr_attach::TerminalOutput>,
+    ) -> Result<tokio::sync::mpsc::Receiver<dagr_attach::TerminalInput>, String> {
+        use dagr_attach::{TerminalInput, TerminalOutput};
+        let (input, input_rx) = tokio::sync::mpsc::channel(8);
+        input
+            .try_send(TerminalInput::Resize { cols: 80, rows: 24 })
+            .map_err(|e| e.to_string())?;
+        let times = self.times.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"# ") {
+                match output.recv().await {
+                    Some(TerminalOutput::Data(b)) => seen.extend_from_slice(&b),
+                    _ => return,
+                }
+            }
+            let mut measured = Vec::with_capacity(KEYS);
+            for _ in 0..KEYS {
+                let t = Instant::now();
+                if input.send(TerminalInput::Data(Bytes::from_static(b"a"))).await.is_err() {
+                    return;
+                }
+                loop {
+                    match output.recv().await {
+                        Some(TerminalOutput::Data(b)) if b.contains(&b'a') => break,
+                        Some(TerminalOutput::Data(_)) => {}
+                        _ => return,
+                    }
+                }
+                measured.push(t.elapsed());
+            }
+            // ^U clears the typed line.
+            let _ = input.send(TerminalInput::Data(Bytes::from_static(b"\x15exit\r"))).await;
+            while let Some(item) = output.recv().await {
+                if matches!(item, TerminalOutput::Exit { .. }) {
+                    break;
+                }
+            }
+            let _ = times.send(measured);
+        });
+        Ok(input_rx)
+    }
+}
+
+/// Median time for a key to echo through `runc run` of a busybox `sh` on a host pty (runc
+/// copies between the pty and the container's console, as under the engine).
+fn runc_terminal_echo(dir: &Path) -> Duration {
+    use rustix::pty::OpenptFlags;
+    let bundle = runc_bundle(dir);
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    spec["process"]["terminal"] = serde_json::Value::Bool(true);
+    spec["process"]["args"] = serde_json::json!(["/bin/busybox", "sh"]);
+    std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write");
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = rustix::pty::openpt(flags).expect("openpt");
+    rustix::pty::grantpt(&master).expect("grantpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).expect("pty peer");
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .expect("window size");
+    let mut child = Command::new("runc")
+        .arg("--root")
+        .arg(dir.join("runc-terminal-root"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("bench-terminal")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("runc run");
+    let mut master = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"# ") {
+        let n = std::io::Read::read(&mut master, &mut buf).expect("read the pty");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut times = Vec::with_capacity(KEYS);
+    for _ in 0..KEYS {
+        let t = Instant::now();
+        std::io::Write::write_all(&mut master, b"a").expect("type");
+        loop {
+            let n = std::io::Read::read(&mut master, &mut buf).expect("read the pty");
+            if buf[..n].contains(&b'a') {
+                break;
+            }
+        }
+        times.push(t.elapsed());
+    }
+    std::io::Write::write_all(&mut master, b"\x15exit\r").expect("exit");
+    assert!(child.wait().expect("runc").success());
+    median(times)
+}
+
+fn terminal_echo(
+    rt: &tokio::runtime::Runtime,
+    engine: &dagr_testkit::EngineProcess,
+    image: &str,
+    dir: &Path,
+) {
+    let runc = runc_terminal_echo(dir);
+    let (times_tx, times_rx) = std::sync::mpsc::channel();
+    let mut options = dagr_testkit::connect_options(&engine.host(), &std::env::temp_dir());
+    options.terminal = Some(std::sync::Arc::new(EchoProbe { times: times_tx }));
+    let client = rt.block_on(dagr_client::connect(options)).expect("connect");
+    let answer = rt
+        .block_on(client.query(serde_json::json!({
+            "query": format!(
+                r#"{{ container {{ from(address: "{image}") {{ terminal(cmd: ["sh"]) {{ sync }} }} }} }}"#
+            )
+        })))
+        .expect("terminal query");
+    assert!(answer.get("errors").is_none(), "{answer}");
+    rt.block_on(client.close()).expect("close");
+    let engine_med = median(times_rx.recv().expect("the probe's times"));
+    println!(
+        "terminal keystroke echo ({KEYS} keys): engine median {engine_med:?}, runc on a host pty median {runc:?}, ratio {:.2}x",
+        engine_med.as_secs_f64() / runc.as_secs_f64()
     );
 }
 
