@@ -279,8 +279,11 @@ fn nested_round_trip(
 /// Keystrokes timed per terminal.
 const KEYS: usize = 500;
 
-/// A user terminal that waits for the shell's prompt, types `KEYS` keys one at a time (each
-/// timed until its echo is back), then exits the shell and reports the times.
+/// What both sides run: `cat` on the terminal, whose line discipline echoes every key.
+const ECHO_CMD: [&str; 3] = ["sh", "-c", "echo ready; exec cat"];
+
+/// A user terminal that waits for `ready`, types `KEYS` keys one at a time (each timed until its
+/// echo is back), then ends `cat` (^U ^D) and reports the times.
 #[derive(Debug)]
 struct EchoProbe {
     times: std::sync::mpsc::Sender<Vec<Duration>>,
@@ -299,7 +302,7 @@ impl dagr_attach::TerminalProvider for EchoProbe {
         let times = self.times.clone();
         tokio::spawn(async move {
             let mut seen = Vec::new();
-            while !seen.ends_with(b"# ") {
+            while !seen.windows(5).any(|w| w == b"ready") {
                 match output.recv().await {
                     Some(TerminalOutput::Data(b)) => seen.extend_from_slice(&b),
                     _ => return,
@@ -320,8 +323,8 @@ impl dagr_attach::TerminalProvider for EchoProbe {
                 }
                 measured.push(t.elapsed());
             }
-            // ^U clears the typed line.
-            let _ = input.send(TerminalInput::Data(Bytes::from_static(b"\x15exit\r"))).await;
+            // ^U clears the typed line, ^D ends cat's input.
+            let _ = input.send(TerminalInput::Data(Bytes::from_static(b"\x15\x04"))).await;
             while let Some(item) = output.recv().await {
                 if matches!(item, TerminalOutput::Exit { .. }) {
                     break;
@@ -333,16 +336,22 @@ impl dagr_attach::TerminalProvider for EchoProbe {
     }
 }
 
-/// Median time for a key to echo through `runc run` of a busybox `sh` on a host pty (runc
-/// copies between the pty and the container's console, as under the engine).
+/// Median time for a key to echo through `runc run` of [`ECHO_CMD`] on a host pty (runc copies
+/// between the pty and the container's console, as under the engine).
 fn runc_terminal_echo(dir: &Path) -> Duration {
     use rustix::pty::OpenptFlags;
+    let dir = &dir.join("terminal");
     let bundle = runc_bundle(dir);
+    for applet in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin").join(applet))
+            .expect("link");
+    }
     let path = bundle.join("config.json");
     let mut spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
     spec["process"]["terminal"] = serde_json::Value::Bool(true);
-    spec["process"]["args"] = serde_json::json!(["/bin/busybox", "sh"]);
+    spec["process"]["args"] = serde_json::json!(ECHO_CMD);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
     std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write");
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
     let master = rustix::pty::openpt(flags).expect("openpt");
@@ -373,7 +382,7 @@ fn runc_terminal_echo(dir: &Path) -> Duration {
     let mut master = std::fs::File::from(master);
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
-    while !seen.ends_with(b"# ") {
+    while !seen.windows(5).any(|w| w == b"ready") {
         let n = std::io::Read::read(&mut master, &mut buf).expect("read the pty");
         seen.extend_from_slice(&buf[..n]);
     }
@@ -389,7 +398,7 @@ fn runc_terminal_echo(dir: &Path) -> Duration {
         }
         times.push(t.elapsed());
     }
-    std::io::Write::write_all(&mut master, b"\x15exit\r").expect("exit");
+    std::io::Write::write_all(&mut master, b"\x15\x04").expect("end cat");
     assert!(child.wait().expect("runc").success());
     median(times)
 }
@@ -408,7 +417,8 @@ fn terminal_echo(
     let answer = rt
         .block_on(client.query(serde_json::json!({
             "query": format!(
-                r#"{{ container {{ from(address: "{image}") {{ terminal(cmd: ["sh"]) {{ sync }} }} }} }}"#
+                r#"{{ container {{ from(address: "{image}") {{ terminal(cmd: {}) {{ sync }} }} }} }}"#,
+                serde_json::json!(ECHO_CMD)
             )
         })))
         .expect("terminal query");
