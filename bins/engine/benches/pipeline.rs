@@ -311,7 +311,11 @@ impl dagr_attach::TerminalProvider for EchoProbe {
             let mut measured = Vec::with_capacity(KEYS);
             for _ in 0..KEYS {
                 let t = Instant::now();
-                if input.send(TerminalInput::Data(Bytes::from_static(b"a"))).await.is_err() {
+                if input
+                    .send(TerminalInput::Data(Bytes::from_static(b"a")))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 loop {
@@ -324,7 +328,9 @@ impl dagr_attach::TerminalProvider for EchoProbe {
                 measured.push(t.elapsed());
             }
             // ^U clears the typed line, ^D ends cat's input.
-            let _ = input.send(TerminalInput::Data(Bytes::from_static(b"\x15\x04"))).await;
+            let _ = input
+                .send(TerminalInput::Data(Bytes::from_static(b"\x15\x04")))
+                .await;
             while let Some(item) = output.recv().await {
                 if matches!(item, TerminalOutput::Exit { .. }) {
                     break;
