@@ -368,7 +368,22 @@ async fn terminal(
             experimentalPrivilegedNesting: $nesting, insecureRootCapabilities: $insecure) { sync } } }",
         "variables": { "id": container_id, "cmd": cmd, "nesting": nesting, "insecure": insecure },
     });
-    let result = client.query(body).await;
+    // SIGTERM or SIGHUP (the user's terminal went away) end the session, and with it the
+    // process, instead of killing dagr with its terminal left in raw mode.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let result = tokio::select! {
+        result = client.query(body) => result,
+        _ = term.recv() => {
+            user_terminal.restore();
+            bail!("terminated: the terminal's process was stopped");
+        }
+        _ = hangup.recv() => {
+            user_terminal.restore();
+            bail!("hung up: the terminal's process was stopped");
+        }
+    };
     let closed = client.close().await;
     let response = result.context("running the terminal")?;
     closed.context("closing the session")?;

@@ -1906,7 +1906,8 @@ fn tmux_terminal(api: &Api, args: &str, id_file: &Path) -> Tmux {
     Tmux::start(
         api.work(),
         &format!(
-            "cd {} && DAGR_HOST={} {} terminal {args} @{}; echo \"dagr exited $?\"; sleep 600",
+            "cd {} && S=$(stty -g) && DAGR_HOST={} {} terminal {args} @{}; echo \"dagr exited $?\"; \
+             [ \"$(stty -g)\" = \"$S\" ] && echo 'terminal mode restored'; sleep 600",
             api.work().display(),
             api.engine.host(),
             dagr(),
@@ -1945,6 +1946,9 @@ fn terminal_through_tmux_carries_keys_output_resizes_and_the_exit_code() {
     let screen = tmux.wait_line("dagr's exit", |l| l.starts_with("dagr exited"));
     assert!(screen.lines().any(|l| l == "hi"), "{screen}");
     assert!(screen.lines().any(|l| l == "dagr exited 7"), "{screen}");
+    tmux.wait_line("the pane's terminal mode", |l| {
+        l == "terminal mode restored"
+    });
     // The terminal's session is over: nothing left running.
     api.engine.wait_metric("dagr_sessions_active", 0);
 }
@@ -2100,4 +2104,44 @@ fn a_terminal_whose_dagr_is_killed_leaves_nothing_running() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_terminated_dagr_terminal_restores_the_terminal_and_stops_the_process() {
+    let api = Api::start();
+    let id_file = terminal_container(&api, "id", &[]);
+    let tmux = tmux_terminal(&api, "", &id_file);
+    tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
+    tmux.type_line("sleep 1007");
+    let start = Instant::now();
+    while dagr_testkit::processes_running(&["sleep", "1007"]).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id_arg = format!("@{}", id_file.display());
+    let dagr_pids = dagr_testkit::processes_running(&[dagr(), "terminal", &id_arg]);
+    assert_eq!(dagr_pids.len(), 1, "{dagr_pids:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &dagr_pids[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let screen = tmux.wait_line("dagr's exit", |l| l.starts_with("dagr exited"));
+    assert!(screen.lines().any(|l| l == "dagr exited 1"), "{screen}");
+    assert!(screen.contains("terminated"), "{screen}");
+    tmux.wait_line("the pane's terminal mode", |l| {
+        l == "terminal mode restored"
+    });
+    let start = Instant::now();
+    while !dagr_testkit::processes_running(&["sleep", "1007"]).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the terminal's process outlived dagr"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    api.engine.wait_metric("dagr_sessions_active", 0);
 }

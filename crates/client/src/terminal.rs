@@ -21,6 +21,8 @@ const STDIN_POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, Default)]
 pub struct StdioTerminal {
     last_exit: Arc<Mutex<Option<(i32, String)>>>,
+    /// The raw mode of the running session, if any.
+    raw: Arc<Mutex<Option<RawMode>>>,
 }
 
 impl StdioTerminal {
@@ -31,6 +33,12 @@ impl StdioTerminal {
     /// The exit code (and error, if it could not run) of the last session's process.
     pub fn last_exit(&self) -> Option<(i32, String)> {
         self.last_exit.lock().clone()
+    }
+
+    /// Puts the terminal back in the mode it had before a running session (when leaving
+    /// early, before printing anything).
+    pub fn restore(&self) {
+        drop(self.raw.lock().take());
     }
 }
 
@@ -46,6 +54,7 @@ fn window_size() -> (u16, u16) {
 }
 
 /// Raw mode on a terminal, undone on drop.
+#[derive(Debug)]
 struct RawMode {
     saved: rustix::termios::Termios,
 }
@@ -121,11 +130,10 @@ impl TerminalProvider for StdioTerminal {
             .map_err(|e| e.to_string())?;
         let stdin = std::io::stdin();
         let is_tty = rustix::termios::isatty(stdin.as_fd());
-        let raw = if is_tty {
-            RawMode::enable(stdin.as_fd())
-        } else {
-            None
-        };
+        if is_tty {
+            *self.raw.lock() = RawMode::enable(stdin.as_fd());
+        }
+        let raw = self.raw.clone();
         let stop = Arc::new(AtomicBool::new(false));
 
         let reader_input = input.clone();
@@ -167,7 +175,7 @@ impl TerminalProvider for StdioTerminal {
                 }
             }
             stop.store(true, Ordering::Release);
-            drop(raw);
+            drop(raw.lock().take());
             drop(input);
         });
         Ok(input_rx)
