@@ -2085,25 +2085,15 @@ fn a_terminal_whose_dagr_is_killed_leaves_nothing_running() {
     let tmux = tmux_terminal(&api, "", &id_file);
     tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
     tmux.type_line("sleep 1006");
-    let start = Instant::now();
-    while dagr_testkit::processes_running(&["sleep", "1006"]).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "sleep never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    dagr_testkit::wait_processes(&["sleep", "1006"], true, "the typed command");
     // The user's side goes away at once (its tmux server and dagr with it).
     drop(tmux);
     api.engine.wait_metric("dagr_sessions_active", 0);
-    let start = Instant::now();
-    while !dagr_testkit::processes_running(&["sleep", "1006"]).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the terminal's process outlived its user"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    dagr_testkit::wait_processes(
+        &["sleep", "1006"],
+        false,
+        "the terminal's process outlived its user",
+    );
 }
 
 #[test]
@@ -2113,14 +2103,7 @@ fn a_terminated_dagr_terminal_restores_the_terminal_and_stops_the_process() {
     let tmux = tmux_terminal(&api, "", &id_file);
     tmux.wait_line("the shell's prompt", |l| l.ends_with("/ #"));
     tmux.type_line("sleep 1007");
-    let start = Instant::now();
-    while dagr_testkit::processes_running(&["sleep", "1007"]).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "sleep never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    dagr_testkit::wait_processes(&["sleep", "1007"], true, "the typed command");
     let id_arg = format!("@{}", id_file.display());
     let dagr_pids = dagr_testkit::processes_running(&[dagr(), "terminal", &id_arg]);
     assert_eq!(dagr_pids.len(), 1, "{dagr_pids:?}");
@@ -2135,13 +2118,10 @@ fn a_terminated_dagr_terminal_restores_the_terminal_and_stops_the_process() {
     tmux.wait_line("the pane's terminal mode", |l| {
         l == "terminal mode restored"
     });
-    let start = Instant::now();
-    while !dagr_testkit::processes_running(&["sleep", "1007"]).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the terminal's process outlived dagr"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    dagr_testkit::wait_processes(
+        &["sleep", "1007"],
+        false,
+        "the terminal's process outlived dagr",
+    );
     api.engine.wait_metric("dagr_sessions_active", 0);
 }

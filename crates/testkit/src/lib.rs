@@ -292,6 +292,20 @@ pub fn processes_running(argv: &[&str]) -> Vec<u32> {
     found
 }
 
+/// Waits (up to a minute, then panics naming `what`) until processes with exactly `argv` are
+/// running (`running`) or all gone (`!running`).
+pub fn wait_processes(argv: &[&str], running: bool, what: &str) {
+    let start = std::time::Instant::now();
+    while processes_running(argv).is_empty() == running {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: {argv:?} still {}",
+            if running { "not running" } else { "running" }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The value of an unlabelled metric in Prometheus text.
 pub fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
