@@ -353,6 +353,9 @@ async fn session(cli: &Cli, labels: BTreeMap<String, String>) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `dagr terminal` waits for the exit code once the engine answered.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn terminal(
     cli: &Cli,
     container_id: &str,
@@ -399,7 +402,7 @@ async fn terminal(
         }
         return Ok(ExitCode::FAILURE);
     }
-    Ok(match user_terminal.last_exit() {
+    Ok(match user_terminal.wait_exit(EXIT_WAIT).await {
         Some((0, _)) => ExitCode::SUCCESS,
         Some((code, _)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => {

@@ -2073,7 +2073,8 @@ fn terminal_in_a_dagr_run_flow_uses_dagrs_terminal() {
     // the one `dagr run` was started on (here a piped stdin and stdout).
     let script = r#"curl -sS --fail-with-body -u "$DAGGER_SESSION_TOKEN:" -H 'content-type: application/json' \
         --data-binary @body.json "http://127.0.0.1:$DAGGER_SESSION_PORT/query""#;
-    let stdout = api.dagr_ok(&["run", "--", "sh", "-c", script], b"typed\r");
+    // An unfinished last line: its end of input is still seen (^D twice).
+    let stdout = api.dagr_ok(&["run", "--", "sh", "-c", script], b"typed");
     assert!(stdout.contains("run-got-typed"), "{stdout}");
     assert!(stdout.contains(r#""sync":""#), "{stdout}");
 }

@@ -205,6 +205,9 @@ impl TerminalWriter {
     }
 }
 
+/// How long a new session waits for the client's first message (its size).
+const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Starts a session over `client` (the gRPC client on the attachables channel).
 pub(crate) async fn open(
     mut client: crate::proto::terminal::terminal_client::TerminalClient<tonic::transport::Channel>,
@@ -223,7 +226,14 @@ pub(crate) async fn open(
     let mut reader = TerminalReader {
         input: response.into_inner(),
     };
-    let size = match reader.next().await {
+    let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| {
+            rpc(Status::deadline_exceeded(
+                "the client did not report its terminal size",
+            ))
+        })?;
+    let size = match first {
         Some(TerminalInput::Resize { cols, rows }) => (cols, rows),
         Some(TerminalInput::Data(_)) => {
             return Err(rpc(Status::invalid_argument(

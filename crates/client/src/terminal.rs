@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dagr_attach::{TerminalInput, TerminalOutput, TerminalProvider};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How often the stdin reader checks whether its session ended.
 const STDIN_POLL: Duration = Duration::from_millis(50);
@@ -18,11 +18,22 @@ const STDIN_POLL: Duration = Duration::from_millis(50);
 /// that is a terminal is in raw mode (every key goes to the process, ^C included) and window
 /// size changes (`SIGWINCH`) are forwarded; the mode is restored when the process exits. A
 /// stdin that is not a terminal is forwarded as it is, its end sent as ^D.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StdioTerminal {
-    last_exit: Arc<Mutex<Option<(i32, String)>>>,
+    /// The exit code (and error) of the last session's process, set once all its output is
+    /// written; `None` while a session runs.
+    last_exit: watch::Sender<Option<(i32, String)>>,
     /// The raw mode of the running session, if any.
     raw: Arc<Mutex<Option<RawMode>>>,
+}
+
+impl Default for StdioTerminal {
+    fn default() -> Self {
+        StdioTerminal {
+            last_exit: watch::Sender::new(None),
+            raw: Arc::default(),
+        }
+    }
 }
 
 impl StdioTerminal {
@@ -32,7 +43,17 @@ impl StdioTerminal {
 
     /// The exit code (and error, if it could not run) of the last session's process.
     pub fn last_exit(&self) -> Option<(i32, String)> {
-        self.last_exit.lock().clone()
+        self.last_exit.borrow().clone()
+    }
+
+    /// Waits up to `timeout` for the last session's exit: the engine answers the query that
+    /// ran it on another connection, possibly before the exit and the last output got here.
+    pub async fn wait_exit(&self, timeout: Duration) -> Option<(i32, String)> {
+        let mut exit = self.last_exit.subscribe();
+        match tokio::time::timeout(timeout, exit.wait_for(Option::is_some)).await {
+            Ok(Ok(exit)) => exit.clone(),
+            _ => None,
+        }
     }
 
     /// Puts the terminal back in the mode it had before a running session (when leaving
@@ -80,12 +101,14 @@ impl Drop for RawMode {
     }
 }
 
-/// Reads stdin until `stop` (polling, so the thread ends with its session and never keeps a
-/// read pending that would steal the next session's first keys).
+/// Reads stdin until `stop`, polling so that the thread ends with its session instead of
+/// staying blocked in a read (a read already under way when the session ends still takes what
+/// it reads, at most one poll interval's worth of typing).
 fn read_stdin(input: mpsc::Sender<TerminalInput>, stop: Arc<AtomicBool>, is_tty: bool) {
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     let mut buf = [0u8; 4096];
+    let mut line_open = false;
     while !stop.load(Ordering::Acquire) {
         let mut fds = [rustix::event::PollFd::new(
             &fd,
@@ -100,13 +123,16 @@ fn read_stdin(input: mpsc::Sender<TerminalInput>, stop: Arc<AtomicBool>, is_tty:
         }
         match rustix::io::read(fd, &mut buf) {
             Ok(0) => {
-                // End of a piped stdin: what ^D at the start of a line does on a terminal.
+                // End of a piped stdin: what ^D at the start of a line does on a terminal (a
+                // first ^D ends an unfinished line).
                 if !is_tty {
-                    let _ = input.blocking_send(TerminalInput::Data(Bytes::from_static(b"\x04")));
+                    let eof: &'static [u8] = if line_open { b"\x04\x04" } else { b"\x04" };
+                    let _ = input.blocking_send(TerminalInput::Data(Bytes::from_static(eof)));
                 }
                 return;
             }
             Ok(n) => {
+                line_open = !matches!(buf[n - 1], b'\n' | b'\r');
                 let data = Bytes::copy_from_slice(&buf[..n]);
                 if input.blocking_send(TerminalInput::Data(data)).is_err() {
                     return;
@@ -128,55 +154,71 @@ impl TerminalProvider for StdioTerminal {
         input
             .try_send(TerminalInput::Resize { cols, rows })
             .map_err(|e| e.to_string())?;
+        let mut winch =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                .map_err(|e| format!("watching window size changes: {e}"))?;
         let stdin = std::io::stdin();
         let is_tty = rustix::termios::isatty(stdin.as_fd());
-        if is_tty {
-            *self.raw.lock() = RawMode::enable(stdin.as_fd());
-        }
-        let raw = self.raw.clone();
         let stop = Arc::new(AtomicBool::new(false));
-
         let reader_input = input.clone();
         let reader_stop = stop.clone();
         std::thread::Builder::new()
             .name("dagr-terminal-stdin".into())
             .spawn(move || read_stdin(reader_input, reader_stop, is_tty))
             .map_err(|e| format!("reading stdin: {e}"))?;
+        if is_tty {
+            *self.raw.lock() = RawMode::enable(stdin.as_fd());
+        }
+        self.last_exit.send_replace(None);
+        let (ended, mut ended_rx) = watch::channel(false);
 
-        let mut winch =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-                .map_err(|e| format!("watching window size changes: {e}"))?;
-        let last_exit = self.last_exit.clone();
+        // Window sizes travel on their own task: waiting for room in the input channel must
+        // never stop the output from being drained.
+        let resize_input = input.clone();
         tokio::spawn(async move {
-            // `input` lives here until the exit: the process keeps its stdin while it runs.
             loop {
                 tokio::select! {
-                    item = output.recv() => match item {
-                        Some(TerminalOutput::Data(bytes)) => {
-                            let written = tokio::task::spawn_blocking(move || {
-                                let mut stdout = std::io::stdout().lock();
-                                stdout.write_all(&bytes).and_then(|()| stdout.flush())
-                            })
-                            .await;
-                            if !matches!(written, Ok(Ok(()))) {
-                                break;
-                            }
-                        }
-                        Some(TerminalOutput::Exit { code, error }) => {
-                            *last_exit.lock() = Some((code, error));
-                            break;
-                        }
-                        None => break,
-                    },
                     _ = winch.recv() => {
                         let (cols, rows) = window_size();
-                        let _ = input.send(TerminalInput::Resize { cols, rows }).await;
+                        if resize_input.send(TerminalInput::Resize { cols, rows }).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = ended_rx.changed() => break,
+                }
+            }
+        });
+
+        let raw = self.raw.clone();
+        let last_exit = self.last_exit.clone();
+        tokio::spawn(async move {
+            let mut exit = None;
+            while let Some(item) = output.recv().await {
+                match item {
+                    TerminalOutput::Data(bytes) => {
+                        let written = tokio::task::spawn_blocking(move || {
+                            let mut stdout = std::io::stdout().lock();
+                            stdout.write_all(&bytes).and_then(|()| stdout.flush())
+                        })
+                        .await;
+                        if !matches!(written, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                    TerminalOutput::Exit { code, error } => {
+                        exit = Some((code, error));
+                        break;
                     }
                 }
             }
             stop.store(true, Ordering::Release);
+            let _ = ended.send(true);
             drop(raw.lock().take());
+            // `input` lived until here: the process keeps its stdin while it runs.
             drop(input);
+            if exit.is_some() {
+                last_exit.send_replace(exit);
+            }
         });
         Ok(input_rx)
     }

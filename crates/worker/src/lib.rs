@@ -1320,7 +1320,6 @@ impl View {
     }
 }
 
-/// Undoes a run's partial work (mounts, active snapshots, work directories) unless disarmed.
 /// An exec op ready to run (see [`Worker::prepare_exec`]); its cleanup removes the snapshots
 /// unless they are committed.
 struct PreparedExec {
@@ -1333,6 +1332,7 @@ struct PreparedExec {
     options: RunOptions,
 }
 
+/// Undoes a run's partial work (mounts, active snapshots, work directories) unless disarmed.
 struct Cleanup {
     worker: Worker,
     guards: Vec<MountGuard>,
