@@ -155,11 +155,11 @@ fn bridge_terminal(remote: RemoteTerminal) -> UserTerminal {
             }
         }
     });
-    let (output, mut output_rx) = mpsc::channel::<bytes::Bytes>(64);
+    let (output, mut output_rx) = mpsc::channel::<dagr_executor::OutputChunk>(64);
     let (exit, exit_rx) = oneshot::channel();
     tokio::spawn(async move {
-        while let Some(bytes) = output_rx.recv().await {
-            if !writer.output(bytes).await {
+        while let Some(chunk) = output_rx.recv().await {
+            if !writer.output(chunk.bytes).await {
                 return;
             }
         }

@@ -11,7 +11,7 @@ use crate::state::{
     CacheVolume, Container, ContainerMount, Directory, EnvVariable, File, Fs, ImageConfig, Inputs,
     Label, MountKind, Secret, join,
 };
-use crate::{caller, graph_err, obj, services};
+use crate::{bool_arg, caller, graph_err, obj, services};
 
 /// The registry host of an address (`registry.example.com/repo`, `docker.io`, `127.0.0.1:5000`).
 fn registry_host(address: &str) -> Result<String, FieldError> {
@@ -189,10 +189,7 @@ fn with_exec(c: Container, ctx: &ResolveCtx) -> Result<Container, FieldError> {
         redirect_stdout: ctx.arg("redirectStdout")?,
         redirect_stderr: ctx.arg("redirectStderr")?,
         insecure: ctx.arg("insecureRootCapabilities")?,
-        nesting_session: if ctx
-            .arg::<Option<bool>>("experimentalPrivilegedNesting")?
-            .unwrap_or(false)
-        {
+        nesting_session: if bool_arg(ctx, "experimentalPrivilegedNesting")? {
             Some(caller(ctx)?.session_id)
         } else {
             None
@@ -418,7 +415,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let mut c = parent(ctx)?;
                     let name: String = ctx.arg("name")?;
                     let value: String = ctx.arg("value")?;
-                    let value = if ctx.arg::<Option<bool>>("expand")?.unwrap_or(false) {
+                    let value = if bool_arg(ctx, "expand")? {
                         c.config.expand(&value)
                     } else {
                         value
@@ -507,7 +504,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 .resolve_sync(|ctx| {
                     let mut c = parent(ctx)?;
                     c.config.entrypoint = ctx.arg("args")?;
-                    if !ctx.arg::<Option<bool>>("keepDefaultArgs")?.unwrap_or(false) {
+                    if !bool_arg(ctx, "keepDefaultArgs")? {
                         c.config.default_args.clear();
                     }
                     ok(c)
@@ -519,7 +516,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 .resolve_sync(|ctx| {
                     let mut c = parent(ctx)?;
                     c.config.entrypoint.clear();
-                    if !ctx.arg::<Option<bool>>("keepDefaultArgs")?.unwrap_or(false) {
+                    if !bool_arg(ctx, "keepDefaultArgs")? {
                         c.config.default_args.clear();
                     }
                     ok(c)

@@ -7,7 +7,7 @@ use dagr_gql::{Arg, Field, FieldError, Object, SchemaBuilder, Value};
 use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, SetTimestampsOp, Vertex};
 
 use crate::state::{Directory, File, Fs, Inputs, join};
-use crate::{Services, caller, graph_err, obj, services};
+use crate::{Services, bool_arg, caller, graph_err, obj, services};
 
 /// Largest file `File.contents` returns.
 const MAX_CONTENTS: u64 = 128 << 20;
@@ -381,7 +381,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let caller = caller(&ctx)?;
                     let d = ctx.parent_arc::<Directory>()?;
                     let host_path: String = ctx.arg("path")?;
-                    let wipe = ctx.arg::<Option<bool>>("wipe")?.unwrap_or(false);
+                    let wipe = bool_arg(&ctx, "wipe")?;
                     let (host, who, to) = (&s.host, &caller, &host_path);
                     export_from(&s, &caller, &d.fs, &d.path, &host_path, |src| async move {
                         host.push_dir(who, &src, to, wipe).await
@@ -493,9 +493,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     let caller = caller(&ctx)?;
                     let f = ctx.parent_arc::<File>()?;
                     let host_path: String = ctx.arg("path")?;
-                    let allow = ctx
-                        .arg::<Option<bool>>("allowParentDirPath")?
-                        .unwrap_or(false);
+                    let allow = bool_arg(&ctx, "allowParentDirPath")?;
                     let (host, who, to) = (&s.host, &caller, &host_path);
                     export_from(&s, &caller, &f.fs, &f.path, &host_path, |src| async move {
                         host.push_file(who, &src, to, allow).await

@@ -80,8 +80,8 @@ pub struct UserTerminal {
     pub size: dagr_executor::WindowSize,
     /// Keystrokes and resizes; closed when the user went away.
     pub input: tokio::sync::mpsc::Receiver<dagr_executor::TerminalInput>,
-    /// What the process writes.
-    pub output: tokio::sync::mpsc::Sender<Bytes>,
+    /// What the process writes (the run's output sink; closed when the run ends).
+    pub output: tokio::sync::mpsc::Sender<dagr_executor::OutputChunk>,
     /// The process's exit code, or why it could not run; sent after the last output.
     pub exit: tokio::sync::oneshot::Sender<Result<i32, String>>,
 }
@@ -361,6 +361,11 @@ pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<Caller, FieldError> {
 
 pub(crate) fn obj<T: Send + Sync + 'static>(type_name: &str, v: T) -> Value {
     Value::object(type_name, Arc::new(v))
+}
+
+/// A `Boolean` argument with `false` for null or absent.
+pub(crate) fn bool_arg(ctx: &dagr_gql::ResolveCtx, name: &str) -> Result<bool, FieldError> {
+    Ok(ctx.arg::<Option<bool>>(name)?.unwrap_or(false))
 }
 
 pub(crate) fn graph_err(e: dagr_solver::GraphError) -> FieldError {

@@ -6,26 +6,21 @@
 
 use dagr_gql::{Arg, Field, FieldError, Object, ResolveCtx, SchemaBuilder, Value};
 use dagr_solver::Op;
-use tokio::sync::mpsc;
 
 use crate::container::{ExecArgs, exec_container, ok, parent};
 use crate::state::{Container, Terminal, TerminalCmd};
-use crate::{caller, obj, services};
+use crate::{bool_arg, caller, obj, services};
 
 /// What `terminal` runs when neither the call nor the container names a command.
 const DEFAULT_TERMINAL_CMD: &str = "sh";
-
-fn flag(ctx: &ResolveCtx, name: &str) -> Result<bool, FieldError> {
-    Ok(ctx.arg::<Option<bool>>(name)?.unwrap_or(false))
-}
 
 /// The terminal of `container` for `ctx`'s arguments.
 fn terminal(c: Container, ctx: &ResolveCtx) -> Result<Terminal, FieldError> {
     let cmd: Option<Vec<String>> = ctx.arg("cmd")?;
     let mut run = TerminalCmd {
         args: cmd.unwrap_or_default(),
-        privileged_nesting: flag(ctx, "experimentalPrivilegedNesting")?,
-        insecure_root_capabilities: flag(ctx, "insecureRootCapabilities")?,
+        privileged_nesting: bool_arg(ctx, "experimentalPrivilegedNesting")?,
+        insecure_root_capabilities: bool_arg(ctx, "insecureRootCapabilities")?,
     };
     if run.args.is_empty() {
         match &c.default_terminal {
@@ -75,25 +70,15 @@ async fn sync(ctx: ResolveCtx) -> Result<Value, FieldError> {
             caller.client_id
         ))
     })?;
-    let (chunks, mut chunks_rx) = mpsc::channel::<dagr_executor::OutputChunk>(64);
-    let output = user.output;
-    let forward = tokio::spawn(async move {
-        while let Some(chunk) = chunks_rx.recv().await {
-            if output.send(chunk.bytes).await.is_err() {
-                break;
-            }
-        }
-    });
     let io = dagr_executor::TerminalIo {
         size: user.size,
         input: user.input,
     };
+    // The sink closes when the run ends, after its last output: the exit follows it.
     let ran = s
         .worker()
-        .run_terminal(op, &inputs, &caller.session_id, io, chunks)
+        .run_terminal(op, &inputs, &caller.session_id, io, user.output)
         .await;
-    // Every output byte reaches the user before the exit.
-    let _ = forward.await;
     match ran {
         Ok(code) => {
             let _ = user.exit.send(Ok(code));
@@ -132,8 +117,8 @@ pub(crate) fn fields(container: Object) -> Object {
                     }
                     c.default_terminal = Some(TerminalCmd {
                         args,
-                        privileged_nesting: flag(ctx, "experimentalPrivilegedNesting")?,
-                        insecure_root_capabilities: flag(ctx, "insecureRootCapabilities")?,
+                        privileged_nesting: bool_arg(ctx, "experimentalPrivilegedNesting")?,
+                        insecure_root_capabilities: bool_arg(ctx, "insecureRootCapabilities")?,
                     });
                     ok(c)
                 }),
