@@ -638,6 +638,24 @@ impl Worker {
         Ok(names)
     }
 
+    /// Commits `key`, the one output of a run, and returns it as the run's result.
+    async fn commit_output(
+        &self,
+        mut cleanup: Cleanup,
+        key: String,
+    ) -> Result<RunOutput, WorkerError> {
+        let name = self
+            .commit(&mut cleanup, &[key])
+            .await?
+            .pop()
+            .ok_or_else(|| op_err("commit", "no snapshot committed"))?;
+        cleanup.disarm();
+        Ok(RunOutput::new(ResultRef::new(
+            name,
+            serde_json::Value::Null,
+        )))
+    }
+
     async fn empty_snapshot(&self) -> Result<String, WorkerError> {
         if self.inner.snapshots.stat(EMPTY_SNAPSHOT).is_ok() {
             return Ok(EMPTY_SNAPSHOT.to_owned());
@@ -754,12 +772,7 @@ impl Worker {
         export::export_tarball(self, &built, &dir.join("image.tar"), None)
             .await
             .map_err(|e| op_err("image_archive", e.to_string()))?;
-        let mut names = self.commit(&mut cleanup, &[key]).await?;
-        cleanup.disarm();
-        Ok(RunOutput::new(ResultRef::new(
-            names.remove(0),
-            serde_json::Value::Null,
-        )))
+        self.commit_output(cleanup, key).await
     }
 
     /// The image of an OCI archive file in a filesystem.
@@ -1075,12 +1088,7 @@ impl Worker {
             v.release().await;
         }
         ran?;
-        let mut names = self.commit(&mut cleanup, &[key]).await?;
-        cleanup.disarm();
-        Ok(RunOutput::new(ResultRef::new(
-            names.remove(0),
-            serde_json::Value::Null,
-        )))
+        self.commit_output(cleanup, key).await
     }
 
     async fn run_host_dir(
@@ -1108,9 +1116,7 @@ impl Worker {
         let digest = tokio::task::spawn_blocking(move || fsops::tree_digest(&digest_dir))
             .await
             .map_err(|e| WorkerError::Task(e.to_string()))??;
-        let mut names = self.commit(&mut cleanup, &[key]).await?;
-        cleanup.disarm();
-        let mut out = RunOutput::new(ResultRef::new(names.remove(0), serde_json::Value::Null));
+        let mut out = self.commit_output(cleanup, key).await?;
         out.content_digest = Some(digest);
         Ok(out)
     }
