@@ -62,24 +62,30 @@ pub struct ContainerRoot {
 }
 
 impl ContainerRoot {
-    /// The directory the container's paths are resolved in. The runtime writes the pid file
-    /// just after the process started, so a request of the process itself may come first: it
-    /// waits for the file (briefly; without one, `rootfs` is used).
-    async fn root(&self) -> PathBuf {
+    /// The directory the container's paths are resolved in, found once per connection (the
+    /// process does not change) in `resolved`. The runtime writes the pid file just after the
+    /// process started, so a request of the process itself may come first: it waits for the
+    /// file (briefly; without one, `rootfs` is used, and looked for again next time).
+    async fn root(&self, resolved: &tokio::sync::OnceCell<PathBuf>) -> PathBuf {
         let Some(pid_file) = &self.pid_file else {
             return self.rootfs.clone();
         };
-        for _ in 0..PID_FILE_POLLS {
-            let pid = tokio::fs::read_to_string(pid_file)
-                .await
-                .ok()
-                .and_then(|pid| pid.trim().parse::<u32>().ok());
-            if let Some(pid) = pid {
-                return PathBuf::from(format!("/proc/{pid}/root"));
-            }
-            tokio::time::sleep(PID_FILE_POLL).await;
-        }
-        self.rootfs.clone()
+        let found = resolved
+            .get_or_try_init(|| async {
+                for _ in 0..PID_FILE_POLLS {
+                    let pid = tokio::fs::read_to_string(pid_file)
+                        .await
+                        .ok()
+                        .and_then(|pid| pid.trim().parse::<u32>().ok());
+                    if let Some(pid) = pid {
+                        return Ok(PathBuf::from(format!("/proc/{pid}/root")));
+                    }
+                    tokio::time::sleep(PID_FILE_POLL).await;
+                }
+                Err(())
+            })
+            .await;
+        found.cloned().unwrap_or_else(|()| self.rootfs.clone())
     }
 }
 
@@ -121,6 +127,7 @@ impl HostProviders {
         let files = HostFiles {
             root: self.root.clone(),
             container: self.container.clone(),
+            container_root: Default::default(),
         };
         let mut routes =
             tonic::service::Routes::new(health).add_service(FileSyncServer::new(files.clone()));
@@ -303,6 +310,8 @@ fn peer_closed(err: &hyper::Error) -> bool {
 struct HostFiles {
     root: PathBuf,
     container: Option<ContainerRoot>,
+    /// The container's root once found (see [`ContainerRoot::root`]).
+    container_root: std::sync::Arc<tokio::sync::OnceCell<PathBuf>>,
 }
 
 impl HostFiles {
@@ -313,7 +322,8 @@ impl HostFiles {
             } else {
                 format!("{}/{path}", c.workdir.trim_end_matches('/'))
             };
-            return dagr_pathfilter::resolve_in_root(&c.root().await, &logical, true)
+            let root = c.root(&self.container_root).await;
+            return dagr_pathfilter::resolve_in_root(&root, &logical, true)
                 .map_err(|e| Status::invalid_argument(e.to_string()));
         }
         Ok(if path.is_empty() {
