@@ -273,22 +273,36 @@ async fn query(
     if let Some(data) = response.get("data").filter(|d| !d.is_null()) {
         println!("{}", serde_json::to_string_pretty(data)?);
     }
-    match response.get("errors").and_then(|e| e.as_array()) {
-        Some(errors) if !errors.is_empty() => {
-            for e in errors {
-                let msg = e
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("unknown error");
-                eprintln!("error: {msg}");
-                if let Some(ext) = e.get("extensions") {
-                    eprintln!("  extensions: {ext}");
-                }
-            }
-            Ok(ExitCode::FAILURE)
+    Ok(if print_errors(&response) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints a GraphQL response's errors to stderr (`error: MSG`, then `  extensions: JSON`);
+/// whether it had any.
+fn print_errors(response: &serde_json::Value) -> bool {
+    let errors = match response.get("errors").and_then(|e| e.as_array()) {
+        Some(errors) if !errors.is_empty() => errors,
+        _ => return false,
+    };
+    for e in errors {
+        let msg = e
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("unknown error");
+        eprintln!("error: {msg}");
+        if let Some(ext) = e.get("extensions") {
+            eprintln!("  extensions: {ext}");
         }
-        _ => Ok(ExitCode::SUCCESS),
     }
+    true
+}
+
+/// The exit code of dagr for a command's exit code (1 when it does not fit).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 async fn run_cmd(
@@ -312,8 +326,7 @@ async fn run_cmd(
     close_shared(client).await?;
     let status = status.with_context(|| format!("running {program}"))?;
     Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Some(code) => exit_code(code),
         None => {
             eprintln!("dagr: {program} was killed by a signal");
             ExitCode::FAILURE
@@ -390,21 +403,11 @@ async fn terminal(
     let closed = client.close().await;
     let response = result.context("running the terminal")?;
     closed.context("closing the session")?;
-    if let Some(errors) = response.get("errors").and_then(|e| e.as_array())
-        && !errors.is_empty()
-    {
-        for e in errors {
-            let msg = e
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("unknown error");
-            eprintln!("dagr: {msg}");
-        }
+    if print_errors(&response) {
         return Ok(ExitCode::FAILURE);
     }
     Ok(match user_terminal.wait_exit(EXIT_WAIT).await {
-        Some((0, _)) => ExitCode::SUCCESS,
-        Some((code, _)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Some((code, _)) => exit_code(code),
         None => {
             eprintln!("dagr: the terminal ended without an exit code");
             ExitCode::FAILURE
