@@ -1957,32 +1957,10 @@ fn terminal_through_tmux_carries_keys_output_resizes_and_the_exit_code() {
 /// the dynamic loader: a busybox container can run the host's `dagr` from it.
 fn dagr_bundle(dir: &Path) -> std::path::PathBuf {
     let bundle = dir.join("dagr-bundle");
-    std::fs::create_dir_all(&bundle).expect("bundle dir");
-    let link_or_copy = |from: &Path, name: &str| {
-        let to = bundle.join(name);
-        if std::fs::hard_link(from, &to).is_err() {
-            std::fs::copy(from, &to).expect("copy into the bundle");
-        }
-    };
-    link_or_copy(Path::new(dagr()), "dagr");
-    let ldd = Command::new("ldd").arg(dagr()).output().expect("ldd");
-    let mut loader = None;
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(Path::new);
-        if let Some(path) = path {
-            let real = std::fs::canonicalize(path).expect("library path");
-            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
-            link_or_copy(&real, name);
-            if name.starts_with("ld-linux") {
-                loader = Some(name.to_owned());
-            }
-        }
-    }
-    let loader = loader.expect("ldd names the dynamic loader");
+    let dagr = std::path::PathBuf::from(dagr());
+    let mut files = vec![dagr.clone()];
+    files.extend(dagr_testkit::linked_libraries(&[dagr]));
+    let loader = dagr_testkit::flat_bundle(&bundle, files).expect("ldd names the dynamic loader");
     let script = format!(
         "#!/bin/sh\nexec /opt/dagr/{loader} --library-path /opt/dagr /opt/dagr/dagr \"$@\"\n"
     );

@@ -1093,21 +1093,6 @@ connect_and_run(main)
     }
 }
 
-/// Shared libraries (`ldd`) that `files` link, as real paths.
-fn linked_libraries(files: &[PathBuf]) -> std::collections::BTreeSet<PathBuf> {
-    let mut libs = std::collections::BTreeSet::new();
-    for chunk in files.chunks(200) {
-        let out = Command::new("ldd").args(chunk).output().expect("ldd");
-        for line in lossy(&out.stdout).lines() {
-            // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)"
-            if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
-                libs.insert(PathBuf::from(path));
-            }
-        }
-    }
-    libs
-}
-
 fn files_named(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -1162,22 +1147,14 @@ fn python_bundle(dir: &Path) -> PythonBundle {
     files_named(Path::new(&stdlib), ".so", &mut linking);
     files_named(Path::new(&site_packages), ".so", &mut linking);
     let bundle = dir.join("python-bundle");
-    std::fs::create_dir_all(&bundle).expect("bundle dir");
-    let mut loader = None;
-    let mut to_copy = vec![interpreter_path.clone()];
-    to_copy.extend(linking_libraries_only(&linked_libraries(&linking)));
-    for path in to_copy {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("file name")
-            .to_owned();
-        let real = std::fs::canonicalize(&path).expect("library");
-        std::fs::copy(&real, bundle.join(&name)).expect("copy into the bundle");
-        if name.starts_with("ld-linux") {
-            loader = Some(name);
-        }
-    }
+    // The python trees themselves are mounted whole: only the libraries outside them.
+    let libraries = dagr_testkit::linked_libraries(&linking)
+        .into_iter()
+        .filter(|l| !l.to_string_lossy().contains("/python3"));
+    let loader = dagr_testkit::flat_bundle(
+        &bundle,
+        std::iter::once(interpreter_path.clone()).chain(libraries),
+    );
     PythonBundle {
         bundle,
         loader: loader.expect("the dynamic loader"),
@@ -1190,14 +1167,6 @@ fn python_bundle(dir: &Path) -> PythonBundle {
         stdlib,
         site_packages,
     }
-}
-
-/// Libraries outside the python trees themselves (those are mounted whole).
-fn linking_libraries_only(libs: &std::collections::BTreeSet<PathBuf>) -> Vec<PathBuf> {
-    libs.iter()
-        .filter(|l| !l.to_string_lossy().contains("/python3"))
-        .cloned()
-        .collect()
 }
 
 #[test]

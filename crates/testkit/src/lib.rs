@@ -271,6 +271,47 @@ pub fn detach_mounts_under(dir: &Path) {
     }
 }
 
+/// The shared libraries (`ldd`) that `files` link, the dynamic loader included.
+pub fn linked_libraries(files: &[PathBuf]) -> std::collections::BTreeSet<PathBuf> {
+    let mut libs = std::collections::BTreeSet::new();
+    for chunk in files.chunks(200) {
+        let out = Command::new("ldd").args(chunk).output().expect("ldd");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x...)".
+            if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                libs.insert(PathBuf::from(path));
+            }
+        }
+    }
+    libs
+}
+
+/// Puts `files` (symlinks resolved) side by side in `dir` under their own names, hard-linked
+/// where possible, else copied. Returns the name of the dynamic loader among them, if any: in a
+/// container with `dir` mounted at `/d`, `/d/<loader> --library-path /d /d/<binary>` runs a
+/// binary whose libraries were given too.
+pub fn flat_bundle(dir: &Path, files: impl IntoIterator<Item = PathBuf>) -> Option<String> {
+    std::fs::create_dir_all(dir).expect("bundle dir");
+    let mut loader = None;
+    for file in files {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name")
+            .to_owned();
+        let real = std::fs::canonicalize(&file).expect("bundled file");
+        let to = dir.join(&name);
+        if std::fs::hard_link(&real, &to).is_err() {
+            std::fs::copy(&real, &to).expect("copy into the bundle");
+        }
+        if name.starts_with("ld-linux") {
+            loader = Some(name);
+        }
+    }
+    loader
+}
+
 /// Pids of the processes whose argv is exactly `argv` (read from `/proc/*/cmdline`).
 pub fn processes_running(argv: &[&str]) -> Vec<u32> {
     let wanted: Vec<u8> = argv
