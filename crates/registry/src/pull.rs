@@ -77,6 +77,41 @@ pub enum PullError {
     },
 }
 
+/// Runs `fetch` against each endpoint in turn (mirrors first), retrying transient failures up
+/// to `ATTEMPTS` times per endpoint; the first success wins, else every endpoint's failure is
+/// reported.
+async fn with_fallback<'a, T, F, Fut>(
+    endpoints: &'a [Endpoint],
+    reference: &Reference,
+    what: &str,
+    mut fetch: F,
+) -> Result<T, PullError>
+where
+    F: FnMut(&'a Endpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PullError>>,
+{
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        let mut attempt = 1;
+        loop {
+            match fetch(endpoint).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tracing::debug!(endpoint = %endpoint.authority, attempt, error = %e, "retrying {what} fetch");
+                    tokio::time::sleep(RETRY_DELAY * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %endpoint.authority, error = %e, "{what} fetch failed");
+                    failures.push((endpoint.authority.clone(), e));
+                    break;
+                }
+            }
+        }
+    }
+    Err(combine_failures(reference, failures))
+}
+
 /// One endpoint's error as is; several as [`PullError::AllEndpointsFailed`].
 fn combine_failures(reference: &Reference, mut failures: Vec<(String, PullError)>) -> PullError {
     match failures.len() {
@@ -301,29 +336,10 @@ impl RegistryClient {
         key: &str,
         expected: Option<&Digest>,
     ) -> Result<FetchedManifest, PullError> {
-        let mut failures = Vec::new();
-        for endpoint in endpoints {
-            let mut attempt = 1;
-            loop {
-                match self
-                    .fetch_manifest_at(endpoint, reference, key, expected)
-                    .await
-                {
-                    Ok(fetched) => return Ok(fetched),
-                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                        tracing::debug!(endpoint = %endpoint.authority, attempt, error = %e, "retrying manifest fetch");
-                        tokio::time::sleep(RETRY_DELAY * attempt).await;
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.authority, error = %e, "manifest fetch failed");
-                        failures.push((endpoint.authority.clone(), e));
-                        break;
-                    }
-                }
-            }
-        }
-        Err(combine_failures(reference, failures))
+        with_fallback(endpoints, reference, "manifest", |endpoint| {
+            self.fetch_manifest_at(endpoint, reference, key, expected)
+        })
+        .await
     }
 
     async fn fetch_manifest_at(
@@ -408,29 +424,11 @@ impl RegistryClient {
         if store.has(&digest) {
             return Ok(());
         }
-        let mut failures = Vec::new();
-        for endpoint in endpoints {
-            let mut attempt = 1;
-            loop {
-                match self
-                    .fetch_blob_at(endpoint, reference, &digest, descriptor.size(), store)
-                    .await
-                {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                        tracing::debug!(endpoint = %endpoint.authority, attempt, error = %e, "retrying blob fetch");
-                        tokio::time::sleep(RETRY_DELAY * attempt).await;
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.authority, %digest, error = %e, "blob fetch failed");
-                        failures.push((endpoint.authority.clone(), e));
-                        break;
-                    }
-                }
-            }
-        }
-        Err(combine_failures(reference, failures))
+        let what = format!("blob {digest}");
+        with_fallback(endpoints, reference, &what, |endpoint| {
+            self.fetch_blob_at(endpoint, reference, &digest, descriptor.size(), store)
+        })
+        .await
     }
 
     async fn fetch_blob_at(
