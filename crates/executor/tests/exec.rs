@@ -522,6 +522,8 @@ async fn cancellation_token_kills_everything_and_cleans_up() {
         })
     };
     wait_for_file(&marker.path().join("started")).await;
+    // The marker is touched just before `exec sleep` replaces the shell.
+    dagr_testkit::wait_processes(&["sleep", "1001"], true, "the exec's sleep");
     assert_eq!(processes_running(&["sleep", "1001"]).len(), 1);
     assert_eq!(fixture.executor.runtime().list_blocking().unwrap().len(), 1);
     token.cancel();
@@ -557,6 +559,8 @@ async fn dropping_the_run_future_kills_everything_and_cleans_up() {
         })
     };
     wait_for_file(&marker.path().join("started")).await;
+    // The marker is touched just before `exec sleep` replaces the shell.
+    dagr_testkit::wait_processes(&["sleep", "1002"], true, "the exec's sleep");
     assert_eq!(processes_running(&["sleep", "1002"]).len(), 1);
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
@@ -730,6 +734,8 @@ async fn stale_state_of_a_lost_exec_is_removed() {
     }
     // Lose the exec as a crash would: no destructor runs.
     std::mem::forget(run);
+    // The marker is touched just before `exec sleep` replaces the shell.
+    dagr_testkit::wait_processes(&["sleep", "1003"], true, "the exec's sleep");
     assert_eq!(processes_running(&["sleep", "1003"]).len(), 1);
 
     let stale = fixture.executor.remove_stale_state().unwrap();
