@@ -2,6 +2,8 @@
 //! library crates, binds the listeners and owns the runtime and the signals.
 
 mod config;
+mod dial_stdio;
+mod gc;
 mod grpc;
 mod host;
 mod metrics;
@@ -103,7 +105,11 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     match cli.command {
-        Some(Command::DialStdio { addr }) => runtime.block_on(dial_stdio(addr)),
+        Some(Command::DialStdio { addr }) => {
+            let addr =
+                addr.unwrap_or_else(|| ListenAddr::Unix(default_socket(&default_state_dir())));
+            runtime.block_on(dial_stdio::run(addr))
+        }
         Some(Command::Schema) => {
             print!("{}", dagr_api::schema()?.sdl());
             Ok(())
@@ -160,7 +166,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("dagr-engine listening on {}", l.describe());
     }
     tracing::info!(state_dir = %state_dir.display(), "engine ready");
-    let gc_task = tokio::spawn(gc_loop(
+    let gc_task = tokio::spawn(gc::run(
         api.clone(),
         args.gc_keep_bytes,
         Duration::from_secs(args.gc_interval.max(1)),
@@ -291,37 +297,6 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Collects the cache down to its budget periodically: what sessions hold and what was used in
-/// the last minute stay; the solver forgets results whose snapshots went.
-async fn gc_loop(api: dagr_api::CoreApi, keep_bytes: u64, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let solver = api.services().solver.clone();
-        let worker = solver.runner().clone();
-        match worker
-            .gc(&solver.leased_refs(), keep_bytes, Duration::from_secs(60))
-            .await
-        {
-            Ok(report) => {
-                let pruned =
-                    tokio::task::spawn_blocking(move || solver.prune(|r| worker.has_result(r)))
-                        .await;
-                tracing::debug!(
-                    freed = report.freed_bytes,
-                    remaining = report.remaining_bytes,
-                    snapshots = report.removed_snapshots.len(),
-                    blobs = report.removed_blobs.len(),
-                    pruned = ?pruned.map(|p| p.map(|k| k.len())),
-                    "garbage collection"
-                );
-            }
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-        }
-    }
-}
-
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -335,60 +310,6 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-async fn dial_stdio(addr: Option<ListenAddr>) -> anyhow::Result<()> {
-    let addr = addr.unwrap_or_else(|| ListenAddr::Unix(default_socket(&default_state_dir())));
-    let mut stdin = tokio::io::stdin();
-    let mut stdout = tokio::io::stdout();
-    match &addr {
-        ListenAddr::Unix(p) => {
-            let s = tokio::net::UnixStream::connect(p)
-                .await
-                .with_context(|| format!("connecting to {addr}"))?;
-            let (mut r, mut w) = s.into_split();
-            pipe(&mut stdin, &mut stdout, &mut r, &mut w).await
-        }
-        ListenAddr::Tcp(a) => {
-            let s = tokio::net::TcpStream::connect(a)
-                .await
-                .with_context(|| format!("connecting to {addr}"))?;
-            let (mut r, mut w) = s.into_split();
-            pipe(&mut stdin, &mut stdout, &mut r, &mut w).await
-        }
-    }
-}
-
-/// Copies both ways until the engine closes the connection; stdin EOF half-closes towards it.
-async fn pipe<R, W>(
-    stdin: &mut tokio::io::Stdin,
-    stdout: &mut tokio::io::Stdout,
-    from_engine: &mut R,
-    to_engine: &mut W,
-) -> anyhow::Result<()>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncWriteExt as _;
-    let upstream = async {
-        tokio::io::copy(stdin, to_engine).await?;
-        to_engine.shutdown().await
-    };
-    let downstream = async {
-        tokio::io::copy(from_engine, stdout).await?;
-        stdout.flush().await
-    };
-    tokio::pin!(upstream);
-    tokio::pin!(downstream);
-    tokio::select! {
-        r = &mut downstream => r.context("copying from the engine")?,
-        r = &mut upstream => {
-            r.context("copying to the engine")?;
-            (&mut downstream).await.context("copying from the engine")?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
