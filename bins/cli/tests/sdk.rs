@@ -1,6 +1,6 @@
 //! dagr end to end with the official Dagger Python SDK (dagger-io 0.11.8 and the mid-2024
-//! dependency pins of `shared/spec/rust-notes.md`), installed once per target dir into the
-//! virtualenv of `dagr_testkit::python` under `CARGO_TARGET_TMPDIR` (reused while its pins match).
+//! dependency pins of `python/requirements.txt`), installed once per target dir into the
+//! virtualenv of `dagr_testkit::python` under `CARGO_TARGET_TMPDIR` (reused while the file matches).
 //!
 //! Every test starts its own `dagr-engine` (the loopback busybox registry of `dagr-testkit`), writes
 //! a Python script into a temp working directory and runs it both ways an SDK meets dagr:
@@ -62,7 +62,7 @@ fn venv_python() -> &'static Path {
         dagr_testkit::python::venv(
             env!("CARGO_TARGET_TMPDIR"),
             "dagger-sdk-0.11.8",
-            dagr_testkit::python::DAGGER_SDK_PINS,
+            dagr_testkit::python::DAGGER_SDK_REQUIREMENTS,
         )
     })
 }

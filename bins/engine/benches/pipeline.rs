@@ -450,7 +450,7 @@ fn python_sdk(engine: &dagr_testkit::EngineProcess, image: &str) {
     let python = dagr_testkit::python::venv(
         env!("CARGO_TARGET_TMPDIR"),
         "dagger-sdk-0.11.8",
-        dagr_testkit::python::DAGGER_SDK_PINS,
+        dagr_testkit::python::DAGGER_SDK_REQUIREMENTS,
     );
     let dir = tempfile::tempdir().expect("tmp");
     let script = dir.path().join("pipeline.py");

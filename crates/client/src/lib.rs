@@ -10,7 +10,7 @@
 //! [`ConnectOptions::terminal`] offers the user's terminal for interactive processes
 //! ([`StdioTerminal`]: this process's stdin and stdout).
 //!
-//! Nested clients (inside a container, spec section 5) use [`Client::from_session_env`]: one
+//! Nested clients (inside a container) use [`Client::from_session_env`]: one
 //! connection to `127.0.0.1:<port>` with basic auth `<token>:`, no attachables.
 
 mod host;
@@ -254,7 +254,7 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 impl Client {
-    /// A nested client (spec section 5): the engine is at `127.0.0.1:port`, requests carry basic
+    /// A nested client: the engine is at `127.0.0.1:port`, requests carry basic
     /// auth `<token>:` and no metadata (the listener knows who we are). No attachables.
     /// [`Client::metadata`] of a nested client has empty ids and only the client version.
     pub async fn from_session_env(port: u16, token: &str) -> Result<Client, ClientError> {

@@ -21,7 +21,7 @@ fn python() -> PathBuf {
     dagr_testkit::python::venv(
         env!("CARGO_TARGET_TMPDIR"),
         "dagger-sdk-0.11.8",
-        dagr_testkit::python::DAGGER_SDK_PINS,
+        dagr_testkit::python::DAGGER_SDK_REQUIREMENTS,
     )
 }
 

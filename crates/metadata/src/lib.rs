@@ -1,5 +1,5 @@
 //! The wire identity of a client: [`ClientMetadata`], carried base64-encoded in the
-//! [`CLIENT_METADATA_HEADER`] header of every request (spec section 2), plus the header names of the
+//! [`CLIENT_METADATA_HEADER`] header of every request, plus the header names of the
 //! attachables handshake ([`EXPOSE_METHOD_HEADER`]).
 //!
 //! This crate only encodes, decodes and checks the *shape* of the metadata (non-empty ids and token).

@@ -1,6 +1,7 @@
 //! Fixtures for dagr's integration tests (a dev-dependency only):
 //! - [`registry`]: a `docker-registry` on a free loopback port for the whole test process, with the
-//!   busybox image of `shared/fixtures/base-image.sh` pushed by skopeo ([`RegistryFixture`]);
+//!   busybox image of [`image::busybox_image`] pushed by skopeo ([`RegistryFixture`]);
+//! - [`image`]: that image as an OCI layout and archive, built from the host's static busybox;
 //! - [`EngineProcess`]: a `dagr-engine` child on a temp state dir, listening on 127.0.0.1:0 and a
 //!   unix socket, killed on drop;
 //! - [`metric`]: one value out of the engine's `/metrics` text.
@@ -8,6 +9,8 @@
 //! Everything listens on loopback only and dies with the test process (PR_SET_PDEATHSIG).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod image;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,11 +25,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-/// The repository's `shared/` directory (beside the checkout).
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
 
 /// A loopback registry serving `busybox:latest`, for the whole test process.
@@ -77,20 +75,12 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
     FIXTURE.get_or_init(|| {
         let out = PathBuf::from(target_tmp).join("dagr-testkit-fixture");
         std::fs::create_dir_all(&out).expect("fixture dir");
-        let script = shared_dir().join("fixtures/base-image.sh");
         // Test binaries running at the same time share the image directory: one builds and reads
-        // it at a time (the script is reproducible, so rebuilding gives the same bytes).
+        // it at a time (the build is reproducible, so rebuilding gives the same bytes).
         let lock = std::fs::File::create(out.join(".lock")).expect("lock file");
         // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        let status = Command::new("bash")
-            .arg(&script)
-            .env("OUT", &out)
-            .env("SKIP_REGISTRY", "1")
-            .stdout(Stdio::null())
-            .status()
-            .expect("run base-image.sh");
-        assert!(status.success(), "{} failed", script.display());
+        let built = image::busybox_image(&out);
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let data = out.join(format!("registry-{port}-{}", std::process::id()));
@@ -111,19 +101,19 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
             .stderr(Stdio::null());
         spawn_for_process_lifetime(cmd);
         wait_for_port(&addr);
-        let image = format!("{addr}/busybox:latest");
+        let reference = format!("{addr}/busybox:latest");
         let status = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:latest", out.join("oci").display()))
-            .arg(format!("docker://{image}"))
+            .arg(format!("oci:{}:{}", built.layout.display(), image::TAG))
+            .arg(format!("docker://{reference}"))
             .status()
             .expect("skopeo");
         assert!(status.success(), "skopeo copy into the registry failed");
         drop(lock);
         RegistryFixture {
             addr,
-            image,
-            layout: out.join("oci"),
+            image: reference,
+            layout: built.layout,
         }
     })
 }
@@ -447,24 +437,9 @@ pub mod python {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    /// The pins that reproduce the mid-2024 Dagger Python SDK (see `shared/spec/rust-notes.md`).
-    pub const DAGGER_SDK_PINS: &[&str] = &[
-        "dagger-io==0.11.8",
-        "gql==3.5.0",
-        "graphql-core==3.2.3",
-        "httpx==0.27.0",
-        "httpcore==1.0.5",
-        "anyio==4.4.0",
-        "beartype==0.18.5",
-        "cattrs==23.2.3",
-        "attrs==23.2.0",
-        "platformdirs==4.2.2",
-        "rich==13.7.1",
-        "typing-extensions==4.12.2",
-        "opentelemetry-api==1.25.0",
-        "opentelemetry-sdk==1.25.0",
-        "opentelemetry-exporter-otlp-proto-grpc==1.25.0",
-    ];
+    /// The official Python SDK 0.11.8 with its mid-2024 dependency pins: the repository's
+    /// `python/requirements.txt`, which the README gives users too.
+    pub const DAGGER_SDK_REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
 
     fn step(cmd: &mut Command, what: &str) {
         let out = cmd
@@ -479,10 +454,10 @@ pub mod python {
         );
     }
 
-    /// The python of a virtualenv `name` under `target_tmp` with `pins` installed: built on
-    /// first use into a scratch directory then renamed (an interrupted install is never reused),
-    /// and reused while its pins match.
-    pub fn venv(target_tmp: &str, name: &str, pins: &[&str]) -> PathBuf {
+    /// The python of a virtualenv `name` under `target_tmp` with `requirements` (the text of a
+    /// pip requirements file) installed: built on first use into a scratch directory then renamed
+    /// (an interrupted install is never reused), and reused while its requirements match.
+    pub fn venv(target_tmp: &str, name: &str, requirements: &str) -> PathBuf {
         let dir = Path::new(target_tmp).join(name);
         std::fs::create_dir_all(target_tmp).expect("target tmp dir");
         // Test binaries running at the same time build the venv one after the other.
@@ -490,10 +465,10 @@ pub mod python {
             .expect("venv lock file");
         // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        let pins_file = "dagr-pins.txt";
-        let want = pins.join("\n");
+        let requirements_file = "dagr-requirements.txt";
         let python = dir.join("bin/python");
-        if python.exists() && std::fs::read_to_string(dir.join(pins_file)).is_ok_and(|h| h == want)
+        if python.exists()
+            && std::fs::read_to_string(dir.join(requirements_file)).is_ok_and(|h| h == requirements)
         {
             return python;
         }
@@ -503,6 +478,8 @@ pub mod python {
             Command::new("python3").args(["-m", "venv"]).arg(&scratch),
             "python3 -m venv",
         );
+        std::fs::write(scratch.join(requirements_file), requirements)
+            .expect("write the requirements file");
         step(
             Command::new(scratch.join("bin/python"))
                 .args([
@@ -513,10 +490,10 @@ pub mod python {
                     "--no-input",
                     "--disable-pip-version-check",
                 ])
-                .args(pins),
+                .arg("-r")
+                .arg(scratch.join(requirements_file)),
             "pip install",
         );
-        std::fs::write(scratch.join(pins_file), &want).expect("write the pins file");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&scratch, &dir).expect("move the virtualenv into place");
         python

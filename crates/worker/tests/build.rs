@@ -1,5 +1,5 @@
 //! The build core end to end, as root with real runc: the busybox fixture image (built by
-//! `shared/fixtures/base-image.sh`, pushed by skopeo into a `docker-registry` on 127.0.0.1) pulled
+//! `dagr_testkit::image` from the host's static busybox, pushed by skopeo into a `docker-registry` on 127.0.0.1) pulled
 //! and unpacked by the worker, execs run through the solver, results cached across solves and
 //! across a restart, single-flight, cancellation cleanup and file ops.
 

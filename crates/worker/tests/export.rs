@@ -1,5 +1,5 @@
 //! Image export end to end, as root with real runc: the busybox fixture image (built by
-//! `shared/fixtures/base-image.sh`, served by a `docker-registry` on 127.0.0.1) pulled by the
+//! `dagr_testkit::image` from the host's static busybox, served by a `docker-registry` on 127.0.0.1) pulled by the
 //! worker, changed by an exec, built into an OCI image, exported as an `oci-archive` (checked
 //! with skopeo and umoci), published to the loopback registry and pulled back; a scratch image
 //! of one file.

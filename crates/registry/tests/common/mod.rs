@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-/// The fixture image built by `shared/fixtures/base-image.sh` (once per test process).
+/// The busybox fixture image of `dagr_testkit::image` (built once per test process).
 pub struct Fixture {
     pub dir: PathBuf,
     pub layout: PathBuf,
@@ -30,43 +30,20 @@ pub struct Fixture {
     pub layer: Vec<u8>,
 }
 
-fn fixture_script() -> PathBuf {
-    let beside_repo =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/base-image.sh");
-    if beside_repo.exists() {
-        return beside_repo;
-    }
-    PathBuf::from("/work/shared/fixtures/base-image.sh")
-}
-
 pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dagr-registry-fixture");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("bash")
-            .arg(fixture_script())
-            .env("OUT", &dir)
-            .env("SKIP_REGISTRY", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fixture script failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
-        let config = std::fs::read(dir.join("config.json")).unwrap();
-        let layer = std::fs::read(dir.join("layer.tar.gz")).unwrap();
+        let image = dagr_testkit::image::busybox_image(&dir);
         Fixture {
-            layout: dir.join("oci"),
-            archive: dir.join("busybox-oci.tar"),
-            manifest_digest: Digest::of_bytes(&manifest),
-            config_digest: Digest::of_bytes(&config),
-            layer_digest: Digest::of_bytes(&layer),
-            manifest,
-            config,
-            layer,
+            layout: image.layout,
+            archive: image.archive,
+            manifest_digest: Digest::of_bytes(&image.manifest),
+            config_digest: Digest::of_bytes(&image.config),
+            layer_digest: Digest::of_bytes(&image.layer),
+            manifest: image.manifest,
+            config: image.config,
+            layer: image.layer,
             dir,
         }
     })
