@@ -152,11 +152,6 @@ impl SessionRegistry {
         self.shared.inner.lock().sessions.get(id).cloned()
     }
 
-    /// Ids of the sessions currently in the registry.
-    pub fn session_ids(&self) -> Vec<String> {
-        self.shared.inner.lock().sessions.keys().cloned().collect()
-    }
-
     /// Scopes a request: finds or creates the session named by `md.session_id` (the creating client
     /// becomes its main client), initializes it once, finds or creates the client (checking its token
     /// in constant time), and counts the request as in flight. The returned guard ends the request.

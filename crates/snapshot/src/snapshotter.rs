@@ -368,11 +368,6 @@ impl Snapshotter {
         &self.inner.root
     }
 
-    /// The mount implementation, for callers that mount [`Mount`]s themselves.
-    pub fn mount_syscalls(&self) -> Arc<dyn MountSyscalls> {
-        self.inner.sys.clone()
-    }
-
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, SnapshotError>
     where
         T: Send + 'static,
