@@ -1,11 +1,130 @@
-//! Command-line configuration of the engine: listen addresses and the state directory.
+//! The engine's command line ([`Cli`]: the serve flags [`ServeArgs`] and the subcommands
+//! [`Command`]) and the [`Config`] an [`App`](crate::app::App) is built from: every value parsed
+//! and checked by clap, every default resolved.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dagr-engine",
+    version,
+    about = "The dagr build engine: a GraphQL API over HTTP/1.1 and h2c on unix and loopback TCP sockets",
+    long_about = "The dagr build engine. Clients (the dagr CLI, Dagger SDKs through `dagr session`) \
+connect to one of its listeners; each listener serves HTTP/1.1 and cleartext HTTP/2 (and gRPC health) \
+on the same socket. Log filtering follows RUST_LOG (default: info)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The flags of the engine itself (no subcommand).
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on, `unix:///path` or `tcp://127.0.0.1:PORT` (loopback only); repeatable.
+    /// Default: the unix socket `engine.sock` in the state directory.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<ListenAddr>,
+    /// Directory for the engine's state (sockets, caches).
+    /// Default: /var/lib/dagr as root, else $XDG_STATE_HOME/dagr.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How long open connections may take to finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    shutdown_grace: u64,
+    /// The OCI runtime binary that runs containers.
+    #[arg(long, value_name = "PATH", default_value = "runc")]
+    runc: PathBuf,
+    /// At most this many containers run at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    max_execs: Option<usize>,
+    /// A pull mirror for a registry, `HOST=ENDPOINT` (e.g. `docker.io=http://127.0.0.1:5000`);
+    /// repeatable, tried in order before the registry itself.
+    #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
+    registry_mirrors: Vec<String>,
+    /// Cache budget: garbage collection removes unused layers and results, oldest first, until the
+    /// cache uses at most this much (suffixes K, M, G, T; powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "20G", value_parser = parse_bytes)]
+    gc_keep_bytes: u64,
+    /// How often garbage collection runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    gc_interval: u64,
+    /// A registry host reached over plain http (loopback hosts always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the engine's GraphQL schema as SDL.
+    Schema,
+    /// Connect stdin/stdout to a running engine's listener (connection helper for `stdio://` hosts).
+    DialStdio {
+        /// The engine address; default: the default unix socket of the default state directory.
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<ListenAddr>,
+    },
+}
+
+/// What the engine is built from: [`ServeArgs`] with every default resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The engine's state (sockets, caches); created if missing.
+    pub state_dir: PathBuf,
+    /// At least one address.
+    pub listen: Vec<ListenAddr>,
+    /// How long open connections may take to finish after the stop signal.
+    pub shutdown_grace: Duration,
+    /// The OCI runtime binary.
+    pub runc: PathBuf,
+    /// At most this many containers run at once; `None`: the worker's default.
+    pub max_execs: Option<usize>,
+    pub registry_mirrors: Vec<String>,
+    pub insecure_registries: Vec<String>,
+    pub gc: GcConfig,
+}
+
+/// How the cache is collected.
+#[derive(Debug, Clone, Copy)]
+pub struct GcConfig {
+    /// The cache's budget.
+    pub keep_bytes: u64,
+    /// How often collection runs (at least a second).
+    pub interval: Duration,
+}
+
+impl From<ServeArgs> for Config {
+    fn from(args: ServeArgs) -> Config {
+        let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
+        let listen = if args.listen.is_empty() {
+            vec![ListenAddr::Unix(default_socket(&state_dir))]
+        } else {
+            args.listen
+        };
+        Config {
+            state_dir,
+            listen,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            runc: args.runc,
+            max_execs: args.max_execs.map(|n| n.max(1)),
+            registry_mirrors: args.registry_mirrors,
+            insecure_registries: args.insecure_registries,
+            gc: GcConfig {
+                keep_bytes: args.gc_keep_bytes,
+                interval: Duration::from_secs(args.gc_interval.max(1)),
+            },
+        }
+    }
+}
 
 /// Where the engine listens: `unix:///path/to/sock` or `tcp://127.0.0.1:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +187,24 @@ pub fn default_socket(state_dir: &Path) -> PathBuf {
     state_dir.join("engine.sock")
 }
 
+/// `20G`, `512M`, `1048576`: a byte count with an optional binary suffix.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count like 20G, 512M or 1048576"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +226,14 @@ mod tests {
         assert!(err.to_string().contains("not a loopback address"));
         assert!("http://x".parse::<ListenAddr>().is_err());
         assert!("unix://".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("20G"), Ok(20 << 30));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
     }
 }

@@ -1,0 +1,220 @@
+//! The engine as one value, built from a [`Config`] in two steps: [`App::build`] opens the build
+//! core (worker, solver, API) under the state directory, builds the service stack and binds the
+//! listeners; [`App::serve`] serves them and collects the cache until SIGTERM or SIGINT, then shuts
+//! down (sessions torn down, connections drained, the cache index flushed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use dagr_engine_state::SessionRegistry;
+use dagr_session::{ClientScopeLayer, ScopePolicy};
+
+use crate::config::{Config, GcConfig};
+use crate::routes::Engine;
+use crate::server::Bound;
+use crate::stack::EngineService;
+use crate::{gc, grpc, host, metrics, nested, query, server, stack};
+
+/// The oldest client version this engine serves.
+const MIN_CLIENT_VERSION: semver::Version = semver::Version::new(0, 1, 0);
+
+/// A built engine: its API, its service stack and its bound listeners, not serving yet.
+pub struct App {
+    state_dir: PathBuf,
+    api: dagr_api::CoreApi,
+    engine: Arc<Engine>,
+    service: EngineService,
+    listeners: Vec<Bound>,
+    gc: GcConfig,
+    shutdown_grace: Duration,
+}
+
+impl App {
+    /// Creates the state directory, opens the build core in it, builds the service stack (nested
+    /// clients of privileged execs call back into it) and binds every listen address.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let state_dir = config.state_dir.clone();
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+
+        let registry = SessionRegistry::new();
+        let api = open_api(&config, &state_dir, &registry).await?;
+        {
+            // Sessions release their cache leases, resolved tags and secrets when they end.
+            let api = api.clone();
+            registry.on_session_end(Arc::new(move |id| {
+                api.release_session(id);
+                Box::pin(async {})
+            }));
+        }
+        let engine = Arc::new(Engine {
+            registry: registry.clone(),
+            metrics: metrics::EngineMetrics::default(),
+            query: query::QueryEngine::new(api.clone())?,
+        });
+        let scope = ClientScopeLayer::new(
+            registry,
+            ScopePolicy {
+                min_client_version: MIN_CLIENT_VERSION,
+            },
+        );
+        let grpc = grpc::routes(&MIN_CLIENT_VERSION).await;
+        let service = stack::build(engine.clone(), grpc, scope);
+        // Execs with privileged nesting call back into this same stack.
+        api.services()
+            .worker()
+            .set_nested_clients(Arc::new(nested::NestedServer {
+                handle: tokio::runtime::Handle::current(),
+                service: service.clone(),
+                engine: engine.clone(),
+            }));
+
+        let listeners = server::bind(&config.listen).await?;
+        Ok(App {
+            state_dir,
+            api,
+            engine,
+            service,
+            listeners,
+            gc: config.gc,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, collecting the cache meanwhile; then stops accepting, tears
+    /// down every session, lets open connections finish within the grace period and persists the
+    /// cache index.
+    pub async fn serve(self) {
+        let App {
+            state_dir,
+            api,
+            engine,
+            service,
+            listeners,
+            gc,
+            shutdown_grace,
+        } = self;
+        for l in &listeners {
+            // One line per listener on stdout, for scripts and tests that asked for port 0.
+            println!("dagr-engine listening on {}", l.describe());
+        }
+        tracing::info!(state_dir = %state_dir.display(), "engine ready");
+        let gc_task = tokio::spawn(gc::run(api.clone(), gc.keep_bytes, gc.interval));
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+        server::serve(listeners, service, engine, stop_rx, shutdown_grace).await;
+        gc_task.abort();
+        // Cache hits keep last-used times in memory; persist them for the next start's GC.
+        let solver = api.services().solver.clone();
+        match tokio::task::spawn_blocking(move || solver.flush()).await {
+            Ok(Ok(n)) => tracing::debug!(entries = n, "cache index flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing the cache index failed"),
+            Err(e) => tracing::warn!(error = %e, "flushing the cache index failed"),
+        }
+        tracing::info!("engine stopped");
+    }
+}
+
+/// Opens the build core (worker, solver) under the state directory and the API on it.
+async fn open_api(
+    config: &Config,
+    state_dir: &Path,
+    registry: &SessionRegistry,
+) -> anyhow::Result<dagr_api::CoreApi> {
+    let runtime = dagr_executor::Runtime::new(&config.runc, state_dir.join("worker/exec/runc"));
+    let version = runtime.check().with_context(|| {
+        format!(
+            "the OCI runtime {} does not work; install runc (apt-get install runc) or pass --runc PATH",
+            config.runc.display()
+        )
+    })?;
+    tracing::info!(runtime = %version.lines().next().unwrap_or_default(), "container runtime");
+    let mut worker_config = dagr_worker::WorkerConfig::new(state_dir.join("worker"));
+    worker_config.runtime_binary = config.runc.clone();
+    if let Some(n) = config.max_execs {
+        worker_config.max_concurrent_execs = n;
+    }
+    for m in &config.registry_mirrors {
+        let (host, endpoint) = m
+            .split_once('=')
+            .with_context(|| format!("--registry-mirror {m:?} is not HOST=ENDPOINT"))?;
+        worker_config
+            .registry
+            .mirrors
+            .entry(host.to_owned())
+            .or_default()
+            .push(endpoint.to_owned());
+    }
+    worker_config
+        .registry
+        .insecure
+        .extend(config.insecure_registries.iter().cloned());
+    let hosts = Arc::new(host::ClientHosts::new(registry.clone()));
+    let secrets = Arc::new(dagr_api::SecretStore::default());
+    let exec_concurrency = worker_config.max_concurrent_execs;
+    let solver_db = state_dir.join("worker/solver.redb");
+    let (worker_hosts, worker_secrets) = (hosts.clone(), secrets.clone());
+    let solver = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let worker = dagr_worker::Worker::open(
+            &worker_config,
+            Arc::new(dagr_registry::Anonymous),
+            worker_hosts,
+            worker_secrets,
+        )
+        .context("opening the worker state")?;
+        let solver = dagr_solver::Solver::open(
+            &solver_db,
+            worker,
+            dagr_solver::SolverOptions { exec_concurrency },
+        )
+        .context("opening the solver's cache index")?;
+        Ok(solver)
+    })
+    .await
+    .context("opening the build core")??;
+    let registry_auth = Arc::new(dagr_api::RegistryAuthStore::new(secrets.clone()));
+    solver.runner().set_registry_auth(registry_auth.clone());
+    Ok(dagr_api::CoreApi::new(dagr_api::Services {
+        solver,
+        secrets,
+        registry_auth,
+        host: hosts,
+        config: dagr_api::ApiConfig {
+            engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+            min_client_version: MIN_CLIENT_VERSION,
+            platform: host_platform(),
+        },
+    }))
+}
+
+fn host_platform() -> dagr_solver::Platform {
+    let p = dagr_registry::Platform::host();
+    dagr_solver::Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: p.variant,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the engine with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
