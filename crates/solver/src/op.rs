@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+pub use dagr_platform::Platform;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{self, CacheKey};
@@ -54,15 +55,6 @@ impl InputRef {
     pub fn main(input: u32) -> Self {
         Self { input, output: 0 }
     }
-}
-
-/// An OCI platform.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
 }
 
 /// Whose host a host read comes from.
