@@ -1,0 +1,100 @@
+//! Persistent cache volumes ([`CacheVolumes`]): one directory each under `cache-volumes/`, held
+//! by an exec as a [`CacheVolumeUse`] with the locking of the mount's sharing mode.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dagr_solver::CacheSharing;
+
+use crate::{WorkerError, random_id};
+
+/// Persistent cache volumes: one directory each, with the locking of their sharing mode.
+#[derive(Default)]
+pub struct CacheVolumes {
+    root: PathBuf,
+    locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A cache volume held for one exec.
+pub struct CacheVolumeUse {
+    pub dir: PathBuf,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _private: Option<PrivateDir>,
+}
+
+/// A throwaway directory removed on drop (a private cache volume's extra copy).
+struct PrivateDir(PathBuf);
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl CacheVolumes {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        CacheVolumes {
+            root,
+            locks: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn dir_of(&self, id: &str) -> PathBuf {
+        use sha2::Digest as _;
+        self.root
+            .join(hex::encode(sha2::Sha256::digest(id.as_bytes())))
+    }
+
+    fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Takes volume `id` for one exec: `Shared` binds the volume as is, `Locked` waits until no
+    /// other exec holds it, `Private` uses the volume when free and a fresh empty directory when not.
+    pub async fn acquire(
+        &self,
+        id: &str,
+        sharing: CacheSharing,
+    ) -> Result<CacheVolumeUse, WorkerError> {
+        let dir = self.dir_of(id);
+        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        match sharing {
+            CacheSharing::Shared => Ok(CacheVolumeUse {
+                dir,
+                _lock: None,
+                _private: None,
+            }),
+            CacheSharing::Locked => {
+                let guard = self.lock_of(id).lock_owned().await;
+                Ok(CacheVolumeUse {
+                    dir,
+                    _lock: Some(guard),
+                    _private: None,
+                })
+            }
+            CacheSharing::Private => match self.lock_of(id).try_lock_owned() {
+                Ok(guard) => Ok(CacheVolumeUse {
+                    dir,
+                    _lock: Some(guard),
+                    _private: None,
+                }),
+                Err(_) => {
+                    let extra = self.root.join(format!("private-{}", random_id()));
+                    std::fs::create_dir_all(&extra).map_err(|source| WorkerError::Open {
+                        path: extra.clone(),
+                        source,
+                    })?;
+                    Ok(CacheVolumeUse {
+                        dir: extra.clone(),
+                        _lock: None,
+                        _private: Some(PrivateDir(extra)),
+                    })
+                }
+            },
+        }
+    }
+}

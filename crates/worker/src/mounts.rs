@@ -1,0 +1,204 @@
+//! Snapshots mounted for a run: read-only [`View`]s of results, writable work snapshots mounted
+//! in `work/`, their commit into result snapshots, and the [`Cleanup`] that undoes a run's
+//! partial work (mounts, active snapshots, work directories) when it fails or is cancelled.
+
+use std::path::{Path, PathBuf};
+
+use dagr_snapshot::MountGuard;
+use dagr_solver::{ResultRef, RunOutput};
+
+use crate::{Worker, WorkerError, op_err, random_id};
+
+/// Name of the committed empty snapshot every `Empty` op returns.
+const EMPTY_SNAPSHOT: &str = "empty";
+
+/// A read-only mount of a result.
+pub struct View {
+    path: PathBuf,
+    cleanup: Cleanup,
+}
+
+impl View {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts and removes the view now.
+    pub async fn release(mut self) {
+        let _ = self.cleanup.unmount_all();
+        for key in std::mem::take(&mut self.cleanup.snapshots) {
+            let _ = self.cleanup.worker.inner.snapshots.remove(&key).await;
+        }
+        for d in std::mem::take(&mut self.cleanup.dirs) {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+}
+
+/// Undoes a run's partial work (mounts, active snapshots, work directories) unless disarmed.
+pub(crate) struct Cleanup {
+    worker: Worker,
+    guards: Vec<MountGuard>,
+    snapshots: Vec<String>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    pub(crate) fn new(worker: Worker) -> Self {
+        Cleanup {
+            worker,
+            guards: Vec::new(),
+            snapshots: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    fn unmount_all(&mut self) -> Result<(), WorkerError> {
+        while let Some(g) = self.guards.pop() {
+            g.unmount()?;
+        }
+        for d in std::mem::take(&mut self.dirs) {
+            let _ = std::fs::remove_dir(&d);
+        }
+        Ok(())
+    }
+
+    /// The run succeeded: what is left (if anything) was committed.
+    fn disarm(&mut self) {
+        self.snapshots.clear();
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Mount guards unmount on drop (lazily if busy), innermost first.
+        while let Some(g) = self.guards.pop() {
+            drop(g);
+        }
+        for d in self.dirs.drain(..) {
+            let _ = std::fs::remove_dir(&d);
+        }
+        let keys = std::mem::take(&mut self.snapshots);
+        if keys.is_empty() {
+            return;
+        }
+        let snapshots = self.worker.inner.snapshots.clone();
+        let remove = async move {
+            for key in keys {
+                if let Err(e) = snapshots.remove(&key).await {
+                    tracing::warn!(snapshot = key, error = %e, "removing a snapshot of a failed run");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(remove);
+            }
+            Err(_) => futures::executor::block_on(remove),
+        }
+    }
+}
+
+impl Worker {
+    /// Mounts a committed snapshot read-only for reading; released by [`View::release`] (or, less
+    /// promptly, on drop).
+    pub async fn mount_view(&self, snapshot: &str) -> Result<View, WorkerError> {
+        let key = format!("view-{}", random_id());
+        let mut cleanup = Cleanup::new(self.clone());
+        let mounts = self.inner.snapshots.view(&key, Some(snapshot)).await?;
+        cleanup.snapshots.push(key.clone());
+        let dir = self.inner.work_dir.join(&key);
+        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        cleanup.dirs.push(dir.clone());
+        let guard = if mounts.is_empty() {
+            None
+        } else {
+            Some(self.inner.snapshots.mount(&key, &dir)?)
+        };
+        // The copy backend's view may be a plain directory reported without mounts.
+        let path = match guard {
+            Some(_) => dir.clone(),
+            None => self.inner.snapshots.root().join(&key),
+        };
+        cleanup.guards.extend(guard);
+        Ok(View { path, cleanup })
+    }
+
+    /// A writable snapshot on `parent` mounted in a work directory.
+    pub(crate) async fn prepare_mounted(
+        &self,
+        cleanup: &mut Cleanup,
+        parent: Option<&str>,
+        label: &str,
+    ) -> Result<(String, PathBuf), WorkerError> {
+        let key = format!("active-{label}-{}", random_id());
+        self.inner.snapshots.prepare(&key, parent).await?;
+        cleanup.snapshots.push(key.clone());
+        let dir = self.inner.work_dir.join(&key);
+        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        cleanup.dirs.push(dir.clone());
+        let guard = self.inner.snapshots.mount(&key, &dir)?;
+        cleanup.guards.push(guard);
+        Ok((key, dir))
+    }
+
+    /// Unmounts everything `cleanup` holds, then commits each of `keys` as a new result
+    /// snapshot, and disarms `cleanup`: returns the committed names, in order.
+    pub(crate) async fn commit(
+        &self,
+        mut cleanup: Cleanup,
+        keys: &[String],
+    ) -> Result<Vec<String>, WorkerError> {
+        cleanup.unmount_all()?;
+        let mut names = Vec::new();
+        for key in keys {
+            let name = format!("r-{}", random_id());
+            self.inner.snapshots.commit(&name, key).await?;
+            cleanup.snapshots.retain(|k| k != key);
+            names.push(name);
+        }
+        cleanup.disarm();
+        Ok(names)
+    }
+
+    /// Commits `key`, the one output of a run, and returns it as the run's result.
+    pub(crate) async fn commit_output(
+        &self,
+        cleanup: Cleanup,
+        key: String,
+    ) -> Result<RunOutput, WorkerError> {
+        let name = self
+            .commit(cleanup, &[key])
+            .await?
+            .pop()
+            .ok_or_else(|| op_err("commit", "no snapshot committed"))?;
+        Ok(RunOutput::new(ResultRef::new(
+            name,
+            serde_json::Value::Null,
+        )))
+    }
+
+    /// The committed empty snapshot (created on first use).
+    pub(crate) async fn empty_snapshot(&self) -> Result<String, WorkerError> {
+        if self.inner.snapshots.stat(EMPTY_SNAPSHOT).is_ok() {
+            return Ok(EMPTY_SNAPSHOT.to_owned());
+        }
+        let key = format!("active-empty-{}", random_id());
+        self.inner.snapshots.prepare(&key, None).await?;
+        match self.inner.snapshots.commit(EMPTY_SNAPSHOT, &key).await {
+            Ok(()) => {}
+            // Another run committed it first.
+            Err(_) if self.inner.snapshots.stat(EMPTY_SNAPSHOT).is_ok() => {
+                let _ = self.inner.snapshots.remove(&key).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(EMPTY_SNAPSHOT.to_owned())
+    }
+}

@@ -1,0 +1,301 @@
+//! `Exec` ops and terminals: a writable snapshot on the rootfs input, mounted and run with
+//! [`dagr_executor::Executor`] (runc), with input snapshots, cache volumes, tmpfs and secrets
+//! mounted; writable input mounts become extra outputs. With privileged nesting the process
+//! gets a listener served by [`crate::NestedClients`]. [`Worker::run_terminal`] runs an exec
+//! interactively and commits nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dagr_executor::{
+    ExecMount, ExecMountKind, ExecSpec, OutputChunk, Rootfs, RunOptions, TerminalIo,
+};
+use dagr_solver::{InputRef, MountSource, ResultRef, RunCtx, RunOutput};
+
+use crate::mounts::Cleanup;
+use crate::{
+    CacheVolumeUse, ExecMeta, NestedClient, ResultMeta, Worker, WorkerError, fsops, op_err,
+    output_snapshot, random_id,
+};
+
+/// An exec op ready to run (see [`Worker::prepare_exec`]); its cleanup removes the snapshots
+/// unless they are committed.
+struct PreparedExec {
+    cleanup: Cleanup,
+    rootfs: PathBuf,
+    /// Snapshot keys of the root and the writable mounts, in output order.
+    writable: Vec<String>,
+    volumes: Vec<CacheVolumeUse>,
+    spec: ExecSpec,
+    options: RunOptions,
+}
+
+/// `p` made absolute against `workdir`.
+fn absolute(workdir: &str, p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("{}/{p}", workdir.trim_end_matches('/'))
+    }
+}
+
+impl Worker {
+    /// Everything an exec op needs before it runs: writable snapshots of its root and mounts,
+    /// cache volumes, secrets, the process spec and (with nesting) the prestart hook.
+    async fn prepare_exec(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        session_id: &str,
+    ) -> Result<PreparedExec, WorkerError> {
+        let input_snapshot = |r: &InputRef| -> Result<String, WorkerError> {
+            let result = inputs
+                .get(r.input as usize)
+                .ok_or_else(|| op_err("exec", format!("input {} missing", r.input)))?;
+            output_snapshot(result, r.output)
+        };
+        let root = op
+            .mounts
+            .iter()
+            .find(|m| m.dest == "/")
+            .ok_or_else(|| op_err("exec", "no root filesystem mount"))?;
+        let MountSource::Input { input, .. } = &root.source else {
+            return Err(op_err("exec", "the root filesystem must be an input"));
+        };
+        let mut cleanup = Cleanup::new(self.clone());
+        let (root_key, rootfs) = self
+            .prepare_mounted(&mut cleanup, Some(&input_snapshot(input)?), "exec")
+            .await?;
+        let mut writable = vec![root_key];
+        let mut mounts = Vec::new();
+        let mut volumes = Vec::new();
+        for m in op.mounts.iter().filter(|m| m.dest != "/") {
+            let kind = match &m.source {
+                MountSource::Input { input, path } => {
+                    let parent = input_snapshot(input)?;
+                    let (key, dir) = self
+                        .prepare_mounted(&mut cleanup, Some(&parent), "mount")
+                        .await?;
+                    if !m.readonly {
+                        writable.push(key);
+                    }
+                    let source = fsops::resolve_in_root(&dir, path, true)?;
+                    ExecMountKind::Bind {
+                        source,
+                        readonly: m.readonly,
+                    }
+                }
+                MountSource::Cache { id, sharing, .. } => {
+                    let used = self.inner.volumes.acquire(id, *sharing).await?;
+                    let source = used.dir.clone();
+                    volumes.push(used);
+                    ExecMountKind::Bind {
+                        source,
+                        readonly: m.readonly,
+                    }
+                }
+                MountSource::Tmpfs { size } => ExecMountKind::Tmpfs { size: *size },
+                MountSource::Secret {
+                    secret_id,
+                    uid,
+                    gid,
+                    mode,
+                } => ExecMountKind::Secret {
+                    bytes: self.secret(session_id, secret_id)?,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            };
+            mounts.push(ExecMount {
+                dest: m.dest.clone(),
+                kind,
+            });
+        }
+        let mut env: Vec<String> = op.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for (name, id) in &op.secret_env {
+            let value = self.secret(session_id, id)?;
+            env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
+        }
+        let spec = ExecSpec {
+            args: op.args.clone(),
+            env,
+            workdir: op.workdir.clone(),
+            user: op.user.clone().unwrap_or_default(),
+            stdin: op.stdin.clone().map(Bytes::from),
+            hostname: op.hostname.clone().unwrap_or_default(),
+            mounts,
+            insecure_root_capabilities: op.insecure_root_capabilities,
+        };
+        let mut options = RunOptions::default();
+        if op.privileged_nesting {
+            options.prestart = Some(self.nesting_hook(op, session_id, &rootfs)?);
+            // It may wait for execs of its own nested client.
+            options.outside_limit = true;
+        }
+        Ok(PreparedExec {
+            cleanup,
+            rootfs,
+            writable,
+            volumes,
+            spec,
+            options,
+        })
+    }
+
+    pub(crate) async fn run_exec(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        ctx: &RunCtx,
+    ) -> Result<RunOutput, WorkerError> {
+        let PreparedExec {
+            cleanup,
+            rootfs,
+            writable,
+            volumes,
+            spec,
+            options,
+        } = self.prepare_exec(op, inputs, ctx.session_id()).await?;
+        let result = self
+            .inner
+            .executor
+            .run(&Rootfs::Directory(rootfs.clone()), &spec, options)
+            .await?;
+        drop(volumes);
+        let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
+        let stderr = String::from_utf8_lossy(&result.stderr.bytes).into_owned();
+        if let Some(p) = &op.redirect_stdout {
+            fsops::mkfile(
+                &rootfs,
+                &absolute(&op.workdir, p),
+                stdout.as_bytes(),
+                0o644,
+                None,
+            )?;
+        }
+        if let Some(p) = &op.redirect_stderr {
+            fsops::mkfile(
+                &rootfs,
+                &absolute(&op.workdir, p),
+                stderr.as_bytes(),
+                0o644,
+                None,
+            )?;
+        }
+        let mut names = self.commit(cleanup, &writable).await?;
+        let id = names.remove(0);
+        let meta = ResultMeta {
+            outputs: names,
+            exec: Some(ExecMeta {
+                stdout,
+                stderr,
+                exit_code: result.exit_code,
+            }),
+            ..Default::default()
+        };
+        Ok(RunOutput::new(ResultRef::new(id, meta.into_value())))
+    }
+
+    /// Runs `op` (an exec whose inputs are solved to `inputs`) interactively on a terminal for
+    /// session `session_id`: the process reads `terminal`'s input and its output is sent to
+    /// `output`. Nothing is cached or committed: what it changes is discarded, like a
+    /// container's scratch layer. Returns the process's exit code, zero or not.
+    pub async fn run_terminal(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        session_id: &str,
+        terminal: TerminalIo,
+        output: tokio::sync::mpsc::Sender<OutputChunk>,
+    ) -> Result<i32, WorkerError> {
+        let PreparedExec {
+            cleanup,
+            rootfs,
+            volumes,
+            spec,
+            mut options,
+            ..
+        } = self.prepare_exec(op, inputs, session_id).await?;
+        options.terminal = Some(terminal);
+        options.output_sink = Some(output);
+        // A terminal waits on its user for as long as they like: it takes no exec slot.
+        options.outside_limit = true;
+        let ran = self
+            .inner
+            .executor
+            .run(&Rootfs::Directory(rootfs), &spec, options)
+            .await;
+        drop(volumes);
+        // Unmounts and removes the scratch snapshots.
+        drop(cleanup);
+        match ran {
+            Ok(result) => Ok(result.exit_code),
+            Err(dagr_executor::ExecError::Failed { exit_code, .. }) => Ok(exit_code),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The prestart hook of a nested exec: a listener on 127.0.0.1:0 inside the exec's network
+    /// namespace, served by the engine for a fresh nested client of the session, whose port and
+    /// token go into the process environment. The serving guard lives as long as the hook, which
+    /// the executor drops when the exec ends.
+    fn nesting_hook(
+        &self,
+        op: &dagr_solver::ExecOp,
+        session_id: &str,
+        rootfs: &Path,
+    ) -> Result<dagr_executor::PrestartHook, WorkerError> {
+        let nested = self
+            .inner
+            .nested
+            .get()
+            .cloned()
+            .ok_or_else(|| op_err("exec", "this engine cannot serve nested clients"))?;
+        let client = NestedClient {
+            session_id: op
+                .nesting_session
+                .clone()
+                .unwrap_or_else(|| session_id.to_owned()),
+            client_id: format!("nested-{}", random_id()),
+            token: hex::encode(rand::random::<[u8; 16]>()),
+            hostname: op.hostname.clone().unwrap_or_default(),
+            rootfs: rootfs.to_path_buf(),
+            workdir: if op.workdir.is_empty() {
+                "/".to_owned()
+            } else {
+                op.workdir.clone()
+            },
+            pid_file: PathBuf::new(),
+        };
+        let guard: Arc<parking_lot::Mutex<Vec<Box<dyn std::any::Any + Send>>>> = Arc::default();
+        Ok(Arc::new(move |ctx| {
+            let mut client = client.clone();
+            client.pid_file = ctx.pid_file.to_path_buf();
+            let listener = ctx
+                .netns
+                .run_inside(|| std::net::TcpListener::bind("127.0.0.1:0"))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("listening in the exec's network namespace: {e}"))?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let token = client.token.clone();
+            let serving = nested.serve(listener, client)?;
+            guard.lock().push(serving);
+            Ok(vec![
+                format!("DAGGER_SESSION_PORT={port}"),
+                format!("DAGGER_SESSION_TOKEN={token}"),
+            ])
+        }))
+    }
+
+    fn secret(&self, session_id: &str, id: &str) -> Result<Bytes, WorkerError> {
+        self.inner
+            .secrets
+            .secret(session_id, id)
+            .ok_or_else(|| WorkerError::UnknownSecret {
+                id: id.to_owned(),
+                session: session_id.to_owned(),
+            })
+    }
+}

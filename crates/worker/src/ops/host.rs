@@ -1,0 +1,39 @@
+//! `HostDir` ops: a client's host directory pulled through [`crate::HostAccess`] into a new
+//! snapshot, keyed by the digest of its content.
+
+use dagr_solver::{HostScope, RunOutput};
+
+use crate::mounts::Cleanup;
+use crate::{Worker, WorkerError, fsops};
+
+impl Worker {
+    pub(crate) async fn run_host_dir(
+        &self,
+        scope: &HostScope,
+        path: &str,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<RunOutput, WorkerError> {
+        let mut cleanup = Cleanup::new(self.clone());
+        let empty = self.empty_snapshot().await?;
+        let (key, dir) = self
+            .prepare_mounted(&mut cleanup, Some(&empty), "host")
+            .await?;
+        self.inner
+            .host
+            .pull_dir(scope, path, include, exclude, &dir)
+            .await
+            .map_err(|reason| WorkerError::Host {
+                path: path.to_owned(),
+                client: scope.client_id.clone(),
+                reason,
+            })?;
+        let digest_dir = dir.clone();
+        let digest = tokio::task::spawn_blocking(move || fsops::tree_digest(&digest_dir))
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))??;
+        let mut out = self.commit_output(cleanup, key).await?;
+        out.content_digest = Some(digest);
+        Ok(out)
+    }
+}
