@@ -10,15 +10,16 @@ use crate::ast::{
     Field as AstField, OperationDefinition, Selection, SelectionSet, TypeCondition, Value as Ast,
 };
 use futures::FutureExt as _;
-use futures::future::{BoxFuture, Shared, join_all};
+use futures::future::{BoxFuture, join_all};
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use crate::chain::{Call, CallArg, CallChain};
+use crate::chain::{Call, CallChain};
 use crate::coerce::{self, Coerced};
 use crate::http::{GqlError, PathSegment, Request, Response};
-use crate::schema::{FieldDef, InputValueDef, ScalarDef, ScalarKind, Schema, SchemaInner, TypeDef};
+use crate::replay::{Replayer, canonical_call};
+use crate::schema::{FieldDef, ScalarKind, Schema, SchemaInner, TypeDef};
 use crate::types::TypeRef;
 use crate::validate::ValidDocument;
 use crate::value::{ArgValue, FieldError, LoadedObject, ObjectValue, Value};
@@ -71,6 +72,24 @@ pub struct ResolveCtx {
 }
 
 impl ResolveCtx {
+    pub(crate) fn new(
+        schema: Schema,
+        parent: ObjectValue,
+        parent_chain: Arc<CallChain>,
+        args: IndexMap<String, ArgValue>,
+        call: Call,
+        data: Arc<RequestData>,
+    ) -> ResolveCtx {
+        ResolveCtx {
+            schema,
+            parent,
+            parent_chain,
+            args,
+            call,
+            data,
+        }
+    }
+
     /// The parent object's Rust value.
     pub fn parent<T: Any + Send + Sync>(&self) -> Result<&T, FieldError> {
         self.parent.data.downcast_ref::<T>().ok_or_else(|| {
@@ -254,18 +273,6 @@ struct ExecState<'d> {
     replayer: Replayer,
 }
 
-/// A replay of one chain, shared by every load of the same ID in a request.
-type ReplayFuture = Shared<BoxFuture<'static, Result<ObjectValue, FieldError>>>;
-
-/// Replays chains (loads IDs); owns what it needs so replays can be shared futures.
-#[derive(Clone)]
-struct Replayer {
-    schema: Schema,
-    data: Arc<RequestData>,
-    root: ObjectValue,
-    memo: Arc<parking_lot::Mutex<HashMap<String, ReplayFuture>>>,
-}
-
 /// An object being completed, with its chain.
 struct ObjRef {
     object: ObjectValue,
@@ -367,12 +374,7 @@ impl Schema {
             data: Arc::clone(&request_data),
             root: root_object.clone(),
             errors: parking_lot::Mutex::new(Vec::new()),
-            replayer: Replayer {
-                schema: self.clone(),
-                data: Arc::clone(&request_data),
-                root: root_object.clone(),
-                memo: Arc::default(),
-            },
+            replayer: Replayer::new(self.clone(), Arc::clone(&request_data), root_object.clone()),
         };
         let root = ObjRef {
             object: state.root.clone(),
@@ -565,14 +567,14 @@ async fn resolve_field<'a, 'd: 'a>(
         Err(e) => return fail(e),
     };
     let call = canonical_call(def, &args);
-    let ctx = ResolveCtx {
-        schema: state.schema.clone(),
-        parent: obj.object.clone(),
-        parent_chain: Arc::clone(&obj.chain),
+    let ctx = ResolveCtx::new(
+        state.schema.clone(),
+        obj.object.clone(),
+        Arc::clone(&obj.chain),
         args,
-        call: call.clone(),
-        data: Arc::clone(&state.data),
-    };
+        call.clone(),
+        Arc::clone(&state.data),
+    );
     match run_resolver(def, ctx).await {
         Ok(value) => Resolved::Value { value, call, def },
         Err(e) => fail(e),
@@ -760,7 +762,7 @@ enum Named {
 }
 
 /// Runs a resolver; a panic becomes a field error instead of taking the request down.
-async fn run_resolver(def: &FieldDef, ctx: ResolveCtx) -> Result<Value, FieldError> {
+pub(crate) async fn run_resolver(def: &FieldDef, ctx: ResolveCtx) -> Result<Value, FieldError> {
     let panicked = |payload: Box<dyn Any + Send>| {
         let detail = payload
             .downcast_ref::<&str>()
@@ -868,272 +870,8 @@ async fn coerce_field_args(
                 None => continue,
             },
         };
-        let value = load_ids(state, value, &arg.ty).await?;
+        let value = state.replayer.load_ids(value, &arg.ty).await?;
         out.insert(name.clone(), value);
     }
     Ok(out)
-}
-
-/// Replaces ID strings in `value` (of type `ty`) by the objects they load.
-fn load_ids<'a>(
-    state: &'a ExecState<'_>,
-    value: ArgValue,
-    ty: &'a TypeRef,
-) -> BoxFuture<'a, Result<ArgValue, FieldError>> {
-    Box::pin(async move {
-        let named = match ty {
-            TypeRef::NonNull(inner) => return load_ids(state, value, inner).await,
-            TypeRef::List(item) => {
-                return match value {
-                    ArgValue::List(items) => {
-                        let mut out = Vec::with_capacity(items.len());
-                        for v in items {
-                            out.push(load_ids(state, v, item).await?);
-                        }
-                        Ok(ArgValue::List(out))
-                    }
-                    other => Ok(other),
-                };
-            }
-            TypeRef::Named(name) => name,
-        };
-        match (state.schema.inner.types.get(named), value) {
-            (Some(TypeDef::Scalar(s)), ArgValue::String(id)) => match &s.kind {
-                ScalarKind::ObjectId(object_type) => {
-                    let chain =
-                        CallChain::decode(&id).map_err(|e| FieldError::new(e.to_string()))?;
-                    load_chain(&state.replayer, chain, object_type)
-                        .await
-                        .map(ArgValue::Loaded)
-                }
-                _ => Ok(ArgValue::String(id)),
-            },
-            (Some(TypeDef::InputObject(i)), ArgValue::Object(fields)) => {
-                let mut out = IndexMap::new();
-                for (k, v) in fields {
-                    let v = match i.fields.get(&k) {
-                        Some(f) => load_ids(state, v, &f.ty).await?,
-                        None => v,
-                    };
-                    out.insert(k, v);
-                }
-                Ok(ArgValue::Object(out))
-            }
-            (_, other) => Ok(other),
-        }
-    })
-}
-
-/// Checks a decoded chain's type and replays it (once per request and chain).
-async fn load_chain(
-    replayer: &Replayer,
-    chain: Arc<CallChain>,
-    expected: &str,
-) -> Result<LoadedObject, FieldError> {
-    let got = chain.type_name().unwrap_or("Query");
-    if got != expected {
-        return Err(FieldError::new(format!(
-            "expected {expected} ID, got {got} ID"
-        )));
-    }
-    let key = chain.canonical();
-    let replay_future = replayer
-        .memo
-        .lock()
-        .entry(key)
-        .or_insert_with(|| replay(replayer.clone(), Arc::clone(&chain)).shared())
-        .clone();
-    let object = replay_future.await?;
-    Ok(LoadedObject { object, chain })
-}
-
-/// Re-runs the resolvers of a chain from the root.
-fn replay(
-    replayer: Replayer,
-    chain: Arc<CallChain>,
-) -> BoxFuture<'static, Result<ObjectValue, FieldError>> {
-    Box::pin(async move {
-        let state = &replayer;
-        let inner = &state.schema.inner;
-        let mut current = state.root.clone();
-        let mut current_chain = CallChain::root();
-        for call in chain.calls() {
-            let invalid = |reason: String| FieldError::new(format!("invalid ID: {reason}"));
-            let def = inner
-                .object(&current.type_name)
-                .and_then(|o| o.fields.get(&call.field))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "type {} has no field {}",
-                        current.type_name, call.field
-                    ))
-                })?;
-            let mut args = IndexMap::new();
-            for (name, arg) in &call.args {
-                let arg_def = def
-                    .args
-                    .get(name)
-                    .ok_or_else(|| invalid(format!("field {} has no argument {name}", def.name)))?;
-                let value = match arg {
-                    CallArg::Redacted(digest) => ArgValue::Redacted {
-                        digest: digest.clone(),
-                    },
-                    CallArg::Value(json) => from_canonical(state, json, &arg_def.ty)
-                        .await
-                        .map_err(|e| {
-                            invalid(format!("argument {name} of {}: {}", def.name, e.message))
-                        })?,
-                };
-                args.insert(name.clone(), value);
-            }
-            for (name, arg_def) in &def.args {
-                if args.contains_key(name) {
-                    continue;
-                }
-                if let Some(default) = &arg_def.default {
-                    args.insert(name.clone(), default.clone());
-                } else if arg_def.ty.is_non_null() {
-                    return Err(invalid(format!(
-                        "argument {name} of {} is missing",
-                        def.name
-                    )));
-                }
-            }
-            // Keep the resolver's view of the arguments in definition order.
-            let args: IndexMap<String, ArgValue> = def
-                .args
-                .keys()
-                .filter_map(|k| args.swap_remove(k).map(|v| (k.clone(), v)))
-                .collect();
-            let mut ctx_call = call.clone();
-            ctx_call.nth = None;
-            ctx_call.type_name = def.ty.base_name().to_string();
-            let ctx = ResolveCtx {
-                schema: state.schema.clone(),
-                parent: current.clone(),
-                parent_chain: Arc::clone(&current_chain),
-                args,
-                call: ctx_call,
-                data: Arc::clone(&state.data),
-            };
-            let mut value = run_resolver(def, ctx).await?;
-            if let Some(n) = call.nth {
-                value = match value {
-                    Value::List(items) => items
-                        .into_iter()
-                        .nth((n as usize).saturating_sub(1))
-                        .ok_or_else(|| invalid(format!("{} has no item {n}", def.name)))?,
-                    _ => return Err(invalid(format!("{} did not return a list", def.name))),
-                };
-            }
-            let Value::Object(object) = value else {
-                return Err(invalid(format!("{} did not return an object", def.name)));
-            };
-            if *object.type_name != *call.type_name {
-                return Err(invalid(format!(
-                    "{} returned {}, the ID says {}",
-                    def.name, object.type_name, call.type_name
-                )));
-            }
-            current_chain = match &object.chain {
-                Some(c) => Arc::clone(c),
-                None => current_chain.append(call.clone()),
-            };
-            current = ObjectValue {
-                chain: None,
-                ..object
-            };
-        }
-        Ok(current)
-    })
-}
-
-/// Rebuilds an argument from its canonical JSON (object arguments are nested call arrays).
-fn from_canonical<'a>(
-    state: &'a Replayer,
-    json: &'a Json,
-    ty: &'a TypeRef,
-) -> BoxFuture<'a, Result<ArgValue, FieldError>> {
-    Box::pin(async move {
-        let types = &state.schema.inner.types;
-        match ty {
-            TypeRef::NonNull(inner) => from_canonical(state, json, inner).await,
-            _ if json.is_null() => Ok(ArgValue::Null),
-            TypeRef::List(item) => match json {
-                Json::Array(items) => {
-                    let mut out = Vec::with_capacity(items.len());
-                    for v in items {
-                        out.push(from_canonical(state, v, item).await?);
-                    }
-                    Ok(ArgValue::List(out))
-                }
-                _ => Err(FieldError::new(format!("expected a list for {ty}"))),
-            },
-            TypeRef::Named(name) => match types.get(name) {
-                Some(TypeDef::Scalar(ScalarDef {
-                    kind: ScalarKind::ObjectId(object_type),
-                    ..
-                })) => {
-                    let chain = CallChain::from_json(json).map_err(FieldError::new)?;
-                    load_chain(state, chain, object_type)
-                        .await
-                        .map(ArgValue::Loaded)
-                }
-                Some(TypeDef::InputObject(i)) => {
-                    let Json::Object(given) = json else {
-                        return Err(FieldError::new(format!("expected an object for {name}")));
-                    };
-                    let mut out = IndexMap::new();
-                    for (fname, field) in &i.fields {
-                        if let Some(v) = given.get(fname) {
-                            out.insert(fname.clone(), from_canonical(state, v, &field.ty).await?);
-                        }
-                    }
-                    Ok(ArgValue::Object(out))
-                }
-                _ => coerce::coerce_json(types, json, ty).map_err(FieldError::new),
-            },
-        }
-    })
-}
-
-/// The canonical JSON of an argument (object arguments as nested call arrays).
-fn to_canonical(value: &ArgValue) -> Json {
-    match value {
-        ArgValue::Loaded(obj) => obj.chain.to_json(),
-        ArgValue::List(items) => Json::Array(items.iter().map(to_canonical).collect()),
-        ArgValue::Object(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), to_canonical(v)))
-                .collect(),
-        ),
-        ArgValue::Redacted { digest } => Json::String(digest.clone()),
-        other => other.to_json().unwrap_or(Json::Null),
-    }
-}
-
-/// The call as recorded in chains: arguments sorted, defaults omitted, sensitive ones digested.
-fn canonical_call(def: &FieldDef, args: &IndexMap<String, ArgValue>) -> Call {
-    let mut recorded: Vec<(String, CallArg)> = Vec::new();
-    for (name, value) in args {
-        let arg_def: Option<&InputValueDef> = def.args.get(name);
-        if let Some(arg_def) = arg_def {
-            if arg_def.default.as_ref() == Some(value) {
-                continue;
-            }
-            if arg_def.sensitive {
-                recorded.push((name.clone(), CallArg::Redacted(value.redaction_digest())));
-                continue;
-            }
-        }
-        recorded.push((name.clone(), CallArg::Value(to_canonical(value))));
-    }
-    recorded.sort_by(|a, b| a.0.cmp(&b.0));
-    Call {
-        field: def.name.clone(),
-        args: recorded,
-        type_name: def.ty.base_name().to_string(),
-        nth: None,
-    }
 }

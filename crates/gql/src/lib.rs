@@ -67,6 +67,7 @@ mod coerce;
 mod exec;
 mod http;
 mod introspection;
+mod replay;
 mod schema;
 mod types;
 mod validate;
