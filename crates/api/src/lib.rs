@@ -235,12 +235,11 @@ impl Services {
     }
 
     fn solve_error(&self, caller: &Caller, e: &SolveError) -> FieldError {
-        if let Some(WorkerError::Exec(dagr_executor::ExecError::Failed {
+        if let Some(WorkerError::ExecFailed(dagr_worker::ExecFailed {
             args,
             exit_code,
             stdout,
             stderr,
-            ..
         })) = find_worker_error(e)
         {
             // Scrubbed before the cut, so no part of a secret survives at the boundary.

@@ -5,7 +5,8 @@
 //!   [`dagr_snapshot::ContentStore`] and unpacked into committed snapshots (one per layer chain);
 //! - `Exec` (`ops/exec.rs`): a writable snapshot on the rootfs input, mounted and run with
 //!   [`dagr_executor::Executor`] (runc), with input snapshots, cache volumes ([`CacheVolumes`]),
-//!   tmpfs and secrets mounted; writable input mounts become extra outputs;
+//!   tmpfs and secrets mounted; writable input mounts become extra outputs. A non-zero exit is
+//!   [`WorkerError::ExecFailed`] ([`ExecFailed`]: exit code and output);
 //! - `MkFile`, `MkDir`, `Copy`, `Rm`, `Diff`, `SetTimestamps` (`ops/file.rs`): [`fsops`] on a
 //!   writable snapshot, resolved inside it;
 //! - `HostDir` (`ops/host.rs`): pulled from the client through [`HostAccess`] and keyed by content;
@@ -40,6 +41,7 @@ use dagr_solver::{InputRef, Op, OpRunner, ResultRef, RunCtx, RunError, RunOutput
 pub use cache_volume::{CacheVolumeUse, CacheVolumes};
 pub use fsops::FsError;
 pub use mounts::View;
+pub use ops::exec::ExecFailed;
 pub use ops::image::ResolvedImageRef;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{HostAccess, NestedClient, NestedClients, SecretSource, SessionRegistryAuth};
@@ -67,8 +69,13 @@ pub enum WorkerError {
     Reference(#[from] dagr_registry::ReferenceError),
     #[error(transparent)]
     Pull(#[from] dagr_registry::PullError),
+    /// An exec's process exited non-zero (or was killed).
     #[error(transparent)]
-    Exec(#[from] dagr_executor::ExecError),
+    ExecFailed(ExecFailed),
+    /// An exec could not run or complete (never a non-zero exit: that is
+    /// [`WorkerError::ExecFailed`]).
+    #[error(transparent)]
+    Exec(dagr_executor::ExecError),
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error("{op} op: {reason}")]
@@ -85,6 +92,25 @@ pub enum WorkerError {
     },
     #[error("worker task failed: {0}")]
     Task(String),
+}
+
+impl From<dagr_executor::ExecError> for WorkerError {
+    fn from(e: dagr_executor::ExecError) -> Self {
+        match e {
+            dagr_executor::ExecError::Failed {
+                args,
+                exit_code,
+                stdout,
+                stderr,
+            } => WorkerError::ExecFailed(ExecFailed {
+                args,
+                exit_code,
+                stdout,
+                stderr,
+            }),
+            other => WorkerError::Exec(other),
+        }
+    }
 }
 
 fn op_err(op: &'static str, reason: impl Into<String>) -> WorkerError {

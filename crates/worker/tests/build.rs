@@ -105,13 +105,18 @@ async fn echo_from_the_pulled_image_and_exit_codes() {
         .and_then(|e| e.downcast_ref::<dagr_worker::WorkerError>());
     let msg = err.to_string();
     assert!(msg.contains("exit code: 3"), "{msg}");
-    if let Some(dagr_worker::WorkerError::Exec(dagr_executor::ExecError::Failed {
+    let Some(dagr_worker::WorkerError::ExecFailed(dagr_worker::ExecFailed {
         exit_code,
+        stdout,
+        stderr,
         ..
     })) = exec_err
-    {
-        assert_eq!(*exit_code, 3);
-    }
+    else {
+        panic!("not an ExecFailed: {err:?}");
+    };
+    assert_eq!(*exit_code, 3);
+    assert_eq!(&stdout[..], b"out\n");
+    assert_eq!(&stderr[..], b"err\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

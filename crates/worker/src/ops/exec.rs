@@ -19,6 +19,19 @@ use crate::{
     output_snapshot, random_id,
 };
 
+/// An exec whose process exited with a non-zero code (or was killed: 128 + signal), with what
+/// it printed: what the API reports as an `EXEC_ERROR`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("process \"{}\" did not complete successfully: exit code: {exit_code}", args.join(" "))]
+pub struct ExecFailed {
+    /// argv of the process.
+    pub args: Vec<String>,
+    pub exit_code: i32,
+    /// Captured stdout and stderr (up to the worker's output cap).
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+}
+
 /// An exec op ready to run (see [`Worker::prepare_exec`]); its cleanup removes the snapshots
 /// unless they are committed.
 struct PreparedExec {
