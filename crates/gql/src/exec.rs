@@ -15,6 +15,7 @@ use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
+use crate::args::ArgsError;
 use crate::chain::{Call, CallChain};
 use crate::coerce::{self, Coerced};
 use crate::http::{GqlError, PathSegment, Request, Response};
@@ -134,6 +135,22 @@ impl ResolveCtx {
                 .map_err(|e| FieldError::new(format!("argument {name}: {e}")))?,
         };
         serde_json::from_value(json).map_err(|e| FieldError::new(format!("argument {name}: {e}")))
+    }
+
+    /// The arguments deserialized into `T`: typically a struct with
+    /// `#[serde(rename_all = "camelCase")]` that declares them ([`Args`](crate::Args), whose
+    /// docs give the rules: `Option` for absent nullable arguments, object IDs and
+    /// sensitive values read with [`ResolveCtx::loaded`] and [`ResolveCtx::redacted`] instead).
+    /// Every struct field must name a declared argument.
+    pub fn args_as<T: DeserializeOwned>(&self) -> Result<T, ArgsError> {
+        let inner = &self.schema.inner;
+        let declared = inner
+            .object(&self.parent.type_name)
+            .and_then(|o| o.fields.get(&self.call.field))
+            .map(|f| &f.args);
+        crate::args::deserialize_args(&inner.types, declared, &self.args, || {
+            format!("{}.{}", self.parent.type_name, self.call.field)
+        })
     }
 
     /// An argument's coerced value, if given (or defaulted).

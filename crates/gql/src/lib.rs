@@ -9,6 +9,9 @@
 //!   introspection (`__schema`, `__type`, `__typename`). Valid documents are cached per schema.
 //! - Resolvers get a [`ResolveCtx`] (parent value, coerced [`ArgValue`]s, request data, call chain)
 //!   and return a [`Value`] or a [`FieldError`] (message plus `extensions`).
+//! - Typed arguments: [`ResolveCtx::args_as`] deserializes a field's arguments into a serde
+//!   struct ([`ArgsError`] names the field and argument on failure); a struct implementing
+//!   [`Args`] also declares them ([`Field::args`]), so each argument is written once.
 //! - Every object carries its [`CallChain`]; types marked [`Object::with_id`] get an `id` field
 //!   (an opaque, content-addressed ID string), a `load<Type>FromID` field on `Query`, and
 //!   `<Type>ID` arguments that resolvers receive as [`LoadedObject`]s (replayed through the
@@ -61,6 +64,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod args;
 mod ast;
 mod chain;
 mod coerce;
@@ -73,6 +77,7 @@ mod types;
 mod validate;
 mod value;
 
+pub use args::{Args, ArgsError};
 pub use ast::{ParseError, Pos};
 pub use chain::{Call, CallArg, CallChain, IdError};
 pub use exec::{RequestData, ResolveCtx};

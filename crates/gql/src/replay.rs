@@ -116,7 +116,7 @@ impl Replayer {
     }
 
     /// Rebuilds an argument from its canonical JSON (object arguments are nested call arrays).
-    fn from_canonical<'a>(
+    fn arg_from_canonical<'a>(
         &'a self,
         json: &'a Json,
         ty: &'a TypeRef,
@@ -124,13 +124,13 @@ impl Replayer {
         Box::pin(async move {
             let types = &self.schema.inner.types;
             match ty {
-                TypeRef::NonNull(inner) => self.from_canonical(json, inner).await,
+                TypeRef::NonNull(inner) => self.arg_from_canonical(json, inner).await,
                 _ if json.is_null() => Ok(ArgValue::Null),
                 TypeRef::List(item) => match json {
                     Json::Array(items) => {
                         let mut out = Vec::with_capacity(items.len());
                         for v in items {
-                            out.push(self.from_canonical(v, item).await?);
+                            out.push(self.arg_from_canonical(v, item).await?);
                         }
                         Ok(ArgValue::List(out))
                     }
@@ -153,7 +153,10 @@ impl Replayer {
                         let mut out = IndexMap::new();
                         for (fname, field) in &i.fields {
                             if let Some(v) = given.get(fname) {
-                                out.insert(fname.clone(), self.from_canonical(v, &field.ty).await?);
+                                out.insert(
+                                    fname.clone(),
+                                    self.arg_from_canonical(v, &field.ty).await?,
+                                );
                             }
                         }
                         Ok(ArgValue::Object(out))
@@ -196,7 +199,7 @@ fn replay(
                         digest: digest.clone(),
                     },
                     CallArg::Value(json) => replayer
-                        .from_canonical(json, &arg_def.ty)
+                        .arg_from_canonical(json, &arg_def.ty)
                         .await
                         .map_err(|e| {
                             invalid(format!("argument {name} of {}: {}", def.name, e.message))
@@ -267,7 +270,7 @@ fn replay(
 }
 
 /// The canonical JSON of an argument (object arguments as nested call arrays), as
-/// [`Replayer::from_canonical`] reads it back.
+/// [`Replayer::arg_from_canonical`] reads it back.
 fn to_canonical(value: &ArgValue) -> Json {
     match value {
         ArgValue::Loaded(obj) => obj.chain.to_json(),

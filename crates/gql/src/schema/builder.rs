@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use serde_json::Value as Json;
 
 use super::{Limits, Schema};
+use crate::args::{Args, ArgsType};
 use crate::exec::ResolveCtx;
 use crate::value::{FieldError, Value};
 
@@ -76,6 +77,8 @@ pub struct Field {
     pub(super) description: Option<String>,
     pub(super) deprecation: Option<String>,
     pub(super) args: Vec<Arg>,
+    /// The types given to [`Field::args`], checked against `args` by [`SchemaBuilder::finish`].
+    pub(super) args_types: Vec<ArgsType>,
     pub(super) resolver: Option<Resolver>,
 }
 
@@ -88,6 +91,7 @@ impl Field {
             description: None,
             deprecation: None,
             args: Vec::new(),
+            args_types: Vec::new(),
             resolver: None,
         }
     }
@@ -107,6 +111,15 @@ impl Field {
     /// Adds an argument.
     pub fn arg(mut self, arg: Arg) -> Field {
         self.args.push(arg);
+        self
+    }
+
+    /// Adds the arguments `A` declares ([`Args::arguments`]), to be read with
+    /// [`ResolveCtx::args_as`]. [`SchemaBuilder::finish`] checks that `A` is a plain struct whose
+    /// fields each name one of the field's arguments, none of them an object ID.
+    pub fn args<A: Args>(mut self) -> Field {
+        self.args.extend(A::arguments());
+        self.args_types.push(ArgsType::of::<A>());
         self
     }
 

@@ -14,6 +14,7 @@ use super::{
     DirectiveDef, EnumDef, EnumValueDef, FieldDef, InputObjectDef, InputValueDef, ObjectDef,
     ScalarDef, ScalarKind, Schema, SchemaInner, TypeDef, TypeMap,
 };
+use crate::args::ArgsType;
 use crate::coerce;
 use crate::introspection;
 use crate::types::{TypeRef, is_name};
@@ -104,6 +105,37 @@ pub enum SchemaError {
         name: String,
         /// The location.
         location: String,
+    },
+    /// A type given to [`Field::args`] is not a plain struct, so its fields cannot be checked.
+    #[error("arguments type {type_name} of {owner} is not a plain struct")]
+    ArgsNotStruct {
+        /// `Type.field`.
+        owner: String,
+        /// The Rust type.
+        type_name: String,
+    },
+    /// A field of a type given to [`Field::args`] names no argument of the field.
+    #[error("arguments type {type_name} of {owner} reads {name}, which {owner} does not declare")]
+    ArgsUndeclared {
+        /// `Type.field`.
+        owner: String,
+        /// The Rust type.
+        type_name: String,
+        /// The struct field's (serde) name.
+        name: String,
+    },
+    /// A field of a type given to [`Field::args`] names an object ID argument, which serde
+    /// cannot read: leave it out and read it with `ResolveCtx::loaded`.
+    #[error(
+        "arguments type {type_name} of {owner} reads the object ID argument {name}: read it with ResolveCtx::loaded instead"
+    )]
+    ArgsObjectId {
+        /// `Type.field`.
+        owner: String,
+        /// The Rust type.
+        type_name: String,
+        /// The struct field's (serde) name.
+        name: String,
     },
     /// `with_id()` types need their own `id` field: the user defined one.
     #[error("type {name} is marked with_id and must not define its own id field")]
@@ -223,14 +255,14 @@ impl SchemaBuilder {
                 object.fields.append(&mut load_fields);
                 object.fields.extend(introspection::query_fields());
             }
-            let def = build_object(object, false, &mut pending)?;
+            let def = build_object(object, false, &types, &mut pending)?;
             insert(&mut types, TypeDef::Object(def))?;
         }
         if !saw_query {
             return Err(SchemaError::NoQueryType);
         }
         for object in introspection::objects() {
-            let def = build_object(object, true, &mut pending)?;
+            let def = build_object(object, true, &types, &mut pending)?;
             insert(&mut types, TypeDef::Object(def))?;
         }
         let mut all_enums = enums;
@@ -451,9 +483,12 @@ fn build_input_values(
     Ok((out, raw))
 }
 
+/// Builds an object type; `types` must already hold the `<Type>ID` scalars (for
+/// [`check_args_type`]).
 fn build_object(
     object: Object,
     internal: bool,
+    types: &TypeMap,
     pending: &mut Vec<PendingInputs>,
 ) -> Result<ObjectDef, SchemaError> {
     check_name(&object.name, "object", internal)?;
@@ -470,6 +505,9 @@ fn build_object(
         let owner = format!("{}.{}", object.name, field.name);
         let ty = parse_ty(&owner, &field.ty)?;
         let (args, raw) = build_input_values(&owner, field.args)?;
+        for args_type in &field.args_types {
+            check_args_type(&owner, &args, args_type, types)?;
+        }
         pending.push(PendingInputs::Field(
             object.name.clone(),
             field.name.clone(),
@@ -501,6 +539,43 @@ fn build_object(
         description: object.description,
         fields,
     })
+}
+
+/// Checks a type given to `Field::args` against the field's arguments: a plain struct whose
+/// fields each name an argument that is not an object ID.
+fn check_args_type(
+    owner: &str,
+    args: &IndexMap<String, InputValueDef>,
+    args_type: &ArgsType,
+    types: &TypeMap,
+) -> Result<(), SchemaError> {
+    let Some(fields) = args_type.fields else {
+        return Err(SchemaError::ArgsNotStruct {
+            owner: owner.into(),
+            type_name: args_type.name.into(),
+        });
+    };
+    for name in fields {
+        let Some(arg) = args.get(*name) else {
+            return Err(SchemaError::ArgsUndeclared {
+                owner: owner.into(),
+                type_name: args_type.name.into(),
+                name: (*name).into(),
+            });
+        };
+        if let Some(TypeDef::Scalar(ScalarDef {
+            kind: ScalarKind::ObjectId(_),
+            ..
+        })) = types.get(arg.ty.base_name())
+        {
+            return Err(SchemaError::ArgsObjectId {
+                owner: owner.into(),
+                type_name: args_type.name.into(),
+                name: (*name).into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_type_refs(
