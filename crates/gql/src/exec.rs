@@ -73,6 +73,7 @@ pub struct ResolveCtx {
 }
 
 impl ResolveCtx {
+    /// The context of one resolver call, made by the executor and by ID replay.
     pub(crate) fn new(
         schema: Schema,
         parent: ObjectValue,
@@ -127,6 +128,7 @@ impl ResolveCtx {
 
     /// An argument deserialized from its JSON form (enums as strings, objects as ID strings).
     /// An absent argument deserializes from `null`, so use `Option<T>` for optional ones.
+    /// [`ResolveCtx::args_as`] reads all of a field's arguments into one struct.
     pub fn arg<T: DeserializeOwned>(&self, name: &str) -> Result<T, FieldError> {
         let json = match self.args.get(name) {
             None => Json::Null,
