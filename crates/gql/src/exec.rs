@@ -29,15 +29,14 @@ type AstSelectionSet = SelectionSet;
 type AstFieldRef<'d> = &'d AstField;
 
 /// Typed values the caller attaches to one request (e.g. the client identity), read by resolvers
-/// with [`ResolveCtx::data`]; optionally the root value of `Query`.
+/// with [`ResolveCtx::data`]. The root value of `Query` is `()`.
 #[derive(Default)]
 pub struct RequestData {
     values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    root: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl RequestData {
-    /// No data; the root value is `()`.
+    /// No data.
     pub fn new() -> RequestData {
         RequestData::default()
     }
@@ -45,12 +44,6 @@ impl RequestData {
     /// Adds a value, replacing any earlier value of the same type.
     pub fn with<T: Any + Send + Sync>(mut self, value: T) -> RequestData {
         self.values.insert(TypeId::of::<T>(), Arc::new(value));
-        self
-    }
-
-    /// Sets the value `Query` resolvers see as their parent.
-    pub fn with_root<T: Any + Send + Sync>(mut self, root: Arc<T>) -> RequestData {
-        self.root = Some(root);
         self
     }
 
@@ -114,11 +107,6 @@ impl ResolveCtx {
                 std::any::type_name::<T>()
             ))
         })
-    }
-
-    /// The parent object's GraphQL type name.
-    pub fn parent_type(&self) -> &str {
-        &self.parent.type_name
     }
 
     /// The field being resolved.
@@ -236,11 +224,6 @@ impl ResolveCtx {
     /// This call as it is recorded in chains (canonical arguments; `nth` unset).
     pub fn call(&self) -> &Call {
         &self.call
-    }
-
-    /// The chain of the object this call produces: parent chain plus this call.
-    pub fn result_chain(&self) -> Arc<CallChain> {
-        self.parent_chain.append(self.call.clone())
     }
 
     pub(crate) fn schema(&self) -> &SchemaInner {
@@ -376,10 +359,7 @@ impl Schema {
         if !var_errors.is_empty() {
             return Response::from_errors(var_errors);
         }
-        let root_data: Arc<dyn Any + Send + Sync> = match &data.root {
-            Some(root) => Arc::clone(root),
-            None => Arc::new(()),
-        };
+        let root_data: Arc<dyn Any + Send + Sync> = Arc::new(());
         let request_data = Arc::new(data);
         let root_object = ObjectValue {
             type_name: Arc::from("Query"),

@@ -55,14 +55,6 @@ impl TypeRef {
         }
     }
 
-    /// `T!` of `self` (unchanged if already non-null).
-    pub fn non_null(self) -> TypeRef {
-        match self {
-            TypeRef::NonNull(_) => self,
-            other => TypeRef::NonNull(Box::new(other)),
-        }
-    }
-
     /// The innermost named type.
     pub fn base_name(&self) -> &str {
         match self {
