@@ -141,16 +141,13 @@ async fn open_api(
     if let Some(n) = config.max_execs {
         worker_config.max_concurrent_execs = n;
     }
-    for m in &config.registry_mirrors {
-        let (host, endpoint) = m
-            .split_once('=')
-            .with_context(|| format!("--registry-mirror {m:?} is not HOST=ENDPOINT"))?;
+    for mirror in &config.registry_mirrors {
         worker_config
             .registry
             .mirrors
-            .entry(host.to_owned())
+            .entry(mirror.host.clone())
             .or_default()
-            .push(endpoint.to_owned());
+            .push(mirror.endpoint.clone());
     }
     worker_config
         .registry

@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// A pull mirror for a registry, `HOST=ENDPOINT` (e.g. `docker.io=http://127.0.0.1:5000`);
     /// repeatable, tried in order before the registry itself.
     #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
-    registry_mirrors: Vec<String>,
+    registry_mirrors: Vec<RegistryMirror>,
     /// Cache budget: garbage collection removes unused layers and results, oldest first, until the
     /// cache uses at most this much (suffixes K, M, G, T; powers of 1024).
     #[arg(long, value_name = "BYTES", default_value = "20G", value_parser = parse_bytes)]
@@ -88,7 +88,8 @@ pub struct Config {
     pub runc: PathBuf,
     /// At most this many containers run at once; `None`: the worker's default.
     pub max_execs: Option<usize>,
-    pub registry_mirrors: Vec<String>,
+    /// In the order given: a host's mirrors are tried in this order.
+    pub registry_mirrors: Vec<RegistryMirror>,
     pub insecure_registries: Vec<String>,
     pub gc: GcConfig,
 }
@@ -169,6 +170,32 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// A pull mirror of a registry, `--registry-mirror HOST=ENDPOINT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryMirror {
+    /// The registry it mirrors, e.g. `docker.io`.
+    pub host: String,
+    /// Where the mirror is, e.g. `http://127.0.0.1:5000`.
+    pub endpoint: String,
+}
+
+impl FromStr for RegistryMirror {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let Some((host, endpoint)) = s.split_once('=') else {
+            bail!("registry mirror {s:?} is not HOST=ENDPOINT");
+        };
+        if host.is_empty() || endpoint.is_empty() {
+            bail!("registry mirror {s:?} has an empty HOST or ENDPOINT");
+        }
+        Ok(RegistryMirror {
+            host: host.to_owned(),
+            endpoint: endpoint.to_owned(),
+        })
+    }
+}
+
 /// `/var/lib/dagr` as root, else `$XDG_STATE_HOME/dagr` (or `~/.local/state/dagr`).
 pub fn default_state_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -226,6 +253,25 @@ mod tests {
         assert!(err.to_string().contains("not a loopback address"));
         assert!("http://x".parse::<ListenAddr>().is_err());
         assert!("unix://".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn parses_registry_mirrors() {
+        assert_eq!(
+            "docker.io=http://127.0.0.1:5000"
+                .parse::<RegistryMirror>()
+                .expect("mirror"),
+            RegistryMirror {
+                host: "docker.io".into(),
+                endpoint: "http://127.0.0.1:5000".into(),
+            }
+        );
+        let err = "docker.io"
+            .parse::<RegistryMirror>()
+            .expect_err("no endpoint");
+        assert!(err.to_string().contains("is not HOST=ENDPOINT"));
+        assert!("=http://x".parse::<RegistryMirror>().is_err());
+        assert!("docker.io=".parse::<RegistryMirror>().is_err());
     }
 
     #[test]
