@@ -134,12 +134,11 @@ impl NestedClients for NestedServer {
             terminal: None,
         };
         let attach_md = (*md).clone();
-        let attached = tokio::task::block_in_place(|| {
-            self.handle.block_on(async move {
-                dagr_attach::attach(client_side, &attach_md, providers).await
-            })
-        })
-        .map_err(|e| format!("attaching the nested client's host: {e}"))?;
+        // The worker calls this on a blocking thread: waiting here blocks no runtime worker.
+        let attached = self
+            .handle
+            .block_on(dagr_attach::attach(client_side, &attach_md, providers))
+            .map_err(|e| format!("attaching the nested client's host: {e}"))?;
         let attach_task = self.handle.spawn(async move {
             if let Err(e) = attached.serve().await {
                 tracing::debug!(error = %e, "nested attachables ended");

@@ -1,10 +1,12 @@
 //! [`Executor`]: prepares an OCI bundle for an [`ExecSpec`], runs it with runc, captures its
 //! output and cleans everything up (container, mounts, netns, bundle) however the run ends.
 
+use std::future::Future;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::mount::{Mount, MountError, MountOps, SyscallMountOps};
@@ -24,7 +26,7 @@ use crate::spec::{
     ContainerMount, ExecMountKind, ExecSpec, MAX_OPEN_FILES, RuntimeSpecInput, SpecError,
     build_runtime_spec, validate,
 };
-use crate::user::{UserError, resolve_user};
+use crate::user::{ResolvedUser, UserError, resolve_user};
 
 /// Default cap of output kept in memory, per stream.
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
@@ -71,23 +73,39 @@ pub enum Rootfs {
 }
 
 /// Called once the exec's network namespace exists and before its process starts (see
-/// [`PrestartContext`]). It returns `KEY=value` entries added to the process environment (e.g.
-/// the port of a listener it opened). An error aborts the exec.
-pub type PrestartHook =
-    Arc<dyn Fn(&PrestartContext<'_>) -> Result<Vec<String>, String> + Send + Sync>;
+/// [`PrestartContext`]). Its future gives `KEY=value` entries added to the process environment
+/// (e.g. the port of a listener it opened); an error aborts the exec. It runs on the runtime's
+/// threads: blocking work belongs in `spawn_blocking`.
+pub type PrestartHook = Arc<dyn Fn(PrestartContext) -> PrestartFuture + Send + Sync>;
+
+/// What a [`PrestartHook`] returns.
+pub type PrestartFuture = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>>;
 
 /// What a [`PrestartHook`] learns about the exec.
-#[derive(Debug)]
-pub struct PrestartContext<'a> {
+#[derive(Debug, Clone)]
+pub struct PrestartContext {
     /// The exec (container) id.
-    pub id: &'a str,
-    /// Its network namespace (see [`NetworkNamespace::run_inside`], e.g. to open a listener
-    /// the process can reach on loopback).
-    pub netns: &'a NetworkNamespace,
+    pub id: String,
+    /// The file its network namespace is pinned on, valid until the exec ends (see
+    /// [`PrestartContext::run_in_netns`], e.g. to open a listener the process can reach on
+    /// loopback).
+    pub netns: PathBuf,
     /// Where the runtime writes the process's host pid (atomically, just after starting it:
     /// the process may already run before the file exists). `/proc/<pid>/root` is the
     /// container's filesystem as the process sees it, mounts included.
-    pub pid_file: &'a Path,
+    pub pid_file: PathBuf,
+}
+
+impl PrestartContext {
+    /// Runs `f` on a new thread that has joined the exec's network namespace, and gives its
+    /// result. Sockets created by `f` (for example a listener on `127.0.0.1`) stay in the
+    /// namespace.
+    pub async fn run_in_netns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NetnsError> {
+        crate::netns::run_inside(&self.netns, f).await
+    }
 }
 
 /// Per-run options.
@@ -263,6 +281,7 @@ pub struct Executor {
     runtime: Runtime,
     mount_ops: Arc<dyn MountOps>,
     slots: Arc<Semaphore>,
+    live: LiveExecs,
 }
 
 impl Executor {
@@ -284,6 +303,7 @@ impl Executor {
             runtime,
             mount_ops,
             slots,
+            live: LiveExecs::default(),
         }
     }
 
@@ -358,7 +378,9 @@ impl Executor {
 
     /// Runs `spec` on `rootfs` and waits for it. A non-zero exit is [`ExecError::Failed`].
     /// Whatever way the run ends (success, failure, cancellation, the future being dropped),
-    /// the container, its mounts, network namespace and bundle are gone afterwards.
+    /// the container, its mounts, network namespace and bundle are removed: before it returns,
+    /// or, when the future is dropped, on a thread of its own ([`Executor::wait_idle`] waits
+    /// for those).
     pub async fn run(
         &self,
         rootfs: &Rootfs,
@@ -380,31 +402,52 @@ impl Executor {
             })
         };
         let id = format!("dagr-{:016x}", rand::random::<u64>());
-        let bundle = self.bundles_dir().join(&id);
-        for dir in [
-            self.bundles_dir(),
-            self.netns_dir(),
-            self.runtime.root().to_path_buf(),
-        ] {
-            std::fs::create_dir_all(&dir).map_err(prepare_err(&dir))?;
-        }
-        std::fs::create_dir(&bundle).map_err(prepare_err(&bundle))?;
         let mut cleanup = ExecCleanup {
             runtime: self.runtime.clone(),
             mount_ops: self.mount_ops.clone(),
             id: id.clone(),
-            bundle: bundle.clone(),
+            bundle: self.bundles_dir().join(&id),
             child: None,
             mounted: Vec::new(),
             stubs: MountStubs::default(),
             netns: None,
             permit,
+            live: Some(self.live.enter()),
+            hand_off_on_drop: true,
             done: false,
         };
-
-        let outcome = self
-            .prepare_and_run(&mut cleanup, rootfs, spec, &options, terminal, &cancel)
-            .await;
+        // Bundle preparation writes files, mounts and creates the network namespace: on a
+        // blocking thread, which owns the cleanup meanwhile (and runs it if this future is
+        // dropped).
+        let task = BundleTask {
+            rootfs: rootfs.clone(),
+            spec: spec.clone(),
+            state_dirs: [
+                self.bundles_dir(),
+                self.netns_dir(),
+                self.runtime.root().to_path_buf(),
+            ],
+            netns_dir: self.netns_dir(),
+            resolv_conf: self.config.resolv_conf.clone(),
+        };
+        let prepared = tokio::task::spawn_blocking(move || {
+            let prepared = task.prepare(&mut cleanup);
+            (cleanup, prepared)
+        })
+        .await;
+        let (mut cleanup, prepared) = match prepared {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: the task was dropped, and the cleanup with it.
+            Err(_) => return Err(ExecError::Cancelled { id }),
+        };
+        let outcome = match prepared {
+            Ok(bundle) => {
+                self.start_and_wait(&mut cleanup, bundle, spec, &options, terminal, &cancel)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
         // this future is dropped meanwhile, the blocking task still finishes the cleanup.
         let joined = tokio::task::spawn_blocking(move || {
@@ -417,70 +460,40 @@ impl Executor {
         outcome
     }
 
-    async fn prepare_and_run(
+    /// Resolves once no exec holds anything (container, mounts, network namespace, bundle):
+    /// every run has ended and its cleanup finished, including the cleanups that dropped run
+    /// futures handed to a thread of their own. For an orderly shutdown, and for checking that
+    /// nothing is left.
+    pub async fn wait_idle(&self) {
+        self.live.idle().await;
+    }
+
+    /// Runs the prepared `bundle`: the prestart hook, the runtime spec, then `runc run` until
+    /// the process exits or the run is cancelled.
+    async fn start_and_wait(
         &self,
         cleanup: &mut ExecCleanup,
-        rootfs: &Rootfs,
+        bundle: PreparedBundle,
         spec: &ExecSpec,
         options: &RunOptions,
         terminal: Option<TerminalIo>,
         cancel: &CancellationToken,
     ) -> Result<ExecResult, ExecError> {
         let id = cleanup.id.clone();
-        let bundle = cleanup.bundle.clone();
-
-        let rootfs_path = match rootfs {
-            Rootfs::Directory(dir) => std::path::absolute(dir).map_err(prepare_err(dir))?,
-            Rootfs::Mounts(mounts) => {
-                let target = bundle.join("rootfs");
-                std::fs::create_dir(&target).map_err(prepare_err(&target))?;
-                for mount in mounts {
-                    self.mount_ops.mount(mount, &target)?;
-                    cleanup.mounted.push(target.clone());
-                }
-                target
-            }
-        };
-        let user = resolve_user(&rootfs_path, &spec.user).map_err(|source| ExecError::User {
-            id: id.clone(),
-            source,
-        })?;
-
-        let hostname = if spec.hostname.is_empty() {
-            id.trim_start_matches("dagr-").chars().take(12).collect()
-        } else {
-            spec.hostname.clone()
-        };
-        let hosts_file = bundle.join("hosts");
-        let hosts =
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        std::fs::write(&hosts_file, hosts).map_err(prepare_err(&hosts_file))?;
-        let resolv_conf_file = bundle.join("resolv.conf");
-        std::fs::write(&resolv_conf_file, &self.config.resolv_conf)
-            .map_err(prepare_err(&resolv_conf_file))?;
-
-        let container_mounts = self.prepare_user_mounts(cleanup, spec)?;
-
-        let mut destinations: Vec<String> =
-            ["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"]
-                .iter()
-                .map(|d| d.to_string())
-                .collect();
-        destinations.extend(spec.mounts.iter().map(|m| m.dest.clone()));
-        cleanup.stubs = MountStubs::find(&rootfs_path, &destinations);
-
-        let netns = NetworkNamespace::create(&self.netns_dir().join(&id))?;
-        let netns_path = netns.path().to_path_buf();
-        let netns = cleanup.netns.insert(netns);
-        let pid_file = bundle.join("init.pid");
+        let bundle_dir = cleanup.bundle.clone();
+        let pid_file = bundle_dir.join("init.pid");
         let mut extra_env = Vec::new();
         if let Some(hook) = &options.prestart {
             let context = PrestartContext {
-                id: &id,
-                netns,
-                pid_file: &pid_file,
+                id: id.clone(),
+                netns: bundle.netns.clone(),
+                pid_file: pid_file.clone(),
             };
-            extra_env = hook(&context).map_err(|message| ExecError::Prestart {
+            let answer = tokio::select! {
+                answer = hook(context) => answer,
+                _ = cancel.cancelled() => return Err(ExecError::Cancelled { id }),
+            };
+            extra_env = answer.map_err(|message| ExecError::Prestart {
                 id: id.clone(),
                 message,
             })?;
@@ -498,34 +511,35 @@ impl Executor {
             &with_env
         };
 
-        let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .maximum
-            .unwrap_or(MAX_OPEN_FILES);
         let cgroups_path = format!("/dagr/{id}");
         let runtime_spec = build_runtime_spec(&RuntimeSpecInput {
             exec: spec,
-            rootfs: &rootfs_path,
-            user: &user,
-            hostname: &hostname,
-            hosts_file: &hosts_file,
-            resolv_conf_file: &resolv_conf_file,
-            netns: Some(&netns_path),
+            rootfs: &bundle.rootfs,
+            user: &bundle.user,
+            hostname: &bundle.hostname,
+            hosts_file: &bundle.hosts_file,
+            resolv_conf_file: &bundle.resolv_conf_file,
+            netns: Some(&bundle.netns),
             cgroups_path: &cgroups_path,
-            max_open_files: host_nofile.min(MAX_OPEN_FILES),
-            mounts: &container_mounts,
-            capability_bound: crate::spec::host_capability_bound(),
+            max_open_files: bundle.max_open_files,
+            mounts: &bundle.mounts,
+            capability_bound: bundle.capability_bound,
             terminal: terminal.is_some(),
         })?;
-        let config_path = bundle.join("config.json");
+        let config_path = bundle_dir.join("config.json");
         let config_json =
             serde_json::to_vec_pretty(&runtime_spec).map_err(|e| ExecError::Prepare {
                 path: config_path.clone(),
                 source: e.into(),
             })?;
-        std::fs::write(&config_path, config_json).map_err(prepare_err(&config_path))?;
+        tokio::fs::write(&config_path, config_json)
+            .await
+            .map_err(prepare_err(&config_path))?;
 
-        let log_path = bundle.join("runc.log");
-        let mut command = self.runtime.run_command(&bundle, &id, &pid_file, &log_path);
+        let log_path = bundle_dir.join("runc.log");
+        let mut command = self
+            .runtime
+            .run_command(&bundle_dir, &id, &pid_file, &log_path);
         let mut pty = None;
         match &terminal {
             Some(io) => {
@@ -591,7 +605,8 @@ impl Executor {
                 stdout,
                 CapturedOutput::default(),
                 started,
-            );
+            )
+            .await;
         }
         let work = async {
             let feed = async {
@@ -627,87 +642,191 @@ impl Executor {
         let status = status.map_err(io_err)?;
         let stdout = stdout.map_err(io_err)?;
         let stderr = stderr.map_err(io_err)?;
-        finish(&id, spec, &log_path, status, stdout, stderr, started)
+        finish(&id, spec, &log_path, status, stdout, stderr, started).await
     }
+}
 
-    fn prepare_user_mounts(
-        &self,
-        cleanup: &mut ExecCleanup,
-        spec: &ExecSpec,
-    ) -> Result<Vec<ContainerMount>, ExecError> {
+/// What bundle preparation needs, moved to a blocking thread (see [`BundleTask::prepare`]).
+struct BundleTask {
+    rootfs: Rootfs,
+    spec: ExecSpec,
+    /// Created if missing: the bundles, netns and runtime state directories.
+    state_dirs: [PathBuf; 3],
+    netns_dir: PathBuf,
+    resolv_conf: String,
+}
+
+/// A bundle ready for its runtime spec: what the spec is built from.
+struct PreparedBundle {
+    rootfs: PathBuf,
+    user: ResolvedUser,
+    hostname: String,
+    hosts_file: PathBuf,
+    resolv_conf_file: PathBuf,
+    mounts: Vec<ContainerMount>,
+    /// The file the exec's network namespace is pinned on.
+    netns: PathBuf,
+    max_open_files: u64,
+    capability_bound: u64,
+}
+
+impl BundleTask {
+    /// Blocking: creates the bundle directory, mounts the rootfs (for [`Rootfs::Mounts`]),
+    /// resolves the user, writes `hosts` and `resolv.conf`, prepares the user mounts, records
+    /// the mount stubs and creates the network namespace. Everything it creates is recorded in
+    /// `cleanup`.
+    fn prepare(self, cleanup: &mut ExecCleanup) -> Result<PreparedBundle, ExecError> {
+        let BundleTask {
+            rootfs,
+            spec,
+            state_dirs,
+            netns_dir,
+            resolv_conf,
+        } = self;
+        let id = cleanup.id.clone();
         let bundle = cleanup.bundle.clone();
-        let mut container_mounts = Vec::new();
-        let mut secrets_dir: Option<PathBuf> = None;
-        for (index, mount) in spec.mounts.iter().enumerate() {
-            let dest = mount.dest.clone();
-            match &mount.kind {
-                ExecMountKind::Bind { source, readonly } => {
-                    container_mounts.push(ContainerMount::Bind {
-                        dest,
-                        source: source.clone(),
-                        readonly: *readonly,
-                        restricted: false,
-                    })
+        for dir in &state_dirs {
+            std::fs::create_dir_all(dir).map_err(prepare_err(dir))?;
+        }
+        std::fs::create_dir(&bundle).map_err(prepare_err(&bundle))?;
+
+        let rootfs_path = match &rootfs {
+            Rootfs::Directory(dir) => std::path::absolute(dir).map_err(prepare_err(dir))?,
+            Rootfs::Mounts(mounts) => {
+                let target = bundle.join("rootfs");
+                std::fs::create_dir(&target).map_err(prepare_err(&target))?;
+                for mount in mounts {
+                    cleanup.mount_ops.mount(mount, &target)?;
+                    cleanup.mounted.push(target.clone());
                 }
-                ExecMountKind::Tmpfs { size } => {
-                    container_mounts.push(ContainerMount::Tmpfs { dest, size: *size })
-                }
-                ExecMountKind::Secret {
-                    bytes,
-                    mode,
-                    uid,
-                    gid,
-                } => {
-                    let dir = match &secrets_dir {
-                        Some(dir) => dir.clone(),
-                        None => {
-                            let dir = bundle.join("secrets");
-                            std::fs::create_dir(&dir).map_err(prepare_err(&dir))?;
-                            self.mount_ops.mount(
-                                &Mount {
-                                    kind: "tmpfs".into(),
-                                    source: "tmpfs".into(),
-                                    options: vec![
-                                        "nosuid".into(),
-                                        "nodev".into(),
-                                        "noexec".into(),
-                                        "mode=0700".into(),
-                                    ],
-                                },
-                                &dir,
-                            )?;
-                            cleanup.mounted.push(dir.clone());
-                            secrets_dir = Some(dir.clone());
-                            dir
-                        }
-                    };
-                    let file = dir.join(index.to_string());
-                    write_secret(&file, bytes, *mode, *uid, *gid)?;
-                    container_mounts.push(ContainerMount::Bind {
-                        dest,
-                        source: file,
-                        readonly: true,
-                        restricted: true,
-                    });
-                }
-                ExecMountKind::Snapshot { mounts, readonly } => {
-                    let target = bundle.join("mounts").join(index.to_string());
-                    std::fs::create_dir_all(&target).map_err(prepare_err(&target))?;
-                    for m in mounts {
-                        self.mount_ops.mount(m, &target)?;
-                        cleanup.mounted.push(target.clone());
+                target
+            }
+        };
+        let user = resolve_user(&rootfs_path, &spec.user).map_err(|source| ExecError::User {
+            id: id.clone(),
+            source,
+        })?;
+
+        let hostname = if spec.hostname.is_empty() {
+            id.trim_start_matches("dagr-").chars().take(12).collect()
+        } else {
+            spec.hostname.clone()
+        };
+        let hosts_file = bundle.join("hosts");
+        let hosts =
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        std::fs::write(&hosts_file, hosts).map_err(prepare_err(&hosts_file))?;
+        let resolv_conf_file = bundle.join("resolv.conf");
+        std::fs::write(&resolv_conf_file, &resolv_conf).map_err(prepare_err(&resolv_conf_file))?;
+
+        let mounts = prepare_user_mounts(cleanup, &spec)?;
+
+        let mut destinations: Vec<String> =
+            ["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"]
+                .iter()
+                .map(|d| d.to_string())
+                .collect();
+        destinations.extend(spec.mounts.iter().map(|m| m.dest.clone()));
+        cleanup.stubs = MountStubs::find(&rootfs_path, &destinations);
+
+        let netns = NetworkNamespace::create(&netns_dir.join(&id))?;
+        let netns = cleanup.netns.insert(netns).path().to_path_buf();
+
+        let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .unwrap_or(MAX_OPEN_FILES);
+        Ok(PreparedBundle {
+            rootfs: rootfs_path,
+            user,
+            hostname,
+            hosts_file,
+            resolv_conf_file,
+            mounts,
+            netns,
+            max_open_files: host_nofile.min(MAX_OPEN_FILES),
+            capability_bound: crate::spec::host_capability_bound(),
+        })
+    }
+}
+
+/// Blocking: the container mounts of `spec`'s user mounts, with secrets written to a tmpfs in
+/// the bundle and snapshot mounts mounted in it (recorded in `cleanup`).
+fn prepare_user_mounts(
+    cleanup: &mut ExecCleanup,
+    spec: &ExecSpec,
+) -> Result<Vec<ContainerMount>, ExecError> {
+    let bundle = cleanup.bundle.clone();
+    let mut container_mounts = Vec::new();
+    let mut secrets_dir: Option<PathBuf> = None;
+    for (index, mount) in spec.mounts.iter().enumerate() {
+        let dest = mount.dest.clone();
+        match &mount.kind {
+            ExecMountKind::Bind { source, readonly } => {
+                container_mounts.push(ContainerMount::Bind {
+                    dest,
+                    source: source.clone(),
+                    readonly: *readonly,
+                    restricted: false,
+                })
+            }
+            ExecMountKind::Tmpfs { size } => {
+                container_mounts.push(ContainerMount::Tmpfs { dest, size: *size })
+            }
+            ExecMountKind::Secret {
+                bytes,
+                mode,
+                uid,
+                gid,
+            } => {
+                let dir = match &secrets_dir {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let dir = bundle.join("secrets");
+                        std::fs::create_dir(&dir).map_err(prepare_err(&dir))?;
+                        cleanup.mount_ops.mount(
+                            &Mount {
+                                kind: "tmpfs".into(),
+                                source: "tmpfs".into(),
+                                options: vec![
+                                    "nosuid".into(),
+                                    "nodev".into(),
+                                    "noexec".into(),
+                                    "mode=0700".into(),
+                                ],
+                            },
+                            &dir,
+                        )?;
+                        cleanup.mounted.push(dir.clone());
+                        secrets_dir = Some(dir.clone());
+                        dir
                     }
-                    container_mounts.push(ContainerMount::Bind {
-                        dest,
-                        source: target,
-                        readonly: *readonly,
-                        restricted: false,
-                    });
+                };
+                let file = dir.join(index.to_string());
+                write_secret(&file, bytes, *mode, *uid, *gid)?;
+                container_mounts.push(ContainerMount::Bind {
+                    dest,
+                    source: file,
+                    readonly: true,
+                    restricted: true,
+                });
+            }
+            ExecMountKind::Snapshot { mounts, readonly } => {
+                let target = bundle.join("mounts").join(index.to_string());
+                std::fs::create_dir_all(&target).map_err(prepare_err(&target))?;
+                for m in mounts {
+                    cleanup.mount_ops.mount(m, &target)?;
+                    cleanup.mounted.push(target.clone());
                 }
+                container_mounts.push(ContainerMount::Bind {
+                    dest,
+                    source: target,
+                    readonly: *readonly,
+                    restricted: false,
+                });
             }
         }
-        Ok(container_mounts)
     }
+    Ok(container_mounts)
 }
 
 /// Drives an exec with a terminal: copies the pty's output to the capture and sink and the
@@ -762,7 +881,7 @@ async fn run_with_terminal(
 
 /// The outcome of a run whose runtime exited with `status`: a start error from the runtime's
 /// log, [`ExecError::Failed`] for a non-zero exit, else the result.
-fn finish(
+async fn finish(
     id: &str,
     spec: &ExecSpec,
     log_path: &Path,
@@ -772,7 +891,9 @@ fn finish(
     started: Instant,
 ) -> Result<ExecResult, ExecError> {
     let duration = started.elapsed();
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let log = tokio::fs::read_to_string(log_path)
+        .await
+        .unwrap_or_default();
     let runtime_errors = runtime_log_errors(&log);
     if !runtime_errors.is_empty() {
         return Err(ExecError::Start {
@@ -918,6 +1039,11 @@ struct ExecCleanup {
     stubs: MountStubs,
     netns: Option<NetworkNamespace>,
     permit: Option<OwnedSemaphorePermit>,
+    /// Counts this exec as live until its cleanup has finished.
+    live: Option<LiveExec>,
+    /// Whether `Drop` hands the cleanup to a thread of its own (the cleanup of a dropped run
+    /// future) rather than running it on the dropping thread (that thread itself).
+    hand_off_on_drop: bool,
     done: bool,
 }
 
@@ -958,6 +1084,8 @@ impl ExecCleanup {
         }
     }
 
+    /// Blocking: stops the runtime process, deletes the container, removes the mount stubs,
+    /// unmounts, removes the network namespace and the bundle, then frees the exec's slot.
     fn run(&mut self) {
         if self.done {
             return;
@@ -985,19 +1113,90 @@ impl ExecCleanup {
         }
         // Never recurse into a bundle that may still hold a mounted rootfs.
         if all_unmounted {
-            if let Err(e) = std::fs::remove_dir_all(&self.bundle) {
-                tracing::warn!(exec = %self.id, bundle = %self.bundle.display(), error = %e, "bundle removal failed");
+            match std::fs::remove_dir_all(&self.bundle) {
+                Ok(()) => {}
+                // Preparation failed before creating it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(exec = %self.id, bundle = %self.bundle.display(), error = %e, "bundle removal failed");
+                }
             }
         } else {
             tracing::warn!(exec = %self.id, bundle = %self.bundle.display(), "bundle kept: a mount could not be removed");
         }
         self.permit = None;
+        self.live = None;
+    }
+
+    /// What this cleanup holds, moved into a new one that runs on the thread dropping it;
+    /// this one is left with nothing to do.
+    fn take_over(&mut self) -> ExecCleanup {
+        self.done = true;
+        ExecCleanup {
+            runtime: self.runtime.clone(),
+            mount_ops: self.mount_ops.clone(),
+            id: std::mem::take(&mut self.id),
+            bundle: std::mem::take(&mut self.bundle),
+            child: self.child.take(),
+            mounted: std::mem::take(&mut self.mounted),
+            stubs: std::mem::take(&mut self.stubs),
+            netns: self.netns.take(),
+            permit: self.permit.take(),
+            live: self.live.take(),
+            hand_off_on_drop: false,
+            done: false,
+        }
     }
 }
 
 impl Drop for ExecCleanup {
+    /// Never blocks the dropping thread (a runtime worker, when a run future is dropped): the
+    /// cleanup, which may wait for the runtime for seconds, moves to a thread of its own. If no
+    /// thread can be started, the moved cleanup is dropped with the failed thread's closure and
+    /// runs right here, so nothing is ever left behind.
     fn drop(&mut self) {
-        self.run();
+        if self.done {
+            return;
+        }
+        if !self.hand_off_on_drop {
+            self.run();
+            return;
+        }
+        let owned = self.take_over();
+        let id = owned.id.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("dagr-exec-cleanup".into())
+            .spawn(move || drop(owned))
+        {
+            tracing::warn!(exec = %id, error = %e, "no cleanup thread: cleaned up in place");
+        }
+    }
+}
+
+/// Counts the execs holding resources, from bundle preparation to the end of their cleanup
+/// (see [`Executor::wait_idle`]).
+#[derive(Debug, Default)]
+struct LiveExecs(Arc<watch::Sender<usize>>);
+
+impl LiveExecs {
+    fn enter(&self) -> LiveExec {
+        self.0.send_modify(|n| *n += 1);
+        LiveExec(self.0.clone())
+    }
+
+    async fn idle(&self) {
+        let mut counts = self.0.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = counts.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One live exec; dropping it ends the count.
+struct LiveExec(Arc<watch::Sender<usize>>);
+
+impl Drop for LiveExec {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

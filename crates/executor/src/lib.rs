@@ -9,7 +9,10 @@
 //!   ([`TerminalInput`]: keystrokes and [`WindowSize`] changes).
 //!   A concurrency limit bounds running execs; cancellation (a `CancellationToken` or dropping
 //!   the future) kills the container's whole process tree. Every run ends with the container,
-//!   its mounts, network namespace and bundle removed.
+//!   its mounts, network namespace and bundle removed (by a thread of its own when the run
+//!   future is dropped; [`Executor::wait_idle`] waits for those). Nothing blocks the caller's
+//!   runtime threads: bundle preparation and cleanup run on blocking threads, and the
+//!   [`PrestartHook`] (run once the network namespace exists, see [`PrestartContext`]) is async.
 //! - [`build_runtime_spec`] turns an [`ExecSpec`] into an OCI runtime spec with every field set
 //!   explicitly (BuildKit's default capabilities, runc's masked paths, host-bounded rlimits).
 //! - [`resolve_user`] resolves `uid[:gid]` / `name[:group]` against the rootfs' passwd and group
@@ -28,7 +31,7 @@ mod user;
 
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartContext,
-    PrestartHook, Rootfs, RunOptions, StaleState,
+    PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};

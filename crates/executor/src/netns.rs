@@ -125,6 +125,42 @@ fn create_on_this_thread(path: &Path) -> Result<(), NetnsError> {
     })
 }
 
+/// Runs `f` on a new thread that has joined the network namespace pinned on `path`, without
+/// blocking the caller, and gives its result. Sockets created by `f` stay in the namespace.
+pub(crate) async fn run_inside<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let thread_path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("dagr-netns".into())
+        .spawn(move || {
+            let entered = std::fs::File::open(&thread_path)
+                .and_then(|file| {
+                    use std::os::fd::AsFd;
+                    rustix::thread::move_into_link_name_space(
+                        file.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .map_err(io::Error::from)
+                })
+                .map_err(|source| NetnsError::Enter {
+                    path: thread_path,
+                    source,
+                });
+            // The caller may be gone; the thread ends either way.
+            let _ = done.send(entered.map(|()| f()));
+        })
+        .map_err(|source| NetnsError::Enter {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    result.await.map_err(|_| NetnsError::HelperPanicked {
+        path: path.to_path_buf(),
+    })?
+}
+
 impl NetworkNamespace {
     /// Creates a new network namespace with loopback up, pinned on the new file `path` (needs
     /// `CAP_SYS_ADMIN`). The calling thread's own namespace is untouched.
@@ -161,34 +197,6 @@ impl NetworkNamespace {
     /// The file the namespace is pinned on (usable with `setns(2)` or a runtime spec).
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Runs `f` on a helper thread that has joined this namespace, and returns its result.
-    /// Sockets created by `f` (for example a listener on `127.0.0.1`) stay in the namespace.
-    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| NetnsError::Enter {
-            path: self.path.clone(),
-            source,
-        })?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    use std::os::fd::AsFd;
-                    rustix::thread::move_into_link_name_space(
-                        file.as_fd(),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                    .map_err(|e| NetnsError::Enter {
-                        path: self.path.clone(),
-                        source: e.into(),
-                    })?;
-                    Ok(f())
-                })
-                .join()
-                .map_err(|_| NetnsError::HelperPanicked {
-                    path: self.path.clone(),
-                })?
-        })
     }
 
     /// Unpins the namespace and removes its file.

@@ -564,6 +564,8 @@ async fn dropping_the_run_future_kills_everything_and_cleans_up() {
     assert_eq!(processes_running(&["sleep", "1002"]).len(), 1);
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
+    // The dropped run's cleanup runs on a thread of its own.
+    fixture.executor.wait_idle().await;
     assert!(processes_running(&["sleep", "1002"]).is_empty());
     fixture.assert_clean();
 }
@@ -608,16 +610,19 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
     let fixture = Fixture::new();
     let (listener_tx, listener_rx) = std::sync::mpsc::channel();
     let hook: dagr_executor::PrestartHook = Arc::new(move |ctx| {
-        // Every exec has its own namespace: a fixed port cannot clash.
-        let listener = ctx
-            .netns
-            .run_inside(|| std::net::TcpListener::bind("127.0.0.1:7777"))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        listener_tx
-            .send((listener, ctx.pid_file.to_path_buf()))
-            .map_err(|e| e.to_string())?;
-        Ok(vec!["PEER_PORT=7777".to_string()])
+        let listener_tx = listener_tx.clone();
+        Box::pin(async move {
+            // Every exec has its own namespace: a fixed port cannot clash.
+            let listener = ctx
+                .run_in_netns(|| std::net::TcpListener::bind("127.0.0.1:7777"))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            listener_tx
+                .send((listener, ctx.pid_file))
+                .map_err(|e| e.to_string())?;
+            Ok(vec!["PEER_PORT=7777".to_string()])
+        })
     });
     let server = std::thread::spawn(move || {
         let (listener, pid_file) = listener_rx.recv().unwrap();
@@ -666,7 +671,8 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
         ("hello-host\n".to_owned(), "in-tmpfs\n".to_owned())
     );
 
-    let refusing: dagr_executor::PrestartHook = Arc::new(|_| Err("not today".to_string()));
+    let refusing: dagr_executor::PrestartHook =
+        Arc::new(|_| Box::pin(async { Err("not today".to_string()) }));
     let err = fixture
         .executor
         .run(

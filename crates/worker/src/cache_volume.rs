@@ -23,17 +23,38 @@ pub struct CacheVolumeUse {
     _private: Option<PrivateDir>,
 }
 
+/// Name prefix of private cache volumes' extra copies.
+const PRIVATE_PREFIX: &str = "private-";
+
 /// A throwaway directory removed on drop (a private cache volume's extra copy).
 struct PrivateDir(PathBuf);
 
 impl Drop for PrivateDir {
+    /// The removal (of a whole cache's worth of files) runs on a blocking thread; copies left
+    /// behind when the runtime shuts down first are removed by the next [`CacheVolumes::open`].
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = std::mem::take(&mut self.0);
+        let remove = move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
     }
 }
 
 impl CacheVolumes {
-    pub(crate) fn new(root: PathBuf) -> Self {
+    /// The cache volumes under `root` (existing). Blocking: removes the private copies a
+    /// previous engine left behind.
+    pub(crate) fn open(root: PathBuf) -> Self {
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(PRIVATE_PREFIX) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         CacheVolumes {
             root,
             locks: parking_lot::Mutex::new(HashMap::new()),
@@ -58,10 +79,12 @@ impl CacheVolumes {
         sharing: CacheSharing,
     ) -> Result<CacheVolumeUse, WorkerError> {
         let dir = self.dir_of(id);
-        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
-            path: dir.clone(),
-            source,
-        })?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| WorkerError::Open {
+                path: dir.clone(),
+                source,
+            })?;
         match sharing {
             CacheSharing::Shared => Ok(CacheVolumeUse {
                 dir,
@@ -83,10 +106,12 @@ impl CacheVolumes {
                     _private: None,
                 }),
                 Err(_) => {
-                    let extra = self.root.join(format!("private-{}", random_id()));
-                    std::fs::create_dir_all(&extra).map_err(|source| WorkerError::Open {
-                        path: extra.clone(),
-                        source,
+                    let extra = self.root.join(format!("{PRIVATE_PREFIX}{}", random_id()));
+                    tokio::fs::create_dir_all(&extra).await.map_err(|source| {
+                        WorkerError::Open {
+                            path: extra.clone(),
+                            source,
+                        }
                     })?;
                     Ok(CacheVolumeUse {
                         dir: extra.clone(),

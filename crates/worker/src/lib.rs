@@ -149,6 +149,15 @@ impl WorkerConfig {
     }
 }
 
+/// Runs blocking filesystem or mount work on the runtime's blocking threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WorkerError> + Send + 'static,
+) -> Result<T, WorkerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| WorkerError::Task(e.to_string()))?
+}
+
 fn random_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
@@ -226,7 +235,7 @@ impl Worker {
                 executor,
                 host,
                 secrets,
-                volumes: CacheVolumes::new(dir("cache-volumes")?),
+                volumes: CacheVolumes::open(dir("cache-volumes")?),
                 work_dir,
                 resolved: parking_lot::Mutex::new(HashMap::new()),
                 nested: std::sync::OnceLock::new(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use dagr_snapshot::MountGuard;
 use dagr_solver::{ResultRef, RunOutput};
 
-use crate::{Worker, WorkerError, op_err, random_id};
+use crate::{Worker, WorkerError, blocking, op_err, random_id};
 
 /// Name of the committed empty snapshot every `Empty` op returns.
 const EMPTY_SNAPSHOT: &str = "empty";
@@ -25,12 +25,9 @@ impl View {
 
     /// Unmounts and removes the view now.
     pub async fn release(mut self) {
-        let _ = self.cleanup.unmount_all();
+        let _ = self.cleanup.unmount_all().await;
         for key in std::mem::take(&mut self.cleanup.snapshots) {
             let _ = self.cleanup.worker.inner.snapshots.remove(&key).await;
-        }
-        for d in std::mem::take(&mut self.cleanup.dirs) {
-            let _ = std::fs::remove_dir_all(&d);
         }
     }
 }
@@ -43,6 +40,26 @@ pub(crate) struct Cleanup {
     dirs: Vec<PathBuf>,
 }
 
+/// Blocking: unmounts `guards` innermost first (what cannot be unmounted is detached), then
+/// removes the work directories `dirs`. The first unmount error is returned.
+fn unmount_and_remove(mut guards: Vec<MountGuard>, dirs: Vec<PathBuf>) -> Result<(), WorkerError> {
+    let mut unmounted = Ok(());
+    while let Some(g) = guards.pop() {
+        if let Err(e) = g.unmount() {
+            unmounted = Err(e.into());
+            break;
+        }
+    }
+    // Dropped guards unmount lazily if busy, innermost first.
+    while let Some(g) = guards.pop() {
+        drop(g);
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir(&d);
+    }
+    unmounted
+}
+
 impl Cleanup {
     pub(crate) fn new(worker: Worker) -> Self {
         Cleanup {
@@ -53,14 +70,10 @@ impl Cleanup {
         }
     }
 
-    fn unmount_all(&mut self) -> Result<(), WorkerError> {
-        while let Some(g) = self.guards.pop() {
-            g.unmount()?;
-        }
-        for d in std::mem::take(&mut self.dirs) {
-            let _ = std::fs::remove_dir(&d);
-        }
-        Ok(())
+    async fn unmount_all(&mut self) -> Result<(), WorkerError> {
+        let guards = std::mem::take(&mut self.guards);
+        let dirs = std::mem::take(&mut self.dirs);
+        blocking(move || unmount_and_remove(guards, dirs)).await
     }
 
     /// The run succeeded: what is left (if anything) was committed.
@@ -70,16 +83,13 @@ impl Cleanup {
 }
 
 impl Drop for Cleanup {
+    /// Blocks no runtime thread: unmounting (which may wait on a busy mount) and the snapshot
+    /// removal that must follow it run in a task.
     fn drop(&mut self) {
-        // Mount guards unmount on drop (lazily if busy), innermost first.
-        while let Some(g) = self.guards.pop() {
-            drop(g);
-        }
-        for d in self.dirs.drain(..) {
-            let _ = std::fs::remove_dir(&d);
-        }
+        let guards = std::mem::take(&mut self.guards);
+        let dirs = std::mem::take(&mut self.dirs);
         let keys = std::mem::take(&mut self.snapshots);
-        if keys.is_empty() {
+        if guards.is_empty() && dirs.is_empty() && keys.is_empty() {
             return;
         }
         let snapshots = self.worker.inner.snapshots.clone();
@@ -92,9 +102,18 @@ impl Drop for Cleanup {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn(remove);
+                h.spawn(async move {
+                    // If the runtime shuts down first, the guards unmount as they are dropped.
+                    if let Err(e) = blocking(move || unmount_and_remove(guards, dirs)).await {
+                        tracing::warn!(error = %e, "unmounting the snapshots of a failed run");
+                    }
+                    remove.await;
+                });
             }
-            Err(_) => futures::executor::block_on(remove),
+            Err(_) => {
+                let _ = unmount_and_remove(guards, dirs);
+                futures::executor::block_on(remove);
+            }
         }
     }
 }
@@ -108,21 +127,14 @@ impl Worker {
         let mounts = self.inner.snapshots.view(&key, Some(snapshot)).await?;
         cleanup.snapshots.push(key.clone());
         let dir = self.inner.work_dir.join(&key);
-        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
-            path: dir.clone(),
-            source,
-        })?;
         cleanup.dirs.push(dir.clone());
-        let guard = if mounts.is_empty() {
-            None
-        } else {
-            Some(self.inner.snapshots.mount(&key, &dir)?)
-        };
         // The copy backend's view may be a plain directory reported without mounts.
-        let path = match guard {
-            Some(_) => dir.clone(),
-            None => self.inner.snapshots.root().join(&key),
+        let (path, mount) = if mounts.is_empty() {
+            (self.inner.snapshots.root().join(&key), None)
+        } else {
+            (dir.clone(), Some(key))
         };
+        let guard = self.work_dir(dir, mount).await?;
         cleanup.guards.extend(guard);
         Ok(View { path, cleanup })
     }
@@ -138,14 +150,31 @@ impl Worker {
         self.inner.snapshots.prepare(&key, parent).await?;
         cleanup.snapshots.push(key.clone());
         let dir = self.inner.work_dir.join(&key);
-        std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
-            path: dir.clone(),
-            source,
-        })?;
         cleanup.dirs.push(dir.clone());
-        let guard = self.inner.snapshots.mount(&key, &dir)?;
-        cleanup.guards.push(guard);
+        let guard = self.work_dir(dir.clone(), Some(key.clone())).await?;
+        cleanup.guards.extend(guard);
         Ok((key, dir))
+    }
+
+    /// Creates the work directory `dir` and mounts snapshot `mount` (if any) on it, on a
+    /// blocking thread.
+    async fn work_dir(
+        &self,
+        dir: PathBuf,
+        mount: Option<String>,
+    ) -> Result<Option<MountGuard>, WorkerError> {
+        let snapshots = self.inner.snapshots.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Open {
+                path: dir.clone(),
+                source,
+            })?;
+            match mount {
+                Some(key) => Ok(Some(snapshots.mount(&key, &dir)?)),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     /// Unmounts everything `cleanup` holds, then commits each of `keys` as a new result
@@ -155,7 +184,7 @@ impl Worker {
         mut cleanup: Cleanup,
         keys: &[String],
     ) -> Result<Vec<String>, WorkerError> {
-        cleanup.unmount_all()?;
+        cleanup.unmount_all().await?;
         let mut names = Vec::new();
         for key in keys {
             let name = format!("r-{}", random_id());

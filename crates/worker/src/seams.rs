@@ -45,9 +45,9 @@ pub struct NestedClient {
 /// Serves the engine API to nested clients (implemented by the engine, which owns the stack).
 pub trait NestedClients: Send + Sync + 'static {
     /// Serves the API on `listener` (opened inside the exec's network namespace) to `client`.
-    /// Called from a runtime worker thread of a multi-threaded runtime, before the exec's
-    /// process starts; returns once the client is ready. Serving stops when the returned guard
-    /// is dropped (when the exec ends).
+    /// Called on a blocking thread of the runtime (`spawn_blocking`: it may block), before the
+    /// exec's process starts; returns once the client is ready. Serving stops when the returned
+    /// guard is dropped (when the exec ends).
     fn serve(
         &self,
         listener: std::net::TcpListener,

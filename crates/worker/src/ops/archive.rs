@@ -6,7 +6,7 @@ use dagr_solver::{ResultRef, RunOutput};
 
 use crate::mounts::Cleanup;
 use crate::ops::image::to_registry_platform;
-use crate::{Worker, WorkerError, export, fsops, op_err, output_snapshot};
+use crate::{Worker, WorkerError, blocking, export, fsops, op_err, output_snapshot};
 
 impl Worker {
     /// `/image.tar`: the OCI archive of an image built from `rootfs`.
@@ -53,7 +53,8 @@ impl Worker {
         let view = self
             .mount_view(&output_snapshot(archive, op.archive.output)?)
             .await?;
-        let path = fsops::resolve_in_root(view.path(), &op.path, true);
+        let (root, path) = (view.path().to_path_buf(), op.path.clone());
+        let path = blocking(move || Ok(fsops::resolve_in_root(&root, &path, true)?)).await;
         let imported = match path {
             Ok(path) => dagr_registry::layout::import_archive(
                 &self.inner.content,
@@ -63,7 +64,7 @@ impl Worker {
             )
             .await
             .map_err(|e| op_err("import_image", format!("{}: {e}", op.path))),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         view.release().await;
         self.image_result(imported?).await

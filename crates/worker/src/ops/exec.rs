@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_executor::{
-    ExecMount, ExecMountKind, ExecSpec, OutputChunk, Rootfs, RunOptions, TerminalIo,
+    ExecMount, ExecMountKind, ExecSpec, OutputChunk, PrestartContext, Rootfs, RunOptions,
+    TerminalIo,
 };
 use dagr_solver::{InputRef, MountSource, ResultRef, RunCtx, RunOutput};
 
 use crate::mounts::Cleanup;
 use crate::{
-    CacheVolumeUse, ExecMeta, NestedClient, ResultMeta, Worker, WorkerError, fsops, op_err,
-    output_snapshot, random_id,
+    CacheVolumeUse, ExecMeta, NestedClient, ResultMeta, Worker, WorkerError, blocking, fsops,
+    op_err, output_snapshot, random_id,
 };
 
 /// An exec whose process exited with a non-zero code (or was killed: 128 + signal), with what
@@ -93,7 +94,9 @@ impl Worker {
                     if !m.readonly {
                         writable.push(key);
                     }
-                    let source = fsops::resolve_in_root(&dir, path, true)?;
+                    let path = path.clone();
+                    let source =
+                        blocking(move || Ok(fsops::resolve_in_root(&dir, &path, true)?)).await?;
                     ExecMountKind::Bind {
                         source,
                         readonly: m.readonly,
@@ -179,23 +182,23 @@ impl Worker {
         drop(volumes);
         let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
         let stderr = String::from_utf8_lossy(&result.stderr.bytes).into_owned();
-        if let Some(p) = &op.redirect_stdout {
-            fsops::mkfile(
-                &rootfs,
-                &absolute(&op.workdir, p),
-                stdout.as_bytes(),
-                0o644,
-                None,
-            )?;
-        }
-        if let Some(p) = &op.redirect_stderr {
-            fsops::mkfile(
-                &rootfs,
-                &absolute(&op.workdir, p),
-                stderr.as_bytes(),
-                0o644,
-                None,
-            )?;
+        let redirects: Vec<(String, Bytes)> = [
+            (&op.redirect_stdout, &result.stdout.bytes),
+            (&op.redirect_stderr, &result.stderr.bytes),
+        ]
+        .into_iter()
+        .filter_map(|(path, bytes)| Some((absolute(&op.workdir, path.as_ref()?), bytes.clone())))
+        .collect();
+        if !redirects.is_empty() {
+            blocking(move || {
+                for (path, bytes) in redirects {
+                    // The text as captured, like the result's (lossily decoded) output.
+                    let text = String::from_utf8_lossy(&bytes);
+                    fsops::mkfile(&rootfs, &path, text.as_bytes(), 0o644, None)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         let mut names = self.commit(cleanup, &writable).await?;
         let id = names.remove(0);
@@ -283,22 +286,29 @@ impl Worker {
             pid_file: PathBuf::new(),
         };
         let guard: Arc<parking_lot::Mutex<Vec<Box<dyn std::any::Any + Send>>>> = Arc::default();
-        Ok(Arc::new(move |ctx| {
+        Ok(Arc::new(move |ctx: PrestartContext| {
+            let nested = nested.clone();
+            let guard = guard.clone();
             let mut client = client.clone();
-            client.pid_file = ctx.pid_file.to_path_buf();
-            let listener = ctx
-                .netns
-                .run_inside(|| std::net::TcpListener::bind("127.0.0.1:0"))
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("listening in the exec's network namespace: {e}"))?;
-            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-            let token = client.token.clone();
-            let serving = nested.serve(listener, client)?;
-            guard.lock().push(serving);
-            Ok(vec![
-                format!("DAGGER_SESSION_PORT={port}"),
-                format!("DAGGER_SESSION_TOKEN={token}"),
-            ])
+            Box::pin(async move {
+                client.pid_file = ctx.pid_file.clone();
+                let listener = ctx
+                    .run_in_netns(|| std::net::TcpListener::bind("127.0.0.1:0"))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("listening in the exec's network namespace: {e}"))?;
+                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                let token = client.token.clone();
+                // Serving waits until the client is ready: off the runtime's threads.
+                let serving = tokio::task::spawn_blocking(move || nested.serve(listener, client))
+                    .await
+                    .map_err(|e| format!("serving the nested client: {e}"))??;
+                guard.lock().push(serving);
+                Ok(vec![
+                    format!("DAGGER_SESSION_PORT={port}"),
+                    format!("DAGGER_SESSION_TOKEN={token}"),
+                ])
+            })
         }))
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use dagr_solver::{InputRef, ResultRef, RunOutput};
 
 use crate::mounts::Cleanup;
-use crate::{Worker, WorkerError, fsops, op_err, output_snapshot};
+use crate::{Worker, WorkerError, blocking, fsops, op_err, output_snapshot};
 
 /// `uid[:gid]` owners of file ops (names need the rootfs and are resolved by the API).
 fn parse_owner(owner: Option<&str>) -> Result<Option<fsops::Owner>, WorkerError> {
@@ -48,9 +48,7 @@ impl Worker {
             None => None,
         };
         let from_path = from_view.as_ref().map(|v| v.path().to_path_buf());
-        let ran = tokio::task::spawn_blocking(move || f(&dir, from_path.as_deref()))
-            .await
-            .map_err(|e| WorkerError::Task(e.to_string()))?;
+        let ran = blocking(move || f(&dir, from_path.as_deref())).await;
         if let Some(v) = from_view {
             v.release().await;
         }

@@ -4,7 +4,7 @@
 use dagr_solver::{HostScope, RunOutput};
 
 use crate::mounts::Cleanup;
-use crate::{Worker, WorkerError, fsops};
+use crate::{Worker, WorkerError, blocking, fsops};
 
 impl Worker {
     pub(crate) async fn run_host_dir(
@@ -29,9 +29,7 @@ impl Worker {
                 reason,
             })?;
         let digest_dir = dir.clone();
-        let digest = tokio::task::spawn_blocking(move || fsops::tree_digest(&digest_dir))
-            .await
-            .map_err(|e| WorkerError::Task(e.to_string()))??;
+        let digest = blocking(move || Ok(fsops::tree_digest(&digest_dir)?)).await?;
         let mut out = self.commit_output(cleanup, key).await?;
         out.content_digest = Some(digest);
         Ok(out)
