@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dagr_engine_state::SessionRegistry;
 use parking_lot::Mutex;
 
+use crate::routes::Route;
+
 /// Counters the HTTP stack and the accept loops update.
 #[derive(Debug, Default)]
 pub struct EngineMetrics {
@@ -15,19 +17,13 @@ pub struct EngineMetrics {
     http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
-/// The route label of a path: known routes by name, everything else as `other`, so a client cannot
-/// grow the label set.
+/// The route label of a path: a [`Route`] by its path, gRPC as `grpc`, everything else as `other`,
+/// so a client cannot grow the label set.
 pub fn route_label(path: &str, grpc: bool) -> &'static str {
     if grpc {
         return "grpc";
     }
-    match path {
-        "/query" => "/query",
-        "/sessionAttachables" => "/sessionAttachables",
-        "/shutdown" => "/shutdown",
-        "/metrics" => "/metrics",
-        _ => "other",
-    }
+    Route::from_path(path).map_or("other", Route::path)
 }
 
 impl EngineMetrics {

@@ -1,5 +1,7 @@
-//! The scoped HTTP routes: `/query`, `/sessionAttachables`, `/shutdown`. Each request arrives here
-//! with a [`RequestScope`] already in its extensions (see `dagr-session`).
+//! The engine's HTTP routes: [`Route`], the one list of the paths it serves (the stack's steer,
+//! the handlers and the metrics' route labels all go by it), and the handlers of the scoped ones
+//! (`/query`, `/sessionAttachables`, `/shutdown`). A scoped request arrives at its handler with a
+//! [`RequestScope`] (see `dagr-session`).
 
 use std::sync::Arc;
 
@@ -17,6 +19,43 @@ use crate::query::QueryEngine;
 /// Largest `/query` body accepted.
 const MAX_QUERY_BODY: usize = dagr_api::MAX_QUERY_BYTES;
 
+/// A path the engine serves over HTTP (gRPC is steered by content type, not by path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/query`: GraphQL (scoped).
+    Query,
+    /// `/sessionAttachables`: a client's attachables connection (scoped).
+    SessionAttachables,
+    /// `/shutdown`: a client is done, or ends its session (scoped).
+    Shutdown,
+    /// `/metrics`: Prometheus text, without a metadata header.
+    Metrics,
+}
+
+impl Route {
+    /// Every route, in declaration order (`ALL[route as usize] == route`).
+    pub const ALL: [Route; 4] = [
+        Route::Query,
+        Route::SessionAttachables,
+        Route::Shutdown,
+        Route::Metrics,
+    ];
+
+    pub const fn path(self) -> &'static str {
+        match self {
+            Route::Query => "/query",
+            Route::SessionAttachables => dagr_metadata::ATTACHABLES_PATH,
+            Route::Shutdown => "/shutdown",
+            Route::Metrics => "/metrics",
+        }
+    }
+
+    /// The route of exactly this path.
+    pub fn from_path(path: &str) -> Option<Route> {
+        Route::ALL.into_iter().find(|r| r.path() == path)
+    }
+}
+
 /// Everything the routes share.
 pub struct Engine {
     pub registry: SessionRegistry,
@@ -28,23 +67,8 @@ pub struct Engine {
 #[derive(Clone)]
 struct AttachablesClaimed;
 
-pub async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
-    let Some(scope) = req.extensions().get::<RequestScope>().cloned() else {
-        // The steer only sends scoped paths here, all behind ClientScopeLayer.
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "request was not scoped to a client",
-        );
-    };
-    match req.uri().path() {
-        "/query" => query(engine, scope, req).await,
-        "/sessionAttachables" => attachables(scope, req),
-        "/shutdown" => shutdown(engine, scope, req).await,
-        other => error_response(StatusCode::NOT_FOUND, &format!("no route for {other}")),
-    }
-}
-
-async fn query(
+/// `POST /query`: executes a GraphQL request for the scope's client.
+pub async fn query(
     engine: Arc<Engine>,
     scope: RequestScope,
     req: Request<Incoming>,
@@ -52,7 +76,7 @@ async fn query(
     if req.method() != Method::POST {
         return error_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("/query takes POST, not {}", req.method()),
+            &format!("{} takes POST, not {}", Route::Query.path(), req.method()),
         );
     }
     let body = match http_body_util::Limited::new(req.into_body(), MAX_QUERY_BODY)
@@ -63,7 +87,7 @@ async fn query(
         Err(e) => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("reading the /query body failed: {e}"),
+                &format!("reading the {} body failed: {e}", Route::Query.path()),
             );
         }
     };
@@ -77,7 +101,8 @@ async fn query(
     resp
 }
 
-fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<BoxBody> {
+/// `/sessionAttachables`: hijacks the connection as the client's attachables (one per client).
+pub fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<BoxBody> {
     let client = scope.client().clone();
     let claimed = client.with_extensions(|ext| {
         if ext.get::<AttachablesClaimed>().is_some() {
@@ -140,7 +165,8 @@ fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<BoxB
     resp.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
-async fn shutdown(
+/// `POST /shutdown[?immediate=true]`: the main client ends its session (now with `immediate`).
+pub async fn shutdown(
     engine: Arc<Engine>,
     scope: RequestScope,
     req: Request<Incoming>,
@@ -148,7 +174,11 @@ async fn shutdown(
     if req.method() != Method::POST {
         return error_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("/shutdown takes POST, not {}", req.method()),
+            &format!(
+                "{} takes POST, not {}",
+                Route::Shutdown.path(),
+                req.method()
+            ),
         );
     }
     let immediate = req
@@ -166,4 +196,20 @@ async fn shutdown(
     let mut resp = Response::new(full_body(Bytes::new()));
     *resp.status_mut() = StatusCode::OK;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn routes_by_path() {
+        for (i, route) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(route as usize, i);
+            assert_eq!(Route::from_path(route.path()), Some(route));
+        }
+        assert_eq!(Route::from_path("/query"), Some(Route::Query));
+        assert_eq!(Route::from_path("/query/"), None);
+        assert_eq!(Route::from_path("/"), None);
+    }
 }

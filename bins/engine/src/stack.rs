@@ -3,8 +3,8 @@
 //! ```text
 //! trace -> count by route/status -> steer:
 //!   HTTP/2 + application/grpc*         -> tonic routes (health, Info)
-//!   /metrics                           -> Prometheus text (no metadata header)
-//!   /query, /sessionAttachables, /shutdown -> ClientScopeLayer -> routes
+//!   Route::Metrics                     -> Prometheus text (no metadata header)
+//!   Route::{Query, SessionAttachables, Shutdown} -> ClientScopeLayer -> its handler
 //!   anything else                      -> 404 JSON
 //! ```
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dagr_session::{BoxBody, ClientScopeLayer, error_response, full_body};
+use dagr_session::{BoxBody, ClientScopeLayer, RequestScope, error_response, full_body};
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -23,7 +23,7 @@ use tower::steer::Steer;
 use tower::util::BoxCloneSyncService;
 
 use crate::metrics::route_label;
-use crate::routes::{self, Engine};
+use crate::routes::{self, Engine, Route};
 
 pub type EngineService = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
 
@@ -35,10 +35,11 @@ fn is_grpc(req: &Request<Incoming>) -> bool {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Where the steer sends a request: gRPC, not found, or the service of a [`Route`] (at
+/// `ROUTES + route as usize`).
 const GRPC: usize = 0;
-const METRICS: usize = 1;
-const SCOPED: usize = 2;
-const NOT_FOUND: usize = 3;
+const NOT_FOUND: usize = 1;
+const ROUTES: usize = 2;
 
 /// Builds the engine's service stack.
 pub fn build(
@@ -52,45 +53,22 @@ pub fn build(
             resp.map(|body| body.map_err(dagr_session::BoxError::from).boxed_unsync())
         },
     ));
-    let metrics = {
-        let engine = engine.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |_req: Request<Incoming>| {
-            let text = engine.metrics.render(&engine.registry);
-            async move {
-                let mut resp = Response::new(full_body(Bytes::from(text)));
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                Ok::<_, Infallible>(resp)
-            }
-        }))
-    };
-    let scoped = {
-        let engine = engine.clone();
-        let routes = tower::service_fn(move |req: Request<Incoming>| {
-            let engine = engine.clone();
-            async move { Ok::<_, Infallible>(routes::route(engine, req).await) }
-        });
-        BoxCloneSyncService::new(tower::ServiceBuilder::new().layer(scope).service(routes))
-    };
     let not_found = BoxCloneSyncService::new(tower::service_fn(|req: Request<Incoming>| {
         let msg = format!("no route for {} {}", req.method(), req.uri().path());
         async move { Ok::<_, Infallible>(error_response(StatusCode::NOT_FOUND, &msg)) }
     }));
-    let steer = Steer::new(
-        vec![grpc, metrics, scoped, not_found],
-        |req: &Request<Incoming>, _: &[_]| {
-            if is_grpc(req) {
-                return GRPC;
-            }
-            match req.uri().path() {
-                "/metrics" => METRICS,
-                "/query" | "/sessionAttachables" | "/shutdown" => SCOPED,
-                _ => NOT_FOUND,
-            }
-        },
+    let mut services = vec![grpc, not_found];
+    services.extend(
+        Route::ALL
+            .into_iter()
+            .map(|route| route_service(route, &engine, &scope)),
     );
+    let steer = Steer::new(services, |req: &Request<Incoming>, _: &[_]| {
+        if is_grpc(req) {
+            return GRPC;
+        }
+        Route::from_path(req.uri().path()).map_or(NOT_FOUND, |route| ROUTES + route as usize)
+    });
     let counted = CountRequests {
         inner: steer,
         engine,
@@ -108,6 +86,62 @@ pub fn build(
         .service(counted)
         .map_response(|resp: Response<_>| resp.map(|b| b.boxed_unsync()));
     BoxCloneSyncService::new(traced)
+}
+
+/// The service answering one route.
+fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -> EngineService {
+    match route {
+        Route::Metrics => {
+            let engine = engine.clone();
+            BoxCloneSyncService::new(tower::service_fn(move |_req: Request<Incoming>| {
+                let text = engine.metrics.render(&engine.registry);
+                async move {
+                    let mut resp = Response::new(full_body(Bytes::from(text)));
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            }))
+        }
+        Route::Query => scoped(engine, scope, |engine, scope, req| {
+            Box::pin(routes::query(engine, scope, req))
+        }),
+        Route::SessionAttachables => scoped(engine, scope, |_, scope, req| {
+            Box::pin(std::future::ready(routes::attachables(scope, req)))
+        }),
+        Route::Shutdown => scoped(engine, scope, |engine, scope, req| {
+            Box::pin(routes::shutdown(engine, scope, req))
+        }),
+    }
+}
+
+/// The handler of a scoped route.
+type ScopedHandler =
+    fn(Arc<Engine>, RequestScope, Request<Incoming>) -> BoxFuture<'static, Response<BoxBody>>;
+
+/// A handler behind [`ClientScopeLayer`], given the request's [`RequestScope`].
+fn scoped(engine: &Arc<Engine>, scope: &ClientScopeLayer, handler: ScopedHandler) -> EngineService {
+    let engine = engine.clone();
+    let handle = tower::service_fn(move |req: Request<Incoming>| {
+        let engine = engine.clone();
+        async move {
+            let Some(request_scope) = req.extensions().get::<RequestScope>().cloned() else {
+                // ClientScopeLayer puts it there (or answers the request itself).
+                return Ok::<_, Infallible>(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "request was not scoped to a client",
+                ));
+            };
+            Ok(handler(engine, request_scope, req).await)
+        }
+    });
+    BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .layer(scope.clone())
+            .service(handle),
+    )
 }
 
 /// Counts answered requests by route and status for `dagr_http_requests_total`.
