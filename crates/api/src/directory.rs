@@ -6,29 +6,12 @@ use std::sync::Arc;
 use dagr_gql::{Arg, Field, FieldError, Object, SchemaBuilder, Value};
 use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, SetTimestampsOp, Vertex};
 
+use crate::ownership::Owner;
 use crate::state::{Directory, File, Fs, Inputs, join};
 use crate::{Services, bool_arg, caller, graph_err, obj, services};
 
 /// Largest file `File.contents` returns.
 const MAX_CONTENTS: u64 = 128 << 20;
-
-/// `uid[:gid]` owners; names would need the target's passwd file, which file ops do not read.
-pub(crate) fn owner_arg(owner: Option<String>) -> Result<Option<String>, FieldError> {
-    let Some(o) = owner.filter(|o| !o.is_empty()) else {
-        return Ok(None);
-    };
-    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let ok = match o.split_once(':') {
-        Some((u, g)) => numeric(u) && numeric(g),
-        None => numeric(&o),
-    };
-    if !ok {
-        return Err(FieldError::new(format!(
-            "owner {o:?}: only numeric uid[:gid] owners are supported"
-        )));
-    }
-    Ok(Some(o))
-}
 
 fn single(op: Op, inputs: Vec<Arc<Vertex>>) -> Result<Fs, FieldError> {
     Ok(Fs::main(Vertex::new(op, inputs).map_err(graph_err)?))
@@ -39,7 +22,7 @@ pub(crate) fn mkfile(
     path: &str,
     contents: Vec<u8>,
     mode: u32,
-    owner: Option<String>,
+    owner: Option<Owner>,
 ) -> Result<Fs, FieldError> {
     let mut inputs = Inputs::default();
     let base = inputs.add(fs);
@@ -49,7 +32,7 @@ pub(crate) fn mkfile(
             path: path.to_owned(),
             contents,
             mode,
-            owner,
+            owner: owner.map(|o| o.to_string()),
         }),
         inputs.into_vec(),
     )
@@ -108,7 +91,7 @@ pub(crate) fn copy(
     include: Vec<String>,
     exclude: Vec<String>,
     mode: Option<u32>,
-    owner: Option<String>,
+    owner: Option<Owner>,
 ) -> Result<Fs, FieldError> {
     let mut inputs = Inputs::default();
     let base_ref: InputRef = inputs.add(base);
@@ -121,7 +104,7 @@ pub(crate) fn copy(
             dest: dest.to_owned(),
             include,
             exclude,
-            owner,
+            owner: owner.map(|o| o.to_string()),
             mode,
             copy_dir_contents: true,
             create_dest_path: true,

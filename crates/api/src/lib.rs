@@ -13,12 +13,12 @@
 //! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
 //!   outputs and errors and never appear in IDs.
 
+mod args;
 mod container;
 mod directory;
-mod image;
+mod ownership;
 mod query;
 pub mod state;
-mod terminal;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -336,10 +336,11 @@ pub fn schema() -> Result<Schema, SchemaError> {
         max_depth: 1000,
         ..Default::default()
     });
+    // Objects in this order: it is the order of their `load<Type>FromID` fields on `Query`.
     let builder = query::register(builder);
     let builder = container::register(builder);
     let builder = directory::register(builder);
-    let builder = terminal::register(builder);
+    let builder = container::register_terminal(builder);
     builder.finish()
 }
 

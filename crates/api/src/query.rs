@@ -1,7 +1,7 @@
 //! `Query` and the small objects: `Host`, `Secret`, `CacheVolume`, `EnvVariable`, `Label`.
 
 use bytes::Bytes;
-use dagr_gql::{Arg, Enum, Field, FieldError, Object, Scalar, SchemaBuilder, Value};
+use dagr_gql::{Arg, Field, FieldError, Object, Scalar, SchemaBuilder, Value};
 use dagr_solver::{HostScope, Op, Platform, Vertex};
 
 use crate::state::{
@@ -291,7 +291,6 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         );
 
     b.scalar(Scalar::new("Platform"))
-        .enumeration(Enum::new("CacheSharingMode").values(["SHARED", "PRIVATE", "LOCKED"]))
         .object(query)
         .object(host)
         .object(secret)
