@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dagr_gql::{Arg, Field, FieldError, Object, SchemaBuilder, Value};
 use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, SetTimestampsOp, Vertex};
 
-use crate::ownership::Owner;
+use crate::ownership::{Owner, file_mode};
 use crate::state::{Directory, File, Fs, Inputs, join};
 use crate::{Services, bool_arg, caller, graph_err, obj, services};
 
@@ -118,10 +118,9 @@ pub(crate) fn copy(
 fn perms(ctx: &dagr_gql::ResolveCtx, default: Option<u32>) -> Result<Option<u32>, FieldError> {
     let p: Option<i64> = ctx.arg("permissions")?;
     match p {
-        Some(p) if (0..=0o7777).contains(&p) => Ok(Some(p as u32)),
-        Some(p) => Err(FieldError::new(format!(
-            "permissions {p} are not a file mode"
-        ))),
+        Some(p) => file_mode(p)
+            .map(Some)
+            .map_err(|e| FieldError::new(e.to_string())),
         None => Ok(default),
     }
 }
