@@ -6,14 +6,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
 type ProxyBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -151,36 +149,16 @@ fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
     resp
 }
 
-/// The username of a `Basic` authorization header, if well-formed.
-fn basic_user(req: &Request<Incoming>) -> Option<String> {
-    let value = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, b64) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    Some(
-        decoded
-            .split_once(':')
-            .map_or(decoded.clone(), |(u, _)| u.to_owned()),
-    )
-}
-
 async fn handle(
     client: &dagr_client::Client,
     token: &str,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let authorized =
-        basic_user(&req).is_some_and(|user| bool::from(user.as_bytes().ct_eq(token.as_bytes())));
-    if !authorized {
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes);
+    if !dagr_metadata::basic_auth_matches(authorization, token) {
         let mut resp = text(
             StatusCode::UNAUTHORIZED,
             "missing or wrong session token (basic auth username)",

@@ -7,14 +7,12 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use dagr_attach::{ContainerRoot, HostProviders};
-use dagr_metadata::ClientMetadata;
+use dagr_metadata::{ClientMetadata, basic_auth_matches};
 use dagr_session::{BoxBody, PresetClient, error_response};
 use dagr_worker::{NestedClient, NestedClients};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq as _;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
@@ -46,28 +44,6 @@ impl Drop for NestedGuard {
     }
 }
 
-/// Whether a request carries `Authorization: Basic base64(<token>:...)`.
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(value) = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, b64)) = value.split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-        return false;
-    };
-    let user = decoded.split(|b| *b == b':').next().unwrap_or_default();
-    bool::from(user.ct_eq(token.as_bytes()))
-}
-
 impl NestedServer {
     /// The engine's stack for one nested client: basic auth with its token, then its identity.
     fn client_service(&self, md: Arc<ClientMetadata>) -> EngineService {
@@ -76,7 +52,11 @@ impl NestedServer {
             let inner = inner.clone();
             let md = md.clone();
             async move {
-                if !authorized(&req, &md.client_secret_token) {
+                let authorization = req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(http::HeaderValue::as_bytes);
+                if !basic_auth_matches(authorization, &md.client_secret_token) {
                     let mut resp: Response<BoxBody> = error_response(
                         StatusCode::UNAUTHORIZED,
                         "nested clients authenticate with basic auth: user $DAGGER_SESSION_TOKEN",

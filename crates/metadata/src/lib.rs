@@ -1,15 +1,21 @@
 //! The wire identity of a client: [`ClientMetadata`], carried base64-encoded in the
 //! [`CLIENT_METADATA_HEADER`] header of every request, plus the header names of the
-//! attachables handshake ([`EXPOSE_METHOD_HEADER`]).
+//! attachables handshake ([`EXPOSE_METHOD_HEADER`]). Clients that authenticate with the session
+//! token as basic auth instead (nested clients, the CLI's session proxy) are checked by
+//! [`basic_auth_matches`].
 //!
 //! This crate only encodes, decodes and checks the *shape* of the metadata (non-empty ids and token).
-//! Version policy and token comparison belong to the server (`dagr-session`).
+//! Version policy and the comparison of the metadata's token belong to the server (`dagr-session`).
+
+mod basic_auth;
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+
+pub use basic_auth::basic_auth_matches;
 
 /// Name of the header that scopes every request to a client.
 pub const CLIENT_METADATA_HEADER: &str = "x-dagger-client-metadata";
