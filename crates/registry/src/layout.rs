@@ -1,5 +1,7 @@
 //! OCI image layouts: import from a layout directory or an `oci-archive` tarball into the content
-//! store, and export images from the content store to a layout directory or tarball.
+//! store, and export images from the content store to a layout directory or tarball. The one
+//! archive writer of the engine: exported tarballs also carry Docker's `manifest.json`, so that
+//! `docker load` reads them too.
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -10,11 +12,14 @@ use oci_spec::image::Descriptor;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::image::{
-    self, ImageError, MAX_MANIFEST_SIZE, ManifestKind, Platform, PulledImage, REF_NAME_ANNOTATION,
+    self, IMAGE_NAME_ANNOTATION, ImageError, MAX_MANIFEST_SIZE, ManifestKind, Platform,
+    PulledImage, REF_NAME_ANNOTATION,
 };
 
 const OCI_LAYOUT_FILE: &str = "oci-layout";
 const INDEX_FILE: &str = "index.json";
+/// Docker's `docker save` manifest, read by `docker load` (which ignores `index.json`).
+const DOCKER_MANIFEST_FILE: &str = "manifest.json";
 const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const MAX_INDEX_DEPTH: usize = 4;
 
@@ -62,11 +67,14 @@ pub enum LayoutError {
 }
 
 /// One image to export: a manifest or index in the content store, with an optional
-/// `org.opencontainers.image.ref.name` (usually the tag).
+/// `org.opencontainers.image.ref.name` (usually the tag) and full image name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportEntry {
     pub digest: Digest,
     pub ref_name: Option<String>,
+    /// A full image name (`registry/repo:tag`), written as containerd's
+    /// `io.containerd.image.name` annotation and, in archives, as Docker's `RepoTags`.
+    pub image_name: Option<String>,
 }
 
 /// Where import reads blobs from.
@@ -419,10 +427,12 @@ async fn ensure_blob(
     Ok(())
 }
 
-/// What an export writes: the `index.json` bytes and the blobs, in order.
+/// What an export writes: the `index.json` bytes, the blobs in order, and Docker's
+/// `manifest.json` (archives only; `None` when no entry is an image manifest).
 struct ExportPlan {
     index_json: Vec<u8>,
     blobs: Vec<Digest>,
+    docker_manifest_json: Option<Vec<u8>>,
 }
 
 async fn plan_export(
@@ -437,6 +447,8 @@ async fn plan_export(
     let mut seen = HashSet::new();
     let mut blobs = Vec::new();
     let mut descriptors = Vec::new();
+    let mut docker_manifest = Vec::new();
+    let blob_name = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     for entry in entries {
         let bytes = store
             .read_bytes(&entry.digest)
@@ -467,9 +479,27 @@ async fn plan_export(
                 }
                 descriptor["platform"] = platform;
             }
+            let layers = manifest
+                .layers()
+                .iter()
+                .map(|l| image::descriptor_digest(&entry.digest, l).map(|d| blob_name(&d)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(image_err)?;
+            docker_manifest.push(serde_json::json!({
+                "Config": blob_name(&config_digest),
+                "RepoTags": entry.image_name.iter().collect::<Vec<_>>(),
+                "Layers": layers,
+            }));
+        }
+        let mut annotations = serde_json::Map::new();
+        if let Some(name) = &entry.image_name {
+            annotations.insert(IMAGE_NAME_ANNOTATION.into(), serde_json::json!(name));
         }
         if let Some(name) = &entry.ref_name {
-            descriptor["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: name });
+            annotations.insert(REF_NAME_ANNOTATION.into(), serde_json::json!(name));
+        }
+        if !annotations.is_empty() {
+            descriptor["annotations"] = serde_json::Value::Object(annotations);
         }
         descriptors.push(descriptor);
         collect_blobs(store, path, &entry.digest, &mut seen, &mut blobs, 0).await?;
@@ -479,12 +509,26 @@ async fn plan_export(
         "mediaType": image::OCI_INDEX,
         "manifests": descriptors,
     });
-    let index_json = serde_json::to_vec(&index).map_err(|e| LayoutError::Invalid {
-        path: path.to_path_buf(),
-        what: INDEX_FILE,
-        message: e.to_string(),
-    })?;
-    Ok(ExportPlan { index_json, blobs })
+    let encode = |what: &'static str, value: &serde_json::Value| {
+        serde_json::to_vec(value).map_err(|e| LayoutError::Invalid {
+            path: path.to_path_buf(),
+            what,
+            message: e.to_string(),
+        })
+    };
+    let index_json = encode(INDEX_FILE, &index)?;
+    let docker_manifest_json = match docker_manifest.is_empty() {
+        true => None,
+        false => Some(encode(
+            DOCKER_MANIFEST_FILE,
+            &serde_json::Value::Array(docker_manifest),
+        )?),
+    };
+    Ok(ExportPlan {
+        index_json,
+        blobs,
+        docker_manifest_json,
+    })
 }
 
 /// Adds `root` and everything it references to `blobs` (each once).
@@ -587,7 +631,10 @@ pub async fn export_layout(
 }
 
 /// Writes `entries` (with everything they reference) from `store` as an `oci-archive` tarball
-/// at `archive` (replaced if it exists).
+/// at `archive` (replaced atomically if it exists): an OCI layout (`oci-layout`, `index.json`,
+/// `blobs/sha256/...`, read by skopeo, podman and containerd) that also carries Docker's
+/// `manifest.json` for the image manifests among `entries` (read by `docker load`). Headers are
+/// deterministic: the same entries give the same bytes.
 pub async fn export_archive(
     store: &ContentStore,
     archive: &Path,
@@ -596,12 +643,41 @@ pub async fn export_archive(
     let plan = plan_export(store, archive, entries).await?;
     let store = store.clone();
     let path = archive.to_path_buf();
-    tokio::task::spawn_blocking(move || write_archive(&store, &path, &plan))
+    tokio::task::spawn_blocking(move || write_archive_atomically(&store, &path, &plan))
         .await
         .map_err(|e| LayoutError::Task {
             path: archive.to_path_buf(),
             message: e.to_string(),
         })?
+}
+
+/// Writes the archive into a temporary file next to `path`, then renames it over `path`.
+fn write_archive_atomically(
+    store: &ContentStore,
+    path: &Path,
+    plan: &ExportPlan,
+) -> Result<(), LayoutError> {
+    // Unique per process and call: concurrent exports to one path never share a temp file.
+    static EXPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        EXPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let written = write_archive(store, &temp, plan).and_then(|()| {
+        std::fs::rename(&temp, path).map_err(|source| LayoutError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 fn write_archive(store: &ContentStore, path: &Path, plan: &ExportPlan) -> Result<(), LayoutError> {
@@ -645,18 +721,17 @@ fn write_archive(store: &ContentStore, path: &Path, plan: &ExportPlan) -> Result
             .append_data(&mut h, format!("blobs/sha256/{}", digest.hex()), file)
             .map_err(io_err)?;
     }
-    let mut h = header(tar::EntryType::Regular, plan.index_json.len() as u64, 0o644);
-    builder
-        .append_data(&mut h, INDEX_FILE, plan.index_json.as_slice())
-        .map_err(io_err)?;
-    let mut h = header(
-        tar::EntryType::Regular,
-        OCI_LAYOUT_CONTENT.len() as u64,
-        0o644,
-    );
-    builder
-        .append_data(&mut h, OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)
-        .map_err(io_err)?;
+    let mut files = vec![
+        (INDEX_FILE, plan.index_json.as_slice()),
+        (OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT),
+    ];
+    if let Some(docker) = &plan.docker_manifest_json {
+        files.push((DOCKER_MANIFEST_FILE, docker.as_slice()));
+    }
+    for (name, bytes) in files {
+        let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o644);
+        builder.append_data(&mut h, name, bytes).map_err(io_err)?;
+    }
     let mut writer = builder.into_inner().map_err(io_err)?;
     std::io::Write::flush(&mut writer).map_err(io_err)?;
     writer.get_ref().sync_all().map_err(io_err)?;

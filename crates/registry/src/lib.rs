@@ -15,8 +15,10 @@
 //!   [`Platform`]; every pulled blob is digest- and size-verified on its way into the
 //!   [`dagr_snapshot::ContentStore`].
 //! - [`layout`] imports images from OCI layout directories and `oci-archive` tarballs into the
-//!   content store and exports images (manifests or indexes) from it ([`layout::import_layout`],
-//!   [`layout::import_archive`], [`layout::export_layout`], [`layout::export_archive`]).
+//!   content store and exports images (manifests or indexes, as [`ExportEntry`]s) from it
+//!   ([`layout::import_layout`], [`layout::import_archive`], [`layout::export_layout`],
+//!   [`layout::export_archive`]: the engine's one `oci-archive` writer, whose tarballs also carry
+//!   Docker's `manifest.json`).
 //!
 //! Layer blobs are stored as they come (gzip, zstd or uncompressed); unpacking them is the
 //! snapshotter's concern.

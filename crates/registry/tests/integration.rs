@@ -258,6 +258,7 @@ async fn pulls_the_requested_platform_from_an_index() {
         &[ExportEntry {
             digest: index_digest.clone(),
             ref_name: Some("multi".into()),
+            image_name: None,
         }],
     )
     .await
@@ -390,6 +391,7 @@ async fn exports_layouts_and_archives_that_skopeo_reads() {
     let entries = [ExportEntry {
         digest: image.manifest_digest.clone(),
         ref_name: Some("v1".into()),
+        image_name: Some("example.test/exported:v1".into()),
     }];
     let archive = out.path().join("image.tar");
     layout::export_archive(&store, &archive, &entries)
@@ -407,9 +409,30 @@ async fn exports_layouts_and_archives_that_skopeo_reads() {
     ]))
     .unwrap();
     assert_eq!(inspect["Layers"][0], f.layer_digest.to_string());
+    // `docker load` reads the same file through Docker's manifest.json, by its full name.
+    let as_docker: serde_json::Value = serde_json::from_slice(&skopeo(&[
+        "inspect",
+        &format!(
+            "docker-archive:{}:example.test/exported:v1",
+            archive.display()
+        ),
+    ]))
+    .unwrap();
+    // (Its layers are named by their diff ids.)
+    assert_eq!(as_docker["Layers"].as_array().unwrap().len(), 1);
+    assert_eq!(as_docker["Architecture"], inspect["Architecture"]);
 
     let dir = out.path().join("layout");
     layout::export_layout(&store, &dir, &entries).await.unwrap();
+    // containerd reads the full name from the index, next to the tag.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let annotations = &index["manifests"][0]["annotations"];
+    assert_eq!(
+        annotations["io.containerd.image.name"],
+        "example.test/exported:v1"
+    );
+    assert_eq!(annotations["org.opencontainers.image.ref.name"], "v1");
     let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:v1", dir.display())]);
     assert_eq!(raw, f.manifest);
     let umoci = std::process::Command::new("umoci")
@@ -453,6 +476,7 @@ async fn skopeo_copy_then_our_pull_then_our_export_matches_skopeo() {
         &[ExportEntry {
             digest: image.manifest_digest.clone(),
             ref_name: Some("latest".into()),
+            image_name: None,
         }],
     )
     .await

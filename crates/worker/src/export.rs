@@ -1,6 +1,7 @@
 //! Image export: a container's rootfs snapshot turned into an OCI image in the content store
 //! ([`build_image`] -> [`BuiltImage`]), then written as an `oci-archive` tarball
-//! ([`export_tarball`]) or pushed to a registry ([`publish`]).
+//! ([`export_tarball`], with the registry crate's archive writer) or pushed to a registry
+//! ([`publish`]).
 //!
 //! The rootfs's snapshot chain is walked from the top down to the base image's top snapshot
 //! (named by its chain id). The base image's layer blobs are reused as they are; every snapshot
@@ -10,18 +11,15 @@
 //! give the same digests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use dagr_registry::image::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION};
-use dagr_registry::{Platform, PushError, Reference, ReferenceError};
+use dagr_registry::image::{OCI_CONFIG, OCI_MANIFEST};
+use dagr_registry::layout::{self, LayoutError};
+use dagr_registry::{ExportEntry, Platform, PushError, Reference, ReferenceError};
 use dagr_snapshot::{ContentError, DiffError, Digest, SnapshotError, chain_id};
 use serde_json::{Map, Value, json};
 
 use crate::Worker;
-
-/// The `oci-layout` file of an OCI image layout.
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// What the `created_by` of history entries for layers made here says.
 const CREATED_BY: &str = "dagr";
@@ -70,14 +68,8 @@ pub enum ExportError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("writing the image archive {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("image export task failed: {0}")]
-    Task(String),
+    #[error("writing the image archive: {0}")]
+    Archive(#[from] LayoutError),
     #[error("image reference {reference:?}: {source}")]
     Reference {
         reference: String,
@@ -514,78 +506,6 @@ pub async fn build_image(
     })
 }
 
-/// Size of a tar block; entries and the archive end are padded to it.
-const TAR_BLOCK: usize = 512;
-
-/// A ustar header for a regular file or a directory owned by root with mtime 0. Names are at
-/// most 100 bytes (ours are `blobs/sha256/<hex>` and a few fixed names); sizes of 8 GiB and
-/// more use the GNU base-256 form.
-fn tar_header(name: &str, size: u64, directory: bool) -> [u8; TAR_BLOCK] {
-    fn put(h: &mut [u8; TAR_BLOCK], at: usize, bytes: &[u8]) {
-        h[at..at + bytes.len()].copy_from_slice(bytes);
-    }
-    let mut h = [0u8; TAR_BLOCK];
-    let name = &name.as_bytes()[..name.len().min(100)];
-    put(&mut h, 0, name);
-    let mode = if directory { 0o755 } else { 0o644 };
-    put(&mut h, 100, format!("{mode:07o}\0").as_bytes());
-    put(&mut h, 108, b"0000000\0");
-    put(&mut h, 116, b"0000000\0");
-    if size < 1 << 33 {
-        put(&mut h, 124, format!("{size:011o}\0").as_bytes());
-    } else {
-        h[124] = 0x80;
-        put(&mut h, 128, &size.to_be_bytes());
-    }
-    put(&mut h, 136, b"00000000000\0");
-    h[156] = if directory { b'5' } else { b'0' };
-    put(&mut h, 257, b"ustar\0");
-    put(&mut h, 263, b"00");
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
-    h
-}
-
-/// Writes a tar archive of directories and regular files (deterministic headers).
-struct TarWriter<W: Write> {
-    out: W,
-}
-
-impl<W: Write> TarWriter<W> {
-    fn directory(&mut self, name: &str) -> std::io::Result<()> {
-        self.out.write_all(&tar_header(name, 0, true))
-    }
-
-    fn file_bytes(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        self.file(name, bytes.len() as u64, bytes)
-    }
-
-    /// Appends exactly `size` bytes read from `data`.
-    fn file(&mut self, name: &str, size: u64, data: impl Read) -> std::io::Result<()> {
-        self.out.write_all(&tar_header(name, size, false))?;
-        let copied = std::io::copy(&mut data.take(size), &mut self.out)?;
-        if copied != size {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{name}: {copied} of {size} bytes"),
-            ));
-        }
-        let rem = (size % TAR_BLOCK as u64) as usize;
-        if rem != 0 {
-            self.out.write_all(&[0u8; TAR_BLOCK][..TAR_BLOCK - rem])?;
-        }
-        Ok(())
-    }
-
-    /// Writes the two zero blocks that end an archive and returns the output.
-    fn finish(mut self) -> std::io::Result<W> {
-        self.out.write_all(&[0u8; 2 * TAR_BLOCK])?;
-        self.out.flush()?;
-        Ok(self.out)
-    }
-}
-
 /// Whether an export tag is a full image name (`repo:tag`, `registry/repo`) rather than a bare
 /// tag, and its normalized form.
 fn full_image_name(tag: &str) -> Option<String> {
@@ -598,166 +518,23 @@ fn full_image_name(tag: &str) -> Option<String> {
         .map(|r| r.to_string())
 }
 
-/// What goes into the archive besides the blobs.
-struct ArchivePlan {
-    index_json: Vec<u8>,
-    docker_manifest_json: Vec<u8>,
-    /// Manifest, config, layers.
-    blobs: Vec<Digest>,
-}
-
-async fn plan_archive(
-    worker: &Worker,
-    built: &BuiltImage,
-    tag: Option<&str>,
-) -> Result<ArchivePlan, ExportError> {
-    let bad = |digest: &Digest, reason: String| ExportError::Document {
-        digest: digest.clone(),
-        reason,
-    };
-    let manifest = read_json(worker, &built.manifest_digest).await?;
-    let config = read_json(worker, &built.config_digest).await?;
-    let mut layers = Vec::new();
-    for l in manifest
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad(&built.manifest_digest, "no layers list".into()))?
-    {
-        let digest: Digest = l
-            .get("digest")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e| bad(&built.manifest_digest, format!("layer digest: {e}")))?;
-        layers.push(digest);
-    }
-    let blob_name = |d: &Digest| format!("blobs/sha256/{}", d.hex());
-
-    let mut platform = Map::new();
-    for key in ["architecture", "os", "variant"] {
-        if let Some(v) = config.get(key).filter(|v| v.is_string()) {
-            platform.insert(key.into(), v.clone());
-        }
-    }
-    let mut descriptor = json!({
-        "mediaType": built.media_type,
-        "digest": built.manifest_digest.to_string(),
-        "size": built.manifest_size,
-        "platform": platform,
-    });
-    let full_name = tag.and_then(full_image_name);
-    if let Some(t) = tag {
-        let mut annotations = Map::new();
-        if let Some(name) = &full_name {
-            annotations.insert("io.containerd.image.name".into(), json!(name));
-        }
-        annotations.insert(REF_NAME_ANNOTATION.into(), json!(t));
-        descriptor["annotations"] = Value::Object(annotations);
-    }
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [descriptor],
-    });
-    // `docker save`'s manifest, read by `docker load` (which ignores index.json).
-    let docker_manifest = json!([{
-        "Config": blob_name(&built.config_digest),
-        "RepoTags": full_name.map(|n| vec![n]).unwrap_or_default(),
-        "Layers": layers.iter().map(blob_name).collect::<Vec<_>>(),
-    }]);
-    let mut blobs = vec![built.manifest_digest.clone(), built.config_digest.clone()];
-    for l in layers {
-        if !blobs.contains(&l) {
-            blobs.push(l);
-        }
-    }
-    Ok(ArchivePlan {
-        index_json: encode("index", &index)?,
-        docker_manifest_json: encode("docker manifest", &docker_manifest)?,
-        blobs,
-    })
-}
-
-/// Writes the archive of `plan` into `out` (a temporary file that becomes `dest`).
-fn write_archive(
-    content: &dagr_snapshot::ContentStore,
-    plan: &ArchivePlan,
-    out: std::fs::File,
-    dest: &Path,
-) -> Result<(), ExportError> {
-    let write_err = |source| ExportError::Write {
-        path: dest.to_path_buf(),
-        source,
-    };
-    let mut tar = TarWriter {
-        out: std::io::BufWriter::new(out),
-    };
-    tar.file_bytes("oci-layout", OCI_LAYOUT)
-        .map_err(write_err)?;
-    tar.file_bytes("index.json", &plan.index_json)
-        .map_err(write_err)?;
-    tar.file_bytes("manifest.json", &plan.docker_manifest_json)
-        .map_err(write_err)?;
-    tar.directory("blobs/").map_err(write_err)?;
-    tar.directory("blobs/sha256/").map_err(write_err)?;
-    for digest in &plan.blobs {
-        let path = content.blob_path(digest);
-        let blob_err = |source: std::io::Error| ExportError::Content {
-            digest: digest.clone(),
-            source: ContentError::Io {
-                path: path.clone(),
-                source,
-            },
-        };
-        let file = std::fs::File::open(&path).map_err(blob_err)?;
-        let size = file.metadata().map_err(blob_err)?.len();
-        tar.file(&format!("blobs/sha256/{}", digest.hex()), size, file)
-            .map_err(write_err)?;
-    }
-    let out = tar.finish().map_err(write_err)?;
-    out.get_ref().sync_all().map_err(write_err)
-}
-
-/// Writes `built` as an `oci-archive` tarball at `dest` (replaced atomically if it exists):
-/// an OCI layout (`oci-layout`, `index.json`, `blobs/sha256/...`, read by skopeo, podman and
-/// containerd) that also carries Docker's `manifest.json` (read by `docker load`). `tag` is
-/// written as the `org.opencontainers.image.ref.name`; a full image name (`repo:tag`,
-/// `registry/repo:tag`) is also written as Docker's `RepoTags` and containerd's image name.
+/// Writes `built` as an `oci-archive` tarball at `dest` (replaced atomically if it exists) with
+/// [`dagr_registry::layout::export_archive`]: an OCI layout that also carries Docker's
+/// `manifest.json` (read by `docker load`). `tag` is written as the
+/// `org.opencontainers.image.ref.name`; a full image name (`repo:tag`, `registry/repo:tag`) is
+/// also written as Docker's `RepoTags` and containerd's image name.
 pub async fn export_tarball(
     worker: &Worker,
     built: &BuiltImage,
     dest: &Path,
     tag: Option<&str>,
 ) -> Result<(), ExportError> {
-    let plan = plan_archive(worker, built, tag).await?;
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dest.with_file_name(format!(
-        ".{file_name}.tmp-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let content = worker.content().clone();
-    let (temp_path, dest_path) = (temp.clone(), dest.to_path_buf());
-    let written = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::create(&temp_path).map_err(|source| ExportError::Write {
-            path: temp_path.clone(),
-            source,
-        })?;
-        write_archive(&content, &plan, file, &dest_path)?;
-        std::fs::rename(&temp_path, &dest_path).map_err(|source| ExportError::Write {
-            path: dest_path.clone(),
-            source,
-        })
-    })
-    .await
-    .map_err(|e| ExportError::Task(e.to_string()))
-    .and_then(|r| r);
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    let entry = ExportEntry {
+        digest: built.manifest_digest.clone(),
+        ref_name: tag.map(str::to_owned),
+        image_name: tag.and_then(full_image_name),
+    };
+    Ok(layout::export_archive(worker.content(), dest, &[entry]).await?)
 }
 
 /// Pushes `built` to `reference` (a tag; `latest` when none is given) and returns the pushed
@@ -832,36 +609,6 @@ mod tests {
             oci_layer_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
             "application/vnd.oci.image.layer.v1.tar+zstd"
         );
-    }
-
-    #[test]
-    fn tar_headers_are_ustar_with_a_valid_checksum() {
-        let h = tar_header("blobs/sha256/abc", 1234, false);
-        assert_eq!(&h[0..16], b"blobs/sha256/abc");
-        assert_eq!(&h[124..136], b"00000002322\0");
-        assert_eq!(h[156], b'0');
-        assert_eq!(&h[257..265], b"ustar\x0000");
-        let stored = u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
-        let mut blank = h;
-        blank[148..156].fill(b' ');
-        assert_eq!(stored, blank.iter().map(|&b| u32::from(b)).sum::<u32>());
-        let big = tar_header("big", 10 << 30, false);
-        assert_eq!(big[124], 0x80);
-        assert_eq!(&big[128..136], &(10u64 << 30).to_be_bytes());
-        assert_eq!(tar_header("d/", 0, true)[156], b'5');
-    }
-
-    #[test]
-    fn tar_entries_are_padded_to_blocks() {
-        let mut tar = TarWriter { out: Vec::new() };
-        tar.file_bytes("a", b"hello").unwrap();
-        tar.directory("d/").unwrap();
-        let out = tar.finish().unwrap();
-        assert_eq!(out.len(), 512 + 512 + 512 + 1024);
-        assert_eq!(&out[512..517], b"hello");
-        assert!(out[517..1024].iter().all(|&b| b == 0));
-        let short = TarWriter { out: Vec::new() }.file("b", 10, &b"abc"[..]);
-        assert!(short.is_err(), "a short source is an error");
     }
 
     #[test]
