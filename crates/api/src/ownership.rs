@@ -1,8 +1,8 @@
 //! Who owns, and with which permission bits, what `Container` and `Directory` fields write: the
 //! one parser of `owner` arguments ([`Owner`], read with [`owner_arg`]) and the one check of
 //! `permissions` and `mode` arguments ([`file_mode`], read with [`mode_arg`]). Both are used as
-//! `#[serde(deserialize_with = ...)]` on the fields' `Args` structs, so a bad value fails while
-//! the arguments are read, with an error naming the field and the argument.
+//! `#[serde(default, deserialize_with = ...)]` on the fields' `Args` structs, so a bad value
+//! fails while the arguments are read, with an error naming the field and the argument.
 
 use std::fmt;
 

@@ -12,7 +12,7 @@ use crate::state::{Container, EnvVariable, Label, Secret};
 /// The arguments of `withEnvVariable`.
 #[derive(Deserialize)]
 struct WithEnvVariableArgs {
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     expand: bool,
     name: String,
     value: String,
@@ -211,7 +211,7 @@ impl Args for CommandArgs {
 #[serde(rename_all = "camelCase")]
 struct WithEntrypointArgs {
     args: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     keep_default_args: bool,
 }
 
@@ -246,7 +246,7 @@ pub(super) fn with_entrypoint() -> Field {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WithoutEntrypointArgs {
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     keep_default_args: bool,
 }
 

@@ -29,17 +29,17 @@ pub(super) struct ExecSpec {
 #[serde(rename_all = "camelCase")]
 struct WithExecArgs {
     args: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     experimental_privileged_nesting: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     insecure_root_capabilities: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     redirect_stderr: String,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     redirect_stdout: String,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     skip_entrypoint: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     stdin: String,
 }
 

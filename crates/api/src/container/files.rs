@@ -83,12 +83,12 @@ fn with_fs_at(
 /// The arguments of `withNewFile`.
 #[derive(Deserialize)]
 struct WithNewFileArgs {
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     contents: String,
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
-    #[serde(deserialize_with = "mode_arg")]
+    #[serde(default, deserialize_with = "mode_arg")]
     permissions: Option<u32>,
 }
 
@@ -124,10 +124,10 @@ pub(super) fn with_new_file() -> Field {
 /// The arguments of `withFile` (the `source` is read with `ctx.loaded`).
 #[derive(Deserialize)]
 struct WithFileArgs {
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
-    #[serde(deserialize_with = "mode_arg")]
+    #[serde(default, deserialize_with = "mode_arg")]
     permissions: Option<u32>,
 }
 
@@ -162,10 +162,10 @@ pub(super) fn with_file() -> Field {
 /// The arguments of `withFiles` (the `sources` are read with `ctx.loaded_list`).
 #[derive(Deserialize)]
 struct WithFilesArgs {
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
-    #[serde(deserialize_with = "mode_arg")]
+    #[serde(default, deserialize_with = "mode_arg")]
     permissions: Option<u32>,
 }
 
@@ -206,11 +206,11 @@ pub(super) fn with_files() -> Field {
 /// The arguments of `withDirectory` (the `directory` is read with `ctx.loaded`).
 #[derive(Deserialize)]
 struct WithDirectoryArgs {
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     exclude: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     include: Vec<String>,
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
 }

@@ -270,7 +270,7 @@ async fn build(s: &Services, caller: &Caller, c: &Container) -> Result<BuiltImag
 #[serde(rename_all = "camelCase")]
 struct AsTarballArgs {
     forced_compression: Option<ImageLayerCompression>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     media_types: ImageMediaTypes,
 }
 
@@ -312,7 +312,7 @@ pub(super) fn as_tarball() -> Field {
 /// The arguments of `import` (the archive `source` is read with `ctx.loaded`).
 #[derive(Deserialize)]
 struct ImportArgs {
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     tag: String,
 }
 
@@ -367,7 +367,7 @@ pub(super) fn import() -> Field {
 #[serde(rename_all = "camelCase")]
 struct ExportArgs {
     forced_compression: Option<ImageLayerCompression>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     media_types: ImageMediaTypes,
     path: String,
 }
@@ -408,7 +408,7 @@ pub(super) fn export() -> Field {
 #[serde(rename_all = "camelCase")]
 struct PublishArgs {
     forced_compression: Option<ImageLayerCompression>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     media_types: ImageMediaTypes,
     address: String,
 }

@@ -58,7 +58,7 @@ fn chowned_copy(d: &Directory, owner: Owner) -> Result<Fs, FieldError> {
 /// The arguments of `withMountedDirectory` (the `source` is read with `ctx.loaded`).
 #[derive(Deserialize)]
 struct WithMountedDirectoryArgs {
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
 }
@@ -103,7 +103,7 @@ pub(super) fn with_mounted_directory() -> Field {
 /// The arguments of `withMountedFile` (the `source` is read with `ctx.loaded`).
 #[derive(Deserialize)]
 struct WithMountedFileArgs {
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
 }
@@ -185,10 +185,10 @@ pub(super) fn register_enums(b: SchemaBuilder) -> SchemaBuilder {
 /// `ctx.loaded`).
 #[derive(Deserialize)]
 struct WithMountedCacheArgs {
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     sharing: CacheSharingMode,
 }
 
@@ -253,9 +253,9 @@ pub(super) fn with_mounted_temp() -> Field {
 /// The arguments of `withMountedSecret` (the `source` secret is read with `ctx.loaded`).
 #[derive(Deserialize)]
 struct WithMountedSecretArgs {
-    #[serde(deserialize_with = "mode_arg")]
+    #[serde(default, deserialize_with = "mode_arg")]
     mode: Option<u32>,
-    #[serde(deserialize_with = "owner_arg")]
+    #[serde(default, deserialize_with = "owner_arg")]
     owner: Option<Owner>,
     path: String,
 }

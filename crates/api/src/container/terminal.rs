@@ -21,11 +21,11 @@ const DEFAULT_TERMINAL_CMD: &str = "sh";
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TerminalArgs {
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     cmd: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     experimental_privileged_nesting: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     insecure_root_capabilities: bool,
 }
 
@@ -97,9 +97,9 @@ pub(super) fn terminal() -> Field {
 #[serde(rename_all = "camelCase")]
 struct WithDefaultTerminalCmdArgs {
     args: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     experimental_privileged_nesting: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "null_as_default")]
     insecure_root_capabilities: bool,
 }
 
