@@ -128,16 +128,11 @@ async fn open_api(
     state_dir: &Path,
     registry: &SessionRegistry,
 ) -> anyhow::Result<dagr_api::CoreApi> {
-    let runtime = dagr_executor::Runtime::new(&config.runc, state_dir.join("worker/exec/runc"));
-    let version = runtime.check().with_context(|| {
-        format!(
-            "the OCI runtime {} does not work; install runc (apt-get install runc) or pass --runc PATH",
-            config.runc.display()
-        )
-    })?;
-    tracing::info!(runtime = %version.lines().next().unwrap_or_default(), "container runtime");
-    let mut worker_config = dagr_worker::WorkerConfig::new(state_dir.join("worker"));
-    worker_config.runtime_binary = config.runc.clone();
+    let worker_dir = state_dir.join("worker");
+    let mut worker_config = dagr_worker::WorkerConfig::new(&worker_dir);
+    if let Some(runc) = &config.runc {
+        worker_config.runtime_binary = runc.clone();
+    }
     if let Some(n) = config.max_execs {
         worker_config.max_concurrent_execs = n;
     }
@@ -156,7 +151,7 @@ async fn open_api(
     let hosts = Arc::new(host::ClientHosts::new(registry.clone()));
     let secrets = Arc::new(dagr_api::SecretStore::default());
     let exec_concurrency = worker_config.max_concurrent_execs;
-    let solver_db = state_dir.join("worker/solver.redb");
+    let solver_db = worker_dir.join("solver.redb");
     let (worker_hosts, worker_secrets) = (hosts.clone(), secrets.clone());
     let solver = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let worker = dagr_worker::Worker::open(
@@ -166,6 +161,15 @@ async fn open_api(
             worker_secrets,
         )
         .context("opening the worker state")?;
+        // The runtime as the worker's executor runs it: its binary and state root are known there.
+        let runtime = worker.executor().runtime();
+        let version = runtime.check().with_context(|| {
+            format!(
+                "the OCI runtime {} does not work; install runc (apt-get install runc) or pass --runc PATH",
+                runtime.binary().display()
+            )
+        })?;
+        tracing::info!(runtime = %version, "container runtime");
         let solver = dagr_solver::Solver::open(
             &solver_db,
             worker,

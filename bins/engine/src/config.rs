@@ -42,8 +42,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
     /// The OCI runtime binary that runs containers.
-    #[arg(long, value_name = "PATH", default_value = "runc")]
-    runc: PathBuf,
+    /// Default: `runc`, looked up in PATH.
+    #[arg(long, value_name = "PATH")]
+    runc: Option<PathBuf>,
     /// At most this many containers run at once (default: the number of cores).
     #[arg(long, value_name = "N")]
     max_execs: Option<usize>,
@@ -84,8 +85,8 @@ pub struct Config {
     pub listen: Vec<ListenAddr>,
     /// How long open connections may take to finish after the stop signal.
     pub shutdown_grace: Duration,
-    /// The OCI runtime binary.
-    pub runc: PathBuf,
+    /// The OCI runtime binary; `None`: the worker's default.
+    pub runc: Option<PathBuf>,
     /// At most this many containers run at once; `None`: the worker's default.
     pub max_execs: Option<usize>,
     /// In the order given: a host's mirrors are tried in this order.
