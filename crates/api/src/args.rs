@@ -1,5 +1,5 @@
 //! What the fields' `Args` structs share: the arguments several fields take alike
-//! ([`PathArgs`], [`NameArgs`]) and [`null_as_default`] for arguments with a
+//! ([`PathArgs`], [`NameArgs`], [`TimestampArgs`]) and [`null_as_default`] for arguments with a
 //! schema default.
 //!
 //! Each field declares its arguments once, with a struct implementing [`dagr_gql::Args`] next to
@@ -46,6 +46,18 @@ pub(crate) struct NameArgs {
 impl Args for NameArgs {
     fn arguments() -> Vec<Arg> {
         vec![Arg::new("name", "String!")]
+    }
+}
+
+/// `(timestamp: Int!)`: seconds since the Unix epoch.
+#[derive(Deserialize)]
+pub(crate) struct TimestampArgs {
+    pub(crate) timestamp: i64,
+}
+
+impl Args for TimestampArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![Arg::new("timestamp", "Int!")]
     }
 }
 

@@ -1,14 +1,17 @@
-//! `Directory` and `File`, plus the file-op builders `Container` shares ([`mkfile`], [`mkdir`],
-//! [`copy`], [`rm`]).
+//! `Directory` and `File`, one function per field ([`register`] lists them in the order the
+//! schema serves them, each beside the `Args` struct it reads), plus the file-op builders
+//! `Container` shares ([`mkfile`], [`mkdir`], [`copy`], [`rm`]).
 
 use std::sync::Arc;
 
-use dagr_gql::{Arg, Field, FieldError, Object, SchemaBuilder, Value};
+use dagr_gql::{Arg, Args, Field, FieldError, Object, SchemaBuilder, Value};
 use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, SetTimestampsOp, Vertex};
+use serde::Deserialize;
 
-use crate::ownership::{Owner, file_mode};
+use crate::args::{NameArgs, PathArgs, TimestampArgs, null_as_default};
+use crate::ownership::{NEW_FILE_MODE, Owner, mode_arg};
 use crate::state::{Directory, File, Fs, Inputs, join};
-use crate::{Services, bool_arg, caller, graph_err, obj, services};
+use crate::{Services, caller, graph_err, obj, services};
 
 /// Largest file `File.contents` returns.
 const MAX_CONTENTS: u64 = 128 << 20;
@@ -115,382 +118,604 @@ pub(crate) fn copy(
     )
 }
 
-fn perms(ctx: &dagr_gql::ResolveCtx, default: Option<u32>) -> Result<Option<u32>, FieldError> {
-    let p: Option<i64> = ctx.arg("permissions")?;
-    match p {
-        Some(p) => file_mode(p)
-            .map(Some)
-            .map_err(|e| FieldError::new(e.to_string())),
-        None => Ok(default),
-    }
-}
-
 fn base_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
+/// Adds `Directory` and `File`.
 pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
+    // The served order (SDL and introspection list fields as they are added here).
     let directory = Object::new("Directory")
         .with_id()
-        .field(
-            Field::new("entries", "[String!]!")
-                .arg(Arg::new("path", "String"))
-                .resolve(|ctx| async move {
-                    let s = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    let d = ctx.parent_arc::<Directory>()?;
-                    let sub: Option<String> = ctx.arg("path")?;
-                    let path = join(&d.path, sub.as_deref().unwrap_or("."));
-                    let snapshot = s.snapshot_of(&caller, &d.fs).await?;
-                    read_view(&s, &snapshot, move |root| {
-                        let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                            .map_err(|e| e.to_string())?;
-                        let mut names: Vec<String> = std::fs::read_dir(&dir)
-                            .map_err(|e| format!("{path}: {e}"))?
-                            .filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect();
-                        names.sort();
-                        Ok(Value::leaf_list(names))
-                    })
-                    .await
-                }),
-        )
-        .field(
-            Field::new("glob", "[String!]!")
-                .arg(Arg::new("pattern", "String!"))
-                .resolve(|ctx| async move {
-                    let s = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    let d = ctx.parent_arc::<Directory>()?;
-                    let pattern: String = ctx.arg("pattern")?;
-                    let matcher = globset::GlobBuilder::new(&pattern)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| {
-                            FieldError::new(format!("invalid glob pattern {pattern:?}: {e}"))
-                        })?
-                        .compile_matcher();
-                    let snapshot = s.snapshot_of(&caller, &d.fs).await?;
-                    let path = d.path.clone();
-                    read_view(&s, &snapshot, move |root| {
-                        let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                            .map_err(|e| e.to_string())?;
-                        let mut found = Vec::new();
-                        walk(&dir, std::path::Path::new(""), &mut |rel| {
-                            if matcher.is_match(rel) {
-                                found.push(rel.to_string_lossy().into_owned());
-                            }
-                        })
-                        .map_err(|e| format!("{path}: {e}"))?;
-                        found.sort();
-                        Ok(Value::leaf_list(found))
-                    })
-                    .await
-                }),
-        )
-        .field(
-            Field::new("file", "File!")
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    Ok(obj(
-                        "File",
-                        File {
-                            fs: d.fs.clone(),
-                            path: join(&d.path, &path),
-                        },
-                    ))
-                }),
-        )
-        .field(
-            Field::new("directory", "Directory!")
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs: d.fs.clone(),
-                            path: join(&d.path, &path),
-                        },
-                    ))
-                }),
-        )
-        .field(
-            Field::new("withNewFile", "Directory!")
-                .arg(Arg::new("contents", "String!"))
-                .arg(Arg::new("path", "String!"))
-                .arg(Arg::new("permissions", "Int").default(420))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let contents: String = ctx.arg("contents")?;
-                    let mode = perms(ctx, Some(0o644))?.unwrap_or(0o644);
-                    let fs = mkfile(
-                        &d.fs,
-                        &join(&d.path, &path),
-                        contents.into_bytes(),
-                        mode,
-                        None,
-                    )?;
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("withNewDirectory", "Directory!")
-                .arg(Arg::new("path", "String!"))
-                .arg(Arg::new("permissions", "Int").default(420))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let mode = perms(ctx, Some(0o644))?.unwrap_or(0o644);
-                    let fs = mkdir(&d.fs, &join(&d.path, &path), mode)?;
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("withFile", "Directory!")
-                .arg(Arg::new("path", "String!"))
-                .arg(Arg::new("permissions", "Int"))
-                .arg(Arg::new("source", "FileID!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let f = ctx.loaded::<File>("source")?;
-                    let fs = copy(
-                        &d.fs,
-                        &join(&d.path, &path),
-                        &f.fs,
-                        &f.path,
-                        vec![],
-                        vec![],
-                        perms(ctx, None)?,
-                        None,
-                    )?;
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("withFiles", "Directory!")
-                .arg(Arg::new("path", "String!"))
-                .arg(Arg::new("permissions", "Int"))
-                .arg(Arg::new("sources", "[FileID!]!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let mode = perms(ctx, None)?;
-                    let mut fs = d.fs.clone();
-                    for f in ctx.loaded_list::<File>("sources")? {
-                        let dest = join(&join(&d.path, &path), &base_name(&f.path));
-                        fs = copy(&fs, &dest, &f.fs, &f.path, vec![], vec![], mode, None)?;
-                    }
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("withDirectory", "Directory!")
-                .arg(Arg::new("directory", "DirectoryID!"))
-                .arg(Arg::new("exclude", "[String!]").default(serde_json::json!([])))
-                .arg(Arg::new("include", "[String!]").default(serde_json::json!([])))
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let path: String = ctx.arg("path")?;
-                    let src = ctx.loaded::<Directory>("directory")?;
-                    let include: Option<Vec<String>> = ctx.arg("include")?;
-                    let exclude: Option<Vec<String>> = ctx.arg("exclude")?;
-                    let fs = copy(
-                        &d.fs,
-                        &join(&d.path, &path),
-                        &src.fs,
-                        &src.path,
-                        include.unwrap_or_default(),
-                        exclude.unwrap_or_default(),
-                        None,
-                        None,
-                    )?;
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("withoutFile", "Directory!")
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(without_path),
-        )
-        .field(
-            Field::new("withoutDirectory", "Directory!")
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(without_path),
-        )
-        .field(
-            Field::new("withTimestamps", "Directory!")
-                .arg(Arg::new("timestamp", "Int!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let timestamp: i64 = ctx.arg("timestamp")?;
-                    let fs = set_timestamps(&d.fs, &d.path, timestamp)?;
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("diff", "Directory!")
-                .arg(Arg::new("other", "DirectoryID!"))
-                .resolve_sync(|ctx| {
-                    let d = ctx.parent::<Directory>()?;
-                    let other = ctx.loaded::<Directory>("other")?;
-                    if d.path != other.path {
-                        return Err(FieldError::new(format!(
-                            "cannot diff with different relative paths: {:?} != {:?}",
-                            d.path, other.path
-                        )));
-                    }
-                    let mut inputs = Inputs::default();
-                    let lower = inputs.add(&d.fs);
-                    let upper = inputs.add(&other.fs);
-                    let fs = single(Op::Diff { lower, upper }, inputs.into_vec())?;
-                    Ok(same_path(d, fs))
-                }),
-        )
-        .field(
-            Field::new("export", "Boolean!")
-                .arg(Arg::new("path", "String!"))
-                .arg(Arg::new("wipe", "Boolean").default(false))
-                .resolve(|ctx| async move {
-                    let s = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    let d = ctx.parent_arc::<Directory>()?;
-                    let host_path: String = ctx.arg("path")?;
-                    let wipe = bool_arg(&ctx, "wipe")?;
-                    let (host, who, to) = (&s.host, &caller, &host_path);
-                    export_from(&s, &caller, &d.fs, &d.path, &host_path, |src| async move {
-                        host.push_dir(who, &src, to, wipe).await
-                    })
-                    .await
-                }),
-        )
-        .field(
-            Field::new("sync", "DirectoryID!").resolve(|ctx| async move {
-                let s = services(&ctx)?;
-                let caller = caller(&ctx)?;
-                let d = ctx.parent_arc::<Directory>()?;
-                s.snapshot_of(&caller, &d.fs).await?;
-                Ok(Value::leaf(ctx.parent_chain().id()))
-            }),
-        );
-
+        .field(entries())
+        .field(glob())
+        .field(file())
+        .field(directory())
+        .field(with_new_file())
+        .field(with_new_directory())
+        .field(with_file())
+        .field(with_files())
+        .field(with_directory())
+        .field(without_file())
+        .field(without_directory())
+        .field(with_timestamps())
+        .field(diff())
+        .field(export())
+        .field(sync());
     let file = Object::new("File")
         .with_id()
-        .field(Field::new("contents", "String!").resolve(|ctx| async move {
-            let s = services(&ctx)?;
-            let caller = caller(&ctx)?;
-            let f = ctx.parent_arc::<File>()?;
-            let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-            let path = f.path.clone();
-            read_view(&s, &snapshot, move |root| {
-                let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                    .map_err(|e| e.to_string())?;
-                let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
-                if md.is_dir() {
-                    return Err(format!("{path}: is a directory"));
-                }
-                if md.len() > MAX_CONTENTS {
-                    return Err(format!(
-                        "{path}: {} bytes is more than contents returns",
-                        md.len()
-                    ));
-                }
-                let bytes = std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?;
-                Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
-            })
-            .await
-        }))
-        .field(Field::new("size", "Int!").resolve(|ctx| async move {
-            let s = services(&ctx)?;
-            let caller = caller(&ctx)?;
-            let f = ctx.parent_arc::<File>()?;
-            let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-            let path = f.path.clone();
-            read_view(&s, &snapshot, move |root| {
-                let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                    .map_err(|e| e.to_string())?;
-                let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
-                Ok(Value::leaf(md.len()))
-            })
-            .await
-        }))
-        .field(
-            Field::new("name", "String!")
-                .resolve_sync(|ctx| Ok(Value::leaf(base_name(&ctx.parent::<File>()?.path)))),
-        )
-        .field(
-            Field::new("withName", "File!")
-                .arg(Arg::new("name", "String!"))
-                .resolve_sync(|ctx| {
-                    let f = ctx.parent::<File>()?;
-                    let name: String = ctx.arg("name")?;
-                    if name.is_empty() || name.contains('/') {
-                        return Err(FieldError::new(format!(
-                            "file name {name:?} must be one path component"
-                        )));
-                    }
-                    let dest = format!("/{name}");
-                    let fs = copy(
-                        &Fs::scratch().map_err(graph_err)?,
-                        &dest,
-                        &f.fs,
-                        &f.path,
-                        vec![],
-                        vec![],
-                        None,
-                        None,
-                    )?;
-                    Ok(obj("File", File { fs, path: dest }))
-                }),
-        )
-        .field(
-            Field::new("withTimestamps", "File!")
-                .arg(Arg::new("timestamp", "Int!"))
-                .resolve_sync(|ctx| {
-                    let f = ctx.parent::<File>()?;
-                    let timestamp: i64 = ctx.arg("timestamp")?;
-                    let fs = set_timestamps(&f.fs, &f.path, timestamp)?;
-                    Ok(obj(
-                        "File",
-                        File {
-                            fs,
-                            path: f.path.clone(),
-                        },
-                    ))
-                }),
-        )
-        .field(
-            Field::new("export", "Boolean!")
-                .arg(Arg::new("allowParentDirPath", "Boolean").default(false))
-                .arg(Arg::new("path", "String!"))
-                .resolve(|ctx| async move {
-                    let s = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    let f = ctx.parent_arc::<File>()?;
-                    let host_path: String = ctx.arg("path")?;
-                    let allow = bool_arg(&ctx, "allowParentDirPath")?;
-                    let (host, who, to) = (&s.host, &caller, &host_path);
-                    export_from(&s, &caller, &f.fs, &f.path, &host_path, |src| async move {
-                        host.push_file(who, &src, to, allow).await
-                    })
-                    .await
-                }),
-        )
-        .field(Field::new("sync", "FileID!").resolve(|ctx| async move {
-            let s = services(&ctx)?;
-            let caller = caller(&ctx)?;
-            let f = ctx.parent_arc::<File>()?;
-            s.snapshot_of(&caller, &f.fs).await?;
-            Ok(Value::leaf(ctx.parent_chain().id()))
-        }));
+        .field(file_contents())
+        .field(file_size())
+        .field(file_name())
+        .field(file_with_name())
+        .field(file_with_timestamps())
+        .field(file_export())
+        .field(file_sync());
     b.object(directory).object(file)
+}
+
+/// The arguments of `Directory.entries`.
+#[derive(Deserialize)]
+struct EntriesArgs {
+    path: Option<String>,
+}
+
+impl Args for EntriesArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![Arg::new("path", "String")]
+    }
+}
+
+/// `Directory.entries`: the names in the directory (or its subdirectory `path`), sorted.
+fn entries() -> Field {
+    Field::new("entries", "[String!]!")
+        .args::<EntriesArgs>()
+        .resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let d = ctx.parent_arc::<Directory>()?;
+            let EntriesArgs { path: sub } = ctx.args_as()?;
+            let path = join(&d.path, sub.as_deref().unwrap_or("."));
+            let snapshot = s.snapshot_of(&caller, &d.fs).await?;
+            read_view(&s, &snapshot, move |root| {
+                let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                    .map_err(|e| e.to_string())?;
+                let mut names: Vec<String> = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("{path}: {e}"))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                Ok(Value::leaf_list(names))
+            })
+            .await
+        })
+}
+
+/// The arguments of `Directory.glob`.
+#[derive(Deserialize)]
+struct GlobArgs {
+    pattern: String,
+}
+
+impl Args for GlobArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![Arg::new("pattern", "String!")]
+    }
+}
+
+/// `Directory.glob`: the paths under the directory that match `pattern` (`*` stays within a
+/// path component), sorted.
+fn glob() -> Field {
+    Field::new("glob", "[String!]!")
+        .args::<GlobArgs>()
+        .resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let d = ctx.parent_arc::<Directory>()?;
+            let GlobArgs { pattern } = ctx.args_as()?;
+            let matcher = globset::GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| FieldError::new(format!("invalid glob pattern {pattern:?}: {e}")))?
+                .compile_matcher();
+            let snapshot = s.snapshot_of(&caller, &d.fs).await?;
+            let path = d.path.clone();
+            read_view(&s, &snapshot, move |root| {
+                let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                    .map_err(|e| e.to_string())?;
+                let mut found = Vec::new();
+                walk(&dir, std::path::Path::new(""), &mut |rel| {
+                    if matcher.is_match(rel) {
+                        found.push(rel.to_string_lossy().into_owned());
+                    }
+                })
+                .map_err(|e| format!("{path}: {e}"))?;
+                found.sort();
+                Ok(Value::leaf_list(found))
+            })
+            .await
+        })
+}
+
+/// `Directory.file`: the file at `path`.
+fn file() -> Field {
+    Field::new("file", "File!")
+        .args::<PathArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let PathArgs { path } = ctx.args_as()?;
+            Ok(obj(
+                "File",
+                File {
+                    fs: d.fs.clone(),
+                    path: join(&d.path, &path),
+                },
+            ))
+        })
+}
+
+/// `Directory.directory`: the subdirectory at `path`.
+fn directory() -> Field {
+    Field::new("directory", "Directory!")
+        .args::<PathArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let PathArgs { path } = ctx.args_as()?;
+            Ok(obj(
+                "Directory",
+                Directory {
+                    fs: d.fs.clone(),
+                    path: join(&d.path, &path),
+                },
+            ))
+        })
+}
+
+/// The arguments of `Directory.withNewFile`.
+#[derive(Deserialize)]
+struct WithNewFileArgs {
+    contents: String,
+    path: String,
+    #[serde(default, deserialize_with = "mode_arg")]
+    permissions: Option<u32>,
+}
+
+impl Args for WithNewFileArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("contents", "String!"),
+            Arg::new("path", "String!"),
+            Arg::new("permissions", "Int").default(NEW_FILE_MODE),
+        ]
+    }
+}
+
+/// `Directory.withNewFile`: writes `contents` at `path`.
+fn with_new_file() -> Field {
+    Field::new("withNewFile", "Directory!")
+        .args::<WithNewFileArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let WithNewFileArgs {
+                contents,
+                path,
+                permissions,
+            } = ctx.args_as()?;
+            let fs = mkfile(
+                &d.fs,
+                &join(&d.path, &path),
+                contents.into_bytes(),
+                permissions.unwrap_or(NEW_FILE_MODE),
+                None,
+            )?;
+            Ok(same_path(d, fs))
+        })
+}
+
+/// The arguments of `Directory.withNewDirectory`.
+#[derive(Deserialize)]
+struct WithNewDirectoryArgs {
+    path: String,
+    #[serde(default, deserialize_with = "mode_arg")]
+    permissions: Option<u32>,
+}
+
+impl Args for WithNewDirectoryArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("path", "String!"),
+            Arg::new("permissions", "Int").default(NEW_FILE_MODE),
+        ]
+    }
+}
+
+/// `Directory.withNewDirectory`: makes the directory `path` (and its parents).
+fn with_new_directory() -> Field {
+    Field::new("withNewDirectory", "Directory!")
+        .args::<WithNewDirectoryArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let WithNewDirectoryArgs { path, permissions } = ctx.args_as()?;
+            let mode = permissions.unwrap_or(NEW_FILE_MODE);
+            let fs = mkdir(&d.fs, &join(&d.path, &path), mode)?;
+            Ok(same_path(d, fs))
+        })
+}
+
+/// The arguments of `Directory.withFile` (the `source` is read with `ctx.loaded`).
+#[derive(Deserialize)]
+struct WithFileArgs {
+    path: String,
+    #[serde(default, deserialize_with = "mode_arg")]
+    permissions: Option<u32>,
+}
+
+impl Args for WithFileArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("path", "String!"),
+            Arg::new("permissions", "Int"),
+            Arg::new("source", "FileID!"),
+        ]
+    }
+}
+
+/// `Directory.withFile`: copies a file to `path` (its own mode unless `permissions` are given).
+fn with_file() -> Field {
+    Field::new("withFile", "Directory!")
+        .args::<WithFileArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let WithFileArgs { path, permissions } = ctx.args_as()?;
+            let f = ctx.loaded::<File>("source")?;
+            let fs = copy(
+                &d.fs,
+                &join(&d.path, &path),
+                &f.fs,
+                &f.path,
+                vec![],
+                vec![],
+                permissions,
+                None,
+            )?;
+            Ok(same_path(d, fs))
+        })
+}
+
+/// The arguments of `Directory.withFiles` (the `sources` are read with `ctx.loaded_list`).
+#[derive(Deserialize)]
+struct WithFilesArgs {
+    path: String,
+    #[serde(default, deserialize_with = "mode_arg")]
+    permissions: Option<u32>,
+}
+
+impl Args for WithFilesArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("path", "String!"),
+            Arg::new("permissions", "Int"),
+            Arg::new("sources", "[FileID!]!"),
+        ]
+    }
+}
+
+/// `Directory.withFiles`: copies files into the directory `path`, each under its own name.
+fn with_files() -> Field {
+    Field::new("withFiles", "Directory!")
+        .args::<WithFilesArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let WithFilesArgs { path, permissions } = ctx.args_as()?;
+            let mut fs = d.fs.clone();
+            for f in ctx.loaded_list::<File>("sources")? {
+                let dest = join(&join(&d.path, &path), &base_name(&f.path));
+                fs = copy(
+                    &fs,
+                    &dest,
+                    &f.fs,
+                    &f.path,
+                    vec![],
+                    vec![],
+                    permissions,
+                    None,
+                )?;
+            }
+            Ok(same_path(d, fs))
+        })
+}
+
+/// The arguments of `Directory.withDirectory` (the `directory` is read with `ctx.loaded`).
+#[derive(Deserialize)]
+struct WithDirectoryArgs {
+    #[serde(default, deserialize_with = "null_as_default")]
+    exclude: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    include: Vec<String>,
+    path: String,
+}
+
+impl Args for WithDirectoryArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("directory", "DirectoryID!"),
+            Arg::new("exclude", "[String!]").default(serde_json::json!([])),
+            Arg::new("include", "[String!]").default(serde_json::json!([])),
+            Arg::new("path", "String!"),
+        ]
+    }
+}
+
+/// `Directory.withDirectory`: copies a directory's contents (filtered by `include` and
+/// `exclude`) into `path`.
+fn with_directory() -> Field {
+    Field::new("withDirectory", "Directory!")
+        .args::<WithDirectoryArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let WithDirectoryArgs {
+                exclude,
+                include,
+                path,
+            } = ctx.args_as()?;
+            let src = ctx.loaded::<Directory>("directory")?;
+            let fs = copy(
+                &d.fs,
+                &join(&d.path, &path),
+                &src.fs,
+                &src.path,
+                include,
+                exclude,
+                None,
+                None,
+            )?;
+            Ok(same_path(d, fs))
+        })
+}
+
+/// `Directory.withoutFile`: removes whatever is at `path`.
+fn without_file() -> Field {
+    Field::new("withoutFile", "Directory!")
+        .args::<PathArgs>()
+        .resolve_sync(without_path)
+}
+
+/// `Directory.withoutDirectory`: removes whatever is at `path`.
+fn without_directory() -> Field {
+    Field::new("withoutDirectory", "Directory!")
+        .args::<PathArgs>()
+        .resolve_sync(without_path)
+}
+
+/// `Directory.withTimestamps`: sets the modification time of everything in the directory.
+fn with_timestamps() -> Field {
+    Field::new("withTimestamps", "Directory!")
+        .args::<TimestampArgs>()
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let TimestampArgs { timestamp } = ctx.args_as()?;
+            let fs = set_timestamps(&d.fs, &d.path, timestamp)?;
+            Ok(same_path(d, fs))
+        })
+}
+
+/// `Directory.diff`: what `other` adds to or changes in this directory (both at the same path).
+fn diff() -> Field {
+    // Its only argument is an object ID, read with `ctx.loaded`.
+    Field::new("diff", "Directory!")
+        .arg(Arg::new("other", "DirectoryID!"))
+        .resolve_sync(|ctx| {
+            let d = ctx.parent::<Directory>()?;
+            let other = ctx.loaded::<Directory>("other")?;
+            if d.path != other.path {
+                return Err(FieldError::new(format!(
+                    "cannot diff with different relative paths: {:?} != {:?}",
+                    d.path, other.path
+                )));
+            }
+            let mut inputs = Inputs::default();
+            let lower = inputs.add(&d.fs);
+            let upper = inputs.add(&other.fs);
+            let fs = single(Op::Diff { lower, upper }, inputs.into_vec())?;
+            Ok(same_path(d, fs))
+        })
+}
+
+/// The arguments of `Directory.export`.
+#[derive(Deserialize)]
+struct ExportArgs {
+    path: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    wipe: bool,
+}
+
+impl Args for ExportArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("path", "String!"),
+            Arg::new("wipe", "Boolean").default(false),
+        ]
+    }
+}
+
+/// `Directory.export`: writes the directory to `path` on the caller's host (what is there
+/// removed first when `wipe`).
+fn export() -> Field {
+    Field::new("export", "Boolean!")
+        .args::<ExportArgs>()
+        .resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let d = ctx.parent_arc::<Directory>()?;
+            let ExportArgs {
+                path: host_path,
+                wipe,
+            } = ctx.args_as()?;
+            let (host, who, to) = (&s.host, &caller, &host_path);
+            export_from(&s, &caller, &d.fs, &d.path, &host_path, |src| async move {
+                host.push_dir(who, &src, to, wipe).await
+            })
+            .await
+        })
+}
+
+/// `Directory.sync`: solves the directory; answers its ID.
+fn sync() -> Field {
+    Field::new("sync", "DirectoryID!").resolve(|ctx| async move {
+        let s = services(&ctx)?;
+        let caller = caller(&ctx)?;
+        let d = ctx.parent_arc::<Directory>()?;
+        s.snapshot_of(&caller, &d.fs).await?;
+        Ok(Value::leaf(ctx.parent_chain().id()))
+    })
+}
+
+/// `File.contents`: the file's contents (up to [`MAX_CONTENTS`] bytes), as UTF-8 (lossy).
+fn file_contents() -> Field {
+    Field::new("contents", "String!").resolve(|ctx| async move {
+        let s = services(&ctx)?;
+        let caller = caller(&ctx)?;
+        let f = ctx.parent_arc::<File>()?;
+        let snapshot = s.snapshot_of(&caller, &f.fs).await?;
+        let path = f.path.clone();
+        read_view(&s, &snapshot, move |root| {
+            let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                .map_err(|e| e.to_string())?;
+            let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
+            if md.is_dir() {
+                return Err(format!("{path}: is a directory"));
+            }
+            if md.len() > MAX_CONTENTS {
+                return Err(format!(
+                    "{path}: {} bytes is more than contents returns",
+                    md.len()
+                ));
+            }
+            let bytes = std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?;
+            Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
+        })
+        .await
+    })
+}
+
+/// `File.size`: the file's size in bytes.
+fn file_size() -> Field {
+    Field::new("size", "Int!").resolve(|ctx| async move {
+        let s = services(&ctx)?;
+        let caller = caller(&ctx)?;
+        let f = ctx.parent_arc::<File>()?;
+        let snapshot = s.snapshot_of(&caller, &f.fs).await?;
+        let path = f.path.clone();
+        read_view(&s, &snapshot, move |root| {
+            let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
+                .map_err(|e| e.to_string())?;
+            let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
+            Ok(Value::leaf(md.len()))
+        })
+        .await
+    })
+}
+
+/// `File.name`: the file's base name.
+fn file_name() -> Field {
+    Field::new("name", "String!")
+        .resolve_sync(|ctx| Ok(Value::leaf(base_name(&ctx.parent::<File>()?.path))))
+}
+
+/// `File.withName`: the file under another name (one path component).
+fn file_with_name() -> Field {
+    Field::new("withName", "File!")
+        .args::<NameArgs>()
+        .resolve_sync(|ctx| {
+            let f = ctx.parent::<File>()?;
+            let NameArgs { name } = ctx.args_as()?;
+            if name.is_empty() || name.contains('/') {
+                return Err(FieldError::new(format!(
+                    "file name {name:?} must be one path component"
+                )));
+            }
+            let dest = format!("/{name}");
+            let fs = copy(
+                &Fs::scratch().map_err(graph_err)?,
+                &dest,
+                &f.fs,
+                &f.path,
+                vec![],
+                vec![],
+                None,
+                None,
+            )?;
+            Ok(obj("File", File { fs, path: dest }))
+        })
+}
+
+/// `File.withTimestamps`: sets the file's modification time.
+fn file_with_timestamps() -> Field {
+    Field::new("withTimestamps", "File!")
+        .args::<TimestampArgs>()
+        .resolve_sync(|ctx| {
+            let f = ctx.parent::<File>()?;
+            let TimestampArgs { timestamp } = ctx.args_as()?;
+            let fs = set_timestamps(&f.fs, &f.path, timestamp)?;
+            Ok(obj(
+                "File",
+                File {
+                    fs,
+                    path: f.path.clone(),
+                },
+            ))
+        })
+}
+
+/// The arguments of `File.export`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileExportArgs {
+    #[serde(default, deserialize_with = "null_as_default")]
+    allow_parent_dir_path: bool,
+    path: String,
+}
+
+impl Args for FileExportArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("allowParentDirPath", "Boolean").default(false),
+            Arg::new("path", "String!"),
+        ]
+    }
+}
+
+/// `File.export`: writes the file to `path` on the caller's host (its parent directories made
+/// when `allowParentDirPath`).
+fn file_export() -> Field {
+    Field::new("export", "Boolean!")
+        .args::<FileExportArgs>()
+        .resolve(|ctx| async move {
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let f = ctx.parent_arc::<File>()?;
+            let FileExportArgs {
+                allow_parent_dir_path,
+                path: host_path,
+            } = ctx.args_as()?;
+            let (host, who, to) = (&s.host, &caller, &host_path);
+            export_from(&s, &caller, &f.fs, &f.path, &host_path, |src| async move {
+                host.push_file(who, &src, to, allow_parent_dir_path).await
+            })
+            .await
+        })
+}
+
+/// `File.sync`: solves the file; answers its ID.
+fn file_sync() -> Field {
+    Field::new("sync", "FileID!").resolve(|ctx| async move {
+        let s = services(&ctx)?;
+        let caller = caller(&ctx)?;
+        let f = ctx.parent_arc::<File>()?;
+        s.snapshot_of(&caller, &f.fs).await?;
+        Ok(Value::leaf(ctx.parent_chain().id()))
+    })
 }
 
 /// The directory at `d`'s path on a new filesystem (what every `Directory` file op returns).
@@ -507,7 +732,7 @@ fn same_path(d: &Directory, fs: Fs) -> Value {
 /// `withoutFile` and `withoutDirectory`: both remove whatever is at the path.
 fn without_path(ctx: &dagr_gql::ResolveCtx) -> Result<Value, FieldError> {
     let d = ctx.parent::<Directory>()?;
-    let path: String = ctx.arg("path")?;
+    let PathArgs { path } = ctx.args_as()?;
     let fs = rm(&d.fs, &join(&d.path, &path))?;
     Ok(same_path(d, fs))
 }

@@ -363,11 +363,6 @@ pub(crate) fn obj<T: Send + Sync + 'static>(type_name: &str, v: T) -> Value {
     Value::object(type_name, Arc::new(v))
 }
 
-/// A `Boolean` argument with `false` for null or absent.
-pub(crate) fn bool_arg(ctx: &dagr_gql::ResolveCtx, name: &str) -> Result<bool, FieldError> {
-    Ok(ctx.arg::<Option<bool>>(name)?.unwrap_or(false))
-}
-
 pub(crate) fn graph_err(e: dagr_solver::GraphError) -> FieldError {
     FieldError::new(format!("building the operation graph failed: {e}"))
 }
