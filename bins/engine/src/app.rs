@@ -3,7 +3,7 @@
 //! listeners; [`App::serve`] serves them and collects the cache until SIGTERM or SIGINT, then shuts
 //! down (sessions torn down, connections drained, the cache index flushed).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,11 +36,12 @@ impl App {
     /// clients of privileged execs call back into it) and binds every listen address.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let state_dir = config.state_dir.clone();
-        std::fs::create_dir_all(&state_dir)
+        tokio::fs::create_dir_all(&state_dir)
+            .await
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
 
         let registry = SessionRegistry::new();
-        let api = open_api(&config, &state_dir, &registry).await?;
+        let api = open_api(&config, &registry).await?;
         {
             // Sessions release their cache leases, resolved tags and secrets when they end.
             let api = api.clone();
@@ -125,10 +126,9 @@ impl App {
 /// Opens the build core (worker, solver) under the state directory and the API on it.
 async fn open_api(
     config: &Config,
-    state_dir: &Path,
     registry: &SessionRegistry,
 ) -> anyhow::Result<dagr_api::CoreApi> {
-    let worker_dir = state_dir.join("worker");
+    let worker_dir = config.state_dir.join("worker");
     let mut worker_config = dagr_worker::WorkerConfig::new(&worker_dir);
     if let Some(runc) = &config.runc {
         worker_config.runtime_binary = runc.clone();
@@ -190,18 +190,9 @@ async fn open_api(
         config: dagr_api::ApiConfig {
             engine_version: env!("CARGO_PKG_VERSION").to_owned(),
             min_client_version: MIN_CLIENT_VERSION,
-            platform: host_platform(),
+            platform: dagr_solver::Platform::host(),
         },
     }))
-}
-
-fn host_platform() -> dagr_solver::Platform {
-    let p = dagr_registry::Platform::host();
-    dagr_solver::Platform {
-        os: p.os,
-        architecture: p.architecture,
-        variant: p.variant,
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).

@@ -51,21 +51,26 @@ pub async fn bind(addrs: &[ListenAddr]) -> anyhow::Result<Vec<Bound>> {
             }
             ListenAddr::Unix(path) => {
                 if let Some(parent) = path.parent()
-                    && !parent.exists()
+                    && !tokio::fs::try_exists(parent).await.unwrap_or(false)
                 {
-                    std::fs::create_dir_all(parent)
+                    tokio::fs::create_dir_all(parent)
+                        .await
                         .with_context(|| format!("creating {}", parent.display()))?;
-                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+                    tokio::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                        .await
+                        .with_context(|| format!("setting the mode of {}", parent.display()))?;
                 }
-                if path.exists() {
+                if tokio::fs::try_exists(path).await.unwrap_or(false) {
                     if tokio::net::UnixStream::connect(path).await.is_ok() {
                         anyhow::bail!("{addr}: another engine is already listening there");
                     }
-                    std::fs::remove_file(path)
+                    tokio::fs::remove_file(path)
+                        .await
                         .with_context(|| format!("removing stale socket {}", path.display()))?;
                 }
                 let l = UnixListener::bind(path).with_context(|| format!("binding {addr}"))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                    .await
                     .with_context(|| format!("setting the mode of {}", path.display()))?;
                 out.push(Bound::Unix(l, path.clone()));
             }
@@ -103,7 +108,7 @@ pub async fn serve(
         let _ = t.await;
     }
     for p in sockets {
-        let _ = std::fs::remove_file(&p);
+        let _ = tokio::fs::remove_file(&p).await;
     }
     engine.registry.shutdown().await;
     match Arc::try_unwrap(graceful) {
