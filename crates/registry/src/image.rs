@@ -1,8 +1,8 @@
 //! Image documents: media types, manifest kind detection, platform choice, and [`PulledImage`].
 
-use std::fmt;
 use std::str::FromStr;
 
+pub use dagr_platform::Platform;
 use dagr_snapshot::{ContentError, ContentStore, Digest};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
@@ -48,8 +48,6 @@ pub enum ImageError {
     NoMatchingPlatform { digest: Digest, platform: Platform },
     #[error("index {digest} nests indexes too deeply")]
     TooDeep { digest: Digest },
-    #[error("invalid platform {0:?} (expected os/arch[/variant])")]
-    InvalidPlatform(String),
     #[error("content store: {0}")]
     Content(#[from] ContentError),
 }
@@ -146,119 +144,31 @@ pub fn descriptor_digest(parent: &Digest, descriptor: &Descriptor) -> Result<Dig
     })
 }
 
-/// A platform to choose from an index: `os/architecture[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Default for Platform {
-    /// `linux/amd64`.
-    fn default() -> Self {
-        Self {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for Platform {
-    type Err = ImageError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let bad = || ImageError::InvalidPlatform(s.to_string());
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        match parts.as_slice() {
-            [os, arch] => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(variant.to_string()),
-            }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl Platform {
-    /// The platform this binary was built for (`linux/amd64`, `linux/arm64`, ...), with Go's
-    /// architecture names.
-    pub fn host() -> Self {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "x86" => ("386", None),
-            "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" if cfg!(target_endian = "little") => ("ppc64le", None),
-            "powerpc64" => ("ppc64", None),
-            "loongarch64" => ("loong64", None),
-            other => (other, None),
-        };
-        Self {
-            os: std::env::consts::OS.to_string(),
-            architecture: architecture.to_string(),
-            variant: variant.map(str::to_string),
-        }
-    }
-
-    /// Whether an index entry's platform satisfies this one. A requested variant must match
-    /// (`arm64` without variant counts as `v8`); without a requested variant any variant does.
-    pub fn matches(&self, candidate: &oci_spec::image::Platform) -> bool {
-        let os = candidate.os().to_string();
-        let arch = candidate.architecture().to_string();
-        if os != self.os || arch != self.architecture {
-            return false;
-        }
-        let normalize = |v: Option<&str>| -> Option<String> {
-            match (self.architecture.as_str(), v) {
-                ("arm64", None) => Some("v8".to_string()),
-                (_, v) => v.map(str::to_string),
-            }
-        };
-        match &self.variant {
-            None => true,
-            Some(wanted) => normalize(Some(wanted)) == normalize(candidate.variant().as_deref()),
-        }
-    }
-
-    /// The first entry of `index` for this platform; an entry without platform is taken only when
-    /// it is the only entry.
-    pub fn choose<'a>(&self, index: &'a ImageIndex) -> Option<&'a Descriptor> {
-        let manifests = index.manifests();
-        let exact = manifests.iter().find(|d| {
-            d.platform().as_ref().is_some_and(|p| {
-                self.matches(p) && p.variant().as_deref() == self.variant.as_deref()
-            })
-        });
-        exact
-            .or_else(|| {
-                manifests
-                    .iter()
-                    .find(|d| d.platform().as_ref().is_some_and(|p| self.matches(p)))
-            })
-            .or_else(|| {
-                (manifests.len() == 1 && manifests[0].platform().is_none()).then(|| &manifests[0])
-            })
-    }
+/// The first entry of `index` for `platform`: an exact variant match first, then any entry the
+/// platform accepts; an entry without platform is taken only when it is the only entry.
+pub fn choose<'a>(platform: &Platform, index: &'a ImageIndex) -> Option<&'a Descriptor> {
+    let accepts = |p: &oci_spec::image::Platform| {
+        platform.accepts(
+            &p.os().to_string(),
+            &p.architecture().to_string(),
+            p.variant().as_deref(),
+        )
+    };
+    let manifests = index.manifests();
+    let exact = manifests.iter().find(|d| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| accepts(p) && p.variant().as_deref() == platform.variant.as_deref())
+    });
+    exact
+        .or_else(|| {
+            manifests
+                .iter()
+                .find(|d| d.platform().as_ref().is_some_and(accepts))
+        })
+        .or_else(|| {
+            (manifests.len() == 1 && manifests[0].platform().is_none()).then(|| &manifests[0])
+        })
 }
 
 /// An image whose manifest, config and layers are all in the content store.
@@ -335,20 +245,6 @@ mod tests {
     }
 
     #[test]
-    fn platform_parsing_and_default() {
-        assert_eq!(Platform::default().to_string(), "linux/amd64");
-        let p: Platform = "linux/arm/v7".parse().unwrap();
-        assert_eq!(p.variant.as_deref(), Some("v7"));
-        assert!("linux".parse::<Platform>().is_err());
-        assert!("linux//v7".parse::<Platform>().is_err());
-        let host = Platform::host();
-        assert_eq!(host.os, "linux");
-        if cfg!(target_arch = "x86_64") {
-            assert_eq!(host, Platform::default());
-        }
-    }
-
-    #[test]
     fn platform_choice() {
         let index = index_with(&[
             ("linux", "arm", Some("v6")),
@@ -357,9 +253,7 @@ mod tests {
             ("linux", "arm64", None),
         ]);
         let pick = |p: &str| {
-            Platform::from_str(p)
-                .unwrap()
-                .choose(&index)
+            choose(&Platform::from_str(p).unwrap(), &index)
                 .map(|d| d.digest().to_string()[7..8].to_string())
         };
         assert_eq!(pick("linux/amd64").as_deref(), Some("2"));

@@ -358,7 +358,7 @@ async fn resolve(
                 .map_err(image_err);
         }
         let index = image::parse_index(&digest, &bytes).map_err(image_err)?;
-        let next = platform.choose(&index).ok_or_else(|| {
+        let next = image::choose(platform, &index).ok_or_else(|| {
             image_err(ImageError::NoMatchingPlatform {
                 digest: digest.clone(),
                 platform: platform.clone(),

@@ -220,7 +220,7 @@ impl RegistryClient {
                 }));
             }
             let index = image::parse_index(&fetched.digest, &fetched.bytes).map_err(image_err)?;
-            let chosen = platform.choose(&index).ok_or_else(|| {
+            let chosen = image::choose(platform, &index).ok_or_else(|| {
                 image_err(ImageError::NoMatchingPlatform {
                     digest: fetched.digest.clone(),
                     platform: platform.clone(),

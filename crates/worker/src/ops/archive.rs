@@ -5,7 +5,6 @@
 use dagr_solver::{ResultRef, RunOutput};
 
 use crate::mounts::Cleanup;
-use crate::ops::image::to_registry_platform;
 use crate::{Worker, WorkerError, blocking, export, fsops, op_err, output_snapshot};
 
 impl Worker {
@@ -60,7 +59,7 @@ impl Worker {
                 &self.inner.content,
                 &path,
                 op.tag.as_deref().filter(|t| !t.is_empty()),
-                &to_registry_platform(&op.platform),
+                &op.platform,
             )
             .await
             .map_err(|e| op_err("import_image", format!("{}: {e}", op.path))),

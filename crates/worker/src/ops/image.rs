@@ -16,14 +16,6 @@ pub struct ResolvedImageRef {
     pub config: serde_json::Value,
 }
 
-pub(crate) fn to_registry_platform(p: &dagr_solver::Platform) -> dagr_registry::Platform {
-    dagr_registry::Platform {
-        os: p.os.clone(),
-        architecture: p.architecture.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
 impl Worker {
     /// Resolves an image reference to `name@sha256:...` and its config, for a session (once per
     /// session, tag and platform: a session sees one image per tag).
@@ -43,11 +35,7 @@ impl Worker {
         }
         let resolved = self
             .registry_for(session_id)
-            .resolve(
-                &parsed,
-                &to_registry_platform(platform),
-                &self.inner.content,
-            )
+            .resolve(&parsed, platform, &self.inner.content)
             .await?;
         let config = resolved
             .config
@@ -79,11 +67,7 @@ impl Worker {
         }
         let image = self
             .registry_for(ctx.session_id())
-            .pull(
-                &parsed,
-                &to_registry_platform(platform),
-                &self.inner.content,
-            )
+            .pull(&parsed, platform, &self.inner.content)
             .await?;
         self.image_result(image).await
     }
