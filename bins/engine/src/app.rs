@@ -41,7 +41,8 @@ impl App {
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
 
         let registry = SessionRegistry::new();
-        let api = open_api(&config, &registry).await?;
+        let nested = Arc::new(nested::NestedServer::new(tokio::runtime::Handle::current()));
+        let api = open_api(&config, &registry, nested.clone()).await?;
         {
             // Sessions release their cache leases, resolved tags and secrets when they end.
             let api = api.clone();
@@ -64,13 +65,7 @@ impl App {
         let grpc = grpc::routes(&MIN_CLIENT_VERSION).await;
         let service = stack::build(engine.clone(), grpc, scope);
         // Execs with privileged nesting call back into this same stack.
-        api.services()
-            .worker()
-            .set_nested_clients(Arc::new(nested::NestedServer {
-                handle: tokio::runtime::Handle::current(),
-                service: service.clone(),
-                engine: engine.clone(),
-            }));
+        nested.serve_with(service.clone(), engine.clone());
 
         let listeners = server::bind(&config.listen).await?;
         Ok(App {
@@ -127,6 +122,7 @@ impl App {
 async fn open_api(
     config: &Config,
     registry: &SessionRegistry,
+    nested: Arc<nested::NestedServer>,
 ) -> anyhow::Result<dagr_api::CoreApi> {
     let worker_dir = config.state_dir.join("worker");
     let mut worker_config = dagr_worker::WorkerConfig::new(&worker_dir);
@@ -152,14 +148,15 @@ async fn open_api(
     let secrets = Arc::new(dagr_api::SecretStore::default());
     let exec_concurrency = worker_config.max_concurrent_execs;
     let solver_db = worker_dir.join("solver.redb");
-    let (worker_hosts, worker_secrets) = (hosts.clone(), secrets.clone());
+    let registry_auth = Arc::new(dagr_api::RegistryAuthStore::new(secrets.clone()));
+    let seams = dagr_worker::WorkerSeams {
+        host: hosts.clone(),
+        secrets: secrets.clone(),
+        registry_auth: registry_auth.clone(),
+        nested: Some(nested),
+    };
     let solver = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let worker = dagr_worker::Worker::open(
-            &worker_config,
-            Arc::new(dagr_registry::Anonymous),
-            worker_hosts,
-            worker_secrets,
-        )
+        let worker = dagr_worker::Worker::open(&worker_config, seams)
         .context("opening the worker state")?;
         // The runtime as the worker's executor runs it: its binary and state root are known there.
         let runtime = worker.executor().runtime();
@@ -180,8 +177,6 @@ async fn open_api(
     })
     .await
     .context("opening the build core")??;
-    let registry_auth = Arc::new(dagr_api::RegistryAuthStore::new(secrets.clone()));
-    solver.runner().set_registry_auth(registry_auth.clone());
     Ok(dagr_api::CoreApi::new(dagr_api::Services {
         solver,
         secrets,

@@ -1,4 +1,4 @@
-//! Nested clients (spec section 5): an exec with privileged nesting gets a listener inside its
+//! Nested clients: an exec with privileged nesting gets a listener inside its
 //! network namespace, served here with the engine's own stack. The client identity comes from
 //! the listener (a [`PresetClient`] put on every request), never from request headers; requests
 //! must carry basic auth with the exec's token. The nested client's host is the container: its
@@ -20,11 +20,18 @@ use crate::routes::Engine;
 use crate::server::spawn_conn;
 use crate::stack::EngineService;
 
-/// Serves nested clients for the worker.
+/// Serves nested clients for the worker. The worker is opened before the stack it calls back
+/// into exists, so the stack is handed over once built ([`NestedServer::serve_with`]); until
+/// then (only during start-up, before any listener accepts) nested execs are refused.
 pub struct NestedServer {
-    pub handle: tokio::runtime::Handle,
-    pub service: EngineService,
-    pub engine: Arc<Engine>,
+    handle: tokio::runtime::Handle,
+    stack: std::sync::OnceLock<NestedStack>,
+}
+
+/// The engine's own stack, as nested clients reach it.
+struct NestedStack {
+    service: EngineService,
+    engine: Arc<Engine>,
 }
 
 /// Stops a nested client's listener, connections and attachables when dropped.
@@ -45,9 +52,21 @@ impl Drop for NestedGuard {
 }
 
 impl NestedServer {
+    pub fn new(handle: tokio::runtime::Handle) -> Self {
+        NestedServer {
+            handle,
+            stack: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Serves nested clients with `service` from now on (called once, when the stack is built).
+    pub fn serve_with(&self, service: EngineService, engine: Arc<Engine>) {
+        let _ = self.stack.set(NestedStack { service, engine });
+    }
+
     /// The engine's stack for one nested client: basic auth with its token, then its identity.
-    fn client_service(&self, md: Arc<ClientMetadata>) -> EngineService {
-        let inner = self.service.clone();
+    fn client_service(service: &EngineService, md: Arc<ClientMetadata>) -> EngineService {
+        let inner = service.clone();
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Incoming>| {
             let inner = inner.clone();
             let md = md.clone();
@@ -80,6 +99,10 @@ impl NestedClients for NestedServer {
         listener: std::net::TcpListener,
         client: NestedClient,
     ) -> Result<Box<dyn std::any::Any + Send>, String> {
+        let stack = self
+            .stack
+            .get()
+            .ok_or_else(|| "the engine is still starting".to_owned())?;
         let _entered = self.handle.enter();
         listener
             .set_nonblocking(true)
@@ -101,7 +124,7 @@ impl NestedClients for NestedServer {
         let (engine_side, client_side) = tokio::io::duplex(1 << 20);
         connections
             .lock()
-            .push(spawn_conn(engine_side, &self.service, &self.engine, None));
+            .push(spawn_conn(engine_side, &stack.service, &stack.engine, None));
         let providers = HostProviders {
             root: client.rootfs.clone(),
             allow_send: true,
@@ -125,8 +148,8 @@ impl NestedClients for NestedServer {
             }
         });
 
-        let service = self.client_service(md);
-        let engine = self.engine.clone();
+        let service = Self::client_service(&stack.service, md);
+        let engine = stack.engine.clone();
         let conns = connections.clone();
         let accept_task = self.handle.spawn(async move {
             loop {

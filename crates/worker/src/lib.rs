@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dagr_executor::{Executor, ExecutorConfig};
-use dagr_registry::{CredentialsProvider, Reference, RegistryClient, RegistryConfig};
+use dagr_registry::{Reference, RegistryClient, RegistryConfig};
 use dagr_snapshot::{ContentStore, Snapshotter, SnapshotterOptions};
 use dagr_solver::{InputRef, Op, OpRunner, ResultRef, RunCtx, RunError, RunOutput, Vertex};
 
@@ -44,7 +44,9 @@ pub use mounts::View;
 pub use ops::exec::ExecFailed;
 pub use ops::image::ResolvedImageRef;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
-pub use seams::{HostAccess, NestedClient, NestedClients, SecretSource, SessionRegistryAuth};
+pub use seams::{
+    HostAccess, NestedClient, NestedClients, SecretSource, SessionRegistryAuth, WorkerSeams,
+};
 
 use seams::SessionCredentials;
 
@@ -173,10 +175,8 @@ struct Inner {
     work_dir: PathBuf,
     /// Tag -> digest answers, per session (a session sees one image per tag).
     resolved: parking_lot::Mutex<HashMap<(String, String), ResolvedImageRef>>,
-    /// Set once by the composition root when the API stack exists.
-    nested: std::sync::OnceLock<Arc<dyn NestedClients>>,
-    /// Per-session registry credentials, set once by the composition root.
-    registry_auth: std::sync::OnceLock<Arc<dyn SessionRegistryAuth>>,
+    nested: Option<Arc<dyn NestedClients>>,
+    registry_auth: Arc<dyn SessionRegistryAuth>,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -187,12 +187,13 @@ pub struct Worker {
 
 impl Worker {
     /// Opens (or creates) the worker state under `config.state_dir`. Blocking: call it at start-up.
-    pub fn open(
-        config: &WorkerConfig,
-        credentials: Arc<dyn CredentialsProvider>,
-        host: Arc<dyn HostAccess>,
-        secrets: Arc<dyn SecretSource>,
-    ) -> Result<Worker, WorkerError> {
+    pub fn open(config: &WorkerConfig, seams: WorkerSeams) -> Result<Worker, WorkerError> {
+        let WorkerSeams {
+            host,
+            secrets,
+            registry_auth,
+            nested,
+        } = seams;
         let dir = |name: &str| -> Result<PathBuf, WorkerError> {
             let p = config.state_dir.join(name);
             std::fs::create_dir_all(&p).map_err(|source| WorkerError::Open {
@@ -231,43 +232,32 @@ impl Worker {
             inner: Arc::new(Inner {
                 content,
                 snapshots,
-                registry: RegistryClient::new(config.registry.clone(), credentials),
+                // Every pull and push goes through `registry_for`, with its session's credentials.
+                registry: RegistryClient::new(
+                    config.registry.clone(),
+                    Arc::new(dagr_registry::Anonymous),
+                ),
                 executor,
                 host,
                 secrets,
                 volumes: CacheVolumes::open(dir("cache-volumes")?),
                 work_dir,
                 resolved: parking_lot::Mutex::new(HashMap::new()),
-                nested: std::sync::OnceLock::new(),
-                registry_auth: std::sync::OnceLock::new(),
+                nested,
+                registry_auth,
             }),
         })
-    }
-
-    /// Lets execs with privileged nesting call the engine back through `nested` (set once; the
-    /// engine's stack is built after the worker).
-    pub fn set_nested_clients(&self, nested: Arc<dyn NestedClients>) {
-        let _ = self.inner.nested.set(nested);
-    }
-
-    /// Pulls and pushes of a session use the credentials `auth` gives for it (set once).
-    pub fn set_registry_auth(&self, auth: Arc<dyn SessionRegistryAuth>) {
-        let _ = self.inner.registry_auth.set(auth);
     }
 
     /// The registry client for a session's pulls and pushes: its credentials, the shared
     /// connection pool.
     pub fn registry_for(&self, session_id: &str) -> RegistryClient {
-        match self.inner.registry_auth.get() {
-            Some(auth) => self
-                .inner
-                .registry
-                .with_credentials(Arc::new(SessionCredentials {
-                    auth: auth.clone(),
-                    session_id: session_id.to_owned(),
-                })),
-            None => self.inner.registry.clone(),
-        }
+        self.inner
+            .registry
+            .with_credentials(Arc::new(SessionCredentials {
+                auth: self.inner.registry_auth.clone(),
+                session_id: session_id.to_owned(),
+            }))
     }
 
     pub fn content(&self) -> &ContentStore {
@@ -276,10 +266,6 @@ impl Worker {
 
     pub fn snapshots(&self) -> &Snapshotter {
         &self.inner.snapshots
-    }
-
-    pub fn registry(&self) -> &RegistryClient {
-        &self.inner.registry
     }
 
     pub fn executor(&self) -> &Executor {

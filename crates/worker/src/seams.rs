@@ -11,6 +11,18 @@ use dagr_registry::CredentialsProvider;
 use dagr_solver::HostScope;
 use futures::future::BoxFuture;
 
+/// Everything the worker calls out to, given to [`crate::Worker::open`] by the composition root.
+pub struct WorkerSeams {
+    /// The clients' host files (host directories).
+    pub host: Arc<dyn HostAccess>,
+    /// Secret plaintexts (secret mounts and env variables of execs).
+    pub secrets: Arc<dyn SecretSource>,
+    /// Registry credentials per session; a host without any is pulled from anonymously.
+    pub registry_auth: Arc<dyn SessionRegistryAuth>,
+    /// The engine API for nested clients; without it, execs asking for privileged nesting fail.
+    pub nested: Option<Arc<dyn NestedClients>>,
+}
+
 /// Reads a client's host files (implemented by the engine with the client's attachables).
 pub trait HostAccess: Send + Sync + 'static {
     /// Copies `path` of the client's host (relative paths against its working directory), filtered

@@ -266,8 +266,7 @@ impl Worker {
         let nested = self
             .inner
             .nested
-            .get()
-            .cloned()
+            .clone()
             .ok_or_else(|| op_err("exec", "this engine cannot serve nested clients"))?;
         let client = NestedClient {
             session_id: op

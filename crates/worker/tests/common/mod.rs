@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_solver::{Op, Platform, Solver, SolverOptions, Vertex};
-use dagr_worker::{HostAccess, SecretSource, Worker, WorkerConfig};
+use dagr_worker::{
+    HostAccess, SecretSource, SessionRegistryAuth, Worker, WorkerConfig, WorkerSeams,
+};
 use futures::future::BoxFuture;
 
 /// The busybox image in a loopback registry (shared test fixture).
@@ -18,6 +20,15 @@ pub fn fixture() -> &'static dagr_testkit::RegistryFixture {
 
 /// Host reads are not exercised here (the engine tests cover the attachables path).
 pub struct NoHost;
+/// No session has registry credentials: every pull is anonymous.
+pub struct NoCredentials;
+
+impl SessionRegistryAuth for NoCredentials {
+    fn credentials(&self, _session_id: &str, _host: &str) -> Option<(String, String)> {
+        None
+    }
+}
+
 impl HostAccess for NoHost {
     fn pull_dir<'a>(
         &'a self,
@@ -65,9 +76,12 @@ impl Env {
     pub fn open(&self) -> Solver<Worker> {
         let worker = Worker::open(
             &WorkerConfig::new(&self.state),
-            Arc::new(dagr_registry::Anonymous),
-            Arc::new(NoHost),
-            Arc::new(Secrets(self.secrets.clone())),
+            WorkerSeams {
+                host: Arc::new(NoHost),
+                secrets: Arc::new(Secrets(self.secrets.clone())),
+                registry_auth: Arc::new(NoCredentials),
+                nested: None,
+            },
         )
         .expect("worker");
         Solver::open(
