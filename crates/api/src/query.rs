@@ -1,9 +1,11 @@
 //! `Query` and the small objects: `Host`, `Secret`, `CacheVolume`, `EnvVariable`, `Label`.
 
 use bytes::Bytes;
-use dagr_gql::{Arg, Field, FieldError, Object, Scalar, SchemaBuilder, Value};
+use dagr_gql::{Arg, Args, Field, FieldError, Object, Scalar, SchemaBuilder, Value};
 use dagr_solver::{HostScope, Op, Platform, Vertex};
+use serde::Deserialize;
 
+use crate::args::{PathArgs, null_as_default};
 use crate::state::{
     CacheVolume, Container, Directory, EnvVariable, File, Fs, Host, ImageConfig, Label, Secret,
 };
@@ -67,208 +69,30 @@ pub(crate) fn host_dir(
     Ok(Fs::main(v))
 }
 
+/// Adds `Query`, `Host`, `Secret`, `CacheVolume`, `EnvVariable`, `Label` and the `Platform`
+/// scalar.
 pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
+    // The served order (SDL and introspection list fields as they are added here).
     let query = Object::new("Query")
-        .field(
-            Field::new("version", "String!")
-                .resolve_sync(|ctx| Ok(Value::leaf(services(ctx)?.config.engine_version.clone()))),
-        )
-        .field(
-            Field::new("checkVersionCompatibility", "Boolean!")
-                .arg(Arg::new("version", "String!"))
-                .resolve_sync(|ctx| {
-                    let min = &services(ctx)?.config.min_client_version;
-                    let v: String = ctx.arg("version")?;
-                    let trimmed = v.trim().trim_start_matches('v');
-                    match semver::Version::parse(trimmed) {
-                        Ok(parsed) if &parsed < min => Err(FieldError::new(format!(
-                            "incompatible client version {v}: this engine needs at least {min}"
-                        ))),
-                        _ => Ok(Value::leaf(true)),
-                    }
-                }),
-        )
-        .field(
-            Field::new("defaultPlatform", "Platform!").resolve_sync(|ctx| {
-                Ok(Value::leaf(format_platform(
-                    &services(ctx)?.config.platform,
-                )))
-            }),
-        )
-        .field(
-            Field::new("container", "Container!")
-                .arg(Arg::new("id", "ContainerID"))
-                .arg(Arg::new("platform", "Platform"))
-                .resolve_sync(|ctx| {
-                    let dp2 = services(ctx)?.config.platform.clone();
-                    if ctx.loaded::<Container>("id").is_ok() {
-                        // The loaded container itself, keeping its ID.
-                        return Ok(ctx.loaded_object("id")?.to_value());
-                    }
-                    let platform = match ctx.arg::<Option<String>>("platform")? {
-                        Some(p) => parse_platform(&p)?,
-                        None => dp2.clone(),
-                    };
-                    if platform.os != dp2.os || platform.architecture != dp2.architecture {
-                        return Err(FieldError::new(format!(
-                            "platform {} cannot run on this engine ({})",
-                            format_platform(&platform),
-                            format_platform(&dp2)
-                        )));
-                    }
-                    Ok(obj("Container", new_container(platform)?))
-                }),
-        )
-        .field(
-            Field::new("directory", "Directory!")
-                .arg(Arg::new("id", "DirectoryID"))
-                .resolve_sync(|ctx| {
-                    if ctx.loaded::<Directory>("id").is_ok() {
-                        return Ok(ctx.loaded_object("id")?.to_value());
-                    }
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs: Fs::scratch().map_err(graph_err)?,
-                            path: "/".into(),
-                        },
-                    ))
-                }),
-        )
-        .field(Field::new("host", "Host!").resolve_sync(|_| Ok(obj("Host", Host))))
-        .field(
-            Field::new("cacheVolume", "CacheVolume!")
-                .arg(Arg::new("key", "String!"))
-                .resolve_sync(|ctx| {
-                    let key: String = ctx.arg("key")?;
-                    if key.is_empty() {
-                        return Err(FieldError::new("cache volume key must not be empty"));
-                    }
-                    Ok(obj("CacheVolume", CacheVolume { key }))
-                }),
-        )
-        .field(
-            Field::new("setSecret", "Secret!")
-                .arg(Arg::new("name", "String!"))
-                .arg(Arg::new("plaintext", "String!").sensitive())
-                .resolve_sync(|ctx| {
-                    let secrets = &services(ctx)?.secrets;
-                    let caller = caller(ctx)?;
-                    let name: String = ctx.arg("name")?;
-                    let digest = match ctx.redacted("plaintext") {
-                        // Replayed from an ID: the plaintext must still be in the session.
-                        Some(d) => {
-                            if secrets.get(&caller.session_id, d).is_none() {
-                                return Err(FieldError::new(format!(
-                                    "secret {name} is not set in this session"
-                                )));
-                            }
-                            d.to_owned()
-                        }
-                        None => {
-                            let plaintext: String = ctx.arg("plaintext")?;
-                            secrets.put(&caller.session_id, Bytes::from(plaintext))
-                        }
-                    };
-                    Ok(obj("Secret", Secret { name, digest }))
-                }),
-        );
-
+        .field(version())
+        .field(check_version_compatibility())
+        .field(default_platform())
+        .field(container())
+        .field(directory())
+        .field(host())
+        .field(cache_volume())
+        .field(set_secret());
     let host = Object::new("Host")
         .with_id()
-        .field(
-            Field::new("directory", "Directory!")
-                .arg(Arg::new("exclude", "[String!]").default(serde_json::json!([])))
-                .arg(Arg::new("include", "[String!]").default(serde_json::json!([])))
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let caller = caller(ctx)?;
-                    let path: String = ctx.arg("path")?;
-                    let include: Option<Vec<String>> = ctx.arg("include")?;
-                    let exclude: Option<Vec<String>> = ctx.arg("exclude")?;
-                    let fs = host_dir(
-                        &caller,
-                        &path,
-                        include.unwrap_or_default(),
-                        exclude.unwrap_or_default(),
-                    )?;
-                    Ok(obj(
-                        "Directory",
-                        Directory {
-                            fs,
-                            path: "/".into(),
-                        },
-                    ))
-                }),
-        )
-        .field(
-            Field::new("file", "File!")
-                .arg(Arg::new("path", "String!"))
-                .resolve_sync(|ctx| {
-                    let caller = caller(ctx)?;
-                    let path: String = ctx.arg("path")?;
-                    let p = std::path::Path::new(&path);
-                    let name = p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .ok_or_else(|| {
-                            FieldError::new(format!("host path {path:?} names no file"))
-                        })?
-                        .to_owned();
-                    let parent = p
-                        .parent()
-                        .and_then(|d| d.to_str())
-                        .filter(|d| !d.is_empty())
-                        .unwrap_or(".")
-                        .to_owned();
-                    // The file's directory, restricted to the file (the way Dagger reads host files).
-                    let fs = host_dir(&caller, &parent, vec![glob_escape(&name)], vec![])?;
-                    Ok(obj(
-                        "File",
-                        File {
-                            fs,
-                            path: format!("/{name}"),
-                        },
-                    ))
-                }),
-        )
-        .field(
-            Field::new("setSecretFile", "Secret!")
-                .arg(Arg::new("name", "String!"))
-                .arg(Arg::new("path", "String!"))
-                .resolve(|ctx| async move {
-                    let services = services(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    let name: String = ctx.arg("name")?;
-                    let path: String = ctx.arg("path")?;
-                    let bytes =
-                        services.host.read_file(&caller, &path).await.map_err(|e| {
-                            FieldError::new(format!("reading secret file {path}: {e}"))
-                        })?;
-                    let digest = services.secrets.put(&caller.session_id, Bytes::from(bytes));
-                    Ok(obj("Secret", Secret { name, digest }))
-                }),
-        );
-
+        .field(host_directory())
+        .field(host_file())
+        .field(host_set_secret_file());
     let secret = Object::new("Secret")
         .with_id()
-        .field(
-            Field::new("name", "String!")
-                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Secret>()?.name.clone()))),
-        )
-        .field(Field::new("plaintext", "String!").resolve_sync(|ctx| {
-            let secrets2 = &services(ctx)?.secrets;
-            let caller = caller(ctx)?;
-            let s = ctx.parent::<Secret>()?;
-            let bytes = secrets2.get(&caller.session_id, &s.digest).ok_or_else(|| {
-                FieldError::new(format!("secret {} is not set in this session", s.name))
-            })?;
-            Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
-        }));
-
-    let cache = Object::new("CacheVolume").with_id();
+        .field(secret_name())
+        .field(secret_plaintext());
     // CacheVolume has no fields besides `id`; gql needs at least one: it adds `id` itself.
-
+    let cache = Object::new("CacheVolume").with_id();
     let env = Object::new("EnvVariable")
         .with_id()
         .field(
@@ -297,6 +121,312 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .object(cache)
         .object(env)
         .object(label)
+}
+
+/// `Query.version`: the engine's version.
+fn version() -> Field {
+    Field::new("version", "String!")
+        .resolve_sync(|ctx| Ok(Value::leaf(services(ctx)?.config.engine_version.clone())))
+}
+
+/// The arguments of `Query.checkVersionCompatibility`.
+#[derive(Deserialize)]
+struct CheckVersionCompatibilityArgs {
+    version: String,
+}
+
+impl Args for CheckVersionCompatibilityArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![Arg::new("version", "String!")]
+    }
+}
+
+/// `Query.checkVersionCompatibility`: refuses client versions older than the engine accepts
+/// (a version that does not parse, such as a development build, is accepted).
+fn check_version_compatibility() -> Field {
+    Field::new("checkVersionCompatibility", "Boolean!")
+        .args::<CheckVersionCompatibilityArgs>()
+        .resolve_sync(|ctx| {
+            let min = &services(ctx)?.config.min_client_version;
+            let CheckVersionCompatibilityArgs { version: v } = ctx.args_as()?;
+            let trimmed = v.trim().trim_start_matches('v');
+            match semver::Version::parse(trimmed) {
+                Ok(parsed) if &parsed < min => Err(FieldError::new(format!(
+                    "incompatible client version {v}: this engine needs at least {min}"
+                ))),
+                _ => Ok(Value::leaf(true)),
+            }
+        })
+}
+
+/// `Query.defaultPlatform`: the engine's platform.
+fn default_platform() -> Field {
+    Field::new("defaultPlatform", "Platform!").resolve_sync(|ctx| {
+        Ok(Value::leaf(format_platform(
+            &services(ctx)?.config.platform,
+        )))
+    })
+}
+
+/// The arguments of `Query.container` (the `id` is read with `ctx.loaded`).
+#[derive(Deserialize)]
+struct ContainerArgs {
+    platform: Option<String>,
+}
+
+impl Args for ContainerArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("id", "ContainerID"),
+            Arg::new("platform", "Platform"),
+        ]
+    }
+}
+
+/// `Query.container`: the container `id`, or an empty one for `platform` (the engine's by
+/// default; only platforms this engine runs).
+fn container() -> Field {
+    Field::new("container", "Container!")
+        .args::<ContainerArgs>()
+        .resolve_sync(|ctx| {
+            let engine_platform = services(ctx)?.config.platform.clone();
+            if ctx.loaded::<Container>("id").is_ok() {
+                // The loaded container itself, keeping its ID.
+                return Ok(ctx.loaded_object("id")?.to_value());
+            }
+            let ContainerArgs { platform } = ctx.args_as()?;
+            let platform = match platform {
+                Some(p) => parse_platform(&p)?,
+                None => engine_platform.clone(),
+            };
+            if platform.os != engine_platform.os
+                || platform.architecture != engine_platform.architecture
+            {
+                return Err(FieldError::new(format!(
+                    "platform {} cannot run on this engine ({})",
+                    format_platform(&platform),
+                    format_platform(&engine_platform)
+                )));
+            }
+            Ok(obj("Container", new_container(platform)?))
+        })
+}
+
+/// `Query.directory`: the directory `id`, or an empty one.
+fn directory() -> Field {
+    // Its only argument is an object ID, read with `ctx.loaded`.
+    Field::new("directory", "Directory!")
+        .arg(Arg::new("id", "DirectoryID"))
+        .resolve_sync(|ctx| {
+            if ctx.loaded::<Directory>("id").is_ok() {
+                return Ok(ctx.loaded_object("id")?.to_value());
+            }
+            Ok(obj(
+                "Directory",
+                Directory {
+                    fs: Fs::scratch().map_err(graph_err)?,
+                    path: "/".into(),
+                },
+            ))
+        })
+}
+
+/// `Query.host`: the caller's host.
+fn host() -> Field {
+    Field::new("host", "Host!").resolve_sync(|_| Ok(obj("Host", Host)))
+}
+
+/// The arguments of `Query.cacheVolume`.
+#[derive(Deserialize)]
+struct CacheVolumeArgs {
+    key: String,
+}
+
+impl Args for CacheVolumeArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![Arg::new("key", "String!")]
+    }
+}
+
+/// `Query.cacheVolume`: the cache volume named `key`.
+fn cache_volume() -> Field {
+    Field::new("cacheVolume", "CacheVolume!")
+        .args::<CacheVolumeArgs>()
+        .resolve_sync(|ctx| {
+            let CacheVolumeArgs { key } = ctx.args_as()?;
+            if key.is_empty() {
+                return Err(FieldError::new("cache volume key must not be empty"));
+            }
+            Ok(obj("CacheVolume", CacheVolume { key }))
+        })
+}
+
+/// The arguments of `Query.setSecret` (the sensitive `plaintext` is read apart: replayed from
+/// an ID, only its digest is known).
+#[derive(Deserialize)]
+struct SetSecretArgs {
+    name: String,
+}
+
+impl Args for SetSecretArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("name", "String!"),
+            Arg::new("plaintext", "String!").sensitive(),
+        ]
+    }
+}
+
+/// `Query.setSecret`: stores `plaintext` in the session; the secret (and its ID) carries only
+/// its digest.
+fn set_secret() -> Field {
+    Field::new("setSecret", "Secret!")
+        .args::<SetSecretArgs>()
+        .resolve_sync(|ctx| {
+            let secrets = &services(ctx)?.secrets;
+            let caller = caller(ctx)?;
+            let SetSecretArgs { name } = ctx.args_as()?;
+            let digest = match ctx.redacted("plaintext") {
+                // Replayed from an ID: the plaintext must still be in the session.
+                Some(d) => {
+                    if secrets.get(&caller.session_id, d).is_none() {
+                        return Err(FieldError::new(format!(
+                            "secret {name} is not set in this session"
+                        )));
+                    }
+                    d.to_owned()
+                }
+                None => {
+                    let plaintext: String = ctx.arg("plaintext")?;
+                    secrets.put(&caller.session_id, Bytes::from(plaintext))
+                }
+            };
+            Ok(obj("Secret", Secret { name, digest }))
+        })
+}
+
+/// The arguments of `Host.directory`.
+#[derive(Deserialize)]
+struct HostDirectoryArgs {
+    #[serde(default, deserialize_with = "null_as_default")]
+    exclude: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    include: Vec<String>,
+    path: String,
+}
+
+impl Args for HostDirectoryArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("exclude", "[String!]").default(serde_json::json!([])),
+            Arg::new("include", "[String!]").default(serde_json::json!([])),
+            Arg::new("path", "String!"),
+        ]
+    }
+}
+
+/// `Host.directory`: the caller's directory `path` (filtered by `include` and `exclude`), read
+/// when it is solved.
+fn host_directory() -> Field {
+    Field::new("directory", "Directory!")
+        .args::<HostDirectoryArgs>()
+        .resolve_sync(|ctx| {
+            let caller = caller(ctx)?;
+            let HostDirectoryArgs {
+                exclude,
+                include,
+                path,
+            } = ctx.args_as()?;
+            let fs = host_dir(&caller, &path, include, exclude)?;
+            Ok(obj(
+                "Directory",
+                Directory {
+                    fs,
+                    path: "/".into(),
+                },
+            ))
+        })
+}
+
+/// `Host.file`: the caller's file `path`, read when it is solved.
+fn host_file() -> Field {
+    Field::new("file", "File!")
+        .args::<PathArgs>()
+        .resolve_sync(|ctx| {
+            let caller = caller(ctx)?;
+            let PathArgs { path } = ctx.args_as()?;
+            let p = std::path::Path::new(&path);
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| FieldError::new(format!("host path {path:?} names no file")))?
+                .to_owned();
+            let parent = p
+                .parent()
+                .and_then(|d| d.to_str())
+                .filter(|d| !d.is_empty())
+                .unwrap_or(".")
+                .to_owned();
+            // The file's directory, restricted to the file (the way Dagger reads host files).
+            let fs = host_dir(&caller, &parent, vec![glob_escape(&name)], vec![])?;
+            Ok(obj(
+                "File",
+                File {
+                    fs,
+                    path: format!("/{name}"),
+                },
+            ))
+        })
+}
+
+/// The arguments of `Host.setSecretFile`.
+#[derive(Deserialize)]
+struct SetSecretFileArgs {
+    name: String,
+    path: String,
+}
+
+impl Args for SetSecretFileArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![Arg::new("name", "String!"), Arg::new("path", "String!")]
+    }
+}
+
+/// `Host.setSecretFile`: stores the contents of the caller's file `path` as a secret.
+fn host_set_secret_file() -> Field {
+    Field::new("setSecretFile", "Secret!")
+        .args::<SetSecretFileArgs>()
+        .resolve(|ctx| async move {
+            let services = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let SetSecretFileArgs { name, path } = ctx.args_as()?;
+            let bytes = services
+                .host
+                .read_file(&caller, &path)
+                .await
+                .map_err(|e| FieldError::new(format!("reading secret file {path}: {e}")))?;
+            let digest = services.secrets.put(&caller.session_id, Bytes::from(bytes));
+            Ok(obj("Secret", Secret { name, digest }))
+        })
+}
+
+/// `Secret.name`: the name it was set with.
+fn secret_name() -> Field {
+    Field::new("name", "String!")
+        .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Secret>()?.name.clone())))
+}
+
+/// `Secret.plaintext`: the secret's value, while its session holds it.
+fn secret_plaintext() -> Field {
+    Field::new("plaintext", "String!").resolve_sync(|ctx| {
+        let secrets = &services(ctx)?.secrets;
+        let caller = caller(ctx)?;
+        let s = ctx.parent::<Secret>()?;
+        let bytes = secrets.get(&caller.session_id, &s.digest).ok_or_else(|| {
+            FieldError::new(format!("secret {} is not set in this session", s.name))
+        })?;
+        Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
+    })
 }
 
 /// A file name as a glob pattern matching only itself.
