@@ -1,6 +1,7 @@
-//! `Directory` and `File`, one function per field ([`register`] lists them in the order the
-//! schema serves them, each beside the `Args` struct it reads), plus the file-op builders
-//! `Container` shares ([`mkfile`], [`mkdir`], [`copy`], [`rm`]).
+//! `Directory`, one function per field ([`register`] lists them in the order the schema serves
+//! them, each beside the `Args` struct it reads), plus what `Container` and `File` share: the
+//! file-op builders ([`mkfile`], [`mkdir`], [`copy`], [`rm`], [`set_timestamps`]) and reading
+//! or exporting a solved result ([`read_view`], [`export_from`]).
 
 use std::sync::Arc;
 
@@ -8,13 +9,10 @@ use dagr_gql::{Arg, Args, Field, FieldError, Object, SchemaBuilder, Value};
 use dagr_solver::{CopyOp, InputRef, MkDirOp, MkFileOp, Op, RmOp, SetTimestampsOp, Vertex};
 use serde::Deserialize;
 
-use crate::args::{NameArgs, PathArgs, TimestampArgs, null_as_default};
+use crate::args::{PathArgs, TimestampArgs, null_as_default};
 use crate::ownership::{NEW_FILE_MODE, Owner, mode_arg};
 use crate::state::{Directory, File, Fs, Inputs, join};
 use crate::{Services, caller, graph_err, obj, services};
-
-/// Largest file `File.contents` returns.
-const MAX_CONTENTS: u64 = 128 << 20;
 
 fn single(op: Op, inputs: Vec<Arc<Vertex>>) -> Result<Fs, FieldError> {
     Ok(Fs::main(Vertex::new(op, inputs).map_err(graph_err)?))
@@ -118,11 +116,11 @@ pub(crate) fn copy(
     )
 }
 
-fn base_name(path: &str) -> String {
+pub(crate) fn base_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-/// Adds `Directory` and `File`.
+/// Adds `Directory` and `File` (in this order: that of their `load<Type>FromID` fields).
 pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     // The served order (SDL and introspection list fields as they are added here).
     let directory = Object::new("Directory")
@@ -142,16 +140,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(diff())
         .field(export())
         .field(sync());
-    let file = Object::new("File")
-        .with_id()
-        .field(file_contents())
-        .field(file_size())
-        .field(file_name())
-        .field(file_with_name())
-        .field(file_with_timestamps())
-        .field(file_export())
-        .field(file_sync());
-    b.object(directory).object(file)
+    b.object(directory).object(crate::file::object())
 }
 
 /// The arguments of `Directory.entries`.
@@ -571,153 +560,6 @@ fn sync() -> Field {
     })
 }
 
-/// `File.contents`: the file's contents (up to [`MAX_CONTENTS`] bytes), as UTF-8 (lossy).
-fn file_contents() -> Field {
-    Field::new("contents", "String!").resolve(|ctx| async move {
-        let s = services(&ctx)?;
-        let caller = caller(&ctx)?;
-        let f = ctx.parent_arc::<File>()?;
-        let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-        let path = f.path.clone();
-        read_view(&s, &snapshot, move |root| {
-            let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                .map_err(|e| e.to_string())?;
-            let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
-            if md.is_dir() {
-                return Err(format!("{path}: is a directory"));
-            }
-            if md.len() > MAX_CONTENTS {
-                return Err(format!(
-                    "{path}: {} bytes is more than contents returns",
-                    md.len()
-                ));
-            }
-            let bytes = std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?;
-            Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
-        })
-        .await
-    })
-}
-
-/// `File.size`: the file's size in bytes.
-fn file_size() -> Field {
-    Field::new("size", "Int!").resolve(|ctx| async move {
-        let s = services(&ctx)?;
-        let caller = caller(&ctx)?;
-        let f = ctx.parent_arc::<File>()?;
-        let snapshot = s.snapshot_of(&caller, &f.fs).await?;
-        let path = f.path.clone();
-        read_view(&s, &snapshot, move |root| {
-            let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
-                .map_err(|e| e.to_string())?;
-            let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
-            Ok(Value::leaf(md.len()))
-        })
-        .await
-    })
-}
-
-/// `File.name`: the file's base name.
-fn file_name() -> Field {
-    Field::new("name", "String!")
-        .resolve_sync(|ctx| Ok(Value::leaf(base_name(&ctx.parent::<File>()?.path))))
-}
-
-/// `File.withName`: the file under another name (one path component).
-fn file_with_name() -> Field {
-    Field::new("withName", "File!")
-        .args::<NameArgs>()
-        .resolve_sync(|ctx| {
-            let f = ctx.parent::<File>()?;
-            let NameArgs { name } = ctx.args_as()?;
-            if name.is_empty() || name.contains('/') {
-                return Err(FieldError::new(format!(
-                    "file name {name:?} must be one path component"
-                )));
-            }
-            let dest = format!("/{name}");
-            let fs = copy(
-                &Fs::scratch().map_err(graph_err)?,
-                &dest,
-                &f.fs,
-                &f.path,
-                vec![],
-                vec![],
-                None,
-                None,
-            )?;
-            Ok(obj("File", File { fs, path: dest }))
-        })
-}
-
-/// `File.withTimestamps`: sets the file's modification time.
-fn file_with_timestamps() -> Field {
-    Field::new("withTimestamps", "File!")
-        .args::<TimestampArgs>()
-        .resolve_sync(|ctx| {
-            let f = ctx.parent::<File>()?;
-            let TimestampArgs { timestamp } = ctx.args_as()?;
-            let fs = set_timestamps(&f.fs, &f.path, timestamp)?;
-            Ok(obj(
-                "File",
-                File {
-                    fs,
-                    path: f.path.clone(),
-                },
-            ))
-        })
-}
-
-/// The arguments of `File.export`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FileExportArgs {
-    #[serde(default, deserialize_with = "null_as_default")]
-    allow_parent_dir_path: bool,
-    path: String,
-}
-
-impl Args for FileExportArgs {
-    fn arguments() -> Vec<Arg> {
-        vec![
-            Arg::new("allowParentDirPath", "Boolean").default(false),
-            Arg::new("path", "String!"),
-        ]
-    }
-}
-
-/// `File.export`: writes the file to `path` on the caller's host (its parent directories made
-/// when `allowParentDirPath`).
-fn file_export() -> Field {
-    Field::new("export", "Boolean!")
-        .args::<FileExportArgs>()
-        .resolve(|ctx| async move {
-            let s = services(&ctx)?;
-            let caller = caller(&ctx)?;
-            let f = ctx.parent_arc::<File>()?;
-            let FileExportArgs {
-                allow_parent_dir_path,
-                path: host_path,
-            } = ctx.args_as()?;
-            let (host, who, to) = (&s.host, &caller, &host_path);
-            export_from(&s, &caller, &f.fs, &f.path, &host_path, |src| async move {
-                host.push_file(who, &src, to, allow_parent_dir_path).await
-            })
-            .await
-        })
-}
-
-/// `File.sync`: solves the file; answers its ID.
-fn file_sync() -> Field {
-    Field::new("sync", "FileID!").resolve(|ctx| async move {
-        let s = services(&ctx)?;
-        let caller = caller(&ctx)?;
-        let f = ctx.parent_arc::<File>()?;
-        s.snapshot_of(&caller, &f.fs).await?;
-        Ok(Value::leaf(ctx.parent_chain().id()))
-    })
-}
-
 /// The directory at `d`'s path on a new filesystem (what every `Directory` file op returns).
 fn same_path(d: &Directory, fs: Fs) -> Value {
     obj(
@@ -739,7 +581,7 @@ fn without_path(ctx: &dagr_gql::ResolveCtx) -> Result<Value, FieldError> {
 
 /// Solves `fs`, mounts it read-only and hands `path` inside it to `push` (which writes it to the
 /// caller's host), then releases the mount whatever happened.
-async fn export_from<F, Fut>(
+pub(crate) async fn export_from<F, Fut>(
     s: &Services,
     caller: &crate::Caller,
     fs: &Fs,

@@ -16,6 +16,7 @@
 mod args;
 mod container;
 mod directory;
+mod file;
 mod ownership;
 mod query;
 pub mod state;
