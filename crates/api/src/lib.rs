@@ -2,7 +2,8 @@
 //! `dagr-gql` resolvers that build solver graphs and solve them with the worker.
 //!
 //! - [`CoreApi`] owns the [`Services`] (solver, worker, [`SecretStore`], the caller's host through
-//!   [`HostFiles`]) and builds the [`dagr_gql::Schema`] ([`CoreApi::schema`]).
+//!   [`HostFiles`]); [`schema`] builds the [`dagr_gql::Schema`], whose resolvers find the
+//!   services in the request data ([`CoreApi::request_data`]).
 //! - Object values are lazy (see [`state`]): `withExec`, `withNewFile`, ... only add vertices;
 //!   leaf fields (`stdout`, `contents`, `entries`, `sync`, `export`) solve them. Identical chains
 //!   give identical vertices, so the solver's cache serves SDKs that re-send whole chains.
@@ -12,6 +13,10 @@
 //!   caller's [`UserTerminal`] (opened through [`HostFiles::open_terminal`]).
 //! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
 //!   outputs and errors and never appear in IDs.
+//! - Each field is one function that declares it, its arguments (a [`dagr_gql::Args`] struct
+//!   the resolver reads with `args_as`) and its resolver: `Container`'s by family under
+//!   `container/`, the others in `directory`, `file` and `query`. `owner`, `permissions` and
+//!   `mode` arguments are parsed and checked in one place (`ownership`).
 
 mod args;
 mod container;
