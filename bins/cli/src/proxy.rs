@@ -1,4 +1,4 @@
-//! The local session proxy of `dagr run` and `dagr session` (spec section 6): listens on
+//! The local session proxy of `dagr run` and `dagr session`: listens on
 //! `127.0.0.1:0`, requires basic auth whose username is the session token, and forwards
 //! `POST /query` to the engine on the CLI's own client connection (which adds the metadata header).
 

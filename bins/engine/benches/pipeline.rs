@@ -293,12 +293,12 @@ impl dagr_attach::TerminalProvider for EchoProbe {
     fn open(
         &self,
         mut output: tokio::sync::mpsc::Receiver<dagr_attach::TerminalOutput>,
-    ) -> Result<tokio::sync::mpsc::Receiver<dagr_attach::TerminalInput>, String> {
+    ) -> std::io::Result<tokio::sync::mpsc::Receiver<dagr_attach::TerminalInput>> {
         use dagr_attach::{TerminalInput, TerminalOutput};
         let (input, input_rx) = tokio::sync::mpsc::channel(8);
         input
             .try_send(TerminalInput::Resize { cols: 80, rows: 24 })
-            .map_err(|e| e.to_string())?;
+            .map_err(std::io::Error::other)?;
         let times = self.times.clone();
         tokio::spawn(async move {
             let mut seen = Vec::new();

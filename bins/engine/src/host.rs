@@ -3,12 +3,11 @@
 
 use std::path::Path;
 
-use dagr_api::{Caller, HostFiles, UserTerminal};
 use dagr_attach::{AttachablesClient, RemoteTerminal};
 use dagr_engine_state::SessionRegistry;
 use dagr_executor::{TerminalInput, WindowSize};
-use dagr_solver::HostScope;
-use dagr_worker::HostAccess;
+use dagr_metadata::ClientRef;
+use dagr_worker::{HostAccess, HostError, UserTerminal};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,65 +21,75 @@ impl ClientHosts {
         ClientHosts { registry }
     }
 
-    fn attachables(&self, session_id: &str, client_id: &str) -> Result<AttachablesClient, String> {
-        let session = self
-            .registry
-            .session(session_id)
-            .ok_or_else(|| format!("session {session_id} is gone"))?;
-        let client = session
-            .client(client_id)
-            .ok_or_else(|| format!("client {client_id} is not in session {session_id}"))?;
-        client.extension::<AttachablesClient>().ok_or_else(|| {
-            format!("client {client_id} has no attachables connection, so its host cannot be read or written")
-        })
+    fn attachables(&self, client: &ClientRef) -> Result<AttachablesClient, HostError> {
+        let session =
+            self.registry
+                .session(&client.session_id)
+                .ok_or_else(|| HostError::SessionGone {
+                    session_id: client.session_id.clone(),
+                })?;
+        let state = session
+            .client(&client.client_id)
+            .ok_or_else(|| HostError::ClientGone {
+                client: client.clone(),
+            })?;
+        state
+            .extension::<AttachablesClient>()
+            .ok_or_else(|| HostError::NoAttachables {
+                client: client.clone(),
+            })
+    }
+}
+
+fn attachables_failed(e: dagr_attach::AttachError) -> HostError {
+    HostError::Attachables {
+        source: Box::new(e),
     }
 }
 
 impl HostAccess for ClientHosts {
     fn pull_dir<'a>(
         &'a self,
-        scope: &'a HostScope,
+        client: &'a ClientRef,
         path: &'a str,
         include: &'a [String],
         exclude: &'a [String],
         dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(&scope.session_id, &scope.client_id)?;
+            let conn = self.attachables(client)?;
             conn.pull_dir(path, include, exclude, dest)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(attachables_failed)
         })
     }
-}
 
-impl HostFiles for ClientHosts {
     fn push_dir<'a>(
         &'a self,
-        caller: &'a Caller,
+        client: &'a ClientRef,
         src: &'a Path,
         host_path: &'a str,
         wipe: bool,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
+            let conn = self.attachables(client)?;
             conn.push_dir(src, host_path, wipe)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(attachables_failed)
         })
     }
 
     fn push_file<'a>(
         &'a self,
-        caller: &'a Caller,
+        client: &'a ClientRef,
         src: &'a Path,
         host_path: &'a str,
         allow_parent_dir: bool,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
+            let conn = self.attachables(client)?;
             // Dagger's semantics: parents are created; an existing directory at `host_path` is
             // refused unless `allow_parent_dir`, which writes the file into it under its name.
             let mut host_path = host_path.to_owned();
@@ -88,46 +97,50 @@ impl HostFiles for ClientHosts {
                 && stat.kind == dagr_attach::EntryKind::Dir
             {
                 if !allow_parent_dir {
-                    return Err(format!(
-                        "destination {host_path:?} is a directory; must be a file path unless allowParentDirPath is set"
-                    ));
+                    return Err(HostError::IsDirectory { path: host_path });
                 }
-                let name = src
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .ok_or_else(|| format!("{} has no file name", src.display()))?;
+                let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                    HostError::NoFileName {
+                        path: src.to_path_buf(),
+                    }
+                })?;
                 host_path = format!("{}/{name}", host_path.trim_end_matches('/'));
             }
             conn.push_file(src, &host_path, None)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(attachables_failed)
         })
     }
 
     fn read_file<'a>(
         &'a self,
-        caller: &'a Caller,
+        client: &'a ClientRef,
         host_path: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<u8>, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let conn = self.attachables(client)?;
+            let dir = tempfile::tempdir().map_err(|source| HostError::Local {
+                path: std::env::temp_dir(),
+                source,
+            })?;
             let dest = dir.path().join("file");
             conn.pull_file(host_path, &dest)
                 .await
-                .map_err(|e| e.to_string())?;
-            tokio::fs::read(&dest).await.map_err(|e| e.to_string())
+                .map_err(attachables_failed)?;
+            tokio::fs::read(&dest)
+                .await
+                .map_err(|source| HostError::Local { path: dest, source })
         })
     }
 
     fn open_terminal<'a>(
         &'a self,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<UserTerminal, String>> {
+        client: &'a ClientRef,
+    ) -> BoxFuture<'a, Result<UserTerminal, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(&caller.session_id, &caller.client_id)?;
-            let remote = conn.open_terminal().await.map_err(|e| e.to_string())?;
+            let conn = self.attachables(client)?;
+            let remote = conn.open_terminal().await.map_err(attachables_failed)?;
             Ok(bridge_terminal(remote))
         })
     }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use dagr_attach::{ContainerRoot, HostProviders};
 use dagr_metadata::{ClientMetadata, basic_auth_matches};
 use dagr_session::{BoxBody, PresetClient, error_response};
-use dagr_worker::{NestedClient, NestedClients};
+use dagr_worker::{NestedClient, NestedClients, NestedError, NestedServing};
+use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
@@ -32,23 +33,6 @@ pub struct NestedServer {
 struct NestedStack {
     service: EngineService,
     engine: Arc<Engine>,
-}
-
-/// Stops a nested client's listener, connections and attachables when dropped.
-struct NestedGuard {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    connections: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Drop for NestedGuard {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        for c in self.connections.lock().drain(..) {
-            c.abort();
-        }
-    }
 }
 
 impl NestedServer {
@@ -98,79 +82,91 @@ impl NestedClients for NestedServer {
         &self,
         listener: std::net::TcpListener,
         client: NestedClient,
-    ) -> Result<Box<dyn std::any::Any + Send>, String> {
-        let stack = self
-            .stack
-            .get()
-            .ok_or_else(|| "the engine is still starting".to_owned())?;
-        let _entered = self.handle.enter();
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("nested listener: {e}"))?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| format!("nested listener: {e}"))?;
-        let md = Arc::new(ClientMetadata {
-            client_id: client.client_id.clone(),
-            client_secret_token: client.token.clone(),
-            session_id: client.session_id.clone(),
-            client_hostname: client.hostname.clone(),
-            client_version: env!("CARGO_PKG_VERSION").to_owned(),
-            labels: Default::default(),
-        });
-        let connections: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    ) -> BoxFuture<'_, Result<NestedServing, NestedError>> {
+        Box::pin(async move {
+            let stack = self.stack.get().ok_or(NestedError::Starting)?;
+            listener
+                .set_nonblocking(true)
+                .map_err(NestedError::Listener)?;
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(NestedError::Listener)?;
+            let md = Arc::new(ClientMetadata {
+                client_id: client.client_id.clone(),
+                client_secret_token: client.token.clone(),
+                session_id: client.session_id.clone(),
+                client_hostname: client.hostname.clone(),
+                client_version: env!("CARGO_PKG_VERSION").to_owned(),
+                labels: Default::default(),
+            });
+            let connections: Connections = Arc::default();
 
-        // The container as the nested client's host: attachables over an in-memory pipe, through
-        // the normal /sessionAttachables route, before the process can make its first request.
-        let (engine_side, client_side) = tokio::io::duplex(1 << 20);
-        connections
-            .lock()
-            .push(spawn_conn(engine_side, &stack.service, &stack.engine, None));
-        let providers = HostProviders {
-            root: client.rootfs.clone(),
-            allow_send: true,
-            container: Some(ContainerRoot {
-                rootfs: client.rootfs.clone(),
-                workdir: client.workdir.clone(),
-                pid_file: Some(client.pid_file.clone()),
-            }),
-            // A container has no user terminal.
-            terminal: None,
-        };
-        let attach_md = (*md).clone();
-        // The worker calls this on a blocking thread: waiting here blocks no runtime worker.
-        let attached = self
-            .handle
-            .block_on(dagr_attach::attach(client_side, &attach_md, providers))
-            .map_err(|e| format!("attaching the nested client's host: {e}"))?;
-        let attach_task = self.handle.spawn(async move {
-            if let Err(e) = attached.serve().await {
-                tracing::debug!(error = %e, "nested attachables ended");
-            }
-        });
+            // The container as the nested client's host: attachables over an in-memory pipe,
+            // through the normal /sessionAttachables route, before the process can make its
+            // first request.
+            let (engine_side, client_side) = tokio::io::duplex(1 << 20);
+            connections
+                .lock()
+                .push(spawn_conn(engine_side, &stack.service, &stack.engine, None));
+            let providers = HostProviders {
+                root: client.rootfs.clone(),
+                allow_send: true,
+                container: Some(ContainerRoot {
+                    rootfs: client.rootfs.clone(),
+                    workdir: client.workdir.clone(),
+                    pid_file: Some(client.pid_file.clone()),
+                }),
+                // A container has no user terminal.
+                terminal: None,
+            };
+            let attached = match dagr_attach::attach(client_side, &md, providers).await {
+                Ok(attached) => attached,
+                Err(e) => {
+                    abort_all(&connections);
+                    return Err(NestedError::Attach {
+                        source: Box::new(e),
+                    });
+                }
+            };
+            let attach_task = self.handle.spawn(async move {
+                if let Err(e) = attached.serve().await {
+                    tracing::debug!(error = %e, "nested attachables ended");
+                }
+            });
 
-        let service = Self::client_service(&stack.service, md);
-        let engine = stack.engine.clone();
-        let conns = connections.clone();
-        let accept_task = self.handle.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let task = spawn_conn(stream, &service, &engine, None);
-                        let mut list = conns.lock();
-                        list.retain(|t| !t.is_finished());
-                        list.push(task);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "nested accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let service = Self::client_service(&stack.service, md);
+            let engine = stack.engine.clone();
+            let conns = connections.clone();
+            let accept_task = self.handle.spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let task = spawn_conn(stream, &service, &engine, None);
+                            let mut list = conns.lock();
+                            list.retain(|t| !t.is_finished());
+                            list.push(task);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "nested accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
                     }
                 }
-            }
-        });
-        Ok(Box::new(NestedGuard {
-            tasks: vec![accept_task, attach_task],
-            connections,
-        }))
+            });
+            Ok(NestedServing::new(move || {
+                accept_task.abort();
+                attach_task.abort();
+                abort_all(&connections);
+            }))
+        })
+    }
+}
+
+/// The connection tasks of one nested client (its attachables pipe and its API connections).
+type Connections = Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+fn abort_all(connections: &Connections) {
+    for c in connections.lock().drain(..) {
+        c.abort();
     }
 }

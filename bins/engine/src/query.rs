@@ -1,7 +1,7 @@
 //! `/query`: GraphQL over HTTP, executed by `dagr-gql` on the core API schema (`dagr-api`). Every
 //! answer is JSON, failures included.
 
-use dagr_api::{Caller, CoreApi};
+use dagr_api::CoreApi;
 use dagr_gql::Schema;
 use dagr_session::RequestScope;
 use http::StatusCode;
@@ -31,13 +31,9 @@ impl QueryEngine {
                 return (StatusCode::BAD_REQUEST, err.to_string().into_bytes());
             }
         };
-        let caller = Caller {
-            session_id: scope.session().id().to_owned(),
-            client_id: scope.client().id().to_owned(),
-        };
         let response = self
             .schema
-            .execute(request, self.api.request_data(caller))
+            .execute(request, self.api.request_data(scope.client_ref()))
             .await;
         let bytes = serde_json::to_vec(&response).unwrap_or_else(|e| {
             serde_json::json!({ "errors": [{ "message": format!("encoding the response failed: {e}") }] })

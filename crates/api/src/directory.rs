@@ -33,7 +33,7 @@ pub(crate) fn mkfile(
             path: path.to_owned(),
             contents,
             mode,
-            owner: owner.map(|o| o.to_string()),
+            owner,
         }),
         inputs.into_vec(),
     )
@@ -105,7 +105,7 @@ pub(crate) fn copy(
             dest: dest.to_owned(),
             include,
             exclude,
-            owner: owner.map(|o| o.to_string()),
+            owner,
             mode,
             copy_dir_contents: true,
             create_dest_path: true,
@@ -583,7 +583,7 @@ fn without_path(ctx: &dagr_gql::ResolveCtx) -> Result<Value, FieldError> {
 /// caller's host), then releases the mount whatever happened.
 pub(crate) async fn export_from<F, Fut>(
     s: &Services,
-    caller: &crate::Caller,
+    caller: &dagr_metadata::ClientRef,
     fs: &Fs,
     path: &str,
     host_path: &str,
@@ -591,7 +591,7 @@ pub(crate) async fn export_from<F, Fut>(
 ) -> Result<Value, FieldError>
 where
     F: FnOnce(std::path::PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), dagr_worker::HostError>>,
 {
     let snapshot = s.snapshot_of(caller, fs).await?;
     let view = s

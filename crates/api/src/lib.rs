@@ -1,16 +1,16 @@
 //! dagr-api: the Dagger core API (names and argument types of `core-api-v0.11.8.graphqls`) as
 //! `dagr-gql` resolvers that build solver graphs and solve them with the worker.
 //!
-//! - [`CoreApi`] owns the [`Services`] (solver, worker, [`SecretStore`], the caller's host through
-//!   [`HostFiles`]); [`schema`] builds the [`dagr_gql::Schema`], whose resolvers find the
+//! - [`CoreApi`] owns the [`Services`] (solver, worker, [`SecretStore`], the callers' hosts through
+//!   the worker's [`HostAccess`] seam); [`schema`] builds the [`dagr_gql::Schema`], whose resolvers find the
 //!   services in the request data ([`CoreApi::request_data`]).
 //! - Object values are lazy (see [`state`]): `withExec`, `withNewFile`, ... only add vertices;
 //!   leaf fields (`stdout`, `contents`, `entries`, `sync`, `export`) solve them. Identical chains
 //!   give identical vertices, so the solver's cache serves SDKs that re-send whole chains.
-//! - Every request carries a [`Caller`] in its request data: the session and client it comes from
+//! - Every request carries its caller, a [`ClientRef`], in its request data: the session and client it comes from
 //!   (host reads, exports and secrets are per caller/session).
 //! - `Container.terminal` gives a `Terminal` whose `sync` runs the command interactively on the
-//!   caller's [`UserTerminal`] (opened through [`HostFiles::open_terminal`]).
+//!   caller's [`dagr_worker::UserTerminal`] (opened through [`HostAccess::open_terminal`]).
 //! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
 //!   outputs and errors and never appear in IDs.
 //! - Each field is one function that declares it, its arguments (a [`dagr_gql::Args`] struct
@@ -27,70 +27,16 @@ mod query;
 pub mod state;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_gql::{FieldError, Schema, SchemaError, Value};
+use dagr_metadata::ClientRef;
 use dagr_solver::{Platform, ResultRef, SolveError, Solver, Vertex};
-use dagr_worker::{SecretSource, Worker, WorkerError};
-use futures::future::BoxFuture;
+use dagr_worker::{HostAccess, SecretSource, Worker, WorkerError};
 use parking_lot::Mutex;
 
 pub use state::{Container, Directory, File, Fs};
-
-/// Who a request comes from; the engine puts one into every request's data.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub session_id: String,
-    pub client_id: String,
-}
-
-/// The caller's host, beyond what the worker reads (implemented by the engine with the client's
-/// attachables).
-pub trait HostFiles: Send + Sync + 'static {
-    /// Writes the local directory `src` to `host_path` on the caller's host (`wipe`: remove
-    /// what is there first).
-    fn push_dir<'a>(
-        &'a self,
-        caller: &'a Caller,
-        src: &'a Path,
-        host_path: &'a str,
-        wipe: bool,
-    ) -> BoxFuture<'a, Result<(), String>>;
-    /// Writes the local file `src` to `host_path` (parents created when `allow_parent_dir`).
-    fn push_file<'a>(
-        &'a self,
-        caller: &'a Caller,
-        src: &'a Path,
-        host_path: &'a str,
-        allow_parent_dir: bool,
-    ) -> BoxFuture<'a, Result<(), String>>;
-    /// Reads a file of the caller's host (for `setSecretFile`).
-    fn read_file<'a>(
-        &'a self,
-        caller: &'a Caller,
-        host_path: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
-    /// Opens the caller's user terminal for an interactive process (`Terminal.sync`).
-    fn open_terminal<'a>(
-        &'a self,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<UserTerminal, String>>;
-}
-
-/// A caller's user terminal, open for one interactive process.
-#[derive(Debug)]
-pub struct UserTerminal {
-    /// The user's terminal size when it opened.
-    pub size: dagr_executor::WindowSize,
-    /// Keystrokes and resizes; closed when the user went away.
-    pub input: tokio::sync::mpsc::Receiver<dagr_executor::TerminalInput>,
-    /// What the process writes (the run's output sink; closed when the run ends).
-    pub output: tokio::sync::mpsc::Sender<dagr_executor::OutputChunk>,
-    /// The process's exit code, or why it could not run; sent after the last output.
-    pub exit: tokio::sync::oneshot::Sender<Result<i32, String>>,
-}
 
 /// Secret plaintexts by session and digest. Plaintexts live only here, in memory, and go away
 /// with their session.
@@ -191,7 +137,7 @@ pub struct Services {
     pub solver: Solver<Worker>,
     pub secrets: Arc<SecretStore>,
     pub registry_auth: Arc<RegistryAuthStore>,
-    pub host: Arc<dyn HostFiles>,
+    pub host: Arc<dyn HostAccess>,
     pub config: ApiConfig,
 }
 
@@ -203,7 +149,7 @@ impl Services {
     /// Solves `vertex` for the caller's session, mapping failures to GraphQL errors.
     pub async fn solve(
         &self,
-        caller: &Caller,
+        caller: &ClientRef,
         vertex: &Arc<Vertex>,
     ) -> Result<ResultRef, FieldError> {
         self.solver
@@ -214,13 +160,13 @@ impl Services {
     }
 
     /// Solves a filesystem and returns its snapshot key.
-    pub async fn snapshot_of(&self, caller: &Caller, fs: &Fs) -> Result<String, FieldError> {
+    pub async fn snapshot_of(&self, caller: &ClientRef, fs: &Fs) -> Result<String, FieldError> {
         let result = self.solve(caller, &fs.vertex).await?;
         dagr_worker::output_snapshot(&result, fs.output).map_err(|e| FieldError::new(e.to_string()))
     }
 
     /// Replaces every secret plaintext of the session by `***`.
-    pub fn scrub(&self, caller: &Caller, text: &str) -> String {
+    pub fn scrub(&self, caller: &ClientRef, text: &str) -> String {
         let secrets: Vec<Bytes> = self
             .secrets
             .secrets
@@ -240,7 +186,7 @@ impl Services {
         out
     }
 
-    fn solve_error(&self, caller: &Caller, e: &SolveError) -> FieldError {
+    fn solve_error(&self, caller: &ClientRef, e: &SolveError) -> FieldError {
         if let Some(WorkerError::ExecFailed(dagr_worker::ExecFailed {
             args,
             exit_code,
@@ -315,7 +261,7 @@ impl CoreApi {
     }
 
     /// The request data a request to [`schema`] needs: the services and the caller.
-    pub fn request_data(&self, caller: Caller) -> dagr_gql::RequestData {
+    pub fn request_data(&self, caller: ClientRef) -> dagr_gql::RequestData {
         dagr_gql::RequestData::new()
             .with(self.services.clone())
             .with(caller)
@@ -330,7 +276,7 @@ impl CoreApi {
     }
 }
 
-/// The GraphQL schema of the core API. Resolvers find the [`Services`] and the [`Caller`] in the
+/// The GraphQL schema of the core API. Resolvers find the [`Services`] and the caller ([`ClientRef`]) in the
 /// request data ([`CoreApi::request_data`]), so the schema itself needs no running engine (it can
 /// be printed with `dagr-engine schema`).
 pub fn schema() -> Result<Schema, SchemaError> {
@@ -361,8 +307,8 @@ pub const MAX_QUERY_BYTES: usize = 32 << 20;
 pub const ENGINE_THREAD_STACK: usize = 16 << 20;
 
 /// The caller of the request a resolver serves.
-pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<Caller, FieldError> {
-    ctx.data::<Caller>().cloned()
+pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<ClientRef, FieldError> {
+    ctx.data::<ClientRef>().cloned()
 }
 
 pub(crate) fn obj<T: Send + Sync + 'static>(type_name: &str, v: T) -> Value {

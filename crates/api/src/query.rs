@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use dagr_gql::{Arg, Args, Field, FieldError, Object, Scalar, SchemaBuilder, Value};
-use dagr_solver::{HostScope, Op, Platform, Vertex};
+use dagr_metadata::ClientRef;
+use dagr_solver::{Op, Platform, Vertex};
 use serde::Deserialize;
 
 use crate::args::{PathArgs, null_as_default};
@@ -10,27 +11,6 @@ use crate::state::{
     CacheVolume, Container, Directory, EnvVariable, File, Fs, Host, ImageConfig, Label, Secret,
 };
 use crate::{caller, graph_err, obj, services};
-
-pub(crate) fn parse_platform(s: &str) -> Result<Platform, FieldError> {
-    let mut parts = s.split('/');
-    let (Some(os), Some(arch)) = (parts.next(), parts.next()) else {
-        return Err(FieldError::new(format!(
-            "platform {s:?} is not os/arch[/variant]"
-        )));
-    };
-    Ok(Platform {
-        os: os.to_owned(),
-        architecture: arch.to_owned(),
-        variant: parts.next().map(str::to_owned),
-    })
-}
-
-pub(crate) fn format_platform(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
 
 pub(crate) fn new_container(platform: Platform) -> Result<Container, FieldError> {
     Ok(Container {
@@ -48,17 +28,14 @@ pub(crate) fn new_container(platform: Platform) -> Result<Container, FieldError>
 
 /// A host directory read through the caller's attachables.
 pub(crate) fn host_dir(
-    caller: &crate::Caller,
+    caller: &ClientRef,
     path: &str,
     include: Vec<String>,
     exclude: Vec<String>,
 ) -> Result<Fs, FieldError> {
     let v = Vertex::new(
         Op::HostDir {
-            scope: HostScope {
-                session_id: caller.session_id.clone(),
-                client_id: caller.client_id.clone(),
-            },
+            client: caller.clone(),
             path: path.to_owned(),
             include,
             exclude,
@@ -161,11 +138,8 @@ fn check_version_compatibility() -> Field {
 
 /// `Query.defaultPlatform`: the engine's platform.
 fn default_platform() -> Field {
-    Field::new("defaultPlatform", "Platform!").resolve_sync(|ctx| {
-        Ok(Value::leaf(format_platform(
-            &services(ctx)?.config.platform,
-        )))
-    })
+    Field::new("defaultPlatform", "Platform!")
+        .resolve_sync(|ctx| Ok(Value::leaf(services(ctx)?.config.platform.to_string())))
 }
 
 /// The arguments of `Query.container` (the `id` is read with `ctx.loaded`).
@@ -196,16 +170,16 @@ fn container() -> Field {
             }
             let ContainerArgs { platform } = ctx.args_as()?;
             let platform = match platform {
-                Some(p) => parse_platform(&p)?,
+                Some(p) => p
+                    .parse::<Platform>()
+                    .map_err(|e| FieldError::new(e.to_string()))?,
                 None => engine_platform.clone(),
             };
             if platform.os != engine_platform.os
                 || platform.architecture != engine_platform.architecture
             {
                 return Err(FieldError::new(format!(
-                    "platform {} cannot run on this engine ({})",
-                    format_platform(&platform),
-                    format_platform(&engine_platform)
+                    "platform {platform} cannot run on this engine ({engine_platform})"
                 )));
             }
             Ok(obj("Container", new_container(platform)?))

@@ -50,11 +50,12 @@ pub enum TerminalOutput {
 pub trait TerminalProvider: Send + Sync + std::fmt::Debug + 'static {
     /// A session starts: `output` yields what the process writes, then its exit, then ends.
     /// Returns the user's input; its first item must be a [`TerminalInput::Resize`], and it
-    /// should stay open until the exit arrives (closing it earlier ends the process).
+    /// should stay open until the exit arrives (closing it earlier ends the process). Fails
+    /// when the user's terminal cannot be set up (it is not readable, no signal handler, ...).
     fn open(
         &self,
         output: mpsc::Receiver<TerminalOutput>,
-    ) -> Result<mpsc::Receiver<TerminalInput>, String>;
+    ) -> std::io::Result<mpsc::Receiver<TerminalInput>>;
 }
 
 fn clamp(n: u32) -> u16 {

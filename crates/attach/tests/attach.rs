@@ -667,17 +667,17 @@ impl TerminalProvider for ScriptedTerminal {
     fn open(
         &self,
         output: tokio::sync::mpsc::Receiver<TerminalOutput>,
-    ) -> Result<tokio::sync::mpsc::Receiver<TerminalInput>, String> {
+    ) -> std::io::Result<tokio::sync::mpsc::Receiver<TerminalInput>> {
         let (input, input_rx) = tokio::sync::mpsc::channel(8);
         input
             .try_send(TerminalInput::Resize {
                 cols: 132,
                 rows: 43,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(std::io::Error::other)?;
         self.sessions
             .send((output, input))
-            .map_err(|e| e.to_string())?;
+            .map_err(std::io::Error::other)?;
         Ok(input_rx)
     }
 }

@@ -148,15 +148,14 @@ impl TerminalProvider for StdioTerminal {
     fn open(
         &self,
         mut output: mpsc::Receiver<TerminalOutput>,
-    ) -> Result<mpsc::Receiver<TerminalInput>, String> {
+    ) -> std::io::Result<mpsc::Receiver<TerminalInput>> {
         let (input, input_rx) = mpsc::channel(64);
         let (cols, rows) = window_size();
         input
             .try_send(TerminalInput::Resize { cols, rows })
-            .map_err(|e| e.to_string())?;
+            .map_err(std::io::Error::other)?;
         let mut winch =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-                .map_err(|e| format!("watching window size changes: {e}"))?;
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
         let stdin = std::io::stdin();
         let is_tty = rustix::termios::isatty(stdin.as_fd());
         let stop = Arc::new(AtomicBool::new(false));
@@ -164,8 +163,7 @@ impl TerminalProvider for StdioTerminal {
         let reader_stop = stop.clone();
         std::thread::Builder::new()
             .name("dagr-terminal-stdin".into())
-            .spawn(move || read_stdin(reader_input, reader_stop, is_tty))
-            .map_err(|e| format!("reading stdin: {e}"))?;
+            .spawn(move || read_stdin(reader_input, reader_stop, is_tty))?;
         if is_tty {
             *self.raw.lock() = RawMode::enable(stdin.as_fd());
         }

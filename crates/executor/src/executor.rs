@@ -79,7 +79,10 @@ pub enum Rootfs {
 pub type PrestartHook = Arc<dyn Fn(PrestartContext) -> PrestartFuture + Send + Sync>;
 
 /// What a [`PrestartHook`] returns.
-pub type PrestartFuture = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>>;
+pub type PrestartFuture = Pin<Box<dyn Future<Output = Result<Vec<String>, PrestartError>> + Send>>;
+
+/// Why a [`PrestartHook`] refused an exec: the hook owner's own error, boxed.
+pub type PrestartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a [`PrestartHook`] learns about the exec.
 #[derive(Debug, Clone)]
@@ -178,12 +181,13 @@ pub enum ExecError {
         message: String,
     },
     /// The prestart hook refused the exec.
-    #[error("prestart hook of exec {id}: {message}")]
+    #[error("prestart hook of exec {id}: {source}")]
     Prestart {
         /// Container id.
         id: String,
         /// The hook's error.
-        message: String,
+        #[source]
+        source: PrestartError,
     },
     /// The run was cancelled.
     #[error("exec {id} cancelled")]
@@ -493,9 +497,9 @@ impl Executor {
                 answer = hook(context) => answer,
                 _ = cancel.cancelled() => return Err(ExecError::Cancelled { id }),
             };
-            extra_env = answer.map_err(|message| ExecError::Prestart {
+            extra_env = answer.map_err(|source| ExecError::Prestart {
                 id: id.clone(),
-                message,
+                source,
             })?;
         }
         if terminal.is_some() && !spec.env.iter().any(|e| e.starts_with("TERM=")) {

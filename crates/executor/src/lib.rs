@@ -31,7 +31,7 @@ mod user;
 
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartContext,
-    PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
+    PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
 pub use netns::{NetnsError, NetworkNamespace};

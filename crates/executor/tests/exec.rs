@@ -672,7 +672,7 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
     );
 
     let refusing: dagr_executor::PrestartHook =
-        Arc::new(|_| Box::pin(async { Err("not today".to_string()) }));
+        Arc::new(|_| Box::pin(async { Err("not today".into()) }));
     let err = fixture
         .executor
         .run(

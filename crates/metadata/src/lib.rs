@@ -1,5 +1,6 @@
 //! The wire identity of a client: [`ClientMetadata`], carried base64-encoded in the
-//! [`CLIENT_METADATA_HEADER`] header of every request, plus the header names of the
+//! [`CLIENT_METADATA_HEADER`] header of every request; [`ClientRef`], the (session, client) pair
+//! by which every other crate names a client once the request is admitted; plus the header names of the
 //! attachables handshake ([`EXPOSE_METHOD_HEADER`]). Clients that authenticate with the session
 //! token as basic auth instead (nested clients, the CLI's session proxy) are checked by
 //! [`basic_auth_matches`].
@@ -38,6 +39,33 @@ pub struct ClientMetadata {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Names one client of one session: whose host a host read comes from, whose request a resolver
+/// serves, whose attachables a host write goes to. The one name every crate uses for this pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClientRef {
+    pub session_id: String,
+    pub client_id: String,
+}
+
+impl ClientRef {
+    pub fn new(session_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        ClientRef {
+            session_id: session_id.into(),
+            client_id: client_id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "client {} of session {}",
+            self.client_id, self.session_id
+        )
+    }
+}
+
 /// Why a metadata header was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetadataError {
@@ -72,6 +100,11 @@ impl ClientMetadata {
             serde_json::from_slice(&json).map_err(|e| MetadataError::Json(e.to_string()))?;
         md.check_shape()?;
         Ok(md)
+    }
+
+    /// The (session, client) pair this metadata names.
+    pub fn client_ref(&self) -> ClientRef {
+        ClientRef::new(&self.session_id, &self.client_id)
     }
 
     /// The checks every request gets: ids and token must be non-empty.

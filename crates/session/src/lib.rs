@@ -110,6 +110,10 @@ impl RequestScope {
     pub fn metadata(&self) -> &ClientMetadata {
         &self.metadata
     }
+    /// The (session, client) pair this request is scoped to.
+    pub fn client_ref(&self) -> dagr_metadata::ClientRef {
+        dagr_metadata::ClientRef::new(self.session().id(), self.client().id())
+    }
     /// A separate in-flight guard for work that outlives this request.
     pub fn hold(&self) -> Result<ActiveRequest, StateError> {
         self.active.another()

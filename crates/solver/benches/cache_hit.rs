@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dagr_solver::{
-    ExecOp, HostScope, InputRef, MkDirOp, MkFileOp, Mount, MountSource, Op, OpRunner, ResultRef,
+    ClientRef, ExecOp, InputRef, MkDirOp, MkFileOp, Mount, MountSource, Op, OpRunner, ResultRef,
     RunCtx, RunError, RunOutput, Solver, SolverOptions, Vertex,
 };
 
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
     let host = graph(
         Vertex::new(
             Op::HostDir {
-                scope: HostScope {
+                client: ClientRef {
                     session_id: "s".into(),
                     client_id: "c".into(),
                 },

@@ -23,9 +23,9 @@ mod solver;
 pub use index::{IndexEntry, IndexError};
 pub use key::{CacheKey, KeyError, canonical_op};
 pub use op::{
-    CacheSharing, CopyOp, Definition, DefinitionVertex, ExecOp, GraphError, HostScope,
+    CacheSharing, ClientRef, CopyOp, Definition, DefinitionVertex, ExecOp, GraphError,
     ImageArchiveOp, ImportImageOp, InputRef, KeyMode, MkDirOp, MkFileOp, Mount, MountSource, Op,
-    Platform, RmOp, SetTimestampsOp, Vertex,
+    Owner, OwnerError, Platform, RmOp, SetTimestampsOp, Vertex,
 };
 pub use runner::{OpRunner, ResultRef, RunCtx, RunError, RunOutput};
 pub use solver::{SolveError, Solved, Solver, SolverOptions};

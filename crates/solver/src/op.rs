@@ -58,11 +58,7 @@ impl InputRef {
 }
 
 /// Whose host a host read comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct HostScope {
-    pub session_id: String,
-    pub client_id: String,
-}
+pub use dagr_metadata::ClientRef;
 
 /// How concurrent execs share a cache volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,6 +139,61 @@ pub struct ExecOp {
     pub insecure_root_capabilities: bool,
 }
 
+/// The numeric owner file ops give what they write: `uid:gid` in serialized ops, parsed from
+/// `uid[:gid]` (a lone `uid` is also the group, as in Dagger). Names would need the target's
+/// passwd file, which file ops do not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Text that is not a numeric `uid[:gid]` owner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("owner {0:?} is not uid[:gid]: only numeric 32-bit ids are supported")]
+pub struct OwnerError(pub String);
+
+impl Owner {
+    /// Parses `uid[:gid]`; the empty string is no owner.
+    pub fn parse(text: &str) -> Result<Option<Owner>, OwnerError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let (uid, gid) = text.split_once(':').unwrap_or((text, text));
+        let id = |s: &str| {
+            // `u32::from_str` also takes a leading `+`: only digits are an id.
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(OwnerError(text.to_owned()));
+            }
+            s.parse::<u32>().map_err(|_| OwnerError(text.to_owned()))
+        };
+        Ok(Some(Owner {
+            uid: id(uid)?,
+            gid: id(gid)?,
+        }))
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+impl From<Owner> for String {
+    fn from(owner: Owner) -> String {
+        owner.to_string()
+    }
+}
+
+impl TryFrom<String> for Owner {
+    type Error = OwnerError;
+    fn try_from(text: String) -> Result<Owner, OwnerError> {
+        Owner::parse(&text)?.ok_or(OwnerError(text))
+    }
+}
+
 /// Write a file into `base`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MkFileOp {
@@ -152,7 +203,7 @@ pub struct MkFileOp {
     pub contents: Vec<u8>,
     pub mode: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<Owner>,
 }
 
 /// Create a directory in `base`.
@@ -164,7 +215,7 @@ pub struct MkDirOp {
     #[serde(default, skip_serializing_if = "is_false")]
     pub make_parents: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<Owner>,
 }
 
 /// Copy `src` of `from` to `dest` in `base`.
@@ -179,7 +230,7 @@ pub struct CopyOp {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<Owner>,
     /// Override the mode of copied files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
@@ -218,7 +269,7 @@ pub enum Op {
     /// A directory read from a client's host. Impure: it runs on every solve and dependents are
     /// keyed by the content digest the runner reports.
     HostDir {
-        scope: HostScope,
+        client: ClientRef,
         path: String,
         #[serde(default)]
         include: Vec<String>,
@@ -532,5 +583,54 @@ mod base64_bytes {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::{Owner, OwnerError};
+
+    #[test]
+    fn owners_are_numeric_uid_and_optional_gid() {
+        assert_eq!(Owner::parse(""), Ok(None));
+        let owner = |uid, gid| Ok(Some(Owner { uid, gid }));
+        assert_eq!(Owner::parse("1000:1001"), owner(1000, 1001));
+        assert_eq!(Owner::parse("7"), owner(7, 7));
+        assert_eq!(Owner::parse("0:0"), owner(0, 0));
+        for bad in [
+            "root",
+            "1000:staff",
+            ":1",
+            "1:",
+            "+1",
+            "-1",
+            "1:2:3",
+            "4294967296",
+        ] {
+            assert_eq!(Owner::parse(bad), Err(OwnerError(bad.to_owned())), "{bad}");
+        }
+        assert_eq!(
+            Owner::parse("x").map_err(|e| e.to_string()),
+            Err(r#"owner "x" is not uid[:gid]: only numeric 32-bit ids are supported"#.to_owned())
+        );
+    }
+
+    #[test]
+    fn owners_print_as_uid_and_gid() {
+        assert_eq!(Owner { uid: 7, gid: 7 }.to_string(), "7:7");
+    }
+
+    #[test]
+    fn owners_serialize_as_uid_colon_gid_and_read_a_lone_uid() {
+        let owner = Owner { uid: 7, gid: 8 };
+        assert_eq!(
+            serde_json::to_string(&owner).expect("serializes"),
+            r#""7:8""#
+        );
+        assert_eq!(
+            serde_json::from_str::<Owner>(r#""7""#).expect("parses"),
+            Owner { uid: 7, gid: 7 }
+        );
+        assert!(serde_json::from_str::<Owner>(r#""""#).is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use dagr_solver::{
-    CacheKey, CacheSharing, CopyOp, Definition, ExecOp, GraphError, HostScope, InputRef, MkDirOp,
+    CacheKey, CacheSharing, ClientRef, CopyOp, Definition, ExecOp, GraphError, InputRef, MkDirOp,
     MkFileOp, Mount, MountSource, Op, RmOp, Vertex, canonical_op,
 };
 
@@ -317,7 +317,7 @@ fn other_ops_fields_and_inputs_change_the_key() {
     let host = |client: &str, exclude: Vec<String>| {
         Vertex::new(
             Op::HostDir {
-                scope: HostScope {
+                client: ClientRef {
                     session_id: "s".into(),
                     client_id: client.into(),
                 },

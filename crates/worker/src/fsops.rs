@@ -46,12 +46,8 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Pat
     })
 }
 
-/// Owner to set on created entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
+/// Owner to set on created entries (the solver's file-op owner).
+pub use dagr_solver::Owner;
 
 fn chown(p: &Path, owner: Option<Owner>, shown: &str) -> Result<(), FsError> {
     if let Some(o) = owner {

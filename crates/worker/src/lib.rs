@@ -45,7 +45,8 @@ pub use ops::exec::ExecFailed;
 pub use ops::image::ResolvedImageRef;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{
-    HostAccess, NestedClient, NestedClients, SecretSource, SessionRegistryAuth, WorkerSeams,
+    BoxError, HostAccess, HostError, NestedClient, NestedClients, NestedError, NestedServing,
+    SecretSource, SessionRegistryAuth, UserTerminal, WorkerSeams,
 };
 
 use seams::SessionCredentials;
@@ -86,11 +87,12 @@ pub enum WorkerError {
     NoOutput { id: String, output: u32 },
     #[error("secret {id} is not known to session {session}")]
     UnknownSecret { id: String, session: String },
-    #[error("reading host path {path} of client {client}: {reason}")]
+    #[error("reading host path {path} of {client}: {source}")]
     Host {
         path: String,
-        client: String,
-        reason: String,
+        client: dagr_metadata::ClientRef,
+        #[source]
+        source: Box<HostError>,
     },
     #[error("worker task failed: {0}")]
     Task(String),
@@ -349,11 +351,11 @@ impl Worker {
             } => self.run_image(reference, platform, ctx).await,
             Op::Exec(exec) => self.run_exec(exec, &inputs, ctx).await,
             Op::HostDir {
-                scope,
+                client,
                 path,
                 include,
                 exclude,
-            } => self.run_host_dir(scope, path, include, exclude).await,
+            } => self.run_host_dir(client, path, include, exclude).await,
             Op::MkFile(op) => self.run_mkfile(op, input(&op.base)?).await,
             Op::MkDir(op) => self.run_mkdir(op, input(&op.base)?).await,
             Op::Rm(op) => self.run_rm(op, input(&op.base)?).await,

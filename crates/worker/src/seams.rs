@@ -1,5 +1,5 @@
-//! The worker's seams: what the composition root plugs in from the rest of the engine. Host
-//! files of clients ([`HostAccess`]), the API served to nested clients ([`NestedClients`]),
+//! The worker's seams: what the composition root plugs in from the rest of the engine. The
+//! clients' hosts ([`HostAccess`]: files and user terminals, failing with [`HostError`]), the API served to nested clients ([`NestedClients`]),
 //! per-session registry credentials ([`SessionRegistryAuth`]) and secret plaintexts
 //! ([`SecretSource`]).
 
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dagr_metadata::ClientRef;
 use dagr_registry::CredentialsProvider;
-use dagr_solver::HostScope;
 use futures::future::BoxFuture;
 
 /// Everything the worker calls out to, given to [`crate::Worker::open`] by the composition root.
@@ -23,18 +23,96 @@ pub struct WorkerSeams {
     pub nested: Option<Arc<dyn NestedClients>>,
 }
 
-/// Reads a client's host files (implemented by the engine with the client's attachables).
+/// A boxed error from the other side of a seam (the engine's attachables, its API server).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's host: its files and its user terminal (implemented by the engine with the client's
+/// attachables). The worker reads host directories through it; the API writes exports, reads
+/// secret files and opens terminals.
 pub trait HostAccess: Send + Sync + 'static {
     /// Copies `path` of the client's host (relative paths against its working directory), filtered
     /// by the patterns, into the existing empty directory `dest`.
     fn pull_dir<'a>(
         &'a self,
-        scope: &'a HostScope,
+        client: &'a ClientRef,
         path: &'a str,
         include: &'a [String],
         exclude: &'a [String],
         dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+    /// Writes the local directory `src` to `host_path` on the client's host (`wipe`: remove
+    /// what is there first).
+    fn push_dir<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        src: &'a Path,
+        host_path: &'a str,
+        wipe: bool,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+    /// Writes the local file `src` to `host_path` (parents created). An existing directory at
+    /// `host_path` is refused ([`HostError::IsDirectory`]) unless `allow_parent_dir`, which writes
+    /// the file into it under its own name.
+    fn push_file<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        src: &'a Path,
+        host_path: &'a str,
+        allow_parent_dir: bool,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+    /// Reads a file of the client's host.
+    fn read_file<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        host_path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, HostError>>;
+    /// Opens the client's user terminal for one interactive process.
+    fn open_terminal<'a>(
+        &'a self,
+        client: &'a ClientRef,
+    ) -> BoxFuture<'a, Result<UserTerminal, HostError>>;
+}
+
+/// Why a client's host could not be reached, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("session {session_id} is gone")]
+    SessionGone { session_id: String },
+    #[error("{client} is gone")]
+    ClientGone { client: ClientRef },
+    #[error("{client} has no attachables connection, so its host cannot be read or written")]
+    NoAttachables { client: ClientRef },
+    #[error(
+        "destination {path:?} is a directory; must be a file path unless allowParentDirPath is set"
+    )]
+    IsDirectory { path: String },
+    #[error("{path} has no file name")]
+    NoFileName { path: PathBuf },
+    /// The client's attachables failed (their error names the method and path).
+    #[error("{source}")]
+    Attachables {
+        #[source]
+        source: BoxError,
+    },
+    #[error("{path}: {source}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A client's user terminal, open for one interactive process.
+#[derive(Debug)]
+pub struct UserTerminal {
+    /// The user's terminal size when it opened.
+    pub size: dagr_executor::WindowSize,
+    /// Keystrokes and resizes; closed when the user went away.
+    pub input: tokio::sync::mpsc::Receiver<dagr_executor::TerminalInput>,
+    /// What the process writes (the run's output sink; closed when the run ends).
+    pub output: tokio::sync::mpsc::Sender<dagr_executor::OutputChunk>,
+    /// The process's exit code, or the message of why it could not run, shown to the user;
+    /// sent after the last output.
+    pub exit: tokio::sync::oneshot::Sender<Result<i32, String>>,
 }
 
 /// A nested client: the process of an exec with privileged nesting, calling the engine back.
@@ -56,15 +134,57 @@ pub struct NestedClient {
 
 /// Serves the engine API to nested clients (implemented by the engine, which owns the stack).
 pub trait NestedClients: Send + Sync + 'static {
-    /// Serves the API on `listener` (opened inside the exec's network namespace) to `client`.
-    /// Called on a blocking thread of the runtime (`spawn_blocking`: it may block), before the
-    /// exec's process starts; returns once the client is ready. Serving stops when the returned
-    /// guard is dropped (when the exec ends).
+    /// Serves the API on `listener` (opened inside the exec's network namespace) to `client`,
+    /// before the exec's process starts; resolves once the client is ready. Serving stops when
+    /// the returned [`NestedServing`] is dropped (when the exec ends).
     fn serve(
         &self,
         listener: std::net::TcpListener,
         client: NestedClient,
-    ) -> Result<Box<dyn std::any::Any + Send>, String>;
+    ) -> BoxFuture<'_, Result<NestedServing, NestedError>>;
+}
+
+/// The serving of one nested client: dropping it stops the listener, its connections and the
+/// client's attachables.
+pub struct NestedServing {
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl NestedServing {
+    /// `stop` runs once, when the serving is dropped.
+    pub fn new(stop: impl FnOnce() + Send + 'static) -> Self {
+        NestedServing {
+            stop: Some(Box::new(stop)),
+        }
+    }
+}
+
+impl Drop for NestedServing {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for NestedServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NestedServing").finish_non_exhaustive()
+    }
+}
+
+/// Why a nested client could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum NestedError {
+    #[error("this engine cannot serve nested clients yet: it is still starting")]
+    Starting,
+    #[error("the nested client's listener: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("attaching the nested client's host: {source}")]
+    Attach {
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Registry credentials per session (implemented by the API: `withRegistryAuth`).

@@ -11,9 +11,8 @@ use serde::Deserialize;
 
 use super::{ok, parent};
 use crate::args::null_as_default;
-use crate::query::format_platform;
 use crate::state::{Container, File, Fs, ImageConfig, Inputs, Secret};
-use crate::{Caller, Services, caller, graph_err, obj, services};
+use crate::{Services, caller, graph_err, obj, services};
 
 /// `ImageLayerCompression`: only `Gzip` is served.
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -166,11 +165,8 @@ pub(super) fn image_ref() -> Field {
 
 /// `platform`: the container's platform (`os/arch[/variant]`).
 pub(super) fn platform() -> Field {
-    Field::new("platform", "Platform!").resolve_sync(|ctx| {
-        Ok(Value::leaf(format_platform(
-            &ctx.parent::<Container>()?.platform,
-        )))
-    })
+    Field::new("platform", "Platform!")
+        .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Container>()?.platform.to_string())))
 }
 
 /// The image options of `asTarball`, `export` and `publish`, in the order of the signatures
@@ -251,7 +247,11 @@ fn config_input(c: &Container) -> ImageConfigInput {
     }
 }
 
-async fn build(s: &Services, caller: &Caller, c: &Container) -> Result<BuiltImage, FieldError> {
+async fn build(
+    s: &Services,
+    caller: &dagr_metadata::ClientRef,
+    c: &Container,
+) -> Result<BuiltImage, FieldError> {
     let rootfs = s.snapshot_of(caller, &c.rootfs).await?;
     let base = match &c.base_image {
         Some(d) => Some(

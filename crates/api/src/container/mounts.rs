@@ -40,7 +40,7 @@ fn chowned_copy(d: &Directory, owner: Owner) -> Result<Fs, FieldError> {
         path: CHOWNED.to_owned(),
         mode: 0o755,
         make_parents: true,
-        owner: Some(owner.to_string()),
+        owner: Some(owner),
     });
     let made = Fs::main(Vertex::new(op, inputs.into_vec()).map_err(graph_err)?);
     copy(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dagr_solver::{
-    ExecOp, HostScope, InputRef, MkFileOp, Mount, MountSource, Op, OpRunner, Platform, ResultRef,
+    ClientRef, ExecOp, InputRef, MkFileOp, Mount, MountSource, Op, OpRunner, Platform, ResultRef,
     RunCtx, RunError, RunOutput, Solver, SolverOptions, Vertex,
 };
 use parking_lot::Mutex;
@@ -261,7 +261,7 @@ pub fn empty() -> Arc<Vertex> {
 pub fn host_dir(path: &Path) -> Arc<Vertex> {
     Vertex::new(
         Op::HostDir {
-            scope: HostScope {
+            client: ClientRef {
                 session_id: "s1".into(),
                 client_id: "c1".into(),
             },

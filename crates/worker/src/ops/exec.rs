@@ -16,8 +16,8 @@ use dagr_solver::{InputRef, MountSource, ResultRef, RunCtx, RunOutput};
 
 use crate::mounts::Cleanup;
 use crate::{
-    CacheVolumeUse, ExecMeta, NestedClient, ResultMeta, Worker, WorkerError, blocking, fsops,
-    op_err, output_snapshot, random_id,
+    CacheVolumeUse, ExecMeta, NestedClient, NestedError, NestedServing, ResultMeta, Worker,
+    WorkerError, blocking, fsops, op_err, output_snapshot, random_id,
 };
 
 /// An exec whose process exited with a non-zero code (or was killed: 128 + signal), with what
@@ -284,25 +284,21 @@ impl Worker {
             },
             pid_file: PathBuf::new(),
         };
-        let guard: Arc<parking_lot::Mutex<Vec<Box<dyn std::any::Any + Send>>>> = Arc::default();
+        let serving: Arc<parking_lot::Mutex<Vec<NestedServing>>> = Arc::default();
         Ok(Arc::new(move |ctx: PrestartContext| {
             let nested = nested.clone();
-            let guard = guard.clone();
+            let serving = serving.clone();
             let mut client = client.clone();
             Box::pin(async move {
                 client.pid_file = ctx.pid_file.clone();
                 let listener = ctx
                     .run_in_netns(|| std::net::TcpListener::bind("127.0.0.1:0"))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("listening in the exec's network namespace: {e}"))?;
-                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                    .await?
+                    .map_err(NestedError::Listener)?;
+                let port = listener.local_addr().map_err(NestedError::Listener)?.port();
                 let token = client.token.clone();
-                // Serving waits until the client is ready: off the runtime's threads.
-                let serving = tokio::task::spawn_blocking(move || nested.serve(listener, client))
-                    .await
-                    .map_err(|e| format!("serving the nested client: {e}"))??;
-                guard.lock().push(serving);
+                let served = nested.serve(listener, client).await?;
+                serving.lock().push(served);
                 Ok(vec![
                     format!("DAGGER_SESSION_PORT={port}"),
                     format!("DAGGER_SESSION_TOKEN={token}"),

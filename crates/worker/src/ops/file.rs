@@ -9,22 +9,6 @@ use dagr_solver::{InputRef, ResultRef, RunOutput};
 use crate::mounts::Cleanup;
 use crate::{Worker, WorkerError, blocking, fsops, op_err, output_snapshot};
 
-/// `uid[:gid]` owners of file ops (names need the rootfs and are resolved by the API).
-fn parse_owner(owner: Option<&str>) -> Result<Option<fsops::Owner>, WorkerError> {
-    let Some(o) = owner.filter(|o| !o.is_empty()) else {
-        return Ok(None);
-    };
-    let (u, g) = o.split_once(':').unwrap_or((o, o));
-    let num = |s: &str| {
-        s.parse::<u32>()
-            .map_err(|_| op_err("file", format!("owner {o:?} is not uid[:gid]")))
-    };
-    Ok(Some(fsops::Owner {
-        uid: num(u)?,
-        gid: num(g)?,
-    }))
-}
-
 impl Worker {
     /// Runs a file op on a writable snapshot of `base`, with `from` mounted read-only when given.
     async fn run_file_op<F>(
@@ -62,7 +46,7 @@ impl Worker {
         base: &ResultRef,
     ) -> Result<RunOutput, WorkerError> {
         let (path, contents, mode) = (op.path.clone(), op.contents.clone(), op.mode);
-        let owner = parse_owner(op.owner.as_deref())?;
+        let owner = op.owner;
         self.run_file_op(base, &op.base, None, "mkfile", move |root, _| {
             Ok(fsops::mkfile(root, &path, &contents, mode, owner)?)
         })
@@ -75,7 +59,7 @@ impl Worker {
         base: &ResultRef,
     ) -> Result<RunOutput, WorkerError> {
         let (path, mode, parents) = (op.path.clone(), op.mode, op.make_parents);
-        let owner = parse_owner(op.owner.as_deref())?;
+        let owner = op.owner;
         self.run_file_op(base, &op.base, None, "mkdir", move |root, _| {
             Ok(fsops::mkdir(root, &path, mode, parents, owner)?)
         })
@@ -105,7 +89,7 @@ impl Worker {
             include: op.include.clone(),
             exclude: op.exclude.clone(),
             mode: op.mode,
-            owner: parse_owner(op.owner.as_deref())?,
+            owner: op.owner,
         };
         self.run_file_op(
             base,

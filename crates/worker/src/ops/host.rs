@@ -1,7 +1,8 @@
 //! `HostDir` ops: a client's host directory pulled through [`crate::HostAccess`] into a new
 //! snapshot, keyed by the digest of its content.
 
-use dagr_solver::{HostScope, RunOutput};
+use dagr_metadata::ClientRef;
+use dagr_solver::RunOutput;
 
 use crate::mounts::Cleanup;
 use crate::{Worker, WorkerError, blocking, fsops};
@@ -9,7 +10,7 @@ use crate::{Worker, WorkerError, blocking, fsops};
 impl Worker {
     pub(crate) async fn run_host_dir(
         &self,
-        scope: &HostScope,
+        client: &ClientRef,
         path: &str,
         include: &[String],
         exclude: &[String],
@@ -21,12 +22,12 @@ impl Worker {
             .await?;
         self.inner
             .host
-            .pull_dir(scope, path, include, exclude, &dir)
+            .pull_dir(client, path, include, exclude, &dir)
             .await
-            .map_err(|reason| WorkerError::Host {
+            .map_err(|source| WorkerError::Host {
                 path: path.to_owned(),
-                client: scope.client_id.clone(),
-                reason,
+                client: client.clone(),
+                source: Box::new(source),
             })?;
         let digest_dir = dir.clone();
         let digest = blocking(move || Ok(fsops::tree_digest(&digest_dir)?)).await?;

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dagr_metadata::ClientRef;
 use dagr_solver::{Op, Platform, Solver, SolverOptions, Vertex};
 use dagr_worker::{
-    HostAccess, SecretSource, SessionRegistryAuth, Worker, WorkerConfig, WorkerSeams,
+    HostAccess, HostError, SecretSource, SessionRegistryAuth, UserTerminal, Worker, WorkerConfig,
+    WorkerSeams,
 };
 use futures::future::BoxFuture;
 
@@ -32,13 +34,50 @@ impl SessionRegistryAuth for NoCredentials {
 impl HostAccess for NoHost {
     fn pull_dir<'a>(
         &'a self,
-        _scope: &'a dagr_solver::HostScope,
-        path: &'a str,
+        client: &'a ClientRef,
+        _path: &'a str,
         _include: &'a [String],
         _exclude: &'a [String],
         _dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { Err(format!("no host in this test (asked for {path})")) })
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
+    fn push_dir<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        _src: &'a Path,
+        _host_path: &'a str,
+        _wipe: bool,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
+    fn push_file<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        _src: &'a Path,
+        _host_path: &'a str,
+        _allow_parent_dir: bool,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
+    fn read_file<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        _host_path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
+    fn open_terminal<'a>(
+        &'a self,
+        client: &'a ClientRef,
+    ) -> BoxFuture<'a, Result<UserTerminal, HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
+}
+
+fn no_host(client: &ClientRef) -> HostError {
+    HostError::NoAttachables {
+        client: client.clone(),
     }
 }
 
