@@ -64,6 +64,10 @@ const PREREQS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
+/// What only the benchmarks need: the baselines they compare against (`buildah bud --layers`
+/// for the pipeline benchmark).
+const BENCH_PREREQS: &[(&str, &str)] = &[("buildah", "buildah")];
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
@@ -75,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             engine_args,
         } => engine(&root, port, release, &engine_args),
         Task::Test { no_lint, test_args } => {
-            prereqs()?;
+            prereqs(&[])?;
             if !no_lint {
                 run(Command::new(cargo()).args(["fmt", "--all", "--", "--check"]))
                     .context("cargo fmt --check failed: run `cargo fmt --all`")?;
@@ -92,9 +96,9 @@ fn main() -> anyhow::Result<()> {
                 .args(["test", "--workspace", "--no-fail-fast"])
                 .args(&test_args))
         }
-        Task::Prereqs => prereqs(),
+        Task::Prereqs => prereqs(&[]),
         Task::Bench { bench_args } => {
-            prereqs()?;
+            prereqs(BENCH_PREREQS)?;
             run(Command::new(cargo())
                 .args(["bench", "--workspace"])
                 .args(&bench_args))
@@ -136,9 +140,11 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-/// Installs missing prerequisites with apt-get (as root), or says exactly what to install.
-fn prereqs() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = PREREQS
+/// Installs missing prerequisites (and the `extra` ones) with apt-get (as root), or says exactly
+/// what to install.
+fn prereqs(extra: &[(&'static str, &'static str)]) -> anyhow::Result<()> {
+    let wanted: Vec<(&str, &str)> = PREREQS.iter().chain(extra).copied().collect();
+    let mut missing: Vec<&str> = wanted
         .iter()
         .filter(|(cmd, _)| !have(cmd))
         .map(|(_, pkg)| *pkg)
@@ -172,7 +178,7 @@ fn prereqs() -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get install failed")?;
-    for (cmd, pkg) in PREREQS {
+    for (cmd, pkg) in &wanted {
         if !have(cmd) {
             bail!("{cmd} is still missing after installing {pkg}");
         }
