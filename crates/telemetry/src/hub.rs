@@ -1,0 +1,323 @@
+//! The hub: spans and log records published per trace, fanned out to bounded subscriptions.
+//!
+//! A trace's topic exists while something holds it ([`TraceHold`], one per session using the
+//! trace) or subscribes to it. It keeps a bounded backlog, so a subscriber that arrives after the
+//! first spans of its trace still sees them. Each subscription has a bounded queue: when a
+//! subscriber does not keep up, new records are counted as dropped instead of queued, and the
+//! count travels with the next batch it reads ([`TracesBatch::dropped`]). Publishing never waits.
+//!
+//! A subscription ends only when it is closed ([`SubscriptionCloser::close`], done by the engine
+//! when the subscriber's session ends) and everything queued before the close has been read: the
+//! close is the end-of-stream, ordered after every record published before it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span as SpanRecord;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::ids::TraceId;
+
+/// How much the hub keeps, per subscription and per trace.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Records queued per subscription before new ones are dropped (and counted).
+    pub subscriber_capacity: usize,
+    /// Records kept per trace for subscribers that arrive later.
+    pub backlog: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            subscriber_capacity: 1 << 16,
+            backlog: 1 << 14,
+        }
+    }
+}
+
+/// Which records a subscription receives (the two OTLP signals the engine produces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Logs,
+}
+
+/// One published record. Spans are published when they start and again when they end (the
+/// later record replaces the earlier one, by span id).
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    Span(Arc<SpanRecord>),
+    Log(Arc<LogRecord>),
+}
+
+impl Item {
+    fn signal(&self) -> Signal {
+        match self {
+            Item::Span(_) => Signal::Traces,
+            Item::Log(_) => Signal::Logs,
+        }
+    }
+}
+
+/// The telemetry hub; cheap to clone. Published records reach the subscribers of their trace.
+#[derive(Clone)]
+pub struct Telemetry {
+    inner: Arc<Hub>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("topics", &self.inner.topics.read().len())
+            .finish()
+    }
+}
+
+struct Hub {
+    config: TelemetryConfig,
+    topics: RwLock<HashMap<TraceId, Topic>>,
+}
+
+#[derive(Default)]
+struct Topic {
+    holders: usize,
+    /// Behind its own lock, so publishing needs only the read lock of the topic map.
+    backlog: Mutex<VecDeque<Item>>,
+    subscribers: Vec<Arc<Queue>>,
+}
+
+impl Topic {
+    fn unused(&self) -> bool {
+        self.holders == 0 && self.subscribers.is_empty()
+    }
+}
+
+struct Queue {
+    signal: Signal,
+    capacity: usize,
+    state: Mutex<QueueState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Item>,
+    dropped: u64,
+    closed: bool,
+}
+
+impl Queue {
+    fn push(&self, item: &Item) {
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return;
+            }
+            if state.items.len() >= self.capacity {
+                state.dropped += 1;
+                return;
+            }
+            state.items.push_back(item.clone());
+        }
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+impl Telemetry {
+    pub fn new(config: TelemetryConfig) -> Telemetry {
+        Telemetry {
+            inner: Arc::new(Hub {
+                config,
+                topics: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Keeps the topic of `trace_id` (and its backlog) until the hold is dropped.
+    pub fn hold(&self, trace_id: TraceId) -> TraceHold {
+        self.inner
+            .topics
+            .write()
+            .entry(trace_id)
+            .or_default()
+            .holders += 1;
+        TraceHold {
+            hub: self.clone(),
+            trace_id,
+        }
+    }
+
+    /// Subscribes to the `signal` records of `trace_id`, starting with the trace's backlog.
+    pub fn subscribe(&self, trace_id: TraceId, signal: Signal) -> Subscription {
+        let queue = Arc::new(Queue {
+            signal,
+            capacity: self.inner.config.subscriber_capacity,
+            state: Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+        });
+        {
+            let mut topics = self.inner.topics.write();
+            let topic = topics.entry(trace_id).or_default();
+            for item in topic.backlog.lock().iter().filter(|i| i.signal() == signal) {
+                queue.push(item);
+            }
+            topic.subscribers.push(queue.clone());
+        }
+        Subscription {
+            hub: self.clone(),
+            trace_id,
+            queue,
+        }
+    }
+
+    /// Whether anything holds or subscribes to `trace_id` (records of other traces are not kept).
+    pub fn is_watched(&self, trace_id: TraceId) -> bool {
+        self.inner.topics.read().contains_key(&trace_id)
+    }
+
+    /// Publishes a record to its trace's subscribers and backlog; records of a trace nobody
+    /// holds or subscribes to are not kept.
+    pub(crate) fn publish(&self, trace_id: TraceId, item: Item) {
+        let topics = self.inner.topics.read();
+        let Some(topic) = topics.get(&trace_id) else {
+            return;
+        };
+        let signal = item.signal();
+        for queue in topic.subscribers.iter().filter(|q| q.signal == signal) {
+            queue.push(&item);
+        }
+        let limit = self.inner.config.backlog;
+        if limit > 0 {
+            let mut backlog = topic.backlog.lock();
+            if backlog.len() >= limit {
+                backlog.pop_front();
+            }
+            backlog.push_back(item);
+        }
+    }
+
+    fn release(&self, trace_id: TraceId, queue: Option<&Arc<Queue>>) {
+        let mut topics = self.inner.topics.write();
+        let Some(topic) = topics.get_mut(&trace_id) else {
+            return;
+        };
+        match queue {
+            Some(queue) => topic.subscribers.retain(|q| !Arc::ptr_eq(q, queue)),
+            None => topic.holders = topic.holders.saturating_sub(1),
+        }
+        if topic.unused() {
+            topics.remove(&trace_id);
+        }
+    }
+}
+
+/// Keeps a trace's topic alive (see [`Telemetry::hold`]).
+pub struct TraceHold {
+    hub: Telemetry,
+    trace_id: TraceId,
+}
+
+impl TraceHold {
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+}
+
+impl Drop for TraceHold {
+    fn drop(&mut self) {
+        self.hub.release(self.trace_id, None);
+    }
+}
+
+impl std::fmt::Debug for TraceHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceHold")
+            .field("trace_id", &self.trace_id)
+            .finish()
+    }
+}
+
+/// One subscriber's stream of records; unsubscribes when dropped.
+pub struct Subscription {
+    hub: Telemetry,
+    trace_id: TraceId,
+    queue: Arc<Queue>,
+}
+
+/// Ends a [`Subscription`] once what was queued before the close has been read.
+#[derive(Clone)]
+pub struct SubscriptionCloser {
+    queue: Arc<Queue>,
+}
+
+impl SubscriptionCloser {
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+/// Records read from a subscription, with how many were dropped before them.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) items: Vec<Item>,
+    pub(crate) dropped: u64,
+}
+
+impl Subscription {
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.queue.signal
+    }
+
+    pub fn closer(&self) -> SubscriptionCloser {
+        SubscriptionCloser {
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// Up to `max` records (at least one), waiting for them; `None` once closed and drained.
+    pub(crate) async fn next_batch(&mut self, max: usize) -> Option<Batch> {
+        loop {
+            let ready = self.queue.ready.notified();
+            {
+                let mut state = self.queue.state.lock();
+                if !state.items.is_empty() || state.dropped > 0 {
+                    let n = state.items.len().min(max.max(1));
+                    let items = state.items.drain(..n).collect();
+                    let dropped = std::mem::take(&mut state.dropped);
+                    return Some(Batch { items, dropped });
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            ready.await;
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.release(self.trace_id, Some(&self.queue));
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("trace_id", &self.trace_id)
+            .field("signal", &self.queue.signal)
+            .finish()
+    }
+}
