@@ -2,7 +2,9 @@
 //! with a session (the way SDKs are driven), `session` serves a session to an SDK that started it,
 //! `terminal` opens an interactive process in a container on this terminal.
 
+mod progress;
 mod proxy;
+mod receiver;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -32,6 +34,21 @@ struct Cli {
     /// Working directory that relative host paths are resolved against (default: the current one).
     #[arg(long, global = true, value_name = "DIR")]
     workdir: Option<PathBuf>,
+    /// How to show the steps while they run, on stderr: `tty` a live tree, `plain` a line per
+    /// step start, end and output line (for CI logs), `quiet` nothing; `auto` is `tty` on a
+    /// terminal and `plain` otherwise.
+    #[arg(
+        long,
+        env = "DAGR_PROGRESS",
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    progress: progress::ProgressArg,
+    /// Show internal steps too (such as image reference resolution).
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,6 +166,19 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// The span this process runs under, from `TRACEPARENT` (set by `dagr run` and by the engine
+/// for execs); a malformed value is ignored with a warning.
+fn env_traceparent() -> Option<dagr_client::TraceParent> {
+    let text = std::env::var(dagr_client::TraceParent::ENV).ok()?;
+    match text.parse() {
+        Ok(parent) => Some(parent),
+        Err(e) => {
+            eprintln!("dagr: ignoring {}: {e}", dagr_client::TraceParent::ENV);
+            None
+        }
+    }
+}
+
 /// Connects to the engine; `terminal` offers this process's stdin/stdout as the user's terminal
 /// for interactive processes.
 async fn connect(
@@ -165,7 +195,7 @@ async fn connect(
             .with_context(|| format!("DAGGER_SESSION_PORT={port:?} is not a port"))?;
         let token = std::env::var("DAGGER_SESSION_TOKEN")
             .context("DAGGER_SESSION_PORT is set but DAGGER_SESSION_TOKEN is not")?;
-        return dagr_client::Client::from_session_env(port, &token)
+        return dagr_client::Client::from_session_env(port, &token, env_traceparent())
             .await
             .with_context(|| format!("connecting to the session at 127.0.0.1:{port}"));
     }
@@ -188,6 +218,7 @@ async fn connect(
         attach: true,
         allow_send: true,
         terminal: terminal.map(|t| t as Arc<dyn dagr_attach::TerminalProvider>),
+        traceparent: env_traceparent(),
     };
     dagr_client::connect(opts)
         .await
@@ -265,9 +296,13 @@ async fn query(
         body["operationName"] = serde_json::Value::String(op.to_owned());
     }
     // A query may open a terminal (`terminal{sync}`) on this process's terminal.
-    let client = connect(cli, BTreeMap::new(), Some(Arc::default())).await?;
+    let mut client = connect(cli, BTreeMap::new(), Some(Arc::default())).await?;
+    let progress = start_progress(cli, &mut client).await?;
     let result = client.query(body).await;
     let closed = client.close().await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
     let response = result.context("running the query")?;
     closed.context("closing the session")?;
     if let Some(data) = response.get("data").filter(|d| !d.is_null()) {
@@ -300,6 +335,23 @@ fn print_errors(response: &serde_json::Value) -> bool {
     true
 }
 
+/// Subscribes to the client's telemetry and shows it as `--progress` says (nothing for
+/// `quiet`). Call right after connecting; [`progress::Progress::finish`] after closing.
+async fn start_progress(
+    cli: &Cli,
+    client: &mut dagr_client::Client,
+) -> anyhow::Result<Option<progress::Progress>> {
+    let mode = progress::Mode::resolve(cli.progress);
+    if mode == progress::Mode::Quiet {
+        return Ok(None);
+    }
+    let feed = client
+        .subscribe()
+        .await
+        .context("subscribing to the session's telemetry")?;
+    Ok(Some(progress::Progress::start(mode, cli.debug, feed)))
+}
+
 /// The exit code of dagr for a command's exit code (1 when it does not fit).
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -310,20 +362,78 @@ async fn run_cmd(
     labels: BTreeMap<String, String>,
     cmd: &[String],
 ) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    use std::process::Stdio;
     let Some((program, args)) = cmd.split_first() else {
         bail!("dagr run needs a command after --");
     };
     // CMD shares this terminal: its pipelines may open interactive processes on it.
-    let client = Arc::new(connect(cli, labels, Some(Arc::default())).await?);
+    let mut client = connect(cli, labels, Some(Arc::default())).await?;
+    let progress = start_progress(cli, &mut client).await?;
+    // CMD's own spans (an SDK's) come to this process and join the view, under the session's
+    // trace: TRACEPARENT and the OTEL_* variables point CMD at a local OTLP receiver.
+    let receiver = match &progress {
+        Some(progress) => {
+            let (receiver, events) = receiver::LocalReceiver::start(client.traceparent()).await?;
+            progress.add_source(events);
+            Some(receiver)
+        }
+        None => None,
+    };
+    let client = Arc::new(client);
     let proxy = proxy::SessionProxy::start(client.clone()).await?;
-    let status = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .env("DAGGER_SESSION_PORT", proxy.port.to_string())
-        .env("DAGGER_SESSION_TOKEN", &proxy.token)
-        .status()
-        .await;
+        .env("DAGGER_SESSION_TOKEN", &proxy.token);
+    match &receiver {
+        Some(receiver) => command.envs(receiver.env()),
+        None => command.env(
+            dagr_client::TraceParent::ENV,
+            client.traceparent().to_string(),
+        ),
+    };
+    // Under the live tree, CMD's output is printed above it; a stdout that is not a terminal
+    // gets CMD's stdout untouched.
+    let live = progress
+        .as_ref()
+        .is_some_and(|_| progress::Mode::resolve(cli.progress) == progress::Mode::Tty);
+    let pipe_stdout = live && std::io::stdout().is_terminal();
+    if live {
+        command.stderr(Stdio::piped());
+        if pipe_stdout {
+            command.stdout(Stdio::piped());
+        }
+    }
+    let status = match command.spawn() {
+        Ok(mut child) => {
+            let mut copies = Vec::new();
+            if let Some(progress) = &progress {
+                if let Some(out) = child.stdout.take() {
+                    copies.push(progress.copy_lines_above(out));
+                }
+                if let Some(err) = child.stderr.take() {
+                    copies.push(progress.copy_lines_above(err));
+                }
+            }
+            let status = child.wait().await;
+            for copy in copies {
+                let _ = copy.await;
+            }
+            status
+        }
+        Err(e) => Err(e),
+    };
     proxy.stop().await;
-    close_shared(client).await?;
+    let closed = close_shared(client).await;
+    if let Some(receiver) = receiver {
+        receiver.stop().await;
+    }
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    closed?;
     let status = status.with_context(|| format!("running {program}"))?;
     Ok(match status.code() {
         Some(code) => exit_code(code),

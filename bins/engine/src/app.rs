@@ -15,7 +15,7 @@ use crate::config::{Config, GcConfig};
 use crate::routes::Engine;
 use crate::server::Bound;
 use crate::stack::EngineService;
-use crate::{gc, grpc, host, metrics, nested, query, server, stack};
+use crate::{gc, grpc, host, metrics, nested, query, server, stack, telemetry};
 
 /// The oldest client version this engine serves.
 const MIN_CLIENT_VERSION: semver::Version = semver::Version::new(0, 1, 0);
@@ -51,10 +51,15 @@ impl App {
                 Box::pin(async {})
             }));
         }
+        let telemetry = telemetry::EngineTelemetry::new(
+            dagr_telemetry::Telemetry::new(dagr_telemetry::TelemetryConfig::default()),
+            registry.clone(),
+        );
         let engine = Arc::new(Engine {
             registry: registry.clone(),
             metrics: metrics::EngineMetrics::default(),
-            query: query::QueryEngine::new(api.clone())?,
+            query: query::QueryEngine::new(api.clone(), telemetry.clone())?,
+            otlp: dagr_telemetry::OtlpReceiver::new(telemetry.hub().clone()),
         });
         let scope = ClientScopeLayer::new(
             registry,
@@ -62,7 +67,7 @@ impl App {
                 min_client_version: MIN_CLIENT_VERSION,
             },
         );
-        let grpc = grpc::routes(&MIN_CLIENT_VERSION).await;
+        let grpc = grpc::routes(&MIN_CLIENT_VERSION, &telemetry, &engine.otlp).await;
         let service = stack::build(engine.clone(), grpc, scope);
         // Execs with privileged nesting call back into this same stack.
         nested.serve_with(service.clone(), engine.clone());

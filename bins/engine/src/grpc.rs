@@ -1,5 +1,5 @@
-//! The gRPC services served on the API listeners next to HTTP: `grpc.health.v1.Health` and the
-//! engine's `Info` call.
+//! The gRPC services served on the API listeners next to HTTP: `grpc.health.v1.Health`, the
+//! engine's `Info` call and the telemetry subscriptions (see `telemetry.rs`).
 
 use tonic::{Request, Response, Status};
 
@@ -30,11 +30,24 @@ impl Info for InfoService {
     }
 }
 
-/// The gRPC routes: health (the whole engine reports SERVING while it accepts work) and Info.
-pub async fn routes(min_client_version: &semver::Version) -> tonic::service::Routes {
+/// The gRPC routes: health (the whole engine reports SERVING while it accepts work), Info and
+/// the telemetry subscriptions.
+pub async fn routes(
+    min_client_version: &semver::Version,
+    telemetry: &std::sync::Arc<crate::telemetry::EngineTelemetry>,
+    otlp: &dagr_telemetry::OtlpReceiver,
+) -> tonic::service::Routes {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<InfoServer<InfoService>>().await;
-    tonic::service::Routes::new(health).add_service(InfoServer::new(InfoService {
-        min_client_version: min_client_version.to_string(),
-    }))
+    let (traces, logs, metrics) = telemetry.services();
+    let (otlp_traces, otlp_logs) = otlp.grpc_services();
+    tonic::service::Routes::new(health)
+        .add_service(InfoServer::new(InfoService {
+            min_client_version: min_client_version.to_string(),
+        }))
+        .add_service(traces)
+        .add_service(logs)
+        .add_service(metrics)
+        .add_service(otlp_traces)
+        .add_service(otlp_logs)
 }

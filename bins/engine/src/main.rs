@@ -14,6 +14,7 @@ mod query;
 mod routes;
 mod server;
 mod stack;
+mod telemetry;
 
 use std::process::ExitCode;
 

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
-use crate::routes::Engine;
+use crate::routes::{Engine, Route};
 use crate::server::spawn_conn;
 use crate::stack::EngineService;
 
@@ -59,7 +59,9 @@ impl NestedServer {
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .map(http::HeaderValue::as_bytes);
-                if !basic_auth_matches(authorization, &md.client_secret_token) {
+                if !basic_auth_matches(authorization, &md.client_secret_token)
+                    && !is_telemetry_export(&req)
+                {
                     let mut resp: Response<BoxBody> = error_response(
                         StatusCode::UNAUTHORIZED,
                         "nested clients authenticate with basic auth: user $DAGGER_SESSION_TOKEN",
@@ -169,4 +171,14 @@ fn abort_all(connections: &Connections) {
     for c in connections.lock().drain(..) {
         c.abort();
     }
+}
+
+/// An OTLP export from the SDK inside the container (HTTP `/v1/traces`, `/v1/logs`, or the
+/// gRPC collector services): exporters send no credentials, and an export can only add
+/// telemetry, so the exec's listener takes them without its token.
+fn is_telemetry_export(req: &Request<Incoming>) -> bool {
+    let path = req.uri().path();
+    Route::from_path(path).is_some_and(Route::is_open_to_nested_exporters)
+        || path.starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/")
+        || path.starts_with("/opentelemetry.proto.collector.logs.v1.LogsService/")
 }

@@ -30,15 +30,21 @@ pub enum Route {
     Shutdown,
     /// `/metrics`: Prometheus text, without a metadata header.
     Metrics,
+    /// `/v1/traces`: OTLP/HTTP span exports (from SDKs in nested execs), without a metadata header.
+    OtlpTraces,
+    /// `/v1/logs`: OTLP/HTTP log exports, without a metadata header.
+    OtlpLogs,
 }
 
 impl Route {
     /// Every route, in declaration order (`ALL[route as usize] == route`).
-    pub const ALL: [Route; 4] = [
+    pub const ALL: [Route; 6] = [
         Route::Query,
         Route::SessionAttachables,
         Route::Shutdown,
         Route::Metrics,
+        Route::OtlpTraces,
+        Route::OtlpLogs,
     ];
 
     pub const fn path(self) -> &'static str {
@@ -47,7 +53,15 @@ impl Route {
             Route::SessionAttachables => dagr_metadata::ATTACHABLES_PATH,
             Route::Shutdown => "/shutdown",
             Route::Metrics => "/metrics",
+            Route::OtlpTraces => dagr_telemetry::OTLP_TRACES_PATH,
+            Route::OtlpLogs => dagr_telemetry::OTLP_LOGS_PATH,
         }
+    }
+
+    /// Whether a nested client's listener serves it without the exec's token: the OTLP
+    /// exports of the SDK inside (an exporter sends no credentials; it can only add telemetry).
+    pub fn is_open_to_nested_exporters(self) -> bool {
+        matches!(self, Route::OtlpTraces | Route::OtlpLogs)
     }
 
     /// The route of exactly this path.
@@ -61,6 +75,47 @@ pub struct Engine {
     pub registry: SessionRegistry,
     pub metrics: EngineMetrics,
     pub query: QueryEngine,
+    /// Where OTLP exports are published (the engine's telemetry hub).
+    pub otlp: dagr_telemetry::OtlpReceiver,
+}
+
+/// Largest OTLP/HTTP export body accepted.
+const MAX_OTLP_BODY: usize = 16 << 20;
+
+/// `POST /v1/traces` and `POST /v1/logs`: an OTLP/HTTP export (protobuf), published to the
+/// traces its records name.
+pub async fn otlp_export(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
+    let path = req.uri().path().to_owned();
+    if req.method() != Method::POST {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{path} takes POST, not {}", req.method()),
+        );
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_OTLP_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("reading the {path} body failed: {e}"),
+            );
+        }
+    };
+    match engine.otlp.export_http(&path, &body) {
+        Some(Ok(answer)) => {
+            let mut resp = Response::new(full_body(Bytes::from(answer)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-protobuf"),
+            );
+            resp
+        }
+        Some(Err(e)) => error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        None => error_response(StatusCode::NOT_FOUND, &format!("no OTLP signal at {path}")),
+    }
 }
 
 /// Marks a client whose attachables connection has been accepted; a second one is refused.
@@ -79,7 +134,8 @@ pub async fn query(
             &format!("{} takes POST, not {}", Route::Query.path(), req.method()),
         );
     }
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_QUERY_BODY)
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_QUERY_BODY)
         .collect()
         .await
     {
@@ -91,7 +147,7 @@ pub async fn query(
             );
         }
     };
-    let (status, json) = engine.query.execute(&scope, &body).await;
+    let (status, json) = engine.query.execute(&scope, &parts.headers, &body).await;
     let mut resp = Response::new(full_body(Bytes::from(json)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

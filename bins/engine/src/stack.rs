@@ -4,6 +4,7 @@
 //! trace -> count by route/status -> steer:
 //!   HTTP/2 + application/grpc*         -> tonic routes (health, Info)
 //!   Route::Metrics                     -> Prometheus text (no metadata header)
+//!   Route::{OtlpTraces, OtlpLogs}      -> OTLP/HTTP exports into the telemetry hub (no header)
 //!   Route::{Query, SessionAttachables, Shutdown} -> ClientScopeLayer -> its handler
 //!   anything else                      -> 404 JSON
 //! ```
@@ -103,6 +104,13 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                     );
                     Ok::<_, Infallible>(resp)
                 }
+            }))
+        }
+        Route::OtlpTraces | Route::OtlpLogs => {
+            let engine = engine.clone();
+            BoxCloneSyncService::new(tower::service_fn(move |req: Request<Incoming>| {
+                let engine = engine.clone();
+                async move { Ok::<_, Infallible>(routes::otlp_export(engine, req).await) }
             }))
         }
         Route::Query => scoped(engine, scope, |engine, scope, req| {

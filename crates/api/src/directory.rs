@@ -583,7 +583,7 @@ fn without_path(ctx: &dagr_gql::ResolveCtx) -> Result<Value, FieldError> {
 /// caller's host), then releases the mount whatever happened.
 pub(crate) async fn export_from<F, Fut>(
     s: &Services,
-    caller: &dagr_metadata::ClientRef,
+    caller: &crate::Caller,
     fs: &Fs,
     path: &str,
     host_path: &str,

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use dagr_gql::{FieldError, Schema, SchemaError, Value};
 use dagr_metadata::ClientRef;
 use dagr_solver::{Platform, ResultRef, SolveError, Solver, Vertex};
+use dagr_telemetry::SpanCx;
 use dagr_worker::{HostAccess, SecretSource, Worker, WorkerError};
 use parking_lot::Mutex;
 
@@ -147,32 +148,32 @@ impl Services {
     }
 
     /// Solves `vertex` for the caller's session, mapping failures to GraphQL errors.
-    pub async fn solve(
+    pub(crate) async fn solve(
         &self,
-        caller: &ClientRef,
+        caller: &Caller,
         vertex: &Arc<Vertex>,
     ) -> Result<ResultRef, FieldError> {
         self.solver
-            .solve(vertex, &caller.session_id)
+            .solve(vertex, &caller.session_id, &caller.span)
             .await
             .map(|s| s.result)
             .map_err(|e| self.solve_error(caller, &e))
     }
 
     /// Solves a filesystem and returns its snapshot key.
-    pub async fn snapshot_of(&self, caller: &ClientRef, fs: &Fs) -> Result<String, FieldError> {
+    pub(crate) async fn snapshot_of(&self, caller: &Caller, fs: &Fs) -> Result<String, FieldError> {
         let result = self.solve(caller, &fs.vertex).await?;
         dagr_worker::output_snapshot(&result, fs.output).map_err(|e| FieldError::new(e.to_string()))
     }
 
     /// Replaces every secret plaintext of the session by `***`.
-    pub fn scrub(&self, caller: &ClientRef, text: &str) -> String {
+    pub fn scrub(&self, session_id: &str, text: &str) -> String {
         let secrets: Vec<Bytes> = self
             .secrets
             .secrets
             .lock()
             .iter()
-            .filter(|((s, _), _)| s == &caller.session_id)
+            .filter(|((s, _), _)| s == session_id)
             .map(|(_, v)| v.clone())
             .collect();
         let mut out = text.to_owned();
@@ -197,9 +198,12 @@ impl Services {
             // Scrubbed before the cut, so no part of a secret survives at the boundary.
             let cap = |s: &[u8]| {
                 let text = String::from_utf8_lossy(s);
-                tail_capped(&self.scrub(caller, text.trim()))
+                tail_capped(&self.scrub(&caller.session_id, text.trim()))
             };
-            let cmd: Vec<String> = args.iter().map(|a| self.scrub(caller, a)).collect();
+            let cmd: Vec<String> = args
+                .iter()
+                .map(|a| self.scrub(&caller.session_id, a))
+                .collect();
             return FieldError::new(format!(
                 "process \"{}\" did not complete successfully: exit code: {exit_code}",
                 cmd.join(" ")
@@ -210,7 +214,7 @@ impl Services {
             .with_extension("stdout", cap(stdout.as_ref()))
             .with_extension("stderr", cap(stderr.as_ref()));
         }
-        FieldError::new(self.scrub(caller, &e.to_string()))
+        FieldError::new(self.scrub(&caller.session_id, &e.to_string()))
     }
 }
 
@@ -260,11 +264,21 @@ impl CoreApi {
         &self.services
     }
 
-    /// The request data a request to [`schema`] needs: the services and the caller.
-    pub fn request_data(&self, caller: ClientRef) -> dagr_gql::RequestData {
+    /// The request data a request to [`schema`] needs: the services, the caller and where its
+    /// spans go (see [`CoreApi::scrubber`]).
+    pub fn request_data(&self, caller: ClientRef, span: SpanCx) -> dagr_gql::RequestData {
         dagr_gql::RequestData::new()
             .with(self.services.clone())
             .with(caller)
+            .with(span)
+    }
+
+    /// Replaces a session's secret plaintexts in telemetry (span texts and logs), as they are
+    /// replaced in outputs and errors.
+    pub fn scrubber(&self, session_id: &str) -> dagr_telemetry::Scrubber {
+        let services = self.services.clone();
+        let session_id = session_id.to_owned();
+        Arc::new(move |text: &str| services.scrub(&session_id, text))
     }
 
     /// Releases what a session held: cache leases, resolved tags, secrets.
@@ -307,8 +321,26 @@ pub const MAX_QUERY_BYTES: usize = 32 << 20;
 pub const ENGINE_THREAD_STACK: usize = 16 << 20;
 
 /// The caller of the request a resolver serves.
-pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<ClientRef, FieldError> {
-    ctx.data::<ClientRef>().cloned()
+pub(crate) fn caller(ctx: &dagr_gql::ResolveCtx) -> Result<Caller, FieldError> {
+    Ok(Caller {
+        client: ctx.data::<ClientRef>()?.clone(),
+        span: ctx.span_cx().clone(),
+    })
+}
+
+/// Who a resolver works for (the client, which it derefs to) and where the work it starts
+/// reports (the call's span context, see [`dagr_gql::ResolveCtx::span_cx`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) client: ClientRef,
+    pub(crate) span: dagr_telemetry::SpanCx,
+}
+
+impl std::ops::Deref for Caller {
+    type Target = ClientRef;
+    fn deref(&self) -> &ClientRef {
+        &self.client
+    }
 }
 
 pub(crate) fn obj<T: Send + Sync + 'static>(type_name: &str, v: T) -> Value {

@@ -10,10 +10,16 @@
 //! [`ConnectOptions::terminal`] offers the user's terminal for interactive processes
 //! ([`StdioTerminal`]: this process's stdin and stdout).
 //!
+//! Every request carries a W3C `traceparent` ([`ConnectOptions::traceparent`], else a new trace):
+//! the engine's spans for it hang under it. [`Client::subscribe`] follows the spans and logs
+//! of that trace ([`TelemetryFeed`]) on the same HTTP/2 connection; [`Client::close`] returns
+//! once the feed has everything the session produced (bounded by [`DRAIN_LIMIT`]).
+//!
 //! Nested clients (inside a container) use [`Client::from_session_env`]: one
 //! connection to `127.0.0.1:<port>` with basic auth `<token>:`, no attachables.
 
 mod host;
+mod telemetry;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -24,9 +30,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use dagr_attach::{AttachError, HostProviders, TerminalProvider};
 use dagr_metadata::{CLIENT_METADATA_HEADER, ClientMetadata};
+pub use dagr_telemetry::TraceParent;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -35,13 +42,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use host::{DialError, EngineHost, EngineHostError};
+pub use telemetry::{DRAIN_LIMIT, TelemetryEvent, TelemetryFeed};
 pub use terminal::StdioTerminal;
 
 /// Error type of request bodies given to [`Client::request`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Body type of the requests sent on the query connection.
-type RequestBody = BoxBody<Bytes, BoxError>;
+type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest answer [`Client::query`] reads.
 const MAX_QUERY_RESPONSE: usize = 512 << 20;
@@ -67,6 +75,9 @@ pub struct ConnectOptions {
     /// The user's terminal, offered to the engine for interactive processes (`dagr terminal`);
     /// see [`StdioTerminal`].
     pub terminal: Option<Arc<dyn TerminalProvider>>,
+    /// The span this client's work continues (e.g. the caller's `TRACEPARENT`); a new trace
+    /// when `None`. Sent as the `traceparent` of every request that has none of its own.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -82,6 +93,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("attach", &self.attach)
             .field("allow_send", &self.allow_send)
             .field("terminal", &self.terminal)
+            .field("traceparent", &self.traceparent)
             .finish()
     }
 }
@@ -137,20 +149,31 @@ struct Attachables {
 /// A connected client: queries ride on one HTTP/2 connection; the attachables (if any) are served
 /// in the background until [`Client::close`] (or until the client is dropped).
 pub struct Client {
-    host: String,
     metadata: ClientMetadata,
-    /// Added to every request: the metadata header, or basic auth for nested clients.
-    identity: (HeaderName, HeaderValue),
     nested: bool,
-    sender: SendRequest<RequestBody>,
+    sender: Sender,
+    traceparent: TraceParent,
     connection: JoinHandle<()>,
     attachables: Option<Attachables>,
+    feeds: Vec<JoinHandle<()>>,
+}
+
+/// Sends requests on the query connection with the client's identity and trace (cloned into
+/// the telemetry subscriptions' gRPC channel).
+#[derive(Clone)]
+pub(crate) struct Sender {
+    host: String,
+    /// Added to every request: the metadata header, or basic auth for nested clients.
+    identity: (HeaderName, HeaderValue),
+    /// Added to requests without a `traceparent` of their own.
+    traceparent: HeaderValue,
+    sender: SendRequest<RequestBody>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("host", &self.host)
+            .field("host", &self.sender.host)
             .field("client_id", &self.metadata.client_id)
             .field("session_id", &self.metadata.session_id)
             .field("nested", &self.nested)
@@ -162,6 +185,9 @@ impl std::fmt::Debug for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.connection.abort();
+        for feed in &self.feeds {
+            feed.abort();
+        }
     }
 }
 
@@ -212,14 +238,15 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
         None
     };
     let (sender, connection) = open_h2(&opts.host, &host).await?;
+    let traceparent = opts.traceparent.unwrap_or_else(TraceParent::new_root);
     Ok(Client {
-        host,
         metadata,
-        identity,
         nested: false,
-        sender,
+        sender: Sender::new(host, identity, traceparent, sender),
+        traceparent,
         connection,
         attachables,
+        feeds: Vec::new(),
     })
 }
 
@@ -257,7 +284,12 @@ impl Client {
     /// A nested client: the engine is at `127.0.0.1:port`, requests carry basic
     /// auth `<token>:` and no metadata (the listener knows who we are). No attachables.
     /// [`Client::metadata`] of a nested client has empty ids and only the client version.
-    pub async fn from_session_env(port: u16, token: &str) -> Result<Client, ClientError> {
+    /// `traceparent`: the span the process runs under (its `TRACEPARENT`), else a new trace.
+    pub async fn from_session_env(
+        port: u16,
+        token: &str,
+        traceparent: Option<TraceParent>,
+    ) -> Result<Client, ClientError> {
         let engine = EngineHost::Tcp(format!("127.0.0.1:{port}"));
         let host = engine.to_string();
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{token}:"));
@@ -271,18 +303,24 @@ impl Client {
             })?,
         );
         let (sender, connection) = open_h2(&engine, &host).await?;
+        let traceparent = traceparent.unwrap_or_else(TraceParent::new_root);
         Ok(Client {
-            host,
             metadata: ClientMetadata {
                 client_version: env!("CARGO_PKG_VERSION").to_string(),
                 ..ClientMetadata::default()
             },
-            identity,
             nested: true,
-            sender,
+            sender: Sender::new(host, identity, traceparent, sender),
+            traceparent,
             connection,
             attachables: None,
+            feeds: Vec::new(),
         })
+    }
+
+    /// The span this client's requests hang under.
+    pub fn traceparent(&self) -> TraceParent {
+        self.traceparent
     }
 
     /// Who this client is (ids, token, version, labels) as sent in every request.
@@ -292,7 +330,7 @@ impl Client {
 
     /// The engine this client talks to, as `unix://...`, `tcp://...` or `stdio://...`.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.sender.host
     }
 
     /// Sends a GraphQL request (`{query, variables?, operationName?}`) to `POST /query` and returns
@@ -300,7 +338,7 @@ impl Client {
     pub async fn query(&self, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
         const PATH: &str = "/query";
         let bytes = serde_json::to_vec(&body).map_err(|source| ClientError::Json {
-            host: self.host.clone(),
+            host: self.sender.host.clone(),
             path: PATH.into(),
             source,
         })?;
@@ -317,26 +355,129 @@ impl Client {
         let (status, body) = self.read_body(PATH, response).await?;
         if !status.is_success() {
             return Err(ClientError::Status {
-                host: self.host.clone(),
+                host: self.sender.host.clone(),
                 path: PATH.into(),
                 status,
                 message: error_message(&body),
             });
         }
         serde_json::from_slice(&body).map_err(|source| ClientError::Json {
-            host: self.host.clone(),
+            host: self.sender.host.clone(),
             path: PATH.into(),
             source,
         })
     }
 
-    /// Sends a raw request on the query connection (for proxies): adds the client's identity header,
-    /// makes the URI `http://dagger/<path>` and drops HTTP/1 hop-by-hop headers.
+    /// Sends a raw request on the query connection (for proxies): adds the client's identity
+    /// header (and its `traceparent` when the request has none), makes the URI
+    /// `http://dagger/<path>` and drops HTTP/1 hop-by-hop headers.
     pub async fn request<B>(&self, request: Request<B>) -> Result<Response<Incoming>, ClientError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
+        self.sender
+            .send(request.map(|body| body.map_err(Into::into).boxed_unsync()))
+            .await
+    }
+
+    async fn read_body(
+        &self,
+        path: &str,
+        response: Response<Incoming>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_QUERY_RESPONSE)
+            .collect()
+            .await
+            .map_err(|source| ClientError::Body {
+                host: self.sender.host.clone(),
+                path: path.into(),
+                source,
+            })?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Ends the session: `POST /shutdown` (main clients), then closes the attachables connection and
+    /// waits for its serving task, then waits for the telemetry feeds to end (the engine ends them
+    /// once the session has ended and they carry all it produced; at most [`DRAIN_LIMIT`]), then
+    /// closes the query connection. The attachables are closed even if the shutdown request
+    /// failed; the first error is returned.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        const PATH: &str = "/shutdown";
+        let shutdown = if self.nested {
+            Ok(())
+        } else {
+            self.shutdown_request(PATH).await
+        };
+        let attachables = match self.attachables.take() {
+            Some(Attachables { stop, task }) => {
+                let _ = stop.send(());
+                match task.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(source)) => Err(ClientError::Attachables {
+                        host: self.sender.host.clone(),
+                        source,
+                    }),
+                    Err(e) => Err(ClientError::Task {
+                        host: self.sender.host.clone(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            None => Ok(()),
+        };
+        telemetry::drain(std::mem::take(&mut self.feeds)).await;
+        // Dropping `self` drops the sender and aborts the connection task.
+        shutdown.and(attachables)
+    }
+
+    async fn shutdown_request(&self, path: &str) -> Result<(), ClientError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| ClientError::InvalidRequest {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        let response = self.request(request).await?;
+        let (status, body) = self.read_body(path, response).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::Status {
+                host: self.sender.host.clone(),
+                path: path.into(),
+                status,
+                message: error_message(&body),
+            })
+        }
+    }
+}
+
+impl Sender {
+    fn new(
+        host: String,
+        identity: (HeaderName, HeaderValue),
+        traceparent: TraceParent,
+        sender: SendRequest<RequestBody>,
+    ) -> Sender {
+        let traceparent = HeaderValue::try_from(traceparent.to_string())
+            .expect("a traceparent is visible ASCII: version, hex ids and flags");
+        Sender {
+            host,
+            identity,
+            traceparent,
+            sender,
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
@@ -359,7 +500,13 @@ impl Client {
         parts
             .headers
             .insert(self.identity.0.clone(), self.identity.1.clone());
-        let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
+        if !parts.headers.contains_key(TraceParent::HEADER) {
+            parts.headers.insert(
+                HeaderName::from_static(TraceParent::HEADER),
+                self.traceparent.clone(),
+            );
+        }
+        let request = Request::from_parts(parts, body);
         let failed = |source| ClientError::Request {
             host: self.host.clone(),
             path: path.clone(),
@@ -368,78 +515,6 @@ impl Client {
         let mut sender = self.sender.clone();
         sender.ready().await.map_err(failed)?;
         sender.send_request(request).await.map_err(failed)
-    }
-
-    async fn read_body(
-        &self,
-        path: &str,
-        response: Response<Incoming>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        let status = response.status();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_QUERY_RESPONSE)
-            .collect()
-            .await
-            .map_err(|source| ClientError::Body {
-                host: self.host.clone(),
-                path: path.into(),
-                source,
-            })?
-            .to_bytes();
-        Ok((status, body))
-    }
-
-    /// Ends the session: `POST /shutdown` (main clients), then closes the attachables connection and
-    /// waits for its serving task, then closes the query connection. The attachables are closed even
-    /// if the shutdown request failed; the first error is returned.
-    pub async fn close(mut self) -> Result<(), ClientError> {
-        const PATH: &str = "/shutdown";
-        let shutdown = if self.nested {
-            Ok(())
-        } else {
-            self.shutdown_request(PATH).await
-        };
-        let attachables = match self.attachables.take() {
-            Some(Attachables { stop, task }) => {
-                let _ = stop.send(());
-                match task.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(source)) => Err(ClientError::Attachables {
-                        host: self.host.clone(),
-                        source,
-                    }),
-                    Err(e) => Err(ClientError::Task {
-                        host: self.host.clone(),
-                        reason: e.to_string(),
-                    }),
-                }
-            }
-            None => Ok(()),
-        };
-        // Dropping `self` drops the sender and aborts the connection task.
-        shutdown.and(attachables)
-    }
-
-    async fn shutdown_request(&self, path: &str) -> Result<(), ClientError> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| ClientError::InvalidRequest {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
-        let response = self.request(request).await?;
-        let (status, body) = self.read_body(path, response).await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(ClientError::Status {
-                host: self.host.clone(),
-                path: path.into(),
-                status,
-                message: error_message(&body),
-            })
-        }
     }
 }
 

@@ -217,6 +217,7 @@ fn options(host: EngineHost, workdir: PathBuf) -> ConnectOptions {
         attach: true,
         allow_send: false,
         terminal: None,
+        traceparent: None,
     }
 }
 
@@ -457,7 +458,7 @@ async fn nested_client_uses_basic_auth() {
         unreachable!()
     };
     let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-    let client = dagr_client::Client::from_session_env(port, "tok")
+    let client = dagr_client::Client::from_session_env(port, "tok", None)
         .await
         .unwrap();
     let answer = client.query(json!({"query": "{ nested }"})).await.unwrap();
@@ -466,7 +467,7 @@ async fn nested_client_uses_basic_auth() {
     client.close().await.unwrap();
     assert!(engine.events.try_recv().is_err());
 
-    let client = dagr_client::Client::from_session_env(port, "wrong")
+    let client = dagr_client::Client::from_session_env(port, "wrong", None)
         .await
         .unwrap();
     let err = client
@@ -486,6 +487,6 @@ fn calls_are_send(client: dagr_client::Client, forwarded: Request<Incoming>, opt
     send(client.request(forwarded));
     send(client.query(json!({})));
     send(dagr_client::connect(opts));
-    send(dagr_client::Client::from_session_env(1, "t"));
+    send(dagr_client::Client::from_session_env(1, "t", None));
     send(client.close());
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::ast::{
     Field as AstField, OperationDefinition, Selection, SelectionSet, TypeCondition, Value as Ast,
 };
+use dagr_telemetry::{Span, SpanCx};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, join_all};
 use indexmap::IndexMap;
@@ -63,6 +64,7 @@ pub struct ResolveCtx {
     args: IndexMap<String, ArgValue>,
     call: Call,
     data: Arc<RequestData>,
+    span: SpanCx,
 }
 
 impl ResolveCtx {
@@ -74,6 +76,7 @@ impl ResolveCtx {
         args: IndexMap<String, ArgValue>,
         call: Call,
         data: Arc<RequestData>,
+        span: SpanCx,
     ) -> ResolveCtx {
         ResolveCtx {
             schema,
@@ -82,7 +85,14 @@ impl ResolveCtx {
             args,
             call,
             data,
+            span,
         }
+    }
+
+    /// Where the work this call starts reports: under the call's own span for a field that
+    /// does work, else under the request's [`SpanCx`] (from the request data; off without one).
+    pub fn span_cx(&self) -> &SpanCx {
+        &self.span
     }
 
     /// The parent object's Rust value.
@@ -273,6 +283,8 @@ struct ExecState<'d> {
     root: ObjectValue,
     errors: parking_lot::Mutex<Vec<GqlError>>,
     replayer: Replayer,
+    /// The request's span context (the request data's [`SpanCx`], off without one).
+    span: SpanCx,
 }
 
 /// An object being completed, with its chain.
@@ -374,6 +386,7 @@ impl Schema {
             root: root_object.clone(),
             errors: parking_lot::Mutex::new(Vec::new()),
             replayer: Replayer::new(self.clone(), Arc::clone(&request_data), root_object.clone()),
+            span: request_data.get::<SpanCx>().cloned().unwrap_or_default(),
         };
         let root = ObjRef {
             object: state.root.clone(),
@@ -566,6 +579,18 @@ async fn resolve_field<'a, 'd: 'a>(
         Err(e) => return fail(e),
     };
     let call = canonical_call(def, &args);
+    let span = if def.does_work && state.span.is_on() {
+        state
+            .span
+            .start(format!("{}.{}", obj.object.type_name, def.name))
+    } else {
+        Span::off()
+    };
+    let span_cx = if def.does_work {
+        span.cx()
+    } else {
+        state.span.clone()
+    };
     let ctx = ResolveCtx::new(
         state.schema.clone(),
         obj.object.clone(),
@@ -573,8 +598,14 @@ async fn resolve_field<'a, 'd: 'a>(
         args,
         call.clone(),
         Arc::clone(&state.data),
+        span_cx,
     );
-    match run_resolver(def, ctx).await {
+    let resolved = run_resolver(def, ctx).await;
+    match &resolved {
+        Ok(_) => span.end(),
+        Err(e) => span.fail(&e.message),
+    }
+    match resolved {
         Ok(value) => Resolved::Value { value, call, def },
         Err(e) => fail(e),
     }

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use dagr_telemetry::SpanCx;
+
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use indexmap::IndexMap;
@@ -236,6 +238,7 @@ fn replay(
                 args,
                 ctx_call,
                 Arc::clone(&replayer.data),
+                replayer.data.get::<SpanCx>().cloned().unwrap_or_default(),
             );
             let mut value = run_resolver(def, ctx).await?;
             if let Some(n) = call.nth {

@@ -107,17 +107,35 @@ fn bench(c: &mut Criterion) {
         .unwrap(),
     );
     rt.block_on(async {
-        solver.solve(&structural, "bench").await.unwrap();
-        solver.solve(&host, "bench").await.unwrap();
+        solver
+            .solve(&structural, "bench", &dagr_telemetry::SpanCx::off())
+            .await
+            .unwrap();
+        solver
+            .solve(&host, "bench", &dagr_telemetry::SpanCx::off())
+            .await
+            .unwrap();
     });
 
     c.bench_function("cached solve, 5 vertices", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(solver.solve(&structural, "bench").await.unwrap()) })
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                solver
+                    .solve(&structural, "bench", &dagr_telemetry::SpanCx::off())
+                    .await
+                    .unwrap(),
+            )
+        })
     });
     c.bench_function("cached solve, 5 vertices over a host read", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(solver.solve(&host, "bench").await.unwrap()) })
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                solver
+                    .solve(&host, "bench", &dagr_telemetry::SpanCx::off())
+                    .await
+                    .unwrap(),
+            )
+        })
     });
 }
 

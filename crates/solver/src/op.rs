@@ -361,6 +361,26 @@ impl Op {
         }
     }
 
+    /// What the op does, in a line for people (the name of its span): the command of an
+    /// exec, the reference of an image, the path a file op writes.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Image { reference, .. } => format!("pull {reference}"),
+            Op::HostDir { path, .. } => format!("upload {path} from the client"),
+            Op::Empty => "empty".to_owned(),
+            Op::Exec(exec) => format!("exec {}", exec.args.join(" ")),
+            Op::MkFile(op) => format!("write {}", op.path),
+            Op::MkDir(op) => format!("mkdir {}", op.path),
+            Op::Copy(op) => format!("copy {} to {}", op.src, op.dest),
+            Op::Rm(op) => format!("rm {}", op.path),
+            Op::Merge { inputs } => format!("merge {} filesystems", inputs.len()),
+            Op::Diff { .. } => "diff".to_owned(),
+            Op::SetTimestamps(op) => format!("set timestamps of {}", op.path),
+            Op::ImageArchive(_) => "write image archive".to_owned(),
+            Op::ImportImage(op) => format!("import image from {}", op.path),
+        }
+    }
+
     /// How this op's cache key is obtained.
     pub fn key_mode(&self) -> KeyMode {
         match self {

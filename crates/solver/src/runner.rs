@@ -70,6 +70,20 @@ pub struct RunCtx {
     pub(crate) session_id: Arc<str>,
     pub(crate) key: CacheKey,
     pub(crate) resolved_digest: Option<String>,
+    pub(crate) span: dagr_telemetry::SpanCx,
+    pub(crate) annotations: Annotations,
+}
+
+/// Attributes a runner adds to its op's span (set when the span ends).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Annotations(
+    Arc<parking_lot::Mutex<Vec<(&'static str, dagr_telemetry::AttrValue)>>>,
+);
+
+impl Annotations {
+    pub(crate) fn take(&self) -> Vec<(&'static str, dagr_telemetry::AttrValue)> {
+        std::mem::take(&mut *self.0.lock())
+    }
 }
 
 impl RunCtx {
@@ -83,6 +97,20 @@ impl RunCtx {
     /// [`OpRunner::resolve`]) the key derived from its definition and inputs.
     pub fn key(&self) -> CacheKey {
         self.key
+    }
+
+    /// Where the runner's own spans and logs go: under the op's span (for
+    /// [`OpRunner::resolve`], under the solve's).
+    pub fn span(&self) -> &dagr_telemetry::SpanCx {
+        &self.span
+    }
+
+    /// Adds an attribute to the op's span (e.g. an exec's exit code), whether the op succeeds
+    /// or fails.
+    pub fn annotate(&self, key: &'static str, value: impl Into<dagr_telemetry::AttrValue>) {
+        if self.span.is_on() {
+            self.annotations.0.lock().push((key, value.into()));
+        }
     }
 
     /// For a resolved op (an image), the digest [`OpRunner::resolve`] returned.

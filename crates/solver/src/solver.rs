@@ -10,6 +10,11 @@
 //!
 //! A flight is a shared future. Every solve that needs the same key waits on the same flight;
 //! when all of them are dropped, the flight (and the runner's future in it) is dropped.
+//!
+//! Telemetry: every vertex a solve visits gets a span under the solve's [`SpanCx`]: a cache hit
+//! is one finished span marked cached; a run is a span from the moment its inputs are ready to
+//! the op's end, whose context the runner gets ([`RunCtx::span`]) for its own spans and logs. A
+//! flight joined by another solve is reported by the solve that started it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -22,7 +27,8 @@ use parking_lot::Mutex;
 use crate::index::{IndexEntry, IndexError, ResultIndex};
 use crate::key::{self, CacheKey};
 use crate::op::{KeyMode, Vertex};
-use crate::runner::{OpRunner, ResultRef, RunCtx, RunError};
+use crate::runner::{Annotations, OpRunner, ResultRef, RunCtx, RunError};
+use dagr_telemetry::{SpanCx, attr};
 
 /// Errors of a solve. Cloneable: one failure is returned to every waiter of the failed op.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -139,11 +145,19 @@ impl<R: OpRunner> Solver<R> {
     ///
     /// Dropping the returned future gives up on the solve; ops nobody else waits for are
     /// cancelled. A failed op is not cached: a later solve runs it again.
-    pub async fn solve(&self, root: &Arc<Vertex>, session_id: &str) -> Result<Solved, SolveError> {
+    ///
+    /// The vertices' spans go under `span` ([`SpanCx::off`]: none).
+    pub async fn solve(
+        &self,
+        root: &Arc<Vertex>,
+        session_id: &str,
+        span: &SpanCx,
+    ) -> Result<Solved, SolveError> {
         let inner = &self.inner;
         if !root.needs_runtime_key() {
             let key = root.structural_key();
             if let Some(result) = inner.index.get(&key) {
+                record_cached(span, root, key);
                 inner.lease(session_id, key);
                 return Ok(Solved { key, result });
             }
@@ -151,12 +165,15 @@ impl<R: OpRunner> Solver<R> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(SolveError::NoRuntime);
         }
-        let session: Arc<str> = Arc::from(session_id);
+        let scope = SolveScope {
+            session: Arc::from(session_id),
+            span: span.clone(),
+        };
         let pins = PinGuard::new(Arc::clone(&inner.pins));
         let node = if root.needs_runtime_key() {
             let phase = Arc::new(KeyPhase {
                 inner: Arc::clone(inner),
-                session: Arc::clone(&session),
+                scope: scope.clone(),
                 memo: Mutex::new(HashMap::new()),
                 pins: pins.clone(),
             });
@@ -165,7 +182,7 @@ impl<R: OpRunner> Solver<R> {
         } else {
             Arc::new(Node::structural(Arc::clone(root)))
         };
-        let result = result_of(inner, node.clone(), &session).await?;
+        let result = result_of(inner, node.clone(), &scope).await?;
         inner.lease(session_id, node.key);
         drop(pins);
         Ok(Solved {
@@ -421,23 +438,44 @@ impl Drop for PinSet {
     }
 }
 
+/// Who a solve is for: the session (for leases and the runner) and where its spans go.
+#[derive(Clone)]
+struct SolveScope {
+    session: Arc<str>,
+    span: SpanCx,
+}
+
+/// The span of a vertex answered from the cache.
+fn record_cached(span: &SpanCx, vertex: &Vertex, key: CacheKey) {
+    if span.is_on() {
+        span.record_done(
+            vertex.op().describe(),
+            vec![
+                (attr::CACHED, true.into()),
+                (attr::DIGEST, key.to_string().into()),
+            ],
+        );
+    }
+}
+
 /// The result of `node`: preset, indexed, or from its (possibly shared) flight.
 fn result_of<R: OpRunner>(
     inner: &Arc<Inner<R>>,
     node: Arc<Node>,
-    session: &Arc<str>,
+    scope: &SolveScope,
 ) -> Either<Ready<Result<ResultRef, SolveError>>, Flight<ResultRef>> {
     if let Some(result) = &node.preset {
         return Either::Left(future::ready(Ok(result.clone())));
     }
     if let Some(result) = inner.index.get(&node.key) {
+        record_cached(&scope.span, &node.vertex, node.key);
         return Either::Left(future::ready(Ok(result)));
     }
     let key = node.key;
     inner.flights.join_or_start(
         key,
         || inner.index.peek(&key),
-        || run_flight(Arc::clone(inner), node, Arc::clone(session)).boxed(),
+        || run_flight(Arc::clone(inner), node, scope.clone()).boxed(),
     )
 }
 
@@ -445,14 +483,14 @@ fn result_of<R: OpRunner>(
 async fn run_inputs_and_op<R: OpRunner>(
     inner: &Arc<Inner<R>>,
     node: &Node,
-    session: &Arc<str>,
+    scope: &SolveScope,
 ) -> Result<crate::runner::RunOutput, SolveError> {
     let inputs = node.input_nodes();
     let pins = PinGuard::new(Arc::clone(&inner.pins));
     let results = future::try_join_all(
         inputs
             .iter()
-            .map(|n| result_of(inner, Arc::clone(n), session)),
+            .map(|n| result_of(inner, Arc::clone(n), scope)),
     )
     .await?;
     for n in &inputs {
@@ -470,13 +508,22 @@ async fn run_inputs_and_op<R: OpRunner>(
     } else {
         None
     };
+    let mut span = scope.span.start_with(
+        op.describe(),
+        vec![
+            (attr::CACHED, false.into()),
+            (attr::DIGEST, node.key.to_string().into()),
+        ],
+    );
     let ctx = RunCtx {
-        session_id: Arc::clone(session),
+        session_id: Arc::clone(&scope.session),
         key: node.key,
         resolved_digest: node.resolved_digest.clone(),
+        span: span.cx(),
+        annotations: Annotations::default(),
     };
     tracing::debug!(kind = op.kind(), key = %node.key, "running op");
-    inner
+    let ran = inner
         .runner
         .run(&node.vertex, results, &ctx)
         .await
@@ -484,15 +531,20 @@ async fn run_inputs_and_op<R: OpRunner>(
             kind: op.kind(),
             key: node.key,
             source,
-        })
+        });
+    for (key, value) in ctx.annotations.take() {
+        span.set_attribute(key, value);
+    }
+    span.end_with(&ran);
+    ran
 }
 
 async fn run_flight<R: OpRunner>(
     inner: Arc<Inner<R>>,
     node: Arc<Node>,
-    session: Arc<str>,
+    scope: SolveScope,
 ) -> Result<ResultRef, SolveError> {
-    let out = run_inputs_and_op(&inner, &node, &session).await?;
+    let out = run_inputs_and_op(&inner, &node, &scope).await?;
     Ok(inner
         .index
         .insert(node.key, out.result, out.size_hint)
@@ -503,9 +555,9 @@ async fn run_flight<R: OpRunner>(
 async fn run_impure<R: OpRunner>(
     inner: Arc<Inner<R>>,
     node: Arc<Node>,
-    session: Arc<str>,
+    scope: SolveScope,
 ) -> Result<(CacheKey, ResultRef), SolveError> {
-    let out = run_inputs_and_op(&inner, &node, &session).await?;
+    let out = run_inputs_and_op(&inner, &node, &scope).await?;
     let kind = node.vertex.op().kind();
     let digest = out.content_digest.ok_or(SolveError::MissingContentDigest {
         kind,
@@ -522,7 +574,7 @@ type NodeFlight = Shared<BoxFuture<'static, Result<Arc<Node>, SolveError>>>;
 /// that a host read used twice in one graph runs once and both uses see the same content.
 struct KeyPhase<R> {
     inner: Arc<Inner<R>>,
-    session: Arc<str>,
+    scope: SolveScope,
     memo: Mutex<HashMap<CacheKey, NodeFlight>>,
     /// Pins results obtained while computing keys, until the solve ends.
     pins: PinGuard,
@@ -575,9 +627,11 @@ impl<R: OpRunner> KeyPhase<R> {
             },
             KeyMode::Resolved => {
                 let ctx = RunCtx {
-                    session_id: Arc::clone(&self.session),
+                    session_id: Arc::clone(&self.scope.session),
                     key: base_key,
                     resolved_digest: None,
+                    span: self.scope.span.clone(),
+                    annotations: Annotations::default(),
                 };
                 let digest = self
                     .inner
@@ -608,13 +662,13 @@ impl<R: OpRunner> KeyPhase<R> {
                     preset: None,
                 });
                 let inner = &self.inner;
-                let session = &self.session;
+                let scope = &self.scope;
                 let (key, result) = inner
                     .impure_flights
                     .join_or_start(
                         base_key,
                         || None,
-                        || run_impure(Arc::clone(inner), pre, Arc::clone(session)).boxed(),
+                        || run_impure(Arc::clone(inner), pre, scope.clone()).boxed(),
                     )
                     .await?;
                 self.pins.pin(key);

@@ -28,7 +28,10 @@ async fn crash_child() {
         return;
     };
     let solver = open(std::path::Path::new(&dir), TestRunner::default());
-    let solved = solver.solve(&graph(), "child").await.unwrap();
+    let solved = solver
+        .solve(&graph(), "child", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(solver.runner().calls().len(), 4);
     std::fs::write(
         std::path::Path::new(&dir).join("result-id"),
@@ -56,7 +59,10 @@ async fn index_survives_kill_9() {
 
     let solver = open(dir.path(), TestRunner::default());
     assert_eq!(solver.cached_count(), 4);
-    let solved = solver.solve(&graph(), "parent").await.unwrap();
+    let solved = solver
+        .solve(&graph(), "parent", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert!(solver.runner().calls().is_empty());
     assert_eq!(solved.result.id(), child_result);
     assert_eq!(files(&solved.result)["/c"], "C");

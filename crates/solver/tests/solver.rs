@@ -17,7 +17,10 @@ async fn three_step_graph_solved_twice_runs_each_op_once() {
     let solver = open(dir.path(), TestRunner::default());
     let graph = exec(&mkfile(&empty(), "/a", "A"), &["write", "/b", "B"]);
 
-    let first = solver.solve(&graph, "s1").await.unwrap();
+    let first = solver
+        .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(
         solver.runner().calls(),
         ["empty ", "mkfile /a", "exec write /b B"]
@@ -27,14 +30,20 @@ async fn three_step_graph_solved_twice_runs_each_op_once() {
     assert_eq!(fs.get("/b").map(String::as_str), Some("B"));
     assert_eq!(first.key, graph.structural_key());
 
-    let second = solver.solve(&graph, "s1").await.unwrap();
+    let second = solver
+        .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(second, first);
     assert_eq!(solver.runner().calls().len(), 3);
     assert_eq!(solver.cached_count(), 3);
 
     // A graph sharing the first two steps runs only its new step.
     let other = exec(&mkfile(&empty(), "/a", "A"), &["write", "/c", "C"]);
-    solver.solve(&other, "s1").await.unwrap();
+    solver
+        .solve(&other, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(solver.runner().calls().len(), 4);
     assert_eq!(solver.runner().calls()[3], "exec write /c C");
 }
@@ -45,18 +54,28 @@ async fn reopened_index_answers_without_running() {
     let graph = exec(&mkfile(&empty(), "/a", "A"), &["write", "/b", "B"]);
     let first = {
         let solver = open(dir.path(), TestRunner::default());
-        let solved = solver.solve(&graph, "s1").await.unwrap();
+        let solved = solver
+            .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+            .await
+            .unwrap();
         assert_eq!(solver.runner().calls().len(), 3);
         solved
     };
     let solver = open(dir.path(), TestRunner::default());
     assert_eq!(solver.cached_count(), 3);
-    let again = solver.solve(&graph, "s2").await.unwrap();
+    let again = solver
+        .solve(&graph, "s2", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(again, first);
     assert!(solver.runner().calls().is_empty());
     // A new step on top of the restored cache runs only itself.
     solver
-        .solve(&exec(&graph, &["write", "/c", "C"]), "s2")
+        .solve(
+            &exec(&graph, &["write", "/c", "C"]),
+            "s2",
+            &dagr_telemetry::SpanCx::off(),
+        )
         .await
         .unwrap();
     assert_eq!(solver.runner().calls(), ["exec write /c C"]);
@@ -74,7 +93,11 @@ async fn twenty_concurrent_identical_solves_run_the_exec_once() {
         .map(|i| {
             let solver = solver.clone();
             let graph = Arc::clone(&graph);
-            tokio::spawn(async move { solver.solve(&graph, &format!("s{i}")).await })
+            tokio::spawn(async move {
+                solver
+                    .solve(&graph, &format!("s{i}"), &dagr_telemetry::SpanCx::off())
+                    .await
+            })
         })
         .collect();
     wait_until("the exec to start", || {
@@ -103,7 +126,11 @@ async fn op_is_cancelled_when_every_waiter_goes_away() {
         .map(|i| {
             let solver = solver.clone();
             let graph = Arc::clone(&graph);
-            tokio::spawn(async move { solver.solve(&graph, &format!("s{i}")).await })
+            tokio::spawn(async move {
+                solver
+                    .solve(&graph, &format!("s{i}"), &dagr_telemetry::SpanCx::off())
+                    .await
+            })
         })
         .collect();
     wait_until("the exec to start", || {
@@ -137,7 +164,10 @@ async fn op_is_cancelled_when_every_waiter_goes_away() {
 
     // Nothing was cached for the exec: a later solve runs it again.
     solver.runner().gate.open();
-    let solved = solver.solve(&graph, "s9").await.unwrap();
+    let solved = solver
+        .solve(&graph, "s9", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(files(&solved.result)["/blocked"], "c");
     assert_eq!(solver.runner().count("exec"), 2);
     assert_eq!(solver.runner().count("empty"), 1);
@@ -150,11 +180,19 @@ async fn dropping_one_of_two_waiters_does_not_cancel() {
     let graph = exec(&empty(), &["block", "k"]);
     let first = {
         let (solver, graph) = (solver.clone(), Arc::clone(&graph));
-        tokio::spawn(async move { solver.solve(&graph, "a").await })
+        tokio::spawn(async move {
+            solver
+                .solve(&graph, "a", &dagr_telemetry::SpanCx::off())
+                .await
+        })
     };
     let second = {
         let (solver, graph) = (solver.clone(), Arc::clone(&graph));
-        tokio::spawn(async move { solver.solve(&graph, "b").await })
+        tokio::spawn(async move {
+            solver
+                .solve(&graph, "b", &dagr_telemetry::SpanCx::off())
+                .await
+        })
     };
     wait_until("the exec to start", || {
         solver.runner().execs_running.load(Ordering::SeqCst) == 1
@@ -180,7 +218,11 @@ async fn failed_op_error_reaches_all_waiters_and_is_not_cached() {
         .map(|i| {
             let solver = solver.clone();
             let graph = Arc::clone(&graph);
-            tokio::spawn(async move { solver.solve(&graph, &format!("s{i}")).await })
+            tokio::spawn(async move {
+                solver
+                    .solve(&graph, &format!("s{i}"), &dagr_telemetry::SpanCx::off())
+                    .await
+            })
         })
         .collect();
     wait_until("the exec to start", || {
@@ -207,7 +249,10 @@ async fn failed_op_error_reaches_all_waiters_and_is_not_cached() {
     assert!(solver.leased_refs().is_empty());
 
     solver.runner().failing.store(false, Ordering::SeqCst);
-    solver.solve(&graph, "s0").await.unwrap();
+    solver
+        .solve(&graph, "s0", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(solver.runner().count("exec"), 2);
     assert_eq!(solver.runner().count("mkfile"), 1);
     assert_eq!(solver.cached_count(), 3);
@@ -218,14 +263,24 @@ async fn runner_panic_is_an_error_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let solver = open(dir.path(), TestRunner::default());
     let graph = exec(&empty(), &["panic"]);
-    let err = solver.solve(&graph, "s").await.unwrap_err();
+    let err = solver
+        .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SolveError::Panicked { key } if key == graph.structural_key()));
     let graph = mkfile(&image("panic"), "/a", "a");
-    let err = solver.solve(&graph, "s").await.unwrap_err();
+    let err = solver
+        .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SolveError::Panicked { key } if key == image("panic").structural_key()));
     // The solver still works.
     solver
-        .solve(&exec(&empty(), &["write", "/x", "y"]), "s")
+        .solve(
+            &exec(&empty(), &["write", "/x", "y"]),
+            "s",
+            &dagr_telemetry::SpanCx::off(),
+        )
         .await
         .unwrap();
 }
@@ -240,7 +295,10 @@ async fn host_dir_dependents_are_keyed_by_content() {
     let graph = exec(&mkfile(&host_dir(&host), "/b", "B"), &["write", "/c", "C"]);
     assert!(graph.needs_runtime_key());
 
-    let first = solver.solve(&graph, "s1").await.unwrap();
+    let first = solver
+        .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(
         solver.runner().calls(),
         [
@@ -253,14 +311,20 @@ async fn host_dir_dependents_are_keyed_by_content() {
     assert_ne!(first.key, graph.structural_key());
 
     // Same content: the host is read again, its dependents are cached.
-    let second = solver.solve(&graph, "s1").await.unwrap();
+    let second = solver
+        .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(second, first);
     assert_eq!(solver.runner().count("host_dir"), 2);
     assert_eq!(solver.runner().calls().len(), 4);
 
     // Changed content: dependents run again.
     std::fs::write(host.join("main.go"), "package main // changed").unwrap();
-    let third = solver.solve(&graph, "s1").await.unwrap();
+    let third = solver
+        .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_ne!(third.key, first.key);
     assert_eq!(files(&third.result)["/main.go"], "package main // changed");
     assert_eq!(solver.runner().count("host_dir"), 3);
@@ -271,7 +335,10 @@ async fn host_dir_dependents_are_keyed_by_content() {
     std::fs::write(host.join("main.go"), "package main").unwrap();
     drop(solver);
     let solver = open(&dir.path().join("db"), TestRunner::default());
-    let fourth = solver.solve(&graph, "s1").await.unwrap();
+    let fourth = solver
+        .solve(&graph, "s1", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(fourth, first);
     assert_eq!(
         solver.runner().calls(),
@@ -288,7 +355,10 @@ async fn host_dir_used_twice_in_one_graph_is_read_once() {
     let solver = open(dir.path(), TestRunner::default());
     let h = host_dir(&host);
     let graph = merge(&mkfile(&h, "/x", "x"), &mkfile(&h, "/y", "y"));
-    let solved = solver.solve(&graph, "s").await.unwrap();
+    let solved = solver
+        .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(solver.runner().count("host_dir"), 1);
     assert_eq!(solver.runner().count("mkfile"), 2);
     let fs = files(&solved.result);
@@ -306,12 +376,18 @@ async fn image_is_keyed_by_its_resolved_digest() {
     let solver = open(dir.path(), runner);
     let graph = exec(&image("alpine:3.20"), &["write", "/a", "A"]);
 
-    let first = solver.solve(&graph, "s").await.unwrap();
+    let first = solver
+        .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(
         files(&first.result)["/etc/image"],
         "alpine:3.20 sha256:1111"
     );
-    let second = solver.solve(&graph, "s").await.unwrap();
+    let second = solver
+        .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_eq!(second, first);
     assert_eq!(solver.runner().resolves.load(Ordering::SeqCst), 2);
     assert_eq!(solver.runner().calls().len(), 2);
@@ -322,7 +398,10 @@ async fn image_is_keyed_by_its_resolved_digest() {
         .image_digests
         .lock()
         .insert("alpine:3.20".into(), "sha256:2222".into());
-    let third = solver.solve(&graph, "s").await.unwrap();
+    let third = solver
+        .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_ne!(third.key, first.key);
     assert_eq!(
         files(&third.result)["/etc/image"],
@@ -341,7 +420,11 @@ async fn exec_concurrency_limit_is_respected() {
         .map(|i| {
             let solver = solver.clone();
             let graph = exec(&base, &["block", &i.to_string()]);
-            tokio::spawn(async move { solver.solve(&graph, "s").await })
+            tokio::spawn(async move {
+                solver
+                    .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+                    .await
+            })
         })
         .collect();
     wait_until("two execs to run", || {
@@ -365,7 +448,11 @@ async fn cheap_ops_and_nesting_execs_are_not_limited() {
     let blocked = {
         let solver = solver.clone();
         let graph = exec(&empty(), &["block", "1"]);
-        tokio::spawn(async move { solver.solve(&graph, "s").await })
+        tokio::spawn(async move {
+            solver
+                .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+                .await
+        })
     };
     wait_until("the exec to start", || {
         solver.runner().execs_running.load(Ordering::SeqCst) == 1
@@ -377,7 +464,11 @@ async fn cheap_ops_and_nesting_execs_are_not_limited() {
     let nesting = dagr_solver::Vertex::new(dagr_solver::Op::Exec(nesting), vec![empty()]).unwrap();
     let nested = {
         let solver = solver.clone();
-        tokio::spawn(async move { solver.solve(&nesting, "s").await })
+        tokio::spawn(async move {
+            solver
+                .solve(&nesting, "s", &dagr_telemetry::SpanCx::off())
+                .await
+        })
     };
     wait_until("the nesting exec to start", || {
         solver.runner().execs_running.load(Ordering::SeqCst) == 2
@@ -385,7 +476,11 @@ async fn cheap_ops_and_nesting_execs_are_not_limited() {
     .await;
     // The exec slot is taken, file ops still run.
     let file = solver
-        .solve(&mkfile(&mkfile(&empty(), "/p", "1"), "/q", "2"), "s")
+        .solve(
+            &mkfile(&mkfile(&empty(), "/p", "1"), "/q", "2"),
+            "s",
+            &dagr_telemetry::SpanCx::off(),
+        )
         .await
         .unwrap();
     assert_eq!(files(&file.result).len(), 2);
@@ -400,8 +495,14 @@ async fn session_leases_release_and_prune() {
     let solver = open(dir.path(), TestRunner::default());
     let a = mkfile(&empty(), "/a", "A");
     let b = mkfile(&a, "/b", "B");
-    let ra = solver.solve(&a, "sa").await.unwrap();
-    let rb = solver.solve(&b, "sb").await.unwrap();
+    let ra = solver
+        .solve(&a, "sa", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
+    let rb = solver
+        .solve(&b, "sb", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     let ids = |s: &Solver<TestRunner>| {
         let mut v: Vec<String> = s.leased_refs().iter().map(|r| r.id().to_owned()).collect();
         v.sort();
@@ -422,7 +523,10 @@ async fn session_leases_release_and_prune() {
     let pruned = solver.prune(|r| r.id() != gone).unwrap();
     assert_eq!(pruned, [b.structural_key()]);
     assert_eq!(solver.cached_count(), 2);
-    let rebuilt = solver.solve(&b, "sc").await.unwrap();
+    let rebuilt = solver
+        .solve(&b, "sc", &dagr_telemetry::SpanCx::off())
+        .await
+        .unwrap();
     assert_ne!(rebuilt.result.id(), gone);
     assert_eq!(solver.runner().count("mkfile /b"), 2);
     assert_eq!(solver.runner().count("mkfile /a"), 1);
@@ -460,7 +564,10 @@ async fn deep_chain_solves() {
         for i in 0..DEPTH {
             v = mkfile(&v, "/f", &i.to_string());
         }
-        let solved = solver.solve(&v, "s").await.unwrap();
+        let solved = solver
+            .solve(&v, "s", &dagr_telemetry::SpanCx::off())
+            .await
+            .unwrap();
         assert_eq!(files(&solved.result)["/f"], (DEPTH - 1).to_string());
     }
     assert_eq!(solver.runner().count("mkfile"), 2 * DEPTH);
@@ -483,7 +590,10 @@ async fn last_used_times_are_flushed_to_the_index() {
     let graph = mkfile(&empty(), "/a", "A");
     {
         let solver = open(dir.path(), TestRunner::default());
-        solver.solve(&graph, "s").await.unwrap();
+        solver
+            .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+            .await
+            .unwrap();
         assert_eq!(
             solver.flush().unwrap(),
             0,
@@ -491,7 +601,10 @@ async fn last_used_times_are_flushed_to_the_index() {
         );
         // Timestamps have a resolution of one second: let the clock move on.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        solver.solve(&graph, "s").await.unwrap();
+        solver
+            .solve(&graph, "s", &dagr_telemetry::SpanCx::off())
+            .await
+            .unwrap();
         assert_eq!(solver.flush().unwrap(), 1);
         assert_eq!(solver.flush().unwrap(), 0);
     }

@@ -38,11 +38,13 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// Which records a subscription receives (the two OTLP signals the engine produces).
+/// Which records a subscription receives (OTLP's signals; the engine publishes no metrics,
+/// so a metrics subscription only ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Traces,
     Logs,
+    Metrics,
 }
 
 /// One published record. Spans are published when they start and again when they end (the
@@ -284,6 +286,11 @@ impl Subscription {
         SubscriptionCloser {
             queue: self.queue.clone(),
         }
+    }
+
+    /// Waits until the subscription is closed, discarding what it receives.
+    pub async fn closed(&mut self) {
+        while self.next_batch(usize::MAX).await.is_some() {}
     }
 
     /// Up to `max` records (at least one), waiting for them; `None` once closed and drained.

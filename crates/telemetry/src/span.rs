@@ -177,6 +177,21 @@ impl SpanCx {
         })
     }
 
+    /// One output stream of a process as log records of the span new spans hang under (the
+    /// runner of an op logs its process's output to the op's span this way). Off without one.
+    pub fn log_stream(&self, stream: Stdio) -> LogStream {
+        LogStream {
+            target: self.inner.as_ref().and_then(|cx| {
+                Some(LogTarget {
+                    cx: cx.clone(),
+                    span_id: cx.parent?.to_bytes().to_vec(),
+                })
+            }),
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
     /// Starts a span; it is published at once (running) and again when it ends.
     pub fn start(&self, name: impl Into<String>) -> Span {
         self.start_with(name, Vec::new())

@@ -514,5 +514,6 @@ pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOption
         attach: true,
         allow_send: false,
         terminal: None,
+        traceparent: None,
     }
 }

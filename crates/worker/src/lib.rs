@@ -400,10 +400,16 @@ impl OpRunner for Worker {
             // Already pinned: no registry round trip.
             return Ok(Some(d.to_string()));
         }
+        // An internal step: shown by live views only when asked for (`--debug`).
+        let span = ctx.span().start_with(
+            format!("resolve {reference}"),
+            vec![(dagr_telemetry::attr::INTERNAL, true.into())],
+        );
         let resolved = self
             .resolve_image(ctx.session_id(), reference, platform)
-            .await
-            .map_err(RunError::new)?;
+            .await;
+        span.end_with(&resolved);
+        let resolved = resolved.map_err(RunError::new)?;
         let digest = resolved
             .pinned
             .rsplit_once('@')

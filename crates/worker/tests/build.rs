@@ -84,7 +84,11 @@ async fn echo_from_the_pulled_image_and_exit_codes() {
     )]));
     let solver = env.open();
     let solved = solver
-        .solve(&exec(image(), &["echo", "hello from busybox"], vec![]), "s")
+        .solve(
+            &exec(image(), &["echo", "hello from busybox"], vec![]),
+            "s",
+            &dagr_telemetry::SpanCx::off(),
+        )
         .await
         .expect("solve");
     assert_eq!(stdout(&solved), "hello from busybox\n");
@@ -97,6 +101,7 @@ async fn echo_from_the_pulled_image_and_exit_codes() {
                 vec![],
             ),
             "s",
+            &dagr_telemetry::SpanCx::off(),
         )
         .await
         .expect_err("fails");
@@ -147,17 +152,26 @@ async fn three_step_graph_cached_within_and_across_restarts() {
     );
     {
         let solver = env.open();
-        let first = solver.solve(&step3, "s").await.expect("cold");
+        let first = solver
+            .solve(&step3, "s", &dagr_telemetry::SpanCx::off())
+            .await
+            .expect("cold");
         assert_eq!(stdout(&first), "one\ntwo\n");
         assert_eq!(runs(&env, volume), 3);
-        let second = solver.solve(&step3, "s").await.expect("warm");
+        let second = solver
+            .solve(&step3, "s", &dagr_telemetry::SpanCx::off())
+            .await
+            .expect("warm");
         assert_eq!(second.result, first.result);
         assert_eq!(runs(&env, volume), 3, "nothing ran again");
         solver.flush().expect("flush");
     }
     // A new solver and worker on the same state: still cached.
     let solver = env.open();
-    let third = solver.solve(&step3, "s2").await.expect("after restart");
+    let third = solver
+        .solve(&step3, "s2", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("after restart");
     assert_eq!(stdout(&third), "one\ntwo\n");
     assert_eq!(runs(&env, volume), 3, "nothing ran after the restart");
 }
@@ -180,7 +194,9 @@ async fn concurrent_identical_solves_run_the_exec_once() {
         let solver = solver.clone();
         let v = v.clone();
         tasks.push(tokio::spawn(async move {
-            solver.solve(&v, &format!("s{i}")).await
+            solver
+                .solve(&v, &format!("s{i}"), &dagr_telemetry::SpanCx::off())
+                .await
         }));
     }
     for t in tasks {
@@ -208,14 +224,17 @@ async fn cancelled_exec_leaves_nothing_behind() {
     )]));
     let solver = env.open();
     // Pull first so the cancelled solve is inside the exec.
-    solver.solve(&image(), "s").await.expect("pull");
+    solver
+        .solve(&image(), "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("pull");
     let v = exec(
         image(),
         &["sh", "-c", "touch /count/started; sleep 1000"],
         vec![counter_mount("cancel")],
     );
     let s2 = solver.clone();
-    let task = tokio::spawn(async move { s2.solve(&v, "s").await });
+    let task = tokio::spawn(async move { s2.solve(&v, "s", &dagr_telemetry::SpanCx::off()).await });
     let started = {
         use sha2::Digest as _;
         env.state
@@ -339,7 +358,10 @@ async fn file_ops_secrets_and_mount_outputs() {
             },
         ],
     );
-    let solved = solver.solve(&run, "s").await.expect("run");
+    let solved = solver
+        .solve(&run, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("run");
     assert_eq!(stdout(&solved), "hello file640\nhunter2");
     // Output 1 is the writable mount's snapshot: it has the new file next to the copied one.
     let out1 = dagr_worker::output_snapshot(&solved.result, 1).expect("output 1");
@@ -377,9 +399,13 @@ async fn gc_keeps_what_sessions_hold_and_the_index_follows() {
     let solver = env.open();
     let kept = exec(image(), &["sh", "-c", "echo kept > /k"], vec![]);
     let dropped = exec(image(), &["sh", "-c", "echo dropped > /d"], vec![]);
-    let kept_result = solver.solve(&kept, "holder").await.expect("kept").result;
+    let kept_result = solver
+        .solve(&kept, "holder", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("kept")
+        .result;
     let dropped_result = solver
-        .solve(&dropped, "gone")
+        .solve(&dropped, "gone", &dagr_telemetry::SpanCx::off())
         .await
         .expect("dropped")
         .result;
@@ -401,7 +427,7 @@ async fn gc_keeps_what_sessions_hold_and_the_index_follows() {
     assert!(!pruned.is_empty());
     // The pruned result is rebuilt on demand.
     let again = solver
-        .solve(&dropped, "gone")
+        .solve(&dropped, "gone", &dagr_telemetry::SpanCx::off())
         .await
         .expect("rebuilt")
         .result;

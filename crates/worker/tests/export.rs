@@ -102,13 +102,17 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
     let env = Env::new();
     let solver = env.open();
     let worker = solver.runner().clone();
-    let base = solver.solve(&image(), "s").await.expect("pull");
+    let base = solver
+        .solve(&image(), "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("pull");
     let base_meta = ResultMeta::of(&base.result).image.expect("image meta");
     let base_digest: Digest = base_meta.manifest_digest.parse().expect("digest");
     let changed = solver
         .solve(
             &exec(image(), &["sh", "-c", "echo exported > /hello.txt"]),
             "s",
+            &dagr_telemetry::SpanCx::off(),
         )
         .await
         .expect("exec");
@@ -234,7 +238,11 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
     let env2 = Env::new();
     let solver2 = env2.open();
     let read = solver2
-        .solve(&exec(image_at(&target), &["cat", "/hello.txt"]), "s")
+        .solve(
+            &exec(image_at(&target), &["cat", "/hello.txt"]),
+            "s",
+            &dagr_telemetry::SpanCx::off(),
+        )
         .await
         .expect("pull back");
     assert_eq!(
@@ -259,7 +267,10 @@ async fn scratch_image_is_one_layer() {
         vec![Vertex::new(Op::Empty, vec![]).expect("empty")],
     )
     .expect("mkfile");
-    let solved = solver.solve(&file, "s").await.expect("mkfile");
+    let solved = solver
+        .solve(&file, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("mkfile");
     let config = ImageConfigInput {
         cmd: Some(vec!["/greeting.txt".to_owned()]),
         ..Default::default()
@@ -297,7 +308,10 @@ async fn rootfs_not_on_the_base_image_is_refused() {
     let env = Env::new();
     let solver = env.open();
     let worker = solver.runner().clone();
-    let base = solver.solve(&image(), "s").await.expect("pull");
+    let base = solver
+        .solve(&image(), "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("pull");
     let base_digest: Digest = ResultMeta::of(&base.result)
         .image
         .expect("image meta")
@@ -315,7 +329,10 @@ async fn rootfs_not_on_the_base_image_is_refused() {
         vec![Vertex::new(Op::Empty, vec![]).expect("empty")],
     )
     .expect("mkfile");
-    let solved = solver.solve(&file, "s").await.expect("mkfile");
+    let solved = solver
+        .solve(&file, "s", &dagr_telemetry::SpanCx::off())
+        .await
+        .expect("mkfile");
     let err = export::build_image(
         &worker,
         solved.result.id(),

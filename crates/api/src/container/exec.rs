@@ -64,7 +64,7 @@ pub(super) fn with_exec() -> Field {
         .resolve_sync(|ctx| {
             let args: WithExecArgs = ctx.args_as()?;
             let nesting_session = if args.experimental_privileged_nesting {
-                Some(caller(ctx)?.session_id)
+                Some(caller(ctx)?.client.session_id)
             } else {
                 None
             };
@@ -222,7 +222,7 @@ async fn exec_output(
     let meta = ResultMeta::of(&result)
         .exec
         .ok_or_else(|| FieldError::new("the last exec recorded no output"))?;
-    Ok(Value::leaf(s.scrub(&caller, &pick(meta))))
+    Ok(Value::leaf(s.scrub(&caller.session_id, &pick(meta))))
 }
 
 /// `stdout`: the last exec's standard output (secrets scrubbed).

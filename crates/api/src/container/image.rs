@@ -249,7 +249,7 @@ fn config_input(c: &Container) -> ImageConfigInput {
 
 async fn build(
     s: &Services,
-    caller: &dagr_metadata::ClientRef,
+    caller: &crate::Caller,
     c: &Container,
 ) -> Result<BuiltImage, FieldError> {
     let rootfs = s.snapshot_of(caller, &c.rootfs).await?;
@@ -436,9 +436,10 @@ pub(super) fn publish() -> Field {
                 dagr_worker::export::publish(s.worker(), &built, &address, &caller.session_id)
                     .await
                     .map_err(|e| {
-                        FieldError::new(
-                            s.scrub(&caller, &format!("publishing {address} failed: {e}")),
-                        )
+                        FieldError::new(s.scrub(
+                            &caller.session_id,
+                            &format!("publishing {address} failed: {e}"),
+                        ))
                     })?;
             Ok(Value::leaf(pushed))
         })

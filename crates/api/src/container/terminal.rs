@@ -57,7 +57,7 @@ fn terminal_of(
         }
     }
     let nesting_session = if run.privileged_nesting {
-        Some(caller(ctx)?.session_id)
+        Some(caller(ctx)?.client.session_id)
     } else {
         None
     };
@@ -167,7 +167,7 @@ async fn sync(ctx: ResolveCtx) -> Result<Value, FieldError> {
             Ok(Value::leaf(ctx.parent_chain().id()))
         }
         Err(e) => {
-            let message = s.scrub(&caller, &format!("terminal failed: {e}"));
+            let message = s.scrub(&caller.session_id, &format!("terminal failed: {e}"));
             let _ = user.exit.send(Err(message.clone()));
             Err(FieldError::new(message))
         }

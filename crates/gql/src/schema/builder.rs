@@ -80,6 +80,7 @@ pub struct Field {
     /// The types given to [`Field::args`], checked against `args` by [`SchemaBuilder::finish`].
     pub(super) args_types: Vec<ArgsType>,
     pub(super) resolver: Option<Resolver>,
+    pub(super) does_work: bool,
 }
 
 impl Field {
@@ -93,6 +94,7 @@ impl Field {
             args: Vec::new(),
             args_types: Vec::new(),
             resolver: None,
+            does_work: false,
         }
     }
 
@@ -123,17 +125,21 @@ impl Field {
         self
     }
 
-    /// Sets the async resolver.
+    /// Sets the async resolver. An async resolver is a field that does work (solves, pulls,
+    /// reads or writes a host): with telemetry on, each of its calls gets a span, under which
+    /// the work it starts reports ([`ResolveCtx::span_cx`]).
     pub fn resolve<F, Fut>(mut self, resolver: F) -> Field
     where
         F: Fn(ResolveCtx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, FieldError>> + Send + 'static,
     {
         self.resolver = Some(Arc::new(move |ctx| Box::pin(resolver(ctx))));
+        self.does_work = true;
         self
     }
 
-    /// Sets a synchronous resolver.
+    /// Sets a synchronous resolver: a field that does no work of its own (a getter, a lazy
+    /// builder), so its calls get no span.
     pub fn resolve_sync<F>(mut self, resolver: F) -> Field
     where
         F: Fn(&ResolveCtx) -> Result<Value, FieldError> + Send + Sync + 'static,
@@ -141,6 +147,7 @@ impl Field {
         self.resolver = Some(Arc::new(move |ctx| {
             Box::pin(futures::future::ready(resolver(&ctx)))
         }));
+        self.does_work = false;
         self
     }
 }

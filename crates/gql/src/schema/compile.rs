@@ -518,6 +518,7 @@ fn build_object(
             field: field.name.clone(),
         })?;
         let name = field.name.clone();
+        let does_work = field.does_work;
         let def = FieldDef {
             name: field.name,
             description: field.description,
@@ -525,6 +526,7 @@ fn build_object(
             args,
             deprecation: field.deprecation,
             resolver,
+            does_work,
             hidden,
         };
         if fields.insert(name.clone(), def).is_some() {

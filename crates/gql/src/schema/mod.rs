@@ -89,6 +89,8 @@ pub(crate) struct FieldDef {
     pub args: IndexMap<String, InputValueDef>,
     pub deprecation: Option<String>,
     pub resolver: Resolver,
+    /// Its resolver is async: each call gets a span (see `Field::resolve`).
+    pub does_work: bool,
     /// `__schema` / `__type`: resolvable on Query but not listed.
     pub hidden: bool,
 }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dagr_executor::{
-    ExecMount, ExecMountKind, ExecSpec, OutputChunk, PrestartContext, Rootfs, RunOptions,
-    TerminalIo,
+    ExecMount, ExecMountKind, ExecSpec, OutputChunk, OutputStream, PrestartContext, Rootfs,
+    RunOptions, TerminalIo,
 };
 use dagr_solver::{InputRef, MountSource, ResultRef, RunCtx, RunOutput};
+use dagr_telemetry::{SpanCx, Stdio, TraceParent, attr};
 
 use crate::mounts::Cleanup;
 use crate::{
@@ -171,14 +172,34 @@ impl Worker {
             rootfs,
             writable,
             volumes,
-            spec,
-            options,
+            mut spec,
+            mut options,
         } = self.prepare_exec(op, inputs, ctx.session_id()).await?;
-        let result = self
-            .inner
-            .executor
-            .run(&Rootfs::Directory(rootfs.clone()), &spec, options)
-            .await?;
+        // With telemetry on, the process continues the op's trace (TRACEPARENT) and its output
+        // is logged to the op's span as it is read.
+        let span = ctx.span();
+        if let Some(parent) = span.traceparent() {
+            spec.env.push(format!("{}={parent}", TraceParent::ENV));
+        }
+        let (sink, chunks) = tokio::sync::mpsc::channel(64);
+        if span.is_on() {
+            options.output_sink = Some(sink);
+        } else {
+            drop(sink);
+        }
+        let root = Rootfs::Directory(rootfs.clone());
+        let run = self.inner.executor.run(&root, &spec, options);
+        // The executor drops the sink when the run ends, so the output's end-of-stream records
+        // are published before this returns (and the op's span ends after them).
+        let (ran, ()) = tokio::join!(run, log_output(span, chunks));
+        match &ran {
+            Ok(result) => ctx.annotate(attr::EXIT_CODE, result.exit_code),
+            Err(dagr_executor::ExecError::Failed { exit_code, .. }) => {
+                ctx.annotate(attr::EXIT_CODE, *exit_code);
+            }
+            Err(_) => {}
+        }
+        let result = ran?;
         drop(volumes);
         let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
         let stderr = String::from_utf8_lossy(&result.stderr.bytes).into_owned();
@@ -299,10 +320,17 @@ impl Worker {
                 let token = client.token.clone();
                 let served = nested.serve(listener, client).await?;
                 serving.lock().push(served);
-                Ok(vec![
+                // The SDK inside exports its spans to the same listener, under the exec's span.
+                let mut env = vec![
                     format!("DAGGER_SESSION_PORT={port}"),
                     format!("DAGGER_SESSION_TOKEN={token}"),
-                ])
+                ];
+                env.extend(
+                    dagr_telemetry::exporter_env(port, None)
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}={v}")),
+                );
+                Ok(env)
             })
         }))
     }
@@ -315,5 +343,22 @@ impl Worker {
                 id: id.to_owned(),
                 session: session_id.to_owned(),
             })
+    }
+}
+
+/// Logs a run's output chunks to the op's span, line by line, until the run drops its sink;
+/// then ends both streams (their end-of-stream records).
+async fn log_output(span: &SpanCx, mut chunks: tokio::sync::mpsc::Receiver<OutputChunk>) {
+    let mut stdout = span.log_stream(Stdio::Stdout);
+    let mut stderr = span.log_stream(Stdio::Stderr);
+    while let Some(chunk) = chunks.recv().await {
+        match chunk.stream {
+            OutputStream::Stdout => stdout.write(&chunk.bytes),
+            OutputStream::Stderr => stderr.write(&chunk.bytes),
+        }
+    }
+    if span.is_on() {
+        stdout.finish();
+        stderr.finish();
     }
 }
