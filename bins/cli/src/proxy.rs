@@ -1,6 +1,7 @@
 //! The local session proxy of `dagr run` and `dagr session`: listens on
 //! `127.0.0.1:0`, requires basic auth whose username is the session token, and forwards
-//! `POST /query` to the engine on the CLI's own client connection (which adds the metadata header).
+//! `POST /query` to the engine on the CLI's own client connection (which adds the metadata
+//! header; the caller's `traceparent` is kept).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -149,6 +150,9 @@ fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
     resp
 }
 
+/// The W3C trace context header.
+const TRACEPARENT: &str = dagr_client::TraceParent::HEADER;
+
 async fn handle(
     client: &dagr_client::Client,
     token: &str,
@@ -181,6 +185,9 @@ async fn handle(
     if req.method() != http::Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "/query takes POST");
     }
+    // The caller's span (an SDK's `traceparent`) goes along: the engine's spans for the query
+    // hang under it. Without one, the client adds its own.
+    let traceparent = req.headers().get(TRACEPARENT).cloned();
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -193,9 +200,12 @@ async fn handle(
             );
         }
     };
-    let forward = Request::post("/query")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body));
+    let mut forward =
+        Request::post("/query").header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(traceparent) = traceparent {
+        forward = forward.header(TRACEPARENT, traceparent);
+    }
+    let forward = forward.body(Full::new(body));
     let forward = match forward {
         Ok(f) => f,
         Err(e) => {

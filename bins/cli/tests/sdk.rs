@@ -1244,3 +1244,52 @@ connect_and_run(main)
     );
     assert_eq!(s(mode, &inner, "marker"), nonce);
 }
+
+/// Under `dagr run`, the SDK's own spans (exported to the CLI's OTLP receiver) join the tree,
+/// with the engine's spans for the calls made inside them as their children.
+#[test]
+fn sdk_spans_join_the_tree_with_the_engine_spans_under_them() {
+    let sdk = Sdk::start();
+    let work = temp_work();
+    let nonce = format!("spans-{}", rand_suffix());
+    let body = r#"
+from dagger import telemetry
+
+async def main():
+    with telemetry.get_tracer().start_as_current_span("python-pipeline-" + NONCE):
+        RESULT["out"] = await dag.container().from_(IMAGE).with_exec(["echo", NONCE]).stdout()
+
+connect_and_run(main)
+"#;
+    let out = sdk.run_script(Mode::Run, work.path(), body, &nonce);
+    let v = parse_result(Mode::Run, &out);
+    assert_eq!(s(Mode::Run, &v, "out"), format!("{nonce}\n"));
+    let stderr = lossy(&out.stderr);
+    // The summary at the end nests steps by indentation: find the SDK span's last line, then
+    // the engine's call among the lines indented under it.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let span = format!("✔ python-pipeline-{nonce}");
+    let at = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with(&span))
+        .unwrap_or_else(|| panic!("no {span} in the summary:\n{stderr}"));
+    let depth = |l: &str| l.len() - l.trim_start().len();
+    let own = depth(lines[at]);
+    let under: Vec<&str> = lines[at + 1..]
+        .iter()
+        .take_while(|l| depth(l) > own)
+        .copied()
+        .collect();
+    assert!(
+        under
+            .iter()
+            .any(|l| l.trim_start().starts_with("✔ Container.stdout")),
+        "the engine's call under the SDK's span:\n{stderr}"
+    );
+    assert!(
+        under
+            .iter()
+            .any(|l| l.trim_start().starts_with(&format!("✔ exec echo {nonce}"))),
+        "and the step it ran:\n{stderr}"
+    );
+}

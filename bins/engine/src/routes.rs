@@ -86,6 +86,11 @@ const MAX_OTLP_BODY: usize = 16 << 20;
 /// traces its records name.
 pub async fn otlp_export(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
     let path = req.uri().path().to_owned();
+    let encoding = dagr_telemetry::OtlpEncoding::of_content_type(
+        req.headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     if req.method() != Method::POST {
         return error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -104,12 +109,12 @@ pub async fn otlp_export(engine: Arc<Engine>, req: Request<Incoming>) -> Respons
             );
         }
     };
-    match engine.otlp.export_http(&path, &body) {
+    match engine.otlp.export_http(&path, encoding, &body) {
         Some(Ok(answer)) => {
             let mut resp = Response::new(full_body(Bytes::from(answer)));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/x-protobuf"),
+                http::HeaderValue::from_static(encoding.content_type()),
             );
             resp
         }

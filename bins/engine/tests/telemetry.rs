@@ -338,3 +338,78 @@ async fn a_vanished_subscriber_does_not_hold_up_the_close() {
         .expect("close");
     engine.wait_metric("dagr_sessions_active", 0);
 }
+
+/// A nested exec continues the trace (TRACEPARENT) and exports its own spans to its listener
+/// (OTLP/HTTP with OTLP's JSON encoding, no token needed): they reach the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_exec_exports_its_spans_into_the_trace() {
+    use dagr_telemetry::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use dagr_telemetry::proto::trace::v1::{ResourceSpans, ScopeSpans};
+
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let engine = engine();
+    let mut client = connect(&engine).await;
+    let feed = client.subscribe().await.expect("subscribe");
+    let root = client.traceparent();
+    let tag = unique();
+    let exported = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: root.trace_id.to_bytes().to_vec(),
+                    span_id: dagr_telemetry::new_span_id().to_bytes().to_vec(),
+                    parent_span_id: root.span_id.to_bytes().to_vec(),
+                    name: format!("inside-{tag}"),
+                    start_time_unix_nano: 1,
+                    end_time_unix_nano: 2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    // busybox wget posts text only: OTLP's JSON encoding (hex ids) is text.
+    let body = serde_json::to_string(&exported).expect("OTLP JSON");
+    let script = "wget -q -O /dev/null --header 'Content-Type: application/json' \
+           --post-file /span.json http://127.0.0.1:$DAGGER_SESSION_PORT/v1/traces \
+        && echo \"posted $TRACEPARENT $OTEL_EXPORTER_OTLP_ENDPOINT $DAGGER_SESSION_PORT\"";
+    let query = format!(
+        "{{ container {{ from(address: {}) {{ withNewFile(path: \"/span.json\", contents: {}) {{ withExec(args: {}, experimentalPrivilegedNesting: true) {{ stdout }} }} }} }} }}",
+        json!(registry.image),
+        json!(body),
+        json!(["sh", "-c", script])
+    );
+    let v = client
+        .query(json!({ "query": query }))
+        .await
+        .expect("query");
+    let stdout = v["data"]["container"]["from"]["withNewFile"]["withExec"]["stdout"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no stdout: {v}"))
+        .to_owned();
+    client.close().await.expect("close");
+    let seen = Seen::drain(feed).await;
+
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let ["posted", traceparent, endpoint, port] = words[..] else {
+        panic!("unexpected output: {stdout:?}");
+    };
+    assert_eq!(endpoint, format!("http://127.0.0.1:{port}"));
+    let exec_parent: dagr_telemetry::TraceParent = traceparent.parse().expect("TRACEPARENT");
+    assert_eq!(
+        exec_parent.trace_id, root.trace_id,
+        "the exec continues the trace"
+    );
+    let exec = seen
+        .spans
+        .values()
+        .find(|s| s.span_id == exec_parent.span_id.to_bytes().to_vec())
+        .expect("TRACEPARENT names the exec's own span");
+    assert!(exec.name.starts_with("exec sh -c"), "{}", exec.name);
+    assert_eq!(
+        seen.named(&format!("inside-{tag}")).len(),
+        1,
+        "the exported span reached the subscriber"
+    );
+}

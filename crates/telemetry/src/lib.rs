@@ -28,7 +28,7 @@ pub use hub::{Signal, Subscription, SubscriptionCloser, Telemetry, TelemetryConf
 pub use ids::{SpanId, TraceId, TraceParent, TraceParentError, new_span_id, new_trace_id};
 pub use otlp::DROPPED_ATTR;
 pub use receiver::{
-    ExportDecodeError, OTLP_LOGS_PATH, OTLP_TRACES_PATH, OtlpReceiver, exporter_env,
+    ExportDecodeError, OTLP_LOGS_PATH, OTLP_TRACES_PATH, OtlpEncoding, OtlpReceiver, exporter_env,
 };
 pub use span::{AttrValue, LogStream, Scrubber, Span, SpanCx, Stdio, attr};
 

@@ -1,9 +1,7 @@
 //! [`OtlpReceiver`]: the OTLP collector services (gRPC `TraceService` / `LogsService` `Export`,
-//! and the same over HTTP: a protobuf body POSTed to `/v1/traces` or `/v1/logs`) publishing what
+//! and the same over HTTP: a protobuf or JSON body POSTed to `/v1/traces` or `/v1/logs`) publishing what
 //! other processes export into a hub. Execs with nesting export to the engine's; the programs
 //! `dagr run` starts export to the CLI's.
-
-use prost::Message as _;
 
 use crate::hub::Telemetry;
 use crate::proto::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
@@ -21,13 +19,70 @@ use crate::proto::trace::v1::TracesData;
 pub const OTLP_TRACES_PATH: &str = "/v1/traces";
 pub const OTLP_LOGS_PATH: &str = "/v1/logs";
 
-/// A body that is not the protobuf of an OTLP export request.
+/// A body that is not an OTLP export request in the encoding its content type names.
 #[derive(Debug, thiserror::Error)]
-#[error("the body of {path} is not an OTLP protobuf export request: {source}")]
-pub struct ExportDecodeError {
-    pub path: &'static str,
-    #[source]
-    pub source: prost::DecodeError,
+pub enum ExportDecodeError {
+    #[error("the body of {path} is not an OTLP protobuf export request: {source}")]
+    Protobuf {
+        path: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the body of {path} is not an OTLP JSON export request: {source}")]
+    Json {
+        path: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How an OTLP/HTTP body is encoded (by its `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpEncoding {
+    /// `application/x-protobuf` (the default).
+    Protobuf,
+    /// `application/json`: OTLP's JSON mapping (hex ids, camelCase names).
+    Json,
+}
+
+impl OtlpEncoding {
+    /// The encoding a `Content-Type` names (protobuf unless it is JSON).
+    pub fn of_content_type(content_type: Option<&str>) -> OtlpEncoding {
+        match content_type {
+            Some(t) if t.trim_start().starts_with("application/json") => OtlpEncoding::Json,
+            _ => OtlpEncoding::Protobuf,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OtlpEncoding::Protobuf => "application/x-protobuf",
+            OtlpEncoding::Json => "application/json",
+        }
+    }
+}
+
+fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(
+    path: &'static str,
+    encoding: OtlpEncoding,
+    body: &[u8],
+) -> Result<T, ExportDecodeError> {
+    match encoding {
+        OtlpEncoding::Protobuf => {
+            T::decode(body).map_err(|source| ExportDecodeError::Protobuf { path, source })
+        }
+        OtlpEncoding::Json => {
+            serde_json::from_slice(body).map_err(|source| ExportDecodeError::Json { path, source })
+        }
+    }
+}
+
+fn encode<T: prost::Message + serde::Serialize>(encoding: OtlpEncoding, answer: &T) -> Vec<u8> {
+    match encoding {
+        OtlpEncoding::Protobuf => answer.encode_to_vec(),
+        // Serializing plain data to a Vec cannot fail.
+        OtlpEncoding::Json => serde_json::to_vec(answer).unwrap_or_default(),
+    }
 }
 
 /// Publishes exported spans and logs into a hub (each to its own trace).
@@ -75,29 +130,23 @@ impl OtlpReceiver {
         }
     }
 
-    /// OTLP/HTTP: ingests the protobuf `body` POSTed to `path` ([`OTLP_TRACES_PATH`] or
-    /// [`OTLP_LOGS_PATH`]) and returns the protobuf answer; `None` for another path.
+    /// OTLP/HTTP: ingests `body` (encoded as `encoding`) POSTed to `path`
+    /// ([`OTLP_TRACES_PATH`] or [`OTLP_LOGS_PATH`]) and returns the answer in the same
+    /// encoding; `None` for another path.
     pub fn export_http(
         &self,
         path: &str,
+        encoding: OtlpEncoding,
         body: &[u8],
     ) -> Option<Result<Vec<u8>, ExportDecodeError>> {
         match path {
             OTLP_TRACES_PATH => Some(
-                ExportTraceServiceRequest::decode(body)
-                    .map(|request| self.traces(request).encode_to_vec())
-                    .map_err(|source| ExportDecodeError {
-                        path: OTLP_TRACES_PATH,
-                        source,
-                    }),
+                decode(OTLP_TRACES_PATH, encoding, body)
+                    .map(|request| encode(encoding, &self.traces(request))),
             ),
             OTLP_LOGS_PATH => Some(
-                ExportLogsServiceRequest::decode(body)
-                    .map(|request| self.logs(request).encode_to_vec())
-                    .map_err(|source| ExportDecodeError {
-                        path: OTLP_LOGS_PATH,
-                        source,
-                    }),
+                decode(OTLP_LOGS_PATH, encoding, body)
+                    .map(|request| encode(encoding, &self.logs(request))),
             ),
             _ => None,
         }

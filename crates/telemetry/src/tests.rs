@@ -273,3 +273,67 @@ fn spans_cost_nothing_when_off() {
     assert!(!span.cx().is_on());
     span.end();
 }
+
+#[tokio::test]
+async fn the_receiver_takes_protobuf_and_json_exports() {
+    use crate::proto::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message as _;
+
+    let hub = hub(64, 0);
+    let trace = new_trace_id();
+    let mut sub = hub.subscribe(trace, Signal::Traces);
+    let receiver = OtlpReceiver::new(hub.clone());
+    let request = |name: &str| ExportTraceServiceRequest {
+        resource_spans: vec![crate::proto::trace::v1::ResourceSpans {
+            scope_spans: vec![crate::proto::trace::v1::ScopeSpans {
+                spans: vec![SpanRecord {
+                    trace_id: trace.to_bytes().to_vec(),
+                    span_id: new_span_id().to_bytes().to_vec(),
+                    name: name.to_owned(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let answer = receiver
+        .export_http(
+            OTLP_TRACES_PATH,
+            OtlpEncoding::Protobuf,
+            &request("as protobuf").encode_to_vec(),
+        )
+        .expect("a signal path")
+        .expect("decodes");
+    assert_eq!(
+        ExportTraceServiceResponse::decode(answer.as_slice()).expect("protobuf answer"),
+        ExportTraceServiceResponse::default()
+    );
+    let json = serde_json::to_vec(&request("as json")).expect("json");
+    assert!(
+        String::from_utf8_lossy(&json).contains(&trace.to_string()),
+        "hex ids"
+    );
+    receiver
+        .export_http(OTLP_TRACES_PATH, OtlpEncoding::Json, &json)
+        .expect("a signal path")
+        .expect("decodes");
+    let names: Vec<String> = spans(&mut sub).await.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["as protobuf", "as json"]);
+
+    assert!(
+        receiver
+            .export_http("/v1/other", OtlpEncoding::Json, b"{}")
+            .is_none()
+    );
+    assert!(matches!(
+        receiver.export_http(OTLP_LOGS_PATH, OtlpEncoding::Protobuf, b"\n"),
+        Some(Err(ExportDecodeError::Protobuf { .. }))
+    ));
+    assert_eq!(
+        OtlpEncoding::of_content_type(Some("application/json; charset=utf-8")),
+        OtlpEncoding::Json
+    );
+}

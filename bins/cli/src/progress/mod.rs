@@ -182,8 +182,17 @@ async fn render(
     tree
 }
 
-/// The summary of failed steps: each with its exit code and its whole output (as kept).
-pub(crate) fn print_failures(tree: &Tree, debug: bool) {
+/// The summary at the end: the finished tree (each step's outcome and duration, nested under
+/// the step that caused it), then the failed steps' output.
+pub(crate) fn print_summary(tree: &Tree, debug: bool) {
+    for line in tty::Live::new(debug).lines(tree, false) {
+        eprintln!("{line}");
+    }
+    print_failures(tree, debug);
+}
+
+/// The failed steps: each with its exit code and its whole output (as kept).
+fn print_failures(tree: &Tree, debug: bool) {
     for (_, id) in tree.walk(debug) {
         let Some(step) = tree.step(id) else { continue };
         let Outcome::Failed(message) = &step.outcome else {

@@ -80,6 +80,6 @@ impl Plain {
         for (_, line) in std::mem::take(&mut self.waiting) {
             eprintln!("  ? │ {line}");
         }
-        super::print_failures(tree, self.debug);
+        super::print_summary(tree, self.debug);
     }
 }

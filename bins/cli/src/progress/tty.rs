@@ -45,7 +45,9 @@ impl Live {
         }
     }
 
-    fn lines(&self, tree: &Tree, live: bool) -> Vec<String> {
+    /// The tree's lines: while `live`, spinners and the last output lines of running steps;
+    /// else each step's final state.
+    pub(super) fn lines(&self, tree: &Tree, live: bool) -> Vec<String> {
         let now = now_nanos();
         let spinner = SPINNER[self.frame % SPINNER.len()];
         let mut lines = Vec::new();
@@ -112,15 +114,11 @@ impl Live {
 
     /// Replaces the live tree by the finished one, then the failed steps' output.
     pub fn finish(&mut self, tree: &Tree) {
-        let lines = self.lines(tree, false);
         {
             let mut err = std::io::stderr().lock();
             self.clear(&mut err);
-            for line in &lines {
-                let _ = writeln!(err, "{line}");
-            }
             let _ = err.flush();
         }
-        super::print_failures(tree, self.debug);
+        super::print_summary(tree, self.debug);
     }
 }
