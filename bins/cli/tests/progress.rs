@@ -138,7 +138,7 @@ fn a_failed_step_keeps_its_whole_output_and_exit_code_in_the_summary() {
     let script = format!("for i in 1 2 3 4 5 6 7 8; do echo line-$i-{n}; done; exit 3");
     let out = run.dagr(
         &["--progress=plain", "query"],
-        &run.pipeline(&[script.clone()]),
+        &run.pipeline(std::slice::from_ref(&script)),
     );
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
