@@ -15,7 +15,7 @@ use crate::config::{Config, GcConfig};
 use crate::routes::Engine;
 use crate::server::Bound;
 use crate::stack::EngineService;
-use crate::{gc, grpc, host, metrics, nested, query, server, stack, telemetry};
+use crate::{export, gc, grpc, host, metrics, nested, query, server, stack, telemetry};
 
 /// The oldest client version this engine serves.
 const MIN_CLIENT_VERSION: semver::Version = semver::Version::new(0, 1, 0);
@@ -29,6 +29,7 @@ pub struct App {
     listeners: Vec<Bound>,
     gc: GcConfig,
     shutdown_grace: Duration,
+    exporter: Option<export::Exporter>,
 }
 
 impl App {
@@ -54,7 +55,14 @@ impl App {
         let telemetry = telemetry::EngineTelemetry::new(
             dagr_telemetry::Telemetry::new(dagr_telemetry::TelemetryConfig::default()),
             registry.clone(),
+            config.telemetry,
         );
+        let exporter = match &config.otlp_export {
+            Some(export) if config.telemetry => {
+                Some(export::Exporter::start(telemetry.hub(), export)?)
+            }
+            _ => None,
+        };
         let engine = Arc::new(Engine {
             registry: registry.clone(),
             metrics: metrics::EngineMetrics::default(),
@@ -81,6 +89,7 @@ impl App {
             listeners,
             gc: config.gc,
             shutdown_grace: config.shutdown_grace,
+            exporter,
         })
     }
 
@@ -96,6 +105,7 @@ impl App {
             listeners,
             gc,
             shutdown_grace,
+            exporter,
         } = self;
         for l in &listeners {
             // One line per listener on stdout, for scripts and tests that asked for port 0.
@@ -112,6 +122,9 @@ impl App {
         });
         server::serve(listeners, service, engine, stop_rx, shutdown_grace).await;
         gc_task.abort();
+        if let Some(exporter) = exporter {
+            exporter.shutdown().await;
+        }
         // Cache hits keep last-used times in memory; persist them for the next start's GC.
         let solver = api.services().solver.clone();
         match tokio::task::spawn_blocking(move || solver.flush()).await {

@@ -62,6 +62,49 @@ pub struct ServeArgs {
     /// A registry host reached over plain http (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
+    /// Also export every finished span and every log record to this OpenTelemetry collector
+    /// (e.g. `http://127.0.0.1:4317`).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// The protocol of `--otlp-endpoint`: `grpc` or `http/protobuf` (to `URL/v1/traces` and
+    /// `URL/v1/logs`).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_name = "PROTOCOL",
+        default_value = "grpc"
+    )]
+    otlp_protocol: OtlpProtocol,
+    /// Record no spans and no logs: clients that subscribe get none and `--otlp-endpoint`
+    /// exports nothing.
+    #[arg(long)]
+    no_telemetry: bool,
+}
+
+/// How spans and logs reach an external collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl FromStr for OtlpProtocol {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            other => bail!("OTLP protocol {other:?} is not `grpc` or `http/protobuf`"),
+        }
+    }
+}
+
+/// An external collector to export to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpExport {
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +136,10 @@ pub struct Config {
     pub registry_mirrors: Vec<RegistryMirror>,
     pub insecure_registries: Vec<String>,
     pub gc: GcConfig,
+    /// Whether spans and logs are recorded at all.
+    pub telemetry: bool,
+    /// Where they are exported besides the engine's own subscriptions.
+    pub otlp_export: Option<OtlpExport>,
 }
 
 /// How the cache is collected.
@@ -124,6 +171,14 @@ impl From<ServeArgs> for Config {
                 keep_bytes: args.gc_keep_bytes,
                 interval: Duration::from_secs(args.gc_interval.max(1)),
             },
+            telemetry: !args.no_telemetry,
+            otlp_export: args
+                .otlp_endpoint
+                .filter(|e| !e.is_empty())
+                .map(|endpoint| OtlpExport {
+                    endpoint,
+                    protocol: args.otlp_protocol,
+                }),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod app;
 mod config;
 mod dial_stdio;
+mod export;
 mod gc;
 mod grpc;
 mod host;

@@ -31,6 +31,8 @@ use tonic::{Request, Response, Status};
 /// The engine's telemetry: the hub and which traces each live session keeps.
 pub struct EngineTelemetry {
     hub: Telemetry,
+    /// `--no-telemetry` turns it off: requests get no spans.
+    enabled: bool,
     registry: SessionRegistry,
     /// The traces each session's requests used, held (with their backlog) until it ends.
     holds: Mutex<HashMap<String, Vec<TraceHold>>>,
@@ -49,9 +51,10 @@ pub fn session_trace(session_id: &str) -> TraceId {
 }
 
 impl EngineTelemetry {
-    pub fn new(hub: Telemetry, registry: SessionRegistry) -> Arc<EngineTelemetry> {
+    pub fn new(hub: Telemetry, registry: SessionRegistry, enabled: bool) -> Arc<EngineTelemetry> {
         Arc::new(EngineTelemetry {
             hub,
+            enabled,
             registry,
             holds: Mutex::new(HashMap::new()),
         })
@@ -69,6 +72,9 @@ impl EngineTelemetry {
         scope: &RequestScope,
         headers: &http::HeaderMap,
     ) -> SpanCx {
+        if !self.enabled {
+            return SpanCx::off();
+        }
         let parent = headers
             .get(TraceParent::HEADER)
             .and_then(|v| v.to_str().ok())

@@ -413,3 +413,160 @@ async fn a_nested_exec_exports_its_spans_into_the_trace() {
         "the exported span reached the subscriber"
     );
 }
+
+/// A stand-in OpenTelemetry collector on 127.0.0.1: the names of the spans it was sent.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: std::sync::Arc<parking_lot::Mutex<Vec<Span>>>,
+}
+
+impl Collector {
+    fn take(
+        &self,
+        request: dagr_telemetry::proto::collector::trace::v1::ExportTraceServiceRequest,
+    ) {
+        self.spans.lock().extend(
+            request
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans),
+        );
+    }
+
+    /// Waits (at most a minute: hang protection) until a span named `name` arrived.
+    async fn wait_for(&self, name: &str) -> Span {
+        for _ in 0..600 {
+            if let Some(span) = self.spans.lock().iter().find(|s| s.name == name) {
+                return span.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the collector never got {name}: {:?}",
+            self.spans
+                .lock()
+                .iter()
+                .map(|s| &s.name)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tonic::async_trait]
+impl dagr_telemetry::proto::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<
+            dagr_telemetry::proto::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<dagr_telemetry::proto::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        self.take(request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Serves `collector` as OTLP/gRPC (`grpc`) or OTLP/HTTP protobuf on 127.0.0.1; its URL.
+async fn serve_collector(collector: Collector, grpc: bool) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    if grpc {
+        let service =
+            dagr_telemetry::proto::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                collector,
+            );
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+    } else {
+        use futures::StreamExt as _;
+        use http_body_util::BodyExt as _;
+        use prost::Message as _;
+        tokio::spawn(async move {
+            let mut incoming = incoming;
+            while let Some(Ok(stream)) = incoming.next().await {
+                let collector = collector.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let collector = collector.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let body = req.into_body().collect().await?.to_bytes();
+                                if path == "/v1/traces" {
+                                    collector.take(
+                                    dagr_telemetry::proto::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+                                        .expect("protobuf export"),
+                                );
+                                }
+                                Ok::<_, hyper::Error>(http::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::new()),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_exports_finished_spans_to_a_collector_over_grpc_and_http() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    for (grpc, protocol) in [(true, "grpc"), (false, "http/protobuf")] {
+        let collector = Collector::default();
+        let url = serve_collector(collector.clone(), grpc).await;
+        let engine = dagr_testkit::EngineProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_dagr-engine")),
+            &["--otlp-endpoint", &url, "--otlp-protocol", protocol],
+        );
+        let client = connect(&engine).await;
+        let tag = unique();
+        let v = client
+            .query(json!({
+                "query": format!(
+                    "{{ container {{ from(address: {}) {{ withExec(args: [\"echo\", {}]) {{ stdout }} }} }} }}",
+                    json!(registry.image),
+                    json!(tag)
+                )
+            }))
+            .await
+            .expect("query");
+        assert!(v.get("errors").is_none(), "{v}");
+        let root = client.traceparent();
+        client.close().await.expect("close");
+        let exec = collector.wait_for(&format!("exec echo {tag}")).await;
+        assert_eq!(
+            exec.trace_id,
+            root.trace_id.to_bytes().to_vec(),
+            "{protocol}"
+        );
+        assert_ne!(
+            exec.end_time_unix_nano, 0,
+            "{protocol}: only finished spans"
+        );
+        let call = collector.wait_for("Container.stdout").await;
+        assert_eq!(exec.parent_span_id, call.span_id, "{protocol}");
+        assert!(
+            collector
+                .spans
+                .lock()
+                .iter()
+                .all(|s| s.end_time_unix_nano != 0),
+            "{protocol}: no live starts are exported"
+        );
+    }
+}

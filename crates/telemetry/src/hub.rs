@@ -81,6 +81,8 @@ impl std::fmt::Debug for Telemetry {
 struct Hub {
     config: TelemetryConfig,
     topics: RwLock<HashMap<TraceId, Topic>>,
+    /// Subscriptions to every trace (an exporter to an external collector).
+    everything: RwLock<Vec<Arc<Queue>>>,
 }
 
 #[derive(Default)]
@@ -139,6 +141,7 @@ impl Telemetry {
             inner: Arc::new(Hub {
                 config,
                 topics: RwLock::new(HashMap::new()),
+                everything: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -159,12 +162,7 @@ impl Telemetry {
 
     /// Subscribes to the `signal` records of `trace_id`, starting with the trace's backlog.
     pub fn subscribe(&self, trace_id: TraceId, signal: Signal) -> Subscription {
-        let queue = Arc::new(Queue {
-            signal,
-            capacity: self.inner.config.subscriber_capacity,
-            state: Mutex::new(QueueState::default()),
-            ready: Notify::new(),
-        });
+        let queue = self.new_queue(signal);
         {
             let mut topics = self.inner.topics.write();
             let topic = topics.entry(trace_id).or_default();
@@ -175,9 +173,30 @@ impl Telemetry {
         }
         Subscription {
             hub: self.clone(),
-            trace_id,
+            trace_id: Some(trace_id),
             queue,
         }
+    }
+
+    /// Subscribes to the `signal` records of every trace, watched or not, from now on (for an
+    /// exporter to an external collector).
+    pub fn subscribe_all(&self, signal: Signal) -> Subscription {
+        let queue = self.new_queue(signal);
+        self.inner.everything.write().push(queue.clone());
+        Subscription {
+            hub: self.clone(),
+            trace_id: None,
+            queue,
+        }
+    }
+
+    fn new_queue(&self, signal: Signal) -> Arc<Queue> {
+        Arc::new(Queue {
+            signal,
+            capacity: self.inner.config.subscriber_capacity,
+            state: Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+        })
     }
 
     /// Whether anything holds or subscribes to `trace_id` (records of other traces are not kept).
@@ -188,6 +207,12 @@ impl Telemetry {
     /// Publishes a record to its trace's subscribers and backlog; records of a trace nobody
     /// holds or subscribes to are not kept.
     pub(crate) fn publish(&self, trace_id: TraceId, item: Item) {
+        {
+            let everything = self.inner.everything.read();
+            for queue in everything.iter().filter(|q| q.signal == item.signal()) {
+                queue.push(&item);
+            }
+        }
         let topics = self.inner.topics.read();
         let Some(topic) = topics.get(&trace_id) else {
             return;
@@ -204,6 +229,13 @@ impl Telemetry {
             }
             backlog.push_back(item);
         }
+    }
+
+    fn unsubscribe_all(&self, queue: &Arc<Queue>) {
+        self.inner
+            .everything
+            .write()
+            .retain(|q| !Arc::ptr_eq(q, queue));
     }
 
     fn release(&self, trace_id: TraceId, queue: Option<&Arc<Queue>>) {
@@ -250,7 +282,8 @@ impl std::fmt::Debug for TraceHold {
 /// One subscriber's stream of records; unsubscribes when dropped.
 pub struct Subscription {
     hub: Telemetry,
-    trace_id: TraceId,
+    /// `None`: every trace ([`Telemetry::subscribe_all`]).
+    trace_id: Option<TraceId>,
     queue: Arc<Queue>,
 }
 
@@ -274,7 +307,8 @@ pub(crate) struct Batch {
 }
 
 impl Subscription {
-    pub fn trace_id(&self) -> TraceId {
+    /// The trace followed; `None` for a subscription to every trace.
+    pub fn trace_id(&self) -> Option<TraceId> {
         self.trace_id
     }
 
@@ -316,7 +350,10 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.release(self.trace_id, Some(&self.queue));
+        match self.trace_id {
+            Some(trace_id) => self.hub.release(trace_id, Some(&self.queue)),
+            None => self.hub.unsubscribe_all(&self.queue),
+        }
     }
 }
 

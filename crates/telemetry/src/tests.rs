@@ -337,3 +337,19 @@ async fn the_receiver_takes_protobuf_and_json_exports() {
         OtlpEncoding::Json
     );
 }
+
+#[tokio::test]
+async fn a_subscription_to_everything_sees_every_trace_watched_or_not() {
+    let hub = hub(64, 0);
+    let mut all = hub.subscribe_all(Signal::Traces);
+    assert_eq!(all.trace_id(), None);
+    let (a, b) = (new_trace_id(), new_trace_id());
+    let _watched = hub.hold(a);
+    SpanCx::new(&hub, a, None).record_done("in a watched trace", vec![]);
+    SpanCx::new(&hub, b, None).record_done("in an unwatched one", vec![]);
+    let names: Vec<String> = spans(&mut all).await.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["in a watched trace", "in an unwatched one"]);
+    drop(all);
+    SpanCx::new(&hub, b, None).record_done("after", vec![]);
+    assert!(!hub.is_watched(b));
+}
