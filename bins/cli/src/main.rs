@@ -184,7 +184,7 @@ fn env_traceparent() -> Option<dagr_client::TraceParent> {
 async fn connect(
     cli: &Cli,
     labels: BTreeMap<String, String>,
-    terminal: Option<Arc<StdioTerminal>>,
+    terminal: Option<(Arc<StdioTerminal>, progress::TerminalInUse)>,
 ) -> anyhow::Result<dagr_client::Client> {
     // Inside a container with privileged nesting: join the session it belongs to.
     if cli.host.is_none()
@@ -217,7 +217,9 @@ async fn connect(
         hostname: hostname(),
         attach: true,
         allow_send: true,
-        terminal: terminal.map(|t| t as Arc<dyn dagr_attach::TerminalProvider>),
+        terminal: terminal.map(|(terminal, in_use)| {
+            Arc::new(TrackedTerminal { terminal, in_use }) as Arc<dyn dagr_attach::TerminalProvider>
+        }),
         traceparent: env_traceparent(),
     };
     dagr_client::connect(opts)
@@ -296,8 +298,9 @@ async fn query(
         body["operationName"] = serde_json::Value::String(op.to_owned());
     }
     // A query may open a terminal (`terminal{sync}`) on this process's terminal.
-    let mut client = connect(cli, BTreeMap::new(), Some(Arc::default())).await?;
-    let progress = start_progress(cli, &mut client).await?;
+    let in_use = progress::TerminalInUse::default();
+    let mut client = connect(cli, BTreeMap::new(), Some((Arc::default(), in_use.clone()))).await?;
+    let progress = start_progress(cli, &mut client, in_use).await?;
     let result = client.query(body).await;
     let closed = client.close().await;
     if let Some(progress) = progress {
@@ -340,6 +343,7 @@ fn print_errors(response: &serde_json::Value) -> bool {
 async fn start_progress(
     cli: &Cli,
     client: &mut dagr_client::Client,
+    terminal: progress::TerminalInUse,
 ) -> anyhow::Result<Option<progress::Progress>> {
     let mode = progress::Mode::resolve(cli.progress);
     if mode == progress::Mode::Quiet {
@@ -349,7 +353,9 @@ async fn start_progress(
         .subscribe()
         .await
         .context("subscribing to the session's telemetry")?;
-    Ok(Some(progress::Progress::start(mode, cli.debug, feed)))
+    Ok(Some(progress::Progress::start(
+        mode, cli.debug, feed, terminal,
+    )))
 }
 
 /// The exit code of dagr for a command's exit code (1 when it does not fit).
@@ -368,8 +374,9 @@ async fn run_cmd(
         bail!("dagr run needs a command after --");
     };
     // CMD shares this terminal: its pipelines may open interactive processes on it.
-    let mut client = connect(cli, labels, Some(Arc::default())).await?;
-    let progress = start_progress(cli, &mut client).await?;
+    let in_use = progress::TerminalInUse::default();
+    let mut client = connect(cli, labels, Some((Arc::default(), in_use.clone()))).await?;
+    let progress = start_progress(cli, &mut client, in_use).await?;
     // CMD's own spans (an SDK's) come to this process and join the view, under the session's
     // trace: TRACEPARENT and the OTEL_* variables point CMD at a local OTLP receiver.
     let receiver = match &progress {
@@ -487,7 +494,14 @@ async fn terminal(
     insecure: bool,
 ) -> anyhow::Result<ExitCode> {
     let user_terminal = Arc::new(StdioTerminal::new());
-    let client = connect(cli, BTreeMap::new(), Some(user_terminal.clone())).await?;
+    let in_use = progress::TerminalInUse::default();
+    let mut client = connect(
+        cli,
+        BTreeMap::new(),
+        Some((user_terminal.clone(), in_use.clone())),
+    )
+    .await?;
+    let progress = start_progress(cli, &mut client, in_use).await?;
     let body = serde_json::json!({
         "query": "query($id: ContainerID!, $cmd: [String!], $nesting: Boolean, $insecure: Boolean) { \
             loadContainerFromID(id: $id) { terminal(cmd: $cmd, \
@@ -511,6 +525,9 @@ async fn terminal(
         }
     };
     let closed = client.close().await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
     let response = result.context("running the terminal")?;
     closed.context("closing the session")?;
     if print_errors(&response) {
@@ -523,6 +540,41 @@ async fn terminal(
             ExitCode::FAILURE
         }
     })
+}
+
+/// The user's terminal as offered to the engine, telling the progress view while an
+/// interactive process owns it (from its start until its exit arrives).
+#[derive(Debug)]
+struct TrackedTerminal {
+    terminal: Arc<StdioTerminal>,
+    in_use: progress::TerminalInUse,
+}
+
+impl dagr_attach::TerminalProvider for TrackedTerminal {
+    fn open(
+        &self,
+        mut output: tokio::sync::mpsc::Receiver<dagr_attach::TerminalOutput>,
+    ) -> std::io::Result<tokio::sync::mpsc::Receiver<dagr_attach::TerminalInput>> {
+        self.in_use.set(true);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let in_use = self.in_use.clone();
+        tokio::spawn(async move {
+            while let Some(item) = output.recv().await {
+                let exit = matches!(item, dagr_attach::TerminalOutput::Exit { .. });
+                if tx.send(item).await.is_err() || exit {
+                    break;
+                }
+            }
+            in_use.set(false);
+        });
+        match self.terminal.open(rx) {
+            Ok(input) => Ok(input),
+            Err(e) => {
+                self.in_use.set(false);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Closes a client that the (stopped) proxy shared.

@@ -43,7 +43,8 @@ pub use state::{Container, Directory, File, Fs};
 /// with their session.
 #[derive(Default)]
 pub struct SecretStore {
-    secrets: Mutex<HashMap<(String, String), Bytes>>,
+    /// Session id -> digest -> plaintext.
+    secrets: Mutex<HashMap<String, HashMap<String, Bytes>>>,
 }
 
 impl SecretStore {
@@ -52,19 +53,27 @@ impl SecretStore {
         let digest = digest_of(&plaintext);
         self.secrets
             .lock()
-            .insert((session_id.to_owned(), digest.clone()), plaintext);
+            .entry(session_id.to_owned())
+            .or_default()
+            .insert(digest.clone(), plaintext);
         digest
     }
 
     pub fn get(&self, session_id: &str, digest: &str) -> Option<Bytes> {
+        self.secrets.lock().get(session_id)?.get(digest).cloned()
+    }
+
+    /// The session's plaintexts (none: no lock held afterwards, nothing copied).
+    fn plaintexts(&self, session_id: &str) -> Vec<Bytes> {
         self.secrets
             .lock()
-            .get(&(session_id.to_owned(), digest.to_owned()))
-            .cloned()
+            .get(session_id)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn release_session(&self, session_id: &str) {
-        self.secrets.lock().retain(|(s, _), _| s != session_id);
+        self.secrets.lock().remove(session_id);
     }
 }
 
@@ -168,20 +177,18 @@ impl Services {
 
     /// Replaces every secret plaintext of the session by `***`.
     pub fn scrub(&self, session_id: &str, text: &str) -> String {
-        let secrets: Vec<Bytes> = self
-            .secrets
-            .secrets
-            .lock()
-            .iter()
-            .filter(|((s, _), _)| s == session_id)
-            .map(|(_, v)| v.clone())
-            .collect();
-        let mut out = text.to_owned();
-        for s in secrets {
+        self.scrub_cow(session_id, text).into_owned()
+    }
+
+    /// [`Services::scrub`], borrowing `text` when it holds no secret.
+    fn scrub_cow<'a>(&self, session_id: &str, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for s in self.secrets.plaintexts(session_id) {
             if let Ok(plain) = std::str::from_utf8(&s)
                 && !plain.is_empty()
+                && out.contains(plain)
             {
-                out = out.replace(plain, "***");
+                out = std::borrow::Cow::Owned(out.replace(plain, "***"));
             }
         }
         out
@@ -278,7 +285,7 @@ impl CoreApi {
     pub fn scrubber(&self, session_id: &str) -> dagr_telemetry::Scrubber {
         let services = self.services.clone();
         let session_id = session_id.to_owned();
-        Arc::new(move |text: &str| services.scrub(&session_id, text))
+        Arc::new(move |text: &str| services.scrub_cow(&session_id, text))
     }
 
     /// Releases what a session held: cache leases, resolved tags, secrets.

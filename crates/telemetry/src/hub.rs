@@ -25,15 +25,21 @@ use crate::ids::TraceId;
 pub struct TelemetryConfig {
     /// Records queued per subscription before new ones are dropped (and counted).
     pub subscriber_capacity: usize,
+    /// Bytes (of record text, roughly) queued per subscription before new records are dropped.
+    pub subscriber_bytes: usize,
     /// Records kept per trace for subscribers that arrive later.
     pub backlog: usize,
+    /// Bytes (of record text, roughly) kept per trace: the oldest go first.
+    pub backlog_bytes: usize,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             subscriber_capacity: 1 << 16,
+            subscriber_bytes: 64 << 20,
             backlog: 1 << 14,
+            backlog_bytes: 8 << 20,
         }
     }
 }
@@ -56,6 +62,26 @@ pub(crate) enum Item {
 }
 
 impl Item {
+    /// Roughly what the record weighs: its texts plus a fixed overhead.
+    fn weight(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        let texts = |attrs: &[crate::proto::common::v1::KeyValue]| {
+            attrs.iter().map(|kv| kv.key.len() + 16).sum::<usize>()
+        };
+        OVERHEAD
+            + match self {
+                Item::Span(s) => s.name.len() + texts(&s.attributes),
+                Item::Log(l) => {
+                    let body = match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+                        Some(crate::proto::common::v1::any_value::Value::StringValue(s)) => s.len(),
+                        Some(crate::proto::common::v1::any_value::Value::BytesValue(b)) => b.len(),
+                        _ => 0,
+                    };
+                    body + texts(&l.attributes)
+                }
+            }
+    }
+
     fn signal(&self) -> Signal {
         match self {
             Item::Span(_) => Signal::Traces,
@@ -89,7 +115,7 @@ struct Hub {
 struct Topic {
     holders: usize,
     /// Behind its own lock, so publishing needs only the read lock of the topic map.
-    backlog: Mutex<VecDeque<Item>>,
+    backlog: Mutex<Backlog>,
     subscribers: Vec<Arc<Queue>>,
 }
 
@@ -99,9 +125,16 @@ impl Topic {
     }
 }
 
+#[derive(Default)]
+struct Backlog {
+    items: VecDeque<(Item, usize)>,
+    bytes: usize,
+}
+
 struct Queue {
     signal: Signal,
     capacity: usize,
+    capacity_bytes: usize,
     state: Mutex<QueueState>,
     ready: Notify,
 }
@@ -109,6 +142,7 @@ struct Queue {
 #[derive(Default)]
 struct QueueState {
     items: VecDeque<Item>,
+    bytes: usize,
     dropped: u64,
     closed: bool,
 }
@@ -120,10 +154,12 @@ impl Queue {
             if state.closed {
                 return;
             }
-            if state.items.len() >= self.capacity {
+            let weight = item.weight();
+            if state.items.len() >= self.capacity || state.bytes + weight > self.capacity_bytes {
                 state.dropped += 1;
                 return;
             }
+            state.bytes += weight;
             state.items.push_back(item.clone());
         }
         self.ready.notify_one();
@@ -166,7 +202,13 @@ impl Telemetry {
         {
             let mut topics = self.inner.topics.write();
             let topic = topics.entry(trace_id).or_default();
-            for item in topic.backlog.lock().iter().filter(|i| i.signal() == signal) {
+            for (item, _) in topic
+                .backlog
+                .lock()
+                .items
+                .iter()
+                .filter(|(i, _)| i.signal() == signal)
+            {
                 queue.push(item);
             }
             topic.subscribers.push(queue.clone());
@@ -194,6 +236,7 @@ impl Telemetry {
         Arc::new(Queue {
             signal,
             capacity: self.inner.config.subscriber_capacity,
+            capacity_bytes: self.inner.config.subscriber_bytes,
             state: Mutex::new(QueueState::default()),
             ready: Notify::new(),
         })
@@ -221,13 +264,21 @@ impl Telemetry {
         for queue in topic.subscribers.iter().filter(|q| q.signal == signal) {
             queue.push(&item);
         }
-        let limit = self.inner.config.backlog;
+        let (limit, limit_bytes) = (self.inner.config.backlog, self.inner.config.backlog_bytes);
         if limit > 0 {
+            let weight = item.weight();
             let mut backlog = topic.backlog.lock();
-            if backlog.len() >= limit {
-                backlog.pop_front();
+            while !backlog.items.is_empty()
+                && (backlog.items.len() >= limit || backlog.bytes + weight > limit_bytes)
+            {
+                if let Some((_, w)) = backlog.items.pop_front() {
+                    backlog.bytes -= w;
+                }
             }
-            backlog.push_back(item);
+            if weight <= limit_bytes {
+                backlog.bytes += weight;
+                backlog.items.push_back((item, weight));
+            }
         }
     }
 
@@ -328,25 +379,45 @@ impl Subscription {
     }
 
     /// Up to `max` records (at least one), waiting for them; `None` once closed and drained.
+    /// Records that arrive together are delivered together: once the first is there, the
+    /// batch waits [`COALESCE`] for more (not once the subscription is closed).
     pub(crate) async fn next_batch(&mut self, max: usize) -> Option<Batch> {
+        let mut waited = false;
         loop {
             let ready = self.queue.ready.notified();
             {
                 let mut state = self.queue.state.lock();
-                if !state.items.is_empty() || state.dropped > 0 {
+                let any = !state.items.is_empty() || state.dropped > 0;
+                if any && (waited || state.closed || state.items.len() >= max) {
                     let n = state.items.len().min(max.max(1));
-                    let items = state.items.drain(..n).collect();
+                    let items: Vec<Item> = state.items.drain(..n).collect();
+                    let taken: usize = items.iter().map(Item::weight).sum();
+                    state.bytes = state.bytes.saturating_sub(taken);
                     let dropped = std::mem::take(&mut state.dropped);
                     return Some(Batch { items, dropped });
                 }
-                if state.closed {
+                if !any && state.closed {
                     return None;
                 }
             }
-            ready.await;
+            if waited || !self.any_queued() {
+                ready.await;
+            } else {
+                tokio::time::sleep(COALESCE).await;
+                waited = true;
+            }
         }
     }
+
+    fn any_queued(&self) -> bool {
+        let state = self.queue.state.lock();
+        !state.items.is_empty() || state.dropped > 0
+    }
 }
+
+/// How long a subscription waits, once a record is there, for the records that follow it (so
+/// a burst travels as one batch instead of one message per record).
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Drop for Subscription {
     fn drop(&mut self) {

@@ -13,8 +13,8 @@ use crate::hub::{Item, Telemetry};
 use crate::ids::{SpanId, TraceId, TraceParent, new_span_id};
 
 /// Replaces secret values in a text (spans' string attributes, status messages and log lines
-/// pass through it before they are published).
-pub type Scrubber = Arc<dyn Fn(&str) -> String + Send + Sync>;
+/// pass through it before they are published); borrows the text when it holds none.
+pub type Scrubber = Arc<dyn for<'a> Fn(&'a str) -> Cow<'a, str> + Send + Sync>;
 
 /// Attribute keys the engine and its clients share (Dagger's names where Dagger has one).
 pub mod attr {
@@ -235,7 +235,7 @@ impl SpanCx {
 impl Cx {
     fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match &self.scrubber {
-            Some(scrub) => Cow::Owned(scrub(text)),
+            Some(scrub) => scrub(text),
             None => Cow::Borrowed(text),
         }
     }

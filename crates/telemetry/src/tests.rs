@@ -10,6 +10,7 @@ fn hub(capacity: usize, backlog: usize) -> Telemetry {
     Telemetry::new(TelemetryConfig {
         subscriber_capacity: capacity,
         backlog,
+        ..TelemetryConfig::default()
     })
 }
 
@@ -203,7 +204,8 @@ async fn log_streams_publish_whole_lines_scrubbed_and_end_with_eof() {
     let hub = hub(64, 0);
     let trace = new_trace_id();
     let mut sub = hub.subscribe(trace, Signal::Logs);
-    let scrubber: Scrubber = Arc::new(|text: &str| text.replace("hunter2", "***"));
+    let scrubber: Scrubber =
+        Arc::new(|text: &str| std::borrow::Cow::Owned(text.replace("hunter2", "***")));
     let cx = SpanCx::new(&hub, trace, None).with_scrubber(scrubber);
     let span = cx.start("exec");
     let mut err = span.log_stream(Stdio::Stderr);
@@ -352,4 +354,41 @@ async fn a_subscription_to_everything_sees_every_trace_watched_or_not() {
     drop(all);
     SpanCx::new(&hub, b, None).record_done("after", vec![]);
     assert!(!hub.is_watched(b));
+}
+
+#[tokio::test]
+async fn queues_and_backlogs_are_bounded_in_bytes_too() {
+    let hub = Telemetry::new(TelemetryConfig {
+        subscriber_bytes: 64 << 10,
+        backlog_bytes: 32 << 10,
+        ..TelemetryConfig::default()
+    });
+    let trace = new_trace_id();
+    let _hold = hub.hold(trace);
+    let mut early = hub.subscribe(trace, Signal::Logs);
+    let span = SpanCx::new(&hub, trace, None).start("exec");
+    let mut out = span.log_stream(Stdio::Stdout);
+    let line = format!("{}\n", "x".repeat(10 << 10));
+    for _ in 0..20 {
+        out.write(line.as_bytes());
+    }
+    let mut late = hub.subscribe(trace, Signal::Logs);
+    let data = early.next_logs().await.expect("a batch");
+    let resource = data.resource_logs[0].resource.as_ref().expect("resource");
+    let kept = data.resource_logs[0].scope_logs[0].log_records.len();
+    assert!(
+        kept < 20 && kept >= 5,
+        "64 KiB hold about six 10 KiB lines, kept {kept}"
+    );
+    assert!(has_attr(
+        &resource.attributes,
+        DROPPED_ATTR,
+        Value::IntValue(20 - kept as i64)
+    ));
+    let backlog = late.next_logs().await.expect("the backlog");
+    let replayed = backlog.resource_logs[0].scope_logs[0].log_records.len();
+    assert!(
+        replayed < 5,
+        "32 KiB of backlog holds about three lines, got {replayed}"
+    );
 }

@@ -8,6 +8,8 @@ mod plain;
 mod tty;
 
 use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dagr_client::{TelemetryEvent, TelemetryFeed};
@@ -48,6 +50,21 @@ impl Mode {
     }
 }
 
+/// Set while an interactive process owns the terminal (`dagr terminal`, `Terminal.sync`): the
+/// live tree is not drawn then (what it last drew stays above the process's screen).
+#[derive(Debug, Clone, Default)]
+pub struct TerminalInUse(Arc<AtomicBool>);
+
+impl TerminalInUse {
+    pub fn set(&self, in_use: bool) {
+        self.0.store(in_use, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// How often the live tree is redrawn.
 const FRAME: Duration = Duration::from_millis(100);
 
@@ -62,11 +79,16 @@ pub struct Progress {
 impl Progress {
     /// Starts rendering `feed` (the engine's telemetry for this client) in `mode`; `debug`
     /// shows internal steps too.
-    pub fn start(mode: Mode, debug: bool, feed: TelemetryFeed) -> Progress {
+    pub fn start(
+        mode: Mode,
+        debug: bool,
+        feed: TelemetryFeed,
+        terminal: TerminalInUse,
+    ) -> Progress {
         let (sources, events) = mpsc::channel(4096);
         let (above, above_rx) = mpsc::unbounded_channel();
         forward(feed.events, sources.clone());
-        let task = tokio::spawn(render(mode, debug, events, above_rx));
+        let task = tokio::spawn(render(mode, debug, events, above_rx, terminal));
         Progress {
             sources,
             task,
@@ -125,6 +147,7 @@ async fn render(
     debug: bool,
     mut events: mpsc::Receiver<TelemetryEvent>,
     mut above: mpsc::UnboundedReceiver<String>,
+    terminal: TerminalInUse,
 ) -> Tree {
     let mut tree = Tree::default();
     let mut plain = plain::Plain::new(debug);
@@ -154,7 +177,13 @@ async fn render(
                 Some(line) => eprintln!("{line}"),
                 None => above_open = false,
             },
-            _ = ticks.tick(), if mode == Mode::Tty => live.draw(&tree),
+            _ = ticks.tick(), if mode == Mode::Tty => {
+                if terminal.get() {
+                    live.forget_frame();
+                } else {
+                    live.draw(&tree);
+                }
+            }
         }
     }
     while let Ok(line) = above.try_recv() {

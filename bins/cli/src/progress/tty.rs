@@ -92,6 +92,12 @@ impl Live {
         self.drawn = u16::try_from(lines.len() - skip).unwrap_or(u16::MAX);
     }
 
+    /// Leaves what is on screen alone: the next frame is drawn below it (an interactive
+    /// process took the terminal, and moving the cursor back would overwrite its screen).
+    pub fn forget_frame(&mut self) {
+        self.drawn = 0;
+    }
+
     /// Redraws the tree in place.
     pub fn draw(&mut self, tree: &Tree) {
         self.frame += 1;
