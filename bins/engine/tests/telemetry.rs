@@ -570,3 +570,45 @@ async fn the_engine_exports_finished_spans_to_a_collector_over_grpc_and_http() {
         );
     }
 }
+
+/// Two clients in one trace (the second continues the first's span, as a CLI started by a
+/// pipeline would): each subscriber receives all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_of_a_trace_receives_all_of_it() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let engine = engine();
+    let mut first = connect(&engine).await;
+    let first_feed = first.subscribe().await.expect("subscribe");
+    let mut opts = dagr_testkit::connect_options(&engine.host(), &std::env::temp_dir());
+    opts.traceparent = Some(first.traceparent());
+    let mut second = dagr_client::connect(opts).await.expect("connect");
+    let second_feed = second.subscribe().await.expect("subscribe");
+    let tag = unique();
+    for (client, word) in [(&first, "first"), (&second, "second")] {
+        let v = client
+            .query(json!({
+                "query": format!(
+                    "{{ container {{ from(address: {}) {{ withExec(args: [\"echo\", {}]) {{ stdout }} }} }} }}",
+                    json!(registry.image),
+                    json!(format!("{word}-{tag}"))
+                )
+            }))
+            .await
+            .expect("query");
+        assert!(v.get("errors").is_none(), "{v}");
+    }
+    second.close().await.expect("close");
+    first.close().await.expect("close");
+    for (feed, who) in [(first_feed, "first"), (second_feed, "second")] {
+        let seen = Seen::drain(feed).await;
+        for word in ["first", "second"] {
+            let step = seen.named(&format!("exec echo {word}-{tag}"));
+            assert_eq!(
+                step.len(),
+                1,
+                "{who} subscriber sees the {word} client's exec"
+            );
+            assert_eq!(seen.lines_of(step[0]), [format!("{word}-{tag}\n")]);
+        }
+    }
+}
