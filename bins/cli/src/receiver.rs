@@ -1,5 +1,6 @@
 //! The OTLP receiver of `dagr run`: the program it starts exports its spans (an SDK's) here,
-//! over gRPC on 127.0.0.1, and they join the progress view next to the engine's.
+//! on 127.0.0.1 over OTLP/gRPC or OTLP/HTTP (`/v1/traces`, `/v1/logs`; protobuf or JSON), and
+//! they join the progress view next to the engine's.
 
 use std::net::SocketAddr;
 
@@ -54,21 +55,11 @@ impl LocalReceiver {
             .await
             .context("listening for the program's telemetry on 127.0.0.1")?;
         let addr = listener.local_addr()?;
-        let (traces, logs) = OtlpReceiver::new(hub).grpc_services();
+        let receiver = OtlpReceiver::new(hub);
+        let (traces, logs) = receiver.grpc_services();
+        let grpc = tonic::service::Routes::new(traces).add_service(logs);
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let served = tonic::transport::Server::builder()
-                .add_service(traces)
-                .add_service(logs)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "the telemetry receiver stopped");
-            }
-        });
+        let server = tokio::spawn(serve(listener, grpc, receiver, stopped));
         Ok((
             LocalReceiver {
                 addr,
@@ -101,3 +92,83 @@ impl LocalReceiver {
         }
     }
 }
+
+/// Serves gRPC (by content type) and OTLP/HTTP on each connection until `stopped`; then lets
+/// the open connections finish (an exporter flushing at exit is one of them).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    grpc: tonic::service::Routes,
+    receiver: OtlpReceiver,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    use http_body_util::BodyExt as _;
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "telemetry receiver accept failed");
+                    continue;
+                }
+            },
+            _ = &mut stopped => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let (grpc, receiver) = (grpc.clone(), receiver.clone());
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (mut grpc, receiver) = (grpc.clone(), receiver.clone());
+                    async move {
+                        let is_grpc = req
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                        if is_grpc {
+                            use tower::Service as _;
+                            return match grpc.call(req).await {
+                                Ok(resp) => {
+                                    Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+                                }
+                                Err(never) => match never {},
+                            };
+                        }
+                        let path = req.uri().path().to_owned();
+                        let encoding = dagr_telemetry::OtlpEncoding::of_content_type(
+                            req.headers()
+                                .get(http::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok()),
+                        );
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let (status, answer) = match receiver.export_http(&path, encoding, &body) {
+                            Some(Ok(answer)) => (http::StatusCode::OK, answer),
+                            Some(Err(e)) => {
+                                (http::StatusCode::BAD_REQUEST, e.to_string().into_bytes())
+                            }
+                            None => (http::StatusCode::NOT_FOUND, Vec::new()),
+                        };
+                        let mut resp = http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(answer))
+                                .map_err(|never| match never {})
+                                .boxed_unsync(),
+                        );
+                        *resp.status_mut() = status;
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+    // Exporters send before they exit and the program has exited: this only guards against
+    // one that hangs.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;

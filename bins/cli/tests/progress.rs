@@ -212,3 +212,49 @@ fn the_live_tree_shows_the_running_step_then_the_finished_tree() {
         format!("started-{n}\nfinished-{n}\n")
     );
 }
+
+/// `dagr run` points CMD's OpenTelemetry exporter at itself: a span CMD posts (OTLP/HTTP JSON,
+/// as busybox wget can) under its TRACEPARENT joins the summary.
+#[test]
+fn dagr_run_takes_the_spans_its_command_exports() {
+    let run = Run::start();
+    let n = &run.nonce;
+    let script = format!(
+        r#"t=$(echo $TRACEPARENT | cut -d- -f2); p=$(echo $TRACEPARENT | cut -d- -f3)
+printf '{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"%s","spanId":"0102030405060708","parentSpanId":"%s","name":"from-cmd-{n}","startTimeUnixNano":"1000","endTimeUnixNano":"2000"}}]}}]}}]}}' $t $p > span.json
+busybox wget -q -O /dev/null --header 'Content-Type: application/json' --post-file span.json "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT""#
+    );
+    let out = run.dagr(&["--progress=plain", "run", "--", "sh", "-c", &script], "");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("✔ from-cmd-{n}"))),
+        "the command's span in the summary:\n{stderr}"
+    );
+}
+
+/// Internal steps (resolving the image's tag) are shown only with `--debug`.
+#[test]
+fn internal_steps_show_with_debug_only() {
+    let run = Run::start();
+    let query = run.pipeline(&[format!("echo {}", run.nonce)]);
+    let plain = run.dagr(&["--progress=plain", "query"], &query);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    let resolve = format!("resolve {}", run.image);
+    assert!(
+        !text(&plain.stderr).contains(&resolve),
+        "{}",
+        text(&plain.stderr)
+    );
+    let debug = run.dagr(&["--progress=plain", "--debug", "query"], &query);
+    assert!(debug.status.success(), "{}", text(&debug.stderr));
+    assert!(
+        text(&debug.stderr)
+            .lines()
+            .any(|l| l.starts_with(&format!("✔ {resolve} "))),
+        "{}",
+        text(&debug.stderr)
+    );
+}

@@ -64,11 +64,17 @@ pub(super) fn from() -> Field {
             let caller = caller(&ctx)?;
             let mut c = parent(&ctx)?;
             let AddressArgs { address } = ctx.args_as()?;
+            // An internal step: live views show it with `--debug`.
+            let span = caller.span.start_with(
+                format!("resolve {address}"),
+                vec![(dagr_telemetry::attr::INTERNAL, true.into())],
+            );
             let resolved = s
                 .worker()
                 .resolve_image(&caller.session_id, &address, &c.platform)
-                .await
-                .map_err(|e| FieldError::new(e.to_string()))?;
+                .await;
+            span.end_with(&resolved);
+            let resolved = resolved.map_err(|e| FieldError::new(e.to_string()))?;
             let v = Vertex::new(
                 Op::Image {
                     reference: resolved.pinned.clone(),
