@@ -218,12 +218,17 @@ async fn loopback_is_up_and_usable() {
     // Only loopback: the container is isolated from the host's interfaces.
     assert_eq!(out.lines().last(), Some("lo"), "{out}");
 
-    // A TCP round trip over loopback inside the container.
+    // A TCP round trip over loopback inside the container: busybox httpd serves a file and
+    // wget fetches it once the server's socket is in LISTEN state (port 8123 is 0x1FBB; tcp6
+    // too, when it binds there): it waits for the listener itself, not for time. (busybox nc
+    // was the server before: with /dev/null as its stdin it could quit before reading what
+    // the client sent, a few times in a hundred under load.)
     let result = run_ok(
         &fixture,
-        &spec(sh("nc -l -p 8123 > /tmp/got & \
-             for i in $(seq 1 200); do echo ping | nc 127.0.0.1 8123 && break; usleep 50000; done; \
-             wait; cat /tmp/got; rm /tmp/got")),
+        &spec(sh("mkdir -p /tmp/www && echo ping > /tmp/www/ping; \
+             httpd -f -p 127.0.0.1:8123 -h /tmp/www & \
+             until grep -qs ':1FBB [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6; do usleep 1000; done; \
+             wget -q -O- http://127.0.0.1:8123/ping; kill $!; wait; rm -r /tmp/www")),
     )
     .await;
     assert_eq!(stdout_of(&result), "ping\n");

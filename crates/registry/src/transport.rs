@@ -270,9 +270,18 @@ fn http_client(tls: Option<rustls::ClientConfig>) -> HttpClient {
         .enable_http2()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .build(https)
 }
+
+/// Idle keep-alive connections kept per registry host: a burst of concurrent pulls opens as
+/// many connections as it needs, but only this many stay open afterwards (a thousand sessions
+/// must not mean a thousand sockets to one registry).
+pub const POOL_MAX_IDLE_PER_HOST: usize = 4;
+
+/// How long an idle connection is kept for the next request.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A TLS client config trusting only the CA certificates in `pem`.
 fn private_ca_config(pem: &[u8]) -> Result<rustls::ClientConfig, String> {

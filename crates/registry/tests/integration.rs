@@ -1119,3 +1119,47 @@ async fn identity_tokens_use_the_refresh_token_grant() {
         .unwrap_err();
     assert!(err.to_string().contains("bad refresh token"), "{err}");
 }
+
+/// Established TCP connections of this network namespace whose remote end is `port` on
+/// 127.0.0.1 (ours to the registry; the registry's own sockets have it as their local port).
+fn connections_to(port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    tcp.lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_a_registry_are_bounded() {
+    let registry = Registry::start();
+    skopeo_push_fixture(&registry, "library/busybox");
+    let reference = Reference::parse(&format!("{}/library/busybox", registry.addr)).unwrap();
+    let port: u16 = registry.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let client = client();
+    let (_dir, store) = new_store();
+    // 50 concurrent resolutions: as many connections as they need while they run.
+    let platform = Platform::default();
+    let resolutions = (0..50).map(|_| client.resolve(&reference, &platform, &store));
+    for resolved in futures::future::join_all(resolutions).await {
+        resolved.unwrap();
+    }
+    // Connections beyond the idle bound are closed as they go back to the pool.
+    let mut open = connections_to(port);
+    for _ in 0..200 {
+        if open <= dagr_registry::transport::POOL_MAX_IDLE_PER_HOST {
+            break;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        open = connections_to(port);
+    }
+    assert!(
+        open <= dagr_registry::transport::POOL_MAX_IDLE_PER_HOST,
+        "{open} connections stay open to the registry"
+    );
+}
