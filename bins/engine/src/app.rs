@@ -30,6 +30,8 @@ pub struct App {
     gc: GcConfig,
     shutdown_grace: Duration,
     exporter: Option<export::Exporter>,
+    /// Notified at every session end: the garbage collector runs then.
+    session_ended: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -44,11 +46,15 @@ impl App {
         let registry = SessionRegistry::new();
         let nested = Arc::new(nested::NestedServer::new(tokio::runtime::Handle::current()));
         let api = open_api(&config, &registry, nested.clone()).await?;
+        // Sessions release their cache leases, resolved tags and secrets when they end; then
+        // the cache is collected (what they held may go now).
+        let session_ended = Arc::new(tokio::sync::Notify::new());
         {
-            // Sessions release their cache leases, resolved tags and secrets when they end.
             let api = api.clone();
+            let session_ended = session_ended.clone();
             registry.on_session_end(Arc::new(move |id| {
                 api.release_session(id);
+                session_ended.notify_one();
                 Box::pin(async {})
             }));
         }
@@ -90,6 +96,7 @@ impl App {
             gc: config.gc,
             shutdown_grace: config.shutdown_grace,
             exporter,
+            session_ended,
         })
     }
 
@@ -106,13 +113,20 @@ impl App {
             gc,
             shutdown_grace,
             exporter,
+            session_ended,
         } = self;
         for l in &listeners {
             // One line per listener on stdout, for scripts and tests that asked for port 0.
             println!("dagr-engine listening on {}", l.describe());
         }
         tracing::info!(state_dir = %state_dir.display(), "engine ready");
-        let gc_task = tokio::spawn(gc::run(api.clone(), gc.keep_bytes, gc.interval));
+        let gc_task = tokio::spawn(gc::run(
+            api.clone(),
+            engine.clone(),
+            gc.keep_bytes,
+            gc.interval,
+            session_ended,
+        ));
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

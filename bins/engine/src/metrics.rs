@@ -15,6 +15,8 @@ pub struct EngineMetrics {
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
     http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    gc_runs: AtomicU64,
+    gc_freed_bytes: AtomicU64,
 }
 
 /// The route label of a path: a [`Route`] by its path, gRPC as `grpc`, everything else as `other`,
@@ -34,6 +36,12 @@ impl EngineMetrics {
 
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A garbage collection pass ended, having freed `freed` bytes.
+    pub fn gc_done(&self, freed: u64) {
+        self.gc_runs.fetch_add(1, Ordering::Relaxed);
+        self.gc_freed_bytes.fetch_add(freed, Ordering::Relaxed);
     }
 
     pub fn request_done(&self, route: &'static str, status: u16) {
@@ -91,6 +99,18 @@ impl EngineMetrics {
             "dagr_connections_open",
             "Connections being served.",
             self.connections_open.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "dagr_gc_runs_total",
+            "Garbage collection passes (periodic and after session ends).",
+            self.gc_runs.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "dagr_gc_freed_bytes_total",
+            "Bytes garbage collection freed.",
+            self.gc_freed_bytes.load(Ordering::Relaxed),
         );
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             gauge(

@@ -531,3 +531,29 @@ async fn immediate_shutdown_ends_the_session_and_closes_its_attachables() {
         .await
         .expect("close returns");
 }
+
+/// The cache is collected when a session ends (what it held may go then), not only on the
+/// periodic timer (set to an hour here: after its first pass at start, only session ends run
+/// it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_runs_after_each_session_end() {
+    let engine = dagr_testkit::EngineProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_dagr-engine")),
+        &["--gc-interval", "3600"],
+    );
+    let wait = |want: u64| {
+        let engine = &engine;
+        move || engine.wait_metric("dagr_gc_runs_total", want)
+    };
+    wait(1)();
+    for n in 2..=3 {
+        let client = dagr_client::connect(dagr_testkit::connect_options(
+            &engine.host(),
+            &std::env::temp_dir(),
+        ))
+        .await
+        .expect("connect");
+        client.close().await.expect("close");
+        tokio::task::block_in_place(wait(n));
+    }
+}
