@@ -164,6 +164,7 @@ async fn open_api(
     if let Some(n) = config.max_execs {
         worker_config.max_concurrent_execs = n;
     }
+    worker_config.exec_limits = config.exec_limits;
     for mirror in &config.registry_mirrors {
         worker_config
             .registry

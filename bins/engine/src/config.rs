@@ -48,6 +48,14 @@ pub struct ServeArgs {
     /// At most this many containers run at once (default: the number of cores).
     #[arg(long, value_name = "N")]
     max_execs: Option<usize>,
+    /// At most this many processes and threads per exec (a fork bomb fails its exec with
+    /// "pids limit reached"); 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    exec_pids_limit: u64,
+    /// At most this much memory per exec (suffixes K, M, G, T; powers of 1024); above it the
+    /// exec is killed and fails with "killed: out of memory". Default: no limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    exec_memory_limit: Option<u64>,
     /// A pull mirror for a registry, `HOST=ENDPOINT` (e.g. `docker.io=http://127.0.0.1:5000`);
     /// repeatable, tried in order before the registry itself.
     #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
@@ -132,6 +140,8 @@ pub struct Config {
     pub runc: Option<PathBuf>,
     /// At most this many containers run at once; `None`: the worker's default.
     pub max_execs: Option<usize>,
+    /// What each exec may use.
+    pub exec_limits: dagr_executor::ExecLimits,
     /// In the order given: a host's mirrors are tried in this order.
     pub registry_mirrors: Vec<RegistryMirror>,
     pub insecure_registries: Vec<String>,
@@ -165,6 +175,10 @@ impl From<ServeArgs> for Config {
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             runc: args.runc,
             max_execs: args.max_execs.map(|n| n.max(1)),
+            exec_limits: dagr_executor::ExecLimits {
+                pids: (args.exec_pids_limit > 0).then_some(args.exec_pids_limit),
+                memory_bytes: args.exec_memory_limit.filter(|&b| b > 0),
+            },
             registry_mirrors: args.registry_mirrors,
             insecure_registries: args.insecure_registries,
             gc: GcConfig {

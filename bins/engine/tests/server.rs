@@ -557,3 +557,48 @@ async fn garbage_collection_runs_after_each_session_end() {
         tokio::task::block_in_place(wait(n));
     }
 }
+
+/// A fork bomb fails its own exec with a clear error at `--exec-pids-limit`; the engine and
+/// the next exec carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_fails_its_exec_at_the_pids_limit_and_the_engine_carries_on() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let engine = dagr_testkit::EngineProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_dagr-engine")),
+        &["--exec-pids-limit", "64"],
+    );
+    let client = dagr_client::connect(dagr_testkit::connect_options(
+        &engine.host(),
+        &std::env::temp_dir(),
+    ))
+    .await
+    .expect("connect");
+    let exec = |script: &str| {
+        serde_json::json!({
+            "query": format!(
+                "{{ container {{ from(address: {}) {{ withExec(args: {}) {{ stdout }} }} }} }}",
+                serde_json::json!(registry.image),
+                serde_json::json!(["sh", "-c", script])
+            )
+        })
+    };
+    let bomb = client
+        .query(exec(&format!(
+            "echo {}; while :; do sleep 30 & done",
+            std::process::id()
+        )))
+        .await
+        .expect("query");
+    let message = bomb["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("pids limit reached (64 processes)"),
+        "{bomb}"
+    );
+    assert_eq!(bomb["errors"][0]["extensions"]["_type"], "EXEC_ERROR");
+    let after = client.query(exec("echo still here")).await.expect("query");
+    assert_eq!(
+        after["data"]["container"]["from"]["withExec"]["stdout"],
+        "still here\n"
+    );
+    client.close().await.expect("close");
+}

@@ -198,6 +198,7 @@ impl Services {
         if let Some(WorkerError::ExecFailed(dagr_worker::ExecFailed {
             args,
             exit_code,
+            limit,
             stdout,
             stderr,
         })) = find_worker_error(e)
@@ -212,8 +213,9 @@ impl Services {
                 .map(|a| self.scrub(&caller.session_id, a))
                 .collect();
             return FieldError::new(format!(
-                "process \"{}\" did not complete successfully: exit code: {exit_code}",
-                cmd.join(" ")
+                "process \"{}\" did not complete successfully: exit code: {exit_code}{}",
+                cmd.join(" "),
+                limit.map(|l| format!(": {l}")).unwrap_or_default()
             ))
             .with_extension("_type", "EXEC_ERROR")
             .with_extension("cmd", serde_json::json!(cmd))

@@ -17,6 +17,7 @@ use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::cgroup::{ExecCgroup, ExecLimits, LimitHit};
 use crate::mount::{Mount, MountError, MountOps, SyscallMountOps};
 use crate::netns::{NetnsError, NetworkNamespace};
 use crate::output::{CapturedOutput, OutputChunk, OutputStream, capture};
@@ -46,6 +47,8 @@ pub struct ExecutorConfig {
     pub output_cap: usize,
     /// Content of `/etc/resolv.conf` in containers.
     pub resolv_conf: String,
+    /// The processes and memory every exec may use.
+    pub limits: ExecLimits,
 }
 
 impl ExecutorConfig {
@@ -58,6 +61,7 @@ impl ExecutorConfig {
             max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             output_cap: DEFAULT_OUTPUT_CAP,
             resolv_conf: String::new(),
+            limits: ExecLimits::default(),
         }
     }
 }
@@ -161,12 +165,18 @@ pub struct ExecResult {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The process ran and exited with a non-zero code (or was killed: 128 + signal).
-    #[error("process \"{}\" did not complete successfully: exit code: {exit_code}", args.join(" "))]
+    #[error(
+        "process \"{}\" did not complete successfully: exit code: {exit_code}{}",
+        args.join(" "),
+        limit.map(|l| format!(": {l}")).unwrap_or_default()
+    )]
     Failed {
         /// argv of the process.
         args: Vec<String>,
         /// Exit code.
         exit_code: i32,
+        /// The resource limit it ran into, when that is why it failed.
+        limit: Option<LimitHit>,
         /// Captured stdout (up to the cap).
         stdout: Bytes,
         /// Captured stderr (up to the cap).
@@ -417,6 +427,7 @@ impl Executor {
             netns: None,
             permit,
             live: Some(self.live.enter()),
+            cgroup: None,
             hand_off_on_drop: true,
             done: false,
         };
@@ -515,7 +526,23 @@ impl Executor {
             &with_env
         };
 
-        let cgroups_path = format!("/dagr/{id}");
+        // The exec's own cgroup with its limits (the container runs in a child of it).
+        let limits = self.config.limits;
+        let cgroup_id = id.clone();
+        let cgroup = tokio::task::spawn_blocking(move || ExecCgroup::create(&cgroup_id, limits))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|made| made)
+            .map_err(|source| ExecError::Io {
+                id: id.clone(),
+                source,
+            })?
+            .map(Arc::new);
+        let cgroups_path = match &cgroup {
+            Some(cgroup) => cgroup.container_path().to_owned(),
+            None => ExecCgroup::plain_path(&id),
+        };
+        cleanup.cgroup = cgroup.clone();
         let runtime_spec = build_runtime_spec(&RuntimeSpecInput {
             exec: spec,
             rootfs: &bundle.rootfs,
@@ -609,6 +636,7 @@ impl Executor {
                 stdout,
                 CapturedOutput::default(),
                 started,
+                cgroup,
             )
             .await;
         }
@@ -646,7 +674,10 @@ impl Executor {
         let status = status.map_err(io_err)?;
         let stdout = stdout.map_err(io_err)?;
         let stderr = stderr.map_err(io_err)?;
-        finish(&id, spec, &log_path, status, stdout, stderr, started).await
+        finish(
+            &id, spec, &log_path, status, stdout, stderr, started, cgroup,
+        )
+        .await
     }
 }
 
@@ -884,7 +915,9 @@ async fn run_with_terminal(
 }
 
 /// The outcome of a run whose runtime exited with `status`: a start error from the runtime's
-/// log, [`ExecError::Failed`] for a non-zero exit, else the result.
+/// log, [`ExecError::Failed`] for a non-zero exit (with the limit it ran into, read from the
+/// exec's cgroup), else the result.
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     id: &str,
     spec: &ExecSpec,
@@ -893,6 +926,7 @@ async fn finish(
     stdout: CapturedOutput,
     stderr: CapturedOutput,
     started: Instant,
+    cgroup: Option<Arc<ExecCgroup>>,
 ) -> Result<ExecResult, ExecError> {
     let duration = started.elapsed();
     let log = tokio::fs::read_to_string(log_path)
@@ -910,9 +944,18 @@ async fn finish(
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1);
     if exit_code != 0 {
+        let killed = status.signal() == Some(9) || exit_code == 137;
+        let limit = match cgroup {
+            Some(cgroup) => tokio::task::spawn_blocking(move || cgroup.limit_hit(killed))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
         return Err(ExecError::Failed {
             args: spec.args.clone(),
             exit_code,
+            limit,
             stdout: stdout.bytes,
             stderr: stderr.bytes,
         });
@@ -1045,6 +1088,8 @@ struct ExecCleanup {
     permit: Option<OwnedSemaphorePermit>,
     /// Counts this exec as live until its cleanup has finished.
     live: Option<LiveExec>,
+    /// The exec's cgroup with its limits, removed once the runtime is done with it.
+    cgroup: Option<Arc<ExecCgroup>>,
     /// Whether `Drop` hands the cleanup to a thread of its own (the cleanup of a dropped run
     /// future) rather than running it on the dropping thread (that thread itself).
     hand_off_on_drop: bool,
@@ -1115,6 +1160,9 @@ impl ExecCleanup {
         {
             tracing::warn!(exec = %self.id, error = %e, "netns removal failed");
         }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
         // Never recurse into a bundle that may still hold a mounted rootfs.
         if all_unmounted {
             match std::fs::remove_dir_all(&self.bundle) {
@@ -1147,6 +1195,7 @@ impl ExecCleanup {
             netns: self.netns.take(),
             permit: self.permit.take(),
             live: self.live.take(),
+            cgroup: self.cgroup.take(),
             hand_off_on_drop: false,
             done: false,
         }

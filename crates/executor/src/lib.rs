@@ -15,11 +15,14 @@
 //!   [`PrestartHook`] (run once the network namespace exists, see [`PrestartContext`]) is async.
 //! - [`build_runtime_spec`] turns an [`ExecSpec`] into an OCI runtime spec with every field set
 //!   explicitly (BuildKit's default capabilities, runc's masked paths, host-bounded rlimits).
+//! - [`ExecLimits`] (processes, memory) apply to every exec through a cgroup of its own; a
+//!   failed exec says which one it ran into ([`LimitHit`] in [`ExecError::Failed`]).
 //! - [`resolve_user`] resolves `uid[:gid]` / `name[:group]` against the rootfs' passwd and group
 //!   files.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod cgroup;
 mod executor;
 mod mount;
 mod netns;
@@ -29,6 +32,7 @@ mod runtime;
 mod spec;
 mod user;
 
+pub use cgroup::{ExecLimits, LimitHit};
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartContext,
     PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Fixture, sh};
 use dagr_executor::{
-    ExecError, ExecMount, ExecMountKind, ExecSpec, Mount, OutputStream, Rootfs, RunOptions,
+    ExecError, ExecLimits, ExecMount, ExecMountKind, ExecSpec, LimitHit, Mount, OutputStream,
+    Rootfs, RunOptions,
 };
 use dagr_testkit::processes_running;
 use tokio::sync::mpsc;
@@ -876,4 +877,107 @@ async fn terminal_whose_user_goes_away_is_killed_and_cleaned_up() {
     );
     assert!(processes_running(&["sleep", "1005"]).is_empty());
     fixture.assert_clean();
+}
+
+/// Runs `spec` and tells the exec's id too (a prestart hook sees it).
+async fn run_with_id(
+    fixture: &Fixture,
+    spec: &ExecSpec,
+) -> (Result<dagr_executor::ExecResult, ExecError>, String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hook: dagr_executor::PrestartHook = Arc::new(move |ctx| {
+        let _ = tx.send(ctx.id.clone());
+        Box::pin(async { Ok(Vec::new()) })
+    });
+    let result = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            spec,
+            RunOptions {
+                prestart: Some(hook),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    (result, rx.recv().expect("the hook ran"))
+}
+
+/// The cgroup directories of exec `id` left in any hierarchy (v1 controllers or v2).
+fn cgroups_of(id: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|controller| controller.path().join("dagr").join(id))
+        .chain(std::iter::once(
+            std::path::Path::new("/sys/fs/cgroup/dagr").join(id),
+        ))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_stops_at_the_pids_limit_with_a_clear_error() {
+    let fixture = Fixture::with_config(|c| {
+        c.limits = ExecLimits {
+            pids: Some(64),
+            memory_bytes: None,
+        };
+    });
+    let (result, id) = run_with_id(
+        &fixture,
+        &spec(sh(
+            "i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); done; exit 1",
+        )),
+    )
+    .await;
+    let err = result.unwrap_err();
+    let ExecError::Failed { limit, .. } = &err else {
+        panic!("expected a failed exec, got {err}");
+    };
+    assert_eq!(*limit, Some(LimitHit::Pids { limit: 64 }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("pids limit reached (64 processes)"),
+        "{err}"
+    );
+    fixture.executor.wait_idle().await;
+    fixture.assert_clean();
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_is_killed_at_the_memory_limit_with_a_clear_error() {
+    let fixture = Fixture::with_config(|c| {
+        c.limits = ExecLimits {
+            pids: Some(64),
+            memory_bytes: Some(32 << 20),
+        };
+    });
+    // busybox tail keeps the last lines of /dev/zero: one line that never ends.
+    let (result, id) = run_with_id(&fixture, &spec(sh("tail /dev/zero"))).await;
+    let err = result.unwrap_err();
+    let ExecError::Failed {
+        limit, exit_code, ..
+    } = &err
+    else {
+        panic!("expected a failed exec, got {err}");
+    };
+    assert_eq!(
+        *limit,
+        Some(LimitHit::Memory {
+            limit_bytes: 32 << 20
+        }),
+        "{err}"
+    );
+    assert_eq!(*exit_code, 137, "{err}");
+    assert!(err.to_string().contains("killed: out of memory"), "{err}");
+    // Within the limits, nothing is reported; every cgroup goes away.
+    let (ok, ok_id) = run_with_id(&fixture, &spec(sh("echo fine"))).await;
+    assert_eq!(stdout_of(&ok.unwrap()), "fine\n");
+    fixture.executor.wait_idle().await;
+    fixture.assert_clean();
+    for id in [id, ok_id] {
+        assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    }
 }

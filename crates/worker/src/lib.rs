@@ -104,11 +104,13 @@ impl From<dagr_executor::ExecError> for WorkerError {
             dagr_executor::ExecError::Failed {
                 args,
                 exit_code,
+                limit,
                 stdout,
                 stderr,
             } => WorkerError::ExecFailed(ExecFailed {
                 args,
                 exit_code,
+                limit,
                 stdout,
                 stderr,
             }),
@@ -124,6 +126,10 @@ fn op_err(op: &'static str, reason: impl Into<String>) -> WorkerError {
     }
 }
 
+/// Processes (and threads) an exec may have by default: a fork bomb stops here, well before
+/// the host's limits.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
 /// How the worker is set up; the composition root fills it in.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -137,6 +143,8 @@ pub struct WorkerConfig {
     pub snapshots: SnapshotterOptions,
     /// Bytes of stdout/stderr kept per exec (default 16 MiB each).
     pub output_cap: usize,
+    /// Processes and memory each exec may use (default: 4096 processes, no memory limit).
+    pub exec_limits: dagr_executor::ExecLimits,
 }
 
 impl WorkerConfig {
@@ -149,6 +157,10 @@ impl WorkerConfig {
             snapshots: SnapshotterOptions::default(),
             // Dagger returns an exec's whole output; keep up to this much of each stream.
             output_cap: 16 << 20,
+            exec_limits: dagr_executor::ExecLimits {
+                pids: Some(DEFAULT_PIDS_LIMIT),
+                memory_bytes: None,
+            },
         }
     }
 }
@@ -226,6 +238,7 @@ impl Worker {
         exec_config.runtime_binary = config.runtime_binary.clone();
         exec_config.max_concurrent_execs = config.max_concurrent_execs.max(1);
         exec_config.output_cap = config.output_cap;
+        exec_config.limits = config.exec_limits;
         let executor = Executor::new(exec_config);
         // Containers, mounts and bundles of a previous engine that died without cleaning up.
         let stale = executor.remove_stale_state()?;

@@ -24,11 +24,17 @@ use crate::{
 /// An exec whose process exited with a non-zero code (or was killed: 128 + signal), with what
 /// it printed: what the API reports as an `EXEC_ERROR`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("process \"{}\" did not complete successfully: exit code: {exit_code}", args.join(" "))]
+#[error(
+    "process \"{}\" did not complete successfully: exit code: {exit_code}{}",
+    args.join(" "),
+    limit.map(|l| format!(": {l}")).unwrap_or_default()
+)]
 pub struct ExecFailed {
     /// argv of the process.
     pub args: Vec<String>,
     pub exit_code: i32,
+    /// The resource limit it ran into, when that is why it failed.
+    pub limit: Option<dagr_executor::LimitHit>,
     /// Captured stdout and stderr (up to the worker's output cap).
     pub stdout: Bytes,
     pub stderr: Bytes,
