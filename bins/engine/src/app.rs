@@ -15,6 +15,7 @@ use crate::config::{Config, GcConfig};
 use crate::routes::Engine;
 use crate::server::Bound;
 use crate::stack::EngineService;
+use crate::watchdog::Watchdog;
 use crate::{export, gc, grpc, host, metrics, nested, query, server, stack, telemetry};
 
 /// The oldest client version this engine serves.
@@ -32,6 +33,8 @@ pub struct App {
     exporter: Option<export::Exporter>,
     /// Notified at every session end: the garbage collector runs then.
     session_ended: Arc<tokio::sync::Notify>,
+    /// Kills this engine's containers if it dies; stopped after a clean shutdown.
+    watchdog: Watchdog,
 }
 
 impl App {
@@ -45,7 +48,7 @@ impl App {
 
         let registry = SessionRegistry::new();
         let nested = Arc::new(nested::NestedServer::new(tokio::runtime::Handle::current()));
-        let api = open_api(&config, &registry, nested.clone()).await?;
+        let (api, watchdog) = open_api(&config, &registry, nested.clone()).await?;
         // Sessions release their cache leases, resolved tags and secrets when they end; then
         // the cache is collected (what they held may go now).
         let session_ended = Arc::new(tokio::sync::Notify::new());
@@ -97,6 +100,7 @@ impl App {
             shutdown_grace: config.shutdown_grace,
             exporter,
             session_ended,
+            watchdog,
         })
     }
 
@@ -114,6 +118,7 @@ impl App {
             shutdown_grace,
             exporter,
             session_ended,
+            watchdog,
         } = self;
         for l in &listeners {
             // One line per listener on stdout, for scripts and tests that asked for port 0.
@@ -139,6 +144,8 @@ impl App {
         if let Some(exporter) = exporter {
             exporter.shutdown().await;
         }
+        // Every session is torn down and its containers are gone.
+        let _ = tokio::task::spawn_blocking(move || watchdog.stop()).await;
         // Cache hits keep last-used times in memory; persist them for the next start's GC.
         let solver = api.services().solver.clone();
         match tokio::task::spawn_blocking(move || solver.flush()).await {
@@ -155,7 +162,7 @@ async fn open_api(
     config: &Config,
     registry: &SessionRegistry,
     nested: Arc<nested::NestedServer>,
-) -> anyhow::Result<dagr_api::CoreApi> {
+) -> anyhow::Result<(dagr_api::CoreApi, Watchdog)> {
     let worker_dir = config.state_dir.join("worker");
     let mut worker_config = dagr_worker::WorkerConfig::new(&worker_dir);
     if let Some(runc) = &config.runc {
@@ -188,7 +195,7 @@ async fn open_api(
         registry_auth: registry_auth.clone(),
         nested: Some(nested),
     };
-    let solver = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (solver, watchdog) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let worker = dagr_worker::Worker::open(&worker_config, seams)
         .context("opening the worker state")?;
         // The runtime as the worker's executor runs it: its binary and state root are known there.
@@ -200,17 +207,19 @@ async fn open_api(
             )
         })?;
         tracing::info!(runtime = %version, "container runtime");
+        // From now on containers may run: the watchdog kills them if this engine dies.
+        let watchdog = crate::watchdog::Watchdog::start(runtime.binary(), runtime.root())?;
         let solver = dagr_solver::Solver::open(
             &solver_db,
             worker,
             dagr_solver::SolverOptions { exec_concurrency },
         )
         .context("opening the solver's cache index")?;
-        Ok(solver)
+        Ok((solver, watchdog))
     })
     .await
     .context("opening the build core")??;
-    Ok(dagr_api::CoreApi::new(dagr_api::Services {
+    let api = dagr_api::CoreApi::new(dagr_api::Services {
         solver,
         secrets,
         registry_auth,
@@ -220,7 +229,8 @@ async fn open_api(
             min_client_version: MIN_CLIENT_VERSION,
             platform: dagr_solver::Platform::host(),
         },
-    }))
+    });
+    Ok((api, watchdog))
 }
 
 /// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).

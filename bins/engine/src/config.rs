@@ -125,6 +125,9 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         addr: Option<ListenAddr>,
     },
+    /// Started by the engine itself: kills the engine's containers once the engine has ended.
+    #[command(hide = true)]
+    Watchdog(crate::watchdog::WatchdogArgs),
 }
 
 /// What the engine is built from: [`ServeArgs`] with every default resolved.

@@ -16,6 +16,7 @@ mod routes;
 mod server;
 mod stack;
 mod telemetry;
+mod watchdog;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", dagr_api::schema()?.sdl());
             Ok(())
         }
+        Some(Command::Watchdog(args)) => watchdog::run(&args.runc, &args.runc_root),
         None => {
             let config = Config::from(cli.serve);
             runtime.block_on(async {

@@ -107,3 +107,43 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
     );
     client.close().await.expect("close");
 }
+
+/// An engine killed with SIGKILL takes its containers with it: its watchdog kills them, with
+/// no new engine needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_engine_leaves_no_container_running() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let base = tempfile::tempdir().expect("tmp");
+    let mut engine = dagr_testkit::EngineProcess::start_in(
+        engine_bin(),
+        base.path(),
+        tempfile::tempdir().expect("tmp"),
+        &[],
+    );
+    let client = dagr_client::connect(opts(&engine.host(), base.path()))
+        .await
+        .expect("connect");
+    let script = format!("sleep 1000; echo {}", std::process::id());
+    let sleeper = serde_json::json!({ "query": format!(
+        r#"{{ container {{ from(address: "{}") {{ withExec(args: ["sh", "-c", {}]) {{ sync }} }} }} }}"#,
+        registry.image,
+        serde_json::json!(script)
+    )});
+    let client = std::sync::Arc::new(client);
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.query(sleeper).await })
+    };
+    let argv = ["sh", "-c", script.as_str()];
+    tokio::task::block_in_place(|| {
+        dagr_testkit::wait_processes(&argv, true, "the exec's process");
+    });
+    engine.child.kill().expect("SIGKILL");
+    let _ = engine.child.wait();
+    tokio::task::block_in_place(|| {
+        dagr_testkit::wait_processes(&argv, false, "the dead engine's container");
+    });
+    pending.abort();
+    // The mounts the dead engine left are the next engine's to remove; there is none here.
+    dagr_testkit::detach_mounts_under(base.path());
+}
