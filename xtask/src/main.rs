@@ -48,7 +48,21 @@ enum Task {
         #[arg(last = true)]
         bench_args: Vec<String>,
     },
+    /// Run the property tests of the parsers and decoders that take hostile input (the GraphQL
+    /// executor, the metadata header, the layer unpacker) over and over with many cases and
+    /// fresh random seeds, for about this long. `cargo xtask test` runs them with 256 cases.
+    Fuzz {
+        /// How long to keep going.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Cases per property per round.
+        #[arg(long, default_value_t = 5000)]
+        cases: u32,
+    },
 }
+
+/// The crates with property tests (`tests/props.rs`).
+const PROPERTY_TESTS: &[&str] = &["dagr-metadata", "dagr-gql", "dagr-snapshot"];
 
 /// Commands the tests and the engine need, with the Debian package that provides each.
 const PREREQS: &[(&str, &str)] = &[
@@ -97,6 +111,26 @@ fn main() -> anyhow::Result<()> {
                 .args(&test_args))
         }
         Task::Prereqs => prereqs(&[]),
+        Task::Fuzz { minutes, cases } => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(minutes * 60);
+            let mut round = 0u64;
+            loop {
+                round += 1;
+                eprintln!("xtask fuzz: round {round} ({cases} cases per property)");
+                let mut cmd = Command::new(cargo());
+                cmd.arg("test");
+                for krate in PROPERTY_TESTS {
+                    cmd.args(["-p", krate]);
+                }
+                run(cmd
+                    .args(["--test", "props", "--release"])
+                    .env("PROPTEST_CASES", cases.to_string()))?;
+                if std::time::Instant::now() >= deadline {
+                    eprintln!("xtask fuzz: {round} rounds, no failure");
+                    return Ok(());
+                }
+            }
+        }
         Task::Bench { bench_args } => {
             prereqs(BENCH_PREREQS)?;
             run(Command::new(cargo())
