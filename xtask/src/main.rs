@@ -49,7 +49,7 @@ enum Task {
         bench_args: Vec<String>,
     },
     /// Run the property tests of the parsers and decoders that take hostile input (the GraphQL
-    /// executor, the metadata header, the layer unpacker) over and over with many cases and
+    /// executor, the metadata header, the layer unpacker, the attachables' tree writer) over and over with many cases and
     /// fresh random seeds, for about this long. `cargo xtask test` runs them with 256 cases.
     Fuzz {
         /// How long to keep going.
@@ -124,6 +124,17 @@ fn main() -> anyhow::Result<()> {
                 }
                 run(cmd
                     .args(["--test", "props", "--release"])
+                    .env("PROPTEST_CASES", cases.to_string()))?;
+                // The attachables' tree writer is crate-private: its properties are unit tests.
+                run(Command::new(cargo())
+                    .args([
+                        "test",
+                        "-p",
+                        "dagr-attach",
+                        "--lib",
+                        "--release",
+                        "tree_props",
+                    ])
                     .env("PROPTEST_CASES", cases.to_string()))?;
                 if std::time::Instant::now() >= deadline {
                     eprintln!("xtask fuzz: {round} rounds, no failure");

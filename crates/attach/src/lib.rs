@@ -25,6 +25,8 @@ pub mod host;
 mod io;
 pub mod terminal;
 pub mod tree;
+#[cfg(test)]
+mod tree_props;
 
 /// Generated protobuf and gRPC code of the `dagr.filesync.v1` services.
 pub mod proto {
