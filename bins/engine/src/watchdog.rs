@@ -54,16 +54,27 @@ pub fn run(runc: &Path, runc_root: &Path) -> anyhow::Result<()> {
     let mut sink = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
     while !matches!(stdin.read(&mut sink), Ok(0) | Err(_)) {}
-    for id in containers(runc_root) {
+    let ids = containers(runc_root);
+    for id in &ids {
         let killed = Command::new(runc)
             .arg("--root")
             .arg(runc_root)
-            .args(["kill", "--all", &id, "KILL"])
+            .args(["kill", "--all", id, "KILL"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
         if !killed.is_ok_and(|s| s.success()) {
             eprintln!("dagr-engine watchdog: could not kill container {id} of the ended engine");
+        }
+    }
+    // Their cgroups go once the processes are gone (the runtime's `run` processes remove the
+    // containers' own; the exec's parent is the engine's to remove): a few seconds at most.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut left: Vec<&String> = ids.iter().collect();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        left.retain(|id| !dagr_executor::remove_exec_cgroups(id));
+        if !left.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
     Ok(())

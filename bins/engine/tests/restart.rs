@@ -138,11 +138,37 @@ async fn a_sigkilled_engine_leaves_no_container_running() {
     tokio::task::block_in_place(|| {
         dagr_testkit::wait_processes(&argv, true, "the exec's process");
     });
+    // The exec's id, from its process's pids cgroup (`/dagr/<id>/ctr`).
+    let pid = dagr_testkit::processes_running(&argv)[0];
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let exec_id = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":pids:").map(|(_, path)| path.to_owned()))
+        .and_then(|path| path.split('/').nth(2).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no pids cgroup in {cgroups}"));
     engine.child.kill().expect("SIGKILL");
     let _ = engine.child.wait();
     tokio::task::block_in_place(|| {
         dagr_testkit::wait_processes(&argv, false, "the dead engine's container");
     });
+    // Its cgroups go too (hang protection: a minute).
+    let left = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .expect("cgroup hierarchies")
+            .flatten()
+            .map(|h| h.path().join("dagr").join(&exec_id))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let start = Instant::now();
+    while !left().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "cgroups left: {:?}",
+            left()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     pending.abort();
     // The mounts the dead engine left are the next engine's to remove; there is none here.
     dagr_testkit::detach_mounts_under(base.path());

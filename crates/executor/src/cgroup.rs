@@ -66,6 +66,8 @@ pub(crate) struct ExecCgroup {
     limits: ExecLimits,
     /// The cgroup path the runtime puts the container in.
     container_path: String,
+    /// The exec's id (the cgroups' name).
+    id: String,
 }
 
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
@@ -112,6 +114,7 @@ impl ExecCgroup {
             dirs: Vec::new(),
             limits,
             container_path: format!("/dagr/{id}/ctr"),
+            id: id.to_owned(),
         };
         let made = match version {
             Version::V2 => cgroup.create_v2(id),
@@ -231,30 +234,39 @@ impl ExecCgroup {
         None
     }
 
-    /// Removes the parent cgroup(s); the runtime has removed the container's child by then
-    /// (a leftover child, from a runtime that died, is removed first). For v1 the runtime also
-    /// made `dagr/<id>` in the hierarchies of the controllers without limits: those go too.
-    /// Blocking.
+    /// Removes the parent cgroup(s) once the runtime has removed the container's (see
+    /// [`remove_exec_cgroups`]). Blocking.
     pub(crate) fn remove(&self) {
-        let mut dirs = self.dirs.clone();
-        if self.version == Version::V1
-            && let Some(id) = self.dirs.first().and_then(|d| d.file_name())
-            && let Ok(controllers) = std::fs::read_dir(ROOT)
-        {
-            for controller in controllers.flatten() {
-                let dir = controller.path().join("dagr").join(id);
-                if !dirs.contains(&dir) && dir.is_dir() {
-                    dirs.push(dir);
-                }
-            }
+        remove_exec_cgroups(&self.id);
+    }
+}
+
+/// Removes what is left of exec `id`'s cgroups in every hierarchy (v1: one per controller, the
+/// runtime made the path in each; v2: the unified one): the container's child first (a runtime
+/// that died leaves it), then the parent. A cgroup that still has processes stays. Returns
+/// whether nothing is left. Blocking. The engine calls it for its own execs only: for the one
+/// that ends, for the stale ones of a dead predecessor (their bundles name them) and, in its
+/// watchdog, for the containers it killed.
+pub fn remove_exec_cgroups(id: &str) -> bool {
+    let mut left = false;
+    let hierarchies = std::fs::read_dir(ROOT)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    // v2 keeps `dagr` at the root; v1 one level down, per controller.
+    for base in std::iter::once(PathBuf::from(ROOT)).chain(hierarchies) {
+        let dir = base.join("dagr").join(id);
+        if !dir.is_dir() {
+            continue;
         }
-        for dir in &dirs {
-            let _ = std::fs::remove_dir(dir.join("ctr"));
-            if let Err(e) = std::fs::remove_dir(dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(cgroup = %dir.display(), error = %e, "removing an exec's cgroup failed");
+        let _ = std::fs::remove_dir(dir.join("ctr"));
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                left = true;
+                tracing::debug!(cgroup = %dir.display(), error = %e, "an exec's cgroup stays");
             }
         }
     }
+    !left
 }

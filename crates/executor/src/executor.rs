@@ -352,6 +352,18 @@ impl Executor {
                 stale.containers.push(id);
             }
         }
+        // A dead predecessor's execs are named by the bundles it left: their cgroups go too.
+        let stale_execs: Vec<String> = std::fs::read_dir(self.bundles_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in stale_execs.iter().chain(&stale.containers) {
+            crate::cgroup::remove_exec_cgroups(id);
+        }
         let mountinfo_path = Path::new("/proc/self/mountinfo");
         let mountinfo =
             std::fs::read_to_string(mountinfo_path).map_err(prepare_err(mountinfo_path))?;

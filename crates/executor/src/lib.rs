@@ -32,7 +32,7 @@ mod runtime;
 mod spec;
 mod user;
 
-pub use cgroup::{ExecLimits, LimitHit};
+pub use cgroup::{ExecLimits, LimitHit, remove_exec_cgroups};
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartContext,
     PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
