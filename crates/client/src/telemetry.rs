@@ -79,51 +79,42 @@ impl Client {
             client_id: self.metadata.client_id.clone(),
         };
         let channel = Channel(self.sender.clone());
-        let traces = {
-            let mut client = TracesSourceClient::new(channel.clone());
-            let request = request();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let stream = match client.subscribe(request).await {
-                    Ok(response) => response.into_inner(),
-                    Err(status) => {
-                        let _ = tx
-                            .send(TelemetryEvent::Failed(status.message().to_owned()))
-                            .await;
-                        return;
-                    }
-                };
-                forward(stream, tx, TelemetryEvent::Spans).await;
-            })
-        };
-        let logs = {
-            let mut client = LogsSourceClient::new(channel);
-            let request = request();
-            tokio::spawn(async move {
-                let stream = match client.subscribe(request).await {
-                    Ok(response) => response.into_inner(),
-                    Err(status) => {
-                        let _ = tx
-                            .send(TelemetryEvent::Failed(status.message().to_owned()))
-                            .await;
-                        return;
-                    }
-                };
-                forward(stream, tx, TelemetryEvent::Logs).await;
-            })
-        };
+        let mut traces_client = TracesSourceClient::new(channel.clone());
+        let mut logs_client = LogsSourceClient::new(channel);
+        let (traces_request, logs_request) = (request(), request());
+        let traces_tx = tx.clone();
+        let traces = tokio::spawn(async move {
+            let subscribed = traces_client.subscribe(traces_request);
+            forward(subscribed, traces_tx, TelemetryEvent::Spans).await;
+        });
+        let logs = tokio::spawn(async move {
+            let subscribed = logs_client.subscribe(logs_request);
+            forward(subscribed, tx, TelemetryEvent::Logs).await;
+        });
         self.feeds.push(traces);
         self.feeds.push(logs);
         Ok(TelemetryFeed { events })
     }
 }
 
-/// Forwards one subscription's messages until it ends (or the feed's reader is gone).
+/// Opens one subscription and forwards its messages until it ends (or the feed's reader is
+/// gone); a refused subscription is reported as [`TelemetryEvent::Failed`].
 async fn forward<T>(
-    mut stream: tonic::Streaming<T>,
+    subscribed: impl std::future::Future<
+        Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    >,
     tx: mpsc::Sender<TelemetryEvent>,
     wrap: fn(T) -> TelemetryEvent,
 ) {
+    let mut stream = match subscribed.await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let _ = tx
+                .send(TelemetryEvent::Failed(status.message().to_owned()))
+                .await;
+            return;
+        }
+    };
     loop {
         match stream.message().await {
             Ok(Some(message)) => {

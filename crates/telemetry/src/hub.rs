@@ -141,26 +141,27 @@ struct Queue {
 
 #[derive(Default)]
 struct QueueState {
-    items: VecDeque<Item>,
+    /// Records with their weights (what `bytes` counts).
+    items: VecDeque<(Item, usize)>,
     bytes: usize,
     dropped: u64,
     closed: bool,
 }
 
 impl Queue {
-    fn push(&self, item: &Item) {
+    /// Queues `item`, which weighs `weight` (its [`Item::weight`], computed once per publish).
+    fn push(&self, item: &Item, weight: usize) {
         {
             let mut state = self.state.lock();
             if state.closed {
                 return;
             }
-            let weight = item.weight();
             if state.items.len() >= self.capacity || state.bytes + weight > self.capacity_bytes {
                 state.dropped += 1;
                 return;
             }
             state.bytes += weight;
-            state.items.push_back(item.clone());
+            state.items.push_back((item.clone(), weight));
         }
         self.ready.notify_one();
     }
@@ -202,14 +203,14 @@ impl Telemetry {
         {
             let mut topics = self.inner.topics.write();
             let topic = topics.entry(trace_id).or_default();
-            for (item, _) in topic
+            for (item, weight) in topic
                 .backlog
                 .lock()
                 .items
                 .iter()
                 .filter(|(i, _)| i.signal() == signal)
             {
-                queue.push(item);
+                queue.push(item, *weight);
             }
             topic.subscribers.push(queue.clone());
         }
@@ -250,23 +251,22 @@ impl Telemetry {
     /// Publishes a record to its trace's subscribers and backlog; records of a trace nobody
     /// holds or subscribes to are not kept.
     pub(crate) fn publish(&self, trace_id: TraceId, item: Item) {
+        let (signal, weight) = (item.signal(), item.weight());
         {
             let everything = self.inner.everything.read();
-            for queue in everything.iter().filter(|q| q.signal == item.signal()) {
-                queue.push(&item);
+            for queue in everything.iter().filter(|q| q.signal == signal) {
+                queue.push(&item, weight);
             }
         }
         let topics = self.inner.topics.read();
         let Some(topic) = topics.get(&trace_id) else {
             return;
         };
-        let signal = item.signal();
         for queue in topic.subscribers.iter().filter(|q| q.signal == signal) {
-            queue.push(&item);
+            queue.push(&item, weight);
         }
         let (limit, limit_bytes) = (self.inner.config.backlog, self.inner.config.backlog_bytes);
         if limit > 0 {
-            let weight = item.weight();
             let mut backlog = topic.backlog.lock();
             while !backlog.items.is_empty()
                 && (backlog.items.len() >= limit || backlog.bytes + weight > limit_bytes)
@@ -390,8 +390,15 @@ impl Subscription {
                 let any = !state.items.is_empty() || state.dropped > 0;
                 if any && (waited || state.closed || state.items.len() >= max) {
                     let n = state.items.len().min(max.max(1));
-                    let items: Vec<Item> = state.items.drain(..n).collect();
-                    let taken: usize = items.iter().map(Item::weight).sum();
+                    let mut taken = 0;
+                    let items: Vec<Item> = state
+                        .items
+                        .drain(..n)
+                        .map(|(item, weight)| {
+                            taken += weight;
+                            item
+                        })
+                        .collect();
                     state.bytes = state.bytes.saturating_sub(taken);
                     let dropped = std::mem::take(&mut state.dropped);
                     return Some(Batch { items, dropped });

@@ -66,6 +66,13 @@ impl Step {
     }
 }
 
+/// Now, in the nanoseconds since the epoch that span times use.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// What changed when a record was applied (for renderers that print changes as lines).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

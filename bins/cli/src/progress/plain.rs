@@ -1,19 +1,13 @@
 //! `--progress=plain`: a line when a step starts, a line when it ends (with its duration, or
 //! `CACHED`, or why it failed), and each output line prefixed with its step. For CI logs.
 
-use super::model::{Change, Outcome, Step, Tree};
+use super::model::{Change, Outcome, Step, Tree, now_nanos};
 
 pub struct Plain {
     debug: bool,
     /// Output lines of steps whose span has not arrived yet (spans and logs come on separate
     /// streams), printed once it has.
     waiting: Vec<(Vec<u8>, String)>,
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Plain {

@@ -6,7 +6,7 @@ use std::io::Write as _;
 
 use crossterm::{QueueableCommand as _, cursor, terminal};
 
-use super::model::{Outcome, Tree};
+use super::model::{Outcome, Tree, now_nanos};
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -18,12 +18,6 @@ pub struct Live {
     /// Lines of the frame on screen (to move back over).
     drawn: u16,
     frame: usize,
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// `text` cut to `width` columns (counted as chars), so no line wraps.
