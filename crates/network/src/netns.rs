@@ -51,6 +51,14 @@ pub enum NetnsError {
         /// The system error.
         source: io::Error,
     },
+    /// The namespace's interfaces could not be configured.
+    #[error("configure netns {}: {source}", path.display())]
+    Setup {
+        /// The netns file.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
     /// The helper thread panicked.
     #[error("netns helper thread for {} panicked", path.display())]
     HelperPanicked {
@@ -105,8 +113,11 @@ fn bring_loopback_up() -> io::Result<()> {
 }
 
 /// Runs on a dedicated thread: moves that thread into a new network namespace, brings loopback
-/// up and pins the namespace on `path`.
-fn create_on_this_thread(path: &Path) -> Result<(), NetnsError> {
+/// up, runs `setup` there and pins the namespace on `path`.
+fn create_on_this_thread(
+    path: &Path,
+    setup: impl FnOnce() -> io::Result<()>,
+) -> Result<(), NetnsError> {
     // SAFETY: only the network namespace is unshared, not the file descriptor table, and only
     // on this short-lived helper thread that runs nothing else.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }.map_err(|e| {
@@ -119,6 +130,10 @@ fn create_on_this_thread(path: &Path) -> Result<(), NetnsError> {
         path: path.to_path_buf(),
         source,
     })?;
+    setup().map_err(|source| NetnsError::Setup {
+        path: path.to_path_buf(),
+        source,
+    })?;
     rustix::mount::mount_bind("/proc/thread-self/ns/net", path).map_err(|e| NetnsError::Pin {
         path: path.to_path_buf(),
         source: e.into(),
@@ -127,7 +142,7 @@ fn create_on_this_thread(path: &Path) -> Result<(), NetnsError> {
 
 /// Runs `f` on a new thread that has joined the network namespace pinned on `path`, without
 /// blocking the caller, and gives its result. Sockets created by `f` stay in the namespace.
-pub(crate) async fn run_inside<T: Send + 'static>(
+pub async fn run_inside<T: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NetnsError> {
@@ -165,6 +180,15 @@ impl NetworkNamespace {
     /// Creates a new network namespace with loopback up, pinned on the new file `path` (needs
     /// `CAP_SYS_ADMIN`). The calling thread's own namespace is untouched.
     pub fn create(path: &Path) -> Result<Self, NetnsError> {
+        Self::create_with(path, || Ok(()))
+    }
+
+    /// [`NetworkNamespace::create`], running `setup` on a thread inside the new namespace
+    /// before it is pinned (sockets it opens act on the new namespace).
+    pub fn create_with(
+        path: &Path,
+        setup: impl FnOnce() -> io::Result<()> + Send,
+    ) -> Result<Self, NetnsError> {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -179,7 +203,7 @@ impl NetworkNamespace {
         };
         let outcome = std::thread::scope(|scope| {
             scope
-                .spawn(|| create_on_this_thread(path))
+                .spawn(|| create_on_this_thread(path, setup))
                 .join()
                 .map_err(|_| NetnsError::HelperPanicked {
                     path: path.to_path_buf(),
