@@ -35,6 +35,8 @@ pub struct App {
     session_ended: Arc<tokio::sync::Notify>,
     /// Kills this engine's containers if it dies; stopped after a clean shutdown.
     watchdog: Watchdog,
+    /// The containers' network (bridge, DNS, NAT rules): removed after a clean shutdown.
+    network: Arc<dagr_network::Network>,
 }
 
 impl App {
@@ -48,7 +50,8 @@ impl App {
 
         let registry = SessionRegistry::new();
         let nested = Arc::new(nested::NestedServer::new(tokio::runtime::Handle::current()));
-        let (api, watchdog) = open_api(&config, &registry, nested.clone()).await?;
+        let network = Arc::new(start_network(&config).await?);
+        let (api, watchdog) = open_api(&config, &registry, nested.clone(), network.clone()).await?;
         // Sessions release their cache leases, resolved tags and secrets when they end; then
         // the cache is collected (what they held may go now).
         let session_ended = Arc::new(tokio::sync::Notify::new());
@@ -101,6 +104,7 @@ impl App {
             exporter,
             session_ended,
             watchdog,
+            network,
         })
     }
 
@@ -119,6 +123,7 @@ impl App {
             exporter,
             session_ended,
             watchdog,
+            network,
         } = self;
         for l in &listeners {
             // One line per listener on stdout, for scripts and tests that asked for port 0.
@@ -146,6 +151,7 @@ impl App {
         }
         // Every session is torn down and its containers are gone.
         let _ = tokio::task::spawn_blocking(move || watchdog.stop()).await;
+        network.shutdown().await;
         // Cache hits keep last-used times in memory; persist them for the next start's GC.
         let solver = api.services().solver.clone();
         match tokio::task::spawn_blocking(move || solver.flush()).await {
@@ -157,20 +163,46 @@ impl App {
     }
 }
 
+/// Sets the containers' network up under `STATE/network` (removing what a killed predecessor
+/// left there).
+async fn start_network(config: &Config) -> anyhow::Result<dagr_network::Network> {
+    let netns_dir = config.state_dir.join("network").join("netns");
+    let mode = match &config.network.bridge {
+        Some(bridge) => dagr_network::NetworkMode::Bridge(bridge.clone()),
+        None => dagr_network::NetworkMode::Loopback,
+    };
+    let network = dagr_network::Network::start(dagr_network::NetworkConfig {
+        netns_dir,
+        mode,
+        pool_size: dagr_network::DEFAULT_POOL_SIZE,
+    })
+    .await
+    .context(
+        "setting up the container network (--network=none runs containers with loopback only)",
+    )?;
+    if let Some(bridge) = network.bridge() {
+        tracing::info!(bridge = %bridge.name, cidr = %bridge.cidr, dns_upstreams = ?bridge.dns_upstreams, "container network");
+    }
+    Ok(network)
+}
+
 /// Opens the build core (worker, solver) under the state directory and the API on it.
 async fn open_api(
     config: &Config,
     registry: &SessionRegistry,
     nested: Arc<nested::NestedServer>,
+    network: Arc<dagr_network::Network>,
 ) -> anyhow::Result<(dagr_api::CoreApi, Watchdog)> {
     let worker_dir = config.state_dir.join("worker");
     let mut worker_config = dagr_worker::WorkerConfig::new(&worker_dir);
     if let Some(runc) = &config.runc {
         worker_config.runtime_binary = runc.clone();
     }
-    if let Some(n) = config.max_execs {
-        worker_config.max_concurrent_execs = n;
-    }
+    // No limit unless the user asks for one: BuildKit runs every ready exec at once too.
+    worker_config.max_concurrent_execs = config
+        .max_execs
+        .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS);
+    worker_config.network = Some(network);
     worker_config.exec_limits = config.exec_limits;
     for mirror in &config.registry_mirrors {
         worker_config

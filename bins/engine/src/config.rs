@@ -45,9 +45,25 @@ pub struct ServeArgs {
     /// Default: `runc`, looked up in PATH.
     #[arg(long, value_name = "PATH")]
     runc: Option<PathBuf>,
-    /// At most this many containers run at once (default: the number of cores).
+    /// At most this many containers run at once. Default: no limit (service containers and
+    /// the execs that bind them never count against it).
     #[arg(long, value_name = "N")]
     max_execs: Option<usize>,
+    /// How containers are networked: `bridge` (an address on the engine's bridge, NAT to the
+    /// host's network, the engine's DNS for service names; needs iptables) or `none`
+    /// (loopback only; services are then unavailable).
+    #[arg(long, value_name = "MODE", default_value = "bridge")]
+    network: NetworkModeArg,
+    /// The subnet of the engine's bridge; it must not overlap a route of the host.
+    #[arg(long, value_name = "CIDR", default_value = dagr_network::DEFAULT_CIDR)]
+    network_cidr: dagr_network::Ipv4Cidr,
+    /// The name of the engine's bridge interface.
+    #[arg(long, value_name = "NAME", default_value = dagr_network::DEFAULT_BRIDGE)]
+    network_bridge: String,
+    /// A DNS server that containers' lookups of names other than services go to, `IP` or
+    /// `IP:PORT`; repeatable. Default: the nameservers of the host's /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR", value_parser = parse_dns_upstream)]
+    dns_upstreams: Vec<SocketAddr>,
     /// At most this many processes and threads per exec (a fork bomb fails its exec with
     /// "pids limit reached"); 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 4096)]
@@ -87,6 +103,43 @@ pub struct ServeArgs {
     /// exports nothing.
     #[arg(long)]
     no_telemetry: bool,
+}
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkModeArg {
+    Bridge,
+    None,
+}
+
+impl FromStr for NetworkModeArg {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "bridge" => Ok(NetworkModeArg::Bridge),
+            "none" => Ok(NetworkModeArg::None),
+            other => bail!("network mode {other:?} is not `bridge` or `none`"),
+        }
+    }
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_dns_upstream(s: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip: std::net::IpAddr = s
+        .parse()
+        .with_context(|| format!("DNS upstream {s:?} is not IP or IP:PORT"))?;
+    Ok(SocketAddr::new(ip, 53))
+}
+
+/// The container network as configured.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// `None`: loopback only.
+    pub bridge: Option<dagr_network::BridgeConfig>,
 }
 
 /// How spans and logs reach an external collector.
@@ -143,6 +196,8 @@ pub struct Config {
     pub runc: Option<PathBuf>,
     /// At most this many containers run at once; `None`: the worker's default.
     pub max_execs: Option<usize>,
+    /// The container network.
+    pub network: NetworkSettings,
     /// What each exec may use.
     pub exec_limits: dagr_executor::ExecLimits,
     /// In the order given: a host's mirrors are tried in this order.
@@ -178,6 +233,20 @@ impl From<ServeArgs> for Config {
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             runc: args.runc,
             max_execs: args.max_execs.map(|n| n.max(1)),
+            network: NetworkSettings {
+                bridge: (args.network == NetworkModeArg::Bridge).then(|| {
+                    dagr_network::BridgeConfig {
+                        name: args.network_bridge,
+                        cidr: args.network_cidr,
+                        dns_upstreams: if args.dns_upstreams.is_empty() {
+                            host_nameservers()
+                        } else {
+                            args.dns_upstreams
+                        },
+                        iptables: PathBuf::from("iptables"),
+                    }
+                }),
+            },
             exec_limits: dagr_executor::ExecLimits {
                 pids: (args.exec_pids_limit > 0).then_some(args.exec_pids_limit),
                 memory_bytes: args.exec_memory_limit.filter(|&b| b > 0),
@@ -198,6 +267,13 @@ impl From<ServeArgs> for Config {
                 }),
         }
     }
+}
+
+/// The nameservers of the host's `/etc/resolv.conf` (none if it cannot be read).
+fn host_nameservers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|text| dagr_network::parse_resolv_conf(&text))
+        .unwrap_or_default()
 }
 
 /// Where the engine listens: `unix:///path/to/sock` or `tcp://127.0.0.1:PORT`.

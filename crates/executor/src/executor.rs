@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::{ExecCgroup, ExecLimits, LimitHit};
 use crate::mount::{Mount, MountError, MountOps, SyscallMountOps};
-use crate::netns::{NetnsError, NetworkNamespace};
 use crate::output::{CapturedOutput, OutputChunk, OutputStream, capture};
 use crate::pty::{Pty, TerminalInput, TerminalIo};
 use crate::runtime::{Runtime, RuntimeError, runtime_log_errors};
@@ -28,6 +27,7 @@ use crate::spec::{
     build_runtime_spec, validate,
 };
 use crate::user::{ResolvedUser, UserError, resolve_user};
+use dagr_network::{ExecNetwork, NetnsError, Network, NetworkError};
 
 /// Default cap of output kept in memory, per stream.
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
@@ -45,22 +45,23 @@ pub struct ExecutorConfig {
     pub max_concurrent_execs: usize,
     /// Bytes of stdout and of stderr kept in memory per exec; the rest is counted and dropped.
     pub output_cap: usize,
-    /// Content of `/etc/resolv.conf` in containers.
-    pub resolv_conf: String,
+    /// Where execs get their network namespace (and `/etc/resolv.conf`).
+    pub network: Arc<Network>,
     /// The processes and memory every exec may use.
     pub limits: ExecLimits,
 }
 
 impl ExecutorConfig {
-    /// Defaults: `runc` from `PATH`, one exec per core, 1 MiB of output kept per stream, an
-    /// empty `resolv.conf` (containers only have loopback).
+    /// Defaults: `runc` from `PATH`, one exec per core, 1 MiB of output kept per stream,
+    /// loopback-only networks pinned under the state dir's `netns/`.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         ExecutorConfig {
-            state_dir: state_dir.into(),
+            network: Arc::new(Network::loopback(state_dir.join("netns"))),
+            state_dir,
             runtime_binary: PathBuf::from("runc"),
             max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             output_cap: DEFAULT_OUTPUT_CAP,
-            resolv_conf: String::new(),
             limits: ExecLimits::default(),
         }
     }
@@ -101,6 +102,8 @@ pub struct PrestartContext {
     /// the process may already run before the file exists). `/proc/<pid>/root` is the
     /// container's filesystem as the process sees it, mounts included.
     pub pid_file: PathBuf,
+    /// Its address on the engine's bridge (none without one).
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl PrestartContext {
@@ -111,7 +114,7 @@ impl PrestartContext {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, NetnsError> {
-        crate::netns::run_inside(&self.netns, f).await
+        dagr_network::run_inside(&self.netns, f).await
     }
 }
 
@@ -128,10 +131,23 @@ pub struct RunOptions {
     /// Run without taking a slot of the concurrency limit: for execs that wait on other execs
     /// (nested clients), which would deadlock if the waiting ones held every slot.
     pub outside_limit: bool,
+    /// The names it is known by and the names it sees (bridge mode only; see [`ExecNames`]).
+    pub names: Option<ExecNames>,
     /// Run with a terminal: the process gets a pty as stdin, stdout and stderr (so its output
     /// is one stream, reported as stdout), fed and resized through [`TerminalIo`]; `TERM`
     /// defaults to `xterm`. The spec's `stdin` is ignored.
     pub terminal: Option<TerminalIo>,
+}
+
+/// How an exec takes part in the engine's DNS (see [`dagr_network::DnsTable`]).
+#[derive(Debug, Clone, Default)]
+pub struct ExecNames {
+    /// Whose names it sees and publishes into (a session).
+    pub scope: String,
+    /// Names it is published under (a service's hostname).
+    pub publish: Vec<String>,
+    /// Aliases it alone resolves: alias -> a name of its scope.
+    pub aliases: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -141,6 +157,7 @@ impl std::fmt::Debug for RunOptions {
             .field("cancel", &self.cancel)
             .field("prestart", &self.prestart.as_ref().map(|_| "<hook>"))
             .field("outside_limit", &self.outside_limit)
+            .field("names", &self.names)
             .field("terminal", &self.terminal)
             .finish()
     }
@@ -219,9 +236,14 @@ pub enum ExecError {
     /// A host mount failed.
     #[error(transparent)]
     Mount(#[from] MountError),
-    /// The network namespace could not be set up.
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
+    /// The exec's network could not be set up.
+    #[error("network of exec {id}: {source}")]
+    Network {
+        /// Container id.
+        id: String,
+        /// The cause.
+        source: NetworkError,
+    },
     /// A runtime command failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -436,7 +458,7 @@ impl Executor {
             child: None,
             mounted: Vec::new(),
             stubs: MountStubs::default(),
-            netns: None,
+            network: None,
             permit,
             live: Some(self.live.enter()),
             cgroup: None,
@@ -454,8 +476,8 @@ impl Executor {
                 self.netns_dir(),
                 self.runtime.root().to_path_buf(),
             ],
-            netns_dir: self.netns_dir(),
-            resolv_conf: self.config.resolv_conf.clone(),
+            network: self.config.network.clone(),
+            names: options.names.take(),
         };
         let prepared = tokio::task::spawn_blocking(move || {
             let prepared = task.prepare(&mut cleanup);
@@ -515,6 +537,7 @@ impl Executor {
                 id: id.clone(),
                 netns: bundle.netns.clone(),
                 pid_file: pid_file.clone(),
+                address: bundle.address,
             };
             let answer = tokio::select! {
                 answer = hook(context) => answer,
@@ -699,8 +722,8 @@ struct BundleTask {
     spec: ExecSpec,
     /// Created if missing: the bundles, netns and runtime state directories.
     state_dirs: [PathBuf; 3],
-    netns_dir: PathBuf,
-    resolv_conf: String,
+    network: Arc<Network>,
+    names: Option<ExecNames>,
 }
 
 /// A bundle ready for its runtime spec: what the spec is built from.
@@ -713,6 +736,8 @@ struct PreparedBundle {
     mounts: Vec<ContainerMount>,
     /// The file the exec's network namespace is pinned on.
     netns: PathBuf,
+    /// Its address on the bridge.
+    address: Option<std::net::Ipv4Addr>,
     max_open_files: u64,
     capability_bound: u64,
 }
@@ -727,8 +752,8 @@ impl BundleTask {
             rootfs,
             spec,
             state_dirs,
-            netns_dir,
-            resolv_conf,
+            network,
+            names,
         } = self;
         let id = cleanup.id.clone();
         let bundle = cleanup.bundle.clone();
@@ -759,12 +784,32 @@ impl BundleTask {
         } else {
             spec.hostname.clone()
         };
+        let network_err = |source| ExecError::Network {
+            id: id.clone(),
+            source,
+        };
+        let exec_network = cleanup
+            .network
+            .insert(network.acquire().map_err(network_err)?);
+        if let Some(names) = names {
+            exec_network
+                .configure(&names.scope, &names.publish, names.aliases)
+                .map_err(network_err)?;
+        }
+        let address = exec_network.address();
+        let netns = exec_network.netns_path().to_path_buf();
+
         let hosts_file = bundle.join("hosts");
-        let hosts =
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let mut hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        match address {
+            Some(address) => hosts.push_str(&format!("{address}\t{hostname}\n")),
+            None => hosts.push_str(&format!("127.0.0.1\t{hostname}\n")),
+        }
         std::fs::write(&hosts_file, hosts).map_err(prepare_err(&hosts_file))?;
         let resolv_conf_file = bundle.join("resolv.conf");
-        std::fs::write(&resolv_conf_file, &resolv_conf).map_err(prepare_err(&resolv_conf_file))?;
+        std::fs::write(&resolv_conf_file, network.resolv_conf())
+            .map_err(prepare_err(&resolv_conf_file))?;
 
         let mounts = prepare_user_mounts(cleanup, &spec)?;
 
@@ -775,9 +820,6 @@ impl BundleTask {
                 .collect();
         destinations.extend(spec.mounts.iter().map(|m| m.dest.clone()));
         cleanup.stubs = MountStubs::find(&rootfs_path, &destinations);
-
-        let netns = NetworkNamespace::create(&netns_dir.join(&id))?;
-        let netns = cleanup.netns.insert(netns).path().to_path_buf();
 
         let host_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .maximum
@@ -790,6 +832,7 @@ impl BundleTask {
             resolv_conf_file,
             mounts,
             netns,
+            address,
             max_open_files: host_nofile.min(MAX_OPEN_FILES),
             capability_bound: crate::spec::host_capability_bound(),
         })
@@ -1096,7 +1139,7 @@ struct ExecCleanup {
     child: Option<Child>,
     mounted: Vec<PathBuf>,
     stubs: MountStubs,
-    netns: Option<NetworkNamespace>,
+    network: Option<ExecNetwork>,
     permit: Option<OwnedSemaphorePermit>,
     /// Counts this exec as live until its cleanup has finished.
     live: Option<LiveExec>,
@@ -1167,10 +1210,10 @@ impl ExecCleanup {
                 all_unmounted = false;
             }
         }
-        if let Some(netns) = self.netns.take()
-            && let Err(e) = netns.remove()
+        if let Some(network) = self.network.take()
+            && let Err(e) = network.release()
         {
-            tracing::warn!(exec = %self.id, error = %e, "netns removal failed");
+            tracing::warn!(exec = %self.id, error = %e, "network release failed");
         }
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove();
@@ -1204,7 +1247,7 @@ impl ExecCleanup {
             child: self.child.take(),
             mounted: std::mem::take(&mut self.mounted),
             stubs: std::mem::take(&mut self.stubs),
-            netns: self.netns.take(),
+            network: self.network.take(),
             permit: self.permit.take(),
             live: self.live.take(),
             cgroup: self.cgroup.take(),

@@ -2,7 +2,8 @@
 //!
 //! - [`Executor`] (configured by [`ExecutorConfig`]) prepares a bundle for an [`ExecSpec`] on a
 //!   [`Rootfs`] (a directory, or containerd-style [`Mount`]s applied through [`MountOps`]), gives
-//!   the container its own network namespace with loopback up ([`NetworkNamespace`]), runs it
+//!   the container a network of its own from the configured [`Network`] (a namespace with
+//!   loopback, and in bridge mode an address on the engine's bridge; see [`ExecNames`]), runs it
 //!   with `runc run` ([`Runtime`]), captures stdout/stderr up to a cap ([`CapturedOutput`],
 //!   optionally streamed as [`OutputChunk`]s) and returns an [`ExecResult`] or an [`ExecError`].
 //!   With [`RunOptions::terminal`] the process runs on a pseudo-terminal fed by [`TerminalIo`]
@@ -25,7 +26,6 @@
 mod cgroup;
 mod executor;
 mod mount;
-mod netns;
 mod output;
 mod pty;
 mod runtime;
@@ -33,12 +33,12 @@ mod spec;
 mod user;
 
 pub use cgroup::{ExecLimits, LimitHit, remove_exec_cgroups};
+pub use dagr_network::{NetnsError, Network, NetworkError, NetworkNamespace};
 pub use executor::{
-    DEFAULT_OUTPUT_CAP, ExecError, ExecResult, Executor, ExecutorConfig, PrestartContext,
-    PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
+    DEFAULT_OUTPUT_CAP, ExecError, ExecNames, ExecResult, Executor, ExecutorConfig,
+    PrestartContext, PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};
-pub use netns::{NetnsError, NetworkNamespace};
 pub use output::{CapturedOutput, OutputChunk, OutputStream};
 pub use pty::{TerminalInput, TerminalIo, WindowSize};
 pub use runtime::{Runtime, RuntimeError, runtime_log_errors};

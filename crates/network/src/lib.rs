@@ -446,8 +446,8 @@ impl Network {
         }
     }
 
-    /// Stops the pool (releasing what it held) and the DNS server, and removes the NAT rules.
-    /// Execs still holding an [`ExecNetwork`] keep it until they release it.
+    /// Stops the pool (releasing what it held) and the DNS server, and removes the NAT rules
+    /// and the bridge. Call it once no exec runs.
     pub async fn shutdown(&self) {
         {
             // Under the lock, so the pool thread cannot miss it between its check and its wait.
@@ -475,6 +475,11 @@ impl Network {
             }
         })
         .await;
+        if let Some(bridge) = &self.shared.bridge
+            && let Err(e) = bridge.host.lock().delete_link(bridge.index)
+        {
+            tracing::warn!(bridge = %bridge.config.name, error = %e, "bridge removal failed");
+        }
         self.dns_server.lock().take();
     }
 }

@@ -135,6 +135,32 @@ pub struct EngineProcess {
     pub tcp: SocketAddr,
     pub unix: PathBuf,
     pub dir: tempfile::TempDir,
+    /// Its bridge network, removed (with its rules) once the engine is gone, however it died.
+    pub bridge: Option<dagr_network::BridgeConfig>,
+}
+
+/// A bridge name and a /24 of its own for the engine whose state is in `base` (tests run many
+/// engines at once; a restarted engine gets the same bridge back).
+pub fn test_bridge(base: &Path) -> dagr_network::BridgeConfig {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(base.as_os_str().as_encoded_bytes());
+    dagr_network::BridgeConfig {
+        name: format!("dk{}", hex::encode(&hash[..5])),
+        cidr: format!("10.{}.{}.0/24", 100 + hash[5] % 100, hash[6])
+            .parse()
+            .expect("a /24"),
+        dns_upstreams: Vec::new(),
+        iptables: PathBuf::from("iptables"),
+    }
+}
+
+/// Removes a test engine's bridge and its rules (what a SIGKILLed engine leaves).
+pub fn remove_bridge(bridge: &dagr_network::BridgeConfig) {
+    let _ = dagr_network::Nat::new(&bridge.iptables, &bridge.name, bridge.cidr).remove();
+    let _ = Command::new("ip")
+        .args(["link", "del", &bridge.name])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl EngineProcess {
@@ -154,6 +180,25 @@ impl EngineProcess {
         extra_args: &[&str],
     ) -> EngineProcess {
         let unix = base.join("engine.sock");
+        let bridge =
+            (!extra_args.iter().any(|a| a.starts_with("--network"))).then(|| test_bridge(base));
+        let network_args = bridge
+            .as_ref()
+            .map(|b| {
+                vec![
+                    "--network-bridge".to_owned(),
+                    b.name.clone(),
+                    "--network-cidr".to_owned(),
+                    b.cidr.to_string(),
+                ]
+            })
+            .unwrap_or_default();
+        let mut network_args = network_args;
+        if !extra_args.iter().any(|a| a.starts_with("--dns-upstream")) {
+            // Tests stay offline: names that are not the engine's fail fast (nothing listens
+            // on the discard port) instead of reaching the host's resolvers.
+            network_args.extend(["--dns-upstream".to_owned(), "127.0.0.1:9".to_owned()]);
+        }
         let mut child = Command::new(binary)
             .arg("--state-dir")
             .arg(base.join("state"))
@@ -163,6 +208,7 @@ impl EngineProcess {
             .arg(format!("unix://{}", unix.display()))
             // Tests drop engines while their own idle connections are still open.
             .args(["--shutdown-grace", "2"])
+            .args(&network_args)
             .args(extra_args)
             .stdout(Stdio::piped())
             .spawn()
@@ -184,6 +230,7 @@ impl EngineProcess {
             tcp: tcp.expect("tcp listener"),
             unix,
             dir,
+            bridge,
         }
     }
 
@@ -236,6 +283,9 @@ impl Drop for EngineProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         detach_mounts_under(self.dir.path());
+        if let Some(bridge) = &self.bridge {
+            remove_bridge(bridge);
+        }
     }
 }
 

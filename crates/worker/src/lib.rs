@@ -145,6 +145,8 @@ pub struct WorkerConfig {
     pub output_cap: usize,
     /// Processes and memory each exec may use (default: 4096 processes, no memory limit).
     pub exec_limits: dagr_executor::ExecLimits,
+    /// Where execs get their network (default: loopback-only namespaces under `exec/netns`).
+    pub network: Option<Arc<dagr_executor::Network>>,
 }
 
 impl WorkerConfig {
@@ -157,6 +159,7 @@ impl WorkerConfig {
             snapshots: SnapshotterOptions::default(),
             // Dagger returns an exec's whole output; keep up to this much of each stream.
             output_cap: 16 << 20,
+            network: None,
             exec_limits: dagr_executor::ExecLimits {
                 pids: Some(DEFAULT_PIDS_LIMIT),
                 memory_bytes: None,
@@ -238,6 +241,9 @@ impl Worker {
         exec_config.runtime_binary = config.runtime_binary.clone();
         exec_config.max_concurrent_execs = config.max_concurrent_execs.max(1);
         exec_config.output_cap = config.output_cap;
+        if let Some(network) = &config.network {
+            exec_config.network = network.clone();
+        }
         exec_config.limits = config.exec_limits;
         let executor = Executor::new(exec_config);
         // Containers, mounts and bundles of a previous engine that died without cleaning up.
