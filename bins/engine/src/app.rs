@@ -252,6 +252,7 @@ async fn open_api(
     .await
     .context("opening the build core")??;
     let api = dagr_api::CoreApi::new(dagr_api::Services {
+        running: dagr_api::RunningServices::new(solver.clone()),
         solver,
         secrets,
         registry_auth,

@@ -18,6 +18,11 @@ pub struct QueryEngine {
 }
 
 impl QueryEngine {
+    /// The core API it serves.
+    pub fn api(&self) -> &CoreApi {
+        &self.api
+    }
+
     pub fn new(api: CoreApi, telemetry: Arc<EngineTelemetry>) -> anyhow::Result<QueryEngine> {
         Ok(QueryEngine {
             schema: dagr_api::schema()?,

@@ -95,7 +95,36 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
         Route::Metrics => {
             let engine = engine.clone();
             BoxCloneSyncService::new(tower::service_fn(move |_req: Request<Incoming>| {
-                let text = engine.metrics.render(&engine.registry);
+                let api = engine.query.api().services();
+                let network = api.worker().network().stats();
+                let gauges = [
+                    (
+                        "dagr_services_running",
+                        "Service containers running (all sessions).",
+                        api.running.running() as u64,
+                    ),
+                    (
+                        "dagr_network_addresses_in_use",
+                        "Exec addresses on the engine's bridge given out (the pool's included).",
+                        network.addresses as u64,
+                    ),
+                    (
+                        "dagr_network_dns_names",
+                        "Names published in the engine's DNS.",
+                        network.names as u64,
+                    ),
+                    (
+                        "dagr_network_dns_views",
+                        "Execs with a view in the engine's DNS (those that bind services).",
+                        network.sources as u64,
+                    ),
+                    (
+                        "dagr_network_pooled",
+                        "Network namespaces prepared ahead of time.",
+                        network.pooled as u64,
+                    ),
+                ];
+                let text = engine.metrics.render(&engine.registry, &gauges);
                 async move {
                     let mut resp = Response::new(full_body(Bytes::from(text)));
                     resp.headers_mut().insert(

@@ -24,6 +24,7 @@ mod directory;
 mod file;
 mod ownership;
 mod query;
+mod service;
 pub mod state;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use dagr_telemetry::SpanCx;
 use dagr_worker::{HostAccess, SecretSource, Worker, WorkerError};
 use parking_lot::Mutex;
 
+pub use service::lifecycle::{RunningServices, ServiceError, ServiceHold};
 pub use state::{Container, Directory, File, Fs};
 
 /// Secret plaintexts by session and digest. Plaintexts live only here, in memory, and go away
@@ -149,6 +151,8 @@ pub struct Services {
     pub registry_auth: Arc<RegistryAuthStore>,
     pub host: Arc<dyn HostAccess>,
     pub config: ApiConfig,
+    /// The services of every session (see [`RunningServices`]).
+    pub running: RunningServices,
 }
 
 impl Services {
@@ -263,7 +267,12 @@ pub struct CoreApi {
 }
 
 impl CoreApi {
+    /// The API over `services`; execs that bind services start them through
+    /// `services.running`.
     pub fn new(services: Services) -> CoreApi {
+        services
+            .worker()
+            .set_service_starter(Arc::new(services.running.clone()));
         CoreApi {
             services: Arc::new(services),
         }
@@ -296,6 +305,7 @@ impl CoreApi {
         self.services.worker().release_session(session_id);
         self.services.secrets.release_session(session_id);
         self.services.registry_auth.release_session(session_id);
+        self.services.running.release_session(session_id);
     }
 }
 
@@ -316,6 +326,7 @@ pub fn schema() -> Result<Schema, SchemaError> {
     let builder = container::register(builder);
     let builder = directory::register(builder);
     let builder = container::register_terminal(builder);
+    let builder = service::register(builder);
     builder.finish()
 }
 

@@ -23,6 +23,8 @@ pub(crate) fn new_container(platform: Platform) -> Result<Container, FieldError>
         last_exec: None,
         secret_env: Default::default(),
         default_terminal: None,
+        ports: Vec::new(),
+        services: Vec::new(),
     })
 }
 

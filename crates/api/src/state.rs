@@ -212,6 +212,54 @@ pub struct Container {
     pub secret_env: BTreeMap<String, Secret>,
     /// What `terminal` runs when given no command (`withDefaultTerminalCmd`).
     pub default_terminal: Option<TerminalCmd>,
+    /// Ports it exposes as a service (`withExposedPort`), in the order they were added.
+    pub ports: Vec<Port>,
+    /// Services its execs bind (`withServiceBinding`), by alias.
+    pub services: Vec<ServiceBinding>,
+}
+
+/// The protocol of a [`Port`] (`NetworkProtocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NetworkProtocol {
+    Tcp,
+    Udp,
+}
+
+impl NetworkProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkProtocol::Tcp => "TCP",
+            NetworkProtocol::Udp => "UDP",
+        }
+    }
+}
+
+/// A port a service exposes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub port: u16,
+    pub protocol: NetworkProtocol,
+    pub description: Option<String>,
+    /// Not waited for when the service starts.
+    pub skip_healthcheck: bool,
+}
+
+/// A container run as a service: the exec it runs (its inputs are the container's rootfs and
+/// mounts) and the ports that tell when it is up.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// Stable for its ID: a digest of the call chain that made it.
+    pub hostname: String,
+    pub exec: Arc<Vertex>,
+    pub ports: Vec<Port>,
+}
+
+/// A service bound into a container under an alias.
+#[derive(Clone, Debug)]
+pub struct ServiceBinding {
+    pub alias: String,
+    pub service: Arc<Service>,
 }
 
 /// A terminal command and how it runs.

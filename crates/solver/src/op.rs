@@ -137,6 +137,18 @@ pub struct ExecOp {
     pub nesting_session: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub insecure_root_capabilities: bool,
+    /// Services running while it runs, each reachable under its alias (part of the key: the
+    /// service's hostname is a digest of its definition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_bindings: Vec<ServiceBinding>,
+}
+
+/// A service an exec binds: its hostname (which names its definition, see the worker's
+/// `ServiceStarter`) and the alias the exec reaches it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBinding {
+    pub alias: String,
+    pub hostname: String,
 }
 
 /// The numeric owner file ops give what they write: `uid:gid` in serialized ops, parsed from

@@ -42,11 +42,12 @@ pub use cache_volume::{CacheVolumeUse, CacheVolumes};
 pub use fsops::FsError;
 pub use mounts::View;
 pub use ops::exec::ExecFailed;
+pub use ops::exec::ServiceRun;
 pub use ops::image::ResolvedImageRef;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{
     BoxError, HostAccess, HostError, NestedClient, NestedClients, NestedError, NestedServing,
-    SecretSource, SessionRegistryAuth, UserTerminal, WorkerSeams,
+    SecretSource, ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal, WorkerSeams,
 };
 
 use seams::SessionCredentials;
@@ -194,6 +195,8 @@ struct Inner {
     resolved: parking_lot::Mutex<HashMap<(String, String), ResolvedImageRef>>,
     nested: Option<Arc<dyn NestedClients>>,
     registry_auth: Arc<dyn SessionRegistryAuth>,
+    /// Starts the services execs bind; set once the API exists.
+    services: std::sync::OnceLock<Arc<dyn ServiceStarter>>,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -203,6 +206,16 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Plugs in what starts the services execs bind (once; later calls are ignored).
+    pub fn set_service_starter(&self, starter: Arc<dyn ServiceStarter>) {
+        let _ = self.inner.services.set(starter);
+    }
+
+    /// The containers' network.
+    pub fn network(&self) -> &Arc<dagr_executor::Network> {
+        &self.inner.executor.config().network
+    }
+
     /// Opens (or creates) the worker state under `config.state_dir`. Blocking: call it at start-up.
     pub fn open(config: &WorkerConfig, seams: WorkerSeams) -> Result<Worker, WorkerError> {
         let WorkerSeams {
@@ -266,6 +279,7 @@ impl Worker {
                 resolved: parking_lot::Mutex::new(HashMap::new()),
                 nested,
                 registry_auth,
+                services: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -213,3 +213,19 @@ impl CredentialsProvider for SessionCredentials {
 pub trait SecretSource: Send + Sync + 'static {
     fn secret(&self, session_id: &str, secret_id: &str) -> Option<Bytes>;
 }
+
+/// Starts the services an exec binds ([`dagr_solver::ServiceBinding`]) in a session and keeps
+/// them running while the returned guard lives (implemented by the API, which knows each
+/// hostname's definition). Set once with [`crate::Worker::set_service_starter`].
+pub trait ServiceStarter: Send + Sync + 'static {
+    /// Starts (or joins) each service named by `hostnames` and waits until all are healthy; the
+    /// error names the service that failed.
+    fn start<'a>(
+        &'a self,
+        session_id: &'a str,
+        hostnames: &'a [String],
+    ) -> BoxFuture<'a, Result<ServiceGuard, BoxError>>;
+}
+
+/// Holds services running (see [`ServiceStarter`]); dropping it lets them stop.
+pub type ServiceGuard = Box<dyn Send + Sync>;

@@ -186,6 +186,14 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
         privileged_nesting: nesting_session.is_some(),
         nesting_session,
         insecure_root_capabilities,
+        service_bindings: c
+            .services
+            .iter()
+            .map(|b| dagr_solver::ServiceBinding {
+                alias: b.alias.clone(),
+                hostname: b.service.hostname.clone(),
+            })
+            .collect(),
     };
     let vertex = Vertex::new(Op::Exec(op), inputs.into_vec()).map_err(graph_err)?;
     let mut next = c;
@@ -203,6 +211,13 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
     Ok(next)
 }
 
+/// The exec of the container's default command (entrypoint and default args).
+pub(crate) fn default_exec(c: Container) -> Result<std::sync::Arc<Vertex>, FieldError> {
+    exec_container(c, ExecSpec::default())?
+        .last_exec
+        .ok_or_else(|| FieldError::new("no command has been set"))
+}
+
 /// Solves the container's last exec (or, without one, its default command, as Dagger v0.11
 /// does) and answers what `pick` takes of its output.
 async fn exec_output(
@@ -214,9 +229,7 @@ async fn exec_output(
     let c = ctx.parent_arc::<Container>()?;
     let exec = match &c.last_exec {
         Some(exec) => exec.clone(),
-        None => exec_container(c.as_ref().clone(), ExecSpec::default())?
-            .last_exec
-            .ok_or_else(|| FieldError::new("no command has been set"))?,
+        None => default_exec(c.as_ref().clone())?,
     };
     let result = s.solve(&caller, &exec).await?;
     let meta = ResultMeta::of(&result)

@@ -19,6 +19,8 @@ mod image;
 mod mounts;
 mod terminal;
 
+pub(crate) use exec::default_exec;
+
 use dagr_gql::{FieldError, Object, ResolveCtx, SchemaBuilder, Value};
 
 use crate::obj;
@@ -83,6 +85,9 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(image::import())
         .field(image::export())
         .field(image::publish());
+    let container = crate::service::container_fields()
+        .into_iter()
+        .fold(container, |container, field| container.field(field));
     mounts::register_enums(image::register_enums(b)).object(container)
 }
 

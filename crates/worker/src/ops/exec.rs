@@ -50,6 +50,20 @@ struct PreparedExec {
     volumes: Vec<CacheVolumeUse>,
     spec: ExecSpec,
     options: RunOptions,
+    /// Keeps the services it binds running.
+    services: Option<crate::ServiceGuard>,
+}
+
+/// How [`Worker::run_service`] runs a service's exec.
+pub struct ServiceRun {
+    /// Its hostname: the container's, and the name it is published under in its session.
+    pub hostname: String,
+    /// Stops it (the container is killed).
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// Receives its output as it is read.
+    pub output: tokio::sync::mpsc::Sender<OutputChunk>,
+    /// Receives its address on the bridge once its network exists (before the process starts).
+    pub address: tokio::sync::oneshot::Sender<Option<std::net::Ipv4Addr>>,
 }
 
 /// `p` made absolute against `workdir`.
@@ -152,6 +166,35 @@ impl Worker {
             insecure_root_capabilities: op.insecure_root_capabilities,
         };
         let mut options = RunOptions::default();
+        let mut services = None;
+        if !op.service_bindings.is_empty() {
+            let starter = self.inner.services.get().ok_or_else(|| {
+                op_err(
+                    "exec",
+                    "this engine cannot start the services an exec binds",
+                )
+            })?;
+            let hostnames: Vec<String> = op
+                .service_bindings
+                .iter()
+                .map(|b| b.hostname.clone())
+                .collect();
+            services = Some(
+                starter
+                    .start(session_id, &hostnames)
+                    .await
+                    .map_err(|e| op_err("exec", format!("start services: {e}")))?,
+            );
+            options.names = Some(dagr_executor::ExecNames {
+                scope: session_id.to_owned(),
+                publish: Vec::new(),
+                aliases: op
+                    .service_bindings
+                    .iter()
+                    .map(|b| (b.alias.clone(), b.hostname.clone()))
+                    .collect(),
+            });
+        }
         if op.privileged_nesting {
             options.prestart = Some(self.nesting_hook(op, session_id, &rootfs)?);
             // It may wait for execs of its own nested client.
@@ -164,6 +207,7 @@ impl Worker {
             volumes,
             spec,
             options,
+            services,
         })
     }
 
@@ -180,6 +224,7 @@ impl Worker {
             volumes,
             mut spec,
             mut options,
+            services,
         } = self.prepare_exec(op, inputs, ctx.session_id()).await?;
         // With telemetry on, the process continues the op's trace (TRACEPARENT) and its output
         // is logged to the op's span as it is read.
@@ -207,6 +252,7 @@ impl Worker {
         }
         let result = ran?;
         drop(volumes);
+        drop(services);
         let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
         let stderr = String::from_utf8_lossy(&result.stderr.bytes).into_owned();
         let redirects: Vec<(String, Bytes)> = [
@@ -259,6 +305,7 @@ impl Worker {
             volumes,
             spec,
             mut options,
+            services,
             ..
         } = self.prepare_exec(op, inputs, session_id).await?;
         options.terminal = Some(terminal);
@@ -271,7 +318,66 @@ impl Worker {
             .run(&Rootfs::Directory(rootfs), &spec, options)
             .await;
         drop(volumes);
+        drop(services);
         // Unmounts and removes the scratch snapshots.
+        drop(cleanup);
+        match ran {
+            Ok(result) => Ok(result.exit_code),
+            Err(dagr_executor::ExecError::Failed { exit_code, .. }) => Ok(exit_code),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `op` (an exec whose inputs are solved to `inputs`) as a service of session
+    /// `session_id`: published under `run.hostname` in the session's DNS, its output sent to
+    /// `run.output`, until it exits or `run.cancel` fires. Like a terminal, nothing is cached or
+    /// committed, and it takes no exec slot (execs wait on it). Returns its exit code.
+    pub async fn run_service(
+        &self,
+        op: &dagr_solver::ExecOp,
+        inputs: &[ResultRef],
+        session_id: &str,
+        run: ServiceRun,
+    ) -> Result<i32, WorkerError> {
+        let PreparedExec {
+            cleanup,
+            rootfs,
+            volumes,
+            mut spec,
+            mut options,
+            services,
+            ..
+        } = self.prepare_exec(op, inputs, session_id).await?;
+        spec.hostname = run.hostname.clone();
+        let names = options
+            .names
+            .get_or_insert_with(|| dagr_executor::ExecNames {
+                scope: session_id.to_owned(),
+                ..Default::default()
+            });
+        names.publish.push(run.hostname.clone());
+        // Report the address from the prestart hook, then run the nesting hook if any.
+        let address = Arc::new(parking_lot::Mutex::new(Some(run.address)));
+        let nesting = options.prestart.take();
+        options.prestart = Some(Arc::new(move |ctx: PrestartContext| {
+            if let Some(tx) = address.lock().take() {
+                let _ = tx.send(ctx.address);
+            }
+            match &nesting {
+                Some(hook) => hook(ctx),
+                None => Box::pin(async { Ok(Vec::new()) }),
+            }
+        }));
+        options.output_sink = Some(run.output);
+        options.cancel = Some(run.cancel);
+        options.outside_limit = true;
+        let ran = self
+            .inner
+            .executor
+            .run(&Rootfs::Directory(rootfs), &spec, options)
+            .await;
+        drop(volumes);
+        drop(services);
         drop(cleanup);
         match ran {
             Ok(result) => Ok(result.exit_code),

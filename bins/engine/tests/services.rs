@@ -1,0 +1,385 @@
+//! Services end to end, with busybox from the local test registry on the engine's own bridge:
+//! `httpd` bound under an alias and fetched with `wget`, a chain of two services, ten started at
+//! once with one failing, start/stop cycles that leave nothing behind, DNS forwarding to an
+//! upstream the test runs, and the errors of bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+fn engine(args: &[&str]) -> dagr_testkit::EngineProcess {
+    dagr_testkit::EngineProcess::start(Path::new(env!("CARGO_BIN_EXE_dagr-engine")), args)
+}
+
+async fn connect(engine: &dagr_testkit::EngineProcess) -> dagr_client::Client {
+    dagr_client::connect(dagr_testkit::connect_options(
+        &engine.host(),
+        &std::env::temp_dir(),
+    ))
+    .await
+    .expect("connect")
+}
+
+fn unique() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
+}
+
+fn image() -> String {
+    dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone()
+}
+
+/// Runs `query`; the data, or the errors' messages joined.
+async fn query(client: &dagr_client::Client, query: String) -> Result<Value, String> {
+    let answer = client
+        .query(json!({ "query": query }))
+        .await
+        .expect("query sent");
+    match answer.get("errors").and_then(Value::as_array) {
+        Some(errors) if !errors.is_empty() => Err(errors
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")),
+        _ => Ok(answer["data"].clone()),
+    }
+}
+
+/// The ID of a busybox httpd service on `port` serving `/srv/index.html` = `page`, with
+/// `extra` (GraphQL `Container` calls, e.g. a binding) before its exec.
+async fn httpd(client: &dagr_client::Client, port: u16, page: &str, extra: &str) -> String {
+    let data = query(
+        client,
+        format!(
+            "{{ container {{ from(address: {img}) {{ withNewFile(path: \"/srv/index.html\", contents: {page}) {{ withExposedPort(port: {port}) {{ {extra} {{ withExec(args: [\"httpd\", \"-f\", \"-p\", \"{port}\", \"-h\", \"/srv\"]) {{ asService {{ id }} }} }} }} }} }} }} }}",
+            img = json!(image()),
+            page = json!(page),
+            extra = if extra.is_empty() { "withWorkdir(path: \"/\")" } else { extra },
+        ),
+    )
+    .await
+    .expect("service defined");
+    data["container"]["from"]["withNewFile"]["withExposedPort"]
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v["withExec"]["asService"]["id"].as_str())
+        .expect("service id")
+        .to_owned()
+}
+
+/// Runs `sh -c script` in busybox with `service` bound as `alias`; its stdout.
+async fn run_bound(
+    client: &dagr_client::Client,
+    alias: &str,
+    service: &str,
+    script: &str,
+) -> Result<String, String> {
+    let data = query(
+        client,
+        format!(
+            "{{ container {{ from(address: {img}) {{ withEnvVariable(name: \"BUST\", value: {bust}) {{ withServiceBinding(alias: {alias}, service: {service}) {{ withExec(args: [\"sh\", \"-c\", {script}]) {{ stdout }} }} }} }} }} }}",
+            img = json!(image()),
+            bust = json!(unique()),
+            alias = json!(alias),
+            service = json!(service),
+            script = json!(script),
+        ),
+    )
+    .await?;
+    Ok(
+        data["container"]["from"]["withEnvVariable"]["withServiceBinding"]["withExec"]["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+fn metric(engine: &dagr_testkit::EngineProcess, name: &str) -> u64 {
+    dagr_testkit::metric(&engine.metrics(), name).unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_service_answers_under_its_alias_and_stops_after() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let page = format!("hello from {}", unique());
+    let service = httpd(&client, 8080, &page, "").await;
+    let got = run_bound(
+        &client,
+        "web",
+        &service,
+        "wget -q -O- http://web:8080/index.html",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, page);
+    // The hostname is stable and resolves in binding execs too; endpoint() names it.
+    let data = query(
+        &client,
+        format!(
+            "{{ loadServiceFromID(id: {}) {{ hostname endpoint(scheme: \"http\") ports {{ port protocol experimentalSkipHealthcheck }} }} }}",
+            json!(service)
+        ),
+    )
+    .await
+    .unwrap();
+    let hostname = data["loadServiceFromID"]["hostname"].as_str().unwrap();
+    assert_eq!(
+        data["loadServiceFromID"]["endpoint"],
+        json!(format!("http://{hostname}:8080"))
+    );
+    assert_eq!(
+        data["loadServiceFromID"]["ports"],
+        json!([{ "port": 8080, "protocol": "TCP", "experimentalSkipHealthcheck": false }])
+    );
+    let by_hostname = run_bound(
+        &client,
+        "web",
+        &service,
+        &format!("wget -q -O- http://{hostname}:8080/index.html"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_hostname, page);
+    // The alias resolves only in the containers that bind it.
+    let unbound = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withEnvVariable(name: \"B\", value: {}) {{ withExec(args: [\"wget\", \"-q\", \"-T\", \"2\", \"-O-\", \"http://web:8080/\"]) {{ stdout }} }} }} }} }}",
+            json!(image()),
+            json!(unique())
+        ),
+    )
+    .await;
+    assert!(unbound.is_err(), "an unbound alias resolved: {unbound:?}");
+    // Nothing is left running once the binding execs are done.
+    engine.wait_metric("dagr_services_running", 0);
+    engine.wait_metric("dagr_network_dns_names", 0);
+    engine.wait_metric("dagr_network_dns_views", 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_can_bind_another() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let page = format!("from the first {}", unique());
+    let first = httpd(&client, 8080, &page, "").await;
+    // The second copies the first's page at start, then serves it.
+    let data = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {img}) {{ withServiceBinding(alias: \"first\", service: {first}) {{ withExposedPort(port: 8081) {{ withExec(args: [\"sh\", \"-c\", \"mkdir -p /srv && wget -q -O /srv/index.html http://first:8080/index.html && exec httpd -f -p 8081 -h /srv\"]) {{ asService {{ id }} }} }} }} }} }} }}",
+            img = json!(image()),
+            first = json!(first),
+        ),
+    )
+    .await
+    .unwrap();
+    let second =
+        data["container"]["from"]["withServiceBinding"]["withExposedPort"]["withExec"]["asService"]
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let got = run_bound(
+        &client,
+        "second",
+        &second,
+        "wget -q -O- http://second:8081/index.html",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, page);
+    engine.wait_metric("dagr_services_running", 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_services_start_at_once_and_the_failing_one_is_named() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        ids.push(httpd(&client, 8000 + i, &format!("page {i}"), "").await);
+    }
+    let data = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withExposedPort(port: 9999) {{ withExec(args: [\"sh\", \"-c\", \"echo the database is on fire; exit 3\"]) {{ asService {{ id hostname }} }} }} }} }} }}",
+            json!(image())
+        ),
+    )
+    .await
+    .unwrap();
+    let failing = &data["container"]["from"]["withExposedPort"]["withExec"]["asService"];
+    let failing_host = failing["hostname"].as_str().unwrap().to_owned();
+    ids.push(failing["id"].as_str().unwrap().to_owned());
+    // Each in a request of its own, all at once (an error in a request nulls its whole data).
+    let starts = ids.iter().map(|id| {
+        query(
+            &client,
+            format!("{{ loadServiceFromID(id: {}) {{ start }} }}", json!(id)),
+        )
+    });
+    let answers = futures::future::join_all(starts).await;
+    let (failed, started): (Vec<_>, Vec<_>) = answers.into_iter().partition(Result::is_err);
+    assert_eq!(started.len(), 9, "{failed:?}");
+    let message = failed[0].clone().unwrap_err();
+    assert!(message.contains(&failing_host), "{message}");
+    assert!(message.contains("exited with code 3"), "{message}");
+    assert!(message.contains("the database is on fire"), "{message}");
+    assert_eq!(metric(&engine, "dagr_services_running"), 9);
+    // Ending the session stops what it started.
+    client.close().await.unwrap();
+    engine.wait_metric("dagr_services_running", 0);
+    engine.wait_metric("dagr_network_dns_names", 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_stop_cycles_leave_nothing_behind() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let service = httpd(&client, 8080, "cycles", "").await;
+    let pooled = metric(&engine, "dagr_network_addresses_in_use");
+    for _ in 0..500 {
+        query(
+            &client,
+            format!(
+                "{{ loadServiceFromID(id: {}) {{ start }} }}",
+                json!(service)
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(metric(&engine, "dagr_services_running"), 1);
+        query(
+            &client,
+            format!("{{ loadServiceFromID(id: {}) {{ stop }} }}", json!(service)),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(metric(&engine, "dagr_services_running"), 0);
+    assert_eq!(metric(&engine, "dagr_network_dns_names"), 0);
+    assert_eq!(metric(&engine, "dagr_network_addresses_in_use"), pooled);
+    assert!(
+        dagr_testkit::processes_running(&["httpd", "-f", "-p", "8080"]).is_empty(),
+        "an httpd outlived its service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_are_not_services_go_to_the_upstream_resolver() {
+    // A DNS server of the test's own on loopback, answering every A query with 10.9.8.7.
+    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = upstream.recv_from(&mut buf) {
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80;
+            reply[7] = 1;
+            // Only the question: drop any additional records the client sent.
+            reply[10] = 0;
+            reply[11] = 0;
+            let question_end = 12 + reply[12..].iter().position(|&b| b == 0).unwrap() + 5;
+            reply.truncate(question_end);
+            reply.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 9, 8, 7]);
+            let _ = upstream.send_to(&reply, peer);
+        }
+    });
+    let engine = engine(&["--dns-upstream", &upstream_addr]);
+    let client = connect(&engine).await;
+    let data = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withEnvVariable(name: \"B\", value: {}) {{ withExec(args: [\"nslookup\", \"pkg.example.test\"]) {{ stdout }} }} }} }} }}",
+            json!(image()),
+            json!(unique())
+        ),
+    )
+    .await
+    .unwrap();
+    let out = data["container"]["from"]["withEnvVariable"]["withExec"]["stdout"]
+        .as_str()
+        .unwrap();
+    assert!(out.contains("10.9.8.7"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_reaches_the_bridge_address_through_its_default_route() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let bridge = engine.bridge.clone().unwrap();
+    let gateway = bridge.cidr.gateway();
+    let listener = std::net::TcpListener::bind((gateway, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request);
+        let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\noutside");
+    });
+    let data = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withEnvVariable(name: \"B\", value: {}) {{ withExec(args: [\"sh\", \"-c\", \"ip route | grep default; wget -q -O- http://{gateway}:{port}/\"]) {{ stdout }} }} }} }} }}",
+            json!(image()),
+            json!(unique())
+        ),
+    )
+    .await
+    .unwrap();
+    let out = data["container"]["from"]["withEnvVariable"]["withExec"]["stdout"]
+        .as_str()
+        .unwrap();
+    assert!(out.contains(&format!("default via {gateway}")), "{out}");
+    assert!(out.ends_with("outside"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ports_and_aliases_are_named() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let img = json!(image());
+    for (calls, expect) in [
+        (
+            "withExposedPort(port: 0)".to_owned(),
+            "port 0 is out of range",
+        ),
+        (
+            "withExposedPort(port: 70000)".to_owned(),
+            "port 70000 is out of range",
+        ),
+        (
+            "withExposedPort(port: 80) { withExposedPort(port: 80)".to_owned(),
+            "port 80/TCP is already exposed",
+        ),
+    ] {
+        let closing = "}".repeat(calls.matches('{').count());
+        let err = query(
+            &client,
+            format!("{{ container {{ from(address: {img}) {{ {calls} {{ id }} {closing} }} }} }}"),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains(expect), "{calls}: {err}");
+    }
+    let service = httpd(&client, 8080, "x", "").await;
+    let err = query(
+        &client,
+        format!(
+            "{{ container {{ withServiceBinding(alias: \"not a label!\", service: {}) {{ id }} }} }}",
+            json!(service)
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("alias \"not a label!\" is not a DNS label"),
+        "{err}"
+    );
+}

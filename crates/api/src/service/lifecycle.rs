@@ -1,0 +1,489 @@
+//! The lifecycle of services: [`RunningServices`] starts a service when something first holds
+//! it (an exec that binds it, or `Service.start`), shares it within its session (one instance
+//! per session and hostname), and stops it when the last holder lets go or the session ends.
+//!
+//! A service is up when each of its exposed TCP ports accepts a connection on its bridge
+//! address (unless the port skips the health check). One that exits before that fails its
+//! holders with an error that names it and ends with its last output.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagr_executor::{OutputChunk, OutputStream};
+use dagr_solver::{Op, Solver};
+use dagr_telemetry::{SpanCx, Stdio};
+use dagr_worker::{BoxError, ServiceGuard, ServiceRun, ServiceStarter, Worker};
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{NetworkProtocol, Service};
+
+/// Bytes of a service's latest output kept for the error of a service that fails to start.
+const OUTPUT_TAIL: usize = 16 * 1024;
+
+/// How long one health check connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Errors of starting a service.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// No definition for the hostname in the session.
+    #[error("unknown service {hostname}: it was not bound or started in this session")]
+    Unknown { hostname: String },
+    /// It could not start or exited before it was healthy.
+    #[error("service {hostname} ({command}) {reason}")]
+    Failed {
+        hostname: String,
+        command: String,
+        reason: String,
+    },
+}
+
+/// Where an instance is.
+#[derive(Debug, Clone)]
+enum Phase {
+    Starting,
+    Ready(Ipv4Addr),
+    Failed(ServiceError),
+    Exited,
+}
+
+/// One running service.
+struct Instance {
+    phase: watch::Sender<Phase>,
+    holders: Mutex<usize>,
+    cancel: CancellationToken,
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct State {
+    /// Hostname -> definition and the sessions that defined it.
+    definitions: HashMap<String, (Arc<Service>, HashSet<String>)>,
+    /// (session, hostname) -> instance.
+    running: HashMap<Key, Arc<Instance>>,
+    /// (session, hostname) -> holds taken by `Service.start`.
+    started: HashMap<Key, Vec<ServiceHold>>,
+}
+
+/// The services of every session (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct RunningServices {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    solver: Solver<Worker>,
+    state: Mutex<State>,
+}
+
+/// Keeps a service running; dropping it lets the service stop once nothing else holds it.
+pub struct ServiceHold {
+    inner: Arc<Inner>,
+    key: Key,
+    instance: Arc<Instance>,
+    address: Ipv4Addr,
+}
+
+impl ServiceHold {
+    /// The service's address on the engine's bridge.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+}
+
+impl Drop for ServiceHold {
+    fn drop(&mut self) {
+        let last = {
+            let mut holders = self.instance.holders.lock();
+            *holders = holders.saturating_sub(1);
+            *holders == 0
+        };
+        if last {
+            self.instance.cancel.cancel();
+            let mut state = self.inner.state.lock();
+            if state
+                .running
+                .get(&self.key)
+                .is_some_and(|i| Arc::ptr_eq(i, &self.instance))
+            {
+                state.running.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl RunningServices {
+    pub fn new(solver: Solver<Worker>) -> RunningServices {
+        RunningServices {
+            inner: Arc::new(Inner {
+                solver,
+                state: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Makes `service` startable by its hostname in `session`.
+    pub fn define(&self, session: &str, service: &Arc<Service>) {
+        self.inner
+            .state
+            .lock()
+            .definitions
+            .entry(service.hostname.clone())
+            .or_insert_with(|| (service.clone(), HashSet::new()))
+            .1
+            .insert(session.to_owned());
+    }
+
+    /// Starts (or joins) the service `hostname` of `session` and waits until it is up.
+    pub async fn hold(
+        &self,
+        session: &str,
+        hostname: &str,
+        span: &SpanCx,
+    ) -> Result<ServiceHold, ServiceError> {
+        let key = (session.to_owned(), hostname.to_owned());
+        let (instance, service, fresh) = {
+            let mut state = self.inner.state.lock();
+            let service = state
+                .definitions
+                .get(hostname)
+                .filter(|(_, sessions)| sessions.contains(session))
+                .map(|(service, _)| service.clone())
+                .ok_or_else(|| ServiceError::Unknown {
+                    hostname: hostname.to_owned(),
+                })?;
+            let existing = state
+                .running
+                .get(&key)
+                .filter(|i| !matches!(&*i.phase.borrow(), Phase::Exited | Phase::Failed(_)))
+                .cloned();
+            match existing {
+                Some(instance) => {
+                    *instance.holders.lock() += 1;
+                    (instance, service, false)
+                }
+                None => {
+                    let instance = Arc::new(Instance {
+                        phase: watch::channel(Phase::Starting).0,
+                        holders: Mutex::new(1),
+                        cancel: CancellationToken::new(),
+                    });
+                    state.running.insert(key.clone(), instance.clone());
+                    (instance, service, true)
+                }
+            }
+        };
+        let mut phase = instance.phase.subscribe();
+        let hold = |address| ServiceHold {
+            inner: self.inner.clone(),
+            key: key.clone(),
+            instance: instance.clone(),
+            address,
+        };
+        if fresh {
+            let inner = self.inner.clone();
+            let instance = instance.clone();
+            let span = span.start(format!("start {}", command_of(&service)));
+            tokio::spawn(run(inner, key.clone(), service.clone(), instance, span));
+        }
+        loop {
+            let current = phase.borrow_and_update().clone();
+            match current {
+                Phase::Starting => {}
+                Phase::Ready(address) => return Ok(hold(address)),
+                Phase::Failed(e) => {
+                    drop(hold(Ipv4Addr::UNSPECIFIED));
+                    return Err(e);
+                }
+                Phase::Exited => {
+                    drop(hold(Ipv4Addr::UNSPECIFIED));
+                    return Err(ServiceError::Failed {
+                        hostname: hostname.to_owned(),
+                        command: command_of(&service),
+                        reason: "exited".into(),
+                    });
+                }
+            }
+            if phase.changed().await.is_err() {
+                drop(hold(Ipv4Addr::UNSPECIFIED));
+                return Err(ServiceError::Failed {
+                    hostname: hostname.to_owned(),
+                    command: String::new(),
+                    reason: "stopped while starting".into(),
+                });
+            }
+        }
+    }
+
+    /// `Service.start`: holds the service until [`RunningServices::stop`] or the session ends.
+    pub async fn start(
+        &self,
+        session: &str,
+        hostname: &str,
+        span: &SpanCx,
+    ) -> Result<(), ServiceError> {
+        let hold = self.hold(session, hostname, span).await?;
+        self.inner
+            .state
+            .lock()
+            .started
+            .entry((session.to_owned(), hostname.to_owned()))
+            .or_default()
+            .push(hold);
+        Ok(())
+    }
+
+    /// `Service.stop`: lets go of what `start` held; the service stops (and this waits for
+    /// it) unless an exec still binds it.
+    pub async fn stop(&self, session: &str, hostname: &str) {
+        let key = (session.to_owned(), hostname.to_owned());
+        let holds = self
+            .inner
+            .state
+            .lock()
+            .started
+            .remove(&key)
+            .unwrap_or_default();
+        let Some(instance) = holds.first().map(|h| h.instance.clone()) else {
+            return;
+        };
+        drop(holds);
+        if instance.cancel.is_cancelled() {
+            let mut phase = instance.phase.subscribe();
+            let _ = phase.wait_for(|p| matches!(p, Phase::Exited)).await;
+        }
+    }
+
+    /// Stops what the session started and forgets its definitions.
+    pub fn release_session(&self, session: &str) {
+        let released: Vec<ServiceHold> = {
+            let mut state = self.inner.state.lock();
+            state.definitions.retain(|_, (_, sessions)| {
+                sessions.remove(session);
+                !sessions.is_empty()
+            });
+            let keys: Vec<Key> = state
+                .started
+                .keys()
+                .filter(|(s, _)| s == session)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|k| state.started.remove(k))
+                .flatten()
+                .collect()
+        };
+        drop(released);
+    }
+
+    /// Instances running (for tests and leak checks).
+    pub fn running(&self) -> usize {
+        self.inner.state.lock().running.len()
+    }
+}
+
+/// The command a service runs, for messages.
+fn command_of(service: &Service) -> String {
+    match service.exec.op() {
+        Op::Exec(exec) => exec.args.join(" "),
+        _ => String::new(),
+    }
+}
+
+/// Runs one instance: solves its inputs, runs its exec, checks its ports, and records each
+/// phase until it exits.
+async fn run(
+    inner: Arc<Inner>,
+    key: Key,
+    service: Arc<Service>,
+    instance: Arc<Instance>,
+    service_span: dagr_telemetry::Span,
+) {
+    let span = service_span.cx();
+    let (session, hostname) = &key;
+    let failed = |reason: String| {
+        Phase::Failed(ServiceError::Failed {
+            hostname: hostname.clone(),
+            command: command_of(&service),
+            reason,
+        })
+    };
+    let Op::Exec(op) = service.exec.op() else {
+        instance.phase.send_replace(failed("is not an exec".into()));
+        return;
+    };
+    let mut inputs = Vec::new();
+    for input in service.exec.inputs() {
+        let solved = tokio::select! {
+            solved = inner.solver.solve(input, session, &span) => solved,
+            _ = instance.cancel.cancelled() => {
+                instance.phase.send_replace(Phase::Exited);
+                return;
+            }
+        };
+        match solved {
+            Ok(solved) => inputs.push(solved.result),
+            Err(e) => {
+                instance
+                    .phase
+                    .send_replace(failed(format!("could not be prepared: {e}")));
+                return;
+            }
+        }
+    }
+    let (output_tx, mut output_rx) = tokio::sync::mpsc::channel::<OutputChunk>(64);
+    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+    let worker = inner.solver.runner().clone();
+    let run = {
+        let op = op.clone();
+        let session = session.clone();
+        let run = ServiceRun {
+            hostname: hostname.clone(),
+            cancel: instance.cancel.clone(),
+            output: output_tx,
+            address: address_tx,
+        };
+        async move { worker.run_service(&op, &inputs, &session, run).await }
+    };
+    // The output goes to the span as logs; its tail is kept for the error of a failed start.
+    let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let logger = {
+        let tail = tail.clone();
+        let span = span.clone();
+        async move {
+            let mut stdout = span.log_stream(Stdio::Stdout);
+            let mut stderr = span.log_stream(Stdio::Stderr);
+            while let Some(chunk) = output_rx.recv().await {
+                match chunk.stream {
+                    OutputStream::Stdout => stdout.write(&chunk.bytes),
+                    OutputStream::Stderr => stderr.write(&chunk.bytes),
+                }
+                let mut tail = tail.lock();
+                tail.extend_from_slice(&chunk.bytes);
+                if tail.len() > OUTPUT_TAIL {
+                    let cut = tail.len() - OUTPUT_TAIL;
+                    tail.drain(..cut);
+                }
+            }
+            if span.is_on() {
+                stdout.finish();
+                stderr.finish();
+            }
+        }
+    };
+    let process = tokio::spawn(async move {
+        let (ran, ()) = tokio::join!(run, logger);
+        ran
+    });
+    let exited = |ran: Result<Result<i32, dagr_worker::WorkerError>, tokio::task::JoinError>| {
+        let how = match ran {
+            Ok(Ok(code)) => format!("exited with code {code}"),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(e) => format!("failed: {e}"),
+        };
+        let output = String::from_utf8_lossy(&tail.lock()).trim().to_owned();
+        if output.is_empty() {
+            format!("{how} before it was healthy")
+        } else {
+            format!("{how} before it was healthy; its last output:\n{output}")
+        }
+    };
+    let mut process = process;
+    let address = tokio::select! {
+        address = address_rx => address.ok().flatten(),
+        ran = &mut process => {
+            instance.phase.send_replace(failed(exited(ran)));
+            return;
+        }
+    };
+    let Some(address) = address else {
+        instance.cancel.cancel();
+        let _ = process.await;
+        instance.phase.send_replace(failed(
+            "has no address: services need the engine's bridge network (it runs with --network=none)".into(),
+        ));
+        return;
+    };
+    let checks: Vec<u16> = service
+        .ports
+        .iter()
+        .filter(|p| p.protocol == NetworkProtocol::Tcp && !p.skip_healthcheck)
+        .map(|p| p.port)
+        .collect();
+    tokio::select! {
+        () = wait_healthy(address, &checks) => {
+            instance.phase.send_replace(Phase::Ready(address));
+        }
+        ran = &mut process => {
+            instance.phase.send_replace(failed(exited(ran)));
+            return;
+        }
+    }
+    let _ = process.await;
+    service_span.end();
+    instance.phase.send_replace(Phase::Exited);
+    let mut state = inner.state.lock();
+    if state
+        .running
+        .get(&key)
+        .is_some_and(|i| Arc::ptr_eq(i, &instance))
+    {
+        state.running.remove(&key);
+    }
+}
+
+/// Resolves once every port in `ports` accepts a TCP connection on `address`.
+async fn wait_healthy(address: Ipv4Addr, ports: &[u16]) {
+    for &port in ports {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let connected = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio::net::TcpStream::connect((address, port)),
+            )
+            .await;
+            if matches!(connected, Ok(Ok(_))) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+impl ServiceStarter for RunningServices {
+    fn start<'a>(
+        &'a self,
+        session_id: &'a str,
+        hostnames: &'a [String],
+    ) -> BoxFuture<'a, Result<ServiceGuard, BoxError>> {
+        Box::pin(async move {
+            let span = SpanCx::off();
+            // All at once: one failing does not keep the others from starting.
+            let started = futures::future::join_all(
+                hostnames
+                    .iter()
+                    .map(|hostname| self.hold(session_id, hostname, &span)),
+            )
+            .await;
+            let mut holds = Vec::new();
+            let mut errors = Vec::new();
+            for result in started {
+                match result {
+                    Ok(hold) => holds.push(hold),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(errors.join("\n").into());
+            }
+            Ok(Box::new(holds) as ServiceGuard)
+        })
+    }
+}
