@@ -1,7 +1,11 @@
 //! Compiles the attachables protos with protox (no protoc on the build machines).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/filesync.proto", "proto/terminal.proto"];
+    let protos = [
+        "proto/filesync.proto",
+        "proto/terminal.proto",
+        "proto/tunnel.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

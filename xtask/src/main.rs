@@ -76,6 +76,9 @@ const PREREQS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("tmux", "tmux"),
     ("openssl", "openssl"),
+    // The engine's container network: NAT and forwarding rules; `ip` for the tests' checks.
+    ("iptables", "iptables"),
+    ("ip", "iproute2"),
 ];
 
 /// What only the benchmarks need: the baselines they compare against (`buildah bud --layers`

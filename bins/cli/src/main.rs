@@ -77,6 +77,22 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Forward a service's ports to 127.0.0.1 on this machine until Ctrl-C. The service is given
+    /// by its ID (`{container{...asService{id}}}` in a query), or `@FILE` to read the ID from a
+    /// file. Each forward is printed on stderr once it listens.
+    Up {
+        /// The service's ID, or @FILE holding it.
+        #[arg(value_name = "SERVICE_ID")]
+        service: String,
+        /// `FRONTEND:BACKEND` (listen on FRONTEND here, reach the service's BACKEND) or `PORT`
+        /// (the same number on both sides); repeatable. Default: every TCP port the service
+        /// exposes, each on its own number.
+        #[arg(long = "port", short = 'p', value_name = "[FRONTEND:]BACKEND")]
+        ports: Vec<String>,
+        /// Listen on free ports chosen by the system instead.
+        #[arg(long)]
+        random: bool,
+    },
     /// Open an interactive terminal in a container on this terminal and exit with its command's
     /// exit code. The container is given by its ID (`{container{...{id}}}` in a query), or
     /// `@FILE` to read the ID from a file.
@@ -186,6 +202,23 @@ async fn connect(
     labels: BTreeMap<String, String>,
     terminal: Option<(Arc<StdioTerminal>, progress::TerminalInUse)>,
 ) -> anyhow::Result<dagr_client::Client> {
+    connect_with(
+        cli,
+        labels,
+        terminal,
+        Some(Arc::new(dagr_attach::HostTunnel)),
+    )
+    .await
+}
+
+/// [`connect`], lending the engine this machine's network through `tunnel` (`Host.service`,
+/// `Host.tunnel`, `Service.up`, unix sockets).
+async fn connect_with(
+    cli: &Cli,
+    labels: BTreeMap<String, String>,
+    terminal: Option<(Arc<StdioTerminal>, progress::TerminalInUse)>,
+    tunnel: Option<Arc<dyn dagr_attach::TunnelProvider>>,
+) -> anyhow::Result<dagr_client::Client> {
     // Inside a container with privileged nesting: join the session it belongs to.
     if cli.host.is_none()
         && let Ok(port) = std::env::var("DAGGER_SESSION_PORT")
@@ -221,6 +254,7 @@ async fn connect(
             Arc::new(TrackedTerminal { terminal, in_use }) as Arc<dyn dagr_attach::TerminalProvider>
         }),
         traceparent: env_traceparent(),
+        tunnel,
     };
     dagr_client::connect(opts)
         .await
@@ -236,6 +270,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => query(&cli, file.as_deref(), vars, operation.as_deref()).await,
         Command::Run { labels, cmd } => run_cmd(&cli, parse_labels(labels)?, cmd).await,
         Command::Session { labels } => session(&cli, parse_labels(labels)?).await,
+        Command::Up {
+            service,
+            ports,
+            random,
+        } => up(&cli, &read_id(service)?, ports, *random).await,
         Command::Terminal {
             container,
             experimental_privileged_nesting,
@@ -257,6 +296,87 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 *insecure_root_capabilities,
             )
             .await
+        }
+    }
+}
+
+/// An object ID given on the command line, or `@FILE` holding it.
+fn read_id(arg: &str) -> anyhow::Result<String> {
+    Ok(match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the ID from {path}"))?
+            .trim()
+            .to_owned(),
+        None => arg.to_owned(),
+    })
+}
+
+/// `--port [FRONTEND:]BACKEND` as a `PortForward` input.
+fn parse_port_forward(text: &str) -> anyhow::Result<serde_json::Value> {
+    let port = |p: &str| -> anyhow::Result<u16> {
+        p.parse::<u16>().ok().filter(|&n| n > 0).with_context(|| {
+            format!("port {p:?} in --port {text:?} is not a number from 1 to 65535")
+        })
+    };
+    let (frontend, backend) = match text.split_once(':') {
+        Some((frontend, backend)) => (port(frontend)?, port(backend)?),
+        None => {
+            let p = port(text)?;
+            (p, p)
+        }
+    };
+    Ok(serde_json::json!({ "frontend": frontend, "backend": backend }))
+}
+
+/// Prints where `dagr up` listens.
+#[derive(Debug)]
+struct PrintForwards;
+
+impl dagr_attach::TunnelProvider for PrintForwards {
+    fn listening(&self, address: std::net::SocketAddr) {
+        eprintln!("dagr up: forwarding {address}");
+    }
+}
+
+/// `dagr up`: the service's ports here until Ctrl-C (or SIGTERM), then the session ends and
+/// the service stops.
+async fn up(
+    cli: &Cli,
+    service_id: &str,
+    ports: &[String],
+    random: bool,
+) -> anyhow::Result<ExitCode> {
+    let ports = ports
+        .iter()
+        .map(|p| parse_port_forward(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut client =
+        connect_with(cli, BTreeMap::new(), None, Some(Arc::new(PrintForwards))).await?;
+    let progress = start_progress(cli, &mut client, progress::TerminalInUse::default()).await?;
+    let body = serde_json::json!({
+        "query": "query($id: ServiceID!, $ports: [PortForward!], $random: Boolean) { \
+            loadServiceFromID(id: $id) { up(ports: $ports, random: $random) } }",
+        "variables": { "id": service_id, "ports": ports, "random": random },
+    });
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = client.query(body) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    let closed = client.close().await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    closed.context("closing the session")?;
+    match result {
+        // Stopped by the user: the forwards and the service end with the session.
+        None => Ok(ExitCode::SUCCESS),
+        Some(response) => {
+            let response = response.context("forwarding the service")?;
+            print_errors(&response);
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -7,7 +7,7 @@ use dagr_attach::{AttachablesClient, RemoteTerminal};
 use dagr_engine_state::SessionRegistry;
 use dagr_executor::{TerminalInput, WindowSize};
 use dagr_metadata::ClientRef;
-use dagr_worker::{HostAccess, HostError, UserTerminal};
+use dagr_worker::{HostAccess, HostError, HostListener, UserTerminal};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
@@ -142,6 +142,54 @@ impl HostAccess for ClientHosts {
             let conn = self.attachables(client)?;
             let remote = conn.open_terminal().await.map_err(attachables_failed)?;
             Ok(bridge_terminal(remote))
+        })
+    }
+
+    fn dial<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        network: &'a str,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>> {
+        Box::pin(async move {
+            let conn = self.attachables(client)?;
+            conn.dial(network, address)
+                .await
+                .map_err(attachables_failed)
+        })
+    }
+
+    fn listen<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<HostListener, HostError>> {
+        Box::pin(async move {
+            let conn = self.attachables(client)?;
+            let mut remote = conn.listen(address).await.map_err(attachables_failed)?;
+            let address = remote.address;
+            let (tx, connections) = mpsc::channel(16);
+            // Ends (and drops the remote listener, which closes it on the client) when the
+            // receiver is dropped or the client's listener ends.
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        accepted = remote.accept() => match accepted {
+                            Some(conn) => {
+                                if tx.send(conn).await.is_err() {
+                                    break;
+                                }
+                            }
+                            None => break,
+                        },
+                        () = tx.closed() => break,
+                    }
+                }
+            });
+            Ok(HostListener {
+                address,
+                connections,
+            })
         })
     }
 }

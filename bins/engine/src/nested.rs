@@ -117,8 +117,10 @@ impl NestedClients for NestedServer {
                     workdir: client.workdir.clone(),
                     pid_file: Some(client.pid_file.clone()),
                 }),
-                // A container has no user terminal.
+                // A container has no user terminal, and lends no network of its own (it is in
+                // the engine's).
                 terminal: None,
+                tunnel: None,
             };
             let attached = match dagr_attach::attach(client_side, &md, providers).await {
                 Ok(attached) => attached,

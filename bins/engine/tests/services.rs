@@ -383,3 +383,285 @@ async fn bad_ports_and_aliases_are_named() {
         "{err}"
     );
 }
+
+/// A Python `http.server` on the test's loopback serving a temp dir with `page.txt` = `text`;
+/// killed on drop.
+struct HostServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl HostServer {
+    fn start(text: &str) -> HostServer {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("page.txt"), text).unwrap();
+        let port = dagr_testkit::free_port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        HostServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.0 GET of `path` on 127.0.0.1:`port` from this process; the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_reaches_a_server_on_the_clients_loopback() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let text = format!("on the host {}", unique());
+    let server = HostServer::start(&text);
+    let data = query(
+        &client,
+        format!(
+            "{{ host {{ service(ports: [{{frontend: 80, backend: {}}}]) {{ id }} }} }}",
+            server.port
+        ),
+    )
+    .await
+    .unwrap();
+    let service = data["host"]["service"]["id"].as_str().unwrap().to_owned();
+    let got = run_bound(
+        &client,
+        "hostsvc",
+        &service,
+        "wget -q -O- http://hostsvc/page.txt",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, text);
+    // Nothing listening on the client: the exec's connection fails at once instead of hanging.
+    let dead_port = dagr_testkit::free_port();
+    let data = query(
+        &client,
+        format!(
+            "{{ host {{ service(ports: [{{frontend: 80, backend: {dead_port}}}]) {{ id }} }} }}"
+        ),
+    )
+    .await
+    .unwrap();
+    let dead = data["host"]["service"]["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let failed = run_bound(&client, "dead", &dead, "wget -q -T 20 -O- http://dead/").await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the exec waited for its timeout instead of failing"
+    );
+    engine.wait_metric("dagr_services_running", 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_brings_a_service_to_the_clients_host() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let page = format!("tunnelled {}", unique());
+    let service = httpd(&client, 8080, &page, "").await;
+    let data = query(
+        &client,
+        format!(
+            "{{ host {{ tunnel(service: {}) {{ id }} }} }}",
+            json!(service)
+        ),
+    )
+    .await
+    .unwrap();
+    let tunnel = data["host"]["tunnel"]["id"].as_str().unwrap().to_owned();
+    let data = query(
+        &client,
+        format!(
+            "{{ loadServiceFromID(id: {}) {{ start endpoint(scheme: \"http\") }} }}",
+            json!(tunnel)
+        ),
+    )
+    .await
+    .unwrap();
+    let endpoint = data["loadServiceFromID"]["endpoint"].as_str().unwrap();
+    let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    let got = tokio::task::spawn_blocking(move || http_get(port, "/index.html"))
+        .await
+        .unwrap();
+    assert_eq!(got, page);
+    query(
+        &client,
+        format!("{{ loadServiceFromID(id: {}) {{ stop }} }}", json!(tunnel)),
+    )
+    .await
+    .unwrap();
+    engine.wait_metric("dagr_services_running", 0);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the tunnel still listens after stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dagr_up_forwards_a_service_until_interrupted() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let page = format!("up {}", unique());
+    let service = httpd(&client, 8080, &page, "").await;
+    let local = dagr_testkit::free_port();
+    let dagr = Path::new(env!("CARGO_BIN_EXE_dagr-engine")).with_file_name("dagr");
+    let mut up = std::process::Command::new(&dagr)
+        .args(["--host", &engine.host(), "--progress", "quiet", "up"])
+        .arg(&service)
+        .args(["--port", &format!("{local}:8080")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dagr up");
+    let stderr = up.stderr.take().unwrap();
+    let forwarding = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let line = lines.next().unwrap().unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(forwarding, format!("dagr up: forwarding 127.0.0.1:{local}"));
+    let got = tokio::task::spawn_blocking(move || {
+        let curl = std::process::Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{local}/index.html")])
+            .output()
+            .unwrap();
+        String::from_utf8(curl.stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, page);
+    // SIGINT, as Ctrl-C: dagr exits 0 and the service stops.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = up.wait().unwrap();
+    assert!(status.success(), "{status}");
+    engine.wait_metric("dagr_services_running", 0);
+    drop(client);
+}
+
+/// A directory holding the host's `curl`, the libraries it links and `curl.sh`, which runs it
+/// through the dynamic loader from `/opt/curl` in a busybox container.
+fn curl_bundle(dir: &Path) -> std::path::PathBuf {
+    let bundle = dir.join("curl-bundle");
+    let curl = std::path::PathBuf::from(
+        String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", "command -v curl"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    );
+    let mut files = vec![curl.clone()];
+    files.extend(dagr_testkit::linked_libraries(&[curl]));
+    let loader = dagr_testkit::flat_bundle(&bundle, files).expect("ldd names the dynamic loader");
+    let script = format!(
+        "#!/bin/sh\nexec /opt/curl/{loader} --library-path /opt/curl /opt/curl/curl \"$@\"\n"
+    );
+    std::fs::write(bundle.join("curl.sh"), script).unwrap();
+    let mut perms = std::fs::metadata(bundle.join("curl.sh"))
+        .unwrap()
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(bundle.join("curl.sh"), perms).unwrap();
+    bundle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_talks_to_a_unix_socket_of_the_clients_host() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = curl_bundle(dir.path());
+    // The client's server: answers each HTTP request with the request line it got.
+    let socket_path = dir.path().join("echo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok() && line.trim() != "" {
+                line.clear();
+            }
+            let body = format!("echo: {}", request_line.trim());
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let data = query(
+        &client,
+        format!(
+            "{{ host {{ directory(path: {}) {{ id }} unixSocket(path: {}) {{ id }} }} }}",
+            json!(bundle.to_str().unwrap()),
+            json!(socket_path.to_str().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
+    let bundle_id = data["host"]["directory"]["id"].as_str().unwrap();
+    let socket_id = data["host"]["unixSocket"]["id"].as_str().unwrap();
+    let data = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withMountedDirectory(path: \"/opt/curl\", source: {}) {{ withUnixSocket(path: \"/run/echo.sock\", source: {}, owner: \"1000\") {{ withEnvVariable(name: \"B\", value: {}) {{ withExec(args: [\"sh\", \"-c\", \"stat -c %u /run/echo.sock; /opt/curl/curl.sh -s --unix-socket /run/echo.sock http://client/hello\"]) {{ stdout }} }} }} }} }} }} }}",
+            json!(image()),
+            json!(bundle_id),
+            json!(socket_id),
+            json!(unique()),
+        ),
+    )
+    .await
+    .unwrap();
+    let out = data["container"]["from"]["withMountedDirectory"]["withUnixSocket"]
+        ["withEnvVariable"]["withExec"]["stdout"]
+        .as_str()
+        .unwrap();
+    assert_eq!(out, "1000\necho: GET /hello HTTP/1.1");
+}

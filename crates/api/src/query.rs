@@ -25,6 +25,7 @@ pub(crate) fn new_container(platform: Platform) -> Result<Container, FieldError>
         default_terminal: None,
         ports: Vec::new(),
         services: Vec::new(),
+        sockets: Vec::new(),
     })
 }
 
@@ -60,12 +61,17 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(directory())
         .field(host())
         .field(cache_volume())
-        .field(set_secret());
+        .field(set_secret())
+        .field(crate::container::query_socket());
     let host = Object::new("Host")
         .with_id()
         .field(host_directory())
         .field(host_file())
         .field(host_set_secret_file());
+    let host = crate::service::host_fields()
+        .into_iter()
+        .chain([crate::container::host_unix_socket()])
+        .fold(host, |host, field| host.field(field));
     let secret = Object::new("Secret")
         .with_id()
         .field(secret_name())
@@ -97,6 +103,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .object(query)
         .object(host)
         .object(secret)
+        .object(crate::container::socket_object())
         .object(cache)
         .object(env)
         .object(label)

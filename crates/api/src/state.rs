@@ -216,6 +216,25 @@ pub struct Container {
     pub ports: Vec<Port>,
     /// Services its execs bind (`withServiceBinding`), by alias.
     pub services: Vec<ServiceBinding>,
+    /// Unix sockets of clients' hosts mounted in its execs (`withUnixSocket`).
+    pub sockets: Vec<SocketMount>,
+}
+
+/// A unix socket on a client's host (`Host.unixSocket`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub client: dagr_metadata::ClientRef,
+    /// As the client resolves it (relative: against its working directory).
+    pub path: String,
+}
+
+/// A socket mounted at `target`, owned by `uid:gid` there.
+#[derive(Clone, Debug)]
+pub struct SocketMount {
+    pub target: String,
+    pub socket: Socket,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The protocol of a [`Port`] (`NetworkProtocol`).
@@ -245,14 +264,52 @@ pub struct Port {
     pub skip_healthcheck: bool,
 }
 
-/// A container run as a service: the exec it runs (its inputs are the container's rootfs and
-/// mounts) and the ports that tell when it is up.
+/// A service: something reachable by hostname in the engine's network, or a tunnel to one.
 #[derive(Clone, Debug)]
 pub struct Service {
     /// Stable for its ID: a digest of the call chain that made it.
     pub hostname: String,
-    pub exec: Arc<Vertex>,
+    pub kind: ServiceKind,
+    /// Its ports (a container's exposed ports; a host service's frontends).
     pub ports: Vec<Port>,
+}
+
+/// What a service runs.
+#[derive(Clone, Debug)]
+pub enum ServiceKind {
+    /// A container's exec (its inputs are the container's rootfs and mounts).
+    Container { exec: Arc<Vertex> },
+    /// Ports of a client's host (`Host.service`): each frontend port on the service's address
+    /// in the engine's network is forwarded to `host:backend` as the client sees it.
+    Host {
+        client: dagr_metadata::ClientRef,
+        host: String,
+        forwards: Vec<PortForward>,
+    },
+    /// A service's ports on a client's host (`Host.tunnel`).
+    Tunnel {
+        upstream: Arc<Service>,
+        client: dagr_metadata::ClientRef,
+        /// Empty: every TCP port of the upstream.
+        forwards: Vec<PortForward>,
+        /// Each frontend is its backend's number (else any free port when not given).
+        native: bool,
+    },
+}
+
+/// A port forwarding rule (`PortForward`): `frontend` (0 or absent: chosen by whoever listens)
+/// to `backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct PortForward {
+    pub backend: u16,
+    #[serde(default)]
+    pub frontend: Option<u16>,
+    #[serde(default = "tcp_protocol")]
+    pub protocol: NetworkProtocol,
+}
+
+fn tcp_protocol() -> NetworkProtocol {
+    NetworkProtocol::Tcp
 }
 
 /// A service bound into a container under an alias.

@@ -233,6 +233,31 @@ impl AttachablesClient {
         crate::terminal::open(client, METHOD).await
     }
 
+    fn tunnel_client(&self) -> crate::proto::tunnel::tunnel_client::TunnelClient<Channel> {
+        crate::proto::tunnel::tunnel_client::TunnelClient::new(self.inner.channel.clone())
+    }
+
+    /// Connects to `address` on the client's host (network "tcp" with "host:port", or "unix" with a
+    /// path). The returned stream is the connection: reading gives the target's bytes, writing
+    /// sends to it, and shutting down its write side half-closes. Resolves once the client is
+    /// connected; a failed connect is an [`AttachError::Tunnel`] with the client's reason (see
+    /// [`crate::tunnel`]). Dropping the stream closes the connection.
+    pub async fn dial(
+        &self,
+        network: &str,
+        address: &str,
+    ) -> Result<tokio::io::DuplexStream, AttachError> {
+        self.check(methods::TUNNEL_DIAL)?;
+        crate::tunnel::dial(self.tunnel_client(), network, address).await
+    }
+
+    /// Listens on `address` (e.g. "127.0.0.1:0") on the client's host; resolves once the client
+    /// listens (see [`crate::tunnel`]).
+    pub async fn listen(&self, address: &str) -> Result<crate::RemoteListener, AttachError> {
+        self.check(methods::TUNNEL_LISTEN)?;
+        crate::tunnel::listen(self.tunnel_client(), address).await
+    }
+
     /// Asks `grpc.health.v1.Health/Check` for the overall status ("").
     pub async fn health_check(&self) -> Result<(), AttachError> {
         self.check(methods::HEALTH_CHECK)?;

@@ -24,6 +24,7 @@ use crate::engine::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proto::file_send_server::{FileSend, FileSendServer};
 use crate::proto::file_sync_server::{FileSync, FileSyncServer};
 use crate::proto::terminal::terminal_server::TerminalServer;
+use crate::proto::tunnel::tunnel_server::TunnelServer;
 use crate::proto::{
     Batch, Packet, PullDirRequest, PullFileRequest, PushRequest, PushResponse, StatRequest,
     StatResponse,
@@ -47,6 +48,9 @@ pub struct HostProviders {
     pub container: Option<ContainerRoot>,
     /// The user's terminal, for interactive processes (`Container.terminal`).
     pub terminal: Option<std::sync::Arc<dyn crate::TerminalProvider>>,
+    /// Network tunnels through this host (the engine dials targets here and listens on its
+    /// ports); none without a provider.
+    pub tunnel: Option<std::sync::Arc<dyn crate::TunnelProvider>>,
 }
 
 /// A container root filesystem (as seen from where it is mounted) and its working directory.
@@ -101,6 +105,7 @@ impl HostProviders {
             allow_send: false,
             container: None,
             terminal: None,
+            tunnel: None,
         }
     }
 
@@ -119,10 +124,14 @@ impl HostProviders {
         if self.terminal.is_some() {
             list.push(methods::TERMINAL_SESSION);
         }
+        if self.tunnel.is_some() {
+            list.extend([methods::TUNNEL_DIAL, methods::TUNNEL_LISTEN]);
+        }
         list.into_iter().map(String::from).collect()
     }
 
-    fn routes(&self) -> tonic::service::Routes {
+    /// The services, and what ends the tunnels when the connection stops being served.
+    fn routes(&self) -> (tonic::service::Routes, crate::tunnel::TunnelStop) {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let files = HostFiles {
             root: self.root.clone(),
@@ -139,7 +148,14 @@ impl HostProviders {
                 crate::terminal::TerminalService::new(provider.clone()),
             ));
         }
-        routes
+        let (stop, stopped) = crate::tunnel::TunnelStop::new();
+        if let Some(provider) = &self.tunnel {
+            routes = routes.add_service(TunnelServer::new(crate::tunnel::TunnelService::new(
+                provider.clone(),
+                stopped,
+            )));
+        }
+        (routes, stop)
     }
 }
 
@@ -210,9 +226,11 @@ where
     let mut io = TokioIo::new(upgraded);
     io.write_all(&[0]).await.map_err(AttachError::Io)?;
     io.flush().await.map_err(AttachError::Io)?;
+    let (routes, tunnels) = providers.routes();
     Ok(AttachedSession {
         io: io.into_inner(),
-        routes: providers.routes(),
+        routes,
+        tunnels,
     })
 }
 
@@ -243,6 +261,8 @@ fn error_message(body: &[u8]) -> String {
 pub struct AttachedSession {
     io: Upgraded,
     routes: tonic::service::Routes,
+    /// Dropped when serving stops: ends the tunnels.
+    tunnels: crate::tunnel::TunnelStop,
 }
 
 impl std::fmt::Debug for AttachedSession {
@@ -258,8 +278,10 @@ impl AttachedSession {
     }
 
     /// Serves gRPC until the connection ends or `shutdown` resolves; then closes gracefully (GOAWAY,
-    /// in-flight calls finish) and returns when the connection is closed.
+    /// in-flight calls finish, except tunnels, which end at once) and returns when the connection
+    /// is closed.
     pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> Result<(), AttachError> {
+        let tunnels = self.tunnels;
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -271,6 +293,8 @@ impl AttachedSession {
             result = connection.as_mut() => return ended(result),
             () = shutdown.as_mut() => {}
         }
+        // Tunnels live as long as the engine keeps them: they would hold the graceful shutdown.
+        drop(tunnels);
         connection.as_mut().graceful_shutdown();
         ended(connection.await)
     }

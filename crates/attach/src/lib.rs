@@ -16,6 +16,11 @@
 //!
 //! - Terminal ([`terminal`]): the client's [`TerminalProvider`] carries an interactive process
 //!   the engine runs ([`AttachablesClient::open_terminal`] -> [`RemoteTerminal`]) to its user.
+//! - Tunnel ([`tunnel`]): with a [`TunnelProvider`] (e.g. [`HostTunnel`]) the client relays
+//!   network connections of its host: the engine dials a TCP or unix-socket target there
+//!   ([`AttachablesClient::dial`] -> a `tokio::io::DuplexStream`) or listens on a TCP port there
+//!   ([`AttachablesClient::listen`] -> [`RemoteListener`], whose accepted connections are
+//!   duplex streams too).
 //!
 //! Transfers stream packets (header, data chunks of 1 MiB, end) in batches with bounded buffering; the
 //! receiving side refuses paths that would escape its target ([`tree`]).
@@ -27,6 +32,15 @@ pub mod terminal;
 pub mod tree;
 #[cfg(test)]
 mod tree_props;
+pub mod tunnel;
+
+// The tests of [`tunnel`] reuse the integration tests' harness, which names this crate.
+#[cfg(test)]
+extern crate self as dagr_attach;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+#[allow(clippy::unwrap_used)] // test setup may unwrap
+mod test_common;
 
 /// Generated protobuf and gRPC code of the `dagr.filesync.v1` services.
 pub mod proto {
@@ -38,6 +52,12 @@ pub mod proto {
         #![allow(clippy::all, missing_docs, rust_2018_idioms)]
         tonic::include_proto!("dagr.terminal.v1");
     }
+
+    /// The `dagr.tunnel.v1` service.
+    pub mod tunnel {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("dagr.tunnel.v1");
+    }
 }
 
 pub use engine::{AttachablesClient, PendingAttach, accept};
@@ -46,6 +66,7 @@ pub use terminal::{
     RemoteTerminal, TerminalInput, TerminalOutput, TerminalProvider, TerminalReader, TerminalWriter,
 };
 pub use tree::{EntryKind, HostStat, TransferStats, TreeError};
+pub use tunnel::{HostTunnel, RemoteListener, TunnelProvider};
 
 /// gRPC method paths, as announced in `X-Docker-Expose-Session-Grpc-Method` headers.
 pub mod methods {
@@ -57,6 +78,8 @@ pub mod methods {
     pub const PUSH_DIR: &str = "/dagr.filesync.v1.FileSend/PushDir";
     pub const PUSH_FILE: &str = "/dagr.filesync.v1.FileSend/PushFile";
     pub const TERMINAL_SESSION: &str = "/dagr.terminal.v1.Terminal/Session";
+    pub const TUNNEL_DIAL: &str = "/dagr.tunnel.v1.Tunnel/Dial";
+    pub const TUNNEL_LISTEN: &str = "/dagr.tunnel.v1.Tunnel/Listen";
 }
 
 /// Why the attachables handshake or a call over the attachables connection failed.
@@ -99,4 +122,12 @@ pub enum AttachError {
     },
     #[error("serving the attachables connection failed: {0}")]
     Serve(hyper::Error),
+    /// A tunnel through the client's host failed: `operation` is "dial" or "listen", `target`
+    /// what it names (e.g. "tcp 127.0.0.1:9", "127.0.0.1:0"), `message` the client's reason.
+    #[error("tunnel {operation} {target} on the client's host failed: {message}")]
+    Tunnel {
+        operation: &'static str,
+        target: String,
+        message: String,
+    },
 }

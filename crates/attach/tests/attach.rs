@@ -23,6 +23,7 @@ fn providers(root: &Path, allow_send: bool) -> HostProviders {
         allow_send,
         container: None,
         terminal: None,
+        tunnel: None,
     }
 }
 

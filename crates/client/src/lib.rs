@@ -78,6 +78,9 @@ pub struct ConnectOptions {
     /// The span this client's work continues (e.g. the caller's `TRACEPARENT`); a new trace
     /// when `None`. Sent as the `traceparent` of every request that has none of its own.
     pub traceparent: Option<TraceParent>,
+    /// Lends the engine this host's network (`Host.service`, `Host.tunnel`, `Service.up`,
+    /// unix sockets); see [`dagr_attach::HostTunnel`]. `None`: the engine cannot reach it.
+    pub tunnel: Option<Arc<dyn dagr_attach::TunnelProvider>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -94,6 +97,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("allow_send", &self.allow_send)
             .field("terminal", &self.terminal)
             .field("traceparent", &self.traceparent)
+            .field("tunnel", &self.tunnel)
             .finish()
     }
 }
@@ -221,6 +225,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
             allow_send: opts.allow_send,
             container: None,
             terminal: opts.terminal.clone(),
+            tunnel: opts.tunnel.clone(),
         };
         let session = dagr_attach::attach(io, &metadata, providers)
             .await

@@ -218,6 +218,7 @@ fn options(host: EngineHost, workdir: PathBuf) -> ConnectOptions {
         allow_send: false,
         terminal: None,
         traceparent: None,
+        tunnel: None,
     }
 }
 

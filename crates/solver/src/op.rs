@@ -94,6 +94,16 @@ pub enum MountSource {
         gid: u32,
         mode: u32,
     },
+    /// A unix socket of a client's host, forwarded (each connection to the socket at the
+    /// mount point is a connection to `path` on the client's host). The client is part of the
+    /// key: its socket is its own.
+    UnixSocket {
+        session_id: String,
+        client_id: String,
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// One mount of an exec; the mount at `/` is the root filesystem.
@@ -421,7 +431,9 @@ impl Op {
                 .filter_map(|m| match &m.source {
                     MountSource::Input { input, .. } => Some(*input),
                     MountSource::Cache { base, .. } => *base,
-                    MountSource::Tmpfs { .. } | MountSource::Secret { .. } => None,
+                    MountSource::Tmpfs { .. }
+                    | MountSource::Secret { .. }
+                    | MountSource::UnixSocket { .. } => None,
                 })
                 .collect(),
             Op::MkFile(op) => vec![op.base],

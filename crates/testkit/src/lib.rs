@@ -565,5 +565,6 @@ pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOption
         allow_send: false,
         terminal: None,
         traceparent: None,
+        tunnel: Some(std::sync::Arc::new(dagr_attach::HostTunnel)),
     }
 }

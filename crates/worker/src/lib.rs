@@ -46,8 +46,9 @@ pub use ops::exec::ServiceRun;
 pub use ops::image::ResolvedImageRef;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{
-    BoxError, HostAccess, HostError, NestedClient, NestedClients, NestedError, NestedServing,
-    SecretSource, ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal, WorkerSeams,
+    BoxError, HostAccess, HostError, HostListener, NestedClient, NestedClients, NestedError,
+    NestedServing, SecretSource, ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal,
+    WorkerSeams,
 };
 
 use seams::SessionCredentials;
@@ -209,6 +210,11 @@ impl Worker {
     /// Plugs in what starts the services execs bind (once; later calls are ignored).
     pub fn set_service_starter(&self, starter: Arc<dyn ServiceStarter>) {
         let _ = self.inner.services.set(starter);
+    }
+
+    /// The clients' hosts.
+    pub fn host(&self) -> &Arc<dyn HostAccess> {
+        &self.inner.host
     }
 
     /// The containers' network.

@@ -70,6 +70,30 @@ pub trait HostAccess: Send + Sync + 'static {
         &'a self,
         client: &'a ClientRef,
     ) -> BoxFuture<'a, Result<UserTerminal, HostError>>;
+    /// Connects, from the client's host, to `address` there (`network` "tcp" with
+    /// `host:port`, or "unix" with a socket path). The stream is the connection; shutting
+    /// down its write side half-closes it.
+    fn dial<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        network: &'a str,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>>;
+    /// Listens on the client's host at `address` (`127.0.0.1:PORT`, 0 for any port).
+    fn listen<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<HostListener, HostError>>;
+}
+
+/// A TCP listener on a client's host (see [`HostAccess::listen`]); dropping it closes it.
+#[derive(Debug)]
+pub struct HostListener {
+    /// Where it listens, as the client bound it.
+    pub address: std::net::SocketAddr,
+    /// The connections it accepts; ends when the client or its connection goes away.
+    pub connections: tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>,
 }
 
 /// Why a client's host could not be reached, read or written.

@@ -164,6 +164,17 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
             readonly,
         });
     }
+    mounts.extend(c.sockets.iter().map(|m| dagr_solver::Mount {
+        dest: m.target.clone(),
+        source: MountSource::UnixSocket {
+            session_id: m.socket.client.session_id.clone(),
+            client_id: m.socket.client.client_id.clone(),
+            path: m.socket.path.clone(),
+            uid: m.uid,
+            gid: m.gid,
+        },
+        readonly: false,
+    }));
     let op = ExecOp {
         args: argv,
         env: c.config.env.iter().cloned().collect(),

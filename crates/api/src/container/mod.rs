@@ -17,9 +17,11 @@ mod exec;
 mod files;
 mod image;
 mod mounts;
+mod sockets;
 mod terminal;
 
 pub(crate) use exec::default_exec;
+pub(crate) use sockets::{host_unix_socket, query_socket, socket_object};
 
 use dagr_gql::{FieldError, Object, ResolveCtx, SchemaBuilder, Value};
 
@@ -87,6 +89,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(image::publish());
     let container = crate::service::container_fields()
         .into_iter()
+        .chain([sockets::with_unix_socket(), sockets::without_unix_socket()])
         .fold(container, |container, field| container.field(field));
     mounts::register_enums(image::register_enums(b)).object(container)
 }

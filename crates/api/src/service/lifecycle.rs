@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{NetworkProtocol, Service};
+use crate::state::{NetworkProtocol, Port, PortForward, Service, ServiceKind};
 
 /// Bytes of a service's latest output kept for the error of a service that fails to start.
 const OUTPUT_TAIL: usize = 16 * 1024;
@@ -57,6 +57,15 @@ struct Instance {
     phase: watch::Sender<Phase>,
     holders: Mutex<usize>,
     cancel: CancellationToken,
+    /// Where a tunnel listens (its host and ports), once up.
+    endpoint: Mutex<Option<Endpoint>>,
+}
+
+/// Where a running tunnel can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub ports: Vec<Port>,
 }
 
 type Key = (String, String);
@@ -141,7 +150,17 @@ impl RunningServices {
     }
 
     /// Starts (or joins) the service `hostname` of `session` and waits until it is up.
-    pub async fn hold(
+    pub fn hold<'a>(
+        &'a self,
+        session: &'a str,
+        hostname: &'a str,
+        span: &'a SpanCx,
+    ) -> BoxFuture<'a, Result<ServiceHold, ServiceError>> {
+        // Boxed: a tunnel's instance holds its upstream, so this future contains itself.
+        Box::pin(self.hold_inner(session, hostname, span))
+    }
+
+    async fn hold_inner(
         &self,
         session: &str,
         hostname: &str,
@@ -173,6 +192,7 @@ impl RunningServices {
                         phase: watch::channel(Phase::Starting).0,
                         holders: Mutex::new(1),
                         cancel: CancellationToken::new(),
+                        endpoint: Mutex::new(None),
                     });
                     state.running.insert(key.clone(), instance.clone());
                     (instance, service, true)
@@ -282,22 +302,41 @@ impl RunningServices {
         drop(released);
     }
 
+    /// Where the running tunnel `hostname` of `session` listens.
+    pub fn endpoint(&self, session: &str, hostname: &str) -> Option<Endpoint> {
+        let state = self.inner.state.lock();
+        let instance = state
+            .running
+            .get(&(session.to_owned(), hostname.to_owned()))?;
+        instance.endpoint.lock().clone()
+    }
+
     /// Instances running (for tests and leak checks).
     pub fn running(&self) -> usize {
         self.inner.state.lock().running.len()
     }
 }
 
-/// The command a service runs, for messages.
+/// What a service runs, for messages.
 fn command_of(service: &Service) -> String {
-    match service.exec.op() {
-        Op::Exec(exec) => exec.args.join(" "),
-        _ => String::new(),
+    match &service.kind {
+        ServiceKind::Container { exec } => match exec.op() {
+            Op::Exec(exec) => exec.args.join(" "),
+            _ => String::new(),
+        },
+        ServiceKind::Host { host, forwards, .. } => format!(
+            "host {host}:{}",
+            forwards
+                .iter()
+                .map(|f| f.backend.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        ServiceKind::Tunnel { upstream, .. } => format!("tunnel to {}", upstream.hostname),
     }
 }
 
-/// Runs one instance: solves its inputs, runs its exec, checks its ports, and records each
-/// phase until it exits.
+/// Runs one instance and records each phase until it ends.
 async fn run(
     inner: Arc<Inner>,
     key: Key,
@@ -305,21 +344,283 @@ async fn run(
     instance: Arc<Instance>,
     service_span: dagr_telemetry::Span,
 ) {
-    let span = service_span.cx();
-    let (session, hostname) = &key;
     let failed = |reason: String| {
         Phase::Failed(ServiceError::Failed {
-            hostname: hostname.clone(),
+            hostname: key.1.clone(),
             command: command_of(&service),
             reason,
         })
     };
-    let Op::Exec(op) = service.exec.op() else {
+    match &service.kind {
+        ServiceKind::Container { exec } => {
+            run_container(
+                &inner,
+                &key,
+                &service,
+                exec,
+                &instance,
+                service_span.cx(),
+                &failed,
+            )
+            .await;
+        }
+        ServiceKind::Host {
+            client,
+            host,
+            forwards,
+        } => {
+            let ran = run_host(&inner, &key, client, host, forwards, &instance).await;
+            if let Err(reason) = ran {
+                instance.phase.send_replace(failed(reason));
+            }
+        }
+        ServiceKind::Tunnel {
+            upstream,
+            client,
+            forwards,
+            native,
+        } => {
+            let ran = run_tunnel(
+                &inner,
+                &key,
+                upstream,
+                client,
+                forwards,
+                *native,
+                &instance,
+                &service_span.cx(),
+            )
+            .await;
+            if let Err(reason) = ran {
+                instance.phase.send_replace(failed(reason));
+            }
+        }
+    }
+    service_span.end();
+    let mut state = inner.state.lock();
+    if state
+        .running
+        .get(&key)
+        .is_some_and(|i| Arc::ptr_eq(i, &instance))
+    {
+        state.running.remove(&key);
+    }
+}
+
+/// Relays `conn` to `target` until both directions end (a refused target drops `conn`).
+async fn relay<S>(mut conn: S, target: std::net::SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::net::TcpStream::connect(target).await {
+        Ok(mut upstream) => {
+            let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+        }
+        Err(e) => tracing::debug!(%target, error = %e, "service relay: connect failed"),
+    }
+}
+
+/// A host service: listeners on a namespace of the engine's network published under the
+/// service's hostname, each connection dialed through to the client's host.
+async fn run_host(
+    inner: &Arc<Inner>,
+    key: &Key,
+    client: &dagr_metadata::ClientRef,
+    host: &str,
+    forwards: &[PortForward],
+    instance: &Arc<Instance>,
+) -> Result<(), String> {
+    let (session, hostname) = key;
+    let worker = inner.solver.runner().clone();
+    let network = worker.network().clone();
+    let mut exec_network = tokio::task::spawn_blocking(move || network.acquire())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("has no network: {e}"))?;
+    let released = |exec_network: dagr_network::ExecNetwork| {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = exec_network.release() {
+                tracing::warn!(error = %e, "host service network release failed");
+            }
+        })
+    };
+    if let Err(e) = exec_network.configure(session, std::slice::from_ref(hostname), Vec::new()) {
+        released(exec_network);
+        return Err(e.to_string());
+    }
+    let Some(address) = exec_network.address() else {
+        released(exec_network);
+        return Err(
+            "has no address: services need the engine's bridge network (it runs with --network=none)"
+                .into(),
+        );
+    };
+    let mut accepting = tokio::task::JoinSet::new();
+    for forward in forwards {
+        let frontend = forward
+            .frontend
+            .filter(|&p| p != 0)
+            .unwrap_or(forward.backend);
+        let bound = dagr_network::run_inside(exec_network.netns_path(), move || {
+            let listener = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, frontend))?;
+            listener.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(listener)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|bound| bound.map_err(|e| format!("listen on port {frontend}: {e}")))
+        .and_then(|l| tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string()));
+        let listener = match bound {
+            Ok(listener) => listener,
+            Err(e) => {
+                drop(accepting);
+                released(exec_network);
+                return Err(e);
+            }
+        };
+        let target = format!("{host}:{}", forward.backend);
+        let client = client.clone();
+        let worker = worker.clone();
+        accepting.spawn(async move {
+            let mut relays = tokio::task::JoinSet::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                let target = target.clone();
+                let client = client.clone();
+                let worker = worker.clone();
+                relays.spawn(async move {
+                    match worker.host().dial(&client, "tcp", &target).await {
+                        Ok(mut remote) => {
+                            let mut conn = conn;
+                            let _ = tokio::io::copy_bidirectional(&mut conn, &mut remote).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%target, error = %e, "host service: dial failed");
+                            // A reset, so the container sees its connection fail at once.
+                            let _ = rustix::net::sockopt::set_socket_linger(
+                                &conn,
+                                Some(Duration::ZERO),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+    }
+    instance.phase.send_replace(Phase::Ready(address));
+    instance.cancel.cancelled().await;
+    drop(accepting);
+    let _ = released(exec_network).await;
+    instance.phase.send_replace(Phase::Exited);
+    Ok(())
+}
+
+/// A tunnel: listeners on the client's host, each connection relayed to the upstream service
+/// (held meanwhile).
+#[allow(clippy::too_many_arguments)]
+async fn run_tunnel(
+    inner: &Arc<Inner>,
+    key: &Key,
+    upstream: &Arc<Service>,
+    client: &dagr_metadata::ClientRef,
+    forwards: &[PortForward],
+    native: bool,
+    instance: &Arc<Instance>,
+    span: &SpanCx,
+) -> Result<(), String> {
+    let services = RunningServices {
+        inner: inner.clone(),
+    };
+    services.define(&key.0, upstream);
+    let hold = services
+        .hold(&key.0, &upstream.hostname, span)
+        .await
+        .map_err(|e| e.to_string())?;
+    let forwards: Vec<PortForward> = if forwards.is_empty() {
+        upstream
+            .ports
+            .iter()
+            .filter(|p| p.protocol == NetworkProtocol::Tcp)
+            .map(|p| PortForward {
+                backend: p.port,
+                frontend: native.then_some(p.port),
+                protocol: NetworkProtocol::Tcp,
+            })
+            .collect()
+    } else {
+        forwards.to_vec()
+    };
+    let worker = inner.solver.runner().clone();
+    let pairs: Vec<(u16, u16)> = forwards
+        .iter()
+        .map(|f| {
+            let frontend = f.frontend.unwrap_or(if native { f.backend } else { 0 });
+            (frontend, f.backend)
+        })
+        .collect();
+    let (accepting, ports) = forward_from_client(&worker, client, hold.address(), &pairs).await?;
+    *instance.endpoint.lock() = Some(Endpoint {
+        host: "127.0.0.1".into(),
+        ports,
+    });
+    instance.phase.send_replace(Phase::Ready(hold.address()));
+    instance.cancel.cancelled().await;
+    drop(accepting);
+    drop(hold);
+    instance.phase.send_replace(Phase::Exited);
+    Ok(())
+}
+
+/// Listens on the client's host at each `(frontend, backend)` (frontend 0: any port) and relays
+/// every connection to `backend` on `target`, until the returned set is dropped. Gives the ports
+/// as bound.
+pub(crate) async fn forward_from_client(
+    worker: &Worker,
+    client: &dagr_metadata::ClientRef,
+    target: Ipv4Addr,
+    pairs: &[(u16, u16)],
+) -> Result<(tokio::task::JoinSet<()>, Vec<Port>), String> {
+    let mut accepting = tokio::task::JoinSet::new();
+    let mut ports = Vec::new();
+    for &(frontend, backend) in pairs {
+        let mut listener = worker
+            .host()
+            .listen(client, &format!("127.0.0.1:{frontend}"))
+            .await
+            .map_err(|e| format!("listen on the client's port {frontend}: {e}"))?;
+        ports.push(Port {
+            port: listener.address.port(),
+            protocol: NetworkProtocol::Tcp,
+            description: None,
+            skip_healthcheck: false,
+        });
+        let target = std::net::SocketAddr::from((target, backend));
+        accepting.spawn(async move {
+            let mut relays = tokio::task::JoinSet::new();
+            while let Some(conn) = listener.connections.recv().await {
+                relays.spawn(relay(conn, target));
+            }
+        });
+    }
+    Ok((accepting, ports))
+}
+
+/// A container service: solves its inputs, runs its exec, checks its ports.
+async fn run_container(
+    inner: &Arc<Inner>,
+    key: &Key,
+    service: &Service,
+    exec: &Arc<dagr_solver::Vertex>,
+    instance: &Arc<Instance>,
+    span: SpanCx,
+    failed: &(dyn Fn(String) -> Phase + Sync),
+) {
+    let (session, hostname) = key;
+    let Op::Exec(op) = exec.op() else {
         instance.phase.send_replace(failed("is not an exec".into()));
         return;
     };
     let mut inputs = Vec::new();
-    for input in service.exec.inputs() {
+    for input in exec.inputs() {
         let solved = tokio::select! {
             solved = inner.solver.solve(input, session, &span) => solved,
             _ = instance.cancel.cancelled() => {
@@ -426,16 +727,7 @@ async fn run(
         }
     }
     let _ = process.await;
-    service_span.end();
     instance.phase.send_replace(Phase::Exited);
-    let mut state = inner.state.lock();
-    if state
-        .running
-        .get(&key)
-        .is_some_and(|i| Arc::ptr_eq(i, &instance))
-    {
-        state.running.remove(&key);
-    }
 }
 
 /// Resolves once every port in `ports` accepts a TCP connection on `address`.

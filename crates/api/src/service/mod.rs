@@ -9,20 +9,29 @@ pub mod lifecycle;
 
 use std::sync::Arc;
 
-use dagr_gql::{Arg, Args, Enum, Field, FieldError, Object, SchemaBuilder, Value};
+use dagr_gql::{
+    Arg, Args, Enum, Field, FieldError, InputObject, Object, Scalar, SchemaBuilder, Value,
+};
 use serde::Deserialize;
 
 use crate::args::null_as_default;
 use crate::container::default_exec;
-use crate::state::{Container, NetworkProtocol, Port, Service, ServiceBinding};
+use crate::state::{
+    Container, NetworkProtocol, Port, PortForward, Service, ServiceBinding, ServiceKind,
+};
 use crate::{caller, obj, services};
 
 /// The hostname of the service made by `chain`: 13 lowercase base32 characters of its digest
 /// (a DNS label that never looks like a number).
 fn hostname_of(chain: &dagr_gql::CallChain) -> String {
+    hostname_of_text(&chain.canonical())
+}
+
+/// [`hostname_of`] for any text.
+fn hostname_of_text(text: &str) -> String {
     use sha2::Digest as _;
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let digest = sha2::Sha256::digest(chain.canonical().as_bytes());
+    let digest = sha2::Sha256::digest(text.as_bytes());
     let mut bits = u128::from_be_bytes(digest[..16].try_into().unwrap_or_default());
     let mut out = String::with_capacity(13);
     for _ in 0..13 {
@@ -51,7 +60,8 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(hostname())
         .field(ports())
         .field(start())
-        .field(stop());
+        .field(stop())
+        .field(up());
     let port = Object::new("Port")
         .with_id()
         .field(
@@ -70,9 +80,227 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Field::new("protocol", "NetworkProtocol!")
                 .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Port>()?.protocol.name()))),
         );
+    let port_forward = InputObject::new("PortForward")
+        .field(Arg::new("backend", "Int!"))
+        .field(Arg::new("frontend", "Int"))
+        .field(Arg::new("protocol", "NetworkProtocol").default("TCP"));
     b.object(service)
         .object(port)
         .enumeration(Enum::new("NetworkProtocol").values(["TCP", "UDP"]))
+        .input(port_forward)
+        .scalar(Scalar::new("Void").description("The absence of a value."))
+}
+
+/// `Host`'s service fields.
+pub(crate) fn host_fields() -> Vec<Field> {
+    vec![host_service(), host_tunnel()]
+}
+
+/// Checks the ports of forwarding rules (TCP only; backends 1-65535).
+fn check_forwards(forwards: &[PortForward]) -> Result<(), FieldError> {
+    for f in forwards {
+        if f.backend == 0 {
+            return Err(FieldError::new(
+                "port 0 is out of range: backend ports are 1 to 65535",
+            ));
+        }
+        if f.protocol != NetworkProtocol::Tcp {
+            return Err(FieldError::new(format!(
+                "port {}/{}: only TCP ports can be forwarded",
+                f.backend,
+                f.protocol.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The hostname of a service made by this call for this caller: another client's host (or
+/// the tunnel to another client's host) is another service.
+fn caller_hostname(ctx: &dagr_gql::ResolveCtx, caller: &crate::Caller) -> String {
+    let chain = ctx.parent_chain().append(ctx.call().clone());
+    let mut named = chain.canonical();
+    named.push('\n');
+    named.push_str(&caller.client.session_id);
+    named.push('\n');
+    named.push_str(&caller.client.client_id);
+    hostname_of_text(&named)
+}
+
+#[derive(Deserialize)]
+struct HostServiceArgs {
+    #[serde(default = "localhost")]
+    host: String,
+    ports: Vec<PortForward>,
+}
+
+fn localhost() -> String {
+    "localhost".into()
+}
+
+impl Args for HostServiceArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("host", "String").default("localhost"),
+            Arg::new("ports", "[PortForward!]!"),
+        ]
+    }
+}
+
+/// `Host.service`: a service in the engine's network whose ports (frontends) lead to `host`'s
+/// ports (backends) as the calling client reaches them.
+fn host_service() -> Field {
+    Field::new("service", "Service!")
+        .args::<HostServiceArgs>()
+        .resolve_sync(|ctx| {
+            let HostServiceArgs { host, ports } = ctx.args_as()?;
+            if ports.is_empty() {
+                return Err(FieldError::new("Host.service needs at least one port"));
+            }
+            check_forwards(&ports)?;
+            let caller = caller(ctx)?;
+            Ok(obj(
+                "Service",
+                Service {
+                    hostname: caller_hostname(ctx, &caller),
+                    ports: ports
+                        .iter()
+                        .map(|f| Port {
+                            port: f.frontend.filter(|&p| p != 0).unwrap_or(f.backend),
+                            protocol: NetworkProtocol::Tcp,
+                            description: None,
+                            skip_healthcheck: false,
+                        })
+                        .collect(),
+                    kind: ServiceKind::Host {
+                        client: caller.client.clone(),
+                        host,
+                        forwards: ports,
+                    },
+                },
+            ))
+        })
+}
+
+#[derive(Deserialize)]
+struct HostTunnelArgs {
+    #[serde(default, deserialize_with = "null_as_default")]
+    native: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    ports: Vec<PortForward>,
+}
+
+impl Args for HostTunnelArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("native", "Boolean").default(false),
+            Arg::new("ports", "[PortForward!]").default(serde_json::json!([])),
+            Arg::new("service", "ServiceID!"),
+        ]
+    }
+}
+
+/// `Host.tunnel`: `service`'s ports on the calling client's host (127.0.0.1), once started.
+fn host_tunnel() -> Field {
+    Field::new("tunnel", "Service!")
+        .args::<HostTunnelArgs>()
+        .resolve_sync(|ctx| {
+            let HostTunnelArgs { native, ports } = ctx.args_as()?;
+            check_forwards(&ports)?;
+            let upstream = ctx.loaded::<Service>("service")?;
+            let caller = caller(ctx)?;
+            services(ctx)?.running.define(&caller.session_id, &upstream);
+            Ok(obj(
+                "Service",
+                Service {
+                    hostname: caller_hostname(ctx, &caller),
+                    ports: Vec::new(),
+                    kind: ServiceKind::Tunnel {
+                        upstream: Arc::new(upstream.as_ref().clone()),
+                        client: caller.client.clone(),
+                        forwards: ports,
+                        native,
+                    },
+                },
+            ))
+        })
+}
+
+#[derive(Deserialize)]
+struct UpArgs {
+    #[serde(default, deserialize_with = "null_as_default")]
+    ports: Vec<PortForward>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    random: bool,
+}
+
+impl Args for UpArgs {
+    fn arguments() -> Vec<Arg> {
+        vec![
+            Arg::new("ports", "[PortForward!]").default(serde_json::json!([])),
+            Arg::new("random", "Boolean").default(false),
+        ]
+    }
+}
+
+/// `Service.up`: the service's ports on the calling client's host (127.0.0.1; each on the same
+/// number unless `random` or a frontend says otherwise) until the request is cancelled.
+fn up() -> Field {
+    Field::new("up", "Void")
+        .args::<UpArgs>()
+        .resolve(|ctx| async move {
+            let UpArgs { ports, random } = ctx.args_as()?;
+            check_forwards(&ports)?;
+            let s = services(&ctx)?;
+            let caller = caller(&ctx)?;
+            let service = ctx.parent_arc::<Service>()?;
+            if matches!(service.kind, ServiceKind::Tunnel { .. }) {
+                return Err(FieldError::new(format!(
+                    "service {} is a tunnel, already on the client's host: start it instead",
+                    service.hostname
+                )));
+            }
+            let pairs: Vec<(u16, u16)> = if ports.is_empty() {
+                service
+                    .ports
+                    .iter()
+                    .filter(|p| p.protocol == NetworkProtocol::Tcp)
+                    .map(|p| (if random { 0 } else { p.port }, p.port))
+                    .collect()
+            } else {
+                ports
+                    .iter()
+                    .map(|f| {
+                        let frontend = if random {
+                            0
+                        } else {
+                            f.frontend.unwrap_or(f.backend)
+                        };
+                        (frontend, f.backend)
+                    })
+                    .collect()
+            };
+            if pairs.is_empty() {
+                return Err(FieldError::new(format!(
+                    "service {} exposes no TCP ports: pass ports to forward",
+                    service.hostname
+                )));
+            }
+            s.running.define(&caller.session_id, &service);
+            let hold = s
+                .running
+                .hold(&caller.session_id, &service.hostname, &caller.span)
+                .await
+                .map_err(|e| FieldError::new(s.scrub(&caller.session_id, &e.to_string())))?;
+            let (mut forwarding, _) =
+                lifecycle::forward_from_client(s.worker(), &caller.client, hold.address(), &pairs)
+                    .await
+                    .map_err(FieldError::new)?;
+            // Until the client cancels the request, or goes away (its listeners end).
+            while forwarding.join_next().await.is_some() {}
+            drop(hold);
+            Ok(Value::leaf(serde_json::Value::Null))
+        })
 }
 
 /// `Container`'s service fields, in the order they are served.
@@ -102,7 +330,7 @@ fn as_service() -> Field {
         let chain = ctx.parent_chain().append(ctx.call().clone());
         let service = Service {
             hostname: hostname_of(&chain),
-            exec,
+            kind: ServiceKind::Container { exec },
             ports: c.ports.clone(),
         };
         Ok(obj("Service", service))
@@ -272,14 +500,14 @@ impl Args for EndpointArgs {
 fn endpoint() -> Field {
     Field::new("endpoint", "String!")
         .args::<EndpointArgs>()
-        .resolve_sync(|ctx| {
+        .resolve(|ctx| async move {
             let EndpointArgs { port, scheme } = ctx.args_as()?;
-            let service = ctx.parent::<Service>()?;
+            let service = ctx.parent_arc::<Service>()?;
+            let (host, ports) = reachable_at(&ctx, &service).await?;
             let port = match port {
                 Some(port) if port != 0 => port_number(port)?,
                 _ => {
-                    service
-                        .ports
+                    ports
                         .first()
                         .ok_or_else(|| {
                             FieldError::new(format!(
@@ -290,7 +518,7 @@ fn endpoint() -> Field {
                         .port
                 }
             };
-            let endpoint = format!("{}:{port}", service.hostname);
+            let endpoint = format!("{host}:{port}");
             Ok(Value::leaf(if scheme.is_empty() {
                 endpoint
             } else {
@@ -299,16 +527,49 @@ fn endpoint() -> Field {
         })
 }
 
-/// `Service.hostname`: the name execs that bind it reach it by (besides their alias).
-fn hostname() -> Field {
-    Field::new("hostname", "String!")
-        .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<Service>()?.hostname.clone())))
+/// Where `service` is reached: its hostname and ports, or for a tunnel the client's address
+/// and the ports it listens on (starting it, as `start` does, when it is not running).
+async fn reachable_at(
+    ctx: &dagr_gql::ResolveCtx,
+    service: &Arc<Service>,
+) -> Result<(String, Vec<Port>), FieldError> {
+    if !matches!(service.kind, ServiceKind::Tunnel { .. }) {
+        return Ok((service.hostname.clone(), service.ports.clone()));
+    }
+    let s = services(ctx)?;
+    let caller = caller(ctx)?;
+    if let Some(endpoint) = s.running.endpoint(&caller.session_id, &service.hostname) {
+        return Ok((endpoint.host, endpoint.ports));
+    }
+    s.running.define(&caller.session_id, service);
+    s.running
+        .start(&caller.session_id, &service.hostname, &caller.span)
+        .await
+        .map_err(|e| FieldError::new(s.scrub(&caller.session_id, &e.to_string())))?;
+    let endpoint = s
+        .running
+        .endpoint(&caller.session_id, &service.hostname)
+        .ok_or_else(|| {
+            FieldError::new(format!("tunnel {} stopped as it started", service.hostname))
+        })?;
+    Ok((endpoint.host, endpoint.ports))
 }
 
-/// `Service.ports`: its exposed ports.
+/// `Service.hostname`: the name execs that bind it reach it by (besides their alias); for a
+/// tunnel, the client's address it listens on.
+fn hostname() -> Field {
+    Field::new("hostname", "String!").resolve(|ctx| async move {
+        let service = ctx.parent_arc::<Service>()?;
+        Ok(Value::leaf(reachable_at(&ctx, &service).await?.0))
+    })
+}
+
+/// `Service.ports`: its exposed ports (a tunnel's: the ports it listens on).
 fn ports() -> Field {
-    Field::new("ports", "[Port!]!")
-        .resolve_sync(|ctx| Ok(ports_value(&ctx.parent::<Service>()?.ports)))
+    Field::new("ports", "[Port!]!").resolve(|ctx| async move {
+        let service = ctx.parent_arc::<Service>()?;
+        Ok(ports_value(&reachable_at(&ctx, &service).await?.1))
+    })
 }
 
 /// `Service.start`: starts it (waiting until it is up); it runs until `stop` or the session's

@@ -52,6 +52,22 @@ struct PreparedExec {
     options: RunOptions,
     /// Keeps the services it binds running.
     services: Option<crate::ServiceGuard>,
+    /// Forward the unix sockets it mounts, until dropped.
+    sockets: Vec<SocketForward>,
+}
+
+/// A unix socket listening in the worker's work directory, each connection forwarded to a
+/// socket of a client's host; dropping it stops forwarding and removes the socket file.
+struct SocketForward {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SocketForward {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// How [`Worker::run_service`] runs a service's exec.
@@ -105,6 +121,7 @@ impl Worker {
         let mut writable = vec![root_key];
         let mut mounts = Vec::new();
         let mut volumes = Vec::new();
+        let mut sockets = Vec::new();
         for m in op.mounts.iter().filter(|m| m.dest != "/") {
             let kind = match &m.source {
                 MountSource::Input { input, path } => {
@@ -144,6 +161,25 @@ impl Worker {
                     uid: *uid,
                     gid: *gid,
                 },
+                MountSource::UnixSocket {
+                    session_id,
+                    client_id,
+                    path,
+                    uid,
+                    gid,
+                } => {
+                    let client = dagr_metadata::ClientRef {
+                        session_id: session_id.clone(),
+                        client_id: client_id.clone(),
+                    };
+                    let forward = self.forward_socket(client, path.clone(), *uid, *gid)?;
+                    let source = forward.path.clone();
+                    sockets.push(forward);
+                    ExecMountKind::Bind {
+                        source,
+                        readonly: false,
+                    }
+                }
             };
             mounts.push(ExecMount {
                 dest: m.dest.clone(),
@@ -208,6 +244,7 @@ impl Worker {
             spec,
             options,
             services,
+            sockets,
         })
     }
 
@@ -225,6 +262,7 @@ impl Worker {
             mut spec,
             mut options,
             services,
+            sockets,
         } = self.prepare_exec(op, inputs, ctx.session_id()).await?;
         // With telemetry on, the process continues the op's trace (TRACEPARENT) and its output
         // is logged to the op's span as it is read.
@@ -250,6 +288,7 @@ impl Worker {
             }
             Err(_) => {}
         }
+        drop(sockets);
         let result = ran?;
         drop(volumes);
         drop(services);
@@ -306,6 +345,7 @@ impl Worker {
             spec,
             mut options,
             services,
+            sockets,
             ..
         } = self.prepare_exec(op, inputs, session_id).await?;
         options.terminal = Some(terminal);
@@ -319,6 +359,7 @@ impl Worker {
             .await;
         drop(volumes);
         drop(services);
+        drop(sockets);
         // Unmounts and removes the scratch snapshots.
         drop(cleanup);
         match ran {
@@ -346,6 +387,7 @@ impl Worker {
             mut spec,
             mut options,
             services,
+            sockets,
             ..
         } = self.prepare_exec(op, inputs, session_id).await?;
         spec.hostname = run.hostname.clone();
@@ -378,6 +420,7 @@ impl Worker {
             .await;
         drop(volumes);
         drop(services);
+        drop(sockets);
         drop(cleanup);
         match ran {
             Ok(result) => Ok(result.exit_code),
@@ -445,6 +488,52 @@ impl Worker {
                 Ok(env)
             })
         }))
+    }
+
+    /// A unix socket in the work directory (owned by `uid:gid`) whose connections are
+    /// forwarded to `path` on `client`'s host.
+    fn forward_socket(
+        &self,
+        client: dagr_metadata::ClientRef,
+        path: String,
+        uid: u32,
+        gid: u32,
+    ) -> Result<SocketForward, WorkerError> {
+        let socket_path = self.inner.work_dir.join(format!("sock-{}", random_id()));
+        let listener = tokio::net::UnixListener::bind(&socket_path).map_err(|e| {
+            op_err(
+                "exec",
+                format!("unix socket {}: {e}", socket_path.display()),
+            )
+        })?;
+        let chowned = std::os::unix::fs::chown(&socket_path, Some(uid), Some(gid));
+        let forward = SocketForward {
+            path: socket_path,
+            task: tokio::spawn({
+                let host = self.inner.host.clone();
+                async move {
+                    let mut relays = tokio::task::JoinSet::new();
+                    while let Ok((mut conn, _)) = listener.accept().await {
+                        let host = host.clone();
+                        let client = client.clone();
+                        let path = path.clone();
+                        relays.spawn(async move {
+                            match host.dial(&client, "unix", &path).await {
+                                Ok(mut remote) => {
+                                    let _ =
+                                        tokio::io::copy_bidirectional(&mut conn, &mut remote).await;
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%path, error = %e, "unix socket: dial failed");
+                                }
+                            }
+                        });
+                    }
+                }
+            }),
+        };
+        chowned.map_err(|e| op_err("exec", format!("chown unix socket: {e}")))?;
+        Ok(forward)
     }
 
     fn secret(&self, session_id: &str, id: &str) -> Result<Bytes, WorkerError> {

@@ -73,6 +73,21 @@ impl HostAccess for NoHost {
     ) -> BoxFuture<'a, Result<UserTerminal, HostError>> {
         Box::pin(async move { Err(no_host(client)) })
     }
+    fn dial<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        _network: &'a str,
+        _address: &'a str,
+    ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
+    fn listen<'a>(
+        &'a self,
+        client: &'a ClientRef,
+        _address: &'a str,
+    ) -> BoxFuture<'a, Result<dagr_worker::HostListener, HostError>> {
+        Box::pin(async move { Err(no_host(client)) })
+    }
 }
 
 fn no_host(client: &ClientRef) -> HostError {
