@@ -1293,3 +1293,65 @@ connect_and_run(main)
         "and the step it ran:\n{stderr}"
     );
 }
+
+#[test]
+fn services_bind_and_come_up_on_the_host() {
+    let sdk = Sdk::start();
+    let body = r#"
+import socket, urllib.request
+
+async def main():
+    srv = (
+        dag.container().from_(IMAGE)
+        .with_new_file("/srv/index.html", contents=f"sdk page {NONCE}")
+        .with_exposed_port(8080)
+        .with_exec(["httpd", "-f", "-p", "8080", "-h", "/srv"])
+        .as_service()
+    )
+    RESULT["hostname"] = await srv.hostname()
+    RESULT["endpoint"] = await srv.endpoint(scheme="http")
+    RESULT["ports"] = [await p.port() for p in await srv.ports()]
+    RESULT["bound"] = await (
+        dag.container().from_(IMAGE)
+        .with_env_variable("NONCE", NONCE)
+        .with_service_binding("web", srv)
+        .with_exec(["wget", "-q", "-O-", "http://web:8080/index.html"])
+        .stdout()
+    )
+    # Service.up on a free local port, fetched from this process, then cancelled.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    def get():
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5).read().decode()
+    async def fetch():
+        for _ in range(400):
+            try:
+                return await anyio.to_thread.run_sync(get)
+            except Exception:
+                await anyio.sleep(0.05)
+        return "never came up"
+    async with anyio.create_task_group() as tg:
+        async def up():
+            await srv.up(ports=[dagger.PortForward(backend=8080, frontend=port)])
+        tg.start_soon(up)
+        RESULT["up"] = await fetch()
+        tg.cancel_scope.cancel()
+
+connect_and_run(main)
+"#;
+    let work = temp_work();
+    let r = sdk.result(Mode::Run, work.path(), body);
+    let hostname = s(Mode::Run, &r, "hostname").to_owned();
+    assert_eq!(hostname.len(), 13, "{hostname}");
+    assert_eq!(
+        s(Mode::Run, &r, "endpoint"),
+        format!("http://{hostname}:8080")
+    );
+    assert_eq!(r["ports"], serde_json::json!([8080]));
+    let bound = s(Mode::Run, &r, "bound");
+    assert!(bound.starts_with("sdk page Run-"), "{bound}");
+    assert_eq!(s(Mode::Run, &r, "up"), bound);
+    sdk.engine.wait_metric("dagr_services_running", 0);
+}

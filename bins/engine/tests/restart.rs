@@ -77,6 +77,9 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
     }
     first.child.kill().expect("SIGKILL");
     let _ = first.child.wait();
+    // What the dead engine left mounted (its exec's and its network pool's namespaces).
+    let left_by_first = mounts_under(&state);
+    assert!(!left_by_first.is_empty());
     drop(first);
 
     // Same state directory: the new engine starts and cleans up what the dead one left.
@@ -91,7 +94,11 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
         "",
         "containers of the dead engine are gone"
     );
-    let stale: Vec<String> = mounts_under(&state);
+    // (The new engine's own network pool pins namespaces of its own there.)
+    let stale: Vec<String> = mounts_under(&state)
+        .into_iter()
+        .filter(|m| left_by_first.contains(m))
+        .collect();
     assert!(
         stale.is_empty(),
         "mounts left under the state dir: {stale:?}"
@@ -172,4 +179,89 @@ async fn a_sigkilled_engine_leaves_no_container_running() {
     pending.abort();
     // The mounts the dead engine left are the next engine's to remove; there is none here.
     dagr_testkit::detach_mounts_under(base.path());
+}
+
+/// An engine killed with SIGKILL while a service runs: its container dies with it, and the
+/// next engine on the same state directory starts clean (no stale namespace, veth or rule) and
+/// runs the service again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_engine_with_services_comes_back_clean() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let base = tempfile::tempdir().expect("tmp");
+    let netns_dir = base.path().join("state/network/netns");
+    let marker = format!("svc-{}", std::process::id());
+    let start_service = serde_json::json!({ "query": format!(
+        r#"{{ container {{ from(address: "{}") {{ withExposedPort(port: 8080) {{ withExec(args: ["sh", "-c", {}]) {{ asService {{ start }} }} }} }} }} }}"#,
+        registry.image,
+        serde_json::json!(format!("mkdir -p /srv && echo {marker} > /srv/index.html && exec httpd -f -p 8080 -h /srv"))
+    )});
+    let argv = ["httpd", "-f", "-p", "8080", "-h", "/srv"];
+    let first = dagr_testkit::EngineProcess::start_in(
+        engine_bin(),
+        base.path(),
+        tempfile::tempdir().expect("tmp"),
+        &[],
+    );
+    let bridge = first.bridge.clone().expect("a bridge");
+    let client = dagr_client::connect(opts(&first.host(), base.path()))
+        .await
+        .expect("connect");
+    let started = client.query(start_service.clone()).await.expect("query");
+    assert!(started.get("errors").is_none(), "{started}");
+    let mut first = first;
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    tokio::task::block_in_place(|| {
+        dagr_testkit::wait_processes(&argv, false, "the dead engine's service");
+    });
+    // Its namespaces stay pinned until the next engine removes them.
+    assert!(!mounts_under(&netns_dir).is_empty());
+    // Keep the bridge and rules as the dead engine left them (the drop would remove them).
+    let first_dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tmp"));
+    first.bridge = None;
+    drop(first);
+
+    let second = dagr_testkit::EngineProcess::start_in(engine_bin(), base.path(), first_dir, &[]);
+    // Only the new pool's namespaces (4) remain, with their veths; the rules are installed once.
+    let pooled = || {
+        let mounts = mounts_under(&netns_dir).len();
+        let veths = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "link", "show", "master", &bridge.name])
+                .output()
+                .expect("ip link")
+                .stdout,
+        )
+        .lines()
+        .count();
+        (mounts, veths)
+    };
+    let start = Instant::now();
+    while pooled() != (4, 4) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "namespaces and veths after the restart: {:?}",
+            pooled()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rules = |table: &str| {
+        String::from_utf8_lossy(
+            &Command::new("iptables")
+                .args(["-t", table, "-S"])
+                .output()
+                .expect("iptables")
+                .stdout,
+        )
+        .matches(&format!("dagr:{}", bridge.name))
+        .count()
+    };
+    assert_eq!((rules("nat"), rules("filter")), (1, 2));
+    let client = dagr_client::connect(opts(&second.host(), base.path()))
+        .await
+        .expect("connect");
+    let again = client.query(start_service).await.expect("query");
+    assert!(again.get("errors").is_none(), "{again}");
+    client.close().await.expect("close");
+    second.wait_metric("dagr_services_running", 0);
 }

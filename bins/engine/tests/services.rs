@@ -665,3 +665,57 @@ async fn a_container_talks_to_a_unix_socket_of_the_clients_host() {
         .unwrap();
     assert_eq!(out, "1000\necho: GET /hello HTTP/1.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_client_leaves_no_service_running() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    let marker = format!("sigkill-{}", unique());
+    let page = marker.clone();
+    let service = httpd(
+        &client,
+        8080,
+        &page,
+        "withEnvVariable(name: \"M\", value: \"x\")",
+    )
+    .await;
+    client.close().await.unwrap();
+    let dagr = Path::new(env!("CARGO_BIN_EXE_dagr-engine")).with_file_name("dagr");
+    let mut up = std::process::Command::new(&dagr)
+        .args([
+            "--host",
+            &engine.host(),
+            "--progress",
+            "quiet",
+            "up",
+            "--random",
+        ])
+        .arg(&service)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dagr up");
+    let stderr = up.stderr.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let line = lines.next().unwrap().unwrap();
+        assert!(line.starts_with("dagr up: forwarding 127.0.0.1:"), "{line}");
+        std::thread::spawn(move || for _ in lines {});
+    })
+    .await
+    .unwrap();
+    assert_eq!(metric(&engine, "dagr_services_running"), 1);
+    up.kill().unwrap();
+    let _ = up.wait();
+    let killed = std::time::Instant::now();
+    let argv = ["httpd", "-f", "-p", "8080"];
+    while metric(&engine, "dagr_services_running") != 0
+        || !dagr_testkit::processes_running(&argv).is_empty()
+    {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(2),
+            "the service outlived its client by 2 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -732,8 +732,9 @@ async fn run_container(
 
 /// Resolves once every port in `ports` accepts a TCP connection on `address`.
 async fn wait_healthy(address: Ipv4Addr, ports: &[u16]) {
+    let started = tokio::time::Instant::now();
     for &port in ports {
-        let mut pause = Duration::from_millis(5);
+        let mut pause = Duration::from_millis(2);
         loop {
             let connected = tokio::time::timeout(
                 CONNECT_TIMEOUT,
@@ -744,7 +745,11 @@ async fn wait_healthy(address: Ipv4Addr, ports: &[u16]) {
                 break;
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            // A refused connection costs microseconds: poll often while a service usually
+            // comes up, then back off.
+            if started.elapsed() > Duration::from_millis(500) {
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
         }
     }
 }

@@ -1,0 +1,258 @@
+//! Networking and services, each against a baseline measured in the same run:
+//! - an uncached `withExec(["true"])` on the engine's bridge vs `runc run` of a prepared bundle
+//!   joining a prepared network namespace (goal: <= 1.3x);
+//! - `Service.start` of a busybox `httpd` until it is healthy vs `runc run --detach` of the same
+//!   `httpd` in a prepared namespace until it accepts a connection (goal: within 30 ms);
+//! - 1 GiB read through `Service.up` from a service vs the same through a direct loopback
+//!   connection (goal: >= 0.5x the throughput).
+//!
+//! Needs root, runc, iptables, docker-registry and skopeo (`cargo xtask bench` installs them).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dagr_testkit::h2c::median;
+use serde_json::{Value, json};
+
+const GIB: u64 = 1 << 30;
+
+/// A runc bundle of busybox running `args`, joining the network namespace pinned on `netns`.
+fn bundle(dir: &Path, name: &str, args: &[&str], netns: &Path) -> PathBuf {
+    let bundle = dir.join(name);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox");
+    let status = Command::new("runc")
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .expect("runc spec");
+    assert!(status.success());
+    let path = bundle.join("config.json");
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    spec["process"]["terminal"] = Value::Bool(false);
+    spec["process"]["args"] = json!(args);
+    for ns in spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+    {
+        if ns["type"] == "network" {
+            ns["path"] = json!(netns);
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write");
+    bundle
+}
+
+fn runc(root: &Path, args: &[&str]) -> bool {
+    Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("runc")
+        .success()
+}
+
+async fn query(client: &dagr_client::Client, q: String) -> Value {
+    let answer = client.query(json!({ "query": q })).await.expect("query");
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"].clone()
+}
+
+fn main() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let image = registry.image.clone();
+    let engine =
+        dagr_testkit::EngineProcess::start(Path::new(env!("CARGO_BIN_EXE_dagr-engine")), &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt
+        .block_on(dagr_client::connect(dagr_testkit::connect_options(
+            &engine.host(),
+            &std::env::temp_dir(),
+        )))
+        .expect("connect");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let netns = dagr_network::NetworkNamespace::create(&tmp.path().join("netns")).expect("netns");
+    let runc_root = tmp.path().join("runc-root");
+    let runs = 30;
+
+    // 1. Uncached withExec(["true"]) on the bridge vs runc run in a prepared namespace.
+    let true_bundle = bundle(tmp.path(), "true", &["/bin/busybox", "true"], netns.path());
+    let mut runc_times = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        assert!(runc(
+            &runc_root,
+            &[
+                "run",
+                "--bundle",
+                true_bundle.to_str().expect("utf-8"),
+                &format!("true-{i}")
+            ]
+        ));
+        runc_times.push(t.elapsed());
+    }
+    let mut exec_times = Vec::new();
+    rt.block_on(async {
+        // Pulled and unpacked once.
+        query(&client, format!(r#"{{ container {{ from(address: "{image}") {{ id }} }} }}"#)).await;
+        for i in 0..runs {
+            let q = format!(
+                r#"{{ container {{ from(address: "{image}") {{ withEnvVariable(name: "N", value: "{i}-{}") {{ withExec(args: ["true"]) {{ sync }} }} }} }} }}"#,
+                std::process::id()
+            );
+            let t = Instant::now();
+            query(&client, q).await;
+            exec_times.push(t.elapsed());
+        }
+    });
+    let (runc_med, exec_med) = (median(runc_times), median(exec_times));
+    println!(
+        "withExec([\"true\"]) uncached, networked: engine median {exec_med:?}, runc run in a prepared netns median {runc_med:?}, ratio {:.2}x (goal <= 1.3x)",
+        exec_med.as_secs_f64() / runc_med.as_secs_f64()
+    );
+
+    // 2. Service start to healthy vs runc run --detach of the same httpd until it accepts.
+    let httpd_args = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/"];
+    let httpd_bundle = bundle(tmp.path(), "httpd", &httpd_args, netns.path());
+    let mut runc_times = Vec::new();
+    for i in 0..runs {
+        let id = format!("httpd-{i}");
+        let t = Instant::now();
+        assert!(runc(
+            &runc_root,
+            &[
+                "run",
+                "--detach",
+                "--bundle",
+                httpd_bundle.to_str().expect("utf-8"),
+                &id
+            ]
+        ));
+        let accepted = rt.block_on(dagr_network::run_inside(netns.path(), || {
+            while std::net::TcpStream::connect(("127.0.0.1", 8080)).is_err() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }));
+        accepted.expect("netns");
+        runc_times.push(t.elapsed());
+        assert!(runc(&runc_root, &["delete", "--force", &id]));
+    }
+    let mut service_times = Vec::new();
+    rt.block_on(async {
+        for i in 0..runs {
+            let data = query(
+                &client,
+                format!(
+                    r#"{{ container {{ from(address: "{image}") {{ withEnvVariable(name: "N", value: "{i}-{}") {{ withExposedPort(port: 8080) {{ withExec(args: ["httpd", "-f", "-p", "8080", "-h", "/"]) {{ asService {{ id }} }} }} }} }} }}"#,
+                    std::process::id()
+                ),
+            )
+            .await;
+            let id = data["container"]["from"]["withEnvVariable"]["withExposedPort"]["withExec"]
+                ["asService"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+            let t = Instant::now();
+            query(&client, format!("{{ loadServiceFromID(id: {}) {{ start }} }}", json!(id))).await;
+            service_times.push(t.elapsed());
+            query(&client, format!("{{ loadServiceFromID(id: {}) {{ stop }} }}", json!(id))).await;
+        }
+    });
+    let (runc_med, service_med) = (median(runc_times), median(service_times));
+    println!(
+        "service start to healthy (busybox httpd): engine median {service_med:?}, runc run --detach until it accepts median {runc_med:?}, difference {:.1} ms (goal <= 30 ms)",
+        (service_med.as_secs_f64() - runc_med.as_secs_f64()) * 1000.0
+    );
+
+    // 3. 1 GiB through Service.up vs a direct loopback copy.
+    let direct = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let chunk = vec![0u8; 256 << 10];
+            let mut left = GIB;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                stream.write_all(&chunk[..n]).expect("write");
+                left -= n as u64;
+            }
+        });
+        let t = Instant::now();
+        let got = read_all(std::net::TcpStream::connect(addr).expect("connect"));
+        assert_eq!(got, GIB);
+        t.elapsed()
+    };
+    let port = dagr_testkit::free_port();
+    let up = rt.block_on(async {
+        let data = query(
+            &client,
+            format!(
+                r#"{{ container {{ from(address: "{image}") {{ withExposedPort(port: 9000) {{ withExec(args: ["nc", "-ll", "-p", "9000", "-e", "head", "-c", "{GIB}", "/dev/zero"]) {{ asService {{ id }} }} }} }} }}"#
+            ),
+        )
+        .await;
+        let id = data["container"]["from"]["withExposedPort"]["withExec"]["asService"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let up = format!(
+            "{{ loadServiceFromID(id: {}) {{ up(ports: [{{frontend: {port}, backend: 9000}}]) }} }}",
+            json!(id)
+        );
+        let client = std::sync::Arc::new(client);
+        let forwarding = {
+            let client = client.clone();
+            tokio::spawn(async move { client.query(json!({ "query": up })).await })
+        };
+        let took = tokio::task::spawn_blocking(move || {
+            let stream = loop {
+                if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    break stream;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let t = Instant::now();
+            let got = read_all(stream);
+            assert_eq!(got, GIB);
+            t.elapsed()
+        })
+        .await
+        .expect("reader");
+        forwarding.abort();
+        took
+    });
+    let mib_s = |d: Duration| GIB as f64 / (1 << 20) as f64 / d.as_secs_f64();
+    println!(
+        "1 GiB through Service.up: {up:?} ({:.0} MiB/s), direct loopback copy {direct:?} ({:.0} MiB/s), throughput ratio {:.2}x (goal >= 0.5x)",
+        mib_s(up),
+        mib_s(direct),
+        direct.as_secs_f64() / up.as_secs_f64()
+    );
+    drop(netns);
+}
+
+fn read_all(mut stream: std::net::TcpStream) -> u64 {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
