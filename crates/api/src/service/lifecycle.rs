@@ -25,6 +25,10 @@ use crate::state::{NetworkProtocol, Port, PortForward, Service, ServiceKind};
 /// Bytes of a service's latest output kept for the error of a service that fails to start.
 const OUTPUT_TAIL: usize = 16 * 1024;
 
+/// Bytes each direction of a relayed connection copies at once (tokio's default, 8 KiB, makes
+/// a tunnel's messages small and many).
+const RELAY_BUFFER: usize = 64 << 10;
+
 /// How long one health check connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -414,7 +418,13 @@ where
 {
     match tokio::net::TcpStream::connect(target).await {
         Ok(mut upstream) => {
-            let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut conn,
+                &mut upstream,
+                RELAY_BUFFER,
+                RELAY_BUFFER,
+            )
+            .await;
         }
         Err(e) => tracing::debug!(%target, error = %e, "service relay: connect failed"),
     }
@@ -491,7 +501,13 @@ async fn run_host(
                     match worker.host().dial(&client, "tcp", &target).await {
                         Ok(mut remote) => {
                             let mut conn = conn;
-                            let _ = tokio::io::copy_bidirectional(&mut conn, &mut remote).await;
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut conn,
+                                &mut remote,
+                                RELAY_BUFFER,
+                                RELAY_BUFFER,
+                            )
+                            .await;
                         }
                         Err(e) => {
                             tracing::debug!(%target, error = %e, "host service: dial failed");

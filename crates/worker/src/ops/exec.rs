@@ -56,6 +56,9 @@ struct PreparedExec {
     sockets: Vec<SocketForward>,
 }
 
+/// Bytes each direction of a forwarded socket connection copies at once.
+const RELAY_BUFFER: usize = 64 << 10;
+
 /// A unix socket listening in the worker's work directory, each connection forwarded to a
 /// socket of a client's host; dropping it stops forwarding and removes the socket file.
 struct SocketForward {
@@ -520,8 +523,13 @@ impl Worker {
                         relays.spawn(async move {
                             match host.dial(&client, "unix", &path).await {
                                 Ok(mut remote) => {
-                                    let _ =
-                                        tokio::io::copy_bidirectional(&mut conn, &mut remote).await;
+                                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                                        &mut conn,
+                                        &mut remote,
+                                        RELAY_BUFFER,
+                                        RELAY_BUFFER,
+                                    )
+                                    .await;
                                 }
                                 Err(e) => {
                                     tracing::debug!(%path, error = %e, "unix socket: dial failed");
