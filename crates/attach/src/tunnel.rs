@@ -29,6 +29,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use tokio::io::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf,
@@ -48,6 +49,17 @@ use crate::proto::tunnel::{
     ConnData, DialRequest, DialResponse, DialTarget, ListenRequest, ListenResponse, dial_request,
     dial_response, listen_request, listen_response,
 };
+
+/// Reads at most [`CHUNK`] bytes into `buf` (after what it holds), reserving room first.
+async fn read_chunk<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    buf.clear();
+    buf.reserve(CHUNK);
+    let mut limited = (&mut *buf).limit(CHUNK);
+    reader.read_buf(&mut limited).await
+}
 
 /// Largest data chunk, and the buffer of each duplex stream.
 const CHUNK: usize = 64 << 10;
@@ -306,16 +318,16 @@ async fn relay_dial(
     };
     // Target -> engine. The target's EOF ends the response stream (`tx` dropped).
     let down = async move {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = BytesMut::with_capacity(CHUNK);
         loop {
             let read = tokio::select! {
-                read = reader.read(&mut buf) => read,
+                read = read_chunk(&mut reader, &mut buf) => read,
                 () = tx.closed() => return Err(Gone),
             };
             match read {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
-                    let data = dial_message(dial_response::Item::Data(buf[..n].to_vec()));
+                    let data = dial_message(dial_response::Item::Data(buf.split_to(n).freeze()));
                     if tx.send(data).await.is_err() {
                         return Err(Gone);
                     }
@@ -417,7 +429,7 @@ async fn host_listen(
 }
 
 /// Chunks for a connection whose queue was full, delivered before the next message is read.
-type Blocked = Option<(mpsc::Sender<Vec<u8>>, Vec<u8>)>;
+type Blocked = Option<(mpsc::Sender<Bytes>, Bytes)>;
 
 /// Resolves when the queue of the blocked chunk has room (`false`: the connection is gone).
 async fn room(blocked: &Blocked) -> bool {
@@ -436,7 +448,7 @@ async fn relay_listen(
 ) {
     // The engine's bytes for each connection; `None` once the engine closed its side. A
     // connection is forgotten when its task ended (both directions done).
-    let mut conns: HashMap<u64, Option<mpsc::Sender<Vec<u8>>>> = HashMap::new();
+    let mut conns: HashMap<u64, Option<mpsc::Sender<Bytes>>> = HashMap::new();
     let mut tasks: JoinSet<u64> = JoinSet::new();
     let mut last_id = 0u64;
     let mut blocked: Blocked = None;
@@ -495,7 +507,7 @@ async fn relay_listen(
 async fn host_conn(
     id: u64,
     socket: TcpStream,
-    mut from_engine: mpsc::Receiver<Vec<u8>>,
+    mut from_engine: mpsc::Receiver<Bytes>,
     tx: mpsc::Sender<ListenResponse>,
 ) -> u64 {
     let _ = socket.set_nodelay(true);
@@ -508,13 +520,13 @@ async fn host_conn(
         return id;
     }
     let down = async move {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = BytesMut::with_capacity(CHUNK);
         loop {
-            match reader.read(&mut buf).await {
+            match read_chunk(&mut reader, &mut buf).await {
                 Ok(n) if n > 0 => {
                     let data = listen_message(listen_response::Item::Data(ConnData {
                         conn: id,
-                        data: buf[..n].to_vec(),
+                        data: buf.split_to(n).freeze(),
                     }));
                     if tx.send(data).await.is_err() {
                         return;
@@ -611,16 +623,16 @@ pub(crate) async fn dial(
 /// User -> target: the user's EOF (a shutdown or a drop of its stream) ends the request stream,
 /// which half-closes the target connection.
 async fn engine_dial_up(mut reader: ReadHalf<DuplexStream>, requests: mpsc::Sender<DialRequest>) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         let read = tokio::select! {
-            read = reader.read(&mut buf) => read,
+            read = read_chunk(&mut reader, &mut buf) => read,
             () = requests.closed() => return,
         };
         match read {
             Ok(n) if n > 0 => {
                 let data = DialRequest {
-                    item: Some(dial_request::Item::Data(buf[..n].to_vec())),
+                    item: Some(dial_request::Item::Data(buf.split_to(n).freeze())),
                 };
                 if requests.send(data).await.is_err() {
                     return;
@@ -860,14 +872,14 @@ async fn engine_conn_up(
     mut reader: ReadHalf<DuplexStream>,
     requests: mpsc::Sender<ListenRequest>,
 ) -> u64 {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
-        match reader.read(&mut buf).await {
+        match read_chunk(&mut reader, &mut buf).await {
             Ok(n) if n > 0 => {
                 let data = ListenRequest {
                     item: Some(listen_request::Item::Data(ConnData {
                         conn: id,
-                        data: buf[..n].to_vec(),
+                        data: buf.split_to(n).freeze(),
                     })),
                 };
                 if requests.send(data).await.is_err() {
