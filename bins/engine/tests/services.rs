@@ -719,3 +719,60 @@ async fn a_sigkilled_client_leaves_no_service_running() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposed_ports_are_written_to_the_image_config() {
+    let engine = engine(&[]);
+    let mut options = dagr_testkit::connect_options(&engine.host(), &std::env::temp_dir());
+    // Exports write to this host.
+    options.allow_send = true;
+    let client = dagr_client::connect(options).await.expect("connect");
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("image.tar");
+    query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withExposedPort(port: 8080) {{ withExposedPort(port: 53, protocol: UDP) {{ withoutExposedPort(port: 8080) {{ withExposedPort(port: 9090, description: \"metrics\") {{ exposedPorts {{ port protocol description }} asTarball {{ export(path: {}) }} }} }} }} }} }} }} }}",
+            json!(image()),
+            json!(tarball.to_str().unwrap()),
+        ),
+    )
+    .await
+    .map(|data| {
+        let ported = &data["container"]["from"]["withExposedPort"]["withExposedPort"]
+            ["withoutExposedPort"]["withExposedPort"];
+        assert_eq!(
+            ported["exposedPorts"],
+            json!([
+                { "port": 53, "protocol": "UDP", "description": null },
+                { "port": 9090, "protocol": "TCP", "description": "metrics" },
+            ])
+        );
+    })
+    .unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let blob = |digest: &str| -> Value {
+        let hex = digest.trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(out.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    let mut exposed: Vec<&String> = config["config"]["ExposedPorts"]
+        .as_object()
+        .expect("ExposedPorts")
+        .keys()
+        .collect();
+    exposed.sort();
+    assert_eq!(exposed, ["53/udp", "9090/tcp"]);
+}

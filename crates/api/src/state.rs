@@ -65,6 +65,8 @@ pub struct ImageConfig {
     pub entrypoint: Vec<String>,
     pub default_args: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// `port/proto` (`8080/tcp`): the image's, plus `withExposedPort`'s.
+    pub exposed_ports: std::collections::BTreeSet<String>,
 }
 
 impl ImageConfig {
@@ -111,6 +113,11 @@ impl ImageConfig {
             entrypoint: strings("Entrypoint"),
             default_args: strings("Cmd"),
             labels,
+            exposed_ports: config
+                .get("ExposedPorts")
+                .and_then(|v| v.as_object())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -250,6 +257,14 @@ impl NetworkProtocol {
         match self {
             NetworkProtocol::Tcp => "TCP",
             NetworkProtocol::Udp => "UDP",
+        }
+    }
+
+    /// The name in an OCI image config's `ExposedPorts` (`8080/tcp`).
+    pub fn oci_name(self) -> &'static str {
+        match self {
+            NetworkProtocol::Tcp => "tcp",
+            NetworkProtocol::Udp => "udp",
         }
     }
 }
@@ -426,12 +441,14 @@ mod tests {
             "Env": ["PATH=/bin", "EMPTY"],
             "Cmd": ["/bin/sh"],
             "WorkingDir": "/w",
-            "Labels": {"a": "b"}
+            "Labels": {"a": "b"},
+            "ExposedPorts": {"80/tcp": {}}
         }));
         assert_eq!(c.env_var("PATH"), Some("/bin"));
         assert_eq!(c.env_var("EMPTY"), Some(""));
         assert_eq!(c.default_args, ["/bin/sh"]);
         assert_eq!(c.workdir, "/w");
         assert_eq!(c.labels.get("a").map(String::as_str), Some("b"));
+        assert!(c.exposed_ports.contains("80/tcp"));
     }
 }

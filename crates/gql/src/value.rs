@@ -87,9 +87,10 @@ impl Value {
         })
     }
 
-    /// A leaf value from anything convertible into JSON.
+    /// A leaf value from anything convertible into JSON (`null`, e.g. from `None`, is
+    /// [`Value::Null`]).
     pub fn leaf(value: impl Into<Json>) -> Value {
-        Value::Leaf(value.into())
+        Value::from(value.into())
     }
 
     /// A list of leaf values.

@@ -233,6 +233,15 @@ fn oci_config_json(c: &Container) -> String {
     if !c.config.labels.is_empty() {
         config.insert("Labels".into(), serde_json::json!(c.config.labels));
     }
+    if !c.config.exposed_ports.is_empty() {
+        let ports: serde_json::Map<String, serde_json::Value> = c
+            .config
+            .exposed_ports
+            .iter()
+            .map(|p| (p.clone(), serde_json::json!({})))
+            .collect();
+        config.insert("ExposedPorts".into(), serde_json::Value::Object(ports));
+    }
     serde_json::Value::Object(config).to_string()
 }
 
@@ -249,6 +258,7 @@ fn config_input(c: &Container) -> ImageConfigInput {
         working_dir: Some(c.config.workdir.clone()).filter(|w| !w.is_empty()),
         user: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
         labels: c.config.labels.clone(),
+        exposed_ports: c.config.exposed_ports.clone(),
         ..Default::default()
     }
 }

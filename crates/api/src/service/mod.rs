@@ -299,7 +299,7 @@ fn up() -> Field {
             // Until the client cancels the request, or goes away (its listeners end).
             while forwarding.join_next().await.is_some() {}
             drop(hold);
-            Ok(Value::leaf(serde_json::Value::Null))
+            Ok(Value::Null)
         })
 }
 
@@ -392,6 +392,9 @@ fn with_exposed_port() -> Field {
                     args.protocol.name()
                 )));
             }
+            c.config
+                .exposed_ports
+                .insert(format!("{port}/{}", args.protocol.oci_name()));
             c.ports.push(Port {
                 port,
                 protocol: args.protocol,
@@ -428,6 +431,9 @@ fn without_exposed_port() -> Field {
             let mut c = ctx.parent::<Container>()?.clone();
             c.ports
                 .retain(|p| !(p.port == port && p.protocol == args.protocol));
+            c.config
+                .exposed_ports
+                .remove(&format!("{port}/{}", args.protocol.oci_name()));
             Ok(obj("Container", c))
         })
 }
