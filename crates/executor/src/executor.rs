@@ -1062,11 +1062,18 @@ fn timestamps(meta: &std::fs::Metadata) -> rustix::fs::Timestamps {
     }
 }
 
+/// Stubs some run of this process recorded and has not removed yet, with how many runs use
+/// each: execs sharing a directory rootfs must not remove a stub another one still mounts on.
+static LIVE_STUBS: std::sync::LazyLock<
+    parking_lot::Mutex<std::collections::HashMap<PathBuf, usize>>,
+> = std::sync::LazyLock::new(Default::default);
+
 impl MountStubs {
-    /// Records what is missing under `rootfs` for `destinations`. Destinations reached through
-    /// a symlink in the rootfs are skipped (the runtime resolves those inside the rootfs; the
-    /// host must not follow them).
+    /// Records what is missing under `rootfs` for `destinations` (and the stubs another live
+    /// run made). Destinations reached through a symlink in the rootfs are skipped (the runtime
+    /// resolves those inside the rootfs; the host must not follow them).
     pub(crate) fn find(rootfs: &Path, destinations: &[String]) -> Self {
+        let mut live = LIVE_STUBS.lock();
         let mut stubs = MountStubs::default();
         'dest: for dest in destinations {
             let mut current = rootfs.to_path_buf();
@@ -1085,8 +1092,9 @@ impl MountStubs {
                 }
                 match std::fs::symlink_metadata(&current) {
                     Ok(meta) if meta.file_type().is_symlink() => continue 'dest,
-                    Ok(_) => {}
-                    Err(_) => {
+                    Ok(_) if !live.contains_key(&current) => {}
+                    // Missing, or a stub of another live run: ours to count too.
+                    _ => {
                         found_missing = true;
                         if stubs.missing.contains(&current) {
                             continue;
@@ -1101,13 +1109,24 @@ impl MountStubs {
                 }
             }
         }
+        for stub in &stubs.missing {
+            *live.entry(stub.clone()).or_default() += 1;
+        }
         stubs
     }
 
-    /// Removes the stubs that are still empty, children first, and restores the times of the
-    /// directories that held them.
+    /// Removes the stubs that are still empty and that no other live run uses, children first,
+    /// and restores the times of the directories that held them.
     pub(crate) fn remove(&self) {
+        let mut live = LIVE_STUBS.lock();
         for stub in self.missing.iter().rev() {
+            if let Some(count) = live.get_mut(stub) {
+                *count -= 1;
+                if *count > 0 {
+                    continue;
+                }
+                live.remove(stub);
+            }
             match std::fs::symlink_metadata(stub) {
                 Ok(meta) if meta.is_dir() => {
                     let _ = std::fs::remove_dir(stub);

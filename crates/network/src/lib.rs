@@ -458,6 +458,7 @@ impl Network {
         let thread = self.pool_thread.lock().take();
         let pool = self.pool.clone();
         let nat = self.nat.clone();
+        let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(thread) = thread {
                 let _ = thread.join();
@@ -473,13 +474,13 @@ impl Network {
             {
                 tracing::warn!(error = %e, "NAT rules removal failed");
             }
+            if let Some(bridge) = &shared.bridge
+                && let Err(e) = bridge.host.lock().delete_link(bridge.index)
+            {
+                tracing::warn!(bridge = %bridge.config.name, error = %e, "bridge removal failed");
+            }
         })
         .await;
-        if let Some(bridge) = &self.shared.bridge
-            && let Err(e) = bridge.host.lock().delete_link(bridge.index)
-        {
-            tracing::warn!(bridge = %bridge.config.name, error = %e, "bridge removal failed");
-        }
         self.dns_server.lock().take();
     }
 }
