@@ -11,6 +11,10 @@
 //!   (host reads, exports and secrets are per caller/session).
 //! - `Container.terminal` gives a `Terminal` whose `sync` runs the command interactively on the
 //!   caller's [`dagr_worker::UserTerminal`] (opened through [`HostAccess::open_terminal`]).
+//! - Services (`service/`): containers run as services, host services and tunnels, with their
+//!   lifecycle in [`RunningServices`] (one instance per session and hostname, started by the
+//!   execs that bind it or `Service.start`, stopped when nothing holds it); the worker starts an
+//!   exec's bindings through it ([`dagr_worker::ServiceStarter`]).
 //! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
 //!   outputs and errors and never appear in IDs.
 //! - Each field is one function that declares it, its arguments (a [`dagr_gql::Args`] struct

@@ -5,8 +5,10 @@
 //!   [`dagr_snapshot::ContentStore`] and unpacked into committed snapshots (one per layer chain);
 //! - `Exec` (`ops/exec.rs`): a writable snapshot on the rootfs input, mounted and run with
 //!   [`dagr_executor::Executor`] (runc), with input snapshots, cache volumes ([`CacheVolumes`]),
-//!   tmpfs and secrets mounted; writable input mounts become extra outputs. A non-zero exit is
-//!   [`WorkerError::ExecFailed`] ([`ExecFailed`]: exit code and output);
+//!   tmpfs, secrets and forwarded unix sockets of clients mounted, and the services it binds
+//!   started first through the [`ServiceStarter`] seam; writable input mounts become extra
+//!   outputs. A non-zero exit is [`WorkerError::ExecFailed`] ([`ExecFailed`]: exit code and
+//!   output). [`Worker::run_service`] runs an exec live as a service ([`ServiceRun`]);
 //! - `MkFile`, `MkDir`, `Copy`, `Rm`, `Diff`, `SetTimestamps` (`ops/file.rs`): [`fsops`] on a
 //!   writable snapshot, resolved inside it;
 //! - `HostDir` (`ops/host.rs`): pulled from the client through [`HostAccess`] and keyed by content;
