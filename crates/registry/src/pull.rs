@@ -21,6 +21,8 @@ use crate::transport::{self, Endpoint, Scope, TransportError, empty_body};
 const ATTEMPTS: u32 = 3;
 /// Delay before the second attempt; the n-th retry waits n times this.
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+/// The longest `Retry-After` honoured; a registry asking for more is tried again after this.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How deep indexes may nest (an index naming an index naming a manifest is depth 2).
 const MAX_INDEX_DEPTH: usize = 4;
@@ -97,8 +99,11 @@ where
             match fetch(endpoint).await {
                 Ok(fetched) => return Ok(fetched),
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    tracing::debug!(endpoint = %endpoint.authority, attempt, error = %e, "retrying {what} fetch");
-                    tokio::time::sleep(RETRY_DELAY * attempt).await;
+                    let delay = e
+                        .retry_after()
+                        .map_or(RETRY_DELAY * attempt, |asked| asked.min(MAX_RETRY_AFTER));
+                    tracing::debug!(endpoint = %endpoint.authority, attempt, ?delay, error = %e, "retrying {what} fetch");
+                    tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
                 Err(e) => {
@@ -132,7 +137,22 @@ impl PullError {
     pub fn is_transient(&self) -> bool {
         match self {
             PullError::Transport { source, .. } => source.is_transient(),
+            // Truncated or damaged in transit: a new download may be whole (nothing unverified
+            // was stored).
+            PullError::BlobSize { .. }
+            | PullError::Content {
+                source: ContentError::DigestMismatch { .. },
+                ..
+            } => true,
             _ => false,
+        }
+    }
+
+    /// How long the registry asked to wait before trying again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PullError::Transport { source, .. } => source.retry_after(),
+            _ => None,
         }
     }
 }

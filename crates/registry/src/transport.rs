@@ -65,6 +65,8 @@ pub enum TransportError {
         url: String,
         status: StatusCode,
         body: String,
+        /// How long the registry asked to wait (`Retry-After` in seconds), if it did.
+        retry_after: Option<std::time::Duration>,
     },
     #[error("ca certificates configured for {host} are unusable: {message}")]
     InvalidCaCertificates { host: String, message: String },
@@ -88,6 +90,27 @@ impl TransportError {
             _ => false,
         }
     }
+
+    /// How long the registry asked to wait before trying again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            TransportError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A `Retry-After` header in seconds (an HTTP date is ignored: the caller's own backoff applies).
+fn retry_after(response: &Response<Incoming>) -> Option<std::time::Duration> {
+    response
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
 }
 
 /// Registry hosts configuration: mirrors and hosts reached over plain http.
@@ -672,12 +695,14 @@ pub(crate) async fn status_error(
     response: Response<Incoming>,
 ) -> TransportError {
     let status = response.status();
+    let retry_after = retry_after(&response);
     let body = error_text(response).await;
     TransportError::Status {
         method,
         url: url.to_string(),
         status,
         body,
+        retry_after,
     }
 }
 

@@ -1163,3 +1163,70 @@ async fn idle_connections_to_a_registry_are_bounded() {
         "{open} connections stay open to the registry"
     );
 }
+
+/// A registry that answers 503 with `Retry-After` once, 429 once, and a damaged layer once:
+/// each is retried (the `Retry-After` honoured), and the pull ends with verified content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_faults_are_retried_and_retry_after_is_honoured() {
+    let f = fixture();
+    let inner = fixture_handler(false, ServerAuth::Open);
+    let mut damaged = f.layer.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    let damaged = Bytes::from(damaged);
+    let layer_path = format!("/storage/{}", f.layer_digest);
+    let seen: Arc<Mutex<Vec<(String, std::time::Instant)>>> = Arc::default();
+    let handler: common::Handler = {
+        let seen = seen.clone();
+        let layer_path = layer_path.clone();
+        Arc::new(move |req: &SeenRequest| {
+            let count = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((req.path.clone(), std::time::Instant::now()));
+                seen.iter().filter(|(p, _)| *p == req.path).count()
+            };
+            let with_retry_after = |status: u16| {
+                let mut r = respond(status, None, "try later");
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+                r
+            };
+            match (req.path.as_str(), count) {
+                ("/v2/demo/busybox/manifests/latest", 1) => with_retry_after(503),
+                (p, 1) if p == layer_path => with_retry_after(429),
+                (p, 2) if p == layer_path => {
+                    respond(200, Some("application/octet-stream"), damaged.clone())
+                }
+                _ => inner(req),
+            }
+        })
+    };
+    let server = TestServer::start(handler).await;
+    let (_dir, store) = new_store();
+    let reference = Reference::parse(&format!("{}/demo/busybox", server.addr)).unwrap();
+    let image = client()
+        .pull(&reference, &Platform::default(), &store)
+        .await
+        .unwrap();
+    assert_eq!(image.manifest_digest, f.manifest_digest);
+    assert_eq!(store.read_bytes(&f.layer_digest).await.unwrap(), f.layer);
+    let seen = seen.lock().unwrap().clone();
+    let times = |path: &str| -> Vec<std::time::Instant> {
+        seen.iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    let manifests = times("/v2/demo/busybox/manifests/latest");
+    assert!(manifests.len() >= 2, "{seen:?}");
+    // The second attempt waited for the second the registry asked for.
+    assert!(
+        manifests[1] - manifests[0] >= std::time::Duration::from_secs(1),
+        "{seen:?}"
+    );
+    let layers = times(&layer_path);
+    assert_eq!(layers.len(), 3, "429, damaged, then whole: {seen:?}");
+    assert!(layers[1] - layers[0] >= std::time::Duration::from_secs(1));
+}
