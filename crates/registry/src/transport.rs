@@ -65,8 +65,9 @@ pub enum TransportError {
         url: String,
         status: StatusCode,
         body: String,
-        /// How long the registry asked to wait (`Retry-After` in seconds), if it did.
-        retry_after: Option<std::time::Duration>,
+        /// How many seconds the registry asked to wait (`Retry-After`), if it did (small, so
+        /// that errors carrying this one stay small).
+        retry_after: Option<u16>,
     },
     #[error("ca certificates configured for {host} are unusable: {message}")]
     InvalidCaCertificates { host: String, message: String },
@@ -94,23 +95,26 @@ impl TransportError {
     /// How long the registry asked to wait before trying again.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            TransportError::Status { retry_after, .. } => *retry_after,
+            TransportError::Status { retry_after, .. } => {
+                retry_after.map(|s| std::time::Duration::from_secs(u64::from(s)))
+            }
             _ => None,
         }
     }
 }
 
-/// A `Retry-After` header in seconds (an HTTP date is ignored: the caller's own backoff applies).
-fn retry_after(response: &Response<Incoming>) -> Option<std::time::Duration> {
-    response
+/// A `Retry-After` header in seconds (an HTTP date is ignored: the caller's own backoff
+/// applies); more than `u16::MAX` seconds is read as that.
+fn retry_after(response: &Response<Incoming>) -> Option<u16> {
+    let seconds: u64 = response
         .headers()
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim()
-        .parse::<u64>()
-        .ok()
-        .map(std::time::Duration::from_secs)
+        .parse()
+        .ok()?;
+    Some(u16::try_from(seconds).unwrap_or(u16::MAX))
 }
 
 /// Registry hosts configuration: mirrors and hosts reached over plain http.
