@@ -112,21 +112,26 @@ impl ServiceHold {
 
 impl Drop for ServiceHold {
     fn drop(&mut self) {
-        let last = {
-            let mut holders = self.instance.holders.lock();
-            *holders = holders.saturating_sub(1);
-            *holders == 0
-        };
-        if last {
-            self.instance.cancel.cancel();
-            let mut state = self.inner.state.lock();
-            if state
-                .running
-                .get(&self.key)
-                .is_some_and(|i| Arc::ptr_eq(i, &self.instance))
-            {
-                state.running.remove(&self.key);
-            }
+        let_go(&self.inner, &self.key, &self.instance);
+    }
+}
+
+/// One holder of `instance` lets go; the last one stops it and forgets it.
+fn let_go(inner: &Inner, key: &Key, instance: &Arc<Instance>) {
+    let last = {
+        let mut holders = instance.holders.lock();
+        *holders = holders.saturating_sub(1);
+        *holders == 0
+    };
+    if last {
+        instance.cancel.cancel();
+        let mut state = inner.state.lock();
+        if state
+            .running
+            .get(key)
+            .is_some_and(|i| Arc::ptr_eq(i, instance))
+        {
+            state.running.remove(key);
         }
     }
 }
@@ -222,11 +227,11 @@ impl RunningServices {
                 Phase::Starting => {}
                 Phase::Ready(address) => return Ok(hold(address)),
                 Phase::Failed(e) => {
-                    drop(hold(Ipv4Addr::UNSPECIFIED));
+                    let_go(&self.inner, &key, &instance);
                     return Err(e);
                 }
                 Phase::Exited => {
-                    drop(hold(Ipv4Addr::UNSPECIFIED));
+                    let_go(&self.inner, &key, &instance);
                     return Err(ServiceError::Failed {
                         hostname: hostname.to_owned(),
                         command: command_of(&service),
@@ -235,7 +240,7 @@ impl RunningServices {
                 }
             }
             if phase.changed().await.is_err() {
-                drop(hold(Ipv4Addr::UNSPECIFIED));
+                let_go(&self.inner, &key, &instance);
                 return Err(ServiceError::Failed {
                     hostname: hostname.to_owned(),
                     command: String::new(),
