@@ -634,14 +634,21 @@ async fn terminal(
     let mut term = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let result = tokio::select! {
-        result = client.query(body) => result,
-        _ = term.recv() => {
+        result = client.query(body) => Ok(result),
+        _ = term.recv() => Err("terminated: the terminal's process was stopped"),
+        _ = hangup.recv() => Err("hung up: the terminal's process was stopped"),
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(why) => {
             user_terminal.restore();
-            bail!("terminated: the terminal's process was stopped");
-        }
-        _ = hangup.recv() => {
-            user_terminal.restore();
-            bail!("hung up: the terminal's process was stopped");
+            // The session ends (and with it the process), then the live view with its
+            // summary, before the reason is printed: its last redraw cannot erase it.
+            let _ = client.close().await;
+            if let Some(progress) = progress {
+                progress.finish().await;
+            }
+            bail!("{why}");
         }
     };
     let closed = client.close().await;
