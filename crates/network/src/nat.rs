@@ -47,6 +47,16 @@ struct Rule {
     spec: Vec<String>,
 }
 
+impl Rule {
+    /// iptables arguments applying `op` (`-C`, `-I`, `-D`) to this rule, at `position` if given.
+    fn args(&self, op: &str, position: Option<&str>) -> Vec<String> {
+        let mut args = vec!["-t".into(), self.table.into(), op.into(), self.chain.into()];
+        args.extend(position.map(String::from));
+        args.extend(self.spec.iter().cloned());
+        args
+    }
+}
+
 impl Nat {
     /// The rules for `bridge` and its subnet, set with `iptables` (a path, or a name looked up
     /// in `PATH`).
@@ -132,25 +142,10 @@ impl Nat {
             source,
         })?;
         for rule in self.rules() {
-            let mut check = vec![
-                "-t".into(),
-                rule.table.into(),
-                "-C".into(),
-                rule.chain.into(),
-            ];
-            check.extend(rule.spec.iter().cloned());
-            if self.iptables(&check)?.is_ok() {
+            if self.iptables(&rule.args("-C", None))?.is_ok() {
                 continue;
             }
-            let mut insert = vec![
-                "-t".into(),
-                rule.table.into(),
-                "-I".into(),
-                rule.chain.into(),
-                "1".into(),
-            ];
-            insert.extend(rule.spec);
-            self.run(&insert)?;
+            self.run(&rule.args("-I", Some("1")))?;
         }
         Ok(())
     }
@@ -158,13 +153,7 @@ impl Nat {
     /// Blocking: removes the rules (every copy of each).
     pub fn remove(&self) -> Result<(), NatError> {
         for rule in self.rules() {
-            let mut delete = vec![
-                "-t".into(),
-                rule.table.into(),
-                "-D".into(),
-                rule.chain.into(),
-            ];
-            delete.extend(rule.spec);
+            let delete = rule.args("-D", None);
             // -D removes one copy per call; 16 bounds a loop on a rule that will not go.
             for _ in 0..16 {
                 if self.iptables(&delete)?.is_err() {
@@ -179,14 +168,7 @@ impl Nat {
     pub fn installed(&self) -> Result<usize, NatError> {
         let mut count = 0;
         for rule in self.rules() {
-            let mut check = vec![
-                "-t".into(),
-                rule.table.into(),
-                "-C".into(),
-                rule.chain.into(),
-            ];
-            check.extend(rule.spec);
-            count += usize::from(self.iptables(&check)?.is_ok());
+            count += usize::from(self.iptables(&rule.args("-C", None))?.is_ok());
         }
         Ok(count)
     }

@@ -44,7 +44,7 @@ pub use cache_volume::{CacheVolumeUse, CacheVolumes};
 pub use fsops::FsError;
 pub use mounts::View;
 pub use ops::exec::ExecFailed;
-pub use ops::exec::ServiceRun;
+pub use ops::exec::{ServiceRun, relay_to_host, splice};
 pub use ops::image::ResolvedImageRef;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{

@@ -25,10 +25,6 @@ use crate::state::{NetworkProtocol, Port, PortForward, Service, ServiceKind};
 /// Bytes of a service's latest output kept for the error of a service that fails to start.
 const OUTPUT_TAIL: usize = 16 * 1024;
 
-/// Bytes each direction of a relayed connection copies at once (tokio's default, 8 KiB, makes
-/// a tunnel's messages small and many).
-const RELAY_BUFFER: usize = 64 << 10;
-
 /// How long one health check connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -422,15 +418,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     match tokio::net::TcpStream::connect(target).await {
-        Ok(mut upstream) => {
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut conn,
-                &mut upstream,
-                RELAY_BUFFER,
-                RELAY_BUFFER,
-            )
-            .await;
-        }
+        Ok(mut upstream) => dagr_worker::splice(&mut conn, &mut upstream).await,
         Err(e) => tracing::debug!(%target, error = %e, "service relay: connect failed"),
     }
 }
@@ -503,25 +491,20 @@ async fn run_host(
                 let client = client.clone();
                 let worker = worker.clone();
                 relays.spawn(async move {
-                    match worker.host().dial(&client, "tcp", &target).await {
-                        Ok(mut remote) => {
-                            let mut conn = conn;
-                            let _ = tokio::io::copy_bidirectional_with_sizes(
-                                &mut conn,
-                                &mut remote,
-                                RELAY_BUFFER,
-                                RELAY_BUFFER,
-                            )
-                            .await;
-                        }
-                        Err(e) => {
-                            tracing::debug!(%target, error = %e, "host service: dial failed");
-                            // A reset, so the container sees its connection fail at once.
-                            let _ = rustix::net::sockopt::set_socket_linger(
-                                &conn,
-                                Some(Duration::ZERO),
-                            );
-                        }
+                    let mut conn = conn;
+                    let relayed = dagr_worker::relay_to_host(
+                        &**worker.host(),
+                        &client,
+                        "tcp",
+                        &target,
+                        &mut conn,
+                    )
+                    .await;
+                    if let Err(e) = relayed {
+                        tracing::debug!(%target, error = %e, "host service: dial failed");
+                        // A reset, so the container sees its connection fail at once.
+                        let _ =
+                            rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO));
                     }
                 });
             }

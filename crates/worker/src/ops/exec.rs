@@ -56,7 +56,7 @@ struct PreparedExec {
     sockets: Vec<SocketForward>,
 }
 
-/// Bytes each direction of a forwarded socket connection copies at once.
+/// Bytes each direction of a relayed connection copies at once (see [`splice`]).
 const RELAY_BUFFER: usize = 64 << 10;
 
 /// A unix socket listening in the worker's work directory, each connection forwarded to a
@@ -365,11 +365,7 @@ impl Worker {
         drop(sockets);
         // Unmounts and removes the scratch snapshots.
         drop(cleanup);
-        match ran {
-            Ok(result) => Ok(result.exit_code),
-            Err(dagr_executor::ExecError::Failed { exit_code, .. }) => Ok(exit_code),
-            Err(e) => Err(e.into()),
-        }
+        exit_code_of(ran)
     }
 
     /// Runs `op` (an exec whose inputs are solved to `inputs`) as a service of session
@@ -425,11 +421,7 @@ impl Worker {
         drop(services);
         drop(sockets);
         drop(cleanup);
-        match ran {
-            Ok(result) => Ok(result.exit_code),
-            Err(dagr_executor::ExecError::Failed { exit_code, .. }) => Ok(exit_code),
-            Err(e) => Err(e.into()),
-        }
+        exit_code_of(ran)
     }
 
     /// The prestart hook of a nested exec: a listener on 127.0.0.1:0 inside the exec's network
@@ -521,19 +513,10 @@ impl Worker {
                         let client = client.clone();
                         let path = path.clone();
                         relays.spawn(async move {
-                            match host.dial(&client, "unix", &path).await {
-                                Ok(mut remote) => {
-                                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                                        &mut conn,
-                                        &mut remote,
-                                        RELAY_BUFFER,
-                                        RELAY_BUFFER,
-                                    )
-                                    .await;
-                                }
-                                Err(e) => {
-                                    tracing::debug!(%path, error = %e, "unix socket: dial failed");
-                                }
+                            if let Err(e) =
+                                relay_to_host(&*host, &client, "unix", &path, &mut conn).await
+                            {
+                                tracing::debug!(%path, error = %e, "unix socket: dial failed");
                             }
                         });
                     }
@@ -553,6 +536,44 @@ impl Worker {
                 session: session_id.to_owned(),
             })
     }
+}
+
+/// The exit code of a run that commits nothing (a terminal, a service): zero or not.
+fn exit_code_of(
+    ran: Result<dagr_executor::ExecResult, dagr_executor::ExecError>,
+) -> Result<i32, WorkerError> {
+    match ran {
+        Ok(result) => Ok(result.exit_code),
+        Err(dagr_executor::ExecError::Failed { exit_code, .. }) => Ok(exit_code),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies both ways between two connections until each direction has ended, 64 KiB
+/// bytes at a time (tokio's default, 8 KiB, makes a tunnel's messages small and many).
+pub async fn splice<A, B>(a: &mut A, b: &mut B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await;
+}
+
+/// Relays `conn` to `address` on `client`'s host (`network` "tcp" or "unix") until both
+/// directions ended; a failed dial is returned (the caller decides what `conn` sees).
+pub async fn relay_to_host<S>(
+    host: &dyn crate::HostAccess,
+    client: &dagr_metadata::ClientRef,
+    network: &str,
+    address: &str,
+    conn: &mut S,
+) -> Result<(), crate::HostError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut remote = host.dial(client, network, address).await?;
+    splice(conn, &mut remote).await;
+    Ok(())
 }
 
 /// Logs a run's output chunks to the op's span, line by line, until the run drops its sink;
