@@ -111,6 +111,7 @@ pub(crate) fn copy(
             create_dest_path: true,
             allow_wildcard: false,
             follow_symlinks: false,
+            unpack_archive: false,
         }),
         inputs.into_vec(),
     )

@@ -788,9 +788,12 @@ impl BundleTask {
             id: id.clone(),
             source,
         };
-        let exec_network = cleanup
-            .network
-            .insert(network.acquire().map_err(network_err)?);
+        let acquired = if spec.network_disabled {
+            network.acquire_isolated()
+        } else {
+            network.acquire()
+        };
+        let exec_network = cleanup.network.insert(acquired.map_err(network_err)?);
         if let Some(names) = names {
             exec_network
                 .configure(&names.scope, &names.publish, names.aliases)
@@ -808,8 +811,12 @@ impl BundleTask {
         }
         std::fs::write(&hosts_file, hosts).map_err(prepare_err(&hosts_file))?;
         let resolv_conf_file = bundle.join("resolv.conf");
-        std::fs::write(&resolv_conf_file, network.resolv_conf())
-            .map_err(prepare_err(&resolv_conf_file))?;
+        let resolv_conf = if spec.network_disabled {
+            String::new()
+        } else {
+            network.resolv_conf()
+        };
+        std::fs::write(&resolv_conf_file, resolv_conf).map_err(prepare_err(&resolv_conf_file))?;
 
         let mounts = prepare_user_mounts(cleanup, &spec)?;
 

@@ -135,6 +135,8 @@ pub struct ExecSpec {
     /// Grant every capability and unmask `/proc` and `/sys` paths (Dagger's
     /// `insecureRootCapabilities`).
     pub insecure_root_capabilities: bool,
+    /// Loopback only, even on a bridged engine (no address, no DNS).
+    pub network_disabled: bool,
 }
 
 /// A mount on top of the rootfs.

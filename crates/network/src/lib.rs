@@ -407,6 +407,11 @@ impl Network {
         self.shared.prepare()
     }
 
+    /// A namespace with loopback only, whatever the mode (an exec that asked for no network).
+    pub fn acquire_isolated(&self) -> Result<ExecNetwork, NetworkError> {
+        self.shared.prepare_isolated()
+    }
+
     /// `/etc/resolv.conf` of execs: the engine's DNS server in bridge mode, nothing otherwise.
     pub fn resolv_conf(&self) -> String {
         match &self.shared.bridge {
@@ -501,17 +506,22 @@ impl Drop for Network {
 
 impl Shared {
     /// Blocking: a new namespace, with its veth and address in bridge mode.
-    fn prepare(self: &Arc<Self>) -> Result<ExecNetwork, NetworkError> {
+    fn prepare_isolated(self: &Arc<Self>) -> Result<ExecNetwork, NetworkError> {
         let path = self.netns_dir.join(format!("n-{}", random_suffix()));
+        Ok(ExecNetwork {
+            netns: Some(NetworkNamespace::create(&path)?),
+            address: None,
+            shared: self.clone(),
+            published: Vec::new(),
+            viewing: false,
+        })
+    }
+
+    fn prepare(self: &Arc<Self>) -> Result<ExecNetwork, NetworkError> {
         let Some(bridge) = &self.bridge else {
-            return Ok(ExecNetwork {
-                netns: Some(NetworkNamespace::create(&path)?),
-                address: None,
-                shared: self.clone(),
-                published: Vec::new(),
-                viewing: false,
-            });
+            return self.prepare_isolated();
         };
+        let path = self.netns_dir.join(format!("n-{}", random_suffix()));
         let address = bridge.ipam.lock().allocate()?;
         let mut network = ExecNetwork {
             netns: None,

@@ -146,6 +146,60 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Whether the stream read from `reader` is a tar archive, plain or compressed (what
+/// Dockerfile `ADD` extracts): its first block, decompressed, is a tar header (the `ustar`
+/// magic, or an old-style header whose checksum holds).
+pub fn is_tar_archive<R: Read>(reader: R) -> std::io::Result<bool> {
+    let mut buffered = BufReader::with_capacity(64 * 1024, reader);
+    let compression = Compression::detect(buffered.fill_buf()?);
+    let mut decoded: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+    };
+    let mut block = [0u8; 512];
+    let mut filled = 0;
+    while filled < block.len() {
+        match decoded.read(&mut block[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            // Compressed data that does not decode is not an archive.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(is_tar_header(&block))
+}
+
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    if &block[257..262] == b"ustar" {
+        return true;
+    }
+    // Old-style (v7) header: the checksum field (octal, at 148..156) is the sum of the header's
+    // bytes with the field itself counted as spaces.
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| ('0'..='7').contains(c))
+        .collect();
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    block[0] != 0 && stored == sum
+}
+
 /// Applies the layer read from `reader` onto the directory `root` (a prepared snapshot, mounted
 /// or plain). Blocking: run it on a blocking thread.
 pub fn apply_layer<R: Read>(

@@ -32,7 +32,7 @@ pub use diff::{DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP};
 pub use digest::{Digest, DigestError};
 pub use fsutil::Usage;
 pub use gc::{GcError, GcReport};
-pub use layer::{ApplyOptions, ApplyStats, Compression, LayerError, apply_layer};
+pub use layer::{ApplyOptions, ApplyStats, Compression, LayerError, apply_layer, is_tar_archive};
 pub use mount::{LinuxMounts, Mount, MountError, MountGuard, MountKind, MountSyscalls, mount_all};
 pub use snapshotter::{Backend, Info, Kind, Lease, SnapshotError, Snapshotter, SnapshotterOptions};
 pub use unpack::{LAYER_MEDIA_TYPES, LayerDescriptor, UnpackError, chain_id};

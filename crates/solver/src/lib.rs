@@ -23,9 +23,10 @@ mod solver;
 pub use index::{IndexEntry, IndexError};
 pub use key::{CacheKey, KeyError, canonical_op};
 pub use op::{
-    CacheSharing, ClientRef, CopyOp, Definition, DefinitionVertex, ExecOp, GraphError,
-    ImageArchiveOp, ImportImageOp, InputRef, KeyMode, MkDirOp, MkFileOp, Mount, MountSource, Op,
-    Owner, OwnerError, Platform, RmOp, ServiceBinding, SetTimestampsOp, Vertex,
+    CacheSharing, ClientRef, CopyOp, Definition, DefinitionVertex, ExecOp, GitAuth, GitOp,
+    GraphError, HostSocket, HttpOp, ImageArchiveOp, ImportImageOp, InputRef, KeyMode, MkDirOp,
+    MkFileOp, Mount, MountSource, Op, Owner, OwnerError, Platform, RmOp, ServiceBinding,
+    SetTimestampsOp, Vertex,
 };
 pub use runner::{OpRunner, ResultRef, RunCtx, RunError, RunOutput};
 pub use solver::{SolveError, Solved, Solver, SolverOptions};

@@ -151,6 +151,9 @@ pub struct ExecOp {
     /// service's hostname is a digest of its definition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_bindings: Vec<ServiceBinding>,
+    /// Loopback only: no address on the engine's network (Dockerfile `RUN --network=none`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub network_disabled: bool,
 }
 
 /// A service an exec binds: its hostname (which names its definition, see the worker's
@@ -265,6 +268,10 @@ pub struct CopyOp {
     pub allow_wildcard: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub follow_symlinks: bool,
+    /// A source file that is a tar archive (plain, gzip, bzip2 or xz) is extracted into `dest`
+    /// instead of copied, as Dockerfile `ADD` does; other files are copied.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unpack_archive: bool,
 }
 
 /// Remove `path` from `base`.
@@ -320,6 +327,61 @@ pub enum Op {
     ImageArchive(ImageArchiveOp),
     /// An image loaded from an OCI archive file.
     ImportImage(ImportImageOp),
+    /// A git repository's tree at a ref; the runner resolves the ref to a commit
+    /// ([`crate::OpRunner::resolve`]) and the cache key follows that commit.
+    Git(GitOp),
+    /// A file downloaded over HTTP(S); the runner downloads or revalidates it when resolving
+    /// and the cache key follows the content's digest.
+    Http(HttpOp),
+}
+
+/// The tree of `reference` in the git repository at `remote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitOp {
+    /// The repository URL (`https://`, `http://`, `git://`, `ssh://`, or scp-like
+    /// `user@host:path`), never with credentials in it.
+    pub remote: String,
+    /// A branch, tag, full ref (`refs/...`), `HEAD`, or a full commit hash.
+    pub reference: String,
+    /// Keep the `.git` directory (a shallow repository at the commit).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_git_dir: bool,
+    /// HTTP authentication from a secret of the session (by digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<GitAuth>,
+    /// SSH: the client's agent socket forwarded to `ssh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_auth_socket: Option<HostSocket>,
+    /// SSH: `known_hosts` lines to check the server's key against.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ssh_known_hosts: String,
+}
+
+/// How a git remote over HTTP is authenticated: the secret holds a token (sent as basic auth
+/// with user `x-access-token`) or a whole `Authorization` header value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GitAuth {
+    Token { secret_id: String },
+    Header { secret_id: String },
+}
+
+/// A unix socket on a client's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSocket {
+    pub session_id: String,
+    pub client_id: String,
+    pub path: String,
+}
+
+/// The file at `url`, written as `filename` in a new filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpOp {
+    pub url: String,
+    pub filename: String,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// Build an OCI image of `rootfs` (on the layers of `base_manifest` when given) and write it as
@@ -380,6 +442,8 @@ impl Op {
             Op::SetTimestamps(_) => "set_timestamps",
             Op::ImageArchive(_) => "image_archive",
             Op::ImportImage(_) => "import_image",
+            Op::Git(_) => "git",
+            Op::Http(_) => "http",
         }
     }
 
@@ -400,6 +464,8 @@ impl Op {
             Op::SetTimestamps(op) => format!("set timestamps of {}", op.path),
             Op::ImageArchive(_) => "write image archive".to_owned(),
             Op::ImportImage(op) => format!("import image from {}", op.path),
+            Op::Git(op) => format!("git {} {}", op.remote, op.reference),
+            Op::Http(op) => format!("download {}", op.url),
         }
     }
 
@@ -408,7 +474,7 @@ impl Op {
         match self {
             // A reference pinned to a digest names immutable content: no resolution needed.
             Op::Image { reference, .. } if reference.contains("@sha256:") => KeyMode::Structural,
-            Op::Image { .. } => KeyMode::Resolved,
+            Op::Image { .. } | Op::Git(_) | Op::Http(_) => KeyMode::Resolved,
             Op::HostDir { .. } => KeyMode::Content,
             _ => KeyMode::Structural,
         }
@@ -424,7 +490,9 @@ impl Op {
     /// Every input reference the op makes.
     pub fn input_refs(&self) -> Vec<InputRef> {
         match self {
-            Op::Image { .. } | Op::HostDir { .. } | Op::Empty => Vec::new(),
+            Op::Image { .. } | Op::HostDir { .. } | Op::Empty | Op::Git(_) | Op::Http(_) => {
+                Vec::new()
+            }
             Op::Exec(exec) => exec
                 .mounts
                 .iter()

@@ -281,6 +281,7 @@ fn other_ops_fields_and_inputs_change_the_key() {
                 create_dest_path: true,
                 allow_wildcard: false,
                 follow_symlinks: false,
+                unpack_archive: false,
             }),
             vec![Arc::clone(&a), Arc::clone(&b)],
         )

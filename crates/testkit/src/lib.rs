@@ -4,12 +4,16 @@
 //! - [`image`]: that image as an OCI layout and archive, built from the host's static busybox;
 //! - [`EngineProcess`]: a `dagr-engine` child on a temp state dir, listening on 127.0.0.1:0 and a
 //!   unix socket, killed on drop;
-//! - [`metric`]: one value out of the engine's `/metrics` text.
+//! - [`metric`]: one value out of the engine's `/metrics` text;
+//! - [`git::GitServer`]: bare repositories served by `git daemon` and `git http-backend`;
+//! - [`http::FileServer`]: files over HTTP with `ETag` revalidation.
 //!
 //! Everything listens on loopback only and dies with the test process (PR_SET_PDEATHSIG).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod git;
+pub mod http;
 pub mod image;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -118,7 +122,7 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
     })
 }
 
-fn wait_for_port(addr: &str) {
+pub fn wait_for_port(addr: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if TcpStream::connect(addr).is_ok() {

@@ -29,6 +29,12 @@ pub enum FsError {
     IsADirectory { path: String },
     #[error(transparent)]
     Pattern(#[from] dagr_pathfilter::PatternError),
+    #[error("{path}: extracting archive: {source}")]
+    Archive {
+        path: String,
+        #[source]
+        source: Box<dagr_snapshot::LayerError>,
+    },
 }
 
 fn io_err(path: &str) -> impl FnOnce(io::Error) -> FsError + '_ {
@@ -176,6 +182,11 @@ pub struct CopyOptions {
     /// Override the mode of copied regular files.
     pub mode: Option<u32>,
     pub owner: Option<Owner>,
+    /// `src` may hold glob patterns (`*`, `?`, `[...]`) in any component: every match is
+    /// copied, and at least one must exist.
+    pub allow_wildcard: bool,
+    /// A source file that is a tar archive (plain, gzip or zstd) is extracted into `dest`.
+    pub unpack_archive: bool,
 }
 
 /// What [`copy`] did.
@@ -188,7 +199,9 @@ pub struct CopyStats {
 
 /// Copies `src` of `src_root` to `dest` of `dest_root`. A directory source has its *contents*
 /// merged into `dest` (created if missing), filtered by the patterns; a file source is written at
-/// `dest` (parents created), or inside `dest` under its own name when `dest` is a directory. Modes, symlinks (not followed), owners and mtimes are kept.
+/// `dest` (parents created), or inside `dest` under its own name when `dest` is a directory,
+/// ends with `/`, or several sources matched a wildcard. Modes, symlinks (not followed), owners
+/// and mtimes are kept.
 pub fn copy(
     src_root: &Path,
     src: &str,
@@ -196,12 +209,39 @@ pub fn copy(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<CopyStats, FsError> {
+    let sources = if opts.allow_wildcard && has_glob(src) {
+        let matches = glob_in_root(src_root, src)?;
+        if matches.is_empty() {
+            return Err(FsError::NotFound { path: src.into() });
+        }
+        matches
+    } else {
+        vec![src.to_owned()]
+    };
+    let into_dir = dest.ends_with('/') || sources.len() > 1;
+    let mut stats = CopyStats::default();
+    for source in &sources {
+        copy_one(
+            src_root, source, dest_root, dest, into_dir, opts, &mut stats,
+        )?;
+    }
+    Ok(stats)
+}
+
+fn copy_one(
+    src_root: &Path,
+    src: &str,
+    dest_root: &Path,
+    dest: &str,
+    into_dir: bool,
+    opts: &CopyOptions,
+    stats: &mut CopyStats,
+) -> Result<(), FsError> {
     let from = resolve_in_root(src_root, src, true)?;
     let md = fs::symlink_metadata(&from).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => FsError::NotFound { path: src.into() },
         _ => io_err(src)(e),
     })?;
-    let mut stats = CopyStats::default();
     if md.is_dir() {
         let filter = PathFilter::new(&opts.include, &opts.exclude)?;
         let to = mkdir_all(dest_root, dest)?;
@@ -210,21 +250,82 @@ pub fn copy(
         let mut walker = TreeCopy {
             filter: &filter,
             opts,
-            stats: &mut stats,
+            stats,
             shown: src,
         };
         walker.dir(&from, &to, Path::new(""), false)?;
-    } else {
-        // BuildKit's rule: a file copied onto an existing directory lands inside it.
-        let existing = resolve_in_root(dest_root, dest, true)?;
-        let to = if existing.is_dir() {
-            existing.join(file_name(src)?)
-        } else {
-            mkdir_all(dest_root, parent_of(dest))?.join(file_name(dest)?)
-        };
-        copy_entry(&from, &to, &md, opts, &mut stats).map_err(io_err(dest))?;
+        return Ok(());
     }
-    Ok(stats)
+    if opts.unpack_archive && md.is_file() && is_archive(&from).map_err(io_err(src))? {
+        let to = mkdir_all(dest_root, dest)?;
+        let archive = fs::File::open(&from).map_err(io_err(src))?;
+        let applied =
+            dagr_snapshot::apply_layer(archive, &to, &dagr_snapshot::ApplyOptions::default())
+                .map_err(|e| FsError::Archive {
+                    path: src.into(),
+                    source: Box::new(e),
+                })?;
+        stats.files += applied.entries;
+        stats.bytes += applied.file_bytes;
+        return Ok(());
+    }
+    // BuildKit's rule: a file copied onto an existing directory lands inside it.
+    let existing = resolve_in_root(dest_root, dest, true)?;
+    let to = if into_dir {
+        mkdir_all(dest_root, dest)?.join(file_name(src)?)
+    } else if existing.is_dir() {
+        existing.join(file_name(src)?)
+    } else {
+        mkdir_all(dest_root, parent_of(dest))?.join(file_name(dest)?)
+    };
+    copy_entry(&from, &to, &md, opts, stats).map_err(io_err(dest))
+}
+
+fn is_archive(path: &Path) -> io::Result<bool> {
+    dagr_snapshot::is_tar_archive(fs::File::open(path)?)
+}
+
+fn has_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// The paths inside `root` matching `pattern` (glob components, `*` not crossing `/`), sorted.
+fn glob_in_root(root: &Path, pattern: &str) -> Result<Vec<String>, FsError> {
+    let mut found = vec![String::new()];
+    for component in pattern.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let mut next = Vec::new();
+        for prefix in &found {
+            if !has_glob(component) {
+                next.push(format!("{prefix}/{component}"));
+                continue;
+            }
+            let matcher = globset::GlobBuilder::new(component)
+                .literal_separator(true)
+                .build()
+                .map_err(|source| dagr_pathfilter::PatternError {
+                    pattern: component.to_owned(),
+                    source,
+                })?
+                .compile_matcher();
+            let dir = resolve_in_root(root, if prefix.is_empty() { "/" } else { prefix }, true)?;
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| matcher.is_match(name))
+                .collect();
+            names.sort();
+            next.extend(names.into_iter().map(|n| format!("{prefix}/{n}")));
+        }
+        found = next;
+    }
+    Ok(found
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .filter(|p| resolve_in_root(root, p, false).is_ok_and(|r| fs::symlink_metadata(r).is_ok()))
+        .collect())
 }
 
 struct TreeCopy<'a> {
@@ -637,6 +738,64 @@ mod tests {
             set_timestamps(d.path(), "/nope", 1),
             Err(FsError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn wildcard_copies_every_match_and_archives_are_unpacked() {
+        let s = tempfile::tempdir().expect("tmp");
+        let t = tempfile::tempdir().expect("tmp");
+        let src = s.path();
+        fs::create_dir_all(src.join("a/conf")).expect("mkdir");
+        fs::write(src.join("a/one.txt"), "1").expect("w");
+        fs::write(src.join("a/two.txt"), "2").expect("w");
+        fs::write(src.join("a/three.md"), "3").expect("w");
+        fs::write(src.join("a/conf/x.txt"), "x").expect("w");
+        let wild = CopyOptions {
+            allow_wildcard: true,
+            ..Default::default()
+        };
+        copy(src, "a/*.txt", t.path(), "/out", &wild).expect("copy");
+        let out = t.path().join("out");
+        assert_eq!(fs::read_to_string(out.join("one.txt")).expect("r"), "1");
+        assert_eq!(fs::read_to_string(out.join("two.txt")).expect("r"), "2");
+        assert!(!out.join("three.md").exists());
+        // A directory match copies its contents; a single file into a `/` dest lands inside.
+        copy(src, "a/c?nf", t.path(), "/conf", &wild).expect("copy dir");
+        assert!(t.path().join("conf/x.txt").exists());
+        copy(src, "a/three.md", t.path(), "/docs/", &wild).expect("copy into dir");
+        assert!(t.path().join("docs/three.md").is_file());
+        assert!(matches!(
+            copy(src, "a/*.rs", t.path(), "/x", &wild),
+            Err(FsError::NotFound { .. })
+        ));
+
+        // A gzipped tar is extracted with `unpack_archive`, copied as a file without.
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut header = tar::Header::new_ustar();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "inside/hello", &b"hello"[..])
+            .expect("append");
+        let gz = builder.into_inner().expect("tar").finish().expect("gz");
+        fs::write(src.join("a.tar.gz"), gz).expect("w");
+        let unpack = CopyOptions {
+            unpack_archive: true,
+            ..Default::default()
+        };
+        copy(src, "a.tar.gz", t.path(), "/x/", &unpack).expect("unpack");
+        assert_eq!(
+            fs::read_to_string(t.path().join("x/inside/hello")).expect("r"),
+            "hello"
+        );
+        copy(src, "a/one.txt", t.path(), "/y/", &unpack).expect("plain file");
+        assert!(t.path().join("y/one.txt").is_file());
+        copy(src, "a.tar.gz", t.path(), "/z/", &CopyOptions::default()).expect("copied");
+        assert!(t.path().join("z/a.tar.gz").is_file());
     }
 
     #[test]

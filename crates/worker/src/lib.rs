@@ -100,6 +100,16 @@ pub enum WorkerError {
     },
     #[error("worker task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Git(Box<dagr_source::GitError>),
+    #[error(transparent)]
+    Http(Box<dagr_source::HttpError>),
+}
+
+impl WorkerError {
+    fn git(e: dagr_source::GitError) -> Self {
+        WorkerError::Git(Box::new(e))
+    }
 }
 
 impl From<dagr_executor::ExecError> for WorkerError {
@@ -151,6 +161,8 @@ pub struct WorkerConfig {
     pub exec_limits: dagr_executor::ExecLimits,
     /// Where execs get their network (default: loopback-only namespaces under `exec/netns`).
     pub network: Option<Arc<dagr_executor::Network>>,
+    /// The `git` binary git sources run (default: `git` on the `PATH`).
+    pub git_binary: PathBuf,
 }
 
 impl WorkerConfig {
@@ -164,6 +176,7 @@ impl WorkerConfig {
             // Dagger returns an exec's whole output; keep up to this much of each stream.
             output_cap: 16 << 20,
             network: None,
+            git_binary: PathBuf::from("git"),
             exec_limits: dagr_executor::ExecLimits {
                 pids: Some(DEFAULT_PIDS_LIMIT),
                 memory_bytes: None,
@@ -200,6 +213,8 @@ struct Inner {
     registry_auth: Arc<dyn SessionRegistryAuth>,
     /// Starts the services execs bind; set once the API exists.
     services: std::sync::OnceLock<Arc<dyn ServiceStarter>>,
+    git: dagr_source::Git,
+    http: dagr_source::HttpFetcher,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -288,6 +303,8 @@ impl Worker {
                 nested,
                 registry_auth,
                 services: std::sync::OnceLock::new(),
+                git: dagr_source::Git::new(config.git_binary.clone()),
+                http: dagr_source::HttpFetcher::new(),
             }),
         })
     }
@@ -412,6 +429,8 @@ impl Worker {
             Op::ImageArchive(op) => self.run_image_archive(op, input(&op.rootfs)?).await,
             Op::ImportImage(op) => self.run_import_image(op, input(&op.archive)?).await,
             Op::SetTimestamps(op) => self.run_set_timestamps(op, input(&op.base)?).await,
+            Op::Git(op) => self.run_git(op, ctx).await,
+            Op::Http(op) => self.run_http(op, ctx).await,
         }
     }
 }
@@ -429,12 +448,30 @@ impl OpRunner for Worker {
     }
 
     async fn resolve(&self, vertex: &Vertex, ctx: &RunCtx) -> Result<Option<String>, RunError> {
-        let Op::Image {
-            reference,
-            platform,
-        } = vertex.op()
-        else {
-            return Ok(None);
+        let (reference, platform) = match vertex.op() {
+            Op::Image {
+                reference,
+                platform,
+            } => (reference, platform),
+            Op::Git(op) => {
+                let span = ctx.span().start_with(
+                    format!("resolve {} {}", op.remote, op.reference),
+                    vec![(dagr_telemetry::attr::INTERNAL, true.into())],
+                );
+                let commit = self.resolve_git(op, ctx).await;
+                span.end_with(&commit);
+                return commit.map(Some).map_err(RunError::new);
+            }
+            Op::Http(op) => {
+                let span = ctx.span().start_with(
+                    format!("download {}", op.url),
+                    vec![(dagr_telemetry::attr::INTERNAL, true.into())],
+                );
+                let digest = self.resolve_http(op).await;
+                span.end_with(&digest);
+                return digest.map(Some).map_err(RunError::new);
+            }
+            _ => return Ok(None),
         };
         let parsed = Reference::parse(reference).map_err(RunError::new)?;
         if let Some(d) = parsed.digest() {

@@ -325,6 +325,7 @@ async fn file_ops_secrets_and_mount_outputs() {
             create_dest_path: true,
             allow_wildcard: false,
             follow_symlinks: false,
+            unpack_archive: false,
         }),
         vec![empty, with_file.clone()],
     )

@@ -205,6 +205,7 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
                 hostname: b.service.hostname.clone(),
             })
             .collect(),
+        network_disabled: false,
     };
     let vertex = Vertex::new(Op::Exec(op), inputs.into_vec()).map_err(graph_err)?;
     let mut next = c;

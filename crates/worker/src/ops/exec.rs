@@ -61,8 +61,8 @@ const RELAY_BUFFER: usize = 64 << 10;
 
 /// A unix socket listening in the worker's work directory, each connection forwarded to a
 /// socket of a client's host; dropping it stops forwarding and removes the socket file.
-struct SocketForward {
-    path: PathBuf,
+pub(crate) struct SocketForward {
+    pub(crate) path: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -203,6 +203,7 @@ impl Worker {
             hostname: op.hostname.clone().unwrap_or_default(),
             mounts,
             insecure_root_capabilities: op.insecure_root_capabilities,
+            network_disabled: op.network_disabled,
         };
         let mut options = RunOptions::default();
         let mut services = None;
@@ -487,7 +488,7 @@ impl Worker {
 
     /// A unix socket in the work directory (owned by `uid:gid`) whose connections are
     /// forwarded to `path` on `client`'s host.
-    fn forward_socket(
+    pub(crate) fn forward_socket(
         &self,
         client: dagr_metadata::ClientRef,
         path: String,
@@ -527,7 +528,7 @@ impl Worker {
         Ok(forward)
     }
 
-    fn secret(&self, session_id: &str, id: &str) -> Result<Bytes, WorkerError> {
+    pub(crate) fn secret(&self, session_id: &str, id: &str) -> Result<Bytes, WorkerError> {
         self.inner
             .secrets
             .secret(session_id, id)

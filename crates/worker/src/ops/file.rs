@@ -90,6 +90,8 @@ impl Worker {
             exclude: op.exclude.clone(),
             mode: op.mode,
             owner: op.owner,
+            allow_wildcard: op.allow_wildcard,
+            unpack_archive: op.unpack_archive,
         };
         self.run_file_op(
             base,

@@ -4,10 +4,13 @@
 //! - [`exec`] runs `Exec` and interactive terminals;
 //! - [`file`] runs `MkFile`, `MkDir`, `Rm`, `Copy`, `Diff` and `SetTimestamps`;
 //! - [`host`] runs `HostDir`;
-//! - [`archive`] runs `ImageArchive` and `ImportImage`.
+//! - [`archive`] runs `ImageArchive` and `ImportImage`;
+//! - [`git`] resolves and runs `Git`; [`http`] resolves (downloads) and runs `Http`.
 
 pub(crate) mod archive;
 pub(crate) mod exec;
 pub(crate) mod file;
+pub(crate) mod git;
 pub(crate) mod host;
+pub(crate) mod http;
 pub(crate) mod image;

@@ -1,0 +1,1 @@
+//! dagr-dockerfile: Dockerfiles parsed and translated into solver ops.
