@@ -171,7 +171,7 @@ fn entries() -> Field {
                 let dir = dagr_worker::fsops::resolve_in_root(root, &path, true)
                     .map_err(|e| e.to_string())?;
                 let mut names: Vec<String> = std::fs::read_dir(&dir)
-                    .map_err(|e| format!("{path}: {e}"))?
+                    .map_err(|e| path_error(&path, &e))?
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect();
@@ -220,7 +220,7 @@ fn glob() -> Field {
                         found.push(rel.to_string_lossy().into_owned());
                     }
                 })
-                .map_err(|e| format!("{path}: {e}"))?;
+                .map_err(|e| path_error(&path, &e))?;
                 found.sort();
                 Ok(Value::leaf_list(found))
             })
@@ -556,9 +556,63 @@ fn sync() -> Field {
         let s = services(&ctx)?;
         let caller = caller(&ctx)?;
         let d = ctx.parent_arc::<Directory>()?;
-        s.snapshot_of(&caller, &d.fs).await?;
+        let snapshot = s.snapshot_of(&caller, &d.fs).await?;
+        check_kind(&s, &snapshot, &d.path, PathKind::Directory).await?;
         Ok(Value::leaf(ctx.parent_chain().id()))
     })
+}
+
+/// What a path must be for [`check_kind`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathKind {
+    Directory,
+    File,
+}
+
+/// Fails unless `path` of `snapshot` exists and is of `kind` (symlinks followed inside the
+/// snapshot), with Dagger's wording: `<path>: no such file or directory`, `not a directory`,
+/// `is a directory`.
+pub(crate) async fn check_kind(
+    s: &Services,
+    snapshot: &str,
+    path: &str,
+    kind: PathKind,
+) -> Result<(), FieldError> {
+    let path = path.to_owned();
+    read_view(s, snapshot, move |root| {
+        let resolved =
+            dagr_worker::fsops::resolve_in_root(root, &path, true).map_err(|e| e.to_string())?;
+        let md = std::fs::metadata(&resolved).map_err(|e| path_error(&path, &e))?;
+        match (kind, md.is_dir()) {
+            (PathKind::Directory, false) => Err(format!("{path}: not a directory")),
+            (PathKind::File, true) => Err(format!("{path}: is a directory")),
+            _ => Ok(Value::Null),
+        }
+    })
+    .await
+    .map(drop)
+}
+
+/// `<path>: <reason>` for an IO error on a path inside a snapshot, in the lower-case wording
+/// SDK users match on (`no such file or directory`, as Dagger words it).
+pub(crate) fn path_error(path: &str, e: &std::io::Error) -> String {
+    let reason = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::NotADirectory => "not a directory".to_owned(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            // Drop std's " (os error N)" suffix and lower the first letter, like Go's errors.
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => text,
+            }
+        }
+    };
+    format!("{path}: {reason}")
 }
 
 /// The directory at `d`'s path on a new filesystem (what every `Directory` file op returns).

@@ -37,7 +37,7 @@ fn contents() -> Field {
         read_view(&s, &snapshot, move |root| {
             let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
                 .map_err(|e| e.to_string())?;
-            let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
+            let md = std::fs::metadata(&p).map_err(|e| crate::directory::path_error(&path, &e))?;
             if md.is_dir() {
                 return Err(format!("{path}: is a directory"));
             }
@@ -47,7 +47,7 @@ fn contents() -> Field {
                     md.len()
                 ));
             }
-            let bytes = std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?;
+            let bytes = std::fs::read(&p).map_err(|e| crate::directory::path_error(&path, &e))?;
             Ok(Value::leaf(String::from_utf8_lossy(&bytes).into_owned()))
         })
         .await
@@ -65,7 +65,7 @@ fn size() -> Field {
         read_view(&s, &snapshot, move |root| {
             let p = dagr_worker::fsops::resolve_in_root(root, &path, true)
                 .map_err(|e| e.to_string())?;
-            let md = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
+            let md = std::fs::metadata(&p).map_err(|e| crate::directory::path_error(&path, &e))?;
             Ok(Value::leaf(md.len()))
         })
         .await
@@ -168,7 +168,9 @@ fn sync() -> Field {
         let s = services(&ctx)?;
         let caller = caller(&ctx)?;
         let f = ctx.parent_arc::<File>()?;
-        s.snapshot_of(&caller, &f.fs).await?;
+        let snapshot = s.snapshot_of(&caller, &f.fs).await?;
+        crate::directory::check_kind(&s, &snapshot, &f.path, crate::directory::PathKind::File)
+            .await?;
         Ok(Value::leaf(ctx.parent_chain().id()))
     })
 }

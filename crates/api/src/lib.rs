@@ -15,6 +15,9 @@
 //!   lifecycle in [`RunningServices`] (one instance per session and hostname, started by the
 //!   execs that bind it or `Service.start`, stopped when nothing holds it); the worker starts an
 //!   exec's bindings through it ([`dagr_worker::ServiceStarter`]).
+//! - Sources (`git`, `http`): `Query.git` gives `GitRepository` / `GitRef` whose trees are
+//!   [`dagr_solver::Op::Git`] vertices keyed by the commit a ref resolves to; `Query.http` gives a
+//!   file of an [`dagr_solver::Op::Http`] vertex keyed by the downloaded content.
 //! - A failed exec answers the `EXEC_ERROR` extension; secret plaintexts are scrubbed from
 //!   outputs and errors and never appear in IDs.
 //! - Each field is one function that declares it, its arguments (a [`dagr_gql::Args`] struct
@@ -26,6 +29,8 @@ mod args;
 mod container;
 mod directory;
 mod file;
+mod git;
+mod http;
 mod ownership;
 mod query;
 mod service;
@@ -331,6 +336,7 @@ pub fn schema() -> Result<Schema, SchemaError> {
     let builder = directory::register(builder);
     let builder = container::register_terminal(builder);
     let builder = service::register(builder);
+    let builder = git::register(builder);
     builder.finish()
 }
 

@@ -62,6 +62,8 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(host())
         .field(cache_volume())
         .field(set_secret())
+        .field(crate::git::query_git())
+        .field(crate::http::query_http())
         .field(crate::container::query_socket());
     let host = Object::new("Host")
         .with_id()

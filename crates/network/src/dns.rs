@@ -140,6 +140,17 @@ impl DnsTable {
         }
     }
 
+    /// The address `name` (bare or under [`DOMAIN`]) is published under in `scope`: how the
+    /// engine itself reaches a service (the engine asks no DNS server).
+    pub fn lookup(&self, scope: &str, name: &str) -> Option<Ipv4Addr> {
+        let (local, _) = local_part(name);
+        self.inner
+            .read()
+            .names
+            .get(&(scope.to_owned(), local))
+            .copied()
+    }
+
     /// Names published, in every scope (for leak checks).
     pub fn published(&self) -> usize {
         self.inner.read().names.len()

@@ -355,6 +355,10 @@ pub struct GitOp {
     /// SSH: `known_hosts` lines to check the server's key against.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ssh_known_hosts: String,
+    /// Services of the session started for the fetch, whose hostnames the URL may name (part
+    /// of the key: a service's hostname is a digest of its definition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_hostnames: Vec<String>,
 }
 
 /// How a git remote over HTTP is authenticated: the secret holds a token (sent as basic auth
@@ -382,6 +386,9 @@ pub struct HttpOp {
     pub mode: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// Services started for the download (see [`GitOp::service_hostnames`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_hostnames: Vec<String>,
 }
 
 /// Build an OCI image of `rootfs` (on the layers of `base_manifest` when given) and write it as

@@ -9,6 +9,8 @@
 //! `GIT_CONFIG_*` environment entries, which other users cannot read (unlike arguments), and every
 //! error text has them replaced by `***`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -107,21 +109,91 @@ pub struct GitRemote {
     url: String,
     pub credentials: Option<GitCredentials>,
     pub ssh: SshSettings,
+    /// Host names that reach the given addresses (services of a session, unknown to DNS).
+    pub hosts: HashMap<String, IpAddr>,
 }
 
 impl GitRemote {
-    /// Checks the URL's form (see the module docs).
+    /// Checks the URL's form (see the module docs); `host.name/path` without a scheme means
+    /// `https://host.name/path`, as in BuildKit.
     pub fn new(url: &str) -> Result<GitRemote, GitError> {
-        check_url(url)?;
+        let url = match url.split_once('/') {
+            Some((host, _))
+                if !url.contains(':')
+                    && host.contains('.')
+                    && host.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+            {
+                format!("https://{url}")
+            }
+            _ => url.to_owned(),
+        };
+        check_url(&url)?;
         Ok(GitRemote {
-            url: url.to_owned(),
+            url,
             credentials: None,
             ssh: SshSettings::default(),
+            hosts: HashMap::new(),
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL's host and port (the scheme's default when none is written).
+    fn host_port(&self) -> Option<(String, u16)> {
+        let (scheme, rest) = match self.url.split_once("://") {
+            Some((scheme, rest)) => (scheme, rest),
+            // scp-like: `[user@]host:path`.
+            None => {
+                let host = self.url.split(':').next()?;
+                let host = host.rsplit('@').next()?;
+                return Some((host.to_ascii_lowercase(), 22));
+            }
+        };
+        let authority = rest.split('/').next()?;
+        let authority = authority.rsplit('@').next()?;
+        let default = match scheme {
+            "https" => 443,
+            "http" => 80,
+            "git" => 9418,
+            _ => 22,
+        };
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                Some((host.to_ascii_lowercase(), port.parse().ok()?))
+            }
+            _ => Some((authority.to_ascii_lowercase(), default)),
+        }
+    }
+
+    /// The URL to connect with: for `git://` and SSH, a host of [`GitRemote::hosts`] replaced
+    /// by its address (HTTP keeps the name, for TLS and virtual hosts, and gets
+    /// `http.curloptResolve` instead).
+    fn connect_url(&self) -> String {
+        let Some((host, _)) = self.host_port() else {
+            return self.url.clone();
+        };
+        match self.hosts.get(&host) {
+            Some(ip) if !self.url.starts_with("http") => {
+                self.url.replacen(&host, &ip.to_string(), 1)
+            }
+            _ => self.url.clone(),
+        }
+    }
+
+    /// `http.curloptResolve` entries (`host:port:address`) for HTTP(S) remotes.
+    fn curl_resolve(&self) -> Option<String> {
+        if !self.url.starts_with("http") {
+            return None;
+        }
+        let (host, port) = self.host_port()?;
+        self.hosts
+            .get(&host)
+            .map(|ip| format!("{host}:{port}:{ip}"))
     }
 
     /// Replaces every credential in `text` by `***`.
@@ -216,7 +288,11 @@ impl Git {
             ]
         };
         let home = scratch_home().await?;
-        let mut args = vec!["ls-remote".to_owned(), "--".to_owned(), remote.url.clone()];
+        let mut args = vec![
+            "ls-remote".to_owned(),
+            "--".to_owned(),
+            remote.connect_url(),
+        ];
         for candidate in &candidates {
             // Patterns match whole names: the peeled line of an annotated tag needs its own.
             args.push(candidate.clone());
@@ -267,9 +343,10 @@ impl Git {
         .await?;
         // By commit first (protocol v2 servers allow it); servers that refuse unadvertised
         // objects get the ref instead, which must still point at the commit.
+        let url = remote.connect_url();
         let by_commit = run(
             "fetch",
-            s(&["fetch", "-q", "--depth=1", "--no-tags", "origin", commit]),
+            s(&["fetch", "-q", "--depth=1", "--no-tags", &url, commit]),
         )
         .await;
         if let Err(first) = by_commit {
@@ -278,7 +355,7 @@ impl Git {
             }
             run(
                 "fetch",
-                s(&["fetch", "-q", "--depth=1", "--no-tags", "origin", reference]),
+                s(&["fetch", "-q", "--depth=1", "--no-tags", &url, reference]),
             )
             .await?;
             let fetched = run("rev-parse", s(&["rev-parse", "FETCH_HEAD^{commit}"])).await?;
@@ -342,6 +419,9 @@ impl Git {
         let mut config = Vec::new();
         if let Some(credentials) = &remote.credentials {
             config.push(("http.extraHeader".to_owned(), credentials.header()));
+        }
+        if let Some(resolve) = remote.curl_resolve() {
+            config.push(("http.curloptResolve".to_owned(), resolve));
         }
         for (i, (key, value)) in config.iter().enumerate() {
             command
@@ -445,6 +525,12 @@ mod tests {
         ] {
             assert!(GitRemote::new(ok).is_ok(), "{ok}");
         }
+        assert_eq!(
+            GitRemote::new("github.com/dagger/dagger")
+                .expect("host/path")
+                .url(),
+            "https://github.com/dagger/dagger"
+        );
         for bad in [
             "file:///etc",
             "/srv/repo.git",
@@ -495,6 +581,31 @@ mod tests {
             format!("{:?}", remote.credentials),
             "Some(Token(***))".to_owned()
         );
+    }
+
+    #[test]
+    fn service_hosts_are_reached_by_address() {
+        let ip: IpAddr = "10.87.0.9".parse().expect("ip");
+        let with_host = |url: &str| {
+            let mut remote = GitRemote::new(url).expect("url");
+            remote.hosts.insert("svc".into(), ip);
+            remote
+        };
+        let git = with_host("git://svc/repo.git");
+        assert_eq!(git.connect_url(), "git://10.87.0.9/repo.git");
+        assert_eq!(git.curl_resolve(), None);
+        let http = with_host("http://svc:8080/repo.git");
+        assert_eq!(http.connect_url(), "http://svc:8080/repo.git");
+        assert_eq!(http.curl_resolve().as_deref(), Some("svc:8080:10.87.0.9"));
+        assert_eq!(
+            with_host("https://svc/r").curl_resolve().as_deref(),
+            Some("svc:443:10.87.0.9")
+        );
+        assert_eq!(
+            with_host("git@svc:r.git").connect_url(),
+            "git@10.87.0.9:r.git"
+        );
+        assert_eq!(with_host("git://other/r").connect_url(), "git://other/r");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! costs one round trip and no transfer. Redirects are followed (at most
 //! [`MAX_REDIRECTS`]); only `http` and `https` URLs are accepted.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -13,6 +16,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -90,6 +94,37 @@ pub enum Fetched {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
+/// A pooled client over `http` (TLS with the public roots for `https`).
+fn client_with<R>(
+    mut http: HttpConnector<R>,
+) -> Client<HttpsConnector<HttpConnector<R>>, Empty<Bytes>>
+where
+    R: tower::Service<Name> + Clone + Send + Sync + 'static,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R::Future: Send,
+{
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(30)));
+    http.set_nodelay(true);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider) {
+            Ok(with_roots) => with_roots,
+            // ring supports the default protocol versions; not expected to happen.
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+        };
+    let https = builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(2)
+        .build(https)
+}
+
 /// Downloads URLs; cheap to clone (one connection pool).
 #[derive(Clone)]
 pub struct HttpFetcher {
@@ -105,27 +140,8 @@ impl Default for HttpFetcher {
 impl HttpFetcher {
     /// A fetcher trusting the public (webpki) roots.
     pub fn new() -> HttpFetcher {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(30)));
-        http.set_nodelay(true);
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match builder.with_provider_and_webpki_roots(provider) {
-            Ok(with_roots) => with_roots,
-            // ring supports the default protocol versions; not expected to happen.
-            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
-        };
-        let https = builder
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
         HttpFetcher {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(2)
-                .build(https),
+            client: client_with(HttpConnector::new()),
         }
     }
 
@@ -137,6 +153,47 @@ impl HttpFetcher {
         previous: Option<&Validators>,
         dest: &Path,
     ) -> Result<Fetched, HttpError> {
+        Self::fetch_with(&self.client, url, previous, dest).await
+    }
+
+    /// [`HttpFetcher::fetch`], with the host names in `hosts` reaching the given addresses
+    /// (services of a session, which no DNS server the engine asks knows). A client of its own,
+    /// for this download only.
+    pub async fn fetch_via(
+        &self,
+        url: &str,
+        previous: Option<&Validators>,
+        dest: &Path,
+        hosts: &HashMap<String, IpAddr>,
+    ) -> Result<Fetched, HttpError> {
+        if hosts.is_empty() {
+            return self.fetch(url, previous, dest).await;
+        }
+        let hosts = Arc::new(hosts.clone());
+        let resolver = tower::service_fn(move |name: Name| {
+            let hosts = hosts.clone();
+            async move {
+                if let Some(ip) = hosts.get(&name.as_str().to_ascii_lowercase()) {
+                    return Ok::<_, std::io::Error>(vec![SocketAddr::new(*ip, 0)].into_iter());
+                }
+                let found: Vec<SocketAddr> =
+                    tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+                Ok(found.into_iter())
+            }
+        });
+        let client = client_with(HttpConnector::new_with_resolver(resolver));
+        Self::fetch_with(&client, url, previous, dest).await
+    }
+
+    async fn fetch_with<C>(
+        client: &Client<C, Empty<Bytes>>,
+        url: &str,
+        previous: Option<&Validators>,
+        dest: &Path,
+    ) -> Result<Fetched, HttpError>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    {
         let mut current = check_url(url)?;
         let mut shown = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
@@ -154,7 +211,7 @@ impl HttpFetcher {
                 .body(Empty::new())
                 .map_err(|_| HttpError::UnsupportedUrl { url: shown.clone() })?;
             let response =
-                match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(request)).await {
+                match tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request)).await {
                     Ok(Ok(response)) => response,
                     Ok(Err(source)) => return Err(HttpError::Request { url: shown, source }),
                     Err(_) => return Err(HttpError::Timeout { url: shown }),

@@ -458,7 +458,7 @@ impl OpRunner for Worker {
                     format!("resolve {} {}", op.remote, op.reference),
                     vec![(dagr_telemetry::attr::INTERNAL, true.into())],
                 );
-                let commit = self.resolve_git(op, ctx).await;
+                let commit = self.git_commit(op, ctx.session_id()).await;
                 span.end_with(&commit);
                 return commit.map(Some).map_err(RunError::new);
             }
@@ -467,7 +467,7 @@ impl OpRunner for Worker {
                     format!("download {}", op.url),
                     vec![(dagr_telemetry::attr::INTERNAL, true.into())],
                 );
-                let digest = self.resolve_http(op).await;
+                let digest = self.resolve_http(op, ctx.session_id()).await;
                 span.end_with(&digest);
                 return digest.map(Some).map_err(RunError::new);
             }

@@ -44,13 +44,13 @@ impl Worker {
         Ok((remote, forward))
     }
 
-    /// The commit `op.reference` names now.
-    pub(crate) async fn resolve_git(
-        &self,
-        op: &GitOp,
-        ctx: &RunCtx,
-    ) -> Result<String, WorkerError> {
-        let (remote, _forward) = self.git_remote(op, ctx.session_id())?;
+    /// The commit `op.reference` names now (one `ls-remote`), with `session_id`'s credentials.
+    pub async fn git_commit(&self, op: &GitOp, session_id: &str) -> Result<String, WorkerError> {
+        let (mut remote, _forward) = self.git_remote(op, session_id)?;
+        let services = self
+            .fetch_services("git", session_id, &op.service_hostnames)
+            .await?;
+        remote.hosts = services.hosts.clone();
         self.inner
             .git
             .resolve(&remote, &op.reference)
@@ -61,9 +61,13 @@ impl Worker {
     pub(crate) async fn run_git(&self, op: &GitOp, ctx: &RunCtx) -> Result<RunOutput, WorkerError> {
         let commit = match ctx.resolved_digest() {
             Some(commit) => commit.to_owned(),
-            None => self.resolve_git(op, ctx).await?,
+            None => self.git_commit(op, ctx.session_id()).await?,
         };
-        let (remote, _forward) = self.git_remote(op, ctx.session_id())?;
+        let (mut remote, _forward) = self.git_remote(op, ctx.session_id())?;
+        let services = self
+            .fetch_services("git", ctx.session_id(), &op.service_hostnames)
+            .await?;
+        remote.hosts = services.hosts.clone();
         let mut cleanup = Cleanup::new(self.clone());
         let empty = self.empty_snapshot().await?;
         let (key, dir) = self

@@ -34,8 +34,16 @@ impl Worker {
         self.downloads_dir().join("blobs").join(hex)
     }
 
-    /// Downloads or revalidates `op.url`; returns the content's digest.
-    pub(crate) async fn resolve_http(&self, op: &HttpOp) -> Result<String, WorkerError> {
+    /// Downloads or revalidates `op.url` for `session_id` (whose services it may name);
+    /// returns the content's digest.
+    pub(crate) async fn resolve_http(
+        &self,
+        op: &HttpOp,
+        session_id: &str,
+    ) -> Result<String, WorkerError> {
+        let services = self
+            .fetch_services("http", session_id, &op.service_hostnames)
+            .await?;
         let dir = self.downloads_dir();
         let blobs = dir.join("blobs");
         tokio::fs::create_dir_all(&blobs)
@@ -61,7 +69,12 @@ impl Worker {
         let fetched = self
             .inner
             .http
-            .fetch(&op.url, record.as_ref().map(|r| &r.validators), &temp)
+            .fetch_via(
+                &op.url,
+                record.as_ref().map(|r| &r.validators),
+                &temp,
+                &services.hosts,
+            )
             .await;
         let fetched = match fetched {
             Ok(f) => f,
@@ -117,7 +130,7 @@ impl Worker {
     ) -> Result<RunOutput, WorkerError> {
         let digest = match ctx.resolved_digest() {
             Some(d) => d.to_owned(),
-            None => self.resolve_http(op).await?,
+            None => self.resolve_http(op, ctx.session_id()).await?,
         };
         let blob = self.download_blob(&digest);
         let mut cleanup = Cleanup::new(self.clone());

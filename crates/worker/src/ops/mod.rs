@@ -9,6 +9,7 @@
 
 pub(crate) mod archive;
 pub(crate) mod exec;
+pub(crate) mod fetch_services;
 pub(crate) mod file;
 pub(crate) mod git;
 pub(crate) mod host;
