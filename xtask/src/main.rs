@@ -79,6 +79,11 @@ const PREREQS: &[(&str, &str)] = &[
     // The engine's container network: NAT and forwarding rules; `ip` for the tests' checks.
     ("iptables", "iptables"),
     ("ip", "iproute2"),
+    // Git sources: the engine runs git; tests serve repositories with git daemon and
+    // git http-backend (both in Debian's git package).
+    ("git", "git"),
+    // Other platforms: QEMU user emulators, registered in binfmt_misc by the engine.
+    ("qemu-aarch64-static", "qemu-user-static"),
 ];
 
 /// What only the benchmarks need: the baselines they compare against (`buildah bud --layers`
@@ -97,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         } => engine(&root, port, release, &engine_args),
         Task::Test { no_lint, test_args } => {
             prereqs(&[])?;
+            arm64_busybox(&root)?;
             if !no_lint {
                 run(Command::new(cargo()).args(["fmt", "--all", "--", "--check"]))
                     .context("cargo fmt --check failed: run `cargo fmt --all`")?;
@@ -113,7 +119,7 @@ fn main() -> anyhow::Result<()> {
                 .args(["test", "--workspace", "--no-fail-fast"])
                 .args(&test_args))
         }
-        Task::Prereqs => prereqs(&[]),
+        Task::Prereqs => prereqs(&[]).and_then(|()| arm64_busybox(&root)),
         Task::Fuzz { minutes, cases } => {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(minutes * 60);
             let mut round = 0u64;
@@ -232,6 +238,61 @@ fn prereqs(extra: &[(&'static str, &'static str)]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The directory cargo builds into.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Puts the busybox of Debian's `busybox-static:arm64` at `target/fixtures/busybox-arm64`, for
+/// the tests' `linux/arm64` image (the package is downloaded and unpacked, not installed).
+fn arm64_busybox(root: &Path) -> anyhow::Result<()> {
+    let dest = target_dir(root).join("fixtures/busybox-arm64");
+    if dest.is_file() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "{} is missing; as root, run: dpkg --add-architecture arm64 && apt-get update && \
+             apt-get download busybox-static:arm64, then copy bin/busybox out of the package",
+            dest.display()
+        );
+    }
+    let foreign = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .context("running dpkg")?;
+    if !String::from_utf8_lossy(&foreign.stdout)
+        .lines()
+        .any(|a| a == "arm64")
+    {
+        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    let work = std::env::temp_dir().join(format!("dagr-arm64-busybox-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let downloaded = run(Command::new("apt-get")
+        .args(["download", "-qq", "busybox-static:arm64"])
+        .current_dir(&work));
+    let result = downloaded.and_then(|()| {
+        let deb = std::fs::read_dir(&work)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download gave no .deb")?;
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(work.join("x")))?;
+        std::fs::create_dir_all(dest.parent().context("fixtures dir")?)?;
+        std::fs::copy(work.join("x/bin/busybox"), &dest)?;
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    result.context("extracting Debian's busybox-static:arm64")
 }
 
 fn engine(root: &Path, port: u16, release: bool, extra: &[String]) -> anyhow::Result<()> {

@@ -51,6 +51,7 @@ impl App {
         let registry = SessionRegistry::new();
         let nested = Arc::new(nested::NestedServer::new(tokio::runtime::Handle::current()));
         let network = Arc::new(start_network(&config).await?);
+        register_emulators().await;
         let (api, watchdog) = open_api(&config, &registry, nested.clone(), network.clone()).await?;
         // Sessions release their cache leases, resolved tags and secrets when they end; then
         // the cache is collected (what they held may go now).
@@ -160,6 +161,27 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "flushing the cache index failed"),
         }
         tracing::info!("engine stopped");
+    }
+}
+
+/// Registers the QEMU handlers of `qemu-user-static` that `binfmt_misc` lacks, so execs of
+/// other architectures run; without them such execs fail with an error saying what to install.
+async fn register_emulators() {
+    use dagr_executor::emulation::{BINFMT_CONF_DIR, BINFMT_MISC};
+    let registered = tokio::task::spawn_blocking(|| {
+        dagr_executor::register_qemu_handlers(
+            std::path::Path::new(BINFMT_CONF_DIR),
+            std::path::Path::new(BINFMT_MISC),
+        )
+    })
+    .await;
+    match registered {
+        Ok(Ok(names)) if !names.is_empty() => {
+            tracing::info!(handlers = ?names, "registered emulators for other platforms")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "other platforms will not run"),
+        Err(e) => tracing::warn!(error = %e, "other platforms will not run"),
     }
 }
 

@@ -18,12 +18,16 @@
 //!   explicitly (BuildKit's default capabilities, runc's masked paths, host-bounded rlimits).
 //! - [`ExecLimits`] (processes, memory) apply to every exec through a cgroup of its own; a
 //!   failed exec says which one it ran into ([`LimitHit`] in [`ExecError::Failed`]).
+//! - [`emulation`]: execs of another architecture run under QEMU through `binfmt_misc`;
+//!   [`register_qemu_handlers`] registers Debian's handlers at engine start and
+//!   [`check_emulator`] says whether (and why not) a platform can run here.
 //! - [`resolve_user`] resolves `uid[:gid]` / `name[:group]` against the rootfs' passwd and group
 //!   files.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod cgroup;
+pub mod emulation;
 mod executor;
 mod mount;
 mod output;
@@ -34,6 +38,7 @@ mod user;
 
 pub use cgroup::{ExecLimits, LimitHit, remove_exec_cgroups};
 pub use dagr_network::{NetnsError, Network, NetworkError, NetworkNamespace};
+pub use emulation::{EmulationError, check_emulator, register_qemu_handlers};
 pub use executor::{
     DEFAULT_OUTPUT_CAP, ExecError, ExecNames, ExecResult, Executor, ExecutorConfig,
     PrestartContext, PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,

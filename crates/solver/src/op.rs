@@ -154,6 +154,9 @@ pub struct ExecOp {
     /// Loopback only: no address on the engine's network (Dockerfile `RUN --network=none`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub network_disabled: bool,
+    /// The platform it runs as, when not the engine's own (it runs under emulation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
 
 /// A service an exec binds: its hostname (which names its definition, see the worker's

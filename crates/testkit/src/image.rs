@@ -50,12 +50,34 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Builds the image into `dir` (created if missing; earlier contents of the same names are
 /// replaced). Panics with a clear message when `/bin/busybox` is missing or not static.
 pub fn busybox_image(dir: &Path) -> BusyboxImage {
-    let layer_tar = tar_of(&rootfs());
+    busybox_image_of(dir, Path::new(BUSYBOX), "amd64")
+}
+
+/// Where `cargo xtask prereqs` puts the arm64 busybox of Debian's `busybox-static:arm64`,
+/// relative to the target directory.
+pub const ARM64_BUSYBOX: &str = "fixtures/busybox-arm64";
+
+/// The `linux/arm64` busybox image, from the binary at [`ARM64_BUSYBOX`] under `target_dir`.
+/// Panics saying how to get it when it is missing.
+pub fn busybox_arm64_image(dir: &Path, target_dir: &Path) -> BusyboxImage {
+    let binary = target_dir.join(ARM64_BUSYBOX);
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo xtask prereqs` (it extracts Debian's busybox-static:arm64)",
+        binary.display()
+    );
+    busybox_image_of(dir, &binary, "arm64")
+}
+
+/// The image of the static busybox `binary` for `architecture` (applets as the host's busybox
+/// lists them).
+pub fn busybox_image_of(dir: &Path, binary: &Path, architecture: &str) -> BusyboxImage {
+    let layer_tar = tar_of(&rootfs(binary));
     let diff_id = sha256_digest(&layer_tar);
     let layer = gzip(&layer_tar);
     let config = serde_json::to_vec(&serde_json::json!({
         "created": "1970-01-01T00:00:00Z",
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -88,7 +110,7 @@ pub fn busybox_image(dir: &Path) -> BusyboxImage {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": sha256_digest(&manifest),
             "size": manifest.len(),
-            "platform": { "architecture": "amd64", "os": "linux" },
+            "platform": { "architecture": architecture, "os": "linux" },
             "annotations": { "org.opencontainers.image.ref.name": TAG }
         }]
     }))
@@ -143,6 +165,60 @@ pub fn busybox_image(dir: &Path) -> BusyboxImage {
     }
 }
 
+/// An OCI layout at `dir` (tag [`TAG`]) whose index lists the manifests of `images` (each with
+/// its config's platform): a multi-platform image.
+pub fn multi_platform_layout(dir: &Path, images: &[&BusyboxImage]) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap_or_else(|e| panic!("create {}: {e}", blobs.display()));
+    let mut manifests = Vec::new();
+    for image in images {
+        for blob in [&image.layer, &image.config, &image.manifest] {
+            let hex = &sha256_digest(blob)["sha256:".len()..];
+            write_file(&blobs.join(hex), blob).expect("write blob");
+        }
+        let config: serde_json::Value = serde_json::from_slice(&image.config).expect("config");
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256_digest(&image.manifest),
+            "size": image.manifest.len(),
+            "platform": { "architecture": config["architecture"], "os": config["os"] },
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let index_bytes = serde_json::to_vec(&index).expect("index json");
+    write_file(
+        &blobs.join(&sha256_digest(&index_bytes)["sha256:".len()..]),
+        &index_bytes,
+    )
+    .expect("write index blob");
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": sha256_digest(&index_bytes),
+            "size": index_bytes.len(),
+            "annotations": { "org.opencontainers.image.ref.name": TAG }
+        }]
+    });
+    write_file(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&top).expect("json"),
+    )
+    .expect("index");
+    write_file(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("layout");
+    dir.to_path_buf()
+}
+
 /// Writes through a temporary name then renames, so a reader never sees half a file.
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -152,13 +228,18 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The rootfs: busybox, one absolute symlink per applet (as `busybox --install -s` makes them),
 /// the usual directories and a minimal `/etc`.
-fn rootfs() -> BTreeMap<String, Entry> {
-    let binary = std::fs::read(BUSYBOX)
-        .unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (apt-get install busybox-static)"));
-    let ldd = Command::new("ldd").arg(BUSYBOX).output();
+fn rootfs(binary_path: &Path) -> BTreeMap<String, Entry> {
+    let binary = std::fs::read(binary_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (apt-get install busybox-static)",
+            binary_path.display()
+        )
+    });
+    let ldd = Command::new("ldd").arg(binary_path).output();
     assert!(
         ldd.is_err() || ldd.is_ok_and(|o| !o.status.success()),
-        "{BUSYBOX} is dynamically linked: install busybox-static"
+        "{} is dynamically linked: install busybox-static",
+        binary_path.display()
     );
     let list = Command::new(BUSYBOX)
         .arg("--list-full")

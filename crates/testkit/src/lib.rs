@@ -39,6 +39,8 @@ pub struct RegistryFixture {
     pub image: String,
     /// The OCI layout the image was built into.
     pub layout: PathBuf,
+    fixture_dir: PathBuf,
+    multi: OnceLock<String>,
 }
 
 /// Starts `cmd` from a thread that lives as long as the process, with PR_SET_PDEATHSIG, so the
@@ -118,8 +120,46 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
             addr,
             image: reference,
             layout: built.layout,
+            fixture_dir: out,
+            multi: OnceLock::new(),
         }
     })
+}
+
+impl RegistryFixture {
+    /// `ADDR/busybox:multi`: busybox for `linux/amd64` and `linux/arm64` (from Debian's
+    /// `busybox-static:arm64`, see [`image::busybox_arm64_image`]) under one index, pushed on
+    /// first use.
+    pub fn multi_platform(&self) -> &str {
+        self.multi.get_or_init(|| {
+            let target_dir = self
+                .fixture_dir
+                .ancestors()
+                .find(|p| p.file_name().is_some_and(|n| n == "tmp"))
+                .and_then(Path::parent)
+                .expect("fixture dir under target/tmp")
+                .to_path_buf();
+            let lock = std::fs::File::create(self.fixture_dir.join(".lock-multi")).expect("lock");
+            // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+            let amd64 = image::busybox_image(&self.fixture_dir.join("amd64"));
+            let arm64 = image::busybox_arm64_image(&self.fixture_dir.join("arm64"), &target_dir);
+            let layout =
+                image::multi_platform_layout(&self.fixture_dir.join("multi"), &[&amd64, &arm64]);
+            let reference = format!("{}/busybox:multi", self.addr);
+            let status = Command::new("skopeo")
+                .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+                .arg(format!("oci:{}:{}", layout.display(), image::TAG))
+                .arg(format!("docker://{reference}"))
+                .status()
+                .expect("skopeo");
+            assert!(
+                status.success(),
+                "skopeo copy of the multi-platform image failed"
+            );
+            reference
+        })
+    }
 }
 
 pub fn wait_for_port(addr: &str) {

@@ -104,6 +104,8 @@ pub enum WorkerError {
     Git(Box<dagr_source::GitError>),
     #[error(transparent)]
     Http(Box<dagr_source::HttpError>),
+    #[error(transparent)]
+    Emulation(Box<dagr_executor::EmulationError>),
 }
 
 impl WorkerError {

@@ -175,6 +175,11 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
         },
         readonly: false,
     }));
+    // Another architecture runs under emulation; the worker checks that an emulator exists.
+    let host = dagr_solver::Platform::host();
+    let foreign_platform = (c.platform.os != host.os
+        || c.platform.architecture != host.architecture)
+        .then(|| c.platform.clone());
     let op = ExecOp {
         args: argv,
         env: c.config.env.iter().cloned().collect(),
@@ -206,6 +211,7 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
             })
             .collect(),
         network_disabled: false,
+        platform: foreign_platform,
     };
     let vertex = Vertex::new(Op::Exec(op), inputs.into_vec()).map_err(graph_err)?;
     let mut next = c;

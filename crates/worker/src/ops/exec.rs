@@ -103,6 +103,14 @@ impl Worker {
         inputs: &[ResultRef],
         session_id: &str,
     ) -> Result<PreparedExec, WorkerError> {
+        if let Some(platform) = &op.platform {
+            dagr_executor::check_emulator(
+                &dagr_solver::Platform::host(),
+                platform,
+                std::path::Path::new(dagr_executor::emulation::BINFMT_MISC),
+            )
+            .map_err(|e| WorkerError::Emulation(Box::new(e)))?;
+        }
         let input_snapshot = |r: &InputRef| -> Result<String, WorkerError> {
             let result = inputs
                 .get(r.input as usize)
