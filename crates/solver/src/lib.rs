@@ -24,8 +24,8 @@ pub use index::{IndexEntry, IndexError};
 pub use key::{CacheKey, KeyError, canonical_op};
 pub use op::{
     CacheSharing, ClientRef, CopyOp, Definition, DefinitionVertex, ExecOp, GitAuth, GitOp,
-    GraphError, HostSocket, HttpOp, ImageArchiveOp, ImportImageOp, InputRef, KeyMode, MkDirOp,
-    MkFileOp, Mount, MountSource, Op, Owner, OwnerError, Platform, RmOp, ServiceBinding,
+    GraphError, HostSocket, HttpOp, ImageArchiveOp, ImageVariant, ImportImageOp, InputRef, KeyMode,
+    MkDirOp, MkFileOp, Mount, MountSource, Op, Owner, OwnerError, Platform, RmOp, ServiceBinding,
     SetTimestampsOp, Vertex,
 };
 pub use runner::{OpRunner, ResultRef, RunCtx, RunError, RunOutput};

@@ -403,6 +403,22 @@ pub struct ImageArchiveOp {
     pub base_manifest: Option<String>,
     /// The image config's `config` section as canonical JSON.
     pub config: String,
+    /// The image's platform (default: the base image's, else the engine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Images of other platforms: the archive then holds an index of this image and them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<ImageVariant>,
+}
+
+/// One platform's image of a multi-platform [`ImageArchiveOp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVariant {
+    pub rootfs: InputRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_manifest: Option<String>,
+    pub config: String,
+    pub platform: Platform,
 }
 
 /// Load the image of the OCI archive at `path` of `archive` (the one tagged `tag` when given).
@@ -521,7 +537,9 @@ impl Op {
             Op::Merge { inputs } => inputs.clone(),
             Op::Diff { lower, upper } => vec![*lower, *upper],
             Op::SetTimestamps(op) => vec![op.base],
-            Op::ImageArchive(op) => vec![op.rootfs],
+            Op::ImageArchive(op) => std::iter::once(op.rootfs)
+                .chain(op.variants.iter().map(|v| v.rootfs))
+                .collect(),
             Op::ImportImage(op) => vec![op.archive],
         }
     }

@@ -10,13 +10,15 @@
 //! manifest carry no timestamps unless the caller gives one, so the same snapshots and config
 //! give the same digests.
 
+/// The digest type of built images and indexes.
+pub use dagr_snapshot::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use dagr_registry::image::{OCI_CONFIG, OCI_MANIFEST};
+use dagr_registry::image::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use dagr_registry::layout::{self, LayoutError};
 use dagr_registry::{ExportEntry, Platform, PushError, Reference, ReferenceError};
-use dagr_snapshot::{ContentError, DiffError, Digest, SnapshotError, chain_id};
+use dagr_snapshot::{ContentError, DiffError, SnapshotError, chain_id};
 use serde_json::{Map, Value, json};
 
 use crate::Worker;
@@ -506,6 +508,45 @@ pub async fn build_image(
     })
 }
 
+/// Stores an OCI image index of `images` (each manifest with its platform, in order) and
+/// returns its digest: a multi-platform image.
+pub async fn build_index(
+    worker: &Worker,
+    images: &[(BuiltImage, Platform)],
+) -> Result<Digest, ExportError> {
+    let manifests: Vec<Value> = images
+        .iter()
+        .map(|(built, platform)| {
+            let mut p = Map::new();
+            p.insert("architecture".into(), json!(platform.architecture));
+            p.insert("os".into(), json!(platform.os));
+            if let Some(v) = &platform.variant {
+                p.insert("variant".into(), json!(v));
+            }
+            json!({
+                "mediaType": built.media_type,
+                "digest": built.manifest_digest.to_string(),
+                "size": built.manifest_size,
+                "platform": Value::Object(p),
+            })
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    let bytes = encode("index", &index)?;
+    worker
+        .content()
+        .put_bytes(&bytes)
+        .await
+        .map_err(|source| ExportError::Store {
+            what: "index",
+            source,
+        })
+}
+
 /// Whether an export tag is a full image name (`repo:tag`, `registry/repo`) rather than a bare
 /// tag, and its normalized form.
 fn full_image_name(tag: &str) -> Option<String> {
@@ -525,23 +566,23 @@ fn full_image_name(tag: &str) -> Option<String> {
 /// also written as Docker's `RepoTags` and containerd's image name.
 pub async fn export_tarball(
     worker: &Worker,
-    built: &BuiltImage,
+    root: &Digest,
     dest: &Path,
     tag: Option<&str>,
 ) -> Result<(), ExportError> {
     let entry = ExportEntry {
-        digest: built.manifest_digest.clone(),
+        digest: root.clone(),
         ref_name: tag.map(str::to_owned),
         image_name: tag.and_then(full_image_name),
     };
     Ok(layout::export_archive(worker.content(), dest, &[entry]).await?)
 }
 
-/// Pushes `built` to `reference` (a tag; `latest` when none is given) and returns the pushed
-/// reference pinned to the manifest digest (`registry/repo:tag@sha256:...`).
+/// Pushes the manifest or index `root` to `reference` (a tag; `latest` when none is given)
+/// and returns the pushed reference pinned to its digest (`registry/repo:tag@sha256:...`).
 pub async fn publish(
     worker: &Worker,
-    built: &BuiltImage,
+    root: &Digest,
     reference: &str,
     session_id: &str,
 ) -> Result<String, ExportError> {
@@ -551,10 +592,10 @@ pub async fn publish(
     })?;
     let digest = worker
         .registry_for(session_id)
-        .push(worker.content(), &built.manifest_digest, &parsed, None)
+        .push(worker.content(), root, &parsed, None)
         .await
         .map_err(|source| ExportError::Push {
-            digest: built.manifest_digest.clone(),
+            digest: root.clone(),
             source: Box::new(source),
         })?;
     Ok(parsed.with_digest(digest).to_string())

@@ -428,7 +428,7 @@ impl Worker {
                 self.run_diff((input(lower)?, lower), (input(upper)?, upper))
                     .await
             }
-            Op::ImageArchive(op) => self.run_image_archive(op, input(&op.rootfs)?).await,
+            Op::ImageArchive(op) => self.run_image_archive(op, &inputs).await,
             Op::ImportImage(op) => self.run_import_image(op, input(&op.archive)?).await,
             Op::SetTimestamps(op) => self.run_set_timestamps(op, input(&op.base)?).await,
             Op::Git(op) => self.run_git(op, ctx).await,

@@ -171,7 +171,7 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tmp.path().join("image.tar");
     let name = "example.test/exported:v1";
-    export::export_tarball(&worker, &built, &archive, Some(name))
+    export::export_tarball(&worker, &built.manifest_digest, &archive, Some(name))
         .await
         .expect("export");
     let inspected = inspect(&format!("oci-archive:{}:{name}", archive.display()));
@@ -212,7 +212,7 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
 
     // Exporting again gives the same bytes.
     let again_archive = tmp.path().join("again.tar");
-    export::export_tarball(&worker, &built, &again_archive, Some(name))
+    export::export_tarball(&worker, &built.manifest_digest, &again_archive, Some(name))
         .await
         .expect("export again");
     assert!(
@@ -224,7 +224,7 @@ async fn image_with_an_exec_layer_exports_publishes_and_pulls_back() {
         "{}/exported:v1",
         fixture().image.split('/').next().expect("registry")
     );
-    let pinned = export::publish(&worker, &built, &target, "s")
+    let pinned = export::publish(&worker, &built.manifest_digest, &target, "s")
         .await
         .expect("publish");
     assert_eq!(pinned, format!("{target}@{}", built.manifest_digest));
@@ -282,7 +282,7 @@ async fn scratch_image_is_one_layer() {
 
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tmp.path().join("scratch.tar");
-    export::export_tarball(&worker, &built, &archive, None)
+    export::export_tarball(&worker, &built.manifest_digest, &archive, None)
         .await
         .expect("export");
     let inspected = inspect(&format!("oci-archive:{}", archive.display()));

@@ -4,7 +4,7 @@
 //! are built by `dagr_worker::export` from the solved rootfs, reusing the base image's layers.
 
 use dagr_gql::{Arg, Args, Enum, Field, FieldError, ResolveCtx, SchemaBuilder, Value};
-use dagr_solver::{ImageArchiveOp, ImportImageOp, InputRef, Op, Vertex};
+use dagr_solver::{ImageArchiveOp, ImageVariant, ImportImageOp, InputRef, Op, Vertex};
 use dagr_worker::ResultMeta;
 use dagr_worker::export::{BuiltImage, ImageConfigInput, build_image};
 use serde::Deserialize;
@@ -188,9 +188,8 @@ fn image_arguments(target: Option<Arg>) -> Vec<Arg> {
 }
 
 /// Refuses the image options this engine does not implement (only the defaults are served;
-/// `platformVariants`, a list of container IDs, is read from `ctx`).
+/// `platformVariants` is read by [`platform_variants`]).
 fn check_image_options(
-    ctx: &ResolveCtx,
     forced_compression: Option<ImageLayerCompression>,
     media_types: ImageMediaTypes,
 ) -> Result<(), FieldError> {
@@ -204,12 +203,27 @@ fn check_image_options(
             "mediaTypes DockerMediaTypes is not supported: images use OCI media types",
         ));
     }
-    if !ctx.loaded_list::<Container>("platformVariants")?.is_empty() {
-        return Err(FieldError::new(
-            "platformVariants are not supported: images have one platform",
-        ));
-    }
     Ok(())
+}
+
+/// The `platformVariants` containers; each must have a platform of its own, different from
+/// the container's.
+fn platform_variants(
+    ctx: &ResolveCtx,
+    c: &Container,
+) -> Result<Vec<std::sync::Arc<Container>>, FieldError> {
+    let variants = ctx.loaded_list::<Container>("platformVariants")?;
+    let mut seen = vec![c.platform.clone()];
+    for v in &variants {
+        if seen.contains(&v.platform) {
+            return Err(FieldError::new(format!(
+                "platformVariants: platform {} appears twice",
+                v.platform
+            )));
+        }
+        seen.push(v.platform.clone());
+    }
+    Ok(variants)
 }
 
 /// A container's image config as the OCI `config` section (canonical JSON: fixed key order).
@@ -247,6 +261,7 @@ fn oci_config_json(c: &Container) -> String {
 
 fn config_input(c: &Container) -> ImageConfigInput {
     ImageConfigInput {
+        platform: Some(c.platform.clone()),
         env: c
             .config
             .env
@@ -261,6 +276,26 @@ fn config_input(c: &Container) -> ImageConfigInput {
         exposed_ports: c.config.exposed_ports.clone(),
         ..Default::default()
     }
+}
+
+/// The image of `c`, or the index of it and its `variants`: the digest to export or push.
+async fn build_all(
+    s: &Services,
+    caller: &crate::Caller,
+    c: &Container,
+    variants: &[std::sync::Arc<Container>],
+) -> Result<dagr_worker::export::Digest, FieldError> {
+    let main = build(s, caller, c).await?;
+    if variants.is_empty() {
+        return Ok(main.manifest_digest);
+    }
+    let mut built = vec![(main, c.platform.clone())];
+    for v in variants {
+        built.push((build(s, caller, v).await?, v.platform.clone()));
+    }
+    dagr_worker::export::build_index(s.worker(), &built)
+        .await
+        .map_err(|e| FieldError::new(format!("building the image index failed: {e}")))
 }
 
 async fn build(
@@ -302,15 +337,28 @@ pub(super) fn as_tarball() -> Field {
         .args::<AsTarballArgs>()
         .resolve_sync(|ctx| {
             let args: AsTarballArgs = ctx.args_as()?;
-            check_image_options(ctx, args.forced_compression, args.media_types)?;
+            check_image_options(args.forced_compression, args.media_types)?;
             let c = ctx.parent::<Container>()?;
+            let variants = platform_variants(ctx, c)?;
             let mut inputs = Inputs::default();
             let rootfs = inputs.add(&c.rootfs);
+            let variants = variants
+                .iter()
+                .map(|v| ImageVariant {
+                    rootfs: inputs.add(&v.rootfs),
+                    base_manifest: v.base_image.clone(),
+                    config: oci_config_json(v),
+                    platform: v.platform.clone(),
+                })
+                .collect::<Vec<_>>();
             let v = Vertex::new(
                 Op::ImageArchive(ImageArchiveOp {
                     rootfs,
                     base_manifest: c.base_image.clone(),
                     config: oci_config_json(c),
+                    // Written when there are variants (existing single-platform keys stay).
+                    platform: (!variants.is_empty()).then(|| c.platform.clone()),
+                    variants,
                 }),
                 inputs.into_vec(),
             )
@@ -402,13 +450,14 @@ pub(super) fn export() -> Field {
             let s = services(&ctx)?;
             let caller = caller(&ctx)?;
             let args: ExportArgs = ctx.args_as()?;
-            check_image_options(&ctx, args.forced_compression, args.media_types)?;
+            check_image_options(args.forced_compression, args.media_types)?;
             let host_path = args.path;
             let c = ctx.parent_arc::<Container>()?;
-            let built = build(&s, &caller, &c).await?;
+            let variants = platform_variants(&ctx, &c)?;
+            let root = build_all(&s, &caller, &c, &variants).await?;
             let dir = tempfile::tempdir().map_err(|e| FieldError::new(format!("temp dir: {e}")))?;
             let tarball = dir.path().join("image.tar");
-            dagr_worker::export::export_tarball(s.worker(), &built, &tarball, None)
+            dagr_worker::export::export_tarball(s.worker(), &root, &tarball, None)
                 .await
                 .map_err(|e| FieldError::new(format!("writing the image archive failed: {e}")))?;
             s.host
@@ -444,12 +493,13 @@ pub(super) fn publish() -> Field {
             let s = services(&ctx)?;
             let caller = caller(&ctx)?;
             let args: PublishArgs = ctx.args_as()?;
-            check_image_options(&ctx, args.forced_compression, args.media_types)?;
+            check_image_options(args.forced_compression, args.media_types)?;
             let address = args.address;
             let c = ctx.parent_arc::<Container>()?;
-            let built = build(&s, &caller, &c).await?;
+            let variants = platform_variants(&ctx, &c)?;
+            let root = build_all(&s, &caller, &c, &variants).await?;
             let pushed =
-                dagr_worker::export::publish(s.worker(), &built, &address, &caller.session_id)
+                dagr_worker::export::publish(s.worker(), &root, &address, &caller.session_id)
                     .await
                     .map_err(|e| {
                         FieldError::new(s.scrub(
