@@ -139,6 +139,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(without_directory())
         .field(with_timestamps())
         .field(diff())
+        .field(crate::container::docker_build_field())
         .field(export())
         .field(sync());
     b.object(directory).object(crate::file::object())

@@ -67,6 +67,34 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// `port/proto` (`8080/tcp`): the image's, plus `withExposedPort`'s.
     pub exposed_ports: std::collections::BTreeSet<String>,
+    /// The config section's other keys (`Volumes`, `StopSignal`, `Healthcheck`, `OnBuild`,
+    /// `Shell`, ...), kept as the image or Dockerfile set them and written back on export.
+    pub rest: BTreeMap<String, serde_json::Value>,
+}
+
+/// The `config` keys [`ImageConfig`] models itself.
+const MODELLED_KEYS: [&str; 8] = [
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "Labels",
+    "ExposedPorts",
+    // Docker's legacy field naming the parent image: never written back.
+    "Image",
+];
+
+/// Null, `""`, `false`, `[]`, `{}`: what Docker's legacy fields hold when unused.
+fn is_blank(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Bool(b) => !b,
+        serde_json::Value::String(s) => s.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.is_empty(),
+        serde_json::Value::Number(_) => false,
+    }
 }
 
 impl ImageConfig {
@@ -117,6 +145,15 @@ impl ImageConfig {
                 .get("ExposedPorts")
                 .and_then(|v| v.as_object())
                 .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            rest: config
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, v)| !MODELLED_KEYS.contains(&k.as_str()) && !is_blank(v))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }

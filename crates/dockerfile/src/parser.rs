@@ -147,7 +147,12 @@ impl<'a> LineReader<'a> {
 
     /// A line without its ending (and leading whitespace when `strip_left`), directives
     /// applied; comments are empty.
-    fn process(&mut self, raw: &str, strip_left: bool, number: usize) -> Result<String, ParseError> {
+    fn process(
+        &mut self,
+        raw: &str,
+        strip_left: bool,
+        number: usize,
+    ) -> Result<String, ParseError> {
         let mut token = raw.trim_end_matches(['\r', '\n']);
         if strip_left {
             token = token.trim_start();
@@ -285,7 +290,10 @@ pub(crate) fn split_command(
 ) -> Result<Node, ParseErrorKind> {
     let trimmed = original.trim();
     let (keyword, args) = match trimmed.find(is_separator) {
-        Some(at) => (&trimmed[..at], trimmed[at..].trim_start_matches(is_separator)),
+        Some(at) => (
+            &trimmed[..at],
+            trimmed[at..].trim_start_matches(is_separator),
+        ),
         None => (trimmed, ""),
     };
     let (rest, flags) = extract_flags(args, escape);
@@ -314,7 +322,8 @@ fn can_contain_heredoc(node: &Node, escape: char) -> bool {
             Err(_) => false,
         };
     }
-    matches!(keyword.as_str(), "run" | "copy" | "add") && !matches!(json_array(&node.rest), Ok(Some(_)))
+    matches!(keyword.as_str(), "run" | "copy" | "add")
+        && !matches!(json_array(&node.rest), Ok(Some(_)))
 }
 
 /// `rest` as a JSON array of strings: `Ok(None)` when it is no JSON array at all, an error when
@@ -443,15 +452,13 @@ pub(crate) fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
                 phase = Phase::Quote(c);
                 blank_ok = true;
             }
-            Phase::Word | Phase::Quote(_) if c == escape => {
-                match chars.get(i + 1) {
-                    Some((_, n)) => {
-                        buf.push(*n);
-                        i += 1;
-                    }
-                    None => phase = Phase::Word,
+            Phase::Word | Phase::Quote(_) if c == escape => match chars.get(i + 1) {
+                Some((_, n)) => {
+                    buf.push(*n);
+                    i += 1;
                 }
-            }
+                None => phase = Phase::Word,
+            },
             Phase::Quote(q) if c == q => phase = Phase::Word,
             _ => buf.push(c),
         }
@@ -541,7 +548,8 @@ mod tests {
 
     #[test]
     fn continuations_comments_and_empty_lines() {
-        let text = "# a comment\n\nFROM alpine\nRUN echo a \\\n  # inside\n\n    b\\\n c\n  run  x \n";
+        let text =
+            "# a comment\n\nFROM alpine\nRUN echo a \\\n  # inside\n\n    b\\\n c\n  run  x \n";
         let n = nodes(text);
         assert_eq!(n.len(), 3);
         assert_eq!(n[1].line, 4);
@@ -560,8 +568,9 @@ mod tests {
 
     #[test]
     fn escape_directive_switches_the_escape_character() {
-        let (d, n) = parse_nodes("# syntax=docker/dockerfile:1\n# escape=`\nFROM a\nRUN dir c:\\ `\n  x\n")
-            .expect("parses");
+        let (d, n) =
+            parse_nodes("# syntax=docker/dockerfile:1\n# escape=`\nFROM a\nRUN dir c:\\ `\n  x\n")
+                .expect("parses");
         assert_eq!(d.escape, '`');
         assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(n[1].rest, "dir c:\\   x");
@@ -581,7 +590,9 @@ mod tests {
 
     #[test]
     fn flags_are_extracted_before_arguments() {
-        let n = nodes("COPY --from=build --chown=\"1:1\" --link a b\nRUN -- --not-a-flag\nRUN --x=a\\ b c");
+        let n = nodes(
+            "COPY --from=build --chown=\"1:1\" --link a b\nRUN -- --not-a-flag\nRUN --x=a\\ b c",
+        );
         assert_eq!(n[0].flags, vec!["--from=build", "--chown=1:1", "--link"]);
         assert_eq!(n[0].rest, "a b");
         assert!(n[1].flags.is_empty());
@@ -626,14 +637,17 @@ mod tests {
         assert_eq!(n[3].heredocs[0].chomped_content(), "x\n");
         assert!(n[4].heredocs.is_empty());
         assert!(n[5].heredocs.is_empty());
-        assert_eq!(n[5].line, 16);
+        assert_eq!(n[5].line, 14);
     }
 
     #[test]
     fn unterminated_heredoc_names_the_instruction_line() {
         let err = parse_nodes("FROM a\n\nRUN <<EOF\necho\n").expect_err("unterminated");
         assert_eq!(err.line, 3);
-        assert_eq!(err.to_string(), "dockerfile line 3: unterminated heredoc \"EOF\"");
+        assert_eq!(
+            err.to_string(),
+            "dockerfile line 3: unterminated heredoc \"EOF\""
+        );
     }
 
     #[test]
@@ -648,7 +662,10 @@ mod tests {
 
     #[test]
     fn json_arrays() {
-        assert_eq!(json_array(" [\"a\", \"b\"]"), Ok(Some(vec!["a".into(), "b".into()])));
+        assert_eq!(
+            json_array(" [\"a\", \"b\"]"),
+            Ok(Some(vec!["a".into(), "b".into()]))
+        );
         assert_eq!(json_array("[\"a\""), Ok(None));
         assert_eq!(json_array("echo [x]"), Ok(None));
         assert_eq!(json_array("[1]"), Err(ParseErrorKind::NotStringArray));

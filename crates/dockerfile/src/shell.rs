@@ -84,6 +84,8 @@ pub enum ShellError {
     MissingSlash,
     #[error("syntax error: bad substitution")]
     BadSubstitution,
+    #[error("substitutions nested too deeply")]
+    TooDeep,
     #[error("unsupported modifier ({0}) in substitution")]
     UnsupportedModifier(String),
     #[error("{name}: {message}")]
@@ -180,7 +182,12 @@ struct Scanner<'a> {
     chars: Vec<char>,
     pos: usize,
     vars: &'a dyn Vars,
+    /// How many `${` the scanner is inside.
+    depth: usize,
 }
+
+/// How deeply `${...}` may nest (the scanner recurses for each level).
+const MAX_NESTING: usize = 64;
 
 impl<'a> Scanner<'a> {
     fn new(lex: Lex, word: &str, vars: &'a dyn Vars) -> Self {
@@ -189,6 +196,7 @@ impl<'a> Scanner<'a> {
             chars: word.chars().collect(),
             pos: 0,
             vars,
+            depth: 0,
         }
     }
 
@@ -386,6 +394,17 @@ impl<'a> Scanner<'a> {
             });
         }
         self.next();
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(ShellError::TooDeep);
+        }
+        let value = self.braced();
+        self.depth -= 1;
+        value
+    }
+
+    /// The `${...}` forms, after the brace.
+    fn braced(&mut self) -> Result<String, ShellError> {
         match self.peek() {
             None => return Err(ShellError::MissingBrace),
             Some('{' | '}' | ':') => return Err(ShellError::BadSubstitution),
@@ -544,51 +563,70 @@ fn compile_pattern(pattern: &str) -> Result<Vec<Tok>, ShellError> {
     Ok(out)
 }
 
-/// Whether `tokens` match all of `s`.
-fn matches_all(tokens: &[Tok], s: &[char]) -> bool {
-    match tokens.split_first() {
-        None => s.is_empty(),
-        Some((Tok::Star, rest)) => (0..=s.len()).any(|i| matches_all(rest, &s[i..])),
-        Some((Tok::Any, rest)) => !s.is_empty() && matches_all(rest, &s[1..]),
-        Some((Tok::Lit(c), rest)) => s.first() == Some(c) && matches_all(rest, &s[1..]),
+/// For every prefix length `e` of `s`, whether `tokens` match `s[..e]` (an NFA simulation:
+/// linear in `s` times the pattern length, whatever the stars).
+fn match_ends(tokens: &[Tok], s: &[char]) -> Vec<bool> {
+    let m = tokens.len();
+    let close = |states: &mut Vec<bool>| {
+        for i in 0..m {
+            if states[i] && tokens[i] == Tok::Star {
+                states[i + 1] = true;
+            }
+        }
+    };
+    let mut states = vec![false; m + 1];
+    states[0] = true;
+    close(&mut states);
+    let mut ends = Vec::with_capacity(s.len() + 1);
+    ends.push(states[m]);
+    for &c in s {
+        let mut next = vec![false; m + 1];
+        for i in (0..m).filter(|i| states[*i]) {
+            match tokens[i] {
+                Tok::Star => next[i] = true,
+                Tok::Any => next[i + 1] = true,
+                Tok::Lit(l) if l == c => next[i + 1] = true,
+                Tok::Lit(_) => {}
+            }
+        }
+        close(&mut next);
+        states = next;
+        ends.push(states[m]);
+    }
+    ends
+}
+
+/// The matched length: the shortest, or the longest when `greedy`.
+fn pick(ends: &[bool], greedy: bool) -> Option<usize> {
+    let mut matched = (0..ends.len()).filter(|e| ends[*e]);
+    if greedy {
+        matched.next_back()
+    } else {
+        matched.next()
     }
 }
 
 fn trim_prefix(tokens: &[Tok], value: &str, greedy: bool) -> String {
     let chars: Vec<char> = value.chars().collect();
-    let ends: Box<dyn Iterator<Item = usize>> = if greedy {
-        Box::new((0..=chars.len()).rev())
-    } else {
-        Box::new(0..=chars.len())
-    };
-    for end in ends {
-        if matches_all(tokens, &chars[..end]) {
-            return chars[end..].iter().collect();
-        }
+    match pick(&match_ends(tokens, &chars), greedy) {
+        Some(len) => chars[len..].iter().collect(),
+        None => value.to_owned(),
     }
-    value.to_owned()
 }
 
 fn trim_suffix(tokens: &[Tok], value: &str, greedy: bool) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let starts: Box<dyn Iterator<Item = usize>> = if greedy {
-        Box::new(0..=chars.len())
-    } else {
-        Box::new((0..=chars.len()).rev())
-    };
-    for start in starts {
-        if matches_all(tokens, &chars[start..]) {
-            return chars[..start].iter().collect();
-        }
+    let mut chars: Vec<char> = value.chars().collect();
+    chars.reverse();
+    let reversed: Vec<Tok> = tokens.iter().rev().copied().collect();
+    match pick(&match_ends(&reversed, &chars), greedy) {
+        Some(len) => chars[len..].iter().rev().collect(),
+        None => value.to_owned(),
     }
-    value.to_owned()
 }
 
 /// The longest match of `tokens` starting at `start`, as its end.
 fn longest_match_at(tokens: &[Tok], chars: &[char], start: usize) -> Option<usize> {
-    (start..=chars.len())
-        .rev()
-        .find(|&end| matches_all(tokens, &chars[start..end]))
+    pick(&match_ends(tokens, &chars[start..]), true).map(|len| start + len)
 }
 
 fn replace_matches(tokens: &[Tok], value: &str, replacement: &str, all: bool) -> String {
@@ -704,7 +742,23 @@ mod tests {
             Err(ShellError::UnsupportedModifier(":#".into()))
         );
         assert_eq!(word("'open"), Err(ShellError::Unterminated("single-quote")));
-        assert_eq!(word("\"open"), Err(ShellError::Unterminated("double-quote")));
+        assert_eq!(
+            word("\"open"),
+            Err(ShellError::Unterminated("double-quote"))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_and_many_stars_are_bounded() {
+        let deep = format!("{}x{}", "${A:-".repeat(100), "}".repeat(100));
+        assert_eq!(word(&deep), Err(ShellError::TooDeep));
+        let nested = format!("{}x{}", "${A:-".repeat(10), "}".repeat(10));
+        assert_eq!(word(&nested), Ok("x".to_owned()));
+        let mut env = env();
+        env.set("LONG", &"a".repeat(2000));
+        let pattern = format!("${{LONG#{}b}}", "*a".repeat(30));
+        let long = "a".repeat(2000);
+        assert_eq!(Lex::new('\\').process_word(&pattern, &env), Ok(long));
     }
 
     #[test]

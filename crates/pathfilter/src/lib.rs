@@ -114,19 +114,56 @@ pub enum Decision {
 pub struct PathFilter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    /// With `!` exceptions among the excludes (`.dockerignore`): every exclude pattern in
+    /// order, and whether it is an exception. The last pattern matching a path (or one of its
+    /// parent directories) decides.
+    ordered: Vec<(globset::GlobMatcher, bool)>,
 }
 
 impl PathFilter {
     pub fn new(include: &[String], exclude: &[String]) -> Result<Self, PatternError> {
+        let has_exceptions = exclude.iter().any(|p| p.trim().starts_with('!'));
+        let mut ordered = Vec::new();
+        if has_exceptions {
+            for pattern in exclude {
+                let trimmed = pattern.trim();
+                let (negated, text) = match trimmed.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim()),
+                    None => (false, trimmed),
+                };
+                if let Some(glob) = compile(text, pattern)? {
+                    ordered.push((glob.compile_matcher(), negated));
+                }
+            }
+        }
         Ok(PathFilter {
             include: build(include)?,
-            exclude: build(exclude)?,
+            exclude: if has_exceptions {
+                None
+            } else {
+                build(exclude)?
+            },
+            ordered,
         })
     }
 
     /// Whether the filter takes everything (no patterns).
     pub fn is_empty(&self) -> bool {
-        self.include.is_none() && self.exclude.is_none()
+        self.include.is_none() && self.exclude.is_none() && self.ordered.is_empty()
+    }
+
+    /// Whether the ordered patterns exclude `rel`.
+    fn excluded_in_order(&self, rel: &Path) -> bool {
+        let mut excluded = false;
+        for (matcher, negated) in &self.ordered {
+            if rel
+                .ancestors()
+                .any(|a| !a.as_os_str().is_empty() && matcher.is_match(a))
+            {
+                excluded = !negated;
+            }
+        }
+        excluded
     }
 
     /// Decides for `rel` (relative to the walk's root). `parent_taken` says whether its parent
@@ -134,6 +171,14 @@ impl PathFilter {
     pub fn decide(&self, rel: &Path, is_dir: bool, parent_taken: bool) -> Decision {
         if self.exclude.as_ref().is_some_and(|set| set.is_match(rel)) {
             return Decision::Skip;
+        }
+        if !self.ordered.is_empty() && self.excluded_in_order(rel) {
+            // An exception may take something below an excluded directory.
+            return if is_dir && self.ordered.iter().any(|(_, negated)| *negated) {
+                Decision::Descend
+            } else {
+                Decision::Skip
+            };
         }
         if parent_taken {
             return Decision::Take;
@@ -147,32 +192,40 @@ impl PathFilter {
     }
 }
 
+/// One pattern (`text`, as written in `pattern`) compiled; `None` for blanks and comments.
+fn compile(text: &str, pattern: &str) -> Result<Option<globset::Glob>, PatternError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let mut normalized = trimmed;
+    while let Some(rest) = normalized.strip_prefix("./") {
+        normalized = rest;
+    }
+    let normalized = normalized.trim_start_matches('/').trim_end_matches('/');
+    let normalized = if normalized.is_empty() || normalized == "." {
+        "**"
+    } else {
+        normalized
+    };
+    GlobBuilder::new(normalized)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(Some)
+        .map_err(|source| PatternError {
+            pattern: pattern.to_owned(),
+            source,
+        })
+}
+
 fn build(patterns: &[String]) -> Result<Option<GlobSet>, PatternError> {
     let mut builder = GlobSetBuilder::new();
     let mut any = false;
     for pattern in patterns {
-        let trimmed = pattern.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        let Some(glob) = compile(pattern, pattern)? else {
             continue;
-        }
-        let mut normalized = trimmed;
-        while let Some(rest) = normalized.strip_prefix("./") {
-            normalized = rest;
-        }
-        let normalized = normalized.trim_start_matches('/').trim_end_matches('/');
-        let normalized = if normalized.is_empty() || normalized == "." {
-            "**"
-        } else {
-            normalized
         };
-        let glob = GlobBuilder::new(normalized)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|source| PatternError {
-                pattern: pattern.clone(),
-                source,
-            })?;
         builder.add(glob);
         any = true;
     }
@@ -232,6 +285,39 @@ mod tests {
         let deep = f(&["**/*.rs"], &[]);
         assert_eq!(
             deep.decide(Path::new("a/b/c.rs"), false, false),
+            Decision::Take
+        );
+    }
+
+    #[test]
+    fn exceptions_re_include_in_order() {
+        let p = f(
+            &[],
+            &[
+                "docs",
+                "!docs/keep.md",
+                "*.log",
+                "!important.log",
+                "important.log",
+            ],
+        );
+        assert_eq!(p.decide(Path::new("docs"), true, false), Decision::Descend);
+        assert_eq!(
+            p.decide(Path::new("docs/a.md"), false, false),
+            Decision::Skip
+        );
+        assert_eq!(
+            p.decide(Path::new("docs/keep.md"), false, false),
+            Decision::Take
+        );
+        assert_eq!(p.decide(Path::new("x.log"), false, false), Decision::Skip);
+        // The last matching pattern wins.
+        assert_eq!(
+            p.decide(Path::new("important.log"), false, false),
+            Decision::Skip
+        );
+        assert_eq!(
+            p.decide(Path::new("src/main.rs"), false, true),
             Decision::Take
         );
     }

@@ -103,9 +103,39 @@ pub struct ImageConfigInput {
     pub exposed_ports: BTreeSet<String>,
     pub volumes: BTreeSet<String>,
     pub stop_signal: Option<String>,
+    /// The section's other keys (`Healthcheck`, `OnBuild`, `Shell`, `ArgsEscaped`, ...), kept
+    /// as they are.
+    pub other: BTreeMap<String, Value>,
     /// RFC 3339 time written as the config's and the new history entries' `created`; `None`
     /// writes none (reproducible images).
     pub created: Option<String>,
+}
+
+/// The `config` keys [`ImageConfigInput`] has fields for.
+const KNOWN_KEYS: [&str; 10] = [
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "Labels",
+    "ExposedPorts",
+    "Volumes",
+    "StopSignal",
+    // Docker's legacy fields that other writers leave empty: not carried over.
+    "Image",
+];
+
+/// Null, `""`, `false`, `[]`, `{}`: what Docker's legacy fields hold when unused.
+fn is_blank(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) => false,
+    }
 }
 
 fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
@@ -155,6 +185,15 @@ impl ImageConfigInput {
             exposed_ports: key_set(field("ExposedPorts")),
             volumes: key_set(field("Volumes")),
             stop_signal: non_empty_string(field("StopSignal")),
+            other: config
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, v)| !KNOWN_KEYS.contains(&k.as_str()) && !is_blank(v))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             created: None,
         }
     }
@@ -191,6 +230,9 @@ impl ImageConfigInput {
         }
         if let Some(s) = &self.stop_signal {
             c.insert("StopSignal".into(), json!(s));
+        }
+        for (k, v) in &self.other {
+            c.insert(k.clone(), v.clone());
         }
         Value::Object(c)
     }

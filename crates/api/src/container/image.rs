@@ -256,26 +256,20 @@ fn oci_config_json(c: &Container) -> String {
             .collect();
         config.insert("ExposedPorts".into(), serde_json::Value::Object(ports));
     }
+    for (k, v) in &c.config.rest {
+        config.insert(k.clone(), v.clone());
+    }
     serde_json::Value::Object(config).to_string()
 }
 
 fn config_input(c: &Container) -> ImageConfigInput {
-    ImageConfigInput {
-        platform: Some(c.platform.clone()),
-        env: c
-            .config
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-        cmd: Some(c.config.default_args.clone()),
-        entrypoint: Some(c.config.entrypoint.clone()),
-        working_dir: Some(c.config.workdir.clone()).filter(|w| !w.is_empty()),
-        user: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
-        labels: c.config.labels.clone(),
-        exposed_ports: c.config.exposed_ports.clone(),
-        ..Default::default()
-    }
+    let section = serde_json::from_str(&oci_config_json(c)).unwrap_or_default();
+    let mut input = ImageConfigInput::from_oci_config(&section);
+    // The section always writes Cmd and Entrypoint (empty lists clear the base's).
+    input.cmd = Some(c.config.default_args.clone());
+    input.entrypoint = Some(c.config.entrypoint.clone());
+    input.platform = Some(c.platform.clone());
+    input
 }
 
 /// The image of `c`, or the index of it and its `variants`: the digest to export or push.

@@ -1,4 +1,5 @@
 //! `Container`: one function per field, grouped by family:
+//! - [`build`]: `build` (a Dockerfile; also `Directory.dockerBuild`);
 //! - [`image`]: `from`, registry auth, `imageRef`, `platform`, `export`, `publish`,
 //!   `asTarball`, `import`;
 //! - [`exec`]: `withExec`, `stdout`, `stderr`, `sync`;
@@ -12,6 +13,7 @@
 //! Each field function declares the field, its arguments (an `Args` struct beside it) and its
 //! resolver; [`register`] lists them in the order the schema serves them.
 
+mod build;
 mod config;
 mod exec;
 mod files;
@@ -20,6 +22,7 @@ mod mounts;
 mod sockets;
 mod terminal;
 
+pub(crate) use build::docker_build_field;
 pub(crate) use exec::default_exec;
 pub(crate) use sockets::{host_unix_socket, query_socket, socket_object};
 
@@ -34,6 +37,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let container = Object::new("Container")
         .with_id()
         .field(image::from())
+        .field(build::build())
         .field(exec::with_exec())
         .field(exec::stdout())
         .field(exec::stderr())
@@ -91,6 +95,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .into_iter()
         .chain([sockets::with_unix_socket(), sockets::without_unix_socket()])
         .fold(container, |container, field| container.field(field));
+    let b = build::register_inputs(b);
     mounts::register_enums(image::register_enums(b)).object(container)
 }
 

@@ -151,9 +151,12 @@ impl Worker {
                         readonly: m.readonly,
                     }
                 }
-                MountSource::Cache { id, sharing, .. } => {
+                MountSource::Cache { id, sharing, base } => {
                     let used = self.inner.volumes.acquire(id, *sharing).await?;
                     let source = used.dir.clone();
+                    if let Some(base) = base {
+                        self.seed_cache(&source, &input_snapshot(base)?).await?;
+                    }
                     volumes.push(used);
                     ExecMountKind::Bind {
                         source,
@@ -534,6 +537,30 @@ impl Worker {
         };
         chowned.map_err(|e| op_err("exec", format!("chown unix socket: {e}")))?;
         Ok(forward)
+    }
+
+    /// Fills an empty cache volume directory with the contents of `snapshot` (a volume seeded
+    /// from a directory); a volume that already holds something is left as it is.
+    async fn seed_cache(&self, dir: &std::path::Path, snapshot: &str) -> Result<(), WorkerError> {
+        let target = dir.to_path_buf();
+        let empty = blocking(move || {
+            Ok(std::fs::read_dir(&target)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false))
+        })
+        .await?;
+        if !empty {
+            return Ok(());
+        }
+        let view = self.mount_view(snapshot).await?;
+        let (root, target) = (view.path().to_path_buf(), dir.to_path_buf());
+        let copied = blocking(move || {
+            fsops::copy(&root, "/", &target, "/", &fsops::CopyOptions::default())?;
+            Ok(())
+        })
+        .await;
+        view.release().await;
+        copied
     }
 
     pub(crate) fn secret(&self, session_id: &str, id: &str) -> Result<Bytes, WorkerError> {
