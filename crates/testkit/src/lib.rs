@@ -6,15 +6,19 @@
 //!   unix socket, killed on drop;
 //! - [`metric`]: one value out of the engine's `/metrics` text;
 //! - [`git::GitServer`]: bare repositories served by `git daemon` and `git http-backend`;
-//! - [`http::FileServer`]: files over HTTP with `ETag` revalidation.
+//! - [`http::FileServer`]: files over HTTP with `ETag` revalidation;
+//! - [`docker::DockerDaemon`]: a private `dockerd` to compare with `docker build`;
+//! - [`oci::read_archive`]: an OCI archive's config and flattened file tree.
 //!
 //! Everything listens on loopback only and dies with the test process (PR_SET_PDEATHSIG).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod docker;
 pub mod git;
 pub mod http;
 pub mod image;
+pub mod oci;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
