@@ -1355,3 +1355,44 @@ connect_and_run(main)
     assert_eq!(s(Mode::Run, &r, "up"), bound);
     sdk.engine.wait_metric("dagr_services_running", 0);
 }
+
+#[test]
+fn dockerfile_builds_and_git_sources() {
+    let sdk = Sdk::start();
+    let git = dagr_testkit::git::GitServer::start(None);
+    git.create("repo.git");
+    let commit = git.commit("repo.git", "main", &[("README", "from git")], "first");
+    let body = r#"
+async def main():
+    base = dagger.BuildArg(name="BASE", value=IMAGE)
+    ctx = dag.directory().with_new_file(
+        "Dockerfile",
+        contents='ARG BASE\nFROM $BASE\nARG MSG\nRUN echo "$MSG" > /msg\n',
+    )
+    built = dag.container().build(ctx, build_args=[base, dagger.BuildArg(name="MSG", value=NONCE)])
+    RESULT["msg"] = await built.file("/msg").contents()
+    secret = dag.set_secret("tok", "sekrit-" + NONCE)
+    ctx2 = dag.directory().with_new_file(
+        "Dockerfile",
+        contents="ARG BASE\nFROM $BASE\nRUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /len\n",
+    )
+    with_secret = ctx2.docker_build(build_args=[base], secrets=[secret])
+    RESULT["len"] = (await with_secret.file("/len").contents()).strip()
+    repo = dag.git(GIT_URL)
+    RESULT["commit"] = await repo.branch("main").commit()
+    RESULT["readme"] = await repo.branch("main").tree().file("README").contents()
+    RESULT["kept"] = await dag.git(GIT_URL, keep_git_dir=True).head().tree().entries()
+
+connect_and_run(main)
+"#
+    .replace("GIT_URL", &format!("{:?}", git.daemon_url("repo.git")));
+    let work = temp_work();
+    let r = sdk.result(Mode::Run, work.path(), &body);
+    assert!(s(Mode::Run, &r, "msg").starts_with("Run-"), "{r}");
+    // "sekrit-" + the nonce.
+    let nonce_len = s(Mode::Run, &r, "msg").trim().len();
+    assert_eq!(s(Mode::Run, &r, "len"), (7 + nonce_len).to_string());
+    assert_eq!(s(Mode::Run, &r, "commit"), commit);
+    assert_eq!(s(Mode::Run, &r, "readme"), "from git");
+    assert_eq!(r["kept"], serde_json::json!([".git", "README"]));
+}
