@@ -84,6 +84,8 @@ const PREREQS: &[(&str, &str)] = &[
     ("git", "git"),
     // Other platforms: QEMU user emulators, registered in binfmt_misc by the engine.
     ("qemu-aarch64-static", "qemu-user-static"),
+    // The Dockerfile corpus compares with `docker build` on a private dockerd (BuildKit).
+    ("dockerd", "docker.io"),
 ];
 
 /// What only the benchmarks need: the baselines they compare against (`buildah bud --layers`

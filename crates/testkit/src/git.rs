@@ -98,6 +98,11 @@ impl GitServer {
         self.dir.path().join("repos")
     }
 
+    /// Where the bare repository `name` lives.
+    pub fn repo_path(&self, name: &str) -> PathBuf {
+        self.repos().join(name)
+    }
+
     /// Creates the bare repository `name` (e.g. `repo.git`) whose HEAD is `main`.
     pub fn create(&self, name: &str) {
         let path = self.repos().join(name);
