@@ -294,3 +294,37 @@ async fn bad_dockerfiles_are_errors_naming_the_line_or_value() {
         "{err}"
     );
 }
+
+/// A plain tar (ASCII only, so it travels as a `withNewFile` string) with one file whose name
+/// climbs out of the destination.
+fn escaping_tar() -> String {
+    let mut header = tar::Header::new_old();
+    let name = b"../../escaped.txt";
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.extend_from_slice(b"gotcha");
+    bytes.resize(bytes.len() + (512 - 6) + 1024, 0);
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn add_refuses_an_archive_that_escapes_its_destination() {
+    let engine = engine();
+    let client = connect(&engine).await;
+    let tar = escaping_tar();
+    let err = build(
+        &client,
+        &format!("FROM {}\nADD evil.tar /unpacked/\n", image()),
+        &[("evil.tar", &tar)],
+        "",
+        "rootfs { entries }",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("evil.tar"), "{err}");
+    assert!(err.contains("escaped.txt") || err.contains(".."), "{err}");
+}
