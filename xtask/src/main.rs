@@ -82,6 +82,9 @@ const PREREQS: &[(&str, &str)] = &[
     // Git sources: the engine runs git; tests serve repositories with git daemon and
     // git http-backend (both in Debian's git package).
     ("git", "git"),
+    // Git over SSH: the engine runs ssh; a test runs its own sshd and ssh-agent on loopback.
+    ("ssh", "openssh-client"),
+    ("sshd", "openssh-server"),
     // Other platforms: QEMU user emulators, registered in binfmt_misc by the engine.
     ("qemu-aarch64-static", "qemu-user-static"),
     // The Dockerfile corpus compares with `docker build` on a private dockerd (BuildKit).

@@ -277,3 +277,57 @@ async fn http_from_a_service_of_the_session() {
     .unwrap();
     assert_eq!(data["http"]["contents"], "from the service");
 }
+
+#[tokio::test]
+async fn git_over_ssh_with_the_clients_agent() {
+    let server = GitServer::start(None);
+    server.create("repo.git");
+    let commit = server.commit("repo.git", "main", &[("hello.txt", "over ssh")], "c");
+    let ssh = dagr_testkit::git::SshServer::start();
+    let url = json!(ssh.url(&server, "repo.git"));
+    let engine = engine();
+    let client = connect(&engine).await;
+    let known = json!(ssh.known_hosts);
+    let socket = query(
+        &client,
+        format!(
+            "{{ host {{ unixSocket(path: {}) {{ id }} }} }}",
+            json!(ssh.agent_socket.display().to_string())
+        ),
+    )
+    .await
+    .unwrap();
+    let socket = json!(socket["host"]["unixSocket"]["id"].as_str().unwrap());
+    let data = query(
+        &client,
+        format!(
+            "{{ git(url: {url}, sshKnownHosts: {known}, sshAuthSocket: {socket}) {{ branch(name: \"main\") {{ commit tree {{ file(path: \"hello.txt\") {{ contents }} }} }} }} }}"
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(data["git"]["branch"]["commit"], commit.as_str());
+    assert_eq!(
+        data["git"]["branch"]["tree"]["file"]["contents"],
+        "over ssh"
+    );
+
+    // Without the agent the server refuses; with other known hosts the client does.
+    let err = query(
+        &client,
+        format!("{{ git(url: {url}, sshKnownHosts: {known}) {{ head {{ commit }} }} }}"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("Permission denied"), "{err}");
+    let other = json!(ssh.known_hosts.replace("[127.0.0.1]", "[127.0.0.2]"));
+    let err = query(
+        &client,
+        format!(
+            "{{ git(url: {url}, sshKnownHosts: {other}, sshAuthSocket: {socket}) {{ head {{ commit }} }} }}"
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("Host key verification failed"), "{err}");
+}

@@ -417,3 +417,123 @@ fn read_body(
     }
     Ok(body)
 }
+
+/// An `sshd` on 127.0.0.1 that lets `root` in with one key, and an `ssh-agent` holding that
+/// key: git over SSH with the client's agent. Both die with the fixture.
+pub struct SshServer {
+    dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The agent's socket (`SSH_AUTH_SOCK`).
+    pub agent_socket: PathBuf,
+    /// A `known_hosts` line for the server's host key.
+    pub known_hosts: String,
+    pids: Vec<u32>,
+}
+
+impl SshServer {
+    pub fn start() -> SshServer {
+        assert!(
+            Path::new("/usr/sbin/sshd").exists(),
+            "sshd is missing: run `cargo xtask prereqs` (openssh-server)"
+        );
+        let dir = tempfile::tempdir().expect("sshd dir");
+        let d = dir.path();
+        for key in ["host_key", "user_key"] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key))
+                .status()
+                .expect("ssh-keygen");
+            assert!(status.success(), "ssh-keygen {key}");
+        }
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("authorized");
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 StrictModes no\nUsePAM no\nPidFile {pid}\n",
+                host = d.join("host_key").display(),
+                auth = d.join("authorized_keys").display(),
+                pid = d.join("sshd.pid").display(),
+            ),
+        )
+        .expect("sshd config");
+        let mut sshd = Command::new("/usr/sbin/sshd");
+        sshd.args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let sshd_pid = spawn_for_process_lifetime(sshd);
+        wait_for_port(&addr);
+        let agent_socket = d.join("agent.sock");
+        let mut agent = Command::new("ssh-agent");
+        agent
+            .arg("-D")
+            .arg("-a")
+            .arg(&agent_socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let agent_pid = spawn_for_process_lifetime(agent);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !agent_socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ssh-agent did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let status = Command::new("ssh-add")
+            .arg("-q")
+            .arg(d.join("user_key"))
+            .env("SSH_AUTH_SOCK", &agent_socket)
+            .status()
+            .expect("ssh-add");
+        assert!(status.success(), "ssh-add");
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+        let mut fields = host_pub.split_whitespace();
+        let known_hosts = format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            fields.next().expect("key type"),
+            fields.next().expect("key")
+        );
+        SshServer {
+            dir,
+            addr,
+            agent_socket,
+            known_hosts,
+            pids: vec![sshd_pid, agent_pid],
+        }
+    }
+
+    /// `ssh://root@127.0.0.1:PORT/<repo>` for the repository `name` of `server`.
+    pub fn url(&self, server: &GitServer, name: &str) -> String {
+        format!(
+            "ssh://root@{}{}",
+            self.addr,
+            server.repo_path(name).display()
+        )
+    }
+
+    /// Where the fixture keeps its keys and config.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            // SAFETY: kill(2) on processes this fixture started.
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+}
