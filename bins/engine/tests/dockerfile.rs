@@ -328,3 +328,36 @@ async fn add_refuses_an_archive_that_escapes_its_destination() {
     assert!(err.contains("evil.tar"), "{err}");
     assert!(err.contains("escaped.txt") || err.contains(".."), "{err}");
 }
+
+#[tokio::test]
+async fn add_of_a_url_downloads_it() {
+    let server = dagr_testkit::http::FileServer::start();
+    server.put("/dl/tool.sh", b"#!/bin/sh\necho tool\n");
+    let engine = engine();
+    let client = connect(&engine).await;
+    let dockerfile = format!(
+        "FROM {}\nADD {} /opt/\nADD --chmod=755 {} /opt/run.sh\n",
+        image(),
+        server.url("/dl/tool.sh"),
+        server.url("/dl/tool.sh")
+    );
+    let c = build(
+        &client,
+        &dockerfile,
+        &[],
+        "",
+        "withExec(args: [\"sh\", \"-c\", \"stat -c '%a %n' /opt/tool.sh /opt/run.sh && /opt/run.sh\"]) { stdout }",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c["withExec"]["stdout"],
+        "600 /opt/tool.sh\n755 /opt/run.sh\ntool\n"
+    );
+    // The second build revalidates the download instead of fetching it again.
+    let (full, _) = server.counts();
+    build(&client, &dockerfile, &[], "", "rootfs { entries }")
+        .await
+        .unwrap();
+    assert_eq!(server.counts().0, full, "no second download");
+}
