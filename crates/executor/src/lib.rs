@@ -16,6 +16,7 @@
 //!   [`PrestartHook`] (run once the network namespace exists, see [`PrestartContext`]) is async.
 //! - [`build_runtime_spec`] turns an [`ExecSpec`] into an OCI runtime spec with every field set
 //!   explicitly (BuildKit's default capabilities, runc's masked paths, host-bounded rlimits).
+//! - [`seccomp`]: Docker's default seccomp profile (none with `insecure_root_capabilities`).
 //! - [`ExecLimits`] (processes, memory) apply to every exec through a cgroup of its own; a
 //!   failed exec says which one it ran into ([`LimitHit`] in [`ExecError::Failed`]).
 //! - [`emulation`]: execs of another architecture run under QEMU through `binfmt_misc`;
@@ -33,6 +34,7 @@ mod mount;
 mod output;
 mod pty;
 mod runtime;
+pub mod seccomp;
 mod spec;
 mod user;
 
@@ -47,6 +49,7 @@ pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, par
 pub use output::{CapturedOutput, OutputChunk, OutputStream};
 pub use pty::{TerminalInput, TerminalIo, WindowSize};
 pub use runtime::{Runtime, RuntimeError, runtime_log_errors};
+pub use seccomp::{KernelVersion, default_profile};
 pub use spec::{
     ALL_CAPABILITIES, ContainerMount, DEFAULT_CAPABILITIES, DEFAULT_PATH_ENV, ExecMount,
     ExecMountKind, ExecSpec, MASKED_PATHS, MAX_OPEN_FILES, OCI_VERSION, READONLY_PATHS,

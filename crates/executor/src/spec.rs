@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
+use dagr_platform::Platform;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
     LinuxNamespaceType, Mount as OciMount, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
@@ -16,6 +17,7 @@ use oci_spec::runtime::{
 };
 
 use crate::mount::Mount;
+use crate::seccomp;
 use crate::user::ResolvedUser;
 
 /// `PATH` given to processes whose environment has none (BuildKit's default).
@@ -489,6 +491,18 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
     } else {
         DEFAULT_CAPABILITIES.iter().copied().collect()
     };
+    // Docker's default seccomp profile for the bounding set (as BuildKit applies it to RUN
+    // steps); Dagger's insecureRootCapabilities (BuildKit's insecure mode) runs unconfined.
+    // Emulated execs run QEMU, whose syscalls are the host's: the host architecture's profile.
+    let seccomp_profile = if exec.insecure_root_capabilities {
+        None
+    } else {
+        let bounding: Vec<Capability> = capabilities.iter().copied().collect();
+        Some(seccomp::default_profile(
+            &bounding,
+            &Platform::host().architecture,
+        )?)
+    };
     let mut linux_capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(capabilities.clone())
         .effective(capabilities.clone())
@@ -593,7 +607,7 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
     linux.set_sysctl(None);
     linux.set_resources(None);
     linux.set_devices(None);
-    linux.set_seccomp(None);
+    linux.set_seccomp(seccomp_profile);
     linux.set_rootfs_propagation(None);
     linux.set_mount_label(None);
     linux.set_intel_rdt(None);
@@ -830,7 +844,13 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["cgroupsPath", "maskedPaths", "namespaces", "readonlyPaths"]
+            [
+                "cgroupsPath",
+                "maskedPaths",
+                "namespaces",
+                "readonlyPaths",
+                "seccomp"
+            ]
         );
         assert_eq!(linux["cgroupsPath"], "/dagr/x");
         assert_eq!(
@@ -845,6 +865,18 @@ mod tests {
         );
         assert_eq!(linux["maskedPaths"], json!(MASKED_PATHS));
         assert_eq!(linux["readonlyPaths"], json!(READONLY_PATHS));
+        // Docker's default profile for the default capabilities, on the host's architecture.
+        let expected =
+            seccomp::default_profile(&DEFAULT_CAPABILITIES, &Platform::host().architecture)
+                .unwrap();
+        assert_eq!(linux["seccomp"], serde_json::to_value(&expected).unwrap());
+        assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let chroot_allowed = linux["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["names"] == json!(["chroot"]));
+        assert!(chroot_allowed, "CAP_SYS_CHROOT is a default capability");
     }
 
     #[test]
@@ -928,6 +960,12 @@ mod tests {
         assert_eq!(config["linux"]["maskedPaths"], json!([]));
         assert_eq!(config["linux"]["readonlyPaths"], json!([]));
         assert_eq!(config["process"]["env"], json!(["PATH=/bin"]));
+        // Unconfined, as Dagger's insecureRootCapabilities.
+        assert!(
+            config["linux"].get("seccomp").is_none(),
+            "{}",
+            config["linux"]
+        );
     }
 
     #[test]
