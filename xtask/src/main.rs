@@ -87,6 +87,8 @@ const PREREQS: &[(&str, &str)] = &[
     ("sshd", "openssh-server"),
     // Other platforms: QEMU user emulators, registered in binfmt_misc by the engine.
     ("qemu-aarch64-static", "qemu-user-static"),
+    // Every container's PID 1: Debian's static tini.
+    ("tini-static", "tini"),
     // The Dockerfile corpus compares with `docker build` on a private dockerd (BuildKit).
     ("dockerd", "docker.io"),
 ];

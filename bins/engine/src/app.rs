@@ -220,6 +220,19 @@ async fn open_api(
     if let Some(runc) = &config.runc {
         worker_config.runtime_binary = runc.clone();
     }
+    match &config.init {
+        Some(init) if !init.is_file() => {
+            anyhow::bail!(
+                "--init {}: no such file (install tini, or pass --init none)",
+                init.display()
+            )
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            "containers run without an init as PID 1 (zombies are not reaped): install tini or pass --init"
+        ),
+    }
+    worker_config.init = config.init.clone();
     // No limit unless the user asks for one: BuildKit runs every ready exec at once too.
     worker_config.max_concurrent_execs = config
         .max_execs

@@ -27,6 +27,9 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+/// Debian's static tini, the default init of containers.
+pub const DEFAULT_INIT: &str = "/usr/bin/tini-static";
+
 /// The flags of the engine itself (no subcommand).
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -45,6 +48,11 @@ pub struct ServeArgs {
     /// Default: `runc`, looked up in PATH.
     #[arg(long, value_name = "PATH")]
     runc: Option<PathBuf>,
+    /// A static init run as every container's PID 1 (it reaps zombies, forwards signals and
+    /// keeps the exit status), or `none`.
+    /// Default: /usr/bin/tini-static (Debian's tini) when it exists, else none.
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
     /// At most this many containers run at once. Default: no limit (service containers and
     /// the execs that bind them never count against it).
     #[arg(long, value_name = "N")]
@@ -194,6 +202,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The OCI runtime binary; `None`: the worker's default.
     pub runc: Option<PathBuf>,
+    /// The containers' init; `None`: none.
+    pub init: Option<PathBuf>,
     /// At most this many containers run at once; `None`: the worker's default.
     pub max_execs: Option<usize>,
     /// The container network.
@@ -232,6 +242,11 @@ impl From<ServeArgs> for Config {
             listen,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             runc: args.runc,
+            init: match args.init {
+                Some(path) if path.as_os_str() == "none" => None,
+                Some(path) => Some(path),
+                None => Some(PathBuf::from(DEFAULT_INIT)).filter(|p| p.is_file()),
+            },
             max_execs: args.max_execs.map(|n| n.max(1)),
             network: NetworkSettings {
                 bridge: (args.network == NetworkModeArg::Bridge).then(|| {

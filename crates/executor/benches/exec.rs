@@ -69,6 +69,7 @@ impl PreparedBundle {
             mounts: &[],
             capability_bound: dagr_executor::host_capability_bound(),
             terminal: false,
+            init: None,
         })
         .unwrap();
         std::fs::write(

@@ -49,6 +49,9 @@ pub struct ExecutorConfig {
     pub network: Arc<Network>,
     /// The processes and memory every exec may use.
     pub limits: ExecLimits,
+    /// A static init (tini) run as every exec's PID 1 (see [`crate::RuntimeSpecInput::init`]);
+    /// `None`: the exec's process is PID 1 itself.
+    pub init: Option<PathBuf>,
 }
 
 impl ExecutorConfig {
@@ -63,6 +66,7 @@ impl ExecutorConfig {
             max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             output_cap: DEFAULT_OUTPUT_CAP,
             limits: ExecLimits::default(),
+            init: None,
         }
     }
 }
@@ -591,6 +595,7 @@ impl Executor {
             mounts: &bundle.mounts,
             capability_bound: bundle.capability_bound,
             terminal: terminal.is_some(),
+            init: self.config.init.as_deref(),
         })?;
         let config_path = bundle_dir.join("config.json");
         let config_json =
@@ -1005,6 +1010,13 @@ async fn finish(
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1);
+    // The init could not start the process: a start error, as the runtime's own would be.
+    if let Some(message) = init_exec_failure(spec, exit_code, &stderr.bytes) {
+        return Err(ExecError::Start {
+            id: id.to_owned(),
+            message,
+        });
+    }
     if exit_code != 0 {
         let killed = status.signal() == Some(9) || exit_code == 137;
         let limit = match cgroup {
@@ -1332,6 +1344,32 @@ impl Drop for LiveExec {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// When the init (tini) reports that it could not exec the process (exit 126 or 127 with its
+/// `[FATAL tini (N)] exec ARG0 failed: REASON` line), the error in the runtime's words.
+fn init_exec_failure(spec: &ExecSpec, exit_code: i32, stderr: &[u8]) -> Option<String> {
+    if exit_code != 126 && exit_code != 127 {
+        return None;
+    }
+    let program = spec.args.first()?;
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("[FATAL tini ("))?;
+    let reason = line
+        .split_once("] exec ")?
+        .1
+        .strip_prefix(program.as_str())?
+        .strip_prefix(" failed: ")?;
+    Some(
+        if reason == "No such file or directory" && !program.contains('/') {
+            format!("exec: {program:?}: executable file not found in $PATH")
+        } else {
+            format!("exec: {program:?}: {}", reason.to_lowercase())
+        },
+    )
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 //! - [`seccomp`]: Docker's default seccomp profile (none with `insecure_root_capabilities`).
 //! - [`ExecLimits`] (processes, memory) apply to every exec through a cgroup of its own; a
 //!   failed exec says which one it ran into ([`LimitHit`] in [`ExecError::Failed`]).
+//! - With [`ExecutorConfig::init`] (the engine passes Debian's `tini-static`), every exec runs
+//!   under that init as PID 1 ([`INIT_PATH`] on the `/dev` tmpfs): zombies are reaped, signals
+//!   forwarded, the exit status kept; its failure to exec the process is a start error.
 //! - [`emulation`]: execs of another architecture run under QEMU through `binfmt_misc`;
 //!   [`register_qemu_handlers`] registers Debian's handlers at engine start and
 //!   [`check_emulator`] says whether (and why not) a platform can run here.
@@ -52,7 +55,7 @@ pub use runtime::{Runtime, RuntimeError, runtime_log_errors};
 pub use seccomp::{KernelVersion, default_profile};
 pub use spec::{
     ALL_CAPABILITIES, ContainerMount, DEFAULT_CAPABILITIES, DEFAULT_PATH_ENV, ExecMount,
-    ExecMountKind, ExecSpec, MASKED_PATHS, MAX_OPEN_FILES, OCI_VERSION, READONLY_PATHS,
+    ExecMountKind, ExecSpec, INIT_PATH, MASKED_PATHS, MAX_OPEN_FILES, OCI_VERSION, READONLY_PATHS,
     RuntimeSpecInput, SpecError, build_runtime_spec, host_capability_bound, process_env, validate,
 };
 pub use user::{ResolvedUser, UserError, resolve_user, resolve_user_from};

@@ -361,7 +361,15 @@ pub struct RuntimeSpecInput<'a> {
     pub capability_bound: u64,
     /// Give the process a terminal (`process.terminal`): the runtime allocates its console.
     pub terminal: bool,
+    /// A static init binary on the host (tini): bound read-only at [`INIT_PATH`] and run as
+    /// PID 1 with the process as its child (it reaps zombies, forwards signals and exits with
+    /// the child's status). `None`: the process is PID 1 itself.
+    pub init: Option<&'a Path>,
 }
+
+/// Where the init binary is bound in containers: on the `/dev` tmpfs, so nothing of it
+/// reaches the rootfs.
+pub const INIT_PATH: &str = "/dev/.dagr-init";
 
 /// The engine's capability bounding set from `/proc/self/status` (`CapBnd`); every capability
 /// when it cannot be read.
@@ -536,7 +544,13 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
     let mut process = ProcessBuilder::default()
         .terminal(input.terminal)
         .user(user)
-        .args(exec.args.clone())
+        .args(match input.init {
+            Some(_) => [INIT_PATH.to_owned(), "--".to_owned()]
+                .into_iter()
+                .chain(exec.args.iter().cloned())
+                .collect(),
+            None => exec.args.clone(),
+        })
         .env(process_env(&exec.env))
         .cwd(workdir)
         .capabilities(linux_capabilities)
@@ -570,6 +584,14 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
         &input.resolv_conf_file.to_string_lossy(),
         &["rbind", "ro"],
     ));
+    if let Some(init) = input.init {
+        mounts.push(oci_mount(
+            INIT_PATH,
+            "bind",
+            &init.to_string_lossy(),
+            &["rbind", "ro"],
+        ));
+    }
     let mut user_mounts: Vec<&ContainerMount> = input.mounts.iter().collect();
     // Parents before children, otherwise in the given order.
     user_mounts.sort_by_key(|m| mount_depth(m.dest()));
@@ -634,7 +656,8 @@ pub fn build_runtime_spec(input: &RuntimeSpecInput<'_>) -> Result<Spec, SpecErro
 }
 
 /// Destinations the executor mounts itself.
-const RESERVED_DESTINATIONS: [&str; 9] = [
+const RESERVED_DESTINATIONS: [&str; 10] = [
+    INIT_PATH,
     "/proc",
     "/dev",
     "/dev/pts",
@@ -694,6 +717,7 @@ mod tests {
             mounts,
             capability_bound: u64::MAX,
             terminal: false,
+            init: None,
         })
         .unwrap();
         serde_json::to_value(&spec).unwrap()
@@ -995,6 +1019,7 @@ mod tests {
             mounts: &[],
             capability_bound: bound,
             terminal: false,
+            init: None,
         })
         .unwrap();
         let config = serde_json::to_value(&spec).unwrap();

@@ -165,6 +165,8 @@ pub struct WorkerConfig {
     pub network: Option<Arc<dagr_executor::Network>>,
     /// The `git` binary git sources run (default: `git` on the `PATH`).
     pub git_binary: PathBuf,
+    /// The static init every exec runs under as PID 1 (default: none).
+    pub init: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -179,6 +181,7 @@ impl WorkerConfig {
             output_cap: 16 << 20,
             network: None,
             git_binary: PathBuf::from("git"),
+            init: None,
             exec_limits: dagr_executor::ExecLimits {
                 pids: Some(DEFAULT_PIDS_LIMIT),
                 memory_bytes: None,
@@ -283,6 +286,7 @@ impl Worker {
             exec_config.network = network.clone();
         }
         exec_config.limits = config.exec_limits;
+        exec_config.init = config.init.clone();
         let executor = Executor::new(exec_config);
         // Containers, mounts and bundles of a previous engine that died without cleaning up.
         let stale = executor.remove_stale_state()?;
