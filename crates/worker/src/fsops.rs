@@ -64,10 +64,36 @@ fn chown(p: &Path, owner: Option<Owner>, shown: &str) -> Result<(), FsError> {
 
 /// Creates every missing directory of `dir` (mode 0755), resolving inside `root`.
 fn mkdir_all(root: &Path, dir: &str) -> Result<PathBuf, FsError> {
+    mkdir_all_as(root, dir, 0o755, None)
+}
+
+/// BuildKit's `MkdirAll`: creates every missing directory of `dir` (resolved inside `root`, so
+/// a symlink on the way is followed there); each directory created gets `mode` and `owner`,
+/// existing ones are left as they are.
+fn mkdir_all_as(
+    root: &Path,
+    dir: &str,
+    mode: u32,
+    owner: Option<Owner>,
+) -> Result<PathBuf, FsError> {
     let target = resolve_in_root(root, dir, true)?;
-    fs::create_dir_all(&target).map_err(io_err(dir))?;
-    if !target.is_dir() {
-        return Err(FsError::NotADirectory { path: dir.into() });
+    let below = target
+        .strip_prefix(root)
+        .map_err(|_| FsError::NotADirectory { path: dir.into() })?;
+    let mut at = root.to_path_buf();
+    for component in below.components() {
+        at.push(component);
+        match fs::symlink_metadata(&at) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return Err(FsError::NotADirectory { path: dir.into() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&at).map_err(io_err(dir))?;
+                fs::set_permissions(&at, fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(io_err(dir))?;
+                chown(&at, owner, dir)?;
+            }
+            Err(e) => return Err(io_err(dir)(e)),
+        }
     }
     Ok(target)
 }
@@ -108,7 +134,8 @@ pub fn mkfile(
     chown(&target, owner, path)
 }
 
-/// Creates a directory (and its parents when `parents`).
+/// Creates a directory (and its missing parents when `parents`) with `mode` and `owner`, as
+/// BuildKit does: every directory created gets them, a directory that exists is left as it is.
 pub fn mkdir(
     root: &Path,
     path: &str,
@@ -116,32 +143,31 @@ pub fn mkdir(
     parents: bool,
     owner: Option<Owner>,
 ) -> Result<(), FsError> {
-    let parent = if parents {
-        mkdir_all(root, parent_of(path))?
-    } else {
-        let p = resolve_in_root(root, parent_of(path), true)?;
-        if !p.is_dir() {
-            return Err(FsError::NotFound {
-                path: parent_of(path).into(),
-            });
-        }
-        p
-    };
+    if parents {
+        mkdir_all_as(root, path, mode, owner)?;
+        return Ok(());
+    }
+    let parent = resolve_in_root(root, parent_of(path), true)?;
+    if !parent.is_dir() {
+        return Err(FsError::NotFound {
+            path: parent_of(path).into(),
+        });
+    }
     let name = match Path::new(path).file_name() {
         Some(n) => n.to_owned(),
         None => return Ok(()), // the root itself
     };
     let target = parent.join(name);
     match fs::symlink_metadata(&target) {
-        Ok(md) if md.is_dir() => {}
-        Ok(_) => return Err(FsError::NotADirectory { path: path.into() }),
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(FsError::NotADirectory { path: path.into() }),
         Err(_) => {
             fs::create_dir(&target).map_err(io_err(path))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(io_err(path))?;
+            chown(&target, owner, path)
         }
     }
-    fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
-        .map_err(io_err(path))?;
-    chown(&target, owner, path)
 }
 
 /// Removes a file, symlink or directory tree.
@@ -179,7 +205,7 @@ fn remove_any(p: &Path) -> io::Result<()> {
 pub struct CopyOptions {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
-    /// Override the mode of copied regular files.
+    /// Override the mode of copied files and directories.
     pub mode: Option<u32>,
     pub owner: Option<Owner>,
     /// `src` may hold glob patterns (`*`, `?`, `[...]`) in any component: every match is
@@ -199,9 +225,12 @@ pub struct CopyStats {
 
 /// Copies `src` of `src_root` to `dest` of `dest_root`. A directory source has its *contents*
 /// merged into `dest` (created if missing), filtered by the patterns; a file source is written at
-/// `dest` (parents created), or inside `dest` under its own name when `dest` is a directory,
-/// ends with `/`, or several sources matched a wildcard. Modes, symlinks (not followed), owners
-/// and mtimes are kept.
+/// `dest` (parents created), or inside `dest` under its own name when `dest` is a directory or
+/// ends with `/`. Every match of a wildcard is copied the same way, in order (so several files
+/// onto a `dest` without `/` that is no directory leave the last one, as in BuildKit). Modes,
+/// symlinks (not followed), owners and mtimes are kept, but for the `mode` and `owner` options,
+/// which apply to every copied entry, directories included. Directories created to hold the
+/// copy get the owner and the `mode` (0755 without one); existing ones are left as they are.
 pub fn copy(
     src_root: &Path,
     src: &str,
@@ -218,7 +247,7 @@ pub fn copy(
     } else {
         vec![src.to_owned()]
     };
-    let into_dir = dest.ends_with('/') || sources.len() > 1;
+    let into_dir = dest.ends_with('/');
     let mut stats = CopyStats::default();
     for source in &sources {
         copy_one(
@@ -242,11 +271,12 @@ fn copy_one(
         io::ErrorKind::NotFound => FsError::NotFound { path: src.into() },
         _ => io_err(src)(e),
     })?;
+    // Directories created for the destination: BuildKit's `MkdirAll` with the copy's mode
+    // (0755 without one) and owner.
+    let created_mode = opts.mode.map_or(0o755, |m| m & 0o777);
     if md.is_dir() {
         let filter = PathFilter::new(&opts.include, &opts.exclude)?;
-        let to = mkdir_all(dest_root, dest)?;
-        // The destination directory belongs to the owner too (BuildKit's copy does the same).
-        chown(&to, opts.owner, dest)?;
+        let to = mkdir_all_as(dest_root, dest, created_mode, opts.owner)?;
         let mut walker = TreeCopy {
             filter: &filter,
             opts,
@@ -257,7 +287,7 @@ fn copy_one(
         return Ok(());
     }
     if opts.unpack_archive && md.is_file() && is_archive(&from).map_err(io_err(src))? {
-        let to = mkdir_all(dest_root, dest)?;
+        let to = mkdir_all_as(dest_root, dest, 0o755, opts.owner)?;
         let archive = fs::File::open(&from).map_err(io_err(src))?;
         let applied =
             dagr_snapshot::apply_layer(archive, &to, &dagr_snapshot::ApplyOptions::default())
@@ -272,11 +302,11 @@ fn copy_one(
     // BuildKit's rule: a file copied onto an existing directory lands inside it.
     let existing = resolve_in_root(dest_root, dest, true)?;
     let to = if into_dir {
-        mkdir_all(dest_root, dest)?.join(file_name(src)?)
+        mkdir_all_as(dest_root, dest, created_mode, opts.owner)?.join(file_name(src)?)
     } else if existing.is_dir() {
         existing.join(file_name(src)?)
     } else {
-        mkdir_all(dest_root, parent_of(dest))?.join(file_name(dest)?)
+        mkdir_all_as(dest_root, parent_of(dest), created_mode, opts.owner)?.join(file_name(dest)?)
     };
     copy_entry(&from, &to, &md, opts, stats).map_err(io_err(dest))
 }
@@ -394,11 +424,13 @@ fn ensure_dir(dst: &Path, _md: &fs::Metadata) -> io::Result<()> {
     }
 }
 
-/// Mode, owner and mtime of a directory, set after its content.
+/// Mode, owner and mtime of a directory, set after its content (the `mode` option applies to
+/// directories too, as in BuildKit).
 fn finish_dir(dst: &Path, md: &fs::Metadata, opts: &CopyOptions) -> io::Result<()> {
-    fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
     let (uid, gid) = opts.owner.map_or((md.uid(), md.gid()), |o| (o.uid, o.gid));
     std::os::unix::fs::lchown(dst, Some(uid), Some(gid))?;
+    let mode = opts.mode.unwrap_or(md.mode() & 0o7777);
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
     filetime::set_file_mtime(dst, filetime::FileTime::from_last_modification_time(md))
 }
 
@@ -754,11 +786,14 @@ mod tests {
             allow_wildcard: true,
             ..Default::default()
         };
-        copy(src, "a/*.txt", t.path(), "/out", &wild).expect("copy");
+        copy(src, "a/*.txt", t.path(), "/out/", &wild).expect("copy");
         let out = t.path().join("out");
         assert_eq!(fs::read_to_string(out.join("one.txt")).expect("r"), "1");
         assert_eq!(fs::read_to_string(out.join("two.txt")).expect("r"), "2");
         assert!(!out.join("three.md").exists());
+        // Without a `/`, every match is copied onto the same path (BuildKit): the last one stays.
+        copy(src, "a/*.txt", t.path(), "/last", &wild).expect("copy");
+        assert_eq!(fs::read_to_string(t.path().join("last")).expect("r"), "2");
         // A directory match copies its contents; a single file into a `/` dest lands inside.
         copy(src, "a/c?nf", t.path(), "/conf", &wild).expect("copy dir");
         assert!(t.path().join("conf/x.txt").exists());
@@ -880,5 +915,72 @@ mod tests {
         let before = tree_digest(&out).expect("d");
         fs::write(out.join("README.md"), "changed").expect("w");
         assert_ne!(tree_digest(&out).expect("d"), before);
+    }
+
+    #[test]
+    fn mkdir_gives_created_directories_the_mode_and_owner_only() {
+        let d = tempfile::tempdir().expect("tmp");
+        let root = d.path();
+        fs::create_dir(root.join("tmp")).expect("mkdir");
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let owner = Some(Owner {
+            uid: 1000,
+            gid: 1001,
+        });
+        mkdir(root, "/home/u/project", 0o750, true, owner).expect("mkdir");
+        for created in ["home", "home/u", "home/u/project"] {
+            let md = fs::metadata(root.join(created)).expect("md");
+            assert_eq!(
+                (md.mode() & 0o7777, md.uid(), md.gid()),
+                (0o750, 1000, 1001),
+                "{created}"
+            );
+        }
+        // Existing directories keep their mode and owner, with or without parents.
+        mkdir(root, "/tmp", 0o755, true, owner).expect("existing");
+        mkdir(root, "/tmp", 0o755, false, owner).expect("existing");
+        let md = fs::metadata(root.join("tmp")).expect("md");
+        assert_eq!((md.mode() & 0o7777, md.uid()), (0o1777, 0));
+        mkdir(root, "/tmp/new", 0o700, false, owner).expect("one level");
+        let md = fs::metadata(root.join("tmp/new")).expect("md");
+        assert_eq!((md.mode() & 0o7777, md.uid()), (0o700, 1000));
+    }
+
+    #[test]
+    fn copy_owner_and_mode_apply_to_created_and_copied_directories() {
+        let s = tempfile::tempdir().expect("tmp");
+        let t = tempfile::tempdir().expect("tmp");
+        let (src, dst) = (s.path(), t.path());
+        fs::create_dir_all(src.join("dir/sub")).expect("mkdir");
+        fs::write(src.join("dir/sub/f"), "f").expect("w");
+        fs::write(src.join("file"), "x").expect("w");
+        fs::create_dir(dst.join("existing")).expect("mkdir");
+        let opts = CopyOptions {
+            owner: Some(Owner { uid: 7, gid: 8 }),
+            mode: Some(0o700),
+            ..Default::default()
+        };
+        let meta = |p: &str| {
+            let md = fs::symlink_metadata(dst.join(p)).expect(p);
+            (md.mode() & 0o7777, md.uid(), md.gid())
+        };
+        // An existing destination directory is left as it is; what is copied gets both.
+        copy(src, "/dir", dst, "/existing/", &opts).expect("copy");
+        assert_eq!(meta("existing"), (0o755, 0, 0));
+        assert_eq!(meta("existing/sub"), (0o700, 7, 8));
+        assert_eq!(meta("existing/sub/f"), (0o700, 7, 8));
+        // Created destination directories, for a file or a directory, get both too.
+        copy(src, "/file", dst, "/new/deeper/", &opts).expect("copy");
+        assert_eq!(meta("new"), (0o700, 7, 8));
+        assert_eq!(meta("new/deeper"), (0o700, 7, 8));
+        copy(src, "/dir", dst, "/tree", &opts).expect("copy");
+        assert_eq!(meta("tree"), (0o700, 7, 8));
+        let owned = CopyOptions {
+            owner: Some(Owner { uid: 7, gid: 8 }),
+            ..Default::default()
+        };
+        copy(src, "/file", dst, "/other/name", &owned).expect("copy");
+        assert_eq!(meta("other"), (0o755, 7, 8));
+        assert_eq!(meta("other/name").1, 7);
     }
 }

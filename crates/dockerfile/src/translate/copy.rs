@@ -2,7 +2,8 @@
 //!
 //! Sources are paths of the context (with `.dockerignore` applied) or of the `--from` stage or
 //! image root, globs allowed, a directory's contents copied; the destination is relative to
-//! the working directory and is a directory when it ends with `/` or there are several sources.
+//! the working directory and is a directory when it ends with `/` or exists as one (several
+//! sources onto a destination without `/` are each copied onto that path, as in BuildKit).
 //! ADD extracts local archives and downloads HTTP(S) URLs; heredoc sources are written into an
 //! empty filesystem and copied from there. `--link` makes no difference here.
 
@@ -146,10 +147,9 @@ impl Translator<'_> {
         opts: &CopyOptions,
     ) -> Result<(), BuildError> {
         let at = |kind| BuildError::at(line, kind);
-        let mut dest = paths::relative_to_workdir(&st.config.working_dir, &files.dest);
-        if files.sources.len() + files.inline.len() > 1 && !dest.ends_with('/') {
-            dest.push('/');
-        }
+        // Several sources do not make a destination without `/` a directory: BuildKit copies
+        // each onto it in turn.
+        let dest = paths::relative_to_workdir(&st.config.working_dir, &files.dest);
         let is_add = opts.add.is_some();
         let mut fs = st.fs.clone();
         for src in &files.sources {

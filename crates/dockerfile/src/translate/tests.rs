@@ -820,8 +820,8 @@ fn workdir_and_destinations() {
         chain(&b.rootfs),
         strings(&[
             "mkdir /owned",
-            "copy /f to /multi/",
-            "copy /e to /multi/",
+            "copy /f to /multi",
+            "copy /e to /multi",
             "copy /c to /app/sub/d",
             "copy /b to /app/sub/",
             "copy /a to /app/sub/",
@@ -842,6 +842,27 @@ fn workdir_and_destinations() {
             }),
             0o755
         )
+    );
+}
+
+#[test]
+fn several_sources_do_not_make_the_destination_a_directory() {
+    // BuildKit copies each source onto a destination without `/` in turn (the last one stays
+    // when it is no directory); only a trailing `/` or an existing directory takes them in.
+    let b = build(
+        "FROM scratch\nCOPY a b /plain\nCOPY c d /dir/\nCOPY <<one <<two /inline\n1\none\n2\ntwo\n",
+    );
+    assert_eq!(
+        chain(&b.rootfs),
+        strings(&[
+            "copy /two to /inline",
+            "copy /one to /inline",
+            "copy /d to /dir/",
+            "copy /c to /dir/",
+            "copy /b to /plain",
+            "copy /a to /plain",
+            "empty",
+        ])
     );
 }
 
