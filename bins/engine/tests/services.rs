@@ -776,3 +776,95 @@ async fn exposed_ports_are_written_to_the_image_config() {
     exposed.sort();
     assert_eq!(exposed, ["53/udp", "9090/tcp"]);
 }
+
+/// The ID of a service (no ports) whose process records in cache volume `cache` that it
+/// started, and on SIGTERM that it stopped gracefully.
+async fn trapping_service(client: &dagr_client::Client, cache: &str) -> String {
+    let script = "trap 'echo graceful > /cache/stopped; exit 0' TERM; echo up > /cache/started; while :; do sleep 0.1; done";
+    let data = query(
+        client,
+        format!(
+            "{{ container {{ from(address: {img}) {{ withMountedCache(path: \"/cache\", cache: {cache}) {{ withExec(args: [\"sh\", \"-c\", {script}]) {{ asService {{ id }} }} }} }} }} }}",
+            img = json!(image()),
+            cache = json!(cache_id(client, cache).await),
+            script = json!(script),
+        ),
+    )
+    .await
+    .expect("service defined");
+    data["container"]["from"]["withMountedCache"]["withExec"]["asService"]["id"]
+        .as_str()
+        .expect("service id")
+        .to_owned()
+}
+
+async fn cache_id(client: &dagr_client::Client, key: &str) -> String {
+    let data = query(
+        client,
+        format!("{{ cacheVolume(key: {}) {{ id }} }}", json!(key)),
+    )
+    .await
+    .expect("cache volume");
+    data["cacheVolume"]["id"]
+        .as_str()
+        .expect("cache id")
+        .to_owned()
+}
+
+/// `cat /cache/<file>` in a fresh exec with cache volume `cache`.
+async fn read_cache(
+    client: &dagr_client::Client,
+    cache: &str,
+    file: &str,
+) -> Result<String, String> {
+    let data = query(
+        client,
+        format!(
+            "{{ container {{ from(address: {img}) {{ withMountedCache(path: \"/cache\", cache: {cache}) {{ withEnvVariable(name: \"N\", value: {n}) {{ withExec(args: [\"cat\", \"/cache/{file}\"]) {{ stdout }} }} }} }} }} }}",
+            img = json!(image()),
+            cache = json!(cache_id(client, cache).await),
+            n = json!(unique()),
+        ),
+    )
+    .await?;
+    Ok(
+        data["container"]["from"]["withMountedCache"]["withEnvVariable"]["withExec"]["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn stop_terminates_gracefully_unless_killed() {
+    let engine = engine(&[]);
+    let client = connect(&engine).await;
+    for (kill, want) in [(false, Some("graceful\n")), (true, None)] {
+        let cache = format!("stop-{kill}-{}", unique());
+        let service = trapping_service(&client, &cache).await;
+        let id = json!(service);
+        query(
+            &client,
+            format!("{{ loadServiceFromID(id: {id}) {{ start }} }}"),
+        )
+        .await
+        .unwrap();
+        // The trap is set once the process wrote `started`.
+        let mut started = false;
+        for _ in 0..200 {
+            if read_cache(&client, &cache, "started").await.is_ok() {
+                started = true;
+                break;
+            }
+        }
+        assert!(started, "the service never started");
+        query(
+            &client,
+            format!("{{ loadServiceFromID(id: {id}) {{ stop(kill: {kill}) }} }}"),
+        )
+        .await
+        .unwrap();
+        let stopped = read_cache(&client, &cache, "stopped").await.ok();
+        assert_eq!(stopped.as_deref(), want, "kill: {kill}");
+    }
+}

@@ -130,6 +130,9 @@ pub struct RunOptions {
     /// Cancels the run: the container is killed and everything cleaned up. Dropping the run
     /// future does the same.
     pub cancel: Option<CancellationToken>,
+    /// Asks the process to stop: SIGTERM to the container's PID 1 (forwarded by the init), and
+    /// the run goes on until the process exits (or `cancel` kills it).
+    pub terminate: Option<CancellationToken>,
     /// Runs before the process starts (see [`PrestartHook`]).
     pub prestart: Option<PrestartHook>,
     /// Run without taking a slot of the concurrency limit: for execs that wait on other execs
@@ -159,6 +162,7 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("output_sink", &self.output_sink)
             .field("cancel", &self.cancel)
+            .field("terminate", &self.terminate)
             .field("prestart", &self.prestart.as_ref().map(|_| "<hook>"))
             .field("outside_limit", &self.outside_limit)
             .field("names", &self.names)
@@ -703,9 +707,28 @@ impl Executor {
             let (status, (), out, err) = tokio::join!(child.wait(), feed, out, err);
             (status, out, err)
         };
-        let (status, stdout, stderr) = tokio::select! {
-            finished = work => finished,
-            _ = cancel.cancelled() => return Err(ExecError::Cancelled { id }),
+        // A terminate request sends SIGTERM to the container's PID 1 (the init forwards it to
+        // the process) once; the run then ends when the process does, or when cancelled.
+        let terminate = options.terminate.clone().unwrap_or_default();
+        let mut work = std::pin::pin!(work);
+        let mut terminated = false;
+        let (status, stdout, stderr) = loop {
+            tokio::select! {
+                finished = &mut work => break finished,
+                _ = cancel.cancelled() => return Err(ExecError::Cancelled { id }),
+                _ = terminate.cancelled(), if !terminated => {
+                    terminated = true;
+                    let runtime = self.runtime.clone();
+                    let target = id.clone();
+                    let sent = tokio::task::spawn_blocking(move || {
+                        runtime.signal_blocking(&target, "TERM")
+                    })
+                    .await;
+                    if let Ok(Err(e)) = sent {
+                        tracing::debug!(%id, error = %e, "terminating the exec failed");
+                    }
+                }
+            }
         };
         let io_err = |source| ExecError::Io {
             id: id.clone(),

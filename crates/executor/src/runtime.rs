@@ -130,6 +130,11 @@ impl Runtime {
         self.run_blocking("kill", &[id, "KILL"], id).map(drop)
     }
 
+    /// `runc kill <id> SIGNAL`: signals the container's init.
+    pub fn signal_blocking(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
+        self.run_blocking("kill", &[id, signal], id).map(drop)
+    }
+
     /// `runc delete --force <id>`: kills what is left and removes the container's state and
     /// cgroups.
     pub fn delete_force_blocking(&self, id: &str) -> Result<(), RuntimeError> {

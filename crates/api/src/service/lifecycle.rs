@@ -57,6 +57,12 @@ struct Instance {
     phase: watch::Sender<Phase>,
     holders: Mutex<usize>,
     cancel: CancellationToken,
+    /// Asks a container service's process to stop (SIGTERM); `cancel` follows after
+    /// [`STOP_GRACE`] if it has not exited.
+    terminate: CancellationToken,
+    /// Set by `Service.stop(kill: false)`: the last holder letting go terminates rather than
+    /// kills.
+    graceful: std::sync::atomic::AtomicBool,
     /// Where a tunnel listens (its host and ports), once up.
     endpoint: Mutex<Option<Endpoint>>,
 }
@@ -112,6 +118,10 @@ impl Drop for ServiceHold {
     }
 }
 
+/// How long `Service.stop(kill: false)` lets a service's process exit after SIGTERM before it is
+/// killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One holder of `instance` lets go; the last one stops it and forgets it.
 fn let_go(inner: &Inner, key: &Key, instance: &Arc<Instance>) {
     let last = {
@@ -120,7 +130,23 @@ fn let_go(inner: &Inner, key: &Key, instance: &Arc<Instance>) {
         *holders == 0
     };
     if last {
-        instance.cancel.cancel();
+        if instance.graceful.load(std::sync::atomic::Ordering::SeqCst) {
+            instance.terminate.cancel();
+            // Killed if still running after the grace period.
+            let (cancel, mut phase) = (instance.cancel.clone(), instance.phase.subscribe());
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let exited = phase.wait_for(|p| matches!(p, Phase::Exited));
+                    if tokio::time::timeout(STOP_GRACE, exited).await.is_err() {
+                        cancel.cancel();
+                    }
+                });
+            } else {
+                instance.cancel.cancel();
+            }
+        } else {
+            instance.cancel.cancel();
+        }
         let mut state = inner.state.lock();
         if state
             .running
@@ -197,6 +223,8 @@ impl RunningServices {
                         phase: watch::channel(Phase::Starting).0,
                         holders: Mutex::new(1),
                         cancel: CancellationToken::new(),
+                        terminate: CancellationToken::new(),
+                        graceful: std::sync::atomic::AtomicBool::new(false),
                         endpoint: Mutex::new(None),
                     });
                     state.running.insert(key.clone(), instance.clone());
@@ -265,8 +293,9 @@ impl RunningServices {
     }
 
     /// `Service.stop`: lets go of what `start` held; the service stops (and this waits for
-    /// it) unless an exec still binds it.
-    pub async fn stop(&self, session: &str, hostname: &str) {
+    /// it) unless an exec still binds it. With `kill` its process is killed; without, it gets
+    /// SIGTERM and [`STOP_GRACE`] to exit.
+    pub async fn stop(&self, session: &str, hostname: &str, kill: bool) {
         let key = (session.to_owned(), hostname.to_owned());
         let holds = self
             .inner
@@ -278,8 +307,13 @@ impl RunningServices {
         let Some(instance) = holds.first().map(|h| h.instance.clone()) else {
             return;
         };
+        if !kill {
+            instance
+                .graceful
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         drop(holds);
-        if instance.cancel.is_cancelled() {
+        if instance.cancel.is_cancelled() || instance.terminate.is_cancelled() {
             let mut phase = instance.phase.subscribe();
             let _ = phase.wait_for(|p| matches!(p, Phase::Exited)).await;
         }
@@ -651,6 +685,7 @@ async fn run_container(
         let run = ServiceRun {
             hostname: hostname.clone(),
             cancel: instance.cancel.clone(),
+            terminate: instance.terminate.clone(),
             output: output_tx,
             address: address_tx,
         };

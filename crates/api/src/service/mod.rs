@@ -607,7 +607,8 @@ impl Args for StopArgs {
 }
 
 /// `Service.stop`: lets go of what `start` held and waits for it to stop (an exec binding it
-/// keeps it up until it ends). The container is killed either way (`kill` is accepted).
+/// keeps it up until it ends). A container service's process gets SIGTERM and
+/// `lifecycle::STOP_GRACE` to exit, or is killed at once with `kill`.
 fn stop() -> Field {
     Field::new("stop", "ServiceID!")
         .args::<StopArgs>()
@@ -617,7 +618,9 @@ fn stop() -> Field {
             let caller = caller(&ctx)?;
             let service = ctx.parent_arc::<Service>()?;
             tracing::debug!(hostname = %service.hostname, kill, "stopping service");
-            s.running.stop(&caller.session_id, &service.hostname).await;
+            s.running
+                .stop(&caller.session_id, &service.hostname, kill)
+                .await;
             Ok(Value::leaf(ctx.parent_chain().id()))
         })
 }

@@ -79,6 +79,9 @@ pub struct ServiceRun {
     pub hostname: String,
     /// Stops it (the container is killed).
     pub cancel: tokio_util::sync::CancellationToken,
+    /// Asks it to stop: SIGTERM to its process, which then exits in its own time (`cancel`
+    /// still kills it).
+    pub terminate: tokio_util::sync::CancellationToken,
     /// Receives its output as it is read.
     pub output: tokio::sync::mpsc::Sender<OutputChunk>,
     /// Receives its address on the bridge once its network exists (before the process starts).
@@ -423,6 +426,7 @@ impl Worker {
         }));
         options.output_sink = Some(run.output);
         options.cancel = Some(run.cancel);
+        options.terminate = Some(run.terminate);
         options.outside_limit = true;
         let ran = self
             .inner
