@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use dagr_testkit::gql::query;
 use serde_json::{Value, json};
 
 fn engine() -> dagr_testkit::EngineProcess {
@@ -13,25 +14,7 @@ fn engine() -> dagr_testkit::EngineProcess {
 }
 
 async fn connect(engine: &dagr_testkit::EngineProcess) -> dagr_client::Client {
-    let mut options = dagr_testkit::connect_options(&engine.host(), &std::env::temp_dir());
-    // `export` writes to this client's host.
-    options.allow_send = true;
-    dagr_client::connect(options).await.expect("connect")
-}
-
-async fn query(client: &dagr_client::Client, query: String) -> Result<Value, String> {
-    let answer = client
-        .query(json!({ "query": query }))
-        .await
-        .expect("query sent");
-    match answer.get("errors").and_then(Value::as_array) {
-        Some(errors) if !errors.is_empty() => Err(errors
-            .iter()
-            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")),
-        _ => Ok(answer["data"].clone()),
-    }
+    dagr_testkit::gql::connect(engine, true).await
 }
 
 fn multi() -> String {

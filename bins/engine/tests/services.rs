@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use dagr_testkit::gql::query;
 use serde_json::{Value, json};
 
 fn engine(args: &[&str]) -> dagr_testkit::EngineProcess {
@@ -30,22 +31,6 @@ fn image() -> String {
     dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
         .image
         .clone()
-}
-
-/// Runs `query`; the data, or the errors' messages joined.
-async fn query(client: &dagr_client::Client, query: String) -> Result<Value, String> {
-    let answer = client
-        .query(json!({ "query": query }))
-        .await
-        .expect("query sent");
-    match answer.get("errors").and_then(Value::as_array) {
-        Some(errors) if !errors.is_empty() => Err(errors
-            .iter()
-            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")),
-        _ => Ok(answer["data"].clone()),
-    }
 }
 
 /// The ID of a busybox httpd service on `port` serving `/srv/index.html` = `page`, with

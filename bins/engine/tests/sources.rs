@@ -7,36 +7,16 @@
 use std::path::Path;
 
 use dagr_testkit::git::GitServer;
+use dagr_testkit::gql::query;
 use dagr_testkit::http::FileServer;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn engine() -> dagr_testkit::EngineProcess {
     dagr_testkit::EngineProcess::start(Path::new(env!("CARGO_BIN_EXE_dagr-engine")), &[])
 }
 
 async fn connect(engine: &dagr_testkit::EngineProcess) -> dagr_client::Client {
-    dagr_client::connect(dagr_testkit::connect_options(
-        &engine.host(),
-        &std::env::temp_dir(),
-    ))
-    .await
-    .expect("connect")
-}
-
-/// Runs `query`; the data, or the errors' messages joined.
-async fn query(client: &dagr_client::Client, query: String) -> Result<Value, String> {
-    let answer = client
-        .query(json!({ "query": query }))
-        .await
-        .expect("query sent");
-    match answer.get("errors").and_then(Value::as_array) {
-        Some(errors) if !errors.is_empty() => Err(errors
-            .iter()
-            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")),
-        _ => Ok(answer["data"].clone()),
-    }
+    dagr_testkit::gql::connect(engine, false).await
 }
 
 /// `{ git(url) { <reference> { tree { entries } commit } } }` → (entries, commit).

@@ -85,18 +85,6 @@ const MODELLED_KEYS: [&str; 8] = [
     "Image",
 ];
 
-/// Null, `""`, `false`, `[]`, `{}`: what Docker's legacy fields hold when unused.
-fn is_blank(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Null => true,
-        serde_json::Value::Bool(b) => !b,
-        serde_json::Value::String(s) => s.is_empty(),
-        serde_json::Value::Array(a) => a.is_empty(),
-        serde_json::Value::Object(o) => o.is_empty(),
-        serde_json::Value::Number(_) => false,
-    }
-}
-
 impl ImageConfig {
     /// From an OCI image config's `config` section (JSON with Docker's capitalized keys).
     pub fn from_oci(config: &serde_json::Value) -> ImageConfig {
@@ -150,7 +138,10 @@ impl ImageConfig {
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .filter(|(k, v)| !MODELLED_KEYS.contains(&k.as_str()) && !is_blank(v))
+                        .filter(|(k, v)| {
+                            !MODELLED_KEYS.contains(&k.as_str())
+                                && !dagr_worker::export::is_blank(v)
+                        })
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect()
                 })

@@ -616,3 +616,32 @@ pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOption
         tunnel: Some(std::sync::Arc::new(dagr_attach::HostTunnel)),
     }
 }
+
+/// Queries through a [`dagr_client::Client`], as the engine's integration tests do.
+pub mod gql {
+    use serde_json::{Value, json};
+
+    /// A client of `engine` (attachables on, the temp dir as workdir); `allow_send` lets the
+    /// engine write to this client's host (`export`).
+    pub async fn connect(engine: &crate::EngineProcess, allow_send: bool) -> dagr_client::Client {
+        let mut options = crate::connect_options(&engine.host(), &std::env::temp_dir());
+        options.allow_send = allow_send;
+        dagr_client::connect(options).await.expect("connect")
+    }
+
+    /// Runs `query`: its data, or its errors' messages joined by newlines.
+    pub async fn query(client: &dagr_client::Client, query: String) -> Result<Value, String> {
+        let answer = client
+            .query(json!({ "query": query }))
+            .await
+            .expect("query sent");
+        match answer.get("errors").and_then(Value::as_array) {
+            Some(errors) if !errors.is_empty() => Err(errors
+                .iter()
+                .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+                .join("\n")),
+            _ => Ok(answer["data"].clone()),
+        }
+    }
+}

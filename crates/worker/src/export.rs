@@ -126,8 +126,8 @@ const KNOWN_KEYS: [&str; 10] = [
     "Image",
 ];
 
-/// Null, `""`, `false`, `[]`, `{}`: what Docker's legacy fields hold when unused.
-fn is_blank(v: &Value) -> bool {
+/// Null, `""`, `false`, `[]`, `{}`: what Docker's legacy config fields hold when unused.
+pub fn is_blank(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,
