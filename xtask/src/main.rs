@@ -87,6 +87,8 @@ const PREREQS: &[(&str, &str)] = &[
     ("sshd", "openssh-server"),
     // Other platforms: QEMU user emulators, registered in binfmt_misc by the engine.
     ("qemu-aarch64-static", "qemu-user-static"),
+    // The disk test makes a small ext4 for the engine's state.
+    ("mkfs.ext4", "e2fsprogs"),
     // Every container's PID 1: Debian's static tini.
     ("tini-static", "tini"),
     // The Dockerfile corpus compares with `docker build` on a private dockerd (BuildKit).

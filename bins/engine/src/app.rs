@@ -134,8 +134,8 @@ impl App {
         let gc_task = tokio::spawn(gc::run(
             api.clone(),
             engine.clone(),
-            gc.keep_bytes,
-            gc.interval,
+            gc,
+            state_dir.clone(),
             session_ended,
         ));
 

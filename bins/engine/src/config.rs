@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// How often garbage collection runs.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     gc_interval: u64,
+    /// Free space the state directory's filesystem should keep: below it, garbage collection
+    /// runs at once (checked every 10 seconds) and removes as much as gets it back, down to
+    /// --gc-reserved.
+    #[arg(long, value_name = "BYTES", default_value = "2G", value_parser = parse_bytes)]
+    gc_min_free: u64,
+    /// What garbage collection always leaves: it never prunes the cache below this size.
+    #[arg(long, value_name = "BYTES", default_value = "512M", value_parser = parse_bytes)]
+    gc_reserved: u64,
     /// A registry host reached over plain http (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
@@ -227,6 +235,10 @@ pub struct GcConfig {
     pub keep_bytes: u64,
     /// How often collection runs (at least a second).
     pub interval: Duration,
+    /// Free space below which collection runs at once.
+    pub min_free: u64,
+    /// The cache is never collected below this.
+    pub reserved: u64,
 }
 
 impl From<ServeArgs> for Config {
@@ -271,6 +283,8 @@ impl From<ServeArgs> for Config {
             gc: GcConfig {
                 keep_bytes: args.gc_keep_bytes,
                 interval: Duration::from_secs(args.gc_interval.max(1)),
+                min_free: args.gc_min_free,
+                reserved: args.gc_reserved,
             },
             telemetry: !args.no_telemetry,
             otlp_export: args
