@@ -93,6 +93,17 @@ enum Command {
         #[arg(long)]
         random: bool,
     },
+    /// Show what the engine's cache holds, by kind: images, exec results, other results (files,
+    /// uploads, git trees, downloads) and cache volumes.
+    Du,
+    /// Remove from the engine's cache what no session holds: every result, or with
+    /// --older-than only those unused for that long, with the layers only they needed. Cache
+    /// volumes are kept.
+    Prune {
+        /// Keep what was used within this duration (`90s`, `30m`, `12h`, `7d`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<u64>,
+    },
     /// Open an interactive terminal in a container on this terminal and exit with its command's
     /// exit code. The container is given by its ID (`{container{...{id}}}` in a query), or
     /// `@FILE` to read the ID from a file.
@@ -275,6 +286,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ports,
             random,
         } => up(&cli, &read_id(service)?, ports, *random).await,
+        Command::Du => cache_usage(&cli).await,
+        Command::Prune { older_than } => cache_prune(&cli, *older_than).await,
         Command::Terminal {
             container,
             experimental_privileged_nesting,
@@ -298,6 +311,110 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+/// `90s`, `30m`, `12h`, `7d` (or plain seconds) as seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 12h or 7d"))?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Sends `method path` with `body` to the engine (an unscoped route) and returns its JSON.
+async fn engine_json(
+    cli: &Cli,
+    method: http::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = connect(cli, BTreeMap::new(), None).await?;
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .context("building the request")?;
+    let answer = client.request(request).await;
+    let answer = match answer {
+        Ok(response) => {
+            let status = response.status();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .context("reading the engine's answer")?
+                .to_bytes();
+            if !status.is_success() {
+                anyhow::bail!("{path}: {status}: {}", String::from_utf8_lossy(&bytes));
+            }
+            serde_json::from_slice(&bytes).context("the engine's answer is not JSON")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("{path} failed"))),
+    };
+    client.close().await.context("closing the session")?;
+    answer
+}
+
+/// Bytes for people: `1.5 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `dagr du`.
+async fn cache_usage(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let usage = engine_json(cli, http::Method::GET, "/cache/usage", Vec::new()).await?;
+    println!("{:<15} {:>8} {:>12}", "KIND", "ENTRIES", "SIZE");
+    let mut total = 0;
+    for (key, label) in [
+        ("images", "images"),
+        ("execs", "execs"),
+        ("other", "other results"),
+        ("cache_volumes", "cache volumes"),
+    ] {
+        let entries = usage[key]["entries"].as_u64().unwrap_or(0);
+        let bytes = usage[key]["bytes"].as_u64().unwrap_or(0);
+        total += bytes;
+        println!("{label:<15} {entries:>8} {:>12}", human_bytes(bytes));
+    }
+    println!("{:<15} {:>8} {:>12}", "total", "", human_bytes(total));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dagr prune`.
+async fn cache_prune(cli: &Cli, older_than: Option<u64>) -> anyhow::Result<ExitCode> {
+    let body = serde_json::to_vec(&serde_json::json!({ "olderThanSeconds": older_than }))
+        .context("encoding the request")?;
+    let report = engine_json(cli, http::Method::POST, "/cache/prune", body).await?;
+    println!(
+        "removed {} results, freed {}; the cache now holds {}",
+        report["removedResults"].as_u64().unwrap_or(0),
+        human_bytes(report["freedBytes"].as_u64().unwrap_or(0)),
+        human_bytes(report["remainingBytes"].as_u64().unwrap_or(0)),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// An object ID given on the command line, or `@FILE` holding it.

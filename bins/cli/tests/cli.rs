@@ -264,3 +264,77 @@ fn dagr_inside_a_session_joins_it_through_the_session_env() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// `dagr du`'s size column of `kind` as bytes (it prints `12.3 MiB`-like sizes).
+fn du_bytes(out: &str, kind: &str) -> (u64, f64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(kind))
+        .unwrap_or_else(|| panic!("no {kind} line in:\n{out}"));
+    let fields: Vec<&str> = line[kind.len()..].split_whitespace().collect();
+    let entries: u64 = fields[0].parse().expect("entries");
+    let scale = match fields[2] {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other}"),
+    };
+    (entries, fields[1].parse::<f64>().expect("size") * scale)
+}
+
+#[test]
+fn du_shows_the_cache_by_kind_and_prune_empties_it() {
+    let engine = start_engine();
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    let q = format!(
+        "{{ container {{ from(address: \"{image}\") {{ withExec(args: [\"dd\", \"if=/dev/zero\", \"of=/big\", \"bs=1M\", \"count=8\"]) {{ sync }} }} }} }}"
+    );
+    let out = run_dagr(&engine, &["query"], &q);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let du = run_dagr(&engine, &["du"], "");
+    assert!(
+        du.status.success(),
+        "{}",
+        String::from_utf8_lossy(&du.stderr)
+    );
+    let text = String::from_utf8_lossy(&du.stdout).into_owned();
+    let (images, image_bytes) = du_bytes(&text, "images");
+    let (execs, exec_bytes) = du_bytes(&text, "execs");
+    assert!(images >= 1 && image_bytes > 1e6, "{text}");
+    assert!(execs >= 1 && exec_bytes >= 8.0 * 1024.0 * 1024.0, "{text}");
+
+    // Used just now: kept by --older-than, removed by a plain prune (the session ended).
+    let kept = run_dagr(&engine, &["prune", "--older-than", "1h"], "");
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let after = String::from_utf8_lossy(&run_dagr(&engine, &["du"], "").stdout).into_owned();
+    assert_eq!(du_bytes(&after, "execs").0, execs, "{after}");
+    // The results are older than the handover window once a few seconds passed.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let pruned = run_dagr(&engine, &["prune"], "");
+    let report = String::from_utf8_lossy(&pruned.stdout).into_owned();
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    assert!(report.starts_with("removed "), "{report}");
+    let empty = String::from_utf8_lossy(&run_dagr(&engine, &["du"], "").stdout).into_owned();
+    assert_eq!(du_bytes(&empty, "execs"), (0, 0.0), "{empty}");
+    assert_eq!(du_bytes(&empty, "images").0, 0, "{empty}");
+
+    let bad = run_dagr(&engine, &["prune", "--older-than", "3 weeks"], "");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("duration"));
+}

@@ -3,6 +3,7 @@
 //! printed on stderr and exits with status 1.
 
 mod app;
+mod cache;
 mod config;
 mod dial_stdio;
 mod export;

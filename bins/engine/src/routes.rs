@@ -34,17 +34,23 @@ pub enum Route {
     OtlpTraces,
     /// `/v1/logs`: OTLP/HTTP log exports, without a metadata header.
     OtlpLogs,
+    /// `/cache/usage`: the cache's usage by kind (JSON), without a metadata header.
+    CacheUsage,
+    /// `/cache/prune`: removes what no session holds (POST, JSON), without a metadata header.
+    CachePrune,
 }
 
 impl Route {
     /// Every route, in declaration order (`ALL[route as usize] == route`).
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 8] = [
         Route::Query,
         Route::SessionAttachables,
         Route::Shutdown,
         Route::Metrics,
         Route::OtlpTraces,
         Route::OtlpLogs,
+        Route::CacheUsage,
+        Route::CachePrune,
     ];
 
     pub const fn path(self) -> &'static str {
@@ -55,6 +61,8 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::OtlpTraces => dagr_telemetry::OTLP_TRACES_PATH,
             Route::OtlpLogs => dagr_telemetry::OTLP_LOGS_PATH,
+            Route::CacheUsage => "/cache/usage",
+            Route::CachePrune => "/cache/prune",
         }
     }
 
@@ -257,6 +265,71 @@ pub async fn shutdown(
     let mut resp = Response::new(full_body(Bytes::new()));
     *resp.status_mut() = StatusCode::OK;
     resp
+}
+
+/// A JSON answer.
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<BoxBody> {
+    let mut resp = Response::new(full_body(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// `GET /cache/usage`: the cache's usage by kind.
+pub async fn cache_usage(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
+    if req.method() != http::Method::GET {
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, "use GET /cache/usage");
+    }
+    match crate::cache::usage(engine.query.api()).await {
+        Ok(usage) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&usage).unwrap_or_default(),
+        ),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+/// `POST /cache/prune` with a JSON [`crate::cache::PruneRequest`] (an empty body prunes
+/// everything no session holds).
+pub async fn cache_prune(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
+    if req.method() != http::Method::POST {
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST /cache/prune");
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("reading the /cache/prune body failed: {e}"),
+            );
+        }
+    };
+    let request = if body.is_empty() {
+        crate::cache::PruneRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid prune request: {e}"),
+                );
+            }
+        }
+    };
+    match crate::cache::prune(engine.query.api(), request).await {
+        Ok(report) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&report).unwrap_or_default(),
+        ),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
 }
 
 #[cfg(test)]

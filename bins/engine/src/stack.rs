@@ -5,6 +5,7 @@
 //!   HTTP/2 + application/grpc*         -> tonic routes (health, Info)
 //!   Route::Metrics                     -> Prometheus text (no metadata header)
 //!   Route::{OtlpTraces, OtlpLogs}      -> OTLP/HTTP exports into the telemetry hub (no header)
+//!   Route::{CacheUsage, CachePrune}    -> `dagr du` / `dagr prune` (no header)
 //!   Route::{Query, SessionAttachables, Shutdown} -> ClientScopeLayer -> its handler
 //!   anything else                      -> 404 JSON
 //! ```
@@ -140,6 +141,18 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
             BoxCloneSyncService::new(tower::service_fn(move |req: Request<Incoming>| {
                 let engine = engine.clone();
                 async move { Ok::<_, Infallible>(routes::otlp_export(engine, req).await) }
+            }))
+        }
+        Route::CacheUsage | Route::CachePrune => {
+            let engine = engine.clone();
+            BoxCloneSyncService::new(tower::service_fn(move |req: Request<Incoming>| {
+                let engine = engine.clone();
+                async move {
+                    Ok::<_, Infallible>(match route {
+                        Route::CacheUsage => routes::cache_usage(engine, req).await,
+                        _ => routes::cache_prune(engine, req).await,
+                    })
+                }
             }))
         }
         Route::Query => scoped(engine, scope, |engine, scope, req| {

@@ -15,7 +15,8 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-pub(crate) fn disk_usage(root: &Path) -> std::io::Result<Usage> {
+/// Bytes and inodes used under `root` (hard links counted once). Blocking.
+pub fn disk_usage(root: &Path) -> std::io::Result<Usage> {
     let mut seen = HashSet::new();
     let mut usage = Usage::default();
     let mut stack = vec![root.to_owned()];

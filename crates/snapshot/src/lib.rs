@@ -30,7 +30,7 @@ pub mod unpack;
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
 pub use diff::{DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP};
 pub use digest::{Digest, DigestError};
-pub use fsutil::Usage;
+pub use fsutil::{Usage, disk_usage};
 pub use gc::{GcError, GcReport};
 pub use layer::{ApplyOptions, ApplyStats, Compression, LayerError, apply_layer, is_tar_archive};
 pub use mount::{LinuxMounts, Mount, MountError, MountGuard, MountKind, MountSyscalls, mount_all};

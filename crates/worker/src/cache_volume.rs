@@ -45,6 +45,27 @@ impl Drop for PrivateDir {
 }
 
 impl CacheVolumes {
+    /// Where the volumes live.
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Each volume's name under `root` and the bytes it holds. Blocking.
+    pub(crate) fn usage_of(root: &std::path::Path) -> std::io::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PRIVATE_PREFIX) {
+                continue;
+            }
+            let size = dagr_snapshot::disk_usage(&entry.path())?.size;
+            out.push((name, size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The cache volumes under `root` (existing). Blocking: removes the private copies a
     /// previous engine left behind.
     pub(crate) fn open(root: PathBuf) -> Self {

@@ -142,6 +142,25 @@ fn op_err(op: &'static str, reason: impl Into<String>) -> WorkerError {
     }
 }
 
+/// Entries and bytes of one kind of cached data (see [`Worker::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KindUsage {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// What the cache holds, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheUsage {
+    /// Pulled or imported images: their snapshots, layers and blobs.
+    pub images: KindUsage,
+    /// Exec results.
+    pub execs: KindUsage,
+    /// Other results: file ops, host uploads, git trees, downloads.
+    pub other: KindUsage,
+    pub cache_volumes: KindUsage,
+}
+
 /// Processes (and threads) an exec may have by default: a fork bomb stops here, well before
 /// the host's limits.
 pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
@@ -358,6 +377,60 @@ impl Worker {
         Self::result_snapshots(result)
             .iter()
             .all(|k| self.inner.snapshots.stat(k).is_ok())
+    }
+
+    /// What the cache holds, by kind: results (images, execs, the rest: files, uploads,
+    /// sources), their snapshots each counted once (an image's layers with it), content blobs
+    /// with images, and cache volumes. `results` are the solver's cached results.
+    pub async fn usage(&self, results: &[ResultRef]) -> Result<CacheUsage, WorkerError> {
+        let snapshots = self.inner.snapshots.list()?;
+        let parents: HashMap<String, Option<String>> = snapshots
+            .iter()
+            .map(|i| (i.key.clone(), i.parent.clone()))
+            .collect();
+        let mut counted = std::collections::HashSet::new();
+        let mut usage = CacheUsage::default();
+        for result in results {
+            let meta = ResultMeta::of(result);
+            let kind = if meta.image.is_some() {
+                &mut usage.images
+            } else if meta.exec.is_some() {
+                &mut usage.execs
+            } else {
+                &mut usage.other
+            };
+            kind.entries += 1;
+            let mut keys = Self::result_snapshots(result);
+            if meta.image.is_some() {
+                // An image's snapshot stands on its layers.
+                let mut at = parents.get(result.id()).cloned().flatten();
+                while let Some(parent) = at {
+                    at = parents.get(&parent).cloned().flatten();
+                    keys.push(parent);
+                }
+            }
+            for key in keys {
+                if counted.insert(key.clone())
+                    && let Ok(u) = self.inner.snapshots.usage(&key).await
+                {
+                    kind.bytes += u.size;
+                }
+            }
+        }
+        let content = self.inner.content.clone();
+        let blobs = blocking(move || Ok(content.list()?)).await?;
+        usage.images.bytes += blobs.iter().map(|b| b.size).sum::<u64>();
+        let volumes_root = self.inner.volumes.root().to_path_buf();
+        let volumes = blocking(move || {
+            CacheVolumes::usage_of(&volumes_root).map_err(|source| WorkerError::Open {
+                path: volumes_root.clone(),
+                source,
+            })
+        })
+        .await?;
+        usage.cache_volumes.entries = volumes.len() as u64;
+        usage.cache_volumes.bytes = volumes.iter().map(|(_, b)| b).sum();
+        Ok(usage)
     }
 
     /// Garbage-collects blobs and snapshots down to `keep_bytes`, oldest unused first, never
