@@ -17,13 +17,6 @@ use crate::image::{
 use crate::reference::Reference;
 use crate::transport::{self, Endpoint, Scope, TransportError, empty_body};
 
-/// Attempts per endpoint for a manifest or blob when failures look transient.
-const ATTEMPTS: u32 = 3;
-/// Delay before the second attempt; the n-th retry waits n times this.
-const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-/// The longest `Retry-After` honoured; a registry asking for more is tried again after this.
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// How deep indexes may nest (an index naming an index naming a manifest is depth 2).
 const MAX_INDEX_DEPTH: usize = 4;
 
@@ -98,10 +91,8 @@ where
         loop {
             match fetch(endpoint).await {
                 Ok(fetched) => return Ok(fetched),
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    let delay = e
-                        .retry_after()
-                        .map_or(RETRY_DELAY * attempt, |asked| asked.min(MAX_RETRY_AFTER));
+                Err(e) if e.is_transient() && attempt < transport::ATTEMPTS => {
+                    let delay = transport::retry_delay(attempt, e.retry_after());
                     tracing::debug!(endpoint = %endpoint.authority, attempt, ?delay, error = %e, "retrying {what} fetch");
                     tokio::time::sleep(delay).await;
                     attempt += 1;

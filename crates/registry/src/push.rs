@@ -62,6 +62,45 @@ pub enum BlobPush {
     Uploaded,
 }
 
+impl PushError {
+    /// Whether trying again may succeed: connection failures, timeouts, broken bodies, 429 and
+    /// 5xx answers.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PushError::Transport { source, .. } if source.is_transient())
+    }
+
+    /// How long the registry asked to wait before trying again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PushError::Transport { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `push` (a whole blob upload or a manifest put, which start over cleanly) again on
+/// transient failures, as pulls do: [`transport::ATTEMPTS`] tries, waiting as the registry asks
+/// ([`transport::retry_delay`]).
+async fn retrying<T, F, Fut>(reference: &Reference, what: &str, mut push: F) -> Result<T, PushError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PushError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match push().await {
+            Ok(pushed) => return Ok(pushed),
+            Err(e) if e.is_transient() && attempt < transport::ATTEMPTS => {
+                let delay = transport::retry_delay(attempt, e.retry_after());
+                tracing::debug!(%reference, attempt, ?delay, error = %e, "retrying {what} push");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn with_query(url: &str, query: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}{query}")
@@ -99,20 +138,21 @@ impl RegistryClient {
                 }
                 self.push_image_blobs(store, reference, &child_digest, &child_bytes, mount_from)
                     .await?;
-                self.push_manifest(
-                    reference,
-                    &child_digest.to_string(),
-                    &child_type,
-                    child_bytes,
-                )
+                let key = child_digest.to_string();
+                retrying(reference, "manifest", || {
+                    self.push_manifest(reference, &key, &child_type, child_bytes.clone())
+                })
                 .await?;
             }
         } else {
             self.push_image_blobs(store, reference, root, &bytes, mount_from)
                 .await?;
         }
-        self.push_manifest(reference, &reference.manifest_key(), &media_type, bytes)
-            .await
+        let key = reference.manifest_key();
+        retrying(reference, "manifest", || {
+            self.push_manifest(reference, &key, &media_type, bytes.clone())
+        })
+        .await
     }
 
     async fn read_blob(
@@ -152,9 +192,11 @@ impl RegistryClient {
         }
         futures::stream::iter(digests)
             .map(|digest| async move {
-                self.push_blob(store, reference, &digest, mount_from)
-                    .await
-                    .map(|_| ())
+                retrying(reference, "blob", || {
+                    self.push_blob(store, reference, &digest, mount_from)
+                })
+                .await
+                .map(|_| ())
             })
             .buffer_unordered(self.concurrency)
             .try_collect::<Vec<()>>()

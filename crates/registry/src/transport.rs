@@ -22,6 +22,20 @@ use crate::auth::{self, AuthCache, AuthError, Challenge, CredentialsProvider};
 pub type RequestBody = BoxBody<Bytes, std::io::Error>;
 
 const MAX_REDIRECTS: usize = 5;
+
+/// Attempts of a manifest or blob transfer (per endpoint for pulls) when failures look
+/// transient.
+pub(crate) const ATTEMPTS: u32 = 3;
+/// Delay before the second attempt; the n-th retry waits n times this.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The longest `Retry-After` honoured; a registry asking for more is tried again after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long to wait before attempt `attempt + 1`: what the registry asked (`Retry-After`, at
+/// most [`MAX_RETRY_AFTER`]), else `attempt` times [`RETRY_DELAY`].
+pub(crate) fn retry_delay(attempt: u32, asked: Option<Duration>) -> Duration {
+    asked.map_or(RETRY_DELAY * attempt, |asked| asked.min(MAX_RETRY_AFTER))
+}
 /// How long a registry may take to start answering a request (hang protection; bodies stream
 /// without a deadline).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -1230,3 +1230,138 @@ async fn registry_faults_are_retried_and_retry_after_is_honoured() {
     assert_eq!(layers.len(), 3, "429, damaged, then whole: {seen:?}");
     assert!(layers[1] - layers[0] >= std::time::Duration::from_secs(1));
 }
+
+/// A registry (in memory, in the test) whose first blob upload answers 503 with `Retry-After`,
+/// whose first blob `PUT` fails with 500 and whose first manifest `PUT` answers 429: each push is
+/// started over, the `Retry-After` honoured, and everything arrives verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_faults_are_retried() {
+    let f = fixture();
+    let blobs: Arc<Mutex<std::collections::HashMap<String, Bytes>>> = Arc::default();
+    let manifests: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(String, std::time::Instant)>>> = Arc::default();
+    let handler: common::Handler = {
+        let (blobs, manifests, seen) = (blobs.clone(), manifests.clone(), seen.clone());
+        Arc::new(move |req: &SeenRequest| {
+            let what = format!("{} {}", req.method, req.path);
+            let count = {
+                let mut seen = seen.lock().unwrap();
+                let kind =
+                    if req.path.contains("/blobs/uploads/") && req.method == http::Method::PUT {
+                        "PUT upload".to_owned()
+                    } else {
+                        what.clone()
+                    };
+                seen.push((kind.clone(), std::time::Instant::now()));
+                seen.iter().filter(|(k, _)| *k == kind).count()
+            };
+            let retry_after = |status: u16| {
+                let mut r = respond(status, None, "try later");
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+                r
+            };
+            match req.method.clone() {
+                http::Method::HEAD if req.path.contains("/blobs/") => {
+                    let digest = req.path.rsplit('/').next().unwrap_or_default();
+                    if blobs.lock().unwrap().contains_key(digest) {
+                        respond(200, None, Bytes::new())
+                    } else {
+                        respond(404, None, Bytes::new())
+                    }
+                }
+                http::Method::POST if req.path.ends_with("/blobs/uploads/") => {
+                    if count == 1 {
+                        return retry_after(503);
+                    }
+                    let mut r = respond(202, None, Bytes::new());
+                    let location = format!("{}{}", req.path, count);
+                    r.headers_mut().insert(
+                        http::header::LOCATION,
+                        http::HeaderValue::from_str(&location).unwrap(),
+                    );
+                    r
+                }
+                http::Method::PUT if req.path.contains("/blobs/uploads/") => {
+                    if count == 1 {
+                        return respond(500, None, "disk trouble");
+                    }
+                    let digest = req
+                        .query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("digest="))
+                        .unwrap_or_default()
+                        .replace("%3A", ":");
+                    let actual = format!(
+                        "sha256:{}",
+                        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&req.body))
+                    );
+                    if actual != digest {
+                        return respond(400, None, "digest mismatch");
+                    }
+                    blobs.lock().unwrap().insert(digest, req.body.clone());
+                    respond(201, None, Bytes::new())
+                }
+                http::Method::PUT if req.path.contains("/manifests/") => {
+                    if count == 1 {
+                        return retry_after(429);
+                    }
+                    let digest = format!(
+                        "sha256:{}",
+                        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&req.body))
+                    );
+                    manifests
+                        .lock()
+                        .unwrap()
+                        .push((req.path.clone(), req.body.clone()));
+                    let mut r = respond(201, None, Bytes::new());
+                    r.headers_mut().insert(
+                        "docker-content-digest",
+                        http::HeaderValue::from_str(&digest).unwrap(),
+                    );
+                    r
+                }
+                _ => respond(404, None, format!("unexpected {what}")),
+            }
+        })
+    };
+    let server = TestServer::start(handler).await;
+    let (_dir, store) = new_store();
+    for blob in [&f.layer, &f.config, &f.manifest] {
+        store.put_bytes(blob).await.unwrap();
+    }
+    let reference = Reference::parse(&format!("{}/demo/pushed:v1", server.addr)).unwrap();
+    let pushed = client()
+        .push(&store, &f.manifest_digest, &reference, None)
+        .await
+        .unwrap();
+    assert_eq!(pushed, f.manifest_digest);
+    let blobs = blobs.lock().unwrap().clone();
+    assert_eq!(
+        blobs.get(&f.layer_digest.to_string()).map(|b| b.to_vec()),
+        Some(f.layer.clone())
+    );
+    assert_eq!(
+        blobs.get(&f.config_digest.to_string()).map(|b| b.to_vec()),
+        Some(f.config.clone())
+    );
+    let manifests = manifests.lock().unwrap().clone();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert_eq!(manifests[0].1.to_vec(), f.manifest);
+    let seen = seen.lock().unwrap().clone();
+    let times = |kind: &str| -> Vec<std::time::Instant> {
+        seen.iter()
+            .filter(|(k, _)| k.starts_with(kind))
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    let manifest_puts = times("PUT /v2/demo/pushed/manifests/v1");
+    assert_eq!(manifest_puts.len(), 2, "{seen:?}");
+    assert!(manifest_puts[1] - manifest_puts[0] >= std::time::Duration::from_secs(1));
+    assert!(
+        times("PUT upload").len() >= 3,
+        "a failed PUT and two good ones: {seen:?}"
+    );
+}
