@@ -48,6 +48,10 @@ enum Task {
         #[arg(last = true)]
         bench_args: Vec<String>,
     },
+    /// Run the reliability suite's long form (release build): 50 concurrent sessions x 20 mixed
+    /// queries and 50 SIGKILLs of the engine at random points with restarts, printing the figures
+    /// of RELIABILITY.md. `cargo xtask test` runs the short form.
+    Soak,
     /// Run the property tests of the parsers and decoders that take hostile input (the GraphQL
     /// executor, the metadata header, the layer unpacker, the attachables' tree writer) over and over with many cases and
     /// fresh random seeds, for about this long. `cargo xtask test` runs them with 256 cases.
@@ -129,6 +133,22 @@ fn main() -> anyhow::Result<()> {
                 .args(&test_args))
         }
         Task::Prereqs => prereqs(&[]).and_then(|()| arm64_busybox(&root)),
+        Task::Soak => {
+            prereqs(&[])?;
+            run(Command::new(cargo())
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "dagr-engine",
+                    "--test",
+                    "soak",
+                    "--test",
+                    "disk",
+                ])
+                .args(["--", "--nocapture", "--test-threads=1"])
+                .env("DAGR_SOAK", "long"))
+        }
         Task::Fuzz { minutes, cases } => {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(minutes * 60);
             let mut round = 0u64;
