@@ -238,3 +238,89 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
         "chaos: {iterations} kills ({killed_mid_run} while the pipeline ran), every rerun correct and clean"
     );
 }
+
+/// `(open fds, threads, RSS in KiB)` of process `pid`.
+fn process_figures(pid: u32) -> (usize, u64, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (fds, field("Threads:"), field("VmRSS:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_close_cycles_leave_nothing_growing() {
+    let cycles = if long() { 1000 } else { 100 };
+    let engine = dagr_testkit::EngineProcess::start(engine_bin(), &[]);
+    let cycle = || async {
+        let client = dagr_testkit::gql::connect(&engine, false).await;
+        query(&client, "{ version }".to_owned()).await.unwrap();
+        client.close().await.unwrap();
+    };
+    // Warm-up: allocator pools, lazily started runtime threads.
+    for _ in 0..50 {
+        cycle().await;
+    }
+    engine.wait_metric("dagr_sessions_active", 0);
+    let pid = engine.child.id();
+    let tasks = || dagr_testkit::metric(&engine.metrics(), "dagr_runtime_alive_tasks").unwrap_or(0);
+    let mounts = || mounts_under(engine.dir.path()).len();
+    let (fds, threads, rss) = process_figures(pid);
+    let (tasks_before, mounts_before) = (tasks(), mounts());
+    for _ in 0..cycles {
+        cycle().await;
+    }
+    engine.wait_metric("dagr_sessions_active", 0);
+    let (fds_after, threads_after, rss_after) = process_figures(pid);
+    let (tasks_after, mounts_after) = (tasks(), mounts());
+    println!(
+        "cycles: {cycles} connect/close; fds {fds} -> {fds_after}, threads {threads} -> {threads_after}, tasks {tasks_before} -> {tasks_after}, mounts {mounts_before} -> {mounts_after}, RSS {rss} -> {rss_after} KiB ({:+.1}%)",
+        (rss_after as f64 - rss as f64) * 100.0 / rss as f64
+    );
+    assert!(fds_after <= fds + 2, "fds grew from {fds} to {fds_after}");
+    assert!(
+        threads_after <= threads + 2,
+        "threads grew from {threads} to {threads_after}"
+    );
+    assert!(
+        tasks_after <= tasks_before + 2,
+        "tasks grew from {tasks_before} to {tasks_after}"
+    );
+    assert_eq!(mounts_after, mounts_before);
+    assert!(
+        rss_after <= rss + rss / 20,
+        "RSS grew by more than 5%: {rss} KiB -> {rss_after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_factory_leaves_no_zombies() {
+    let engine = dagr_testkit::EngineProcess::start(engine_bin(), &[]);
+    let client = dagr_testkit::gql::connect(&engine, false).await;
+    // 1000 orphans (each a double fork); the init as PID 1 reaps them all.
+    let script = "for i in $(seq 1 1000); do (sleep 0.01 &); done; sleep 1; ps -o stat | grep -c '^Z' || true";
+    let data = query(
+        &client,
+        format!(
+            "{{ container {{ from(address: {}) {{ withEnvVariable(name: \"N\", value: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ stdout }} }} }} }} }}",
+            json!(image()),
+            json!(unique()),
+            json!(script)
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        data["container"]["from"]["withEnvVariable"]["withExec"]["stdout"],
+        "0\n"
+    );
+    client.close().await.unwrap();
+}
