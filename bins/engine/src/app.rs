@@ -276,11 +276,23 @@ async fn open_api(
         tracing::info!(runtime = %version, "container runtime");
         // From now on containers may run: the watchdog kills them if this engine dies.
         let watchdog = crate::watchdog::Watchdog::start(runtime.binary(), runtime.root())?;
-        let solver = dagr_solver::Solver::open(
-            &solver_db,
-            worker,
-            dagr_solver::SolverOptions { exec_concurrency },
-        )
+        let options = dagr_solver::SolverOptions { exec_concurrency };
+        let solver = match dagr_solver::Solver::open(&solver_db, worker.clone(), options.clone()) {
+            // A damaged index is set aside (never a crash loop): the cache starts empty and
+            // what it held is collected as unreferenced.
+            Err(e) if e.is_damaged_index() => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = solver_db.with_extension(format!("damaged-{stamp}"));
+                std::fs::rename(&solver_db, &aside).with_context(|| {
+                    format!("setting the damaged cache index {} aside", solver_db.display())
+                })?;
+                tracing::warn!(error = %e, set_aside = %aside.display(), "the cache index was damaged: starting with an empty one");
+                dagr_solver::Solver::open(&solver_db, worker, options)
+            }
+            opened => opened,
+        }
         .context("opening the solver's cache index")?;
         Ok((solver, watchdog))
     })

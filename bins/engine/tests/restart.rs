@@ -265,3 +265,53 @@ async fn a_sigkilled_engine_with_services_comes_back_clean() {
     client.close().await.expect("close");
     second.wait_metric("dagr_services_running", 0);
 }
+
+/// A cache index the engine cannot read (here: overwritten with garbage) is set aside with a
+/// log line, and the engine starts with an empty cache instead of failing to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_cache_index_is_set_aside() {
+    let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
+    let base = tempfile::tempdir().expect("tmp");
+    let index = base.path().join("state/worker/solver.redb");
+    let echo = serde_json::json!({ "query": format!(
+        r#"{{ container {{ from(address: "{}") {{ withExec(args: ["echo", "ok"]) {{ stdout }} }} }} }}"#,
+        registry.image
+    )});
+    let first = dagr_testkit::EngineProcess::start_in(
+        engine_bin(),
+        base.path(),
+        tempfile::tempdir().expect("tmp"),
+        &[],
+    );
+    let client = dagr_client::connect(opts(&first.host(), base.path()))
+        .await
+        .expect("connect");
+    client.query(echo.clone()).await.expect("query");
+    client.close().await.expect("close");
+    drop(first);
+    assert!(index.is_file(), "{} exists", index.display());
+    std::fs::write(&index, vec![0x5a; 64 * 1024]).expect("damage the index");
+
+    let second = dagr_testkit::EngineProcess::start_in(
+        engine_bin(),
+        base.path(),
+        tempfile::tempdir().expect("tmp"),
+        &[],
+    );
+    let client = dagr_client::connect(opts(&second.host(), base.path()))
+        .await
+        .expect("connect");
+    let answer = client.query(echo).await.expect("query");
+    assert_eq!(
+        answer["data"]["container"]["from"]["withExec"]["stdout"], "ok\n",
+        "{answer}"
+    );
+    client.close().await.expect("close");
+    let set_aside: Vec<_> = std::fs::read_dir(base.path().join("state/worker"))
+        .expect("worker dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("solver.damaged-"))
+        .collect();
+    assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+}

@@ -32,6 +32,22 @@ pub enum IndexError {
     Task { key: CacheKey, reason: String },
 }
 
+impl IndexError {
+    /// Whether the database file itself is damaged (not readable as a database: corrupted, or
+    /// not a database at all), as opposed to busy, missing or not permitted.
+    pub fn is_damaged(&self) -> bool {
+        let IndexError::Db { source, .. } = self else {
+            return false;
+        };
+        match source {
+            redb::Error::Corrupted(_) => true,
+            // A file that is not a redb database at all.
+            redb::Error::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
+            _ => false,
+        }
+    }
+}
+
 /// One entry of the index, as reported to GC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -331,4 +347,24 @@ fn write_if_absent(
     };
     txn.commit().map_err(|e| db_err(e.into()))?;
     Ok(existing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexError;
+
+    #[test]
+    fn only_unreadable_databases_are_damaged() {
+        let db = |source| IndexError::Db {
+            path: "/x/solver.redb".into(),
+            source,
+        };
+        assert!(db(redb::Error::Corrupted("bad page".into())).is_damaged());
+        let not_a_db = std::io::Error::new(std::io::ErrorKind::InvalidData, "magic");
+        assert!(db(redb::Error::Io(not_a_db)).is_damaged());
+        // Another engine holding it, or no permission: not damaged, never set aside.
+        assert!(!db(redb::Error::DatabaseAlreadyOpen).is_damaged());
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!db(redb::Error::Io(denied)).is_damaged());
+    }
 }

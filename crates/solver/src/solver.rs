@@ -59,6 +59,13 @@ pub enum SolveError {
     Index(Arc<IndexError>),
 }
 
+impl SolveError {
+    /// Whether opening failed because the index database is damaged ([`IndexError::is_damaged`]).
+    pub fn is_damaged_index(&self) -> bool {
+        matches!(self, SolveError::Index(e) if e.is_damaged())
+    }
+}
+
 impl From<IndexError> for SolveError {
     fn from(e: IndexError) -> Self {
         SolveError::Index(Arc::new(e))
