@@ -63,6 +63,9 @@ struct Instance {
     /// Set by `Service.stop(kill: false)`: the last holder letting go terminates rather than
     /// kills.
     graceful: std::sync::atomic::AtomicBool,
+    /// Whether it runs a process that SIGTERM can stop (a container service); host services and
+    /// tunnels just stop.
+    has_process: bool,
     /// Where a tunnel listens (its host and ports), once up.
     endpoint: Mutex<Option<Endpoint>>,
 }
@@ -130,7 +133,7 @@ fn let_go(inner: &Inner, key: &Key, instance: &Arc<Instance>) {
         *holders == 0
     };
     if last {
-        if instance.graceful.load(std::sync::atomic::Ordering::SeqCst) {
+        if instance.has_process && instance.graceful.load(std::sync::atomic::Ordering::SeqCst) {
             instance.terminate.cancel();
             // Killed if still running after the grace period.
             let (cancel, mut phase) = (instance.cancel.clone(), instance.phase.subscribe());
@@ -225,6 +228,7 @@ impl RunningServices {
                         cancel: CancellationToken::new(),
                         terminate: CancellationToken::new(),
                         graceful: std::sync::atomic::AtomicBool::new(false),
+                        has_process: matches!(service.kind, ServiceKind::Container { .. }),
                         endpoint: Mutex::new(None),
                     });
                     state.running.insert(key.clone(), instance.clone());
