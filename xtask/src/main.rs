@@ -66,7 +66,12 @@ enum Task {
 }
 
 /// The crates with property tests (`tests/props.rs`).
-const PROPERTY_TESTS: &[&str] = &["dagr-metadata", "dagr-gql", "dagr-snapshot", "dagr-dockerfile"];
+const PROPERTY_TESTS: &[&str] = &[
+    "dagr-metadata",
+    "dagr-gql",
+    "dagr-snapshot",
+    "dagr-dockerfile",
+];
 
 /// Commands the tests and the engine need, with the Debian package that provides each.
 const PREREQS: &[(&str, &str)] = &[
