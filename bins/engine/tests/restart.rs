@@ -14,26 +14,6 @@ fn opts(host: &str, workdir: &Path) -> dagr_client::ConnectOptions {
     dagr_testkit::connect_options(host, workdir)
 }
 
-fn containers(runc_root: &Path) -> String {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(runc_root)
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let prefix = dir.to_string_lossy().to_string();
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
     let registry = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"));
@@ -68,7 +48,7 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
     let c2 = client.clone();
     let _pending = tokio::spawn(async move { c2.query(sleeper).await });
     let start = Instant::now();
-    while containers(&runc_root).is_empty() {
+    while dagr_testkit::runc_containers(&runc_root).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the exec never started"
@@ -78,7 +58,7 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
     first.child.kill().expect("SIGKILL");
     let _ = first.child.wait();
     // What the dead engine left mounted (its exec's and its network pool's namespaces).
-    let left_by_first = mounts_under(&state);
+    let left_by_first = dagr_testkit::mounts_under(&state);
     assert!(!left_by_first.is_empty());
     drop(first);
 
@@ -90,12 +70,12 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
         &[],
     );
     assert_eq!(
-        containers(&runc_root),
+        dagr_testkit::runc_containers(&runc_root),
         "",
         "containers of the dead engine are gone"
     );
     // (The new engine's own network pool pins namespaces of its own there.)
-    let stale: Vec<String> = mounts_under(&state)
+    let stale: Vec<String> = dagr_testkit::mounts_under(&state)
         .into_iter()
         .filter(|m| left_by_first.contains(m))
         .collect();
@@ -215,7 +195,7 @@ async fn a_sigkilled_engine_with_services_comes_back_clean() {
         dagr_testkit::wait_processes(&argv, false, "the dead engine's service");
     });
     // Its namespaces stay pinned until the next engine removes them.
-    assert!(!mounts_under(&netns_dir).is_empty());
+    assert!(!dagr_testkit::mounts_under(&netns_dir).is_empty());
     // Keep the bridge and rules as the dead engine left them (the drop would remove them).
     let first_dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tmp"));
     first.bridge = None;
@@ -224,7 +204,7 @@ async fn a_sigkilled_engine_with_services_comes_back_clean() {
     let second = dagr_testkit::EngineProcess::start_in(engine_bin(), base.path(), first_dir, &[]);
     // Only the new pool's namespaces (4) remain, with their veths; the rules are installed once.
     let pooled = || {
-        let mounts = mounts_under(&netns_dir).len();
+        let mounts = dagr_testkit::mounts_under(&netns_dir).len();
         let veths = String::from_utf8_lossy(
             &Command::new("ip")
                 .args(["-o", "link", "show", "master", &bridge.name])

@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dagr_testkit::gql::query;
@@ -143,26 +142,6 @@ async fn concurrent_sessions_with_mixed_queries_all_answer_correctly() {
     engine.wait_metric("dagr_sessions_active", 0);
 }
 
-fn runc_containers(runc_root: &Path) -> String {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(runc_root)
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = dir.to_string_lossy().to_string();
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
     let iterations = if long() { 50 } else { 4 };
@@ -209,7 +188,7 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
             &[],
         );
         assert_eq!(
-            runc_containers(&runc_root),
+            dagr_testkit::runc_containers(&runc_root),
             "",
             "iteration {i}: containers left"
         );
@@ -224,12 +203,12 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
         engine.wait_metric("dagr_sessions_active", 0);
         drop(engine);
         assert_eq!(
-            runc_containers(&runc_root),
+            dagr_testkit::runc_containers(&runc_root),
             "",
             "iteration {i}: containers left"
         );
         assert_eq!(
-            mounts_under(base.path()),
+            dagr_testkit::mounts_under(base.path()),
             Vec::<String>::new(),
             "iteration {i}: mounts left"
         );
@@ -272,7 +251,7 @@ async fn connect_close_cycles_leave_nothing_growing() {
     engine.wait_metric("dagr_sessions_active", 0);
     let pid = engine.child.id();
     let tasks = || dagr_testkit::metric(&engine.metrics(), "dagr_runtime_alive_tasks").unwrap_or(0);
-    let mounts = || mounts_under(engine.dir.path()).len();
+    let mounts = || dagr_testkit::mounts_under(engine.dir.path()).len();
     let (fds, threads, rss) = process_figures(pid);
     let (tasks_before, mounts_before) = (tasks(), mounts());
     for _ in 0..cycles {

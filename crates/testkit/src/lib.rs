@@ -337,18 +337,33 @@ impl Drop for EngineProcess {
     }
 }
 
-/// Lazily unmounts whatever is still mounted under `dir` (deepest first).
-pub fn detach_mounts_under(dir: &Path) {
+/// The mount points at or under `dir` (from this process' mountinfo).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+        return Vec::new();
     };
     let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
+    info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|p| p.replace("\\040", " "))
         .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
+        .collect()
+}
+
+/// The ids of the containers in the runc state root `runc_root`, one per line (empty: none).
+pub fn runc_containers(runc_root: &Path) -> String {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(runc_root)
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Lazily unmounts whatever is still mounted under `dir` (deepest first).
+pub fn detach_mounts_under(dir: &Path) {
+    let mut points = mounts_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let Ok(c) = std::ffi::CString::new(p) else {

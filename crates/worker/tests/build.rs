@@ -4,7 +4,6 @@
 //! across a restart, single-flight, cancellation cleanup and file ops.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,16 +205,6 @@ async fn concurrent_identical_solves_run_the_exec_once() {
     assert_eq!(runs(&env, volume), 1);
 }
 
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let prefix = dir.to_string_lossy().to_string();
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_exec_leaves_nothing_behind() {
     let env = Env::with_secrets(BTreeMap::from([(
@@ -276,7 +265,7 @@ async fn cancelled_exec_leaves_nothing_behind() {
             && bundles == 0
             && work == 0
             && active == 0
-            && mounts_under(&env.state).is_empty()
+            && dagr_testkit::mounts_under(&env.state).is_empty()
         {
             clean = true;
             break;
@@ -286,7 +275,7 @@ async fn cancelled_exec_leaves_nothing_behind() {
     assert!(
         clean,
         "left behind: mounts {:?}, snapshots {:?}",
-        mounts_under(&env.state),
+        dagr_testkit::mounts_under(&env.state),
         solver.runner().snapshots().list().expect("list")
     );
 }
