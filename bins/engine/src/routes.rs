@@ -161,13 +161,7 @@ pub async fn query(
         }
     };
     let (status, json) = engine.query.execute(&scope, &parts.headers, &body).await;
-    let mut resp = Response::new(full_body(Bytes::from(json)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_response(status, json)
 }
 
 /// `/sessionAttachables`: hijacks the connection as the client's attachables (one per client).
@@ -268,8 +262,8 @@ pub async fn shutdown(
 }
 
 /// A JSON answer.
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<BoxBody> {
-    let mut resp = Response::new(full_body(Bytes::from(body)));
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<BoxBody> {
+    let mut resp = Response::new(full_body(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 use super::{ok, parent};
 use crate::args::null_as_default;
-use crate::directory::{PathKind, check_kind};
 use crate::state::{Container, ContainerMount, Directory, Fs, ImageConfig, MountKind, Secret};
 use crate::{Caller, Services, caller, graph_err, obj, services};
 
@@ -296,7 +295,6 @@ async fn read_dockerfile(
 ) -> Result<(String, Option<String>), FieldError> {
     let snapshot = s.snapshot_of(caller, &context.fs).await?;
     let path = crate::state::join(&context.path, dockerfile);
-    check_kind(s, &snapshot, &path, PathKind::File).await?;
     let ignore_candidates = [
         crate::state::join(&context.path, &format!("{dockerfile}.dockerignore")),
         crate::state::join(&context.path, ".dockerignore"),
