@@ -300,6 +300,7 @@ async fn open_api(
     .context("opening the build core")??;
     let api = dagr_api::CoreApi::new(dagr_api::Services {
         running: dagr_api::RunningServices::new(solver.clone()),
+        modules: dagr_api::module::Modules::new(config.module_runtimes.clone()),
         solver,
         secrets,
         registry_auth,

@@ -119,6 +119,14 @@ pub struct ServeArgs {
     /// exports nothing.
     #[arg(long)]
     no_telemetry: bool,
+    /// The package index of Python module runtimes (`PIP_INDEX_URL` and `UV_INDEX_URL` of
+    /// their installs); without it, their base image's settings or PyPI.
+    #[arg(long, env = "PIP_INDEX_URL", value_name = "URL")]
+    python_index_url: Option<String>,
+    /// `--find-links` of Python module runtimes' installs: a URL, or a directory of their base
+    /// image (for offline installs from a wheelhouse).
+    #[arg(long, env = "PIP_FIND_LINKS", value_name = "URL_OR_DIR")]
+    python_find_links: Option<String>,
 }
 
 /// `--network`.
@@ -226,6 +234,8 @@ pub struct Config {
     pub telemetry: bool,
     /// Where they are exported besides the engine's own subscriptions.
     pub otlp_export: Option<OtlpExport>,
+    /// How module runtimes install packages.
+    pub module_runtimes: dagr_api::module::RuntimeSettings,
 }
 
 /// How the cache is collected.
@@ -294,6 +304,10 @@ impl From<ServeArgs> for Config {
                     endpoint,
                     protocol: args.otlp_protocol,
                 }),
+            module_runtimes: dagr_api::module::RuntimeSettings {
+                python_index_url: args.python_index_url.filter(|u| !u.is_empty()),
+                python_find_links: args.python_find_links.filter(|u| !u.is_empty()),
+            },
         }
     }
 }

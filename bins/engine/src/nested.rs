@@ -137,6 +137,13 @@ impl NestedClients for NestedServer {
                 }
             });
 
+            // A module function call: the API answers `currentFunctionCall` from it.
+            let client_ref =
+                dagr_metadata::ClientRef::new(client.session_id.clone(), client.client_id.clone());
+            let modules = stack.engine.query.api().services().clone();
+            if let Some(call) = &client.call {
+                modules.modules.enter_call(client_ref.clone(), call);
+            }
             let service = Self::client_service(&stack.service, md);
             let engine = stack.engine.clone();
             let conns = connections.clone();
@@ -158,6 +165,7 @@ impl NestedClients for NestedServer {
                 }
             });
             Ok(NestedServing::new(move || {
+                modules.modules.leave_call(&client_ref);
                 accept_task.abort();
                 attach_task.abort();
                 abort_all(&connections);

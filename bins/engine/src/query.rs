@@ -53,8 +53,15 @@ impl QueryEngine {
             .telemetry
             .request_span(scope, headers)
             .with_scrubber(self.api.scrubber(scope.session().id()));
-        let response = self
-            .schema
+        // A client that serves modules sees the schema extended with theirs.
+        let schema = match self.api.schema_for(&scope.client_ref(), &self.schema) {
+            Ok(schema) => schema,
+            Err(e) => {
+                let err = serde_json::json!({ "errors": [{ "message": e.message }] });
+                return (StatusCode::OK, err.to_string().into_bytes());
+            }
+        };
+        let response = schema
             .execute(request, self.api.request_data(scope.client_ref(), span))
             .await;
         let bytes = serde_json::to_vec(&response).unwrap_or_else(|e| {

@@ -31,6 +31,7 @@ mod directory;
 mod file;
 mod git;
 mod http;
+pub mod module;
 mod ownership;
 mod query;
 mod service;
@@ -162,6 +163,8 @@ pub struct Services {
     pub config: ApiConfig,
     /// The services of every session (see [`RunningServices`]).
     pub running: RunningServices,
+    /// Modules served by clients and the calls of nested clients (see [`module::Modules`]).
+    pub modules: module::Modules,
 }
 
 impl Services {
@@ -315,6 +318,12 @@ impl CoreApi {
         self.services.secrets.release_session(session_id);
         self.services.registry_auth.release_session(session_id);
         self.services.running.release_session(session_id);
+        self.services.modules.release_session(session_id);
+    }
+
+    /// The schema `client` sees: [`schema`] (`core`), extended with the modules it serves.
+    pub fn schema_for(&self, client: &ClientRef, core: &Schema) -> Result<Schema, FieldError> {
+        self.services.modules.schema_for(client, core)
     }
 }
 
@@ -322,6 +331,11 @@ impl CoreApi {
 /// request data ([`CoreApi::request_data`]), so the schema itself needs no running engine (it can
 /// be printed with `dagr-engine schema`).
 pub fn schema() -> Result<Schema, SchemaError> {
+    core_builder().finish()
+}
+
+/// The builder of [`schema`], for schemas that extend it (served modules).
+pub(crate) fn core_builder() -> dagr_gql::SchemaBuilder {
     let builder = Schema::build().limits(dagr_gql::Limits {
         // As large as the engine accepts (files written with withNewFile travel in queries).
         max_document_bytes: MAX_QUERY_BYTES,
@@ -337,7 +351,7 @@ pub fn schema() -> Result<Schema, SchemaError> {
     let builder = container::register_terminal(builder);
     let builder = service::register(builder);
     let builder = git::register(builder);
-    builder.finish()
+    module::register(builder)
 }
 
 pub(crate) fn services(ctx: &dagr_gql::ResolveCtx) -> Result<Arc<Services>, FieldError> {

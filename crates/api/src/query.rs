@@ -303,13 +303,33 @@ impl Args for HostDirectoryArgs {
     }
 }
 
+/// What host reads record in their IDs: the client whose host they read.
+pub(crate) fn host_scope(data: &dagr_gql::RequestData) -> Option<String> {
+    data.get::<ClientRef>().map(|c| c.client_id.clone())
+}
+
+/// The client whose host a `Host.directory`/`Host.file` call reads: the one that made the call
+/// (recorded in its ID), so that an ID passed to another client of the session (a module
+/// function, a nested exec) still names the same files.
+pub(crate) fn host_owner(ctx: &dagr_gql::ResolveCtx) -> Result<ClientRef, FieldError> {
+    let caller = caller(ctx)?.client;
+    Ok(match &ctx.call().scope {
+        Some(client_id) if *client_id != caller.client_id => ClientRef {
+            session_id: caller.session_id,
+            client_id: client_id.clone(),
+        },
+        _ => caller,
+    })
+}
+
 /// `Host.directory`: the caller's directory `path` (filtered by `include` and `exclude`), read
 /// when it is solved.
 fn host_directory() -> Field {
     Field::new("directory", "Directory!")
         .args::<HostDirectoryArgs>()
+        .scoped(host_scope)
         .resolve_sync(|ctx| {
-            let caller = caller(ctx)?;
+            let caller = host_owner(ctx)?;
             let HostDirectoryArgs {
                 exclude,
                 include,
@@ -330,8 +350,9 @@ fn host_directory() -> Field {
 fn host_file() -> Field {
     Field::new("file", "File!")
         .args::<PathArgs>()
+        .scoped(host_scope)
         .resolve_sync(|ctx| {
-            let caller = caller(ctx)?;
+            let caller = host_owner(ctx)?;
             let PathArgs { path } = ctx.args_as()?;
             let p = std::path::Path::new(&path);
             let name = p

@@ -52,6 +52,9 @@ pub struct Call {
     pub type_name: String,
     /// 1-based index when the object is an item of a list result.
     pub nth: Option<u32>,
+    /// What a scoped field recorded from the request that made the call (see
+    /// [`crate::Field::scoped`]); replays see this value, not their own request's.
+    pub scope: Option<String>,
 }
 
 impl Call {
@@ -75,6 +78,9 @@ impl Call {
         obj.insert("t".into(), Json::String(self.type_name.clone()));
         if let Some(n) = self.nth {
             obj.insert("n".into(), Json::from(n));
+        }
+        if let Some(scope) = &self.scope {
+            obj.insert("s".into(), Json::String(scope.clone()));
         }
         Json::Object(obj)
     }
@@ -115,15 +121,20 @@ impl Call {
             ),
         };
         for key in obj.keys() {
-            if !matches!(key.as_str(), "f" | "a" | "r" | "t" | "n") {
+            if !matches!(key.as_str(), "f" | "a" | "r" | "t" | "n" | "s") {
                 return Err(format!("unknown call key {key:?}"));
             }
         }
+        let scope = match obj.get("s") {
+            None => None,
+            Some(s) => Some(s.as_str().ok_or("call scope is not a string")?.to_string()),
+        };
         Ok(Call {
             field: text("f")?,
             args,
             type_name: text("t")?,
             nth,
+            scope,
         })
     }
 }
@@ -284,6 +295,7 @@ mod tests {
                 args: vec![],
                 type_name: "Container".into(),
                 nth: None,
+                scope: None,
             })
             .append(Call {
                 field: "withSecret".into(),
@@ -293,6 +305,7 @@ mod tests {
                 ],
                 type_name: "Container".into(),
                 nth: Some(2),
+                scope: Some("client-1".into()),
             })
     }
 
@@ -318,6 +331,7 @@ mod tests {
                         args: vec![],
                         type_name: "T".into(),
                         nth: None,
+                        scope: None,
                     });
                 }
                 let id = chain.id();

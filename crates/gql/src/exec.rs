@@ -89,6 +89,26 @@ impl ResolveCtx {
         }
     }
 
+    /// Runs another request on the schema of this one, with the same request data: a
+    /// resolver built on other fields of the API (the IDs it answers load in this schema).
+    pub async fn execute(&self, request: crate::Request) -> crate::Response {
+        Box::pin(self.schema.execute_shared(request, Arc::clone(&self.data))).await
+    }
+
+    /// Loads the object an ID names (of any type of this request's schema), as an `<Type>ID`
+    /// argument would be.
+    pub async fn load(&self, id: &str) -> Result<LoadedObject, FieldError> {
+        let chain = CallChain::decode(id).map_err(|e| FieldError::new(e.to_string()))?;
+        let expected = chain.type_name().unwrap_or("Query").to_owned();
+        let root = ObjectValue {
+            type_name: Arc::from("Query"),
+            data: Arc::new(()),
+            chain: None,
+        };
+        let replayer = Replayer::new(self.schema.clone(), Arc::clone(&self.data), root);
+        replayer.load_chain(chain, &expected).await
+    }
+
     /// Where the work this call starts reports: under the call's own span for a field that
     /// does work, else under the request's [`SpanCx`] (from the request data; off without one).
     pub fn span_cx(&self) -> &SpanCx {
@@ -307,6 +327,12 @@ impl Schema {
 
     /// Parses, validates and executes a request. Every outcome is a [`Response`].
     pub async fn execute(&self, request: Request, data: RequestData) -> Response {
+        self.execute_shared(request, Arc::new(data)).await
+    }
+
+    /// [`Schema::execute`] with request data shared with other requests (a resolver's own
+    /// requests, see [`ResolveCtx::execute`]).
+    pub(crate) async fn execute_shared(&self, request: Request, data: Arc<RequestData>) -> Response {
         let doc = match crate::validate::prepare(self, &request.query) {
             Ok(doc) => doc,
             Err(errors) => return Response::from_errors(errors),
@@ -372,7 +398,7 @@ impl Schema {
             return Response::from_errors(var_errors);
         }
         let root_data: Arc<dyn Any + Send + Sync> = Arc::new(());
-        let request_data = Arc::new(data);
+        let request_data = data;
         let root_object = ObjectValue {
             type_name: Arc::from("Query"),
             data: root_data,
@@ -578,7 +604,10 @@ async fn resolve_field<'a, 'd: 'a>(
         Ok(args) => args,
         Err(e) => return fail(e),
     };
-    let call = canonical_call(def, &args);
+    let mut call = canonical_call(def, &args);
+    if let Some(scope) = &def.scope {
+        call.scope = scope(&state.data);
+    }
     let span = if def.does_work && state.span.is_on() {
         state
             .span

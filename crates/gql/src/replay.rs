@@ -95,7 +95,7 @@ impl Replayer {
     }
 
     /// Checks a decoded chain's type and replays it (once per request and chain).
-    async fn load_chain(
+    pub(crate) async fn load_chain(
         &self,
         chain: Arc<CallChain>,
         expected: &str,
@@ -311,5 +311,6 @@ pub(crate) fn canonical_call(def: &FieldDef, args: &IndexMap<String, ArgValue>) 
         args: recorded,
         type_name: def.ty.base_name().to_string(),
         nth: None,
+        scope: None,
     }
 }

@@ -145,6 +145,11 @@ pub struct ExecOp {
     /// its session, so its result is never shared with another session (part of the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nesting_session: Option<String>,
+    /// What the nested client of a privileged exec is for, opaque to the solver and the
+    /// worker: a module function call's identity (module, function, parent, arguments), which
+    /// the API reads back for that client (`currentFunctionCall`). Part of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_call: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub insecure_root_capabilities: bool,
     /// Services running while it runs, each reachable under its alias (part of the key: the

@@ -35,11 +35,49 @@ pub struct BusyboxImage {
     pub diff_id: String,
 }
 
-/// One entry of the rootfs layer.
-enum Entry {
+/// One entry of a rootfs layer or of an OCI layout, with its permission bits.
+pub(crate) enum Entry {
+    /// A directory.
     Dir(u32),
+    /// A regular file and its bytes.
     File(u32, Vec<u8>),
-    Symlink(&'static str),
+    /// A symlink and its target.
+    Symlink(String),
+}
+
+/// What differs between the one-layer fixture images: their config and layer compression.
+pub(crate) struct ImageSpec<'a> {
+    /// `amd64`, `arm64`.
+    pub architecture: &'a str,
+    /// The config's `Env`.
+    pub env: &'a [&'a str],
+    /// The config's `Cmd`.
+    pub cmd: &'a [&'a str],
+    /// The `created_by` of the single history entry.
+    pub created_by: &'a str,
+    /// How the layer is gzipped.
+    pub compression: Gzip,
+}
+
+/// How a layer is gzipped (without a file name or mtime, so equal input gives equal bytes).
+pub(crate) enum Gzip {
+    /// In process with flate2 at this level.
+    Flate2(flate2::Compression),
+    /// By the host's `gzip -n -<level>`: several times faster than flate2 in the unoptimized
+    /// test builds, for large layers.
+    Command(u32),
+}
+
+/// The blobs of a one-layer image and the entries of its OCI layout (tag [`TAG`]).
+pub(crate) struct OneLayerImage {
+    /// The manifest, config and gzip layer blobs, byte for byte as in the layout.
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+    /// `sha256:<hex>` of the uncompressed layer.
+    pub diff_id: String,
+    /// The layout: `oci-layout`, `index.json` and `blobs/sha256/*`.
+    pub layout: BTreeMap<String, Entry>,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -72,20 +110,65 @@ pub fn busybox_arm64_image(dir: &Path, target_dir: &Path) -> BusyboxImage {
 /// The image of the static busybox `binary` for `architecture` (applets as the host's busybox
 /// lists them).
 pub fn busybox_image_of(dir: &Path, binary: &Path, architecture: &str) -> BusyboxImage {
-    let layer_tar = tar_of(&rootfs(binary));
+    let image = one_layer_image(
+        &rootfs(binary),
+        &ImageSpec {
+            architecture,
+            env: &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            cmd: &["/bin/sh"],
+            created_by: "busybox-static rootfs",
+            compression: Gzip::Flate2(flate2::Compression::best()),
+        },
+    );
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let layout_dir = dir.join("oci");
+    write_layout(&layout_dir, &image.layout);
+    let archive = dir.join("busybox-oci.tar");
+    for (name, bytes) in [
+        (archive.clone(), tar_of(&image.layout)),
+        (dir.join("layer.tar.gz"), image.layer.clone()),
+        (dir.join("config.json"), image.config.clone()),
+        (dir.join("manifest.json"), image.manifest.clone()),
+    ] {
+        write_file(&name, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", name.display()));
+    }
+    BusyboxImage {
+        dir: dir.to_path_buf(),
+        layout: layout_dir,
+        archive,
+        manifest: image.manifest,
+        config: image.config,
+        layer: image.layer,
+        diff_id: image.diff_id,
+    }
+}
+
+/// The one-layer image of `rootfs` (a tar of it in key order, gzipped), with the config of
+/// `spec`: reproducible bytes, so equal entries give equal digests.
+pub(crate) fn one_layer_image(
+    rootfs: &BTreeMap<String, Entry>,
+    spec: &ImageSpec<'_>,
+) -> OneLayerImage {
+    let layer_tar = tar_of(rootfs);
     let diff_id = sha256_digest(&layer_tar);
-    let layer = gzip(&layer_tar);
+    let layer = match spec.compression {
+        Gzip::Flate2(level) => gzip(&layer_tar, level),
+        Gzip::Command(level) => gzip_command(&layer_tar, level),
+    };
+    drop(layer_tar);
+    let layer_digest = sha256_digest(&layer);
+    let architecture = spec.architecture;
     let config = serde_json::to_vec(&serde_json::json!({
         "created": "1970-01-01T00:00:00Z",
         "architecture": architecture,
         "os": "linux",
         "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["/bin/sh"],
+            "Env": spec.env,
+            "Cmd": spec.cmd,
             "WorkingDir": "/"
         },
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
-        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "busybox-static rootfs" }]
+        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": spec.created_by }]
     }))
     .expect("config json");
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -98,7 +181,7 @@ pub fn busybox_image_of(dir: &Path, binary: &Path, architecture: &str) -> Busybo
         },
         "layers": [{
             "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": sha256_digest(&layer),
+            "digest": layer_digest,
             "size": layer.len()
         }]
     }))
@@ -116,12 +199,15 @@ pub fn busybox_image_of(dir: &Path, binary: &Path, architecture: &str) -> Busybo
     }))
     .expect("index json");
 
-    // The layout, as files and as an archive of the same entries.
     let mut layout: BTreeMap<String, Entry> = BTreeMap::new();
     layout.insert("blobs".into(), Entry::Dir(0o755));
     layout.insert("blobs/sha256".into(), Entry::Dir(0o755));
-    for blob in [&layer, &config, &manifest] {
-        let hex = sha256_digest(blob)["sha256:".len()..].to_owned();
+    for (digest, blob) in [
+        (layer_digest, &layer),
+        (sha256_digest(&config), &config),
+        (sha256_digest(&manifest), &manifest),
+    ] {
+        let hex = &digest["sha256:".len()..];
         layout.insert(
             format!("blobs/sha256/{hex}"),
             Entry::File(0o644, blob.clone()),
@@ -132,11 +218,20 @@ pub fn busybox_image_of(dir: &Path, binary: &Path, architecture: &str) -> Busybo
         Entry::File(0o644, br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
     );
     layout.insert("index.json".into(), Entry::File(0o644, index));
+    OneLayerImage {
+        manifest,
+        config,
+        layer,
+        diff_id,
+        layout,
+    }
+}
 
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    let layout_dir = dir.join("oci");
-    let _ = std::fs::remove_dir_all(&layout_dir);
-    for (path, entry) in &layout {
+/// Writes the layout `entries` (directories and files) as the directory `layout_dir`,
+/// replacing whatever was there.
+pub(crate) fn write_layout(layout_dir: &Path, entries: &BTreeMap<String, Entry>) {
+    let _ = std::fs::remove_dir_all(layout_dir);
+    for (path, entry) in entries {
         let target = layout_dir.join(path);
         match entry {
             Entry::Dir(_) => std::fs::create_dir_all(&target),
@@ -145,24 +240,26 @@ pub fn busybox_image_of(dir: &Path, binary: &Path, architecture: &str) -> Busybo
         }
         .unwrap_or_else(|e| panic!("write {}: {e}", target.display()));
     }
-    let archive = dir.join("busybox-oci.tar");
-    for (name, bytes) in [
-        (archive.clone(), tar_of(&layout)),
-        (dir.join("layer.tar.gz"), layer.clone()),
-        (dir.join("config.json"), config.clone()),
-        (dir.join("manifest.json"), manifest.clone()),
-    ] {
-        write_file(&name, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", name.display()));
+}
+
+/// Pushes the image tagged [`TAG`] in the OCI layout `layout` to `reference`
+/// (`ADDR/name:tag` on a plain-HTTP registry) with skopeo; `all`: every manifest of an index.
+pub(crate) fn push_layout(layout: &Path, reference: &str, all: bool) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+    if all {
+        cmd.arg("--all");
     }
-    BusyboxImage {
-        dir: dir.to_path_buf(),
-        layout: layout_dir,
-        archive,
-        manifest,
-        config,
-        layer,
-        diff_id,
-    }
+    let status = cmd
+        .arg(format!("oci:{}:{TAG}", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .status()
+        .unwrap_or_else(|e| panic!("skopeo: {e}"));
+    assert!(
+        status.success(),
+        "skopeo copy of {} to {reference} failed",
+        layout.display()
+    );
 }
 
 /// An OCI layout at `dir` (tag [`TAG`]) whose index lists the manifests of `images` (each with
@@ -229,6 +326,52 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The rootfs: busybox, one absolute symlink per applet (as `busybox --install -s` makes them),
 /// the usual directories and a minimal `/etc`.
 fn rootfs(binary_path: &Path) -> BTreeMap<String, Entry> {
+    let binary = read_static_busybox(binary_path);
+    let list = busybox_applets();
+
+    let mut entries = BTreeMap::new();
+    for dir in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "var", "run",
+    ] {
+        entries.insert(dir.to_owned(), Entry::Dir(0o755));
+    }
+    entries.insert("tmp".into(), Entry::Dir(0o1777));
+    entries.insert("root".into(), Entry::Dir(0o700));
+    for applet in &list {
+        let applet = applet.as_str();
+        let mut parent = Path::new(applet).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            entries
+                .entry(p.to_string_lossy().into_owned())
+                .or_insert(Entry::Dir(0o755));
+            parent = p.parent();
+        }
+        entries.insert(applet.to_owned(), Entry::Symlink("/bin/busybox".into()));
+    }
+    entries.insert("bin/busybox".into(), Entry::File(0o755, binary));
+    for (name, text) in ETC_FILES {
+        entries.insert(name.into(), Entry::File(0o644, text.as_bytes().to_vec()));
+    }
+    entries
+}
+
+/// The minimal `/etc` of the fixture images (mode 0644): root and nobody, files-then-DNS name
+/// lookups, empty hosts, resolv.conf and hostname for the engine to fill or bind-mount.
+pub(crate) const ETC_FILES: [(&str, &str); 6] = [
+    (
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    ),
+    ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ("etc/nsswitch.conf", "hosts: files dns\n"),
+    ("etc/hosts", ""),
+    ("etc/resolv.conf", ""),
+    ("etc/hostname", ""),
+];
+
+/// The bytes of the static busybox at `binary_path`; panics saying what to install when it is
+/// missing or dynamically linked.
+pub(crate) fn read_static_busybox(binary_path: &Path) -> Vec<u8> {
     let binary = std::fs::read(binary_path).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (apt-get install busybox-static)",
@@ -241,53 +384,26 @@ fn rootfs(binary_path: &Path) -> BTreeMap<String, Entry> {
         "{} is dynamically linked: install busybox-static",
         binary_path.display()
     );
+    binary
+}
+
+/// The paths of the host busybox's applets relative to `/` (`busybox --list-full`, e.g.
+/// `bin/sh`, `usr/bin/env`), busybox itself left out.
+pub(crate) fn busybox_applets() -> Vec<String> {
     let list = Command::new(BUSYBOX)
         .arg("--list-full")
         .output()
         .unwrap_or_else(|e| panic!("{BUSYBOX} --list-full: {e}"));
     assert!(list.status.success(), "{BUSYBOX} --list-full failed");
-
-    let mut entries = BTreeMap::new();
-    for dir in [
-        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "var", "run",
-    ] {
-        entries.insert(dir.to_owned(), Entry::Dir(0o755));
-    }
-    entries.insert("tmp".into(), Entry::Dir(0o1777));
-    entries.insert("root".into(), Entry::Dir(0o700));
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let applet = applet.trim().trim_start_matches('/');
-        if applet.is_empty() || applet == "bin/busybox" {
-            continue;
-        }
-        let mut parent = Path::new(applet).parent();
-        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            entries
-                .entry(p.to_string_lossy().into_owned())
-                .or_insert(Entry::Dir(0o755));
-            parent = p.parent();
-        }
-        entries.insert(applet.to_owned(), Entry::Symlink("/bin/busybox"));
-    }
-    entries.insert("bin/busybox".into(), Entry::File(0o755, binary));
-    for (name, text) in [
-        (
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-        ),
-        ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-        ("etc/nsswitch.conf", "hosts: files dns\n"),
-        ("etc/hosts", ""),
-        ("etc/resolv.conf", ""),
-        ("etc/hostname", ""),
-    ] {
-        entries.insert(name.into(), Entry::File(0o644, text.as_bytes().to_vec()));
-    }
-    entries
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|applet| applet.trim().trim_start_matches('/').to_owned())
+        .filter(|applet| !applet.is_empty() && applet != "bin/busybox")
+        .collect()
 }
 
 /// A ustar archive of `entries` in key order, owned by 0:0 with mtime 0.
-fn tar_of(entries: &BTreeMap<String, Entry>) -> Vec<u8> {
+pub(crate) fn tar_of(entries: &BTreeMap<String, Entry>) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, entry) in entries {
         let mut header = tar::Header::new_ustar();
@@ -319,12 +435,29 @@ fn tar_of(entries: &BTreeMap<String, Entry>) -> Vec<u8> {
 }
 
 /// gzip without a file name or mtime, so equal input gives equal bytes.
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+fn gzip(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
     let mut encoder = flate2::GzBuilder::new()
         .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
+        .write(Vec::new(), level);
     encoder.write_all(bytes).expect("gzip");
     encoder.finish().expect("gzip")
+}
+
+/// `gzip -n -<level>` of `bytes` by the host's gzip (same bytes for the same gzip version).
+fn gzip_command(bytes: &[u8], level: u32) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .args(["-n", &format!("-{level}"), "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("gzip: {e}"));
+    let mut stdin = child.stdin.take().expect("gzip stdin");
+    let out = std::thread::scope(|scope| {
+        scope.spawn(move || stdin.write_all(bytes).expect("write to gzip"));
+        child.wait_with_output().expect("gzip output")
+    });
+    assert!(out.status.success(), "gzip failed ({})", out.status);
+    out.stdout
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! - [`git::GitServer`]: bare repositories served by `git daemon` and `git http-backend`;
 //! - [`http::FileServer`]: files over HTTP with `ETag` revalidation;
 //! - [`docker::DockerDaemon`]: a private `dockerd` to compare with `docker build`;
-//! - [`oci::read_archive`]: an OCI archive's config and flattened file tree.
+//! - [`oci::read_archive`]: an OCI archive's config and flattened file tree;
+//! - [`pyimage`]: a Python 3.11 image made of the host's Debian Python, pushed to that registry,
+//!   and a wheelhouse of the Dagger SDK's wheels, for Python module tests without internet.
 //!
 //! Everything listens on loopback only and dies with the test process (PR_SET_PDEATHSIG).
 
@@ -19,6 +21,7 @@ pub mod git;
 pub mod http;
 pub mod image;
 pub mod oci;
+pub mod pyimage;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -45,6 +48,8 @@ pub struct RegistryFixture {
     pub layout: PathBuf,
     fixture_dir: PathBuf,
     multi: OnceLock<String>,
+    /// The reference of the Python image once pushed ([`pyimage::python_image`]).
+    python: OnceLock<String>,
 }
 
 /// Starts `cmd` from a thread that lives as long as the process, with PR_SET_PDEATHSIG, so the
@@ -112,13 +117,7 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
         spawn_for_process_lifetime(cmd);
         wait_for_port(&addr);
         let reference = format!("{addr}/busybox:latest");
-        let status = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:{}", built.layout.display(), image::TAG))
-            .arg(format!("docker://{reference}"))
-            .status()
-            .expect("skopeo");
-        assert!(status.success(), "skopeo copy into the registry failed");
+        image::push_layout(&built.layout, &reference, false);
         drop(lock);
         RegistryFixture {
             addr,
@@ -126,6 +125,7 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
             layout: built.layout,
             fixture_dir: out,
             multi: OnceLock::new(),
+            python: OnceLock::new(),
         }
     })
 }
@@ -151,16 +151,7 @@ impl RegistryFixture {
             let layout =
                 image::multi_platform_layout(&self.fixture_dir.join("multi"), &[&amd64, &arm64]);
             let reference = format!("{}/busybox:multi", self.addr);
-            let status = Command::new("skopeo")
-                .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
-                .arg(format!("oci:{}:{}", layout.display(), image::TAG))
-                .arg(format!("docker://{reference}"))
-                .status()
-                .expect("skopeo");
-            assert!(
-                status.success(),
-                "skopeo copy of the multi-platform image failed"
-            );
+            image::push_layout(&layout, &reference, true);
             reference
         })
     }
@@ -554,7 +545,8 @@ pub mod python {
     /// `python/requirements.txt`, which the README gives users too.
     pub const DAGGER_SDK_REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
 
-    fn step(cmd: &mut Command, what: &str) {
+    /// Runs `cmd`, panicking with its output when it fails (`what` names the step).
+    pub(crate) fn step(cmd: &mut Command, what: &str) {
         let out = cmd
             .output()
             .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));

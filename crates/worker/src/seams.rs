@@ -154,6 +154,8 @@ pub struct NestedClient {
     /// The file holding the process's host pid once it runs: through `/proc/<pid>/root` the
     /// nested client's host is the container as its process sees it, mounts included.
     pub pid_file: PathBuf,
+    /// The exec's `nested_call` (see [`dagr_solver::ExecOp::nested_call`]).
+    pub call: Option<String>,
 }
 
 /// Serves the engine API to nested clients (implemented by the engine, which owns the stack).

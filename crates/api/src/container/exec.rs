@@ -13,15 +13,18 @@ use crate::{caller, graph_err, services};
 
 /// What an exec runs: `withExec`'s arguments, or a terminal's command.
 #[derive(Default)]
-pub(super) struct ExecSpec {
-    pub(super) args: Vec<String>,
-    pub(super) skip_entrypoint: bool,
-    pub(super) stdin: String,
-    pub(super) redirect_stdout: String,
-    pub(super) redirect_stderr: String,
-    pub(super) insecure_root_capabilities: bool,
+pub(crate) struct ExecSpec {
+    pub(crate) args: Vec<String>,
+    pub(crate) skip_entrypoint: bool,
+    pub(crate) stdin: String,
+    pub(crate) redirect_stdout: String,
+    pub(crate) redirect_stderr: String,
+    pub(crate) insecure_root_capabilities: bool,
     /// The session whose engine the process may call back (`experimentalPrivilegedNesting`).
-    pub(super) nesting_session: Option<String>,
+    pub(crate) nesting_session: Option<String>,
+    /// A module function call's identity: the process calls the engine back (in the session
+    /// that solves it) as that call's nested client.
+    pub(crate) nested_call: Option<String>,
 }
 
 /// The arguments of `withExec`.
@@ -76,6 +79,7 @@ pub(super) fn with_exec() -> Field {
                 redirect_stderr: args.redirect_stderr,
                 insecure_root_capabilities: args.insecure_root_capabilities,
                 nesting_session,
+                nested_call: None,
             };
             ok(exec_container(parent(ctx)?, spec)?)
         })
@@ -83,7 +87,7 @@ pub(super) fn with_exec() -> Field {
 
 /// The container after running `spec` (the entrypoint first unless skipped; the default args
 /// when `spec.args` is empty).
-pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, FieldError> {
+pub(crate) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, FieldError> {
     let ExecSpec {
         args,
         skip_entrypoint,
@@ -92,6 +96,7 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
         redirect_stderr,
         insecure_root_capabilities,
         nesting_session,
+        nested_call,
     } = spec;
     let mut argv = Vec::new();
     if !skip_entrypoint {
@@ -199,8 +204,9 @@ pub(super) fn exec_container(c: Container, spec: ExecSpec) -> Result<Container, 
         redirect_stdout: Some(redirect_stdout).filter(|s| !s.is_empty()),
         redirect_stderr: Some(redirect_stderr).filter(|s| !s.is_empty()),
         hostname: None,
-        privileged_nesting: nesting_session.is_some(),
+        privileged_nesting: nesting_session.is_some() || nested_call.is_some(),
         nesting_session,
+        nested_call,
         insecure_root_capabilities,
         service_bindings: c
             .services

@@ -15,7 +15,7 @@
 
 mod build;
 mod config;
-mod exec;
+pub(crate) mod exec;
 mod files;
 mod image;
 mod mounts;

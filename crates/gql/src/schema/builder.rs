@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use super::{Limits, Schema};
 use crate::args::{Args, ArgsType};
-use crate::exec::ResolveCtx;
+use crate::exec::{RequestData, ResolveCtx};
 use crate::value::{FieldError, Value};
 
 /// The boxed future of a resolver.
@@ -81,7 +81,11 @@ pub struct Field {
     pub(super) args_types: Vec<ArgsType>,
     pub(super) resolver: Option<Resolver>,
     pub(super) does_work: bool,
+    pub(super) scope: Option<ScopeFn>,
 }
+
+/// What a scoped field records from the request data in its calls (see [`Field::scoped`]).
+pub type ScopeFn = Arc<dyn Fn(&RequestData) -> Option<String> + Send + Sync>;
 
 impl Field {
     /// A field `name` of output type `ty` written in GraphQL syntax (e.g. `"Container!"`).
@@ -95,7 +99,19 @@ impl Field {
             args_types: Vec::new(),
             resolver: None,
             does_work: false,
+            scope: None,
         }
+    }
+
+    /// Records `scope(request data)` in every call of this field, so that an ID holding the call
+    /// remembers it: a replay of the ID (by any client) gives the resolver the recorded value in
+    /// [`ResolveCtx::call`]`().scope`. `Host.directory` records which client's host it reads.
+    pub fn scoped(
+        mut self,
+        scope: impl Fn(&RequestData) -> Option<String> + Send + Sync + 'static,
+    ) -> Field {
+        self.scope = Some(Arc::new(scope));
+        self
     }
 
     /// Sets the description.
@@ -384,6 +400,20 @@ impl SchemaBuilder {
     /// Adds an object type.
     pub fn object(mut self, object: Object) -> SchemaBuilder {
         self.objects.push(object);
+        self
+    }
+
+    /// Adds fields to the object type `name` added before (a new object type when there is
+    /// none): how an extension of a schema adds its entry points to `Query`.
+    pub fn extend_object(mut self, name: &str, fields: impl IntoIterator<Item = Field>) -> SchemaBuilder {
+        match self.objects.iter_mut().find(|o| o.name == name) {
+            Some(object) => object.fields.extend(fields),
+            None => {
+                let mut object = Object::new(name);
+                object.fields.extend(fields);
+                self.objects.push(object);
+            }
+        }
         self
     }
 

@@ -528,6 +528,7 @@ fn build_object(
             resolver,
             does_work,
             hidden,
+            scope: field.scope,
         };
         if fields.insert(name.clone(), def).is_some() {
             return Err(SchemaError::DuplicateMember {

@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use crate::types::TypeRef;
 use crate::value::ArgValue;
 
-pub use builder::{
+pub use builder::{ScopeFn, 
     Arg, Directive, Enum, EnumValue, Field, InputObject, Object, ResolveFuture, Resolver, Scalar,
     SchemaBuilder,
 };
@@ -93,6 +93,8 @@ pub(crate) struct FieldDef {
     pub does_work: bool,
     /// `__schema` / `__type`: resolvable on Query but not listed.
     pub hidden: bool,
+    /// What its calls record from the request data (see `Field::scoped`).
+    pub scope: Option<ScopeFn>,
 }
 
 pub(crate) struct ObjectDef {

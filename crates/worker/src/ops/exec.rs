@@ -470,6 +470,7 @@ impl Worker {
                 op.workdir.clone()
             },
             pid_file: PathBuf::new(),
+            call: op.nested_call.clone(),
         };
         let serving: Arc<parking_lot::Mutex<Vec<NestedServing>>> = Arc::default();
         Ok(Arc::new(move |ctx: PrestartContext| {
