@@ -2,6 +2,7 @@
 //! with a session (the way SDKs are driven), `session` serves a session to an SDK that started it,
 //! `terminal` opens an interactive process in a container on this terminal.
 
+mod module;
 mod progress;
 mod proxy;
 mod receiver;
@@ -122,6 +123,76 @@ enum Command {
         /// else `sh`).
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// Call a module's functions: `dagr call FUNCTION [--arg value]... [FUNCTION ...]`. The
+    /// module is the nearest directory with a dagger.json (or -m). Strings, numbers, booleans
+    /// and lists (comma-separated, or the flag repeated) are given as text; a Directory or File
+    /// as a host path, a Secret as env:NAME, file:PATH or cmd:COMMAND, a Container as an image
+    /// address, a Service as tcp://HOST:PORT. Scalar results are printed, a Container,
+    /// Directory or File is evaluated (or exported with -o). `dagr call --help` lists the
+    /// functions, `dagr call FUNCTION --help` a function's arguments.
+    #[command(disable_help_flag = true)]
+    Call {
+        /// The module's directory.
+        #[arg(short = 'm', long = "mod", value_name = "MODULE")]
+        module: Option<String>,
+        /// Export a Container, Directory or File result to this host path.
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Functions and their arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "FUNCTION [ARGS]"
+        )]
+        args: Vec<String>,
+    },
+    /// List a module's functions, or those of the object that FUNCTION... returns.
+    Functions {
+        /// The module's directory.
+        #[arg(short = 'm', long = "mod", value_name = "MODULE")]
+        module: Option<String>,
+        /// A chain of functions whose result's functions to list.
+        #[arg(value_name = "FUNCTION")]
+        path: Vec<String>,
+    },
+    /// Create a module in PATH (default: the current directory): its dagger.json and, with
+    /// --sdk, the SDK's template files.
+    Init {
+        /// The SDK of the module's code (supported: python).
+        #[arg(long)]
+        sdk: Option<String>,
+        /// The module's name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the code goes, relative to PATH (default: PATH itself).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+    },
+    /// Bring a module up to date: writes its dagger.json and the SDK's template files that are
+    /// missing (with --sdk, sets the SDK first).
+    Develop {
+        /// The module's directory.
+        #[arg(short = 'm', long = "mod", value_name = "MODULE")]
+        module: Option<String>,
+        #[arg(long)]
+        sdk: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Add the module at PATH to this module's dependencies (its functions become callable
+    /// from this module's code).
+    Install {
+        /// The module's directory.
+        #[arg(short = 'm', long = "mod", value_name = "MODULE")]
+        module: Option<String>,
+        /// The dependency's name (default: its own).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(value_name = "PATH")]
+        dependency: PathBuf,
     },
     /// Open a session, print `{"port":N,"session_token":"..."}` once ready, serve it until stdin is
     /// closed or SIGTERM/SIGINT arrives (how SDKs start the CLI).
@@ -287,6 +358,88 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             random,
         } => up(&cli, &read_id(service)?, ports, *random).await,
         Command::Du => cache_usage(&cli).await,
+        Command::Call {
+            module,
+            output,
+            args,
+        } => {
+            let workdir = workdir(&cli)?;
+            let output = output.as_ref().map(|o| workdir.join(o));
+            with_client(&cli, async |client| {
+                module::call(
+                    client,
+                    &workdir,
+                    module::CallArgs {
+                        module: module.as_deref(),
+                        output: output.as_deref(),
+                        args,
+                    },
+                )
+                .await
+            })
+            .await
+        }
+        Command::Functions { module, path } => {
+            let workdir = workdir(&cli)?;
+            with_client(&cli, async |client| {
+                module::functions(client, &workdir, module.as_deref(), path).await
+            })
+            .await
+        }
+        Command::Init {
+            sdk,
+            name,
+            source,
+            path,
+        } => {
+            let workdir = workdir(&cli)?;
+            let dir = workdir.join(path.clone().unwrap_or_else(|| PathBuf::from(".")));
+            let dir = std::path::absolute(&dir).with_context(|| format!("{}", dir.display()))?;
+            if dir.join("dagger.json").exists() {
+                bail!(
+                    "{}: a module exists there already (dagr develop updates it)",
+                    dir.display()
+                );
+            }
+            let name = match name {
+                Some(n) => n.clone(),
+                None => dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the module's directory has no name: pass --name")?
+                    .to_owned(),
+            };
+            let code = with_client(&cli, async |client| {
+                module::init(client, &dir, Some(&name), sdk.as_deref(), source.as_deref()).await
+            })
+            .await?;
+            eprintln!("initialized module {name} in {}", dir.display());
+            Ok(code)
+        }
+        Command::Develop {
+            module,
+            sdk,
+            source,
+        } => {
+            let workdir = workdir(&cli)?;
+            let dir = workdir.join(module.as_deref().unwrap_or("."));
+            with_client(&cli, async |client| {
+                module::init(client, &dir, None, sdk.as_deref(), source.as_deref()).await
+            })
+            .await
+        }
+        Command::Install {
+            module,
+            name,
+            dependency,
+        } => {
+            let workdir = workdir(&cli)?;
+            module::install(
+                &workdir.join(module.as_deref().unwrap_or(".")),
+                &workdir.join(dependency),
+                name.as_deref(),
+            )
+        }
         Command::Prune { older_than } => cache_prune(&cli, *older_than).await,
         Command::Terminal {
             container,
@@ -311,6 +464,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+/// The directory host paths are relative to.
+fn workdir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    match &cli.workdir {
+        Some(w) => Ok(w.clone()),
+        None => std::env::current_dir().context("reading the current directory"),
+    }
+}
+
+/// Runs `f` with a client of a new session (showing progress as `--progress` says), then
+/// closes the session; `f`'s error is the command's.
+async fn with_client<F>(cli: &Cli, f: F) -> anyhow::Result<ExitCode>
+where
+    F: AsyncFnOnce(&dagr_client::Client) -> anyhow::Result<ExitCode>,
+{
+    let in_use = progress::TerminalInUse::default();
+    let mut client = connect(cli, BTreeMap::new(), Some((Arc::default(), in_use.clone()))).await?;
+    let progress = start_progress(cli, &mut client, in_use).await?;
+    let result = f(&client).await;
+    let closed = client.close().await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    let code = result?;
+    closed.context("closing the session")?;
+    Ok(code)
 }
 
 /// `90s`, `30m`, `12h`, `7d` (or plain seconds) as seconds.

@@ -332,7 +332,11 @@ impl Schema {
 
     /// [`Schema::execute`] with request data shared with other requests (a resolver's own
     /// requests, see [`ResolveCtx::execute`]).
-    pub(crate) async fn execute_shared(&self, request: Request, data: Arc<RequestData>) -> Response {
+    pub(crate) async fn execute_shared(
+        &self,
+        request: Request,
+        data: Arc<RequestData>,
+    ) -> Response {
         let doc = match crate::validate::prepare(self, &request.query) {
             Ok(doc) => doc,
             Err(errors) => return Response::from_errors(errors),

@@ -436,9 +436,7 @@ pub(crate) fn tar_of(entries: &BTreeMap<String, Entry>) -> Vec<u8> {
 
 /// gzip without a file name or mtime, so equal input gives equal bytes.
 fn gzip(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), level);
+    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), level);
     encoder.write_all(bytes).expect("gzip");
     encoder.finish().expect("gzip")
 }

@@ -16,21 +16,24 @@
 //!   [`BUILD_REQUIREMENTS`] (setuptools, wheel, hatchling: the build backends pip's build
 //!   isolation needs to install a local `pyproject.toml` project), downloaded on the host once.
 //!
-//! In a container of the image with the wheelhouse mounted at `/wheels`, offline:
+//! In a container of the image with the wheelhouse mounted at `/wheels`, offline (pip takes
+//! `--no-index --find-links /wheels` from `PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels` too):
 //! ```text
 //! python3 -m venv /opt/venv
 //! /opt/venv/bin/pip install --no-index --find-links /wheels -r /wheels/dagr-requirements.txt
-//! /opt/venv/bin/pip install --no-index --find-links /wheels -e /src/module
+//! cd /src/module && /opt/venv/bin/pip install --no-index --find-links /wheels -e .
 //! ```
+//! The image has no `pip` outside virtualenvs (Debian's system Python is externally managed);
+//! `python3 -m venv` installs pip 23.0.1 and setuptools 66.1.1 from `/usr/share/python-wheels`.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::image::{Entry, ImageSpec};
+use crate::image::{Entry, Gzip, ImageSpec};
 
 /// The Debian packages whose files make the image (those not installed are left out, except
 /// `python3.11-minimal` and `python3.11-venv`, which must be).
@@ -71,9 +74,9 @@ const SPEC: ImageSpec<'static> = ImageSpec {
     ],
     cmd: &["python3"],
     created_by: "host Debian python3.11 and busybox-static rootfs",
-    // The layer is ~40 MB of tar: the default level compresses nearly as well as the best one
-    // in a fraction of the time.
-    compression: flate2::Compression::new(6),
+    // ~55 MB of tar: the host's gzip at its default level takes 2 s where flate2 in a test
+    // build takes 10, and -9 would save 1%.
+    compression: Gzip::Command(6),
 };
 
 /// Bumped when the way the rootfs is made changes, so cached layouts are rebuilt.
@@ -114,8 +117,7 @@ pub fn wheelhouse(target_tmp: &str) -> PathBuf {
     );
     std::fs::create_dir_all(target_tmp).expect("target tmp dir");
     let lock = lock_file(&Path::new(target_tmp).join(format!(".{name}.lock")));
-    if std::fs::read_to_string(dir.join(WHEELHOUSE_REQUIREMENTS)).is_ok_and(|r| r == requirements)
-    {
+    if std::fs::read_to_string(dir.join(WHEELHOUSE_REQUIREMENTS)).is_ok_and(|r| r == requirements) {
         return dir;
     }
     let python = crate::python::venv(
@@ -172,16 +174,12 @@ pub struct PythonImage {
 /// saying what to install when `python3.11-minimal`, `python3.11-venv` or `busybox-static` is
 /// missing.
 pub fn build_python_image(dir: &Path) -> PythonImage {
-    let t = std::time::Instant::now();
-    let r = rootfs();
-    eprintln!("TIMING rootfs {:?}", t.elapsed());
-    let f = fingerprint(&r);
-    eprintln!("TIMING fingerprint {:?} {f}", t.elapsed());
-    write_image(dir, &r)
+    write_image(dir, &rootfs().entries)
 }
 
 /// The layout of the Python image under `<target_tmp>/dagr-testkit-fixture/python`, rebuilt
-/// when what the host would put in it changed (a stamp holds the digest of the rootfs entries),
+/// (about 5 s) when what the host would put in it changed (a stamp holds the digest of the
+/// rootfs entries, host files by path, size, mtime and inode; checking it costs about 0.4 s),
 /// under a lock shared by concurrent test binaries. Returns the layout directory.
 pub fn python_layout(target_tmp: &str) -> PathBuf {
     with_python_layout(target_tmp, Path::to_path_buf)
@@ -203,12 +201,13 @@ pub fn python_image(target_tmp: &str, registry: &crate::RegistryFixture) -> Stri
         .clone()
 }
 
-/// Extracts the layer of the single-image OCI layout `layout` (tag [`crate::image::TAG`]) into
-/// `dest` (created if missing), modes, symlinks and mtimes kept: a rootfs to `chroot` into.
+/// Extracts the layers of the single-image OCI layout `layout` (tag [`crate::image::TAG`]) into
+/// `dest` (created if missing) with the host's GNU tar, modes, owners, symlinks and mtimes kept
+/// (the tar crate would turn the layer's mtime 0 into 1, making the byte code look stale): a
+/// rootfs to `chroot` into.
 pub fn unpack_rootfs(layout: &Path, dest: &Path) {
     let read_json = |path: PathBuf| -> serde_json::Value {
-        let bytes =
-            std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
     let blob = |digest: &serde_json::Value| {
@@ -222,14 +221,27 @@ pub fn unpack_rootfs(layout: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap_or_else(|e| panic!("create {}: {e}", dest.display()));
     for layer in manifest["layers"].as_array().expect("layers") {
         let path = blob(&layer["digest"]);
-        let file =
-            std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_mtime(true);
-        archive
-            .unpack(dest)
-            .unwrap_or_else(|e| panic!("unpack {} into {}: {e}", path.display(), dest.display()));
+        let out = Command::new("tar")
+            .args([
+                "--extract",
+                "--gzip",
+                "--same-permissions",
+                "--numeric-owner",
+            ])
+            .arg("--file")
+            .arg(&path)
+            .arg("--directory")
+            .arg(dest)
+            .output()
+            .unwrap_or_else(|e| panic!("tar: {e}"));
+        assert!(
+            out.status.success(),
+            "tar --extract of {} into {} failed ({}): {}",
+            path.display(),
+            dest.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -242,12 +254,12 @@ fn with_python_layout<T>(target_tmp: &str, f: impl FnOnce(&Path) -> T) -> T {
     let stamp = dir.join("stamp");
     let layout = dir.join("oci");
     let rootfs = rootfs();
-    let fingerprint = fingerprint(&rootfs);
+    let fingerprint = rootfs.fingerprint();
     if !(layout.join("index.json").is_file()
         && std::fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint))
     {
         let _ = std::fs::remove_file(&stamp);
-        write_image(&dir, &rootfs);
+        write_image(&dir, &rootfs.entries);
         std::fs::write(&stamp, &fingerprint)
             .unwrap_or_else(|e| panic!("write {}: {e}", stamp.display()));
     }
@@ -279,29 +291,63 @@ fn write_image(dir: &Path, rootfs: &BTreeMap<String, Entry>) -> PythonImage {
     }
 }
 
-/// The digest of the rootfs entries and of the image format: what the stamp of a cached layout
-/// holds.
-fn fingerprint(rootfs: &BTreeMap<String, Entry>) -> String {
-    let mut hash = Sha256::new();
-    hash.update(FORMAT);
-    hash.update(serde_json::to_vec(&SPEC.env).expect("env json"));
-    for (path, entry) in rootfs {
-        hash.update(path.as_bytes());
-        match entry {
-            Entry::Dir(mode) => hash.update(format!("\0d{mode:o}\0")),
-            Entry::File(mode, bytes) => {
-                hash.update(format!("\0f{mode:o}:{}\0", bytes.len()));
-                hash.update(bytes);
-            }
-            Entry::Symlink(target) => hash.update(format!("\0l{target}\0")),
-        }
+/// The entries of the image's layer, and where the files copied from the host come from.
+struct Rootfs {
+    entries: BTreeMap<String, Entry>,
+    /// Image path -> `<host path> <size> <mtime ns> <inode>` of the host file it copies: the
+    /// fingerprint hashes this instead of the content (tens of MB, slow to hash in test builds).
+    host: BTreeMap<String, String>,
+}
+
+impl Rootfs {
+    /// Adds a file copied from the host's `source`.
+    fn host_file(&mut self, path: String, source: &Path, meta: &std::fs::Metadata, entry: Entry) {
+        self.host.insert(
+            path.clone(),
+            format!(
+                "{} {} {}.{:09} {}",
+                source.display(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ino()
+            ),
+        );
+        self.entries.insert(path, entry);
     }
-    format!("sha256:{}", hex::encode(hash.finalize()))
+
+    /// The digest of the entries (host files by their metadata) and of the image format: what
+    /// the stamp of a cached layout holds.
+    fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(FORMAT);
+        hash.update(serde_json::to_vec(&SPEC.env).expect("env json"));
+        hash.update(serde_json::to_vec(&SPEC.cmd).expect("cmd json"));
+        for (path, entry) in &self.entries {
+            hash.update(path.as_bytes());
+            match entry {
+                Entry::Dir(mode) => hash.update(format!("\0d{mode:o}\0")),
+                Entry::File(mode, bytes) => {
+                    hash.update(format!("\0f{mode:o}:{}\0", bytes.len()));
+                    match self.host.get(path) {
+                        Some(source) => hash.update(source.as_bytes()),
+                        None => hash.update(bytes),
+                    }
+                }
+                Entry::Symlink(target) => hash.update(format!("\0l{target}\0")),
+            }
+        }
+        format!("sha256:{}", hex::encode(hash.finalize()))
+    }
 }
 
 /// The rootfs of the image, from the host.
-fn rootfs() -> BTreeMap<String, Entry> {
-    let mut entries = BTreeMap::new();
+fn rootfs() -> Rootfs {
+    let mut rootfs = Rootfs {
+        entries: BTreeMap::new(),
+        host: BTreeMap::new(),
+    };
+    let entries = &mut rootfs.entries;
     // usrmerge, as on Debian 12: the top-level directories are symlinks into /usr.
     for (link, target) in [
         ("bin", "usr/bin"),
@@ -348,8 +394,8 @@ fn rootfs() -> BTreeMap<String, Entry> {
             continue;
         };
         for path in paths {
-            add_host_path(&mut entries, &path, false);
-            add_byte_code(&mut entries, &path);
+            rootfs.add_host_path(&path, false);
+            rootfs.add_byte_code(&path);
         }
     }
 
@@ -364,27 +410,130 @@ fn rootfs() -> BTreeMap<String, Entry> {
     modules.sort();
     binaries.extend(modules);
     for library in crate::linked_libraries(&binaries) {
-        add_host_path(&mut entries, &library, true);
+        rootfs.add_host_path(&library, true);
     }
 
     // The locale `LANG` names (glibc's built-in C locale is not UTF-8).
     if Path::new(LOCALE).is_dir() {
-        add_tree(&mut entries, Path::new(LOCALE));
+        rootfs.add_tree(Path::new(LOCALE));
     }
 
     // busybox for the shell and the usual tools: one symlink per applet where the packages put
-    // nothing.
-    let busybox = crate::image::read_static_busybox(Path::new(crate::image::BUSYBOX));
-    entries.insert("usr/bin/busybox".into(), Entry::File(0o755, busybox));
+    // nothing (the host's `/bin/sh` is dash, which is not in the image).
+    let busybox = Path::new(crate::image::BUSYBOX);
+    let bytes = crate::image::read_static_busybox(busybox);
+    let meta =
+        std::fs::metadata(busybox).unwrap_or_else(|e| panic!("{}: {e}", crate::image::BUSYBOX));
+    rootfs.host_file(
+        "usr/bin/busybox".into(),
+        busybox,
+        &meta,
+        Entry::File(0o755, bytes),
+    );
     for applet in crate::image::busybox_applets() {
+        // Not `/linuxrc`: only applets in a bin directory.
+        if !applet.contains('/') {
+            continue;
+        }
         if let Some(path) = image_path(&Path::new("/").join(&applet)) {
-            add_parents(&mut entries, &path);
-            entries
+            add_parents(&mut rootfs.entries, &path);
+            rootfs
+                .entries
                 .entry(path)
                 .or_insert_with(|| Entry::Symlink("/bin/busybox".into()));
         }
     }
-    entries
+    rootfs
+}
+
+impl Rootfs {
+    /// Adds the host's directory, file or symlink at `host` (nothing if it does not exist) with
+    /// its permission bits, under [`image_path`]; with `follow`, a symlink's target too,
+    /// recursively.
+    fn add_host_path(&mut self, host: &Path, follow: bool) {
+        let Some(path) = image_path(host) else {
+            return;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(host) else {
+            return;
+        };
+        let mode = meta.mode() & 0o7777;
+        add_parents(&mut self.entries, &path);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(host)
+                .unwrap_or_else(|e| panic!("readlink {}: {e}", host.display()));
+            self.entries
+                .insert(path, Entry::Symlink(target.to_string_lossy().into_owned()));
+            if follow {
+                let next = host.parent().unwrap_or(Path::new("/")).join(&target);
+                self.add_host_path(&next, true);
+            }
+        } else if meta.is_dir() {
+            self.entries.insert(path, Entry::Dir(mode));
+        } else if meta.is_file() {
+            let bytes =
+                std::fs::read(host).unwrap_or_else(|e| panic!("read {}: {e}", host.display()));
+            self.host_file(path, host, &meta, Entry::File(mode, bytes));
+        }
+    }
+
+    /// Adds the tree under the host directory `dir` (directories, files and symlinks).
+    fn add_tree(&mut self, dir: &Path) {
+        self.add_host_path(dir, false);
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut children: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        children.sort();
+        for child in children {
+            if std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir()) {
+                self.add_tree(&child);
+            } else {
+                self.add_host_path(&child, false);
+            }
+        }
+    }
+
+    /// For a module `source` (`.../x.py`), adds the host's `.../__pycache__/x.cpython-311.pyc`
+    /// when it is current, with the source mtime in its header set to 0, the mtime of every
+    /// entry of the layer: Python finds it valid and does not compile the stdlib again in every
+    /// container (it would, without a word, where the layer is unpacked with other mtimes).
+    fn add_byte_code(&mut self, source: &Path) {
+        if source.extension().is_none_or(|ext| ext != "py") {
+            return;
+        }
+        let (Some(parent), Some(stem)) = (source.parent(), source.file_stem()) else {
+            return;
+        };
+        let pyc = parent
+            .join("__pycache__")
+            .join(format!("{}.cpython-311.pyc", stem.to_string_lossy()));
+        let (Ok(source_meta), Ok(pyc_meta), Ok(mut bytes)) = (
+            std::fs::metadata(source),
+            std::fs::metadata(&pyc),
+            std::fs::read(&pyc),
+        ) else {
+            return;
+        };
+        // PEP 552 header: magic, flags (0: checked against the source's mtime and size),
+        // mtime, size.
+        let word = |bytes: &[u8], at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        if bytes.len() < 16
+            || word(&bytes, 4) != 0
+            || word(&bytes, 8) != source_meta.mtime() as u32
+            || word(&bytes, 12) != source_meta.size() as u32
+        {
+            return;
+        }
+        bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let Some(path) = image_path(&pyc) else {
+            return;
+        };
+        add_parents(&mut self.entries, &path);
+        self.host_file(path, &pyc, &pyc_meta, Entry::File(0o644, bytes));
+    }
 }
 
 /// The paths `dpkg -L` lists for an installed `package` (`None` when it is not installed).
@@ -431,86 +580,4 @@ fn add_parents(entries: &mut BTreeMap<String, Entry>, path: &str) {
             .or_insert(Entry::Dir(0o755));
         parent = p.parent();
     }
-}
-
-/// Adds the host's directory, file or symlink at `host` (nothing if it does not exist) with its
-/// permission bits, under [`image_path`]; with `follow`, a symlink's target too, recursively.
-fn add_host_path(entries: &mut BTreeMap<String, Entry>, host: &Path, follow: bool) {
-    let Some(path) = image_path(host) else {
-        return;
-    };
-    let Ok(meta) = std::fs::symlink_metadata(host) else {
-        return;
-    };
-    let mode = meta.permissions().mode() & 0o7777;
-    add_parents(entries, &path);
-    if meta.file_type().is_symlink() {
-        let target =
-            std::fs::read_link(host).unwrap_or_else(|e| panic!("readlink {}: {e}", host.display()));
-        entries.insert(
-            path,
-            Entry::Symlink(target.to_string_lossy().into_owned()),
-        );
-        if follow {
-            let next = host.parent().unwrap_or(Path::new("/")).join(&target);
-            add_host_path(entries, &next, true);
-        }
-    } else if meta.is_dir() {
-        entries.insert(path, Entry::Dir(mode));
-    } else if meta.is_file() {
-        let bytes = std::fs::read(host).unwrap_or_else(|e| panic!("read {}: {e}", host.display()));
-        entries.insert(path, Entry::File(mode, bytes));
-    }
-}
-
-/// Adds the tree under the host directory `dir` (directories, files and symlinks).
-fn add_tree(entries: &mut BTreeMap<String, Entry>, dir: &Path) {
-    add_host_path(entries, dir, false);
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut children: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    children.sort();
-    for child in children {
-        if std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir()) {
-            add_tree(entries, &child);
-        } else {
-            add_host_path(entries, &child, false);
-        }
-    }
-}
-
-/// For a module `source` (`.../x.py`), adds the host's `.../__pycache__/x.cpython-311.pyc` when
-/// it is current, with the source mtime in its header set to 0: the layer's mtime for every
-/// entry, so Python finds it valid and does not compile the stdlib again in every container.
-fn add_byte_code(entries: &mut BTreeMap<String, Entry>, source: &Path) {
-    if source.extension().is_none_or(|ext| ext != "py") {
-        return;
-    }
-    let (Some(parent), Some(stem)) = (source.parent(), source.file_stem()) else {
-        return;
-    };
-    let pyc = parent
-        .join("__pycache__")
-        .join(format!("{}.cpython-311.pyc", stem.to_string_lossy()));
-    let (Ok(source_meta), Ok(mut bytes)) = (std::fs::metadata(source), std::fs::read(&pyc)) else {
-        return;
-    };
-    // PEP 552 header: magic, flags (0: validated by source mtime and size), mtime, size.
-    let word = |bytes: &[u8], at: usize| {
-        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-    };
-    if bytes.len() < 16
-        || word(&bytes, 4) != 0
-        || word(&bytes, 8) != source_meta.mtime() as u32
-        || word(&bytes, 12) != source_meta.size() as u32
-    {
-        return;
-    }
-    bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
-    let Some(path) = image_path(&pyc) else {
-        return;
-    };
-    add_parents(entries, &path);
-    entries.insert(path, Entry::File(0o644, bytes));
 }

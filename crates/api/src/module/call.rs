@@ -65,20 +65,25 @@ struct CurrentModule {
 pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let call = Object::new("FunctionCall")
         .with_id()
-        .field(Field::new("inputArgs", "[FunctionCallArgValue!]!").resolve_sync(|ctx| {
-            let call = ctx.parent::<CallIdentity>()?;
-            Ok(Value::List(
-                call.input_args
-                    .iter()
-                    .map(|a| obj("FunctionCallArgValue", a.clone()))
-                    .collect(),
-            ))
-        }))
+        .field(
+            Field::new("inputArgs", "[FunctionCallArgValue!]!").resolve_sync(|ctx| {
+                let call = ctx.parent::<CallIdentity>()?;
+                Ok(Value::List(
+                    call.input_args
+                        .iter()
+                        .map(|a| obj("FunctionCallArgValue", a.clone()))
+                        .collect(),
+                ))
+            }),
+        )
         .field(text::<CallIdentity>("name", |c| c.name.clone()))
-        .field(Field::new("parent", "JSON!").resolve_sync(|ctx| {
-            Ok(Value::leaf(ctx.parent::<CallIdentity>()?.parent.clone()))
+        .field(
+            Field::new("parent", "JSON!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<CallIdentity>()?.parent.clone()))),
+        )
+        .field(text::<CallIdentity>("parentName", |c| {
+            c.parent_name.clone()
         }))
-        .field(text::<CallIdentity>("parentName", |c| c.parent_name.clone()))
         .field(
             Field::new("returnValue", "Void")
                 .arg(Arg::new("value", "JSON!"))
@@ -87,29 +92,32 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let arg_value = Object::new("FunctionCallArgValue")
         .with_id()
         .field(text::<CallArgValue>("name", |a| a.name.clone()))
-        .field(Field::new("value", "JSON!").resolve_sync(|ctx| {
-            Ok(Value::leaf(ctx.parent::<CallArgValue>()?.value.clone()))
-        }));
+        .field(
+            Field::new("value", "JSON!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<CallArgValue>()?.value.clone()))),
+        );
     let current = Object::new("CurrentModule")
         .with_id()
         .field(text::<CurrentModule>("name", |c| c.module.name.clone()))
-        .field(Field::new("source", "Directory!").resolve(|ctx| async move {
-            let c = ctx.parent_arc::<CurrentModule>()?;
-            let src = c
-                .module
-                .source
-                .as_ref()
-                .ok_or_else(|| FieldError::new("the module has no source"))?;
-            let config = src.config(&ctx).await?;
-            let subpath = config.and_then(|c| c.source).unwrap_or_else(|| ".".into());
-            Ok(obj(
-                "Directory",
-                Directory {
-                    fs: src.context.fs.clone(),
-                    path: crate::state::join("/", &subpath),
-                },
-            ))
-        }))
+        .field(
+            Field::new("source", "Directory!").resolve(|ctx| async move {
+                let c = ctx.parent_arc::<CurrentModule>()?;
+                let src = c
+                    .module
+                    .source
+                    .as_ref()
+                    .ok_or_else(|| FieldError::new("the module has no source"))?;
+                let config = src.config(&ctx).await?;
+                let subpath = config.and_then(|c| c.source).unwrap_or_else(|| ".".into());
+                Ok(obj(
+                    "Directory",
+                    Directory {
+                        fs: src.context.fs.clone(),
+                        path: crate::state::join("/", &subpath),
+                    },
+                ))
+            }),
+        )
         .field(
             Field::new("workdir", "Directory!")
                 .arg(Arg::new("exclude", "[String!]").default(serde_json::json!([])))
@@ -128,7 +136,13 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                         include.unwrap_or_default(),
                         exclude.unwrap_or_default(),
                     )?;
-                    Ok(obj("Directory", Directory { fs, path: "/".into() }))
+                    Ok(obj(
+                        "Directory",
+                        Directory {
+                            fs,
+                            path: "/".into(),
+                        },
+                    ))
                 }),
         )
         .field(
@@ -156,28 +170,32 @@ fn current_call(ctx: &ResolveCtx) -> Result<Arc<CallIdentity>, FieldError> {
     let s = services(ctx)?;
     let caller = caller(ctx)?;
     s.modules.call_of(&caller.client).ok_or_else(|| {
-        FieldError::new("the caller is not a module function call (only a module's runtime has a current call)")
+        FieldError::new(
+            "the caller is not a module function call (only a module's runtime has a current call)",
+        )
     })
 }
 
 /// `Query.currentFunctionCall`.
 pub(crate) fn query_current_function_call() -> Field {
-    Field::new("currentFunctionCall", "FunctionCall!").resolve_sync(|ctx| {
-        Ok(obj("FunctionCall", (*current_call(ctx)?).clone()))
-    })
+    Field::new("currentFunctionCall", "FunctionCall!")
+        .resolve_sync(|ctx| Ok(obj("FunctionCall", (*current_call(ctx)?).clone())))
 }
 
 /// `Query.currentModule`.
 pub(crate) fn query_current_module() -> Field {
     Field::new("currentModule", "CurrentModule!").resolve_sync(|ctx| {
         let call = current_call(ctx)?;
+        let caller = caller(ctx)?;
         let module = services(ctx)?
             .modules
-            .by_digest
-            .lock()
-            .get(&call.module_digest)
-            .cloned()
-            .ok_or_else(|| FieldError::new(format!("module {} is not loaded in this engine", call.module_name)))?;
+            .module_of_call(&caller.client)
+            .ok_or_else(|| {
+                FieldError::new(format!(
+                    "module {} is not loaded in this session",
+                    call.module_name
+                ))
+            })?;
         Ok(obj("CurrentModule", CurrentModule { module }))
     })
 }
@@ -188,9 +206,14 @@ pub(crate) fn query_current_type_defs() -> Field {
     Field::new("currentTypeDefs", "[TypeDef!]!").resolve_sync(|ctx| {
         let s = services(ctx)?;
         let caller = caller(ctx)?;
-        let mut modules = s.modules.served.lock().get(&caller.client).cloned().unwrap_or_default();
-        if let Some(call) = s.modules.call_of(&caller.client)
-            && let Some(m) = s.modules.by_digest.lock().get(&call.module_digest)
+        let mut modules = s
+            .modules
+            .served
+            .lock()
+            .get(&caller.client)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(m) = s.modules.module_of_call(&caller.client)
             && let Some(init) = &m.initialized
         {
             modules.extend(init.dependencies.iter().cloned());
@@ -230,7 +253,12 @@ async fn return_value(ctx: &ResolveCtx) -> Result<Value, FieldError> {
     .map_err(|e| FieldError::new(e.to_string()))?
     .map_err(|e| FieldError::new(format!("writing the return value: {e}")))?;
     s.host
-        .push_file(&caller.client, file.path(), &format!("{META_DIR}/{OUTPUT_FILE}"), false)
+        .push_file(
+            &caller.client,
+            file.path(),
+            &format!("{META_DIR}/{OUTPUT_FILE}"),
+            false,
+        )
         .await
         .map_err(|e| FieldError::new(format!("writing the return value: {e}")))?;
     Ok(Value::Null)
@@ -254,10 +282,9 @@ fn initialize_module<'a>(
     Box::pin(async move {
         let s = services(ctx)?;
         let caller = caller(ctx)?;
-        let src = m
-            .source
-            .clone()
-            .ok_or_else(|| FieldError::new(format!("module {} has no source to initialize", m.name)))?;
+        let src = m.source.clone().ok_or_else(|| {
+            FieldError::new(format!("module {} has no source to initialize", m.name))
+        })?;
         if stack.contains(&src.host_path) {
             stack.push(src.host_path.clone());
             return Err(FieldError::new(format!(
@@ -276,12 +303,17 @@ fn initialize_module<'a>(
         let mut dependencies = Vec::new();
         for dep in src.dependencies(ctx).await? {
             let dep_module = Module {
-                name: dep.source.config(ctx).await?.map(|c| c.name).ok_or_else(|| {
-                    FieldError::new(format!(
-                        "dependency {} of module {}: {}/dagger.json: no such file",
-                        dep.source.ref_string, m.name, dep.source.host_path
-                    ))
-                })?,
+                name: dep
+                    .source
+                    .config(ctx)
+                    .await?
+                    .map(|c| c.name)
+                    .ok_or_else(|| {
+                        FieldError::new(format!(
+                            "dependency {} of module {}: {}/dagger.json: no such file",
+                            dep.source.ref_string, m.name, dep.source.host_path
+                        ))
+                    })?,
                 sdk: dep
                     .source
                     .config(ctx)
@@ -294,7 +326,12 @@ fn initialize_module<'a>(
             let dep_id = dep_module_id(&dep.source);
             let initialized = initialize_module(ctx, dep_module, dep_id, stack.clone())
                 .await
-                .map_err(|e| prefixed(e, &format!("dependency {} of module {}", dep.source.ref_string, m.name)))?;
+                .map_err(|e| {
+                    prefixed(
+                        e,
+                        &format!("dependency {} of module {}", dep.source.ref_string, m.name),
+                    )
+                })?;
             dependencies.push(initialized);
         }
 
@@ -304,7 +341,10 @@ fn initialize_module<'a>(
             Some(file) => read_text(ctx, &src.context, &crate::state::join(&subpath, file)).await?,
             None => None,
         };
-        let context_id = id_below(&chain_of_source(&module_id), &[("contextDirectory", "Directory")]);
+        let context_id = id_below(
+            &chain_of_source(&module_id),
+            &[("contextDirectory", "Directory")],
+        );
         let query = runtime
             .container_query(
                 &RuntimeSource {
@@ -346,7 +386,7 @@ fn initialize_module<'a>(
         }));
         // Registered before the call: the call's `currentModule` reads it.
         let module = Arc::new(module);
-        s.modules.remember(module.clone());
+        s.modules.remember(&caller.session_id, module.clone());
 
         let identity = CallIdentity {
             module_name: m.name.clone(),
@@ -357,10 +397,19 @@ fn initialize_module<'a>(
             input_args: Vec::new(),
         };
         let answer = run_call(ctx, &module, identity).await.map_err(|e| {
-            prefixed(e, &format!("registering module {} (its runtime failed to load it)", m.name))
+            prefixed(
+                e,
+                &format!(
+                    "registering module {} (its runtime failed to load it)",
+                    m.name
+                ),
+            )
         })?;
         let registered_id = answer.as_str().ok_or_else(|| {
-            FieldError::new(format!("registering module {}: the runtime answered no module ID", m.name))
+            FieldError::new(format!(
+                "registering module {}: the runtime answered no module ID",
+                m.name
+            ))
         })?;
         let registered = ctx
             .load(registered_id)
@@ -389,14 +438,15 @@ fn initialize_module<'a>(
             )));
         }
         let done = Arc::new(done);
-        s.modules.remember(done.clone());
+        s.modules.remember(&caller.session_id, done.clone());
         Ok(done)
     })
 }
 
 /// The chain of `Module.source` below a module's chain.
 fn chain_of_source(module_id: &str) -> Arc<dagr_gql::CallChain> {
-    let chain = dagr_gql::CallChain::decode(module_id).unwrap_or_else(|_| dagr_gql::CallChain::root());
+    let chain =
+        dagr_gql::CallChain::decode(module_id).unwrap_or_else(|_| dagr_gql::CallChain::root());
     chain.append(dagr_gql::Call {
         field: "source".into(),
         args: Vec::new(),
@@ -436,7 +486,11 @@ fn prefixed(mut e: FieldError, what: &str) -> FieldError {
 }
 
 /// Runs one call of `module` and answers the JSON the SDK returned.
-async fn run_call(ctx: &ResolveCtx, module: &Module, identity: CallIdentity) -> Result<Json, FieldError> {
+async fn run_call(
+    ctx: &ResolveCtx,
+    module: &Module,
+    identity: CallIdentity,
+) -> Result<Json, FieldError> {
     let s = services(ctx)?;
     let caller = caller(ctx)?;
     let init = module
@@ -460,7 +514,8 @@ async fn run_call(ctx: &ResolveCtx, module: &Module, identity: CallIdentity) -> 
     } else {
         format!("call function \"{}\"", identity.name)
     };
-    let nested_call = serde_json::to_string(&identity).map_err(|e| FieldError::new(e.to_string()))?;
+    let nested_call =
+        serde_json::to_string(&identity).map_err(|e| FieldError::new(e.to_string()))?;
     let c = exec_container(
         c,
         ExecSpec {
@@ -472,7 +527,9 @@ async fn run_call(ctx: &ResolveCtx, module: &Module, identity: CallIdentity) -> 
         .last_exec
         .clone()
         .ok_or_else(|| FieldError::new("the function call built no exec"))?;
-    s.solve(&caller, &exec).await.map_err(|e| prefixed(e, &what))?;
+    s.solve(&caller, &exec)
+        .await
+        .map_err(|e| prefixed(e, &what))?;
     let meta = c
         .mounts
         .iter()
@@ -482,11 +539,17 @@ async fn run_call(ctx: &ResolveCtx, module: &Module, identity: CallIdentity) -> 
             _ => None,
         })
         .ok_or_else(|| FieldError::new("the function call lost its metadata mount"))?;
-    let dir = Directory { fs: meta, path: "/".into() };
+    let dir = Directory {
+        fs: meta,
+        path: "/".into(),
+    };
     let text = read_text(ctx, &dir, OUTPUT_FILE).await?.ok_or_else(|| {
-        FieldError::new(format!("{what}: the runtime exited without returning a value"))
+        FieldError::new(format!(
+            "{what}: the runtime exited without returning a value"
+        ))
     })?;
-    serde_json::from_str(&text).map_err(|e| FieldError::new(format!("{what}: the returned value is not JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| FieldError::new(format!("{what}: the returned value is not JSON: {e}")))
 }
 
 /// A type's name in argument position: objects by ID.
@@ -513,12 +576,20 @@ fn output_type(m: &Module, t: &TypeDef) -> String {
         Kind::Interface(i) => object_name(m, &i.name),
         _ => return input_type(m, t),
     };
-    if t.optional || matches!(t.kind, Kind::Void) { base } else { format!("{base}!") }
+    if t.optional || matches!(t.kind, Kind::Void) {
+        base
+    } else {
+        format!("{base}!")
+    }
 }
 
 /// The schema name of an object named `name` by the module: its own (namespaced) or a core one.
 fn object_name(m: &Module, name: &str) -> String {
-    if m.objects.iter().filter_map(TypeDef::as_object).any(|o| o.name == name) {
+    if m.objects
+        .iter()
+        .filter_map(TypeDef::as_object)
+        .any(|o| o.name == name)
+    {
         m.object_schema_name(name)
     } else {
         name.to_owned()
@@ -534,7 +605,9 @@ fn to_sdk(v: &ArgValue) -> Result<Json, FieldError> {
             None => Json::String(lo.id()),
         },
         ArgValue::List(items) => Json::Array(items.iter().map(to_sdk).collect::<Result<_, _>>()?),
-        other => other.to_json().map_err(|e| FieldError::new(e.to_string()))?,
+        other => other
+            .to_json()
+            .map_err(|e| FieldError::new(e.to_string()))?,
     })
 }
 
@@ -550,13 +623,18 @@ fn from_sdk<'a>(
             return match t.kind {
                 Kind::Void => Ok(Value::Null),
                 _ if t.optional => Ok(Value::Null),
-                _ => Err(FieldError::new(format!("the function returned null for a {}", t.display_name()))),
+                _ => Err(FieldError::new(format!(
+                    "the function returned null for a {}",
+                    t.display_name()
+                ))),
             };
         }
         match &t.kind {
             Kind::List(item) => {
                 let Json::Array(items) = v else {
-                    return Err(FieldError::new("the function returned a non-list for a list"));
+                    return Err(FieldError::new(
+                        "the function returned a non-list for a list",
+                    ));
                 };
                 let mut out = Vec::with_capacity(items.len());
                 for i in items {
@@ -564,7 +642,12 @@ fn from_sdk<'a>(
                 }
                 Ok(Value::List(out))
             }
-            Kind::Object(o) if m.objects.iter().filter_map(TypeDef::as_object).any(|mo| mo.name == o.name) => {
+            Kind::Object(o)
+                if m.objects
+                    .iter()
+                    .filter_map(TypeDef::as_object)
+                    .any(|mo| mo.name == o.name) =>
+            {
                 let state = match v {
                     Json::Object(map) => map,
                     other => {
@@ -576,13 +659,19 @@ fn from_sdk<'a>(
                 };
                 Ok(Value::object(
                     &m.object_schema_name(&o.name),
-                    Arc::new(ModuleObject { name: o.name.clone(), state }),
+                    Arc::new(ModuleObject {
+                        name: o.name.clone(),
+                        state,
+                    }),
                 ))
             }
             Kind::Object(_) | Kind::Interface(_) => {
-                let id = v
-                    .as_str()
-                    .ok_or_else(|| FieldError::new(format!("the function returned {v} for a {}", t.display_name())))?;
+                let id = v.as_str().ok_or_else(|| {
+                    FieldError::new(format!(
+                        "the function returned {v} for a {}",
+                        t.display_name()
+                    ))
+                })?;
                 Ok(ctx.load(id).await?.to_value())
             }
             Kind::Void => Ok(Value::Null),
@@ -599,6 +688,14 @@ async fn invoke(
     f: Arc<Function>,
     constructor: bool,
 ) -> Result<Value, FieldError> {
+    // The module as the caller has it (see `Modules::live_module`).
+    let caller = caller(&ctx)?;
+    let m = services(&ctx)?
+        .modules
+        .live_module(&caller.client, &m.name)
+        .ok_or_else(|| {
+            FieldError::new(format!("module {} is not served to this client", m.name))
+        })?;
     let parent = if constructor {
         String::new()
     } else {
@@ -618,7 +715,11 @@ async fn invoke(
     let identity = CallIdentity {
         module_name: m.name.clone(),
         module_digest: m.digest().to_owned(),
-        name: if constructor { String::new() } else { f.name.clone() },
+        name: if constructor {
+            String::new()
+        } else {
+            f.name.clone()
+        },
         parent_name: o.name.clone(),
         parent,
         input_args,
@@ -636,7 +737,13 @@ async fn invoke(
 }
 
 /// A field for function `f` of object `o`.
-fn function_field(m: &Arc<Module>, o: &Arc<ObjectTypeDef>, f: &Function, name: String, constructor: bool) -> Field {
+fn function_field(
+    m: &Arc<Module>,
+    o: &Arc<ObjectTypeDef>,
+    f: &Function,
+    name: String,
+    constructor: bool,
+) -> Field {
     let ty = if constructor {
         format!("{}!", m.object_schema_name(&o.name))
     } else {
@@ -644,8 +751,13 @@ fn function_field(m: &Arc<Module>, o: &Arc<ObjectTypeDef>, f: &Function, name: S
     };
     let mut field = Field::new(&name, &ty).description(&f.description);
     for a in &f.args {
-        let mut arg = Arg::new(&lower_camel(&a.name), &input_type(m, &a.type_def)).description(&a.description);
-        if let Some(default) = a.default_value.as_deref().and_then(|d| serde_json::from_str::<Json>(d).ok()) {
+        let mut arg = Arg::new(&lower_camel(&a.name), &input_type(m, &a.type_def))
+            .description(&a.description);
+        if let Some(default) = a
+            .default_value
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Json>(d).ok())
+        {
             arg = arg.default(default);
         }
         field = field.arg(arg);
@@ -697,7 +809,10 @@ pub(crate) fn extend(mut b: SchemaBuilder, m: &Arc<Module>) -> SchemaBuilder {
                 Field::new(&lower_camel(&m.name), &format!("{name}!")).resolve_sync(move |_| {
                     Ok(Value::object(
                         &name,
-                        Arc::new(ModuleObject { name: obj_name.clone(), state: Default::default() }),
+                        Arc::new(ModuleObject {
+                            name: obj_name.clone(),
+                            state: Default::default(),
+                        }),
                     ))
                 })
             };

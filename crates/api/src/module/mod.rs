@@ -89,7 +89,10 @@ impl Module {
     }
 
     fn digest(&self) -> &str {
-        self.initialized.as_ref().map(|i| i.digest.as_str()).unwrap_or("")
+        self.initialized
+            .as_ref()
+            .map(|i| i.digest.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -100,8 +103,10 @@ pub struct Modules {
     served: Mutex<HashMap<ClientRef, Vec<Arc<Module>>>>,
     /// The call each nested client of a function call runs for.
     calls: Mutex<HashMap<ClientRef, Arc<CallIdentity>>>,
-    /// Initialized modules by digest: what `currentModule` of a call answers.
-    by_digest: Mutex<HashMap<String, Arc<Module>>>,
+    /// Initialized modules by session and digest: the module of a call (`currentModule`, and
+    /// the dependencies its nested client sees). Per session: a module's runtime reads its
+    /// source from a client of the session that initialized it.
+    by_digest: Mutex<HashMap<(String, String), Arc<Module>>>,
     /// Extended schemas by the digests of their modules.
     schemas: Mutex<HashMap<String, Schema>>,
     /// Runtime settings (from the engine's flags).
@@ -123,8 +128,7 @@ impl Modules {
     /// nested client of a function call, with the dependencies of the call's module).
     pub fn schema_for(&self, client: &ClientRef, core: &Schema) -> Result<Schema, FieldError> {
         let mut modules = self.served.lock().get(client).cloned().unwrap_or_default();
-        if let Some(call) = self.calls.lock().get(client).cloned()
-            && let Some(module) = self.by_digest.lock().get(&call.module_digest).cloned()
+        if let Some(module) = self.module_of_call(client)
             && let Some(init) = &module.initialized
         {
             modules.extend(init.dependencies.iter().cloned());
@@ -144,9 +148,9 @@ impl Modules {
         for module in &modules {
             builder = call::extend(builder, module);
         }
-        let schema = builder.finish().map_err(|e| {
-            FieldError::new(format!("serving the modules' schema failed: {e}"))
-        })?;
+        let schema = builder
+            .finish()
+            .map_err(|e| FieldError::new(format!("serving the modules' schema failed: {e}")))?;
         let mut schemas = self.schemas.lock();
         if schemas.len() >= SCHEMAS_KEPT {
             schemas.clear();
@@ -173,9 +177,42 @@ impl Modules {
         Ok(())
     }
 
-    fn remember(&self, module: Arc<Module>) {
-        let digest = module.digest().to_owned();
-        self.by_digest.lock().insert(digest, module);
+    fn remember(&self, session_id: &str, module: Arc<Module>) {
+        let key = (session_id.to_owned(), module.digest().to_owned());
+        self.by_digest.lock().insert(key, module);
+    }
+
+    /// The module of the call the nested client `client` runs for.
+    pub(crate) fn module_of_call(&self, client: &ClientRef) -> Option<Arc<Module>> {
+        let call = self.call_of(client)?;
+        let key = (client.session_id.clone(), call.module_digest.clone());
+        self.by_digest.lock().get(&key).cloned()
+    }
+
+    /// The module named `name` as `client` has it: one it serves, or, for the nested client of
+    /// a function call, a dependency of the call's module. Function calls run on this one (its
+    /// runtime reads the module's source from a client of `client`'s session); the schema's
+    /// resolvers, shared by clients serving the same module, hold only its definitions.
+    pub(crate) fn live_module(&self, client: &ClientRef, name: &str) -> Option<Arc<Module>> {
+        if let Some(m) = self
+            .served
+            .lock()
+            .get(client)
+            .and_then(|list| list.iter().find(|m| m.name == name).cloned())
+        {
+            return Some(m);
+        }
+        let call_module = self.module_of_call(client)?;
+        if call_module.name == name {
+            return Some(call_module);
+        }
+        call_module
+            .initialized
+            .as_ref()?
+            .dependencies
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
     }
 
     /// The call the nested client `client` runs for, if it is one.
@@ -203,6 +240,7 @@ impl Modules {
     pub fn release_session(&self, session_id: &str) {
         self.served.lock().retain(|c, _| c.session_id != session_id);
         self.calls.lock().retain(|c, _| c.session_id != session_id);
+        self.by_digest.lock().retain(|(s, _), _| s != session_id);
     }
 }
 
@@ -211,19 +249,22 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let b = typedef::register(b);
     let b = source::register(b);
     let b = call::register(b);
+    let b = register_generated_code(b);
     let module = Object::new("Module")
         .with_id()
-        .field(Field::new("dependencies", "[Module!]!").resolve_sync(|ctx| {
-            let m = ctx.parent::<Module>()?;
-            let deps = m
-                .initialized
-                .as_ref()
-                .map(|i| i.dependencies.clone())
-                .unwrap_or_default();
-            Ok(Value::List(
-                deps.iter().map(|d| obj("Module", (**d).clone())).collect(),
-            ))
-        }))
+        .field(
+            Field::new("dependencies", "[Module!]!").resolve_sync(|ctx| {
+                let m = ctx.parent::<Module>()?;
+                let deps = m
+                    .initialized
+                    .as_ref()
+                    .map(|i| i.dependencies.clone())
+                    .unwrap_or_default();
+                Ok(Value::List(
+                    deps.iter().map(|d| obj("Module", (**d).clone())).collect(),
+                ))
+            }),
+        )
         .field(source::module_dependency_config())
         .field(text("description", |m| m.description.clone()))
         .field(generated_context_diff())
@@ -235,24 +276,29 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(Field::new("interfaces", "[TypeDef!]!").resolve_sync(|ctx| {
             let m = ctx.parent::<Module>()?;
             Ok(Value::List(
-                m.interfaces.iter().map(|t| obj("TypeDef", t.clone())).collect(),
+                m.interfaces
+                    .iter()
+                    .map(|t| obj("TypeDef", t.clone()))
+                    .collect(),
             ))
         }))
         .field(text("name", |m| m.name.clone()))
         .field(Field::new("objects", "[TypeDef!]!").resolve_sync(|ctx| {
             let m = ctx.parent::<Module>()?;
             Ok(Value::List(
-                m.objects.iter().map(|t| obj("TypeDef", t.clone())).collect(),
+                m.objects
+                    .iter()
+                    .map(|t| obj("TypeDef", t.clone()))
+                    .collect(),
             ))
         }))
-        .field(Field::new("runtime", "Container!").resolve(|ctx| async move {
-            let m = ctx.parent_arc::<Module>()?;
-            let init = m
-                .initialized
-                .as_ref()
-                .ok_or_else(|| not_initialized(&m))?;
-            Ok(ctx.load(&init.runtime_id).await?.to_value())
-        }))
+        .field(
+            Field::new("runtime", "Container!").resolve(|ctx| async move {
+                let m = ctx.parent_arc::<Module>()?;
+                let init = m.initialized.as_ref().ok_or_else(|| not_initialized(&m))?;
+                Ok(ctx.load(&init.runtime_id).await?.to_value())
+            }),
+        )
         .field(text("sdk", |m| m.sdk.clone()))
         .field(Field::new("serve", "Void").resolve(|ctx| async move {
             let s = services(&ctx)?;
@@ -360,7 +406,8 @@ fn not_initialized(m: &Module) -> FieldError {
 }
 
 fn text(name: &str, pick: fn(&Module) -> String) -> Field {
-    Field::new(name, "String!").resolve_sync(move |ctx| Ok(Value::leaf(pick(ctx.parent::<Module>()?))))
+    Field::new(name, "String!")
+        .resolve_sync(move |ctx| Ok(Value::leaf(pick(ctx.parent::<Module>()?))))
 }
 
 /// `Module.withObject(object)` / `withInterface(iface)`.
@@ -376,7 +423,11 @@ fn with_typedef(field: &'static str, arg: &'static str, interface: bool) -> Fiel
                 _ => {
                     return Err(FieldError::new(format!(
                         "{field}: expected {} type definition, got {}",
-                        if interface { "an interface" } else { "an object" },
+                        if interface {
+                            "an interface"
+                        } else {
+                            "an object"
+                        },
                         def.display_name()
                     )));
                 }
@@ -424,4 +475,62 @@ pub(crate) async fn read_text(
         Value::Leaf(serde_json::Value::String(text)) => Some(text),
         _ => None,
     })
+}
+
+/// Generated code (`Query.generatedCode`): a directory and which of its paths are generated or
+/// to be ignored by version control.
+#[derive(Clone, Debug)]
+pub struct GeneratedCode {
+    pub code: Directory,
+    pub vcs_generated_paths: Vec<String>,
+    pub vcs_ignored_paths: Vec<String>,
+}
+
+/// `Query.generatedCode` and the `GeneratedCode` object.
+fn register_generated_code(b: SchemaBuilder) -> SchemaBuilder {
+    fn paths(name: &str, pick: fn(&GeneratedCode) -> &Vec<String>) -> Field {
+        Field::new(name, "[String!]!").resolve_sync(move |ctx| {
+            Ok(Value::leaf_list(
+                pick(ctx.parent::<GeneratedCode>()?).clone(),
+            ))
+        })
+    }
+    fn with_paths(name: &str, set: fn(&mut GeneratedCode, Vec<String>)) -> Field {
+        Field::new(name, "GeneratedCode!")
+            .arg(Arg::new("paths", "[String!]!"))
+            .resolve_sync(move |ctx| {
+                let mut g = ctx.parent::<GeneratedCode>()?.clone();
+                set(&mut g, ctx.arg("paths")?);
+                Ok(obj("GeneratedCode", g))
+            })
+    }
+    let generated = Object::new("GeneratedCode")
+        .with_id()
+        .field(Field::new("code", "Directory!").resolve_sync(|ctx| {
+            Ok(obj(
+                "Directory",
+                ctx.parent::<GeneratedCode>()?.code.clone(),
+            ))
+        }))
+        .field(paths("vcsGeneratedPaths", |g| &g.vcs_generated_paths))
+        .field(paths("vcsIgnoredPaths", |g| &g.vcs_ignored_paths))
+        .field(with_paths("withVCSGeneratedPaths", |g, p| {
+            g.vcs_generated_paths = p
+        }))
+        .field(with_paths("withVCSIgnoredPaths", |g, p| {
+            g.vcs_ignored_paths = p
+        }));
+    let query = Field::new("generatedCode", "GeneratedCode!")
+        .arg(Arg::new("code", "DirectoryID!"))
+        .resolve_sync(|ctx| {
+            Ok(obj(
+                "GeneratedCode",
+                GeneratedCode {
+                    code: (*ctx.loaded::<Directory>("code")?).clone(),
+                    vcs_generated_paths: Vec::new(),
+                    vcs_ignored_paths: Vec::new(),
+                },
+            ))
+        });
+    b.object(generated).extend_object("Query", [query])
 }

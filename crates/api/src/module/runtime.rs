@@ -119,7 +119,9 @@ impl ModuleRuntime for PythonRuntime {
         settings: &RuntimeSettings,
     ) -> Result<String, RuntimeError> {
         let user: Pyproject = match source.config_file {
-            Some(text) => toml::from_str(text).map_err(|e| RuntimeError::Pyproject(e.to_string()))?,
+            Some(text) => {
+                toml::from_str(text).map_err(|e| RuntimeError::Pyproject(e.to_string()))?
+            }
             None => Pyproject::default(),
         };
         let base = user
@@ -152,7 +154,11 @@ impl ModuleRuntime for PythonRuntime {
         for (name, value) in env {
             step(
                 &mut q,
-                format!("withEnvVariable(name: {}, value: {})", lit(name), lit(&value)),
+                format!(
+                    "withEnvVariable(name: {}, value: {})",
+                    lit(name),
+                    lit(&value)
+                ),
             );
         }
         step(

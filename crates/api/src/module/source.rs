@@ -6,14 +6,16 @@
 //! its contents are the module's context directory, so everything built from it is keyed by
 //! content.
 
-use dagr_gql::{Arg, Call, CallChain, Field, FieldError, Object, Request, ResolveCtx, SchemaBuilder, Value};
+use dagr_gql::{
+    Arg, Call, CallChain, Field, FieldError, Object, Request, ResolveCtx, SchemaBuilder, Value,
+};
 use dagr_metadata::ClientRef;
 use serde::{Deserialize, Serialize};
 
 use super::Module;
 use super::runtime::{SDKS, runtime_for};
-use crate::state::Directory;
 use crate::obj;
+use crate::state::Directory;
 
 /// The configuration file of a module.
 pub const CONFIG_FILE: &str = "dagger.json";
@@ -147,7 +149,11 @@ const SOURCE_EXCLUDES: &[&str] = &[".venv", "**/__pycache__", ".git", "**/.mypy_
 
 impl ModuleSource {
     /// The local source at `host_path` of `owner`'s host.
-    pub fn local(ref_string: &str, owner: ClientRef, host_path: &str) -> Result<ModuleSource, FieldError> {
+    pub fn local(
+        ref_string: &str,
+        owner: ClientRef,
+        host_path: &str,
+    ) -> Result<ModuleSource, FieldError> {
         let fs = crate::query::host_dir(
             &owner,
             host_path,
@@ -176,8 +182,15 @@ impl ModuleSource {
         };
         let path = format!("{}/{CONFIG_FILE}", self.ref_string.trim_end_matches('/'));
         // Overrides (`withSDK`) may fix what the file lacks.
-        let mut config: ModuleConfig = serde_json::from_str(&text)
-            .map_err(|source| FieldError::new(ConfigError::Parse { path: path.clone(), source }.to_string()))?;
+        let mut config: ModuleConfig = serde_json::from_str(&text).map_err(|source| {
+            FieldError::new(
+                ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                }
+                .to_string(),
+            )
+        })?;
         if let Some(sdk) = &self.sdk {
             config.sdk = Some(sdk.clone());
         }
@@ -185,7 +198,9 @@ impl ModuleSource {
             config.name = name.clone();
         }
         if config.name.is_empty() {
-            return Err(FieldError::new(ConfigError::MissingName { path }.to_string()));
+            return Err(FieldError::new(
+                ConfigError::MissingName { path }.to_string(),
+            ));
         }
         config
             .check_sdk(&path)
@@ -200,7 +215,9 @@ impl ModuleSource {
         }
         let path = format!("{}/{CONFIG_FILE}", self.ref_string.trim_end_matches('/'));
         let name = self.name.clone().ok_or_else(|| {
-            FieldError::new(format!("{path}: no such file (and no name given for a new module)"))
+            FieldError::new(format!(
+                "{path}: no such file (and no name given for a new module)"
+            ))
         })?;
         let config = ModuleConfig {
             name,
@@ -238,7 +255,10 @@ impl ModuleSource {
     }
 
     /// Its dependencies: the overrides, else those of its configuration.
-    pub async fn dependencies(&self, ctx: &ResolveCtx) -> Result<Vec<ModuleDependency>, FieldError> {
+    pub async fn dependencies(
+        &self,
+        ctx: &ResolveCtx,
+    ) -> Result<Vec<ModuleDependency>, FieldError> {
         if let Some(deps) = &self.dependencies {
             return Ok(deps.clone());
         }
@@ -280,29 +300,49 @@ pub(crate) fn id_below(chain: &std::sync::Arc<CallChain>, calls: &[(&str, &str)]
 pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let source = Object::new("ModuleSource")
         .with_id()
-        .field(Field::new("asLocalSource", "LocalModuleSource").resolve_sync(|ctx| {
-            Ok(obj("LocalModuleSource", ctx.parent::<ModuleSource>()?.clone()))
-        }))
+        .field(
+            Field::new("asLocalSource", "LocalModuleSource").resolve_sync(|ctx| {
+                Ok(obj(
+                    "LocalModuleSource",
+                    ctx.parent::<ModuleSource>()?.clone(),
+                ))
+            }),
+        )
         .field(Field::new("asModule", "Module!").resolve(|ctx| async move {
             let src = ctx.parent_arc::<ModuleSource>()?;
             as_module(&ctx, &src).await.map(|m| obj("Module", m))
         }))
         .field(Field::new("asString", "String!").resolve_sync(|ctx| {
-            Ok(Value::leaf(ctx.parent::<ModuleSource>()?.ref_string.clone()))
+            Ok(Value::leaf(
+                ctx.parent::<ModuleSource>()?.ref_string.clone(),
+            ))
         }))
-        .field(Field::new("configExists", "Boolean!").resolve(|ctx| async move {
-            let src = ctx.parent_arc::<ModuleSource>()?;
-            let text = super::read_text(&ctx, &src.context, CONFIG_FILE).await?;
-            Ok(Value::leaf(text.is_some()))
-        }))
-        .field(Field::new("contextDirectory", "Directory!").resolve_sync(|ctx| {
-            Ok(obj("Directory", ctx.parent::<ModuleSource>()?.context.clone()))
-        }))
-        .field(Field::new("dependencies", "[ModuleDependency!]!").resolve(|ctx| async move {
-            let src = ctx.parent_arc::<ModuleSource>()?;
-            let deps = src.dependencies(&ctx).await?;
-            Ok(Value::List(deps.into_iter().map(|d| obj("ModuleDependency", d)).collect()))
-        }))
+        .field(
+            Field::new("configExists", "Boolean!").resolve(|ctx| async move {
+                let src = ctx.parent_arc::<ModuleSource>()?;
+                let text = super::read_text(&ctx, &src.context, CONFIG_FILE).await?;
+                Ok(Value::leaf(text.is_some()))
+            }),
+        )
+        .field(
+            Field::new("contextDirectory", "Directory!").resolve_sync(|ctx| {
+                Ok(obj(
+                    "Directory",
+                    ctx.parent::<ModuleSource>()?.context.clone(),
+                ))
+            }),
+        )
+        .field(
+            Field::new("dependencies", "[ModuleDependency!]!").resolve(|ctx| async move {
+                let src = ctx.parent_arc::<ModuleSource>()?;
+                let deps = src.dependencies(&ctx).await?;
+                Ok(Value::List(
+                    deps.into_iter()
+                        .map(|d| obj("ModuleDependency", d))
+                        .collect(),
+                ))
+            }),
+        )
         .field(
             Field::new("directory", "Directory!")
                 .arg(Arg::new("path", "String!"))
@@ -320,19 +360,33 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     ))
                 }),
         )
-        .field(Field::new("kind", "ModuleSourceKind!").resolve_sync(|_| Ok(Value::leaf("LOCAL_SOURCE"))))
-        .field(Field::new("moduleName", "String!").resolve(|ctx| async move {
-            let src = ctx.parent_arc::<ModuleSource>()?;
-            Ok(Value::leaf(src.config_or_new(&ctx).await?.name))
-        }))
-        .field(Field::new("moduleOriginalName", "String!").resolve(|ctx| async move {
-            let src = ctx.parent_arc::<ModuleSource>()?;
-            let config = src.config(&ctx).await?;
-            Ok(Value::leaf(config.map(|c| c.name).or_else(|| src.name.clone()).unwrap_or_default()))
-        }))
-        .field(Field::new("resolveContextPathFromCaller", "String!").resolve_sync(|ctx| {
-            Ok(Value::leaf(ctx.parent::<ModuleSource>()?.host_path.clone()))
-        }))
+        .field(
+            Field::new("kind", "ModuleSourceKind!")
+                .resolve_sync(|_| Ok(Value::leaf("LOCAL_SOURCE"))),
+        )
+        .field(
+            Field::new("moduleName", "String!").resolve(|ctx| async move {
+                let src = ctx.parent_arc::<ModuleSource>()?;
+                Ok(Value::leaf(src.config_or_new(&ctx).await?.name))
+            }),
+        )
+        .field(
+            Field::new("moduleOriginalName", "String!").resolve(|ctx| async move {
+                let src = ctx.parent_arc::<ModuleSource>()?;
+                let config = src.config(&ctx).await?;
+                Ok(Value::leaf(
+                    config
+                        .map(|c| c.name)
+                        .or_else(|| src.name.clone())
+                        .unwrap_or_default(),
+                ))
+            }),
+        )
+        .field(
+            Field::new("resolveContextPathFromCaller", "String!").resolve_sync(|ctx| {
+                Ok(Value::leaf(ctx.parent::<ModuleSource>()?.host_path.clone()))
+            }),
+        )
         .field(
             Field::new("resolveDependency", "ModuleSource!")
                 .arg(Arg::new("dep", "ModuleSourceID!"))
@@ -342,16 +396,20 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     Ok(obj("ModuleSource", src.dependency(&dep.ref_string)?))
                 }),
         )
-        .field(Field::new("resolveFromCaller", "ModuleSource!").resolve_sync(|ctx| {
-            // A local source reads the caller's host when solved: it is resolved already.
-            Ok(obj("ModuleSource", ctx.parent::<ModuleSource>()?.clone()))
-        }))
+        .field(
+            Field::new("resolveFromCaller", "ModuleSource!").resolve_sync(|ctx| {
+                // A local source reads the caller's host when solved: it is resolved already.
+                Ok(obj("ModuleSource", ctx.parent::<ModuleSource>()?.clone()))
+            }),
+        )
         .field(Field::new("sourceRootSubpath", "String!").resolve_sync(|_| Ok(Value::leaf("."))))
-        .field(Field::new("sourceSubpath", "String!").resolve(|ctx| async move {
-            let src = ctx.parent_arc::<ModuleSource>()?;
-            let config = src.config(&ctx).await?;
-            Ok(Value::leaf(src.source_subpath(config.as_ref())))
-        }))
+        .field(
+            Field::new("sourceSubpath", "String!").resolve(|ctx| async move {
+                let src = ctx.parent_arc::<ModuleSource>()?;
+                let config = src.config(&ctx).await?;
+                Ok(Value::leaf(src.source_subpath(config.as_ref())))
+            }),
+        )
         .field(
             Field::new("withContextDirectory", "ModuleSource!")
                 .arg(Arg::new("dir", "DirectoryID!"))
@@ -382,9 +440,14 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         }));
     let local = Object::new("LocalModuleSource")
         .with_id()
-        .field(Field::new("contextDirectory", "Directory").resolve_sync(|ctx| {
-            Ok(obj("Directory", ctx.parent::<ModuleSource>()?.context.clone()))
-        }))
+        .field(
+            Field::new("contextDirectory", "Directory").resolve_sync(|ctx| {
+                Ok(obj(
+                    "Directory",
+                    ctx.parent::<ModuleSource>()?.context.clone(),
+                ))
+            }),
+        )
         .field(Field::new("rootSubpath", "String!").resolve_sync(|_| Ok(Value::leaf("."))));
     let dependency = Object::new("ModuleDependency")
         .with_id()
@@ -396,7 +459,10 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Ok(Value::leaf(d.source.config_or_new(&ctx).await?.name))
         }))
         .field(Field::new("source", "ModuleSource!").resolve_sync(|ctx| {
-            Ok(obj("ModuleSource", ctx.parent::<ModuleDependency>()?.source.clone()))
+            Ok(obj(
+                "ModuleSource",
+                ctx.parent::<ModuleDependency>()?.source.clone(),
+            ))
         }));
     b.enumeration(dagr_gql::Enum::new("ModuleSourceKind").values(["LOCAL_SOURCE"]))
         .object(source)
@@ -404,7 +470,11 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .object(dependency)
 }
 
-fn with_override(field: &'static str, arg: &'static str, set: fn(&mut ModuleSource, String)) -> Field {
+fn with_override(
+    field: &'static str,
+    arg: &'static str,
+    set: fn(&mut ModuleSource, String),
+) -> Field {
     Field::new(field, "ModuleSource!")
         .arg(Arg::new(arg, "String!"))
         .resolve_sync(move |ctx| {
@@ -454,6 +524,8 @@ pub(crate) fn query_module_dependency() -> Field {
 async fn as_module(ctx: &ResolveCtx, src: &ModuleSource) -> Result<Module, FieldError> {
     let config = match src.config(ctx).await? {
         Some(config) => config,
+        // A new module (`dagr init`): its name and SDK come from the overrides.
+        None if src.name.is_some() => src.config_or_new(ctx).await?,
         None => {
             return Err(FieldError::new(format!(
                 "{}/{CONFIG_FILE}: no such file: not a module (dagr init creates one)",
@@ -477,7 +549,11 @@ pub(crate) fn module_dependency_config() -> Field {
             return Ok(Value::List(Vec::new()));
         };
         let deps = src.dependencies(&ctx).await?;
-        Ok(Value::List(deps.into_iter().map(|d| obj("ModuleDependency", d)).collect()))
+        Ok(Value::List(
+            deps.into_iter()
+                .map(|d| obj("ModuleDependency", d))
+                .collect(),
+        ))
     })
 }
 
@@ -513,7 +589,9 @@ pub(crate) async fn generated_context(ctx: &ResolveCtx, diff: bool) -> Result<Va
         ),
     )];
     for (path, contents) in runtime.template(&config.name) {
-        let path = crate::state::join(&subpath, &path).trim_start_matches('/').to_owned();
+        let path = crate::state::join(&subpath, &path)
+            .trim_start_matches('/')
+            .to_owned();
         if super::read_text(ctx, &src.context, &path).await?.is_none() {
             files.push((path, contents));
         }
@@ -523,7 +601,13 @@ pub(crate) async fn generated_context(ctx: &ResolveCtx, diff: bool) -> Result<Va
     } else {
         format!(
             "loadDirectoryFromID(id: {})",
-            serde_json::Value::String(id_below(ctx.parent_chain(), &[("source", "ModuleSource"), ("contextDirectory", "Directory")]))
+            serde_json::Value::String(id_below(
+                ctx.parent_chain(),
+                &[
+                    ("source", "ModuleSource"),
+                    ("contextDirectory", "Directory")
+                ]
+            ))
         )
     };
     let mut q = format!("{{ {base} {{ ");
@@ -554,6 +638,8 @@ pub(crate) fn single_leaf(response: &dagr_gql::Response, what: &str) -> Result<S
     }
     match cur {
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
-        _ => Err(FieldError::new(format!("{what}: the engine answered no ID"))),
+        _ => Err(FieldError::new(format!(
+            "{what}: the engine answered no ID"
+        ))),
     }
 }

@@ -171,23 +171,8 @@ pub fn pascal(name: &str) -> String {
     out
 }
 
-/// `fooBar` -> `foo-bar`: a function's or argument's name on the command line.
-pub fn kebab(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in lower_camel(name).chars().enumerate() {
-        if c.is_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Adds the type definition objects, `TypeDefKind`, the `JSON` and `Void` scalars, and
+/// Adds the type definition objects, `TypeDefKind`, the `JSON` scalar (`Void` comes with the
+/// services), and
 /// `Query.typeDef` / `Query.function`.
 pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     let kinds = Enum::new("TypeDefKind").values([
@@ -207,9 +192,11 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Kind::Input(i) => Some(obj("InputTypeDef", i.clone())),
             _ => None,
         }))
-        .field(as_kind("asInterface", "InterfaceTypeDef", |t| match &t.kind {
-            Kind::Interface(i) => Some(obj("InterfaceTypeDef", i.clone())),
-            _ => None,
+        .field(as_kind("asInterface", "InterfaceTypeDef", |t| {
+            match &t.kind {
+                Kind::Interface(i) => Some(obj("InterfaceTypeDef", i.clone())),
+                _ => None,
+            }
         }))
         .field(as_kind("asList", "ListTypeDef", |t| match &t.kind {
             Kind::List(item) => Some(obj("ListTypeDef", (**item).clone())),
@@ -223,9 +210,10 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Kind::Scalar(s) => Some(obj("ScalarTypeDef", s.clone())),
             _ => None,
         }))
-        .field(Field::new("kind", "TypeDefKind!").resolve_sync(|ctx| {
-            Ok(Value::leaf(ctx.parent::<TypeDef>()?.kind_name()))
-        }))
+        .field(
+            Field::new("kind", "TypeDefKind!")
+                .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<TypeDef>()?.kind_name()))),
+        )
         .field(
             Field::new("optional", "Boolean!")
                 .resolve_sync(|ctx| Ok(Value::leaf(ctx.parent::<TypeDef>()?.optional))),
@@ -233,16 +221,13 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .field(with_function("withConstructor", true))
         .field(with_field())
         .field(with_function("withFunction", false))
-        .field(with_named(
-            "withInterface",
-            |name, description| {
-                Kind::Interface(InterfaceTypeDef {
-                    name: pascal(&name),
-                    description,
-                    ..Default::default()
-                })
-            },
-        ))
+        .field(with_named("withInterface", |name, description| {
+            Kind::Interface(InterfaceTypeDef {
+                name: pascal(&name),
+                description,
+                ..Default::default()
+            })
+        }))
         .field(with_kind())
         .field(with_list_of())
         .field(with_named("withObject", |name, description| {
@@ -269,10 +254,12 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             })
         }))
         .field(text::<ObjectTypeDef>("description", |o| &o.description))
-        .field(Field::new("fields", "[FieldTypeDef!]!").resolve_sync(|ctx| {
-            let o = ctx.parent::<ObjectTypeDef>()?;
-            Ok(list("FieldTypeDef", o.fields.iter().cloned()))
-        }))
+        .field(
+            Field::new("fields", "[FieldTypeDef!]!").resolve_sync(|ctx| {
+                let o = ctx.parent::<ObjectTypeDef>()?;
+                Ok(list("FieldTypeDef", o.fields.iter().cloned()))
+            }),
+        )
         .field(Field::new("functions", "[Function!]!").resolve_sync(|ctx| {
             let o = ctx.parent::<ObjectTypeDef>()?;
             Ok(list("Function", o.functions.iter().cloned()))
@@ -294,10 +281,12 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         }));
     let input_type_def = Object::new("InputTypeDef")
         .with_id()
-        .field(Field::new("fields", "[FieldTypeDef!]!").resolve_sync(|ctx| {
-            let o = ctx.parent::<InputTypeDef>()?;
-            Ok(list("FieldTypeDef", o.fields.iter().cloned()))
-        }))
+        .field(
+            Field::new("fields", "[FieldTypeDef!]!").resolve_sync(|ctx| {
+                let o = ctx.parent::<InputTypeDef>()?;
+                Ok(list("FieldTypeDef", o.fields.iter().cloned()))
+            }),
+        )
         .field(text::<InputTypeDef>("name", |o| &o.name));
     let scalar_type_def = Object::new("ScalarTypeDef")
         .with_id()
@@ -314,10 +303,15 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
         .with_id()
         .field(text::<FieldTypeDef>("description", |f| &f.description))
         .field(Field::new("name", "String!").resolve_sync(|ctx| {
-            Ok(Value::leaf(lower_camel(&ctx.parent::<FieldTypeDef>()?.name)))
+            Ok(Value::leaf(lower_camel(
+                &ctx.parent::<FieldTypeDef>()?.name,
+            )))
         }))
         .field(Field::new("typeDef", "TypeDef!").resolve_sync(|ctx| {
-            Ok(obj("TypeDef", ctx.parent::<FieldTypeDef>()?.type_def.clone()))
+            Ok(obj(
+                "TypeDef",
+                ctx.parent::<FieldTypeDef>()?.type_def.clone(),
+            ))
         }));
     let function = Object::new("Function")
         .with_id()
@@ -326,11 +320,15 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             Ok(list("FunctionArg", f.args.iter().cloned()))
         }))
         .field(text::<Function>("description", |f| &f.description))
-        .field(Field::new("name", "String!").resolve_sync(|ctx| {
-            Ok(Value::leaf(lower_camel(&ctx.parent::<Function>()?.name)))
-        }))
+        .field(
+            Field::new("name", "String!")
+                .resolve_sync(|ctx| Ok(Value::leaf(lower_camel(&ctx.parent::<Function>()?.name)))),
+        )
         .field(Field::new("returnType", "TypeDef!").resolve_sync(|ctx| {
-            Ok(obj("TypeDef", ctx.parent::<Function>()?.return_type.clone()))
+            Ok(obj(
+                "TypeDef",
+                ctx.parent::<Function>()?.return_type.clone(),
+            ))
         }))
         .field(function_with_arg())
         .field(
@@ -342,26 +340,25 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     Ok(obj("Function", f))
                 }),
         );
-    let function_arg = Object::new("FunctionArg")
-        .with_id()
-        .field(Field::new("defaultValue", "JSON!").resolve_sync(|ctx| {
-            let a = ctx.parent::<FunctionArg>()?;
-            Ok(Value::leaf(a.default_value.clone().unwrap_or_default()))
-        }))
-        .field(text::<FunctionArg>("description", |a| &a.description))
-        .field(Field::new("name", "String!").resolve_sync(|ctx| {
-            Ok(Value::leaf(lower_camel(&ctx.parent::<FunctionArg>()?.name)))
-        }))
-        .field(Field::new("typeDef", "TypeDef!").resolve_sync(|ctx| {
-            Ok(obj("TypeDef", ctx.parent::<FunctionArg>()?.type_def.clone()))
-        }));
+    let function_arg =
+        Object::new("FunctionArg")
+            .with_id()
+            .field(Field::new("defaultValue", "JSON!").resolve_sync(|ctx| {
+                let a = ctx.parent::<FunctionArg>()?;
+                Ok(Value::leaf(a.default_value.clone().unwrap_or_default()))
+            }))
+            .field(text::<FunctionArg>("description", |a| &a.description))
+            .field(Field::new("name", "String!").resolve_sync(|ctx| {
+                Ok(Value::leaf(lower_camel(&ctx.parent::<FunctionArg>()?.name)))
+            }))
+            .field(Field::new("typeDef", "TypeDef!").resolve_sync(|ctx| {
+                Ok(obj(
+                    "TypeDef",
+                    ctx.parent::<FunctionArg>()?.type_def.clone(),
+                ))
+            }));
     b.enumeration(kinds)
-        .scalar(dagr_gql::Scalar::new("JSON").description(
-            "An arbitrary JSON-encoded value.",
-        ))
-        .scalar(dagr_gql::Scalar::new("Void").description(
-            "The absence of a value.\n\nA Null Void is used as a placeholder for resolvers that do not return anything.",
-        ))
+        .scalar(dagr_gql::Scalar::new("JSON").description("An arbitrary JSON-encoded value."))
         .object(type_def)
         .object(object_type_def)
         .object(interface_type_def)
@@ -584,7 +581,5 @@ mod tests {
         assert_eq!(lower_camel("hello"), "hello");
         assert_eq!(pascal("my-module"), "MyModule");
         assert_eq!(pascal("my_module"), "MyModule");
-        assert_eq!(kebab("container_echo"), "container-echo");
-        assert_eq!(kebab("stringArg"), "string-arg");
     }
 }

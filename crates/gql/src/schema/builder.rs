@@ -405,7 +405,11 @@ impl SchemaBuilder {
 
     /// Adds fields to the object type `name` added before (a new object type when there is
     /// none): how an extension of a schema adds its entry points to `Query`.
-    pub fn extend_object(mut self, name: &str, fields: impl IntoIterator<Item = Field>) -> SchemaBuilder {
+    pub fn extend_object(
+        mut self,
+        name: &str,
+        fields: impl IntoIterator<Item = Field>,
+    ) -> SchemaBuilder {
         match self.objects.iter_mut().find(|o| o.name == name) {
             Some(object) => object.fields.extend(fields),
             None => {

@@ -15,9 +15,9 @@ use indexmap::IndexMap;
 use crate::types::TypeRef;
 use crate::value::ArgValue;
 
-pub use builder::{ScopeFn, 
+pub use builder::{
     Arg, Directive, Enum, EnumValue, Field, InputObject, Object, ResolveFuture, Resolver, Scalar,
-    SchemaBuilder,
+    SchemaBuilder, ScopeFn,
 };
 pub(crate) use compile::DIRECTIVE_LOCATIONS;
 pub use compile::SchemaError;

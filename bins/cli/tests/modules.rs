@@ -1,0 +1,315 @@
+//! Modules end to end: `dagr init`, `dagr functions`, `dagr call` and `dagr install` with the
+//! official Python SDK (`dagger-io` 0.11.8) as the module runtime, offline.
+//!
+//! The runtime's base image is Debian's Python from this host (`dagr_testkit::pyimage`) plus
+//! the wheelhouse of the SDK and its dependencies at `/wheels`, published once per test process
+//! to the loopback registry by dagr itself. Engines run with `--python-find-links /wheels` and
+//! the image sets `PIP_NO_INDEX=1`, so pip never reaches for the internet. Modules are written by
+//! the tests into temp directories: `dagr init --sdk=python`, then `src/main/__init__.py`
+//! replaced and `[tool.dagger] base-image` set.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use common::{dagr, engine_bin};
+use dagr_testkit::EngineProcess;
+use serde_json::json;
+
+/// The base image of the tests' modules: Python with the wheelhouse at `/wheels`.
+fn base_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let tmp = env!("CARGO_TARGET_TMPDIR");
+        let registry = dagr_testkit::registry(tmp);
+        let python = dagr_testkit::pyimage::python_image(tmp, registry);
+        let wheels = dagr_testkit::pyimage::wheelhouse(tmp);
+        let target = format!("{}/python:3.11-wheels", registry.addr);
+        let engine = EngineProcess::start(&engine_bin(), &[]);
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let client = dagr_testkit::gql::connect(&engine, false).await;
+            let dir = dagr_testkit::gql::query(
+                &client,
+                format!(
+                    "{{ host {{ directory(path: {}) {{ id }} }} }}",
+                    json!(wheels.display().to_string())
+                ),
+            )
+            .await
+            .expect("wheelhouse directory");
+            let q = format!(
+                r#"query($dir: DirectoryID!) {{ container {{ from(address: "{python}") {{
+                    withDirectory(path: "/wheels", directory: $dir) {{
+                    withEnvVariable(name: "PIP_NO_INDEX", value: "1") {{
+                    publish(address: "{target}") }} }} }} }} }}"#
+            );
+            let answer = client
+                .query(
+                    json!({ "query": q, "variables": { "dir": dir["host"]["directory"]["id"] } }),
+                )
+                .await
+                .expect("publish sent");
+            assert!(
+                answer.get("errors").is_none(),
+                "publishing the base image: {answer}"
+            );
+            client.close().await.expect("close");
+        });
+        target
+    })
+}
+
+/// An engine for module tests.
+fn engine() -> EngineProcess {
+    base_image();
+    EngineProcess::start(&engine_bin(), &["--python-find-links", "/wheels"])
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `dagr ARGS` against `engine` in `dir`.
+fn dagr_in(engine: &EngineProcess, dir: &Path, args: &[&str]) -> Output {
+    Command::new(dagr())
+        .args(["--host", &engine.host(), "--progress", "quiet"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("dagr")
+}
+
+/// `dagr ARGS` that must succeed: its stdout.
+fn ok(engine: &EngineProcess, dir: &Path, args: &[&str]) -> String {
+    let out = dagr_in(engine, dir, args);
+    assert!(out.status.success(), "dagr {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dagr ARGS` that must fail: its stderr.
+fn fails(engine: &EngineProcess, dir: &Path, args: &[&str]) -> String {
+    let out = dagr_in(engine, dir, args);
+    assert!(
+        !out.status.success(),
+        "dagr {args:?} should fail: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `dagr init --sdk=python --name NAME DIR`, then `code` as the module's code and the tests'
+/// base image.
+fn module(engine: &EngineProcess, parent: &Path, name: &str, code: &str) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    ok(
+        engine,
+        parent,
+        &["init", "--sdk=python", "--name", name, name],
+    );
+    assert!(dir.join("dagger.json").is_file());
+    assert!(dir.join("src/main/__init__.py").is_file());
+    std::fs::write(dir.join("src/main/__init__.py"), code).expect("write code");
+    let pyproject = dir.join("pyproject.toml");
+    let mut toml = std::fs::read_to_string(&pyproject).expect("pyproject.toml");
+    toml.push_str(&format!(
+        "\n[tool.dagger]\nbase-image = \"{}\"\n",
+        base_image()
+    ));
+    std::fs::write(&pyproject, toml).expect("write pyproject.toml");
+    dir
+}
+
+const HELLO: &str = r#"
+import dagger
+from dagger import dag, function, object_type
+
+
+@object_type
+class Hello:
+    @function
+    def hello(self, name: str = "world") -> str:
+        """Says hello"""
+        return f"hello, {name}!"
+
+    @function
+    def add(self, a: int, b: int = 2, negate: bool = False) -> int:
+        """Adds two numbers"""
+        return -(a + b) if negate else a + b
+
+    @function
+    def join(self, words: list[str], sep: str = "-") -> str:
+        return sep.join(words)
+
+    @function
+    def echo(self, greeting: str) -> dagger.Container:
+        """A container that echoes"""
+        return dag.container().from_(IMAGE).with_exec(["echo", greeting])
+
+    @function
+    async def count_files(self, dir: dagger.Directory) -> int:
+        return len(await dir.entries())
+
+    @function
+    async def reveal(self, secret: dagger.Secret) -> str:
+        return (await secret.plaintext())[::-1]
+
+    @function
+    def fail(self, why: str) -> str:
+        print("about to fail")
+        raise ValueError(f"failing because {why}")
+
+    @function
+    def nonce(self) -> str:
+        import random
+        return str(random.random())
+"#;
+
+#[test]
+fn init_call_functions_and_arguments() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    let code = format!("IMAGE = {image:?}\n{HELLO}");
+    let dir = module(&engine, tmp.path(), "hello", &code);
+
+    // A string, with the default and with an argument.
+    assert_eq!(ok(&engine, &dir, &["call", "hello"]), "hello, world!\n");
+    assert_eq!(
+        ok(&engine, &dir, &["call", "hello", "--name", "dagr"]),
+        "hello, dagr!\n"
+    );
+    assert_eq!(
+        ok(&engine, &dir, &["call", "hello", "--name=you"]),
+        "hello, you!\n"
+    );
+    // From elsewhere, with -m.
+    assert_eq!(
+        ok(&engine, tmp.path(), &["call", "-m", "hello", "hello"]),
+        "hello, world!\n"
+    );
+    // Ints, defaults, booleans, lists.
+    assert_eq!(ok(&engine, &dir, &["call", "add", "--a", "40"]), "42\n");
+    assert_eq!(
+        ok(
+            &engine,
+            &dir,
+            &["call", "add", "--a", "1", "--b", "1", "--negate"]
+        ),
+        "-2\n"
+    );
+    assert_eq!(
+        ok(&engine, &dir, &["call", "join", "--words", "a,b,c"]),
+        "a-b-c\n"
+    );
+    assert_eq!(
+        ok(
+            &engine,
+            &dir,
+            &["call", "join", "--words", "x", "--words", "y", "--sep", "+"]
+        ),
+        "x+y\n"
+    );
+    // A Directory from a host path, a Secret from the environment.
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    for f in ["a", "b", "c"] {
+        std::fs::write(dir.join("data").join(f), f).expect("data file");
+    }
+    assert_eq!(
+        ok(&engine, &dir, &["call", "count-files", "--dir", "data"]),
+        "3\n"
+    );
+    let out = Command::new(dagr())
+        .args([
+            "--host",
+            &engine.host(),
+            "--progress",
+            "quiet",
+            "call",
+            "reveal",
+            "--secret",
+            "env:MY_SECRET",
+        ])
+        .env("MY_SECRET", "terces")
+        .current_dir(&dir)
+        .output()
+        .expect("dagr");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "secret\n");
+    // A Container result, chained into core functions.
+    assert_eq!(
+        ok(
+            &engine,
+            &dir,
+            &["call", "echo", "--greeting", "hi there", "stdout"]
+        ),
+        "hi there\n"
+    );
+    let out = dagr_in(&engine, &dir, &["call", "echo", "--greeting", "x"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // dagr functions lists them, kebab-case, with their descriptions.
+    let functions = ok(&engine, &dir, &["functions"]);
+    for line in [
+        "hello ",
+        "add ",
+        "count-files",
+        "echo ",
+        "Says hello",
+        "Adds two numbers",
+    ] {
+        assert!(
+            functions.contains(line),
+            "{line:?} missing from:\n{functions}"
+        );
+    }
+    // --help of a function: its arguments, types, defaults, descriptions.
+    let help = ok(&engine, &dir, &["call", "add", "--help"]);
+    assert!(help.contains("Adds two numbers"), "{help}");
+    assert!(
+        help.contains("--a") && help.contains("(required)"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--b") && help.contains("(default: 2)"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--negate") && help.contains("Boolean"),
+        "{help}"
+    );
+
+    // Bad input on the command line.
+    let err = fails(&engine, &dir, &["call", "add", "--a", "forty"]);
+    assert!(
+        err.contains("--a") && err.contains("\"forty\" is not an integer"),
+        "{err}"
+    );
+    let err = fails(&engine, &dir, &["call", "add"]);
+    assert!(err.contains("missing required argument --a"), "{err}");
+    let err = fails(&engine, &dir, &["call", "add", "--c", "1"]);
+    assert!(err.contains("no argument --c"), "{err}");
+    let err = fails(&engine, &dir, &["call", "nope"]);
+    assert!(err.contains("no function \"nope\""), "{err}");
+
+    // An error inside a function: its message, the function's name and its output.
+    let err = fails(&engine, &dir, &["call", "fail", "--why", "tests"]);
+    assert!(err.contains("call function \"fail\""), "{err}");
+    assert!(err.contains("failing because tests"), "{err}");
+    assert!(err.contains("about to fail"), "{err}");
+
+    // The second identical call runs nothing: the cached result comes back.
+    let first = ok(&engine, &dir, &["call", "nonce"]);
+    let second = ok(&engine, &dir, &["call", "nonce"]);
+    assert_eq!(first, second);
+}
