@@ -313,3 +313,151 @@ fn init_call_functions_and_arguments() {
     let second = ok(&engine, &dir, &["call", "nonce"]);
     assert_eq!(first, second);
 }
+
+const GREETER: &str = r#"
+import dagger
+from dagger import dag, field, function, object_type
+
+
+@object_type
+class Card:
+    """A greeting card"""
+
+    text: str = field()
+    length: int = field()
+
+
+@object_type
+class Greeter:
+    greeting: str = field(default="hello")
+
+    @function
+    def with_greeting(self, greeting: str) -> "Greeter":
+        """Changes the greeting"""
+        self.greeting = greeting
+        return self
+
+    @function
+    def greet(self, name: str) -> str:
+        return f"{self.greeting}, {name}!"
+
+    @function
+    def card(self, name: str) -> Card:
+        text = self.greet(name)
+        return Card(text=text, length=len(text))
+
+    @function
+    async def shout(self, name: str) -> str:
+        """Greets loudly, from a container"""
+        return await (
+            dag.container()
+            .from_(IMAGE)
+            .with_exec(["sh", "-c", f"echo {self.greeting} {name} | tr a-z A-Z"])
+            .stdout()
+        )
+"#;
+
+const APP: &str = r#"
+import dagger
+from dagger import dag, function, object_type
+
+
+@object_type
+class App:
+    @function
+    async def relay(self, name: str) -> str:
+        """Asks the greeter module to shout"""
+        return await dag.greeter().with_greeting("yo").shout(name)
+
+    @function
+    async def card_text(self, name: str) -> str:
+        return await dag.greeter().card(name).text()
+"#;
+
+#[test]
+fn objects_chains_and_dependencies() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    let greeter = module(
+        &engine,
+        tmp.path(),
+        "greeter",
+        &format!("IMAGE = {image:?}\n{GREETER}"),
+    );
+
+    // An object's state through chained calls, constructor arguments, fields.
+    assert_eq!(
+        ok(&engine, &greeter, &["call", "greet", "--name", "bob"]),
+        "hello, bob!\n"
+    );
+    assert_eq!(
+        ok(
+            &engine,
+            &greeter,
+            &[
+                "call",
+                "with-greeting",
+                "--greeting",
+                "hey",
+                "greet",
+                "--name",
+                "bob"
+            ]
+        ),
+        "hey, bob!\n"
+    );
+    assert_eq!(
+        ok(
+            &engine,
+            &greeter,
+            &["call", "--greeting", "hi", "greet", "--name", "x"]
+        ),
+        "hi, x!\n"
+    );
+    assert_eq!(
+        ok(
+            &engine,
+            &greeter,
+            &["call", "card", "--name", "al", "length"]
+        ),
+        "10\n"
+    );
+    let card = ok(&engine, &greeter, &["call", "card", "--name", "al"]);
+    assert!(
+        card.contains("text: hello, al!") && card.contains("length: 10"),
+        "{card}"
+    );
+    let functions = ok(&engine, &greeter, &["functions", "card"]);
+    assert!(
+        functions.contains("text") && functions.contains("length"),
+        "{functions}"
+    );
+
+    // A module depending on it: CLI -> app -> greeter -> exec.
+    let app = module(&engine, tmp.path(), "app", APP);
+    ok(&engine, &app, &["install", "../greeter"]);
+    let config = std::fs::read_to_string(app.join("dagger.json")).expect("dagger.json");
+    assert!(config.contains("\"source\": \"../greeter\""), "{config}");
+    assert_eq!(
+        ok(&engine, &app, &["call", "relay", "--name", "bob"]),
+        "YO BOB\n"
+    );
+    assert_eq!(
+        ok(&engine, &app, &["call", "card-text", "--name", "al"]),
+        "hello, al!\n"
+    );
+    // The app's client sees its own module only; the dependency is the app's business.
+    let functions = ok(&engine, &app, &["functions"]);
+    assert!(
+        functions.contains("relay") && !functions.contains("greet "),
+        "{functions}"
+    );
+
+    // A cycle between modules is refused.
+    ok(&engine, &greeter, &["install", "../app"]);
+    let err = fails(&engine, &app, &["call", "relay", "--name", "x"]);
+    assert!(err.contains("dependency cycle"), "{err}");
+}

@@ -351,6 +351,7 @@ fn initialize_module<'a>(
                     context_id: &context_id,
                     source_subpath: &subpath,
                     config_file: config_text.as_deref(),
+                    dependencies: &dependencies,
                 },
                 &s.modules.settings,
             )

@@ -16,6 +16,7 @@
 //!   ([`Modules::schema_for`]), so other clients keep their own view.
 
 pub mod call;
+pub mod codegen_python;
 pub mod runtime;
 pub mod source;
 pub mod typedef;

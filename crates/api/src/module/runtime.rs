@@ -23,6 +23,8 @@ pub struct RuntimeSource<'a> {
     /// Files of the module's source directory, read before the build: the runtime's own
     /// configuration (`pyproject.toml`).
     pub config_file: Option<&'a str>,
+    /// The module's dependencies (initialized): the runtime generates their bindings.
+    pub dependencies: &'a [std::sync::Arc<super::Module>],
 }
 
 /// Why a runtime cannot build a module.
@@ -174,6 +176,27 @@ impl ModuleRuntime for PythonRuntime {
             r#"withEnvVariable(name: "PATH", value: "/opt/venv/bin:${PATH}", expand: true)"#
                 .to_owned(),
         );
+        if !source.dependencies.is_empty() {
+            // The dependencies' bindings, imported at interpreter start by a .pth file of the
+            // virtualenv: `dag.<dependency>()` works in the module's code as in Dagger's.
+            let code = super::codegen_python::bindings(source.dependencies);
+            step(
+                &mut q,
+                format!(
+                    "withNewFile(path: {}, contents: {})",
+                    lit(&format!("/opt/dagr/{}.py", super::codegen_python::MODULE)),
+                    lit(&code)
+                ),
+            );
+            let pth = format!(
+                "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], '{m}.pth').write_text('/opt/dagr\\nimport {m}\\n')",
+                m = super::codegen_python::MODULE
+            );
+            step(
+                &mut q,
+                format!("withExec(args: [\"python\", \"-c\", {}])", lit(&pth)),
+            );
+        }
         step(
             &mut q,
             r#"withDirectory(path: "/src", directory: $context)"#.to_owned(),
@@ -233,6 +256,7 @@ mod tests {
             context_id: "x",
             source_subpath: ".",
             config_file: Some("[tool.dagger]\nbase-image = \"127.0.0.1:5000/py:3\"\n"),
+            dependencies: &[],
         };
         let q = PythonRuntime.container_query(&source, &settings).unwrap();
         assert!(q.contains(r#"from(address: "127.0.0.1:5000/py:3")"#), "{q}");

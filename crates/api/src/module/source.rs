@@ -90,18 +90,27 @@ pub enum ConfigError {
 impl ModuleConfig {
     /// Parses and checks `dagger.json` (`path` names it in errors).
     pub fn parse(path: &str, text: &str) -> Result<ModuleConfig, ConfigError> {
-        let config: ModuleConfig =
-            serde_json::from_str(text).map_err(|source| ConfigError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
-        if config.name.is_empty() {
+        let config = ModuleConfig::from_json(path, text)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Parses `dagger.json` without checking what overrides may still set.
+    fn from_json(path: &str, text: &str) -> Result<ModuleConfig, ConfigError> {
+        serde_json::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// A name and a supported SDK.
+    fn check(&self, path: &str) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
             return Err(ConfigError::MissingName {
                 path: path.to_owned(),
             });
         }
-        config.check_sdk(path)?;
-        Ok(config)
+        self.check_sdk(path)
     }
 
     fn check_sdk(&self, path: &str) -> Result<(), ConfigError> {
@@ -251,7 +260,7 @@ impl ModuleSource {
         } else {
             format!("{}/{source}", self.host_path.trim_end_matches('/'))
         };
-        ModuleSource::local(source, self.owner.clone(), &path)
+        ModuleSource::local(source, self.owner.clone(), &normalize(&path))
     }
 
     /// Its dependencies: the overrides, else those of its configuration.
@@ -277,6 +286,29 @@ impl ModuleSource {
                 Ok(ModuleDependency { name, source })
             })
             .collect()
+    }
+}
+
+/// `path` with `.` and `..` components resolved lexically (a module's dependencies are found by
+/// path: a cycle must meet the same path again).
+pub(crate) fn normalize(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            ".." if absolute => {}
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
     }
 }
 
@@ -498,7 +530,10 @@ pub(crate) fn query_module_source() -> Field {
                     "module {ref_string}: git module sources are not supported yet; use a local path"
                 )));
             }
-            Ok(obj("ModuleSource", ModuleSource::local(&ref_string, owner, &ref_string)?))
+            Ok(obj(
+                "ModuleSource",
+                ModuleSource::local(&ref_string, owner, &normalize(&ref_string))?,
+            ))
         })
 }
 
@@ -641,5 +676,48 @@ pub(crate) fn single_leaf(response: &dagr_gql::Response, what: &str) -> Result<S
         _ => Err(FieldError::new(format!(
             "{what}: the engine answered no ID"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_lexically() {
+        assert_eq!(normalize("/a/b/../c/./d"), "/a/c/d");
+        assert_eq!(normalize("/a/../../b"), "/b");
+        assert_eq!(normalize("a/../../b"), "../b");
+        assert_eq!(normalize("./"), ".");
+        assert_eq!(normalize("/tmp/x/app/../greeter/../app"), "/tmp/x/app");
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_field() {
+        let err = ModuleConfig::parse("m/dagger.json", r#"{"name":"m","sdk":"python","colour":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m/dagger.json") && err.contains("unknown field `colour`"),
+            "{err}"
+        );
+        let err = ModuleConfig::parse("m/dagger.json", r#"{"name":"m"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field \"sdk\" is missing"), "{err}");
+        let err = ModuleConfig::parse("m/dagger.json", r#"{"name":"m","sdk":"cobol"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"cobol\" is not supported (dagr supports: python)"),
+            "{err}"
+        );
+        let ok = ModuleConfig::parse(
+            "m/dagger.json",
+            r#"{"name":"m","sdk":"python","dependencies":[{"name":"d","source":"../d"},"../e"]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.dependencies[0].source(), "../d");
+        assert_eq!(ok.dependencies[1].source(), "../e");
     }
 }
