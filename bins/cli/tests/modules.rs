@@ -461,3 +461,129 @@ fn objects_chains_and_dependencies() {
     let err = fails(&engine, &app, &["call", "relay", "--name", "x"]);
     assert!(err.contains("dependency cycle"), "{err}");
 }
+
+#[test]
+fn bad_modules_get_clear_errors() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let write = |name: &str, config: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("dagger.json"), config).expect("dagger.json");
+        dir
+    };
+    let dir = write(
+        "colour",
+        r#"{"name": "colour", "sdk": "python", "colour": "red"}"#,
+    );
+    let err = fails(&engine, &dir, &["functions"]);
+    assert!(
+        err.contains("dagger.json") && err.contains("unknown field `colour`"),
+        "{err}"
+    );
+    let dir = write("nosdk", r#"{"name": "nosdk"}"#);
+    let err = fails(&engine, &dir, &["call", "x"]);
+    assert!(
+        err.contains("dagger.json: field \"sdk\" is missing"),
+        "{err}"
+    );
+    let dir = write("cobol", r#"{"name": "cobol", "sdk": "cobol"}"#);
+    let err = fails(&engine, &dir, &["functions"]);
+    assert!(
+        err.contains("\"cobol\" is not supported (dagr supports: python)"),
+        "{err}"
+    );
+    let err = fails(
+        &engine,
+        tmp.path(),
+        &["init", "--sdk=cobol", "--name", "c", "newmod"],
+    );
+    assert!(err.contains("\"cobol\" is not supported"), "{err}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let err = fails(&engine, &empty, &["call", "-m", ".", "x"]);
+    assert!(err.contains("no dagger.json there"), "{err}");
+
+    // A module whose code fails to load: the registration's traceback reaches the user.
+    let broken = module(
+        &engine,
+        tmp.path(),
+        "broken",
+        "import dagger\nraise RuntimeError(\"broken at import\")\n",
+    );
+    let err = fails(&engine, &broken, &["functions"]);
+    assert!(err.contains("registering module broken"), "{err}");
+    assert!(
+        err.contains("broken at import") && err.contains("Traceback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn clients_of_one_session_see_their_own_modules() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    let hello = module(
+        &engine,
+        tmp.path(),
+        "hello",
+        &format!("IMAGE = {image:?}\n{HELLO}"),
+    );
+    let greeter = module(
+        &engine,
+        tmp.path(),
+        "greeter",
+        &format!("IMAGE = {image:?}\n{GREETER}"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let a = dagr_testkit::gql::connect(&engine, false).await;
+        let mut options = dagr_testkit::connect_options(&engine.host(), tmp.path());
+        options.session_id = Some(a.metadata().session_id.clone());
+        let b = dagr_client::connect(options).await.expect("second client");
+        assert_eq!(a.metadata().session_id, b.metadata().session_id);
+        assert_ne!(a.metadata().client_id, b.metadata().client_id);
+        let serve = |dir: &Path| {
+            format!(
+                "{{ moduleSource(refString: {}) {{ asModule {{ initialize {{ serve }} }} }} }}",
+                json!(dir.display().to_string())
+            )
+        };
+        dagr_testkit::gql::query(&a, serve(&hello))
+            .await
+            .expect("a serves hello");
+        dagr_testkit::gql::query(&b, serve(&greeter))
+            .await
+            .expect("b serves greeter");
+        let entry_points = |data: serde_json::Value| -> Vec<String> {
+            data["__type"]["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .filter_map(|f| f["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let query_fields = r#"{ __type(name: "Query") { fields { name } } }"#.to_owned();
+        let of_a = entry_points(
+            dagr_testkit::gql::query(&a, query_fields.clone())
+                .await
+                .expect("a"),
+        );
+        let of_b = entry_points(dagr_testkit::gql::query(&b, query_fields).await.expect("b"));
+        assert!(of_a.contains(&"hello".to_owned()) && !of_a.contains(&"greeter".to_owned()));
+        assert!(of_b.contains(&"greeter".to_owned()) && !of_b.contains(&"hello".to_owned()));
+        let answer = dagr_testkit::gql::query(&a, r#"{ hello { hello(name: "a") } }"#.into())
+            .await
+            .expect("a calls hello");
+        assert_eq!(answer["hello"]["hello"], "hello, a!");
+        let err = dagr_testkit::gql::query(&b, r#"{ hello { hello } }"#.into())
+            .await
+            .expect_err("b has no hello");
+        assert!(err.contains("hello"), "{err}");
+        b.close().await.expect("close b");
+        a.close().await.expect("close a");
+    });
+}
