@@ -147,7 +147,7 @@ fn cold_phases(engine: &EngineProcess, dir: &Path) -> Vec<(f64, String)> {
         })
         .collect();
     steps.sort_by(|a, b| b.0.total_cmp(&a.0));
-    steps.truncate(6);
+    steps.retain(|(secs, _)| *secs >= 0.1);
     steps
 }
 

@@ -186,26 +186,29 @@ impl ModuleRuntime for PythonRuntime {
             r#"withEnvVariable(name: "PATH", value: "/opt/venv/bin:${PATH}", expand: true)"#
                 .to_owned(),
         );
-        // The dependencies first, from pyproject.toml alone: a change of the module's code
-        // (the common case) reuses them and only re-links the package.
-        let pyproject = crate::state::join(source.source_subpath, "pyproject.toml")
-            .trim_start_matches('/')
-            .to_owned();
-        step(
-            &mut q,
-            format!(
-                "withDirectory(path: \"/src\", directory: $context, include: [{}])",
-                lit(&pyproject)
-            ),
-        );
-        step(&mut q, format!("withWorkdir(path: {})", lit(&workdir)));
-        step(
-            &mut q,
-            format!(
-                "withExec(args: [\"python\", \"-c\", {}])",
-                lit(INSTALL_DEPENDENCIES)
-            ),
-        );
+        // The dependencies first, from pyproject.toml alone (written from its contents, so
+        // that the step is keyed by them): a change of the module's code, the common case,
+        // reuses them and only links the package again.
+        if let Some(pyproject) = source.config_file {
+            step(
+                &mut q,
+                format!(
+                    "withNewFile(path: {}, contents: {})",
+                    lit(&crate::state::join(&workdir, "pyproject.toml")),
+                    lit(pyproject)
+                ),
+            );
+            step(&mut q, format!("withWorkdir(path: {})", lit(&workdir)));
+            step(
+                &mut q,
+                format!(
+                    "withExec(args: [\"python\", \"-c\", {}])",
+                    lit(INSTALL_DEPENDENCIES)
+                ),
+            );
+        } else {
+            step(&mut q, format!("withWorkdir(path: {})", lit(&workdir)));
+        }
         step(
             &mut q,
             r#"withDirectory(path: "/src", directory: $context)"#.to_owned(),
