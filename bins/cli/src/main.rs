@@ -434,11 +434,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dependency,
         } => {
             let workdir = workdir(&cli)?;
-            module::install(
-                &workdir.join(module.as_deref().unwrap_or(".")),
-                &workdir.join(dependency),
-                name.as_deref(),
-            )
+            let dir = workdir.join(module.as_deref().unwrap_or("."));
+            let dependency = workdir.join(dependency);
+            with_client(&cli, async |client| {
+                module::install(client, &dir, &dependency, name.as_deref()).await
+            })
+            .await
         }
         Command::Prune { older_than } => cache_prune(&cli, *older_than).await,
         Command::Terminal {

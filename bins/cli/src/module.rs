@@ -825,12 +825,34 @@ pub async fn init(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `dagr install PATH`: adds the module at PATH to the dependencies in `dagger.json`.
-pub fn install(
+/// `dagr install PATH`: adds the module at PATH to the dependencies in `dagger.json`, then
+/// generates the module's code for it (as `dagr develop`); `dagger.json` is left as it was when
+/// that fails (a dependency cycle, a dependency that does not load).
+pub async fn install(
+    client: &dagr_client::Client,
     module_dir: &Path,
     dependency: &Path,
     name: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    let config_path = module_dir.join(CONFIG_FILE);
+    let before = std::fs::read(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    add_dependency(module_dir, dependency, name)?;
+    match init(client, module_dir, None, None, None).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            std::fs::write(&config_path, before)
+                .with_context(|| format!("restoring {}", config_path.display()))?;
+            Err(e.context(format!(
+                "installing {} (dagger.json left unchanged)",
+                dependency.display()
+            )))
+        }
+    }
+}
+
+/// Adds the module at `dependency` to the dependencies in `module_dir/dagger.json`.
+fn add_dependency(module_dir: &Path, dependency: &Path, name: Option<&str>) -> anyhow::Result<()> {
     let config_path = module_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
@@ -871,7 +893,7 @@ pub fn install(
         "installed {dep_name} ({source}) in {}",
         config_path.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `to` relative to `from` (both absolute).

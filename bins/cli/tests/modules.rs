@@ -441,6 +441,13 @@ fn objects_chains_and_dependencies() {
     ok(&engine, &app, &["install", "../greeter"]);
     let config = std::fs::read_to_string(app.join("dagger.json")).expect("dagger.json");
     assert!(config.contains("\"source\": \"../greeter\""), "{config}");
+    // The dependency's client code, for editors (the runtime generates the same).
+    let bindings = std::fs::read_to_string(app.join("sdk/dagr_deps.py")).expect("sdk/dagr_deps.py");
+    assert!(bindings.contains("class Greeter(Type):"), "{bindings}");
+    assert!(
+        bindings.contains("async def greet(self, name):"),
+        "{bindings}"
+    );
     assert_eq!(
         ok(&engine, &app, &["call", "relay", "--name", "bob"]),
         "YO BOB\n"
@@ -456,8 +463,22 @@ fn objects_chains_and_dependencies() {
         "{functions}"
     );
 
-    // A cycle between modules is refused.
-    ok(&engine, &greeter, &["install", "../app"]);
+    // A cycle between modules is refused, by install and, with a hand-edited dagger.json, by
+    // calls.
+    let before = std::fs::read_to_string(greeter.join("dagger.json")).expect("dagger.json");
+    let err = fails(&engine, &greeter, &["install", "../app"]);
+    assert!(
+        err.contains("dependency cycle") && err.contains("left unchanged"),
+        "{err}"
+    );
+    let after = std::fs::read_to_string(greeter.join("dagger.json")).expect("dagger.json");
+    assert_eq!(after, before);
+    let cyclic = before.replace(
+        "\"sdk\": \"python\"",
+        "\"sdk\": \"python\",\n  \"dependencies\": [{\"name\": \"app\", \"source\": \"../app\"}]",
+    );
+    assert_ne!(cyclic, before);
+    std::fs::write(greeter.join("dagger.json"), cyclic).expect("dagger.json");
     let err = fails(&engine, &app, &["call", "relay", "--name", "x"]);
     assert!(err.contains("dependency cycle"), "{err}");
 }

@@ -273,6 +273,38 @@ pub(crate) async fn initialize(ctx: &ResolveCtx) -> Result<Value, FieldError> {
     Ok(obj("Module", (*module).clone()))
 }
 
+/// Initializes the dependencies of the module `name` (whose source is `src`); `stack` holds the
+/// host paths of the modules being initialized, to find cycles.
+pub(crate) async fn initialize_dependencies(
+    ctx: &ResolveCtx,
+    name: &str,
+    src: &ModuleSource,
+    stack: &[String],
+) -> Result<Vec<Arc<Module>>, FieldError> {
+    let mut dependencies = Vec::new();
+    for dep in src.dependencies(ctx).await? {
+        let what = format!("dependency {} of module {name}", dep.source.ref_string);
+        let config = dep.source.config(ctx).await?.ok_or_else(|| {
+            FieldError::new(format!(
+                "{what}: {}/dagger.json: no such file",
+                dep.source.host_path
+            ))
+        })?;
+        let dep_module = Module {
+            name: config.name,
+            sdk: config.sdk.unwrap_or_default(),
+            source: Some(dep.source.clone()),
+            ..Default::default()
+        };
+        let dep_id = dep_module_id(&dep.source);
+        let initialized = initialize_module(ctx, dep_module, dep_id, stack.to_vec())
+            .await
+            .map_err(|e| prefixed(e, &what))?;
+        dependencies.push(initialized);
+    }
+    Ok(dependencies)
+}
+
 fn initialize_module<'a>(
     ctx: &'a ResolveCtx,
     m: Module,
@@ -300,40 +332,7 @@ fn initialize_module<'a>(
             .ok_or_else(|| FieldError::new(format!("sdk {:?} is not supported", m.sdk)))?;
 
         // Dependencies first: their schemas are part of this module's view.
-        let mut dependencies = Vec::new();
-        for dep in src.dependencies(ctx).await? {
-            let dep_module = Module {
-                name: dep
-                    .source
-                    .config(ctx)
-                    .await?
-                    .map(|c| c.name)
-                    .ok_or_else(|| {
-                        FieldError::new(format!(
-                            "dependency {} of module {}: {}/dagger.json: no such file",
-                            dep.source.ref_string, m.name, dep.source.host_path
-                        ))
-                    })?,
-                sdk: dep
-                    .source
-                    .config(ctx)
-                    .await?
-                    .and_then(|c| c.sdk)
-                    .unwrap_or_default(),
-                source: Some(dep.source.clone()),
-                ..Default::default()
-            };
-            let dep_id = dep_module_id(&dep.source);
-            let initialized = initialize_module(ctx, dep_module, dep_id, stack.clone())
-                .await
-                .map_err(|e| {
-                    prefixed(
-                        e,
-                        &format!("dependency {} of module {}", dep.source.ref_string, m.name),
-                    )
-                })?;
-            dependencies.push(initialized);
-        }
+        let dependencies = initialize_dependencies(ctx, &m.name, &src, &stack).await?;
 
         // The runtime container.
         let subpath = config.source.clone().unwrap_or_else(|| ".".into());

@@ -51,6 +51,13 @@ pub trait ModuleRuntime: Send + Sync {
     ) -> Result<String, RuntimeError>;
     /// Files of a new module (path, contents), written where missing.
     fn template(&self, module_name: &str) -> Vec<(String, String)>;
+    /// The client code generated for the module's dependencies (path in the module's source
+    /// directory, contents), which `init`, `develop` and `install` write for editors; the
+    /// runtime container gets the same code.
+    fn generated_code(
+        &self,
+        dependencies: &[std::sync::Arc<super::Module>],
+    ) -> Option<(String, String)>;
 }
 
 /// The runtime of the SDK named `sdk`, or `None` for an SDK dagr has no runtime for.
@@ -253,6 +260,19 @@ impl ModuleRuntime for PythonRuntime {
         }
         q.push_str(" }");
         Ok(q)
+    }
+
+    fn generated_code(
+        &self,
+        dependencies: &[std::sync::Arc<super::Module>],
+    ) -> Option<(String, String)> {
+        if dependencies.is_empty() {
+            return None;
+        }
+        Some((
+            format!("sdk/{}.py", super::codegen_python::MODULE),
+            super::codegen_python::bindings(dependencies),
+        ))
     }
 
     fn template(&self, module_name: &str) -> Vec<(String, String)> {

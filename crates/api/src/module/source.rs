@@ -631,6 +631,15 @@ pub(crate) async fn generated_context(ctx: &ResolveCtx, diff: bool) -> Result<Va
             files.push((path, contents));
         }
     }
+    // The client code of the dependencies (what the runtime generates too), for editors.
+    let stack = vec![src.host_path.clone()];
+    let deps = super::call::initialize_dependencies(ctx, &config.name, src, &stack).await?;
+    if let Some((path, code)) = runtime.generated_code(&deps) {
+        let path = crate::state::join(&subpath, &path)
+            .trim_start_matches('/')
+            .to_owned();
+        files.push((path, code));
+    }
     let base = if diff {
         "directory".to_owned()
     } else {
