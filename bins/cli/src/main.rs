@@ -133,7 +133,8 @@ enum Command {
     /// functions, `dagr call FUNCTION --help` a function's arguments.
     #[command(disable_help_flag = true)]
     Call {
-        /// The module's directory.
+        /// The module: a directory, or a git reference (`github.com/owner/repo/sub@v1`,
+        /// `git://host/repo.git/sub@main`).
         #[arg(short = 'm', long = "mod", value_name = "MODULE")]
         module: Option<String>,
         /// Export a Container, Directory or File result to this host path.
@@ -182,8 +183,8 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
-    /// Add the module at PATH to this module's dependencies (its functions become callable
-    /// from this module's code).
+    /// Add the module at PATH (or a git reference) to this module's dependencies: its functions
+    /// become callable from this module's code (dag.<name>() in Python).
     Install {
         /// The module's directory.
         #[arg(short = 'm', long = "mod", value_name = "MODULE")]
@@ -191,8 +192,10 @@ enum Command {
         /// The dependency's name (default: its own).
         #[arg(long)]
         name: Option<String>,
-        #[arg(value_name = "PATH")]
-        dependency: PathBuf,
+        /// A module directory, or a git reference (`github.com/owner/repo/sub@v1`,
+        /// `https://host/repo.git/sub@main`).
+        #[arg(value_name = "PATH|GIT")]
+        dependency: String,
     },
     /// Open a session, print `{"port":N,"session_token":"..."}` once ready, serve it until stdin is
     /// closed or SIGTERM/SIGINT arrives (how SDKs start the CLI).
@@ -435,9 +438,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let workdir = workdir(&cli)?;
             let dir = workdir.join(module.as_deref().unwrap_or("."));
-            let dependency = workdir.join(dependency);
             with_client(&cli, async |client| {
-                module::install(client, &dir, &dependency, name.as_deref()).await
+                module::install(client, &dir, dependency, &workdir, name.as_deref()).await
             })
             .await
         }

@@ -8,7 +8,7 @@
 //! line first (host paths, `env:`/`file:`/`cmd:` secrets, image addresses, `tcp://` addresses).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -194,8 +194,25 @@ fn data_of(response: Json) -> anyhow::Result<Json> {
 }
 
 /// The module directory: `-m`, else the nearest directory with a `dagger.json` from here up.
-fn find_module(module: Option<&str>, workdir: &Path) -> anyhow::Result<PathBuf> {
+/// A module reference that is not a path of this machine: a git reference such as
+/// `github.com/owner/repo/sub@v1` or `git://host/repo.git@main` (the engine tells them apart
+/// the same way).
+fn is_git_ref(reference: &str) -> bool {
+    let first = reference.split('/').next().unwrap_or_default();
+    reference.contains("://")
+        || reference
+            .rsplit_once('@')
+            .is_some_and(|(_, v)| !v.contains('/') && !v.contains(':'))
+        || (first.contains('.') && first != "." && first != ".." && !Path::new(reference).exists())
+}
+
+/// The module to load: `-m` (a directory, or a git reference), else the nearest directory with
+/// a `dagger.json` from here up. Answers what `moduleSource` takes.
+fn find_module(module: Option<&str>, workdir: &Path) -> anyhow::Result<String> {
     if let Some(m) = module {
+        if is_git_ref(m) {
+            return Ok(m.to_owned());
+        }
         let dir = workdir.join(m);
         if !dir.join(CONFIG_FILE).is_file() {
             bail!(
@@ -203,12 +220,12 @@ fn find_module(module: Option<&str>, workdir: &Path) -> anyhow::Result<PathBuf> 
                 dir.display()
             );
         }
-        return Ok(dir);
+        return Ok(dir.display().to_string());
     }
     let mut dir = workdir.to_path_buf();
     loop {
         if dir.join(CONFIG_FILE).is_file() {
-            return Ok(dir);
+            return Ok(dir.display().to_string());
         }
         if !dir.pop() {
             bail!(
@@ -220,11 +237,11 @@ fn find_module(module: Option<&str>, workdir: &Path) -> anyhow::Result<PathBuf> 
 }
 
 /// Loads the module into the client's session; answers its name.
-async fn serve_module(client: &dagr_client::Client, dir: &Path) -> anyhow::Result<String> {
+async fn serve_module(client: &dagr_client::Client, reference: &str) -> anyhow::Result<String> {
     let q = "query($ref: String!) { moduleSource(refString: $ref) { asModule { initialize { name serve } } } }";
     let data = data_of(
         client
-            .query(json!({ "query": q, "variables": { "ref": dir.display().to_string() } }))
+            .query(json!({ "query": q, "variables": { "ref": reference } }))
             .await
             .context("loading the module")?,
     )
@@ -831,46 +848,70 @@ pub async fn init(
 pub async fn install(
     client: &dagr_client::Client,
     module_dir: &Path,
-    dependency: &Path,
+    dependency: &str,
+    workdir: &Path,
     name: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let config_path = module_dir.join(CONFIG_FILE);
     let before = std::fs::read(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    add_dependency(module_dir, dependency, name)?;
+    add_dependency(client, module_dir, dependency, workdir, name).await?;
     match init(client, module_dir, None, None, None).await {
         Ok(code) => Ok(code),
         Err(e) => {
             std::fs::write(&config_path, before)
                 .with_context(|| format!("restoring {}", config_path.display()))?;
             Err(e.context(format!(
-                "installing {} (dagger.json left unchanged)",
-                dependency.display()
+                "installing {dependency} (dagger.json left unchanged)"
             )))
         }
     }
 }
 
-/// Adds the module at `dependency` to the dependencies in `module_dir/dagger.json`.
-fn add_dependency(module_dir: &Path, dependency: &Path, name: Option<&str>) -> anyhow::Result<()> {
+/// Adds the module `dependency` (a directory, or a git reference) to the dependencies in
+/// `module_dir/dagger.json`, under its own name unless `name` is given.
+async fn add_dependency(
+    client: &dagr_client::Client,
+    module_dir: &Path,
+    dependency: &str,
+    workdir: &Path,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
     let config_path = module_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
     let mut config: Json =
         serde_json::from_str(&text).with_context(|| format!("{}", config_path.display()))?;
-    let dep_abs =
-        std::path::absolute(dependency).with_context(|| format!("{}", dependency.display()))?;
-    let dep_config = dep_abs.join(CONFIG_FILE);
-    let dep_text = std::fs::read_to_string(&dep_config)
-        .with_context(|| format!("{}: not a module (no {CONFIG_FILE})", dependency.display()))?;
-    let dep: Json =
-        serde_json::from_str(&dep_text).with_context(|| format!("{}", dep_config.display()))?;
-    let dep_name = name
-        .map(str::to_owned)
-        .or_else(|| dep["name"].as_str().map(str::to_owned))
-        .with_context(|| format!("{}: field \"name\" is missing", dep_config.display()))?;
-    let module_abs = std::path::absolute(module_dir)?;
-    let source = relative(&module_abs, &dep_abs);
+    let (reference, source) = if is_git_ref(dependency) {
+        (dependency.to_owned(), dependency.to_owned())
+    } else {
+        let dep_abs =
+            std::path::absolute(workdir.join(dependency)).with_context(|| dependency.to_owned())?;
+        if !dep_abs.join(CONFIG_FILE).is_file() {
+            bail!("{dependency}: not a module (no {CONFIG_FILE})");
+        }
+        let module_abs = std::path::absolute(module_dir)?;
+        (
+            dep_abs.display().to_string(),
+            relative(&module_abs, &dep_abs),
+        )
+    };
+    let dep_name = match name {
+        Some(n) => n.to_owned(),
+        None => {
+            let q = "query($ref: String!) { moduleSource(refString: $ref) { moduleName } }";
+            let data = data_of(
+                client
+                    .query(json!({ "query": q, "variables": { "ref": reference } }))
+                    .await?,
+            )
+            .with_context(|| format!("reading the module {dependency}"))?;
+            data["moduleSource"]["moduleName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
     let deps = config
         .as_object_mut()
         .with_context(|| format!("{}: not a JSON object", config_path.display()))?

@@ -608,3 +608,97 @@ fn clients_of_one_session_see_their_own_modules() {
         a.close().await.expect("close a");
     });
 }
+
+#[test]
+fn git_modules_are_called_and_depended_on() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    // A greeter module, made with init, then pushed into a repository under `mods/greeter`
+    // next to a module it depends on inside the same repository (`../util`).
+    let greeter = module(
+        &engine,
+        tmp.path(),
+        "greeter",
+        &format!("IMAGE = {image:?}\n{GREETER}"),
+    );
+    let util = module(
+        &engine,
+        tmp.path(),
+        "util",
+        "from dagger import function, object_type\n\n\n@object_type\nclass Util:\n    @function\n    def upper(self, s: str) -> str:\n        return s.upper()\n",
+    );
+    let server = dagr_testkit::git::GitServer::start(None);
+    server.create("mods.git");
+    let mut files = Vec::new();
+    for (dir, prefix) in [(&greeter, "mods/greeter"), (&util, "mods/util")] {
+        for entry in ["dagger.json", "pyproject.toml", "src/main/__init__.py"] {
+            let text = std::fs::read_to_string(dir.join(entry)).expect("module file");
+            files.push((format!("{prefix}/{entry}"), text));
+        }
+    }
+    // The greeter depends on util, by a path inside the repository.
+    for (path, text) in files.iter_mut() {
+        if path == "mods/greeter/dagger.json" {
+            *text = text.replace(
+                "\"sdk\": \"python\"",
+                "\"sdk\": \"python\",\n  \"dependencies\": [{\"name\": \"util\", \"source\": \"../util\"}]",
+            );
+        }
+        if path == "mods/greeter/src/main/__init__.py" {
+            text.push_str(
+                "\n    @function\n    async def loud(self, name: str) -> str:\n        return await dag.util().upper(self.greet(name))\n",
+            );
+        }
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    server.commit("mods.git", "main", &refs, "modules");
+    let url = format!("{}/mods/greeter", server.daemon_url("mods.git"));
+
+    // Called straight from the repository.
+    let at_main = format!("{url}@main");
+    assert_eq!(
+        ok(
+            &engine,
+            tmp.path(),
+            &["call", "-m", &at_main, "greet", "--name", "git"]
+        ),
+        "hello, git!\n"
+    );
+    assert_eq!(
+        ok(
+            &engine,
+            tmp.path(),
+            &["call", "-m", &at_main, "loud", "--name", "git"]
+        ),
+        "HELLO, GIT!\n"
+    );
+    let functions = ok(&engine, tmp.path(), &["functions", "-m", &at_main]);
+    assert!(
+        functions.contains("loud") && functions.contains("greet"),
+        "{functions}"
+    );
+
+    // A local module depending on the git module.
+    let app = module(&engine, tmp.path(), "app", APP);
+    ok(&engine, &app, &["install", "--name", "greeter", &at_main]);
+    let config = std::fs::read_to_string(app.join("dagger.json")).expect("dagger.json");
+    assert!(config.contains(&at_main), "{config}");
+    assert_eq!(
+        ok(&engine, &app, &["call", "card-text", "--name", "al"]),
+        "hello, al!\n"
+    );
+
+    // A version that does not exist is a clear error.
+    let err = fails(
+        &engine,
+        tmp.path(),
+        &["call", "-m", &format!("{url}@nope"), "greet"],
+    );
+    assert!(err.contains("nope"), "{err}");
+}

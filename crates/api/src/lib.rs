@@ -25,6 +25,8 @@
 //!   `container/`, the others in `directory`, `file` and `query`. `owner`, `permissions` and
 //!   `mode` arguments are parsed and checked in one place (`ownership`).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod args;
 mod container;
 mod directory;

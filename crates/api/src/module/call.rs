@@ -108,12 +108,12 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     .as_ref()
                     .ok_or_else(|| FieldError::new("the module has no source"))?;
                 let config = src.config(&ctx).await?;
-                let subpath = config.and_then(|c| c.source).unwrap_or_else(|| ".".into());
+                let subpath = src.source_subpath(config.as_ref());
                 Ok(obj(
                     "Directory",
                     Directory {
                         fs: src.context.fs.clone(),
-                        path: crate::state::join("/", &subpath),
+                        path: crate::state::join(&src.context.path, &subpath),
                     },
                 ))
             }),
@@ -287,7 +287,7 @@ pub(crate) async fn initialize_dependencies(
         let config = dep.source.config(ctx).await?.ok_or_else(|| {
             FieldError::new(format!(
                 "{what}: {}/dagger.json: no such file",
-                dep.source.host_path
+                dep.source.key()
             ))
         })?;
         let dep_module = Module {
@@ -317,14 +317,14 @@ fn initialize_module<'a>(
         let src = m.source.clone().ok_or_else(|| {
             FieldError::new(format!("module {} has no source to initialize", m.name))
         })?;
-        if stack.contains(&src.host_path) {
-            stack.push(src.host_path.clone());
+        if stack.contains(&src.key()) {
+            stack.push(src.key());
             return Err(FieldError::new(format!(
                 "dependency cycle between modules: {}",
                 stack.join(" -> ")
             )));
         }
-        stack.push(src.host_path.clone());
+        stack.push(src.key());
         let config = src.config(ctx).await?.ok_or_else(|| {
             FieldError::new(format!("{}/dagger.json: no such file", src.ref_string))
         })?;
@@ -335,7 +335,7 @@ fn initialize_module<'a>(
         let dependencies = initialize_dependencies(ctx, &m.name, &src, &stack).await?;
 
         // The runtime container.
-        let subpath = config.source.clone().unwrap_or_else(|| ".".into());
+        let subpath = src.source_subpath(Some(&config));
         let config_text = match runtime.config_file() {
             Some(file) => read_text(ctx, &src.context, &crate::state::join(&subpath, file)).await?,
             None => None,
@@ -464,11 +464,14 @@ fn dep_module_id(src: &ModuleSource) -> String {
             field: "moduleSource".into(),
             args: vec![(
                 "refString".into(),
-                dagr_gql::CallArg::Value(Json::String(src.host_path.clone())),
+                dagr_gql::CallArg::Value(Json::String(src.pinned_ref())),
             )],
             type_name: "ModuleSource".into(),
             nth: None,
-            scope: Some(src.owner.client_id.clone()),
+            scope: match &src.location {
+                super::source::Location::Local { owner, .. } => Some(owner.client_id.clone()),
+                _ => None,
+            },
         })
         .append(dagr_gql::Call {
             field: "asModule".into(),

@@ -362,22 +362,19 @@ fn directory_as_module() -> Field {
     Field::new("asModule", "Module!")
         .arg(Arg::new("sourceRootPath", "String").default("."))
         .resolve(|ctx| async move {
-            let caller = caller(&ctx)?;
             let dir = ctx.parent::<Directory>()?.clone();
             let root: Option<String> = ctx.arg("sourceRootPath")?;
             let root = root.unwrap_or_else(|| ".".into());
             let src = ModuleSource {
                 ref_string: root.clone(),
-                owner: caller.client.clone(),
-                host_path: root.clone(),
-                context: Directory {
-                    path: crate::state::join(&dir.path, &root),
-                    fs: dir.fs,
-                },
+                location: source::Location::Directory,
+                context: dir,
+                root: source::normalize(&root),
                 name: None,
                 sdk: None,
                 source_subpath: None,
                 dependencies: None,
+                views: None,
             };
             let config = src.config(&ctx).await?.ok_or_else(|| {
                 FieldError::new(format!("{root}/dagger.json: no such file in the directory"))
