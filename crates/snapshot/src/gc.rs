@@ -63,14 +63,24 @@ impl Snapshotter {
             let blobs = content.list()?;
             let mut records = inner.records()?;
             let mut snapshot_usage = BTreeMap::new();
+            let mut gone = Vec::new();
             for (key, r) in &records {
-                let usage =
-                    fsutil::disk_usage(&inner.fs_dir(r.id)).map_err(|source| GcError::Usage {
-                        key: key.clone(),
-                        source,
-                    })?;
-                snapshot_usage.insert(key.clone(), usage.size);
+                match fsutil::disk_usage(&inner.fs_dir(r.id)) {
+                    Ok(usage) => {
+                        snapshot_usage.insert(key.clone(), usage.size);
+                    }
+                    // Views and active snapshots come and go while this runs (they are not
+                    // under the gc lock): one removed since the records were read is skipped.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(key.clone()),
+                    Err(source) => {
+                        return Err(GcError::Usage {
+                            key: key.clone(),
+                            source,
+                        });
+                    }
+                }
             }
+            records.retain(|(key, _)| !gone.contains(key));
             let mut total: u64 =
                 blobs.iter().map(|b| b.size).sum::<u64>() + snapshot_usage.values().sum::<u64>();
             let mut report = GcReport::default();

@@ -96,6 +96,7 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
         // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
         let built = image::busybox_image(&out);
+        remove_stale_registries(&out);
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let data = out.join(format!("registry-{port}-{}", std::process::id()));
@@ -128,6 +129,27 @@ pub fn registry(target_tmp: &str) -> &'static RegistryFixture {
             python: OnceLock::new(),
         }
     })
+}
+
+/// Removes the data of registries (`registry-PORT-PID`) whose test process is gone: each test
+/// binary's registry lives as long as the binary, and its data would pile up otherwise.
+fn remove_stale_registries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("registry-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 impl RegistryFixture {
