@@ -171,6 +171,25 @@ class Hello:
     def nonce(self) -> str:
         import random
         return str(random.random())
+
+    @function
+    def stamp(self, dir: dagger.Directory) -> dagger.Directory:
+        """The directory with one more file"""
+        return dir.with_new_file("stamped", "by hello")
+
+    @function
+    async def run_in(self, ctr: dagger.Container) -> str:
+        return await ctr.with_exec(["echo", "ran in the given container"]).stdout()
+
+    @function
+    async def ask(self, svc: dagger.Service) -> str:
+        return await (
+            dag.container()
+            .from_(IMAGE)
+            .with_service_binding("srv", svc)
+            .with_exec(["sh", "-c", "echo ping | nc -w 5 srv 7901"])
+            .stdout()
+        )
 "#;
 
 #[test]
@@ -257,6 +276,51 @@ fn init_call_functions_and_arguments() {
     );
     let out = dagr_in(&engine, &dir, &["call", "echo", "--greeting", "x"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // A Container from an image address, a Directory result exported with -o.
+    assert_eq!(
+        ok(&engine, &dir, &["call", "run-in", "--ctr", &image]),
+        "ran in the given container\n"
+    );
+    ok(
+        &engine,
+        &dir,
+        &["call", "-o", "out", "stamp", "--dir", "data"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/stamped")).expect("exported"),
+        "by hello"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/a")).expect("exported"),
+        "a"
+    );
+    // A Service from tcp://HOST:PORT: a server on this machine, reached through the CLI.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            // One thread per connection: the service's health check connects too.
+            std::thread::spawn(move || {
+                use std::io::{BufRead as _, Write as _};
+                let mut line = String::new();
+                let mut reader = std::io::BufReader::new(&stream);
+                let _ = reader.read_line(&mut line);
+                let _ = (&stream).write_all(format!("pong to {}", line.trim()).as_bytes());
+            });
+        }
+    });
+    let svc = format!("tcp://127.0.0.1:{port}");
+    let code = HELLO.replace("nc -w 5 srv 7901", &format!("nc -w 5 srv {port}"));
+    std::fs::write(
+        dir.join("src/main/__init__.py"),
+        format!("IMAGE = {image:?}\n{code}"),
+    )
+    .expect("code");
+    assert_eq!(
+        ok(&engine, &dir, &["call", "ask", "--svc", &svc]),
+        "pong to ping\n"
+    );
 
     // dagr functions lists them, kebab-case, with their descriptions.
     let functions = ok(&engine, &dir, &["functions"]);

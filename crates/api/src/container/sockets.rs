@@ -7,9 +7,9 @@ use dagr_solver::Owner;
 use serde::Deserialize;
 
 use super::{abs, ok, parent};
+use crate::obj;
 use crate::ownership::owner_arg;
 use crate::state::{Socket, SocketMount};
-use crate::{caller, obj};
 
 #[derive(Deserialize)]
 struct UnixSocketArgs {
@@ -26,6 +26,7 @@ impl Args for UnixSocketArgs {
 pub(crate) fn host_unix_socket() -> Field {
     Field::new("unixSocket", "Socket!")
         .args::<UnixSocketArgs>()
+        .scoped(crate::query::host_scope)
         .resolve_sync(|ctx| {
             let UnixSocketArgs { path } = ctx.args_as()?;
             if path.is_empty() {
@@ -34,7 +35,9 @@ pub(crate) fn host_unix_socket() -> Field {
             Ok(obj(
                 "Socket",
                 Socket {
-                    client: caller(ctx)?.client.clone(),
+                    // The client whose socket it is, also when another client of the session
+                    // uses its ID.
+                    client: crate::query::host_owner(ctx)?,
                     path,
                 },
             ))

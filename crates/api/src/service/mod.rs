@@ -117,13 +117,13 @@ fn check_forwards(forwards: &[PortForward]) -> Result<(), FieldError> {
 
 /// The hostname of a service made by this call for this caller: another client's host (or
 /// the tunnel to another client's host) is another service.
-fn caller_hostname(ctx: &dagr_gql::ResolveCtx, caller: &crate::Caller) -> String {
+fn caller_hostname(ctx: &dagr_gql::ResolveCtx, client: &dagr_metadata::ClientRef) -> String {
     let chain = ctx.parent_chain().append(ctx.call().clone());
     let mut named = chain.canonical();
     named.push('\n');
-    named.push_str(&caller.client.session_id);
+    named.push_str(&client.session_id);
     named.push('\n');
-    named.push_str(&caller.client.client_id);
+    named.push_str(&client.client_id);
     hostname_of_text(&named)
 }
 
@@ -152,17 +152,20 @@ impl Args for HostServiceArgs {
 fn host_service() -> Field {
     Field::new("service", "Service!")
         .args::<HostServiceArgs>()
+        .scoped(crate::query::host_scope)
         .resolve_sync(|ctx| {
             let HostServiceArgs { host, ports } = ctx.args_as()?;
             if ports.is_empty() {
                 return Err(FieldError::new("Host.service needs at least one port"));
             }
             check_forwards(&ports)?;
-            let caller = caller(ctx)?;
+            // The client whose host it reaches: the one that made it, also when its ID is
+            // used by another client of the session (a module function).
+            let owner = crate::query::host_owner(ctx)?;
             Ok(obj(
                 "Service",
                 Service {
-                    hostname: caller_hostname(ctx, &caller),
+                    hostname: caller_hostname(ctx, &owner),
                     ports: ports
                         .iter()
                         .map(|f| Port {
@@ -173,7 +176,7 @@ fn host_service() -> Field {
                         })
                         .collect(),
                     kind: ServiceKind::Host {
-                        client: caller.client.clone(),
+                        client: owner,
                         host,
                         forwards: ports,
                     },
@@ -204,20 +207,21 @@ impl Args for HostTunnelArgs {
 fn host_tunnel() -> Field {
     Field::new("tunnel", "Service!")
         .args::<HostTunnelArgs>()
+        .scoped(crate::query::host_scope)
         .resolve_sync(|ctx| {
             let HostTunnelArgs { native, ports } = ctx.args_as()?;
             check_forwards(&ports)?;
             let upstream = ctx.loaded::<Service>("service")?;
-            let caller = caller(ctx)?;
-            services(ctx)?.running.define(&caller.session_id, &upstream);
+            let owner = crate::query::host_owner(ctx)?;
+            services(ctx)?.running.define(&owner.session_id, &upstream);
             Ok(obj(
                 "Service",
                 Service {
-                    hostname: caller_hostname(ctx, &caller),
+                    hostname: caller_hostname(ctx, &owner),
                     ports: Vec::new(),
                     kind: ServiceKind::Tunnel {
                         upstream: Arc::new(upstream.as_ref().clone()),
-                        client: caller.client.clone(),
+                        client: owner,
                         forwards: ports,
                         native,
                     },
