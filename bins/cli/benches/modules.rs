@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use dagr_testkit::EngineProcess;
 use dagr_testkit::h2c::median;
-use serde_json::json;
 
 const CODE: &str = r#"
 from dagger import function, object_type
@@ -62,40 +61,6 @@ fn timed(engine: &EngineProcess, dir: &Path, args: &[&str], stdin: &str) -> Dura
         String::from_utf8_lossy(&out.stderr)
     );
     took
-}
-
-/// The base image with the wheelhouse (as the tests make it).
-fn base_image(engine: &EngineProcess, rt: &tokio::runtime::Runtime) -> String {
-    let tmp = env!("CARGO_TARGET_TMPDIR");
-    let registry = dagr_testkit::registry(tmp);
-    let python = dagr_testkit::pyimage::python_image(tmp, registry);
-    let wheels = dagr_testkit::pyimage::wheelhouse(tmp);
-    let target = format!("{}/python:3.11-wheels", registry.addr);
-    rt.block_on(async {
-        let client = dagr_testkit::gql::connect(engine, false).await;
-        let dir = dagr_testkit::gql::query(
-            &client,
-            format!(
-                "{{ host {{ directory(path: {}) {{ id }} }} }}",
-                json!(wheels.display().to_string())
-            ),
-        )
-        .await
-        .expect("wheelhouse");
-        let q = format!(
-            r#"query($dir: DirectoryID!) {{ container {{ from(address: "{python}") {{
-                withDirectory(path: "/wheels", directory: $dir) {{
-                withEnvVariable(name: "PIP_NO_INDEX", value: "1") {{
-                publish(address: "{target}") }} }} }} }} }}"#
-        );
-        let answer = client
-            .query(json!({ "query": q, "variables": { "dir": dir["host"]["directory"]["id"] } }))
-            .await
-            .expect("publish");
-        assert!(answer.get("errors").is_none(), "{answer}");
-        client.close().await.expect("close");
-    });
-    target
 }
 
 /// A module named `bench` in `parent/name`, its code marked with `nonce`.
@@ -160,8 +125,7 @@ fn main() {
         &Path::new(dagr()).with_file_name("dagr-engine"),
         &["--python-find-links", "/wheels"],
     );
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let base = base_image(&engine, &rt);
+    let base = dagr_testkit::pyimage::module_base_image(env!("CARGO_TARGET_TMPDIR"), &engine);
     let tmp = tempfile::tempdir().expect("tmp");
     let runs = 10;
 

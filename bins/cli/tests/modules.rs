@@ -22,44 +22,15 @@ use serde_json::json;
 fn base_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let tmp = env!("CARGO_TARGET_TMPDIR");
-        let registry = dagr_testkit::registry(tmp);
-        let python = dagr_testkit::pyimage::python_image(tmp, registry);
-        let wheels = dagr_testkit::pyimage::wheelhouse(tmp);
-        let target = format!("{}/python:3.11-wheels", registry.addr);
         let engine = EngineProcess::start(&engine_bin(), &[]);
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        runtime.block_on(async {
-            let client = dagr_testkit::gql::connect(&engine, false).await;
-            let dir = dagr_testkit::gql::query(
-                &client,
-                format!(
-                    "{{ host {{ directory(path: {}) {{ id }} }} }}",
-                    json!(wheels.display().to_string())
-                ),
-            )
-            .await
-            .expect("wheelhouse directory");
-            let q = format!(
-                r#"query($dir: DirectoryID!) {{ container {{ from(address: "{python}") {{
-                    withDirectory(path: "/wheels", directory: $dir) {{
-                    withEnvVariable(name: "PIP_NO_INDEX", value: "1") {{
-                    publish(address: "{target}") }} }} }} }} }}"#
-            );
-            let answer = client
-                .query(
-                    json!({ "query": q, "variables": { "dir": dir["host"]["directory"]["id"] } }),
-                )
-                .await
-                .expect("publish sent");
-            assert!(
-                answer.get("errors").is_none(),
-                "publishing the base image: {answer}"
-            );
-            client.close().await.expect("close");
-        });
-        target
+        dagr_testkit::pyimage::module_base_image(env!("CARGO_TARGET_TMPDIR"), &engine)
     })
+}
+
+/// `code` after `IMAGE = "<the loopback busybox image>"`.
+fn with_image(code: &str) -> String {
+    let image = &dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR")).image;
+    format!("IMAGE = {image:?}\n{code}")
 }
 
 /// An engine for module tests.
@@ -199,7 +170,7 @@ fn init_call_functions_and_arguments() {
     let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
         .image
         .clone();
-    let code = format!("IMAGE = {image:?}\n{HELLO}");
+    let code = with_image(HELLO);
     let dir = module(&engine, tmp.path(), "hello", &code);
 
     // A string, with the default and with an argument.
@@ -312,11 +283,7 @@ fn init_call_functions_and_arguments() {
     });
     let svc = format!("tcp://127.0.0.1:{port}");
     let code = HELLO.replace("nc -w 5 srv 7901", &format!("nc -w 5 srv {port}"));
-    std::fs::write(
-        dir.join("src/main/__init__.py"),
-        format!("IMAGE = {image:?}\n{code}"),
-    )
-    .expect("code");
+    std::fs::write(dir.join("src/main/__init__.py"), with_image(&code)).expect("code");
     assert_eq!(
         ok(&engine, &dir, &["call", "ask", "--svc", &svc]),
         "pong to ping\n"
@@ -442,15 +409,7 @@ class App:
 fn objects_chains_and_dependencies() {
     let engine = engine();
     let tmp = tempfile::tempdir().expect("tmp");
-    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
-        .image
-        .clone();
-    let greeter = module(
-        &engine,
-        tmp.path(),
-        "greeter",
-        &format!("IMAGE = {image:?}\n{GREETER}"),
-    );
+    let greeter = module(&engine, tmp.path(), "greeter", &with_image(GREETER));
 
     // An object's state through chained calls, constructor arguments, fields.
     assert_eq!(
@@ -608,21 +567,8 @@ fn bad_modules_get_clear_errors() {
 fn clients_of_one_session_see_their_own_modules() {
     let engine = engine();
     let tmp = tempfile::tempdir().expect("tmp");
-    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
-        .image
-        .clone();
-    let hello = module(
-        &engine,
-        tmp.path(),
-        "hello",
-        &format!("IMAGE = {image:?}\n{HELLO}"),
-    );
-    let greeter = module(
-        &engine,
-        tmp.path(),
-        "greeter",
-        &format!("IMAGE = {image:?}\n{GREETER}"),
-    );
+    let hello = module(&engine, tmp.path(), "hello", &with_image(HELLO));
+    let greeter = module(&engine, tmp.path(), "greeter", &with_image(GREETER));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let a = dagr_testkit::gql::connect(&engine, false).await;
@@ -677,17 +623,9 @@ fn clients_of_one_session_see_their_own_modules() {
 fn git_modules_are_called_and_depended_on() {
     let engine = engine();
     let tmp = tempfile::tempdir().expect("tmp");
-    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
-        .image
-        .clone();
     // A greeter module, made with init, then pushed into a repository under `mods/greeter`
     // next to a module it depends on inside the same repository (`../util`).
-    let greeter = module(
-        &engine,
-        tmp.path(),
-        "greeter",
-        &format!("IMAGE = {image:?}\n{GREETER}"),
-    );
+    let greeter = module(&engine, tmp.path(), "greeter", &with_image(GREETER));
     let util = module(
         &engine,
         tmp.path(),

@@ -581,3 +581,44 @@ fn add_parents(entries: &mut BTreeMap<String, Entry>, path: &str) {
         parent = p.parent();
     }
 }
+
+/// `ADDR/python:3.11-wheels`: [`python_image`] with the [`wheelhouse`] at `/wheels` and
+/// `PIP_NO_INDEX=1`, published to the loopback registry through `engine` (dagr itself): the base
+/// image of Python modules in tests and benchmarks, with `--python-find-links /wheels` on their
+/// engines, so that pip never reaches for the internet.
+pub fn module_base_image(target_tmp: &str, engine: &crate::EngineProcess) -> String {
+    use serde_json::json;
+    let registry = crate::registry(target_tmp);
+    let python = python_image(target_tmp, registry);
+    let wheels = wheelhouse(target_tmp);
+    let target = format!("{}/python:3.11-wheels", registry.addr);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = crate::gql::connect(engine, false).await;
+        let dir = crate::gql::query(
+            &client,
+            format!(
+                "{{ host {{ directory(path: {}) {{ id }} }} }}",
+                json!(wheels.display().to_string())
+            ),
+        )
+        .await
+        .expect("the wheelhouse as a directory");
+        let q = format!(
+            r#"query($dir: DirectoryID!) {{ container {{ from(address: "{python}") {{
+                withDirectory(path: "/wheels", directory: $dir) {{
+                withEnvVariable(name: "PIP_NO_INDEX", value: "1") {{
+                publish(address: "{target}") }} }} }} }} }}"#
+        );
+        let answer = client
+            .query(json!({ "query": q, "variables": { "dir": dir["host"]["directory"]["id"] } }))
+            .await
+            .expect("publish sent");
+        assert!(
+            answer.get("errors").is_none(),
+            "publishing the module base image: {answer}"
+        );
+        client.close().await.expect("close");
+    });
+    target
+}
