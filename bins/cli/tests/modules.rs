@@ -614,6 +614,48 @@ fn clients_of_one_session_see_their_own_modules() {
             .await
             .expect_err("b has no hello");
         assert!(err.contains("hello"), "{err}");
+        // An ID of a's host is usable by b (as by a function a calls), but only as a made it:
+        // b cannot forge one that reads another path of a's host.
+        std::fs::create_dir_all(tmp.path().join("shared")).expect("dir");
+        std::fs::write(tmp.path().join("shared/f"), "shared").expect("file");
+        std::fs::write(tmp.path().join("private"), "private").expect("file");
+        let made = dagr_testkit::gql::query(
+            &a,
+            format!(
+                "{{ host {{ directory(path: {}) {{ id }} }} }}",
+                json!(tmp.path().join("shared").display().to_string())
+            ),
+        )
+        .await
+        .expect("a's directory");
+        let id = made["host"]["directory"]["id"].as_str().expect("id").to_owned();
+        let read = |id: String| {
+            let b = &b;
+            async move {
+                let answer = b
+                    .query(json!({
+                        "query": "query($id: DirectoryID!) { loadDirectoryFromID(id: $id) { entries } }",
+                        "variables": { "id": id },
+                    }))
+                    .await
+                    .expect("query sent");
+                match answer.get("errors") {
+                    Some(errors) => Err(errors.to_string()),
+                    None => Ok(answer["data"]["loadDirectoryFromID"]["entries"].clone()),
+                }
+            }
+        };
+        assert_eq!(read(id.clone()).await.expect("b reads a's ID"), json!(["f"]));
+        use base64::Engine as _;
+        let engine64 = base64::engine::general_purpose::STANDARD;
+        let text = String::from_utf8(engine64.decode(&id).expect("base64")).expect("utf-8");
+        let forged_text = text.replace(
+            &tmp.path().join("shared").display().to_string(),
+            &tmp.path().display().to_string(),
+        );
+        assert_ne!(forged_text, text);
+        let err = read(engine64.encode(forged_text)).await.expect_err("forged ID");
+        assert!(err.contains("never used it"), "{err}");
         b.close().await.expect("close b");
         a.close().await.expect("close a");
     });

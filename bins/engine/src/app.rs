@@ -301,6 +301,7 @@ async fn open_api(
     let api = dagr_api::CoreApi::new(dagr_api::Services {
         running: dagr_api::RunningServices::new(solver.clone()),
         modules: dagr_api::module::Modules::new(config.module_runtimes.clone()),
+        scoped_calls: Default::default(),
         solver,
         secrets,
         registry_auth,

@@ -50,6 +50,7 @@ use dagr_telemetry::SpanCx;
 use dagr_worker::{HostAccess, SecretSource, Worker, WorkerError};
 use parking_lot::Mutex;
 
+pub use query::ScopedCalls;
 pub use service::lifecycle::{RunningServices, ServiceError, ServiceHold};
 pub use state::{Container, Directory, File, Fs};
 
@@ -167,6 +168,8 @@ pub struct Services {
     pub running: RunningServices,
     /// Modules served by clients and the calls of nested clients (see [`module::Modules`]).
     pub modules: module::Modules,
+    /// The host-scoped calls each client made (see [`ScopedCalls`]).
+    pub scoped_calls: ScopedCalls,
 }
 
 impl Services {
@@ -321,6 +324,7 @@ impl CoreApi {
         self.services.registry_auth.release_session(session_id);
         self.services.running.release_session(session_id);
         self.services.modules.release_session(session_id);
+        self.services.scoped_calls.release_session(session_id);
     }
 
     /// The schema `client` sees: [`schema`] (`core`), extended with the modules it serves.

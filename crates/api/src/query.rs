@@ -308,18 +308,87 @@ pub(crate) fn host_scope(data: &dagr_gql::RequestData) -> Option<String> {
     data.get::<ClientRef>().map(|c| c.client_id.clone())
 }
 
-/// The client whose host a `Host.directory`/`Host.file` call reads: the one that made the call
-/// (recorded in its ID), so that an ID passed to another client of the session (a module
-/// function, a nested exec) still names the same files.
+/// The client whose host a scoped call (`Host.directory`, `Host.file`, `Host.service`, ...)
+/// reaches: the one that made the call (recorded in its ID), so that an ID passed to another
+/// client of the session (a module function, a nested exec) still names the same files.
+///
+/// Only IDs that their client used itself are honoured for another client of its session: each
+/// client's scoped calls are recorded ([`ScopedCalls`]), and a call naming a client of the
+/// session that never made exactly that call is refused, so a container cannot forge an ID that
+/// reads its caller's host (Dagger gets the same from its per-session cache of evaluated IDs). A
+/// call naming a client the session does not know (an ID kept from another session) reads the
+/// caller's own host, as unscoped IDs always did.
 pub(crate) fn host_owner(ctx: &dagr_gql::ResolveCtx) -> Result<ClientRef, FieldError> {
     let caller = caller(ctx)?.client;
-    Ok(match &ctx.call().scope {
-        Some(client_id) if *client_id != caller.client_id => ClientRef {
-            session_id: caller.session_id,
-            client_id: client_id.clone(),
-        },
-        _ => caller,
-    })
+    let made = ctx.parent_chain().append(ctx.call().clone()).digest();
+    let scoped = &services(ctx)?.scoped_calls;
+    match &ctx.call().scope {
+        Some(client_id) if *client_id != caller.client_id => {
+            match scoped.check(&caller.session_id, client_id, &made) {
+                Scoped::Made => Ok(ClientRef {
+                    session_id: caller.session_id,
+                    client_id: client_id.clone(),
+                }),
+                Scoped::Forged => Err(FieldError::new(format!(
+                    "{}: this ID reaches the host of another client of the session ({client_id}), which never used it; \
+                     host files, sockets and services are shared only through IDs their own client made",
+                    ctx.call().field
+                ))),
+                Scoped::Foreign => Ok(caller),
+            }
+        }
+        _ => {
+            scoped.record(&caller.session_id, &caller.client_id, made);
+            Ok(caller)
+        }
+    }
+}
+
+/// What [`ScopedCalls::check`] finds about a call naming another client.
+enum Scoped {
+    /// That client made it.
+    Made,
+    /// That client is of the session but never made it.
+    Forged,
+    /// The session does not know that client.
+    Foreign,
+}
+
+/// The scoped calls each session's clients made (see [`host_owner`]): the clients, and the calls
+/// by digest of their chains (which name the client); forgotten with the session.
+#[derive(Default)]
+pub struct ScopedCalls {
+    sessions: parking_lot::Mutex<std::collections::HashMap<String, SessionScopes>>,
+}
+
+#[derive(Default)]
+struct SessionScopes {
+    clients: std::collections::HashSet<String>,
+    calls: std::collections::HashSet<String>,
+}
+
+impl ScopedCalls {
+    fn record(&self, session_id: &str, client_id: &str, digest: String) {
+        let mut sessions = self.sessions.lock();
+        let scopes = sessions.entry(session_id.to_owned()).or_default();
+        if !scopes.clients.contains(client_id) {
+            scopes.clients.insert(client_id.to_owned());
+        }
+        scopes.calls.insert(digest);
+    }
+
+    fn check(&self, session_id: &str, client_id: &str, digest: &str) -> Scoped {
+        let sessions = self.sessions.lock();
+        match sessions.get(session_id) {
+            Some(s) if s.calls.contains(digest) => Scoped::Made,
+            Some(s) if s.clients.contains(client_id) => Scoped::Forged,
+            _ => Scoped::Foreign,
+        }
+    }
+
+    pub fn release_session(&self, session_id: &str) {
+        self.sessions.lock().remove(session_id);
+    }
 }
 
 /// `Host.directory`: the caller's directory `path` (filtered by `include` and `exclude`), read
