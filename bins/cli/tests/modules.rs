@@ -746,3 +746,35 @@ fn git_modules_are_called_and_depended_on() {
     );
     assert!(err.contains("nope"), "{err}");
 }
+
+#[test]
+fn a_module_served_under_dagr_run_is_seen_by_its_later_queries() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hello = module(&engine, tmp.path(), "hello", &with_image(HELLO));
+    std::fs::write(
+        tmp.path().join("serve.graphql"),
+        format!(
+            "{{ moduleSource(refString: {}) {{ asModule {{ initialize {{ serve }} }} }} }}",
+            json!(hello.display().to_string())
+        ),
+    )
+    .expect("query file");
+    std::fs::write(
+        tmp.path().join("call.graphql"),
+        r#"{ hello { hello(name: "run") } }"#,
+    )
+    .expect("query file");
+    // Both queries go through `dagr run`'s session, as an SDK's would.
+    let script = format!(
+        "{dagr} query serve.graphql && {dagr} query call.graphql",
+        dagr = dagr()
+    );
+    let out = dagr_in(&engine, tmp.path(), &["run", "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello, run!"), "{stdout}");
+    // Another session does not see it.
+    let out = dagr_in(&engine, tmp.path(), &["query", "call.graphql"]);
+    assert!(!out.status.success(), "{}", text(&out));
+}

@@ -239,6 +239,10 @@ struct Inner {
     services: std::sync::OnceLock<Arc<dyn ServiceStarter>>,
     git: dagr_source::Git,
     http: dagr_source::HttpFetcher,
+    /// One collection at a time: each run keeps what it must keep with the one GC lease, so a
+    /// second run (a session ending during `dagr prune`) waits for the first. An async mutex,
+    /// held across the run's awaits by design; nothing else takes it.
+    gc_run: tokio::sync::Mutex<()>,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -330,6 +334,7 @@ impl Worker {
                 services: std::sync::OnceLock::new(),
                 git: dagr_source::Git::new(config.git_binary.clone()),
                 http: dagr_source::HttpFetcher::new(),
+                gc_run: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -444,6 +449,7 @@ impl Worker {
         grace: std::time::Duration,
     ) -> Result<dagr_snapshot::GcReport, WorkerError> {
         const LEASE: &str = "dagr-worker-gc";
+        let _one_at_a_time = self.inner.gc_run.lock().await;
         let snapshots = &self.inner.snapshots;
         let _ = snapshots.delete_lease(LEASE).await;
         snapshots.create_lease(LEASE).await?;

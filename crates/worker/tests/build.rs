@@ -428,4 +428,16 @@ async fn gc_keeps_what_sessions_hold_and_the_index_follows() {
         .await
         .expect("gc");
     assert!(report.removed_snapshots.is_empty(), "{report:?}");
+    // Collections at the same time (a session ends during `dagr prune`) both complete: each
+    // used to delete the other's lease ("lease \"dagr-worker-gc\" not found").
+    let held = solver.leased_refs();
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let (worker, held) = (worker.clone(), held.clone());
+            tokio::spawn(async move { worker.gc(&held, 0, Duration::from_secs(3600)).await })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("gc task").expect("concurrent gc");
+    }
 }
