@@ -367,6 +367,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args,
         } => {
             let workdir = workdir(&cli)?;
+            // Help outside a module needs no engine: the usage, and how to name a module.
+            if args.first().is_some_and(|w| w == "--help" || w == "-h")
+                && let Err(e) = module::find_module(module.as_deref(), &workdir)
+            {
+                println!("{}\n\n{e}", module::CALL_USAGE);
+                return Ok(ExitCode::SUCCESS);
+            }
             let output = output.as_ref().map(|o| workdir.join(o));
             with_client(&cli, async |client| {
                 module::call(

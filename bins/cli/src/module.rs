@@ -208,7 +208,7 @@ fn is_git_ref(reference: &str) -> bool {
 
 /// The module to load: `-m` (a directory, or a git reference), else the nearest directory with
 /// a `dagger.json` from here up. Answers what `moduleSource` takes.
-fn find_module(module: Option<&str>, workdir: &Path) -> anyhow::Result<String> {
+pub fn find_module(module: Option<&str>, workdir: &Path) -> anyhow::Result<String> {
     if let Some(m) = module {
         if is_git_ref(m) {
             return Ok(m.to_owned());
@@ -477,6 +477,11 @@ fn secret_plaintext(text: &str) -> anyhow::Result<String> {
     })
 }
 
+/// The first lines of `dagr call --help`.
+pub const CALL_USAGE: &str = "Usage:\n  dagr call [-m MODULE] [-o PATH] FUNCTION [--arg value]... [FUNCTION ...]\n\n\
+Calls a module's functions. MODULE is a directory or a git reference (default: the nearest\n\
+directory with a dagger.json). `dagr call FUNCTION --help` lists a function's arguments.";
+
 /// What `dagr call` was asked.
 pub struct CallArgs<'a> {
     pub module: Option<&'a str>,
@@ -565,9 +570,7 @@ pub async fn call(
         let word = &words[i];
         if word == "--help" || word == "-h" {
             if path.is_empty() {
-                println!(
-                    "Usage:\n  dagr call [-m MODULE] [-o PATH] FUNCTION [--arg value]... [FUNCTION ...]\n\nFunctions of module {module_name}:"
-                );
+                println!("{CALL_USAGE}\n\nFunctions of module {module_name}:");
                 print_functions(&schema, &current);
             } else {
                 print_function_help(&schema, &path, &last_field);
@@ -605,9 +608,7 @@ pub async fn call(
         last_field = field;
     }
     if path.is_empty() {
-        println!(
-            "Usage:\n  dagr call [-m MODULE] [-o PATH] FUNCTION [--arg value]... [FUNCTION ...]\n\nFunctions of module {module_name}:"
-        );
+        println!("{CALL_USAGE}\n\nFunctions of module {module_name}:");
         print_functions(&schema, &current);
         return Ok(ExitCode::FAILURE);
     }

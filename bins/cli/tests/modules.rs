@@ -144,6 +144,10 @@ class Hello:
         return str(random.random())
 
     @function
+    def proto(self, p: dagger.NetworkProtocol = dagger.NetworkProtocol.TCP) -> str:
+        return p.value
+
+    @function
     def stamp(self, dir: dagger.Directory) -> dagger.Directory:
         """The directory with one more file"""
         return dir.with_new_file("stamped", "by hello")
@@ -210,6 +214,11 @@ fn init_call_functions_and_arguments() {
         ),
         "x+y\n"
     );
+    // An enum, by its value's name.
+    assert_eq!(ok(&engine, &dir, &["call", "proto"]), "TCP\n");
+    assert_eq!(ok(&engine, &dir, &["call", "proto", "--p", "UDP"]), "UDP\n");
+    let err = fails(&engine, &dir, &["call", "proto", "--p", "SCTP"]);
+    assert!(err.contains("SCTP"), "{err}");
     // A Directory from a host path, a Secret from the environment.
     std::fs::create_dir_all(dir.join("data")).expect("data dir");
     for f in ["a", "b", "c"] {
@@ -547,6 +556,11 @@ fn bad_modules_get_clear_errors() {
     std::fs::create_dir_all(&empty).expect("dir");
     let err = fails(&engine, &empty, &["call", "-m", ".", "x"]);
     assert!(err.contains("no dagger.json there"), "{err}");
+    let help = ok(&engine, &empty, &["call", "--help"]);
+    assert!(
+        help.contains("Usage:") && help.contains("no module here"),
+        "{help}"
+    );
 
     // A module whose code fails to load: the registration's traceback reaches the user.
     let broken = module(
