@@ -144,6 +144,13 @@ class Hello:
         return str(random.random())
 
     @function
+    async def own_files(self) -> list[str]:
+        """The module's own source files, and a file of its working directory"""
+        names = await dag.current_module().source().entries()
+        project = await dag.current_module().workdir_file("pyproject.toml").contents()
+        return sorted(names) + [project.splitlines()[0]]
+
+    @function
     def proto(self, p: dagger.NetworkProtocol = dagger.NetworkProtocol.TCP) -> str:
         return p.value
 
@@ -213,6 +220,11 @@ fn init_call_functions_and_arguments() {
             &["call", "join", "--words", "x", "--words", "y", "--sep", "+"]
         ),
         "x+y\n"
+    );
+    // currentModule: the module's source and its working directory.
+    assert_eq!(
+        ok(&engine, &dir, &["call", "own-files"]),
+        "dagger.json\npyproject.toml\nsrc\n[project]\n"
     );
     // An enum, by its value's name.
     assert_eq!(ok(&engine, &dir, &["call", "proto"]), "TCP\n");
@@ -480,6 +492,10 @@ fn objects_chains_and_dependencies() {
         bindings.contains("async def greet(self, name):"),
         "{bindings}"
     );
+    // develop regenerates them.
+    std::fs::remove_file(app.join("sdk/dagr_deps.py")).expect("rm");
+    ok(&engine, &app, &["develop"]);
+    assert!(app.join("sdk/dagr_deps.py").is_file());
     assert_eq!(
         ok(&engine, &app, &["call", "relay", "--name", "bob"]),
         "YO BOB\n"
@@ -620,6 +636,20 @@ fn clients_of_one_session_see_their_own_modules() {
         let of_b = entry_points(dagr_testkit::gql::query(&b, query_fields).await.expect("b"));
         assert!(of_a.contains(&"hello".to_owned()) && !of_a.contains(&"greeter".to_owned()));
         assert!(of_b.contains(&"greeter".to_owned()) && !of_b.contains(&"hello".to_owned()));
+        // A module from a directory (Directory.asModule).
+        let by_dir = dagr_testkit::gql::query(
+            &a,
+            format!(
+                "{{ host {{ directory(path: {}) {{ asModule {{ initialize {{ name sdk }} }} }} }} }}",
+                json!(hello.display().to_string())
+            ),
+        )
+        .await
+        .expect("Directory.asModule");
+        assert_eq!(
+            by_dir["host"]["directory"]["asModule"]["initialize"],
+            json!({ "name": "hello", "sdk": "python" })
+        );
         let answer = dagr_testkit::gql::query(&a, r#"{ hello { hello(name: "a") } }"#.into())
             .await
             .expect("a calls hello");
