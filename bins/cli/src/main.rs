@@ -124,8 +124,10 @@ enum Command {
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
-    /// Call a module's functions: `dagr call FUNCTION [--arg value]... [FUNCTION ...]`. The
-    /// module is the nearest directory with a dagger.json (or -m). Strings, numbers, booleans
+    /// Call a module's functions.
+    ///
+    /// `dagr call FUNCTION [--arg value]... [FUNCTION ...]`. The module is the nearest directory
+    /// with a dagger.json (or -m). Strings, numbers, booleans
     /// and lists (comma-separated, or the flag repeated) are given as text; a Directory or File
     /// as a host path, a Secret as env:NAME, file:PATH or cmd:COMMAND, a Container as an image
     /// address, a Service as tcp://HOST:PORT. Scalar results are printed, a Container,
@@ -169,6 +171,7 @@ enum Command {
         /// Where the code goes, relative to PATH (default: PATH itself).
         #[arg(long)]
         source: Option<String>,
+        /// The module's directory, created if missing (default: the current directory).
         #[arg(value_name = "PATH")]
         path: Option<PathBuf>,
     },
@@ -183,8 +186,10 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
-    /// Add the module at PATH (or a git reference) to this module's dependencies: its functions
-    /// become callable from this module's code (dag.<name>() in Python).
+    /// Add a module (a directory or a git reference) to this module's dependencies.
+    ///
+    /// Its functions become callable from this module's code (`dag.<name>()` in Python), whose
+    /// client code for it is generated into the module's `sdk/`.
     Install {
         /// The module's directory.
         #[arg(short = 'm', long = "mod", value_name = "MODULE")]
