@@ -99,23 +99,10 @@ pub async fn otlp_export(engine: Arc<Engine>, req: Request<Incoming>) -> Respons
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    if req.method() != Method::POST {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{path} takes POST, not {}", req.method()),
-        );
-    }
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_OTLP_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("reading the {path} body failed: {e}"),
-            );
-        }
+    let (parts, body) = req.into_parts();
+    let body = match post_body(&path, &parts.method, body, MAX_OTLP_BODY).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
     };
     match engine.otlp.export_http(&path, encoding, &body) {
         Some(Ok(answer)) => {
@@ -131,6 +118,29 @@ pub async fn otlp_export(engine: Arc<Engine>, req: Request<Incoming>) -> Respons
     }
 }
 
+/// The body of a POST to `path`, at most `limit` bytes, or the error answer (405 for another
+/// method, 413 for a body too large or broken).
+async fn post_body(
+    path: &str,
+    method: &Method,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, Response<BoxBody>> {
+    if *method != Method::POST {
+        return Err(error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{path} takes POST, not {method}"),
+        ));
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("reading the {path} body failed: {e}"),
+        )),
+    }
+}
+
 /// Marks a client whose attachables connection has been accepted; a second one is refused.
 #[derive(Clone)]
 struct AttachablesClaimed;
@@ -141,24 +151,10 @@ pub async fn query(
     scope: RequestScope,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    if req.method() != Method::POST {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{} takes POST, not {}", Route::Query.path(), req.method()),
-        );
-    }
     let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_QUERY_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("reading the {} body failed: {e}", Route::Query.path()),
-            );
-        }
+    let body = match post_body(Route::Query.path(), &parts.method, body, MAX_QUERY_BODY).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
     };
     let (status, json) = engine.query.execute(&scope, &parts.headers, &body).await;
     json_response(status, json)
@@ -289,20 +285,10 @@ pub async fn cache_usage(engine: Arc<Engine>, req: Request<Incoming>) -> Respons
 /// `POST /cache/prune` with a JSON [`crate::cache::PruneRequest`] (an empty body prunes
 /// everything no session holds).
 pub async fn cache_prune(engine: Arc<Engine>, req: Request<Incoming>) -> Response<BoxBody> {
-    if req.method() != http::Method::POST {
-        return error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST /cache/prune");
-    }
-    let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("reading the /cache/prune body failed: {e}"),
-            );
-        }
+    let (parts, body) = req.into_parts();
+    let body = match post_body(parts.uri.path(), &parts.method, body, 64 << 10).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
     };
     let request = if body.is_empty() {
         crate::cache::PruneRequest::default()
