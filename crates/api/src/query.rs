@@ -371,9 +371,7 @@ impl ScopedCalls {
     fn record(&self, session_id: &str, client_id: &str, digest: String) {
         let mut sessions = self.sessions.lock();
         let scopes = sessions.entry(session_id.to_owned()).or_default();
-        if !scopes.clients.contains(client_id) {
-            scopes.clients.insert(client_id.to_owned());
-        }
+        scopes.clients.insert(client_id.to_owned());
         scopes.calls.insert(digest);
     }
 

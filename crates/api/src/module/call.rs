@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 use super::runtime::{RuntimeSource, runtime_for};
 use super::source::{ModuleSource, id_below, single_leaf};
 use super::typedef::{Function, Kind, ObjectTypeDef, TypeDef, lower_camel};
-use super::{Initialized, Module, read_text};
+use super::{Initialized, Module, read_text, text};
 use crate::container::exec::{ExecSpec, exec_container};
 use crate::state::{Container, ContainerMount, Directory, Fs, MountKind};
 use crate::{caller, graph_err, obj, services};
@@ -161,10 +161,6 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     b.object(call).object(arg_value).object(current)
 }
 
-fn text<T: Send + Sync + 'static>(name: &str, pick: fn(&T) -> String) -> Field {
-    Field::new(name, "String!").resolve_sync(move |ctx| Ok(Value::leaf(pick(ctx.parent::<T>()?))))
-}
-
 /// The call the caller runs for.
 fn current_call(ctx: &ResolveCtx) -> Result<Arc<CallIdentity>, FieldError> {
     let s = services(ctx)?;
@@ -230,9 +226,7 @@ pub(crate) fn query_current_type_defs() -> Field {
 /// A type definition with its objects under their schema names.
 fn schema_named(m: &Module, t: &TypeDef) -> TypeDef {
     let mut t = t.clone();
-    if let Kind::Object(o) = &mut t.kind
-        && m.object(&m.object_schema_name(&o.name)).is_some()
-    {
+    if let Kind::Object(o) = &mut t.kind {
         o.name = m.object_schema_name(&o.name);
     }
     t
@@ -347,7 +341,6 @@ fn initialize_module<'a>(
         let query = runtime
             .container_query(
                 &RuntimeSource {
-                    context_id: &context_id,
                     source_subpath: &subpath,
                     config_file: config_text.as_deref(),
                     dependencies: &dependencies,

@@ -267,7 +267,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             }),
         )
         .field(source::module_dependency_config())
-        .field(text("description", |m| m.description.clone()))
+        .field(text::<Module>("description", |m| m.description.clone()))
         .field(generated_context_diff())
         .field(generated_context_directory())
         .field(
@@ -283,7 +283,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                     .collect(),
             ))
         }))
-        .field(text("name", |m| m.name.clone()))
+        .field(text::<Module>("name", |m| m.name.clone()))
         .field(Field::new("objects", "[TypeDef!]!").resolve_sync(|ctx| {
             let m = ctx.parent::<Module>()?;
             Ok(Value::List(
@@ -300,7 +300,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 Ok(ctx.load(&init.runtime_id).await?.to_value())
             }),
         )
-        .field(text("sdk", |m| m.sdk.clone()))
+        .field(text::<Module>("sdk", |m| m.sdk.clone()))
         .field(Field::new("serve", "Void").resolve(|ctx| async move {
             let s = services(&ctx)?;
             let caller = caller(&ctx)?;
@@ -365,17 +365,12 @@ fn directory_as_module() -> Field {
             let dir = ctx.parent::<Directory>()?.clone();
             let root: Option<String> = ctx.arg("sourceRootPath")?;
             let root = root.unwrap_or_else(|| ".".into());
-            let src = ModuleSource {
-                ref_string: root.clone(),
-                location: source::Location::Directory,
-                context: dir,
-                root: source::normalize(&root),
-                name: None,
-                sdk: None,
-                source_subpath: None,
-                dependencies: None,
-                views: None,
-            };
+            let src = ModuleSource::of_directory(
+                &root,
+                source::Location::Directory,
+                dir,
+                source::normalize(&root),
+            );
             let config = src.config(&ctx).await?.ok_or_else(|| {
                 FieldError::new(format!("{root}/dagger.json: no such file in the directory"))
             })?;
@@ -403,9 +398,9 @@ fn not_initialized(m: &Module) -> FieldError {
     ))
 }
 
-fn text(name: &str, pick: fn(&Module) -> String) -> Field {
-    Field::new(name, "String!")
-        .resolve_sync(move |ctx| Ok(Value::leaf(pick(ctx.parent::<Module>()?))))
+/// A `String!` field: `pick` of the parent (of Rust type `T`).
+pub(crate) fn text<T: Send + Sync + 'static>(name: &str, pick: fn(&T) -> String) -> Field {
+    Field::new(name, "String!").resolve_sync(move |ctx| Ok(Value::leaf(pick(ctx.parent::<T>()?))))
 }
 
 /// `Module.withObject(object)` / `withInterface(iface)`.

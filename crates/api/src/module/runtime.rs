@@ -16,8 +16,6 @@ pub struct RuntimeSettings {
 
 /// What a runtime builds its container from.
 pub struct RuntimeSource<'a> {
-    /// `DirectoryID` of the module's context directory.
-    pub context_id: &'a str,
     /// The module's source directory inside the context (`.` for the root).
     pub source_subpath: &'a str,
     /// Files of the module's source directory, read before the build: the runtime's own
@@ -38,8 +36,6 @@ pub enum RuntimeError {
 /// container whose entrypoint serves function calls (registration included), and the files
 /// `init` writes into a new module.
 pub trait ModuleRuntime: Send + Sync {
-    /// The SDK name in `dagger.json`.
-    fn sdk(&self) -> &'static str;
     /// The file of the module's source directory that configures the runtime, if any.
     fn config_file(&self) -> Option<&'static str>;
     /// A query with a `$context: DirectoryID!` variable whose one field chain ends in
@@ -124,10 +120,6 @@ const RUNTIME_SCRIPT: &str =
     "#!/opt/venv/bin/python\nimport sys\nfrom dagger.mod.cli import app\n\nsys.exit(app())\n";
 
 impl ModuleRuntime for PythonRuntime {
-    fn sdk(&self) -> &'static str {
-        "python"
-    }
-
     fn config_file(&self) -> Option<&'static str> {
         Some("pyproject.toml")
     }
@@ -306,7 +298,6 @@ mod tests {
             python_find_links: None,
         };
         let source = RuntimeSource {
-            context_id: "x",
             source_subpath: ".",
             config_file: Some("[tool.dagger]\nbase-image = \"127.0.0.1:5000/py:3\"\n"),
             dependencies: &[],

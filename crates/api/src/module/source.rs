@@ -148,7 +148,14 @@ pub struct ModuleSource {
     pub source_subpath: Option<String>,
     pub dependencies: Option<Vec<ModuleDependency>>,
     pub views: Option<Vec<ModuleSourceView>>,
+    /// The text of its `dagger.json` once read (none: no such file): every field and step of a
+    /// request that needs the configuration reads the context once (a local context is an
+    /// upload from the client's host). Shared by copies with the same context and root.
+    config_text: ConfigText,
 }
+
+/// See [`ModuleSource::config_text`].
+type ConfigText = std::sync::Arc<tokio::sync::OnceCell<Option<String>>>;
 
 /// A named set of include patterns of the module's files (`withView`, `dagger.json`'s
 /// `views`), for `resolveDirectoryFromCaller`.
@@ -252,6 +259,27 @@ pub fn parse_ref(reference: &str) -> Result<ParsedRef, String> {
 }
 
 impl ModuleSource {
+    /// A source of the files `context`, its module at `root`.
+    pub fn of_directory(
+        ref_string: &str,
+        location: Location,
+        context: Directory,
+        root: String,
+    ) -> ModuleSource {
+        ModuleSource {
+            ref_string: ref_string.to_owned(),
+            location,
+            context,
+            root,
+            name: None,
+            sdk: None,
+            source_subpath: None,
+            dependencies: None,
+            views: None,
+            config_text: ConfigText::default(),
+        }
+    }
+
     /// The local source at `host_path` of `owner`'s host.
     pub fn local(
         ref_string: &str,
@@ -264,23 +292,18 @@ impl ModuleSource {
             Vec::new(),
             SOURCE_EXCLUDES.iter().map(|s| (*s).to_owned()).collect(),
         )?;
-        Ok(ModuleSource {
-            ref_string: ref_string.to_owned(),
-            location: Location::Local {
+        Ok(ModuleSource::of_directory(
+            ref_string,
+            Location::Local {
                 owner,
                 host_path: host_path.to_owned(),
             },
-            context: Directory {
+            Directory {
                 fs,
                 path: "/".into(),
             },
-            root: ".".into(),
-            name: None,
-            sdk: None,
-            source_subpath: None,
-            dependencies: None,
-            views: None,
-        })
+            ".".into(),
+        ))
     }
 
     /// The source at `root` of the git repository `url` at `version` (resolved to a commit
@@ -311,21 +334,16 @@ impl ModuleSource {
             .await?
             .downcast::<Directory>()
             .ok_or_else(|| FieldError::new("the git tree is not a directory"))?;
-        Ok(ModuleSource {
-            ref_string: ref_string.to_owned(),
-            location: Location::Git {
+        Ok(ModuleSource::of_directory(
+            ref_string,
+            Location::Git {
                 url: url.to_owned(),
                 version: version.to_owned(),
                 commit,
             },
-            context: (*context).clone(),
-            root: root.to_owned(),
-            name: None,
-            sdk: None,
-            source_subpath: None,
-            dependencies: None,
-            views: None,
-        })
+            (*context).clone(),
+            root.to_owned(),
+        ))
     }
 
     /// Where it is, for messages and to find cycles: a host path, or `URL@COMMIT/ROOT`.
@@ -356,12 +374,16 @@ impl ModuleSource {
     /// Its `dagger.json`, if it has one.
     pub async fn config(&self, ctx: &ResolveCtx) -> Result<Option<ModuleConfig>, FieldError> {
         let file = crate::state::join(&self.root, CONFIG_FILE);
-        let Some(text) = super::read_text(ctx, &self.context, &file).await? else {
+        let text = self
+            .config_text
+            .get_or_try_init(|| super::read_text(ctx, &self.context, &file))
+            .await?;
+        let Some(text) = text else {
             return Ok(None);
         };
         let path = self.config_path();
         let field_error = |e: ConfigError| FieldError::new(e.to_string());
-        let mut config = ModuleConfig::from_json(&path, &text).map_err(field_error)?;
+        let mut config = ModuleConfig::from_json(&path, text).map_err(field_error)?;
         // Overrides (`withSDK`, `withName`) may fix what the file lacks.
         if let Some(sdk) = &self.sdk {
             config.sdk = Some(sdk.clone());
@@ -430,16 +452,12 @@ impl ModuleSource {
                             self.ref_string
                         )));
                     }
-                    Ok(ModuleSource {
-                        ref_string: source.to_owned(),
+                    Ok(ModuleSource::of_directory(
+                        source,
+                        self.location.clone(),
+                        self.context.clone(),
                         root,
-                        name: None,
-                        sdk: None,
-                        source_subpath: None,
-                        dependencies: None,
-                        views: None,
-                        ..self.clone()
-                    })
+                    ))
                 }
             },
         }
@@ -680,6 +698,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 .resolve_sync(|ctx| {
                     let mut s = src(ctx)?.clone();
                     s.context = (*ctx.loaded::<Directory>("dir")?).clone();
+                    s.config_text = ConfigText::default();
                     Ok(obj("ModuleSource", s))
                 }),
         )

@@ -7,6 +7,7 @@
 use dagr_gql::{Arg, Args, Enum, Field, FieldError, Object, ResolveCtx, SchemaBuilder, Value};
 use serde::{Deserialize, Serialize};
 
+use super::text;
 use crate::args::null_as_default;
 use crate::obj;
 
@@ -253,7 +254,9 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 None => Value::Null,
             })
         }))
-        .field(text::<ObjectTypeDef>("description", |o| &o.description))
+        .field(text::<ObjectTypeDef>("description", |o| {
+            o.description.clone()
+        }))
         .field(
             Field::new("fields", "[FieldTypeDef!]!").resolve_sync(|ctx| {
                 let o = ctx.parent::<ObjectTypeDef>()?;
@@ -264,20 +267,22 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             let o = ctx.parent::<ObjectTypeDef>()?;
             Ok(list("Function", o.functions.iter().cloned()))
         }))
-        .field(text::<ObjectTypeDef>("name", |o| &o.name))
+        .field(text::<ObjectTypeDef>("name", |o| o.name.clone()))
         .field(text::<ObjectTypeDef>("sourceModuleName", |o| {
-            &o.source_module_name
+            o.source_module_name.clone()
         }));
     let interface_type_def = Object::new("InterfaceTypeDef")
         .with_id()
-        .field(text::<InterfaceTypeDef>("description", |o| &o.description))
+        .field(text::<InterfaceTypeDef>("description", |o| {
+            o.description.clone()
+        }))
         .field(Field::new("functions", "[Function!]!").resolve_sync(|ctx| {
             let o = ctx.parent::<InterfaceTypeDef>()?;
             Ok(list("Function", o.functions.iter().cloned()))
         }))
-        .field(text::<InterfaceTypeDef>("name", |o| &o.name))
+        .field(text::<InterfaceTypeDef>("name", |o| o.name.clone()))
         .field(text::<InterfaceTypeDef>("sourceModuleName", |o| {
-            &o.source_module_name
+            o.source_module_name.clone()
         }));
     let input_type_def = Object::new("InputTypeDef")
         .with_id()
@@ -287,13 +292,15 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 Ok(list("FieldTypeDef", o.fields.iter().cloned()))
             }),
         )
-        .field(text::<InputTypeDef>("name", |o| &o.name));
+        .field(text::<InputTypeDef>("name", |o| o.name.clone()));
     let scalar_type_def = Object::new("ScalarTypeDef")
         .with_id()
-        .field(text::<ScalarTypeDef>("description", |o| &o.description))
-        .field(text::<ScalarTypeDef>("name", |o| &o.name))
+        .field(text::<ScalarTypeDef>("description", |o| {
+            o.description.clone()
+        }))
+        .field(text::<ScalarTypeDef>("name", |o| o.name.clone()))
         .field(text::<ScalarTypeDef>("sourceModuleName", |o| {
-            &o.source_module_name
+            o.source_module_name.clone()
         }));
     let list_type_def = Object::new("ListTypeDef").with_id().field(
         Field::new("elementTypeDef", "TypeDef!")
@@ -301,7 +308,9 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
     );
     let field_type_def = Object::new("FieldTypeDef")
         .with_id()
-        .field(text::<FieldTypeDef>("description", |f| &f.description))
+        .field(text::<FieldTypeDef>("description", |f| {
+            f.description.clone()
+        }))
         .field(Field::new("name", "String!").resolve_sync(|ctx| {
             Ok(Value::leaf(lower_camel(
                 &ctx.parent::<FieldTypeDef>()?.name,
@@ -319,7 +328,7 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
             let f = ctx.parent::<Function>()?;
             Ok(list("FunctionArg", f.args.iter().cloned()))
         }))
-        .field(text::<Function>("description", |f| &f.description))
+        .field(text::<Function>("description", |f| f.description.clone()))
         .field(
             Field::new("name", "String!")
                 .resolve_sync(|ctx| Ok(Value::leaf(lower_camel(&ctx.parent::<Function>()?.name)))),
@@ -347,7 +356,9 @@ pub(crate) fn register(b: SchemaBuilder) -> SchemaBuilder {
                 let a = ctx.parent::<FunctionArg>()?;
                 Ok(Value::leaf(a.default_value.clone().unwrap_or_default()))
             }))
-            .field(text::<FunctionArg>("description", |a| &a.description))
+            .field(text::<FunctionArg>("description", |a| {
+                a.description.clone()
+            }))
             .field(Field::new("name", "String!").resolve_sync(|ctx| {
                 Ok(Value::leaf(lower_camel(&ctx.parent::<FunctionArg>()?.name)))
             }))
@@ -397,12 +408,6 @@ pub(crate) fn query_function() -> Field {
 
 fn list<T: Send + Sync + 'static>(type_name: &str, items: impl Iterator<Item = T>) -> Value {
     Value::List(items.map(|i| obj(type_name, i)).collect())
-}
-
-/// A `String!` field reading `pick` of the parent.
-fn text<T: Send + Sync + 'static>(name: &str, pick: fn(&T) -> &String) -> Field {
-    Field::new(name, "String!")
-        .resolve_sync(move |ctx| Ok(Value::leaf(pick(ctx.parent::<T>()?).clone())))
 }
 
 /// `TypeDef.as<Kind>`: the kind's definition, or null for other kinds.
