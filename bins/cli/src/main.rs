@@ -326,10 +326,7 @@ async fn connect_with(
     let host: EngineHost = host_text
         .parse()
         .with_context(|| format!("engine host {host_text:?}"))?;
-    let workdir = match &cli.workdir {
-        Some(w) => w.clone(),
-        None => std::env::current_dir().context("reading the current directory")?,
-    };
+    let workdir = workdir(cli)?;
     let opts = ConnectOptions {
         host,
         session_id: None,

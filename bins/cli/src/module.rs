@@ -193,10 +193,10 @@ fn data_of(response: Json) -> anyhow::Result<Json> {
     Ok(response.get("data").cloned().unwrap_or(Json::Null))
 }
 
-/// The module directory: `-m`, else the nearest directory with a `dagger.json` from here up.
-/// A module reference that is not a path of this machine: a git reference such as
-/// `github.com/owner/repo/sub@v1` or `git://host/repo.git@main` (the engine tells them apart
-/// the same way).
+/// Whether a module reference is not a path of this machine but a git reference such as
+/// `github.com/owner/repo/sub@v1` or `git://host/repo.git@main`: a scheme, a version, or a host
+/// name first that is no local path. The engine makes the final call (`parse_ref`, which also
+/// finds the repository's root): this only decides what the CLI looks up on disk.
 fn is_git_ref(reference: &str) -> bool {
     let first = reference.split('/').next().unwrap_or_default();
     reference.contains("://")

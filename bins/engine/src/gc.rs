@@ -90,8 +90,9 @@ pub async fn run(
             },
         };
         let free = free.unwrap_or(u64::MAX);
+        let pressed = free < config.min_free;
         let target = budget(&config, usage, free);
-        if free < config.min_free {
+        if pressed {
             tracing::info!(
                 free,
                 min_free = config.min_free,
@@ -101,7 +102,7 @@ pub async fn run(
         }
         let solver = api.services().solver.clone();
         let worker = solver.runner().clone();
-        let grace = if free < config.min_free {
+        let grace = if pressed {
             RECENTLY_USED_UNDER_PRESSURE
         } else {
             RECENTLY_USED
@@ -109,7 +110,7 @@ pub async fn run(
         match worker.gc(&solver.leased_refs(), target, grace).await {
             Ok(report) => {
                 usage = Some(report.remaining_bytes);
-                stuck_at = (free < config.min_free && report.freed_bytes == 0).then_some(free);
+                stuck_at = (pressed && report.freed_bytes == 0).then_some(free);
                 engine.metrics.gc_done(report.freed_bytes);
                 let pruned =
                     tokio::task::spawn_blocking(move || solver.prune(|r| worker.has_result(r)))

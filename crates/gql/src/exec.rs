@@ -402,7 +402,6 @@ impl Schema {
             return Response::from_errors(var_errors);
         }
         let root_data: Arc<dyn Any + Send + Sync> = Arc::new(());
-        let request_data = data;
         let root_object = ObjectValue {
             type_name: Arc::from("Query"),
             data: root_data,
@@ -412,11 +411,11 @@ impl Schema {
             schema: self.clone(),
             doc: &doc,
             vars,
-            data: Arc::clone(&request_data),
+            data: Arc::clone(&data),
             root: root_object.clone(),
             errors: parking_lot::Mutex::new(Vec::new()),
-            replayer: Replayer::new(self.clone(), Arc::clone(&request_data), root_object.clone()),
-            span: request_data.get::<SpanCx>().cloned().unwrap_or_default(),
+            replayer: Replayer::new(self.clone(), Arc::clone(&data), root_object.clone()),
+            span: data.get::<SpanCx>().cloned().unwrap_or_default(),
         };
         let root = ObjRef {
             object: state.root.clone(),

@@ -63,7 +63,6 @@ impl Snapshotter {
             let blobs = content.list()?;
             let mut records = inner.records()?;
             let mut snapshot_usage = BTreeMap::new();
-            let mut gone = Vec::new();
             for (key, r) in &records {
                 match fsutil::disk_usage(&inner.fs_dir(r.id)) {
                     Ok(usage) => {
@@ -71,7 +70,7 @@ impl Snapshotter {
                     }
                     // Views and active snapshots come and go while this runs (they are not
                     // under the gc lock): one removed since the records were read is skipped.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(key.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
                         return Err(GcError::Usage {
                             key: key.clone(),
@@ -80,7 +79,7 @@ impl Snapshotter {
                     }
                 }
             }
-            records.retain(|(key, _)| !gone.contains(key));
+            records.retain(|(key, _)| snapshot_usage.contains_key(key));
             let mut total: u64 =
                 blobs.iter().map(|b| b.size).sum::<u64>() + snapshot_usage.values().sum::<u64>();
             let mut report = GcReport::default();
