@@ -327,6 +327,9 @@ async fn connect_with(
         .parse()
         .with_context(|| format!("engine host {host_text:?}"))?;
     let workdir = workdir(cli)?;
+    let (cache_imports, cache_exports) =
+        dagr_client::cache_config_from_env(|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
     let opts = ConnectOptions {
         host,
         session_id: None,
@@ -342,6 +345,8 @@ async fn connect_with(
         }),
         traceparent: env_traceparent(),
         tunnel,
+        cache_imports,
+        cache_exports,
     };
     dagr_client::connect(opts)
         .await

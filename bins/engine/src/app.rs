@@ -16,7 +16,9 @@ use crate::routes::Engine;
 use crate::server::Bound;
 use crate::stack::EngineService;
 use crate::watchdog::Watchdog;
-use crate::{export, gc, grpc, host, metrics, nested, query, server, stack, telemetry};
+use crate::{
+    export, gc, grpc, host, metrics, nested, query, remote_cache, server, stack, telemetry,
+};
 
 /// The oldest client version this engine serves.
 const MIN_CLIENT_VERSION: semver::Version = semver::Version::new(0, 1, 0);
@@ -56,10 +58,18 @@ impl App {
         // Sessions release their cache leases, resolved tags and secrets when they end; then
         // the cache is collected (what they held may go now).
         let session_ended = Arc::new(tokio::sync::Notify::new());
+        let remote_cache = remote_cache::RemoteCaches::new(api.clone(), &config.remote_cache);
+        {
+            let remote_cache = remote_cache.clone();
+            registry.on_session_start(Arc::new(move |md| remote_cache.session_started(md)));
+        }
         {
             let api = api.clone();
             let session_ended = session_ended.clone();
+            let remote_cache = remote_cache.clone();
             registry.on_session_end(Arc::new(move |id| {
+                // Before the leases go: an export holds the session's results until it ends.
+                remote_cache.session_ended(id);
                 api.release_session(id);
                 session_ended.notify_one();
                 Box::pin(async {})
@@ -81,6 +91,7 @@ impl App {
             metrics: metrics::EngineMetrics::default(),
             query: query::QueryEngine::new(api.clone(), telemetry.clone())?,
             otlp: dagr_telemetry::OtlpReceiver::new(telemetry.hub().clone()),
+            remote_cache,
         });
         let scope = ClientScopeLayer::new(
             registry,
@@ -145,7 +156,9 @@ impl App {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        server::serve(listeners, service, engine, stop_rx, shutdown_grace).await;
+        server::serve(listeners, service, engine.clone(), stop_rx, shutdown_grace).await;
+        // Exports of the sessions that just ended get the grace period too.
+        engine.remote_cache.finish(shutdown_grace).await;
         gc_task.abort();
         if let Some(exporter) = exporter {
             exporter.shutdown().await;
@@ -239,6 +252,10 @@ async fn open_api(
         .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS);
     worker_config.network = Some(network);
     worker_config.exec_limits = config.exec_limits;
+    worker_config.cache_upload_rate = config.remote_cache.upload_rate;
+    if let Some(path) = &config.remote_cache.auth_file {
+        worker_config.registry_credentials = remote_cache::read_auth_file(path)?;
+    }
     for mirror in &config.registry_mirrors {
         worker_config
             .registry

@@ -99,6 +99,28 @@ pub struct ServeArgs {
     /// What garbage collection always leaves: it never prunes the cache below this size.
     #[arg(long, value_name = "BYTES", default_value = "512M", value_parser = parse_bytes)]
     gc_reserved: u64,
+    /// A remote cache that every session reads before running an op, `type=registry,ref=REF`
+    /// (an OCI registry tag); repeatable, read in order. Blobs are fetched only for hits; a
+    /// cache that cannot be read is a warning, and the ops run here.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<dagr_remote_cache::CacheSpec>,
+    /// A remote cache that every session's results are written to after it ends, in the
+    /// background, `type=registry,ref=REF[,mode=min|max]` (min: the results the session asked
+    /// for; max: every result its pipelines produced or used); repeatable. Results derived
+    /// from a secret and cache volumes are never written.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<dagr_remote_cache::CacheSpec>,
+    /// How long one session's export may take before it is abandoned.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    cache_export_timeout: u64,
+    /// Remote cache uploads stay under this many bytes per second (suffixes K, M, G, T;
+    /// powers of 1024). Default: no limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    cache_export_rate: Option<u64>,
+    /// Docker's config.json (its `auths`) with the credentials the engine itself uses for
+    /// remote caches. Default: none (anonymous).
+    #[arg(long, value_name = "PATH")]
+    registry_auth_file: Option<PathBuf>,
     /// A registry host reached over plain http (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
@@ -236,6 +258,17 @@ pub struct Config {
     pub otlp_export: Option<OtlpExport>,
     /// How module runtimes install packages.
     pub module_runtimes: dagr_api::module::RuntimeSettings,
+    pub remote_cache: RemoteCacheSettings,
+}
+
+/// The remote caches of every session.
+#[derive(Debug, Clone)]
+pub struct RemoteCacheSettings {
+    pub from: Vec<dagr_remote_cache::CacheSpec>,
+    pub to: Vec<dagr_remote_cache::CacheSpec>,
+    pub export_timeout: Duration,
+    pub upload_rate: Option<u64>,
+    pub auth_file: Option<PathBuf>,
 }
 
 /// How the cache is collected.
@@ -307,6 +340,13 @@ impl From<ServeArgs> for Config {
             module_runtimes: dagr_api::module::RuntimeSettings {
                 python_index_url: args.python_index_url.filter(|u| !u.is_empty()),
                 python_find_links: args.python_find_links.filter(|u| !u.is_empty()),
+            },
+            remote_cache: RemoteCacheSettings {
+                from: args.cache_from,
+                to: args.cache_to,
+                export_timeout: Duration::from_secs(args.cache_export_timeout.max(1)),
+                upload_rate: args.cache_export_rate.filter(|&r| r > 0),
+                auth_file: args.registry_auth_file,
             },
         }
     }

@@ -13,6 +13,7 @@ mod host;
 mod metrics;
 mod nested;
 mod query;
+mod remote_cache;
 mod routes;
 mod server;
 mod stack;

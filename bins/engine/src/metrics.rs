@@ -52,8 +52,13 @@ impl EngineMetrics {
             .or_insert(0) += 1;
     }
 
-    /// The text, with `gauges` (name, help, value) of other parts of the engine.
-    pub fn render(&self, registry: &SessionRegistry, gauges: &[(&str, &str, u64)]) -> String {
+    /// The text, with `gauges` and `counters` (name, help, value) of other parts of the engine.
+    pub fn render(
+        &self,
+        registry: &SessionRegistry,
+        gauges: &[(&str, &str, u64)],
+        counters: &[(&str, &str, u64)],
+    ) -> String {
         let m = registry.metrics();
         let mut out = String::with_capacity(1024);
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
@@ -116,6 +121,9 @@ impl EngineMetrics {
         for (name, help, value) in gauges {
             gauge(&mut out, name, help, *value);
         }
+        for (name, help, value) in counters {
+            counter(&mut out, name, help, *value);
+        }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             gauge(
                 &mut out,
@@ -150,9 +158,14 @@ mod tests {
         m.request_done("/query", 200);
         m.request_done("/query", 200);
         m.request_done("other", 404);
-        let text = m.render(&SessionRegistry::new(), &[("dagr_x", "X.", 3)]);
+        let text = m.render(
+            &SessionRegistry::new(),
+            &[("dagr_x", "X.", 3)],
+            &[("dagr_y_total", "Y.", 4)],
+        );
         assert!(text.contains("dagr_sessions_active 0\n"));
         assert!(text.contains("# TYPE dagr_x gauge\ndagr_x 3\n"));
+        assert!(text.contains("# TYPE dagr_y_total counter\ndagr_y_total 4\n"));
         assert!(text.contains("dagr_connections_accepted_total 1\n"));
         assert!(text.contains("dagr_http_requests_total{route=\"/query\",status=\"200\"} 2\n"));
         assert!(text.contains("dagr_http_requests_total{route=\"other\",status=\"404\"} 1\n"));

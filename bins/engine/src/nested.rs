@@ -99,6 +99,7 @@ impl NestedClients for NestedServer {
                 client_hostname: client.hostname.clone(),
                 client_version: env!("CARGO_PKG_VERSION").to_owned(),
                 labels: Default::default(),
+                ..Default::default()
             });
             let connections: Connections = Arc::default();
 

@@ -85,6 +85,7 @@ pub struct Engine {
     pub query: QueryEngine,
     /// Where OTLP exports are published (the engine's telemetry hub).
     pub otlp: dagr_telemetry::OtlpReceiver,
+    pub remote_cache: crate::remote_cache::RemoteCaches,
 }
 
 /// Largest OTLP/HTTP export body accepted.

@@ -125,7 +125,13 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                         network.pooled as u64,
                     ),
                 ];
-                let text = engine.metrics.render(&engine.registry, &gauges);
+                let mut counters = engine.remote_cache.counters();
+                counters.push((
+                    "dagr_execs_run_total",
+                    "Exec ops run (cache hits and remote cache imports run none).",
+                    engine.remote_cache.execs_run(),
+                ));
+                let text = engine.metrics.render(&engine.registry, &gauges, &counters);
                 async move {
                     let mut resp = Response::new(full_body(Bytes::from(text)));
                     resp.headers_mut().insert(

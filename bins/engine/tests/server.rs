@@ -34,6 +34,7 @@ fn md(session: &str, client: &str, token: &str) -> ClientMetadata {
         client_hostname: "test".into(),
         client_version: "0.1.0".into(),
         labels: BTreeMap::new(),
+        ..Default::default()
     }
 }
 

@@ -30,6 +30,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use dagr_attach::{AttachError, HostProviders, TerminalProvider};
 use dagr_metadata::{CLIENT_METADATA_HEADER, ClientMetadata};
+pub use dagr_metadata::CacheOptionsEntry;
 pub use dagr_telemetry::TraceParent;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -44,6 +45,56 @@ use tokio::task::JoinHandle;
 pub use host::{DialError, EngineHost, EngineHostError};
 pub use telemetry::{DRAIN_LIMIT, TelemetryEvent, TelemetryFeed};
 pub use terminal::StdioTerminal;
+
+/// The remote caches named by Dagger's environment variables: `_EXPERIMENTAL_DAGGER_CACHE_CONFIG`
+/// (read and written), `_EXPERIMENTAL_DAGGER_CACHE_IMPORT_CONFIG` and
+/// `_EXPERIMENTAL_DAGGER_CACHE_EXPORT_CONFIG`, each `type=registry,ref=REF[,mode=max];...`
+/// (`\;` for a `;` inside a value). `get` reads a variable. Returns (imports, exports).
+#[allow(clippy::type_complexity)]
+pub fn cache_config_from_env(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<(Vec<CacheOptionsEntry>, Vec<CacheOptionsEntry>), String> {
+    let parse = |name: &str| -> Result<Vec<CacheOptionsEntry>, String> {
+        let Some(value) = get(name).filter(|v| !v.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let mut specs: Vec<String> = Vec::new();
+        let mut current = String::new();
+        let mut chars = value.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&';') => {
+                    current.push(';');
+                    chars.next();
+                }
+                ';' => specs.push(std::mem::take(&mut current)),
+                c => current.push(c),
+            }
+        }
+        specs.push(current);
+        let mut entries = Vec::new();
+        for spec in specs.iter().filter(|s| !s.is_empty()) {
+            let mut attrs = BTreeMap::new();
+            for pair in spec.split(',') {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("{name}: {pair:?} is not KEY=VALUE"))?;
+                attrs.insert(k.to_owned(), v.to_owned());
+            }
+            let kind = attrs
+                .remove("type")
+                .ok_or_else(|| format!("{name}: {spec:?} has no type="))?;
+            entries.push(CacheOptionsEntry { kind, attrs });
+        }
+        Ok(entries)
+    };
+    let mut imports = parse("_EXPERIMENTAL_DAGGER_CACHE_IMPORT_CONFIG")?;
+    let mut exports = parse("_EXPERIMENTAL_DAGGER_CACHE_EXPORT_CONFIG")?;
+    let both = parse("_EXPERIMENTAL_DAGGER_CACHE_CONFIG")?;
+    imports.extend(both.iter().cloned());
+    exports.extend(both);
+    Ok((imports, exports))
+}
 
 /// Error type of request bodies given to [`Client::request`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,6 +132,10 @@ pub struct ConnectOptions {
     /// Lends the engine this host's network (`Host.service`, `Host.tunnel`, `Service.up`,
     /// unix sockets); see [`dagr_attach::HostTunnel`]. `None`: the engine cannot reach it.
     pub tunnel: Option<Arc<dyn dagr_attach::TunnelProvider>>,
+    /// Remote caches the session reads ([`cache_config_from_env`]).
+    pub cache_imports: Vec<CacheOptionsEntry>,
+    /// Remote caches the session's results are written to when it ends.
+    pub cache_exports: Vec<CacheOptionsEntry>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -98,6 +153,8 @@ impl std::fmt::Debug for ConnectOptions {
             .field("terminal", &self.terminal)
             .field("traceparent", &self.traceparent)
             .field("tunnel", &self.tunnel)
+            .field("cache_imports", &self.cache_imports)
+            .field("cache_exports", &self.cache_exports)
             .finish()
     }
 }
@@ -210,6 +267,9 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
         client_hostname: opts.hostname,
         client_version: env!("CARGO_PKG_VERSION").to_string(),
         labels: opts.labels,
+        cache_imports: opts.cache_imports,
+        cache_exports: opts.cache_exports,
+        ..Default::default()
     };
     let identity = (
         HeaderName::from_static(CLIENT_METADATA_HEADER),
@@ -544,5 +604,32 @@ fn error_message(body: &[u8]) -> String {
         "(empty body)".into()
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_config_reads_daggers_variables() {
+        let env = |name: &str| match name {
+            "_EXPERIMENTAL_DAGGER_CACHE_CONFIG" => {
+                Some("type=registry,ref=h:5000/c,mode=max;type=registry,ref=h/x\\;y".to_owned())
+            }
+            "_EXPERIMENTAL_DAGGER_CACHE_IMPORT_CONFIG" => Some("type=registry,ref=h/i".to_owned()),
+            _ => None,
+        };
+        let (imports, exports) = cache_config_from_env(env).expect("parse");
+        assert_eq!(imports.len(), 3);
+        assert_eq!(exports.len(), 2);
+        assert_eq!(imports[0].attrs["ref"], "h/i");
+        assert_eq!(exports[0].kind, "registry");
+        assert_eq!(exports[0].attrs["mode"], "max");
+        assert_eq!(exports[1].attrs["ref"], "h/x;y");
+        let bad = |name: &str| {
+            (name == "_EXPERIMENTAL_DAGGER_CACHE_CONFIG").then(|| "ref=x".to_owned())
+        };
+        assert!(cache_config_from_env(bad).expect_err("no type").contains("no type"));
     }
 }

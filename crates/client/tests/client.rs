@@ -219,6 +219,8 @@ fn options(host: EngineHost, workdir: PathBuf) -> ConnectOptions {
         terminal: None,
         traceparent: None,
         tunnel: None,
+        cache_imports: Vec::new(),
+        cache_exports: Vec::new(),
     }
 }
 

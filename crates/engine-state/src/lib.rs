@@ -37,6 +37,10 @@ pub type TeardownHook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 /// A registry-wide observer called for every session that ends (after the session's own hooks).
 pub type SessionEndObserver = Arc<dyn Fn(&str) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Called with the metadata of the main client of every new session, as its first request is
+/// scoped (synchronously: it must only start work, not wait for it).
+pub type SessionStartObserver = Arc<dyn Fn(&ClientMetadata) + Send + Sync>;
+
 /// Why a request could not be scoped to a session and client.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
@@ -121,6 +125,7 @@ pub struct SessionRegistry {
 struct RegistryShared {
     inner: Mutex<RegistryInner>,
     observers: Mutex<Vec<SessionEndObserver>>,
+    start_observers: Mutex<Vec<SessionStartObserver>>,
     metrics: RegistryMetrics,
 }
 
@@ -147,6 +152,11 @@ impl SessionRegistry {
         self.shared.observers.lock().push(observer);
     }
 
+    /// Registers an observer called when a session is created (see [`SessionStartObserver`]).
+    pub fn on_session_start(&self, observer: SessionStartObserver) {
+        self.shared.start_observers.lock().push(observer);
+    }
+
     /// Looks up a live session.
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.shared.inner.lock().sessions.get(id).cloned()
@@ -156,6 +166,7 @@ impl SessionRegistry {
     /// becomes its main client), initializes it once, finds or creates the client (checking its token
     /// in constant time), and counts the request as in flight. The returned guard ends the request.
     pub fn begin_request(&self, md: &ClientMetadata) -> Result<ActiveRequest, StateError> {
+        let mut created = false;
         let session = {
             let mut inner = self.shared.inner.lock();
             if inner.shutting_down {
@@ -177,10 +188,17 @@ impl SessionRegistry {
                         .metrics
                         .sessions_created
                         .fetch_add(1, Ordering::Relaxed);
+                    created = true;
                     s
                 }
             }
         };
+        if created {
+            let observers: Vec<SessionStartObserver> = self.shared.start_observers.lock().clone();
+            for obs in observers {
+                obs(md);
+            }
+        }
         let client = session.join(md, &self.shared.metrics)?;
         Ok(ActiveRequest {
             registry: self.clone(),

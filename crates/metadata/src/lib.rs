@@ -37,6 +37,23 @@ pub struct ClientMetadata {
     pub client_hostname: String,
     pub client_version: String,
     pub labels: BTreeMap<String, String>,
+    /// Remote caches the session reads (Dagger's `_EXPERIMENTAL_DAGGER_CACHE_CONFIG`); only
+    /// the main client's count.
+    #[serde(rename = "UpstreamCacheImportConfig", skip_serializing_if = "Vec::is_empty")]
+    pub cache_imports: Vec<CacheOptionsEntry>,
+    /// Remote caches the session's results are written to when it ends.
+    #[serde(rename = "UpstreamCacheExportConfig", skip_serializing_if = "Vec::is_empty")]
+    pub cache_exports: Vec<CacheOptionsEntry>,
+}
+
+/// One remote cache as a client names it (BuildKit's `CacheOptionsEntry`: a type such as
+/// `registry` and its attributes such as `ref` and `mode`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CacheOptionsEntry {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Attrs", default)]
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// Names one client of one session: whose host a host read comes from, whose request a resolver
@@ -134,6 +151,7 @@ mod tests {
             client_hostname: "host".into(),
             client_version: "v0.11.8".into(),
             labels: BTreeMap::from([("k".into(), "v".into())]),
+            ..Default::default()
         }
     }
 

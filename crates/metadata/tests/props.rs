@@ -32,6 +32,7 @@ proptest! {
             client_hostname: hostname,
             client_version: "v0.11.8".into(),
             labels,
+            ..Default::default()
         };
         prop_assert_eq!(ClientMetadata::decode(md.encode().as_bytes()), Ok(md));
     }

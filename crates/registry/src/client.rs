@@ -21,6 +21,37 @@ pub struct RegistryClient {
     pub(crate) transport: Transport,
     pub(crate) concurrency: usize,
     pub(crate) chunk_size: u64,
+    /// Uploads wait on it (chunk by chunk) to stay under a rate; `None`: as fast as possible.
+    pub(crate) upload_pacer: Option<Arc<UploadPacer>>,
+}
+
+/// Keeps the bytes uploaded through one client under a rate: each upload request waits until
+/// the bytes sent so far, its own included, fit in the time elapsed since the first.
+#[derive(Debug)]
+pub(crate) struct UploadPacer {
+    bytes_per_second: u64,
+    state: parking_lot::Mutex<Option<(tokio::time::Instant, u64)>>,
+}
+
+impl UploadPacer {
+    pub(crate) fn new(bytes_per_second: u64) -> Self {
+        UploadPacer {
+            bytes_per_second: bytes_per_second.max(1),
+            state: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Waits until `len` more bytes may be sent.
+    pub(crate) async fn pace(&self, len: u64) {
+        let deadline = {
+            let mut state = self.state.lock();
+            let (start, sent) = state.get_or_insert_with(|| (tokio::time::Instant::now(), 0));
+            let due = std::time::Duration::from_secs_f64(*sent as f64 / self.bytes_per_second as f64);
+            *sent += len;
+            *start + due
+        };
+        tokio::time::sleep_until(deadline).await;
+    }
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -41,6 +72,7 @@ impl RegistryClient {
             config: Arc::new(config),
             concurrency: DEFAULT_CONCURRENCY,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            upload_pacer: None,
         }
     }
 
@@ -52,6 +84,7 @@ impl RegistryClient {
             transport: self.transport.with_credentials(credentials),
             concurrency: self.concurrency,
             chunk_size: self.chunk_size,
+            upload_pacer: self.upload_pacer.clone(),
         }
     }
 
@@ -64,6 +97,13 @@ impl RegistryClient {
     /// Blobs larger than this are pushed in chunks of this size (at least 1 byte).
     pub fn with_chunk_size(mut self, chunk_size: u64) -> Self {
         self.chunk_size = chunk_size.max(1);
+        self
+    }
+
+    /// Uploads through this client (and its clones) stay under `bytes_per_second` on average,
+    /// paced request by request; pair it with a chunk size of about a second's worth.
+    pub fn with_upload_rate(mut self, bytes_per_second: u64) -> Self {
+        self.upload_pacer = Some(Arc::new(UploadPacer::new(bytes_per_second)));
         self
     }
 

@@ -314,6 +314,27 @@ impl RegistryClient {
         })
     }
 
+    /// Fetches the blob `digest` of `size` bytes from `reference`'s repository into `store`
+    /// (mirrors first, transient failures retried, digest and size verified before anything is
+    /// stored); nothing is fetched when `store` has it.
+    pub async fn fetch_blob_into(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        store: &ContentStore,
+    ) -> Result<(), PullError> {
+        if store.has(digest) {
+            return Ok(());
+        }
+        let endpoints = self.pull_endpoints(reference)?;
+        let what = format!("blob {digest}");
+        with_fallback(&endpoints, reference, &what, |endpoint| {
+            self.fetch_blob_at(endpoint, reference, digest, size, store)
+        })
+        .await
+    }
+
     fn pull_endpoints(&self, reference: &Reference) -> Result<Vec<Endpoint>, PullError> {
         self.config
             .pull_endpoints(reference.registry(), reference.api_host())

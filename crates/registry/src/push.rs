@@ -81,7 +81,7 @@ impl PushError {
 /// Runs `push` (a whole blob upload or a manifest put, which start over cleanly) again on
 /// transient failures, as pulls do: [`transport::ATTEMPTS`] tries, waiting as the registry asks
 /// ([`transport::retry_delay`]).
-async fn retrying<T, F, Fut>(reference: &Reference, what: &str, mut push: F) -> Result<T, PushError>
+pub async fn retrying<T, F, Fut>(reference: &Reference, what: &str, mut push: F) -> Result<T, PushError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PushError>>,
@@ -305,6 +305,9 @@ impl RegistryClient {
             let mut buffer = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             file.read_to_end(&mut buffer).await.map_err(read_err)?;
             let body = Bytes::from(buffer);
+            if let Some(pacer) = &self.upload_pacer {
+                pacer.pace(body.len() as u64).await;
+            }
             let url = with_query(&location, &digest_query);
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -354,6 +357,9 @@ impl RegistryClient {
                 headers.insert(CONTENT_RANGE, range);
             }
             let len = body.len() as u64;
+            if let Some(pacer) = &self.upload_pacer {
+                pacer.pace(len).await;
+            }
             let response = self
                 .transport
                 .send(

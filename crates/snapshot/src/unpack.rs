@@ -103,6 +103,44 @@ impl Snapshotter {
         Ok(parent.map(|p| p.to_string()).unwrap_or_default())
     }
 
+    /// For a snapshot unpacked from an image layer (named by its chain id), the layer blob it
+    /// came from and that layer's diff id; `None` for any other snapshot. The blob may since
+    /// have been collected from the content store.
+    pub fn image_layer_of(&self, key: &str) -> Result<Option<(Digest, Digest)>, SnapshotError> {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let Ok(chain) = key.parse::<Digest>() else {
+            return Ok(None);
+        };
+        let parent = match self.stat(key)?.parent {
+            Some(p) => match p.parse::<Digest>() {
+                Ok(d) => Some(d),
+                Err(_) => return Ok(None),
+            },
+            None => None,
+        };
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| SnapshotError::Db(e.into()))?;
+        let table = txn
+            .open_table(DIFF_IDS)
+            .map_err(|e| SnapshotError::Db(e.into()))?;
+        for item in table.iter().map_err(|e| SnapshotError::Db(e.into()))? {
+            let (blob, diff_id) = item.map_err(|e| SnapshotError::Db(e.into()))?;
+            let (Ok(blob), Ok(diff_id)) = (
+                blob.value().parse::<Digest>(),
+                diff_id.value().parse::<Digest>(),
+            ) else {
+                continue;
+            };
+            if chain_id(parent.as_ref(), &diff_id) == chain {
+                return Ok(Some((blob, diff_id)));
+            }
+        }
+        Ok(None)
+    }
+
     fn known_diff_id(&self, layer: &Digest) -> Result<Option<Digest>, SnapshotError> {
         use redb::ReadableDatabase as _;
         let txn = self

@@ -29,4 +29,4 @@ pub use op::{
     SetTimestampsOp, Vertex,
 };
 pub use runner::{OpRunner, ResultRef, RunCtx, RunError, RunOutput};
-pub use solver::{SolveError, Solved, Solver, SolverOptions};
+pub use solver::{SessionResults, SolveError, Solved, Solver, SolverOptions};

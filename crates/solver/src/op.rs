@@ -518,6 +518,29 @@ impl Op {
         matches!(self, Op::Exec(exec) if !exec.privileged_nesting)
     }
 
+    /// Whether the op reads a secret's value, or may: secret variables and mounts, a nested
+    /// client (it can ask for any secret of its session), authenticated git fetches.
+    pub fn reads_secret(&self) -> bool {
+        match self {
+            Op::Exec(exec) => {
+                !exec.secret_env.is_empty()
+                    || exec.privileged_nesting
+                    || exec.nested_call.is_some()
+                    || exec
+                        .mounts
+                        .iter()
+                        .any(|m| matches!(m.source, MountSource::Secret { .. }))
+            }
+            Op::Git(git) => git.auth.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Kinds whose results a remote cache holds: everything the engine produces itself.
+    fn is_exportable_kind(&self) -> bool {
+        !matches!(self, Op::Image { .. } | Op::HostDir { .. } | Op::Empty)
+    }
+
     /// Every input reference the op makes.
     pub fn input_refs(&self) -> Vec<InputRef> {
         match self {
@@ -559,6 +582,9 @@ pub struct Vertex {
     op_digest: [u8; 32],
     structural_key: CacheKey,
     needs_runtime_key: bool,
+    /// This op or one below it reads a secret's value (or may: a nested client can ask for any
+    /// secret of its session).
+    secret_derived: bool,
 }
 
 impl Vertex {
@@ -580,12 +606,14 @@ impl Vertex {
         let structural_key = key::derive(&op_digest, inputs.iter().map(|i| i.structural_key));
         let needs_runtime_key =
             op.key_mode() != KeyMode::Structural || inputs.iter().any(|i| i.needs_runtime_key);
+        let secret_derived = op.reads_secret() || inputs.iter().any(|i| i.secret_derived);
         Ok(Arc::new(Vertex {
             op,
             inputs,
             op_digest,
             structural_key,
             needs_runtime_key,
+            secret_derived,
         }))
     }
 
@@ -607,6 +635,13 @@ impl Vertex {
     /// resolved image digest, host content).
     pub fn needs_runtime_key(&self) -> bool {
         self.needs_runtime_key
+    }
+
+    /// Whether this vertex's result may leave the engine (a remote cache): not derived from a
+    /// secret's value, and produced here (images come from their own registry, host reads from
+    /// the client, and both are read again by every solve anyway).
+    pub fn exportable(&self) -> bool {
+        !self.secret_derived && self.op.is_exportable_kind()
     }
 
     pub(crate) fn op_digest(&self) -> &[u8; 32] {

@@ -179,6 +179,18 @@ pub trait OpRunner: Send + Sync + 'static {
         ctx: &RunCtx,
     ) -> impl Future<Output = Result<RunOutput, RunError>> + Send;
 
+    /// Called before running an exportable vertex ([`Vertex::exportable`]) the index does not
+    /// have: its result found elsewhere (a remote cache) under `ctx.key()`, or `None` to run it.
+    /// The solver indexes what it returns as if the op had run. `ctx.span()` is the solve's.
+    fn import(
+        &self,
+        vertex: &Vertex,
+        ctx: &RunCtx,
+    ) -> impl Future<Output = Option<RunOutput>> + Send {
+        let _ = (vertex, ctx);
+        async { None }
+    }
+
     /// Called before the cache lookup of a [`crate::KeyMode::Resolved`] op (an image): returns a
     /// digest the op's cache key should follow (e.g. the manifest digest a tag points to), or
     /// `None` to key it by its definition alone. Called on every solve that needs the key.

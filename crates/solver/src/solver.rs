@@ -123,6 +123,17 @@ struct Inner<R> {
     leases: Mutex<HashMap<String, HashSet<CacheKey>>>,
     /// Keys in use by running solves and flights, with counts.
     pins: Arc<Mutex<HashMap<CacheKey, usize>>>,
+    /// Session id -> keys of the exportable results its solves produced or used.
+    visits: Mutex<HashMap<String, HashSet<CacheKey>>>,
+}
+
+/// The exportable results ([`Vertex::exportable`]) of a session, for a remote cache.
+#[derive(Debug, Clone, Default)]
+pub struct SessionResults {
+    /// The results the session's solves returned.
+    pub roots: Vec<(CacheKey, ResultRef)>,
+    /// Every result its solves produced or used, the roots included.
+    pub all: Vec<(CacheKey, ResultRef)>,
 }
 
 impl<R: OpRunner> Solver<R> {
@@ -138,6 +149,7 @@ impl<R: OpRunner> Solver<R> {
                 exec_limit: tokio::sync::Semaphore::new(options.exec_concurrency.max(1)),
                 leases: Mutex::new(HashMap::new()),
                 pins: Arc::new(Mutex::new(HashMap::new())),
+                visits: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -166,6 +178,9 @@ impl<R: OpRunner> Solver<R> {
             if let Some(result) = inner.index.get(&key) {
                 record_cached(span, root, key);
                 inner.lease(session_id, key);
+                if root.exportable() {
+                    inner.visit(session_id, key);
+                }
                 return Ok(Solved { key, result });
             }
         }
@@ -198,13 +213,50 @@ impl<R: OpRunner> Solver<R> {
         })
     }
 
-    /// Drops every lease of `session_id`; returns how many there were.
+    /// Drops every lease of `session_id` (a session, or a holder of [`Solver::hold`]); returns
+    /// how many there were.
     pub fn release_session(&self, session_id: &str) -> usize {
+        self.inner.visits.lock().remove(session_id);
         self.inner
             .leases
             .lock()
             .remove(session_id)
             .map_or(0, |keys| keys.len())
+    }
+
+    /// The exportable results of `session_id` that are still indexed.
+    pub fn session_results(&self, session_id: &str) -> SessionResults {
+        let visited = self
+            .inner
+            .visits
+            .lock()
+            .get(session_id)
+            .cloned()
+            .unwrap_or_default();
+        let leased = self
+            .inner
+            .leases
+            .lock()
+            .get(session_id)
+            .cloned()
+            .unwrap_or_default();
+        let with_result = |k: &CacheKey| self.inner.index.peek(k).map(|r| (*k, r));
+        SessionResults {
+            roots: visited
+                .iter()
+                .filter(|k| leased.contains(k))
+                .filter_map(with_result)
+                .collect(),
+            all: visited.iter().filter_map(with_result).collect(),
+        }
+    }
+
+    /// Leases `keys` to `holder` (GC keeps them) until `release_session(holder)`: how work that
+    /// outlives a session (an export) keeps its results.
+    pub fn hold(&self, holder: &str, keys: impl IntoIterator<Item = CacheKey>) {
+        for key in keys {
+            self.inner.lease(holder, key);
+        }
     }
 
     /// Results GC must keep: those leased by sessions and those in use by running solves.
@@ -242,6 +294,18 @@ impl<R: OpRunner> Solver<R> {
 }
 
 impl<R> Inner<R> {
+    fn visit(&self, session_id: &str, key: CacheKey) {
+        let mut visits = self.visits.lock();
+        match visits.get_mut(session_id) {
+            Some(keys) => {
+                keys.insert(key);
+            }
+            None => {
+                visits.insert(session_id.to_owned(), HashSet::from([key]));
+            }
+        }
+    }
+
     fn lease(&self, session_id: &str, key: CacheKey) {
         let mut leases = self.leases.lock();
         match leases.get_mut(session_id) {
@@ -474,6 +538,9 @@ fn result_of<R: OpRunner>(
     if let Some(result) = &node.preset {
         return Either::Left(future::ready(Ok(result.clone())));
     }
+    if node.vertex.exportable() {
+        inner.visit(&scope.session, node.key);
+    }
     if let Some(result) = inner.index.get(&node.key) {
         record_cached(&scope.span, &node.vertex, node.key);
         return Either::Left(future::ready(Ok(result)));
@@ -551,11 +618,47 @@ async fn run_flight<R: OpRunner>(
     node: Arc<Node>,
     scope: SolveScope,
 ) -> Result<ResultRef, SolveError> {
+    if node.vertex.exportable()
+        && let Some(out) = import(&inner, &node, &scope).await
+    {
+        return Ok(inner
+            .index
+            .insert(node.key, out.result, out.size_hint)
+            .await?);
+    }
     let out = run_inputs_and_op(&inner, &node, &scope).await?;
     Ok(inner
         .index
         .insert(node.key, out.result, out.size_hint)
         .await?)
+}
+
+/// The runner's import of `node` (a remote cache hit), recorded as a cached vertex.
+async fn import<R: OpRunner>(
+    inner: &Arc<Inner<R>>,
+    node: &Node,
+    scope: &SolveScope,
+) -> Option<crate::runner::RunOutput> {
+    let ctx = RunCtx {
+        session_id: Arc::clone(&scope.session),
+        key: node.key,
+        resolved_digest: node.resolved_digest.clone(),
+        span: scope.span.clone(),
+        annotations: Annotations::default(),
+    };
+    let out = inner.runner.import(&node.vertex, &ctx).await?;
+    if scope.span.is_on() {
+        scope.span.record_done(
+            node.vertex.op().describe(),
+            vec![
+                (attr::CACHED, true.into()),
+                (attr::REMOTE_CACHE, true.into()),
+                (attr::DIGEST, node.key.to_string().into()),
+            ],
+        );
+    }
+    tracing::debug!(kind = node.vertex.op().kind(), key = %node.key, "imported from a remote cache");
+    Some(out)
 }
 
 /// Runs a content-keyed op; returns its content-derived key and its (indexed) result.

@@ -26,6 +26,8 @@ pub mod attr {
     pub const INTERNAL: &str = "dagger.io/ui.internal";
     /// The client a span's work was done for.
     pub const CLIENT_ID: &str = "dagger.io/client.id";
+    /// `true` on a solver vertex whose result came from a remote cache (with `CACHED`).
+    pub const REMOTE_CACHE: &str = "dagr.cache.remote";
     /// The exit code of an exec.
     pub const EXIT_CODE: &str = "dagr.exec.exit_code";
     /// The stream of a log record of process output: 1 stdout, 2 stderr.

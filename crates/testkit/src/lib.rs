@@ -643,6 +643,8 @@ pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOption
         terminal: None,
         traceparent: None,
         tunnel: Some(std::sync::Arc::new(dagr_attach::HostTunnel)),
+        cache_imports: Vec::new(),
+        cache_exports: Vec::new(),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod fsops;
 mod cache_volume;
 mod mounts;
 mod ops;
+mod remote;
 mod result_meta;
 mod seams;
 
@@ -46,6 +47,7 @@ pub use mounts::View;
 pub use ops::exec::ExecFailed;
 pub use ops::exec::{ServiceRun, relay_to_host, splice};
 pub use ops::image::ResolvedImageRef;
+pub use remote::RemoteCacheStats;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{
     BoxError, HostAccess, HostError, HostListener, NestedClient, NestedClients, NestedError,
@@ -106,6 +108,8 @@ pub enum WorkerError {
     Http(Box<dagr_source::HttpError>),
     #[error(transparent)]
     Emulation(Box<dagr_executor::EmulationError>),
+    #[error(transparent)]
+    RemoteCache(Box<dagr_remote_cache::RemoteCacheError>),
 }
 
 impl WorkerError {
@@ -186,6 +190,11 @@ pub struct WorkerConfig {
     pub git_binary: PathBuf,
     /// The static init every exec runs under as PID 1 (default: none).
     pub init: Option<PathBuf>,
+    /// Credentials of the engine itself by registry host: remote caches are read and written
+    /// with them (default: none, anonymous).
+    pub registry_credentials: dagr_registry::StaticCredentials,
+    /// Remote cache uploads stay under this many bytes per second (default: no limit).
+    pub cache_upload_rate: Option<u64>,
 }
 
 impl WorkerConfig {
@@ -201,6 +210,8 @@ impl WorkerConfig {
             network: None,
             git_binary: PathBuf::from("git"),
             init: None,
+            registry_credentials: dagr_registry::StaticCredentials::new(),
+            cache_upload_rate: None,
             exec_limits: dagr_executor::ExecLimits {
                 pids: Some(DEFAULT_PIDS_LIMIT),
                 memory_bytes: None,
@@ -243,6 +254,9 @@ struct Inner {
     /// second run (a session ending during `dagr prune`) waits for the first. An async mutex,
     /// held across the run's awaits by design; nothing else takes it.
     gc_run: tokio::sync::Mutex<()>,
+    remote: remote::RemoteCaches,
+    /// Exec ops started since the engine started (cache hits and imports run none).
+    execs_run: std::sync::atomic::AtomicU64,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -260,6 +274,13 @@ impl Worker {
     /// The clients' hosts.
     pub fn host(&self) -> &Arc<dyn HostAccess> {
         &self.inner.host
+    }
+
+    /// How many exec ops this worker has started (cache hits and imports start none).
+    pub fn execs_run(&self) -> u64 {
+        self.inner
+            .execs_run
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The containers' network.
@@ -314,6 +335,20 @@ impl Worker {
         // Containers, mounts and bundles of a previous engine that died without cleaning up.
         let stale = executor.remove_stale_state()?;
         tracing::debug!(?stale, "removed stale executor state");
+        let mut cache_client = RegistryClient::new(
+            config.registry.clone(),
+            Arc::new(config.registry_credentials.clone()),
+        );
+        if let Some(rate) = config.cache_upload_rate {
+            // Requests of about a second's worth, each paced.
+            cache_client = cache_client
+                .with_upload_rate(rate)
+                .with_chunk_size(rate.max(64 << 10));
+        }
+        let remote = remote::RemoteCaches::new(dagr_remote_cache::RemoteCache::new(
+            cache_client,
+            content.clone(),
+        ));
         Ok(Worker {
             inner: Arc::new(Inner {
                 content,
@@ -335,6 +370,8 @@ impl Worker {
                 git: dagr_source::Git::new(config.git_binary.clone()),
                 http: dagr_source::HttpFetcher::new(),
                 gc_run: tokio::sync::Mutex::new(()),
+                remote,
+                execs_run: Default::default(),
             }),
         })
     }
@@ -368,6 +405,7 @@ impl Worker {
             .resolved
             .lock()
             .retain(|(s, _), _| s != session_id);
+        self.end_cache_imports(session_id);
     }
 
     /// Snapshot keys of every output of a result.
@@ -492,7 +530,12 @@ impl Worker {
                 reference,
                 platform,
             } => self.run_image(reference, platform, ctx).await,
-            Op::Exec(exec) => self.run_exec(exec, &inputs, ctx).await,
+            Op::Exec(exec) => {
+                self.inner
+                    .execs_run
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.run_exec(exec, &inputs, ctx).await
+            }
             Op::HostDir {
                 client,
                 path,
@@ -530,6 +573,10 @@ impl OpRunner for Worker {
         self.run_vertex(vertex, inputs, ctx)
             .await
             .map_err(RunError::new)
+    }
+
+    async fn import(&self, vertex: &Vertex, ctx: &RunCtx) -> Option<RunOutput> {
+        self.import_result(vertex, ctx).await
     }
 
     async fn resolve(&self, vertex: &Vertex, ctx: &RunCtx) -> Result<Option<String>, RunError> {

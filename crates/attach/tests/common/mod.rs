@@ -117,6 +117,7 @@ pub fn metadata() -> ClientMetadata {
         client_hostname: "test-host".into(),
         client_version: "0.1.0".into(),
         labels: Default::default(),
+        ..Default::default()
     }
 }
 
