@@ -7,6 +7,8 @@
 //! - [`metric`]: one value out of the engine's `/metrics` text;
 //! - [`git::GitServer`]: bare repositories served by `git daemon` and `git http-backend`;
 //! - [`http::FileServer`]: files over HTTP with `ETag` revalidation;
+//! - [`scratch_registry::ScratchRegistry`]: an empty registry of a test's own (optionally with
+//!   basic auth) that the test can stop and damage;
 //! - [`docker::DockerDaemon`]: a private `dockerd` to compare with `docker build`;
 //! - [`oci::read_archive`]: an OCI archive's config and flattened file tree;
 //! - [`pyimage`]: a Python 3.11 image made of the host's Debian Python, pushed to that registry,
@@ -22,6 +24,7 @@ pub mod http;
 pub mod image;
 pub mod oci;
 pub mod pyimage;
+pub mod scratch_registry;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
