@@ -1,5 +1,6 @@
 //! Solver behaviour through the runner seam: caching, persistence, single-flight, cancellation,
-//! failures, content-keyed host reads, resolved images, exec limits, leases and pruning.
+//! failures, content-keyed host reads, resolved images, exec limits, leases and pruning,
+//! remote cache imports and the results a session may export.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use dagr_solver::{SolveError, Solver};
+use dagr_solver::{Op, SolveError, Solver, Vertex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_step_graph_solved_twice_runs_each_op_once() {
@@ -615,4 +616,72 @@ async fn last_used_times_are_flushed_to_the_index() {
         .find(|e| e.key == graph.structural_key())
         .unwrap();
     assert!(entry.last_used_unix > entry.created_unix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reports_its_exportable_results_and_never_secret_derived_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let solver = open(dir.path(), TestRunner::default());
+    let base = mkfile(&empty(), "/a", "A");
+    let plain = exec(&base, &["write", "/b", "B"]);
+    let mut with_secret = exec_op(&["write", "/s", "S"]);
+    with_secret
+        .secret_env
+        .insert("TOKEN".into(), "sha256:feed".into());
+    let secret = Vertex::new(Op::Exec(with_secret), vec![base.clone()]).unwrap();
+    let after_secret = exec(&secret, &["write", "/t", "T"]);
+    assert!(plain.exportable() && base.exportable());
+    assert!(!empty().exportable(), "nothing to export");
+    assert!(!secret.exportable() && !after_secret.exportable());
+
+    let off = dagr_telemetry::SpanCx::off();
+    solver.solve(&plain, "s1", &off).await.unwrap();
+    solver.solve(&after_secret, "s1", &off).await.unwrap();
+    let results = solver.session_results("s1");
+    let keys = |v: &[(dagr_solver::CacheKey, dagr_solver::ResultRef)]| {
+        let mut k: Vec<_> = v.iter().map(|(k, _)| *k).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&results.roots), vec![plain.structural_key()]);
+    let mut all = vec![plain.structural_key(), base.structural_key()];
+    all.sort();
+    assert_eq!(keys(&results.all), all);
+
+    // Held past the session: the results stay leased to the holder until it lets go.
+    solver.hold("export", results.all.iter().map(|(k, _)| *k));
+    solver.release_session("s1");
+    assert!(solver.session_results("s1").all.is_empty());
+    assert_eq!(solver.leased_refs().len(), 2);
+    assert_eq!(solver.release_session("export"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_result_runs_neither_the_op_nor_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = exec(&mkfile(&empty(), "/a", "A"), &["write", "/b", "B"]);
+    let runner = TestRunner::default();
+    runner.remote.lock().insert(
+        graph.structural_key(),
+        [("/b".to_owned(), "from remote".to_owned())].into(),
+    );
+    let solver = open(dir.path(), runner);
+    let off = dagr_telemetry::SpanCx::off();
+    let solved = solver.solve(&graph, "s1", &off).await.unwrap();
+    assert_eq!(solver.runner().calls(), ["import exec"]);
+    assert_eq!(files(&solved.result)["/b"], "from remote");
+    // Indexed like a run: the next solve is a plain hit.
+    solver.solve(&graph, "s2", &off).await.unwrap();
+    assert_eq!(solver.runner().calls().len(), 1);
+    // A secret-derived vertex is never looked up remotely.
+    let mut op = exec_op(&["write", "/c", "C"]);
+    op.secret_env.insert("T".into(), "sha256:feed".into());
+    let secret = Vertex::new(Op::Exec(op), vec![empty()]).unwrap();
+    solver
+        .runner()
+        .remote
+        .lock()
+        .insert(secret.structural_key(), Default::default());
+    solver.solve(&secret, "s1", &off).await.unwrap();
+    assert_eq!(solver.runner().calls()[1..], ["empty ", "exec write /c C"]);
 }
