@@ -28,7 +28,9 @@ pub mod snapshotter;
 pub mod unpack;
 
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
-pub use diff::{DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP};
+pub use diff::{
+    DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP, LAYER_MEDIA_TYPE_ZSTD, LayerCompression,
+};
 pub use digest::{Digest, DigestError};
 pub use fsutil::{Usage, disk_usage};
 pub use gc::{GcError, GcReport};

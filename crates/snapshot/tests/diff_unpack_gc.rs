@@ -114,6 +114,15 @@ async fn diff_round_trip(backend: Backend) {
         .read_to_end(&mut tar_bytes)
         .unwrap();
     assert_eq!(Digest::of_bytes(&tar_bytes), layer.diff_id);
+    // The same changes as zstd: the same tar inside.
+    let zstd = s
+        .diff_with(&content, "child", dagr_snapshot::LayerCompression::Zstd)
+        .await
+        .unwrap();
+    assert_eq!(zstd.media_type, dagr_snapshot::LAYER_MEDIA_TYPE_ZSTD);
+    assert_eq!(zstd.diff_id, layer.diff_id);
+    let zstd_blob = std::fs::read(content.blob_path(&zstd.digest)).unwrap();
+    assert_eq!(zstd::decode_all(&zstd_blob[..]).unwrap(), tar_bytes);
     let names: Vec<String> = tar::Archive::new(&tar_bytes[..])
         .entries()
         .unwrap()

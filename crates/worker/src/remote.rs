@@ -2,8 +2,9 @@
 //!
 //! A result's snapshots go out as layer chains: each snapshot from its root up is one layer,
 //! the image layer blob it was unpacked from when there is one (so exports reuse the image
-//! layers the registry has) and otherwise its diff against its parent (kept per snapshot, so a
-//! snapshot is diffed once per engine run). They come back as snapshots named by their chain
+//! layers the registry has) and otherwise its diff against its parent, zstd-compressed (several
+//! times faster than gzip both ways; only engines read these layers), kept per snapshot so a
+//! snapshot is diffed once per engine run. They come back as snapshots named by their chain
 //! ids, unpacked from the fetched blobs exactly as image layers are (verified, never outside
 //! the target).
 //!
@@ -192,6 +193,7 @@ impl Worker {
     ) -> Result<RunOutput, WorkerError> {
         let wanted: Vec<Digest> = entry.outputs.iter().flatten().cloned().collect();
         let missing = wanted.iter().filter(|d| !self.inner.content.has(d)).count();
+        let started = std::time::Instant::now();
         self.inner
             .remote
             .cache
@@ -203,6 +205,7 @@ impl Worker {
             .stats
             .layers_fetched
             .fetch_add(missing as u64, Ordering::Relaxed);
+        let fetched = started.elapsed();
         let mut tops = Vec::with_capacity(entry.outputs.len());
         for chain in &entry.outputs {
             let top = if chain.is_empty() {
@@ -229,6 +232,11 @@ impl Worker {
         if tops.is_empty() {
             return Err(crate::op_err("import", "cache entry has no outputs"));
         }
+        tracing::debug!(
+            fetch_ms = fetched.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "imported a result from a remote cache"
+        );
         let id = tops.remove(0);
         let mut meta: ResultMeta = serde_json::from_value(entry.metadata.clone())
             .map_err(|e| crate::op_err("import", format!("cache entry metadata: {e}")))?;
@@ -355,7 +363,7 @@ impl Worker {
                 let diff = self
                     .inner
                     .snapshots
-                    .diff(content, key)
+                    .diff_with(content, key, dagr_snapshot::LayerCompression::Zstd)
                     .await
                     .map_err(|e| crate::op_err("export", format!("diffing snapshot {key}: {e}")))?;
                 let layer = LayerInfo {
