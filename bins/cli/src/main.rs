@@ -2,6 +2,7 @@
 //! with a session (the way SDKs are driven), `session` serves a session to an SDK that started it,
 //! `terminal` opens an interactive process in a container on this terminal.
 
+mod engine;
 mod module;
 mod progress;
 mod proxy;
@@ -24,9 +25,15 @@ use dagr_client::{ConnectOptions, EngineHost, StdioTerminal};
     about = "Client of the dagr build engine",
     long_about = "Client of the dagr build engine. The engine is chosen with --host or DAGR_HOST: \
 unix:///path/to/engine.sock, tcp://127.0.0.1:PORT, or stdio://CMD ARGS... (a connection helper such \
-as `dagr-engine dial-stdio`). Inside a container started with privileged nesting, without --host, \
-dagr joins that container's session through DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN. Start a \
-local engine with `cargo xtask engine`."
+as `dagr-engine dial-stdio`). Without either, dagr uses the engine of its state directory \
+(DAGR_STATE_DIR, default /var/lib/dagr as root, else $XDG_STATE_HOME/dagr) and starts it in the \
+background when none answers there (`dagr-engine` beside `dagr`, else from the PATH, with the \
+extra flags in DAGR_ENGINE_ARGS; its log is engine.log there); `dagr engine status` and `dagr \
+engine stop` manage it. Inside a container started with privileged nesting, without --host, dagr \
+joins that container's session through DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN. Remote \
+caches come from Dagger's variables: _EXPERIMENTAL_DAGGER_CACHE_CONFIG (read and written), \
+_EXPERIMENTAL_DAGGER_CACHE_IMPORT_CONFIG, _EXPERIMENTAL_DAGGER_CACHE_EXPORT_CONFIG \
+(`type=registry,ref=REF[,mode=max]`, `;` between caches)."
 )]
 struct Cli {
     /// Engine address (unix://, tcp:// or stdio://).
@@ -202,6 +209,11 @@ enum Command {
         #[arg(value_name = "PATH|GIT")]
         dependency: String,
     },
+    /// The engine of this machine that dagr starts when no --host is given.
+    Engine {
+        #[command(subcommand)]
+        action: EngineAction,
+    },
     /// Open a session, print `{"port":N,"session_token":"..."}` once ready, serve it until stdin is
     /// closed or SIGTERM/SIGINT arrives (how SDKs start the CLI).
     Session {
@@ -209,6 +221,14 @@ enum Command {
         #[arg(long = "label", value_name = "KEY:VALUE")]
         labels: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum EngineAction {
+    /// Whether the engine answers, where, its pid and active sessions (exit code 1: none).
+    Status,
+    /// Stop the engine (it ends its sessions first) and wait until it has exited.
+    Stop,
 }
 
 fn main() -> ExitCode {
@@ -237,22 +257,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn default_host() -> String {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if root {
-        return "unix:///var/lib/dagr/engine.sock".to_owned();
-    }
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    format!("unix://{}", base.join("dagr/engine.sock").display())
 }
 
 fn hostname() -> String {
@@ -322,7 +326,14 @@ async fn connect_with(
             .await
             .with_context(|| format!("connecting to the session at 127.0.0.1:{port}"));
     }
-    let host_text = cli.host.clone().unwrap_or_else(default_host);
+    let host_text = match &cli.host {
+        Some(host) => host.clone(),
+        None => {
+            let local = engine::LocalEngine::default_location();
+            local.ensure_running().await?;
+            local.host()
+        }
+    };
     let host: EngineHost = host_text
         .parse()
         .with_context(|| format!("engine host {host_text:?}"))?;
@@ -368,6 +379,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             random,
         } => up(&cli, &read_id(service)?, ports, *random).await,
         Command::Du => cache_usage(&cli).await,
+        Command::Engine { action } => match (action, &cli.host) {
+            (EngineAction::Status, Some(host)) => {
+                let host = host.clone();
+                with_client(&cli, async |client| {
+                    let answer = client
+                        .query(serde_json::json!({"query": "{ version }"}))
+                        .await?;
+                    println!(
+                        "engine at {host} answers: version {}",
+                        answer["data"]["version"].as_str().unwrap_or("?")
+                    );
+                    Ok(ExitCode::SUCCESS)
+                })
+                .await
+            }
+            (EngineAction::Stop, Some(host)) => bail!(
+                "dagr engine stop stops the engine of this machine's state directory; the engine at {host} is stopped where it runs"
+            ),
+            (EngineAction::Status, None) => engine::LocalEngine::default_location().status(),
+            (EngineAction::Stop, None) => engine::LocalEngine::default_location().stop(),
+        },
         Command::Call {
             module,
             output,

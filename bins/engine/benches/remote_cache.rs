@@ -66,7 +66,10 @@ fn main() {
     let marker = hex::encode(rand::random::<[u8; 6]>());
     let query = pipeline(&image, &marker);
 
-    let a = engine(&["--cache-to", &format!("type=registry,ref={reference},mode=max")]);
+    let a = engine(&[
+        "--cache-to",
+        &format!("type=registry,ref={reference},mode=max"),
+    ]);
     let export_start = Instant::now();
     rt.block_on(session(&a, &query));
     a.wait_metric("dagr_remote_cache_exports_total", 1);
@@ -97,7 +100,10 @@ fn main() {
 
     // Close latency: every round's pipeline is new (its own marker), so the exporting engine
     // has an export to run after each session.
-    let exporting = engine(&["--cache-to", &format!("type=registry,ref={reference}-close,mode=max")]);
+    let exporting = engine(&[
+        "--cache-to",
+        &format!("type=registry,ref={reference}-close,mode=max"),
+    ]);
     let plain = engine(&[]);
     let mut with_export = Vec::new();
     let mut without = Vec::new();

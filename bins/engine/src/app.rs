@@ -141,6 +141,11 @@ impl App {
             // One line per listener on stdout, for scripts and tests that asked for port 0.
             println!("dagr-engine listening on {}", l.describe());
         }
+        // Where `dagr engine status|stop` find this engine.
+        let pid_file = state_dir.join("engine.pid");
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!(path = %pid_file.display(), error = %e, "writing the pid file");
+        }
         tracing::info!(state_dir = %state_dir.display(), "engine ready");
         let gc_task = tokio::spawn(gc::run(
             api.clone(),
@@ -172,6 +177,11 @@ impl App {
             Ok(Ok(n)) => tracing::debug!(entries = n, "cache index flushed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing the cache index failed"),
             Err(e) => tracing::warn!(error = %e, "flushing the cache index failed"),
+        }
+        if std::fs::read_to_string(&pid_file)
+            .is_ok_and(|p| p.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&pid_file);
         }
         tracing::info!("engine stopped");
     }

@@ -195,7 +195,10 @@ pub fn read_auth_file(path: &std::path::Path) -> anyhow::Result<dagr_registry::S
         .with_context(|| format!("registry credentials {} are not JSON", path.display()))?;
     let mut creds = dagr_registry::StaticCredentials::new();
     let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else {
-        anyhow::bail!("registry credentials {} have no \"auths\" object", path.display());
+        anyhow::bail!(
+            "registry credentials {} have no \"auths\" object",
+            path.display()
+        );
     };
     for (host, entry) in auths {
         // Docker writes hosts as URLs sometimes (`https://index.docker.io/v1/`).
@@ -205,17 +208,26 @@ pub fn read_auth_file(path: &std::path::Path) -> anyhow::Result<dagr_registry::S
             .split('/')
             .next()
             .unwrap_or_default();
-        let host = if host == "index.docker.io" { "docker.io" } else { host };
+        let host = if host == "index.docker.io" {
+            "docker.io"
+        } else {
+            host
+        };
         let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).unwrap_or_default();
         let (user, password) = if !field("auth").is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(field("auth"))
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .with_context(|| format!("{}: the auth of {host} is not base64 text", path.display()))?;
-            let (u, p) = decoded
-                .split_once(':')
-                .with_context(|| format!("{}: the auth of {host} is not user:password", path.display()))?;
+                .with_context(|| {
+                    format!("{}: the auth of {host} is not base64 text", path.display())
+                })?;
+            let (u, p) = decoded.split_once(':').with_context(|| {
+                format!(
+                    "{}: the auth of {host} is not user:password",
+                    path.display()
+                )
+            })?;
             (u.to_owned(), p.to_owned())
         } else {
             (field("username").to_owned(), field("password").to_owned())

@@ -112,7 +112,12 @@ async fn an_engine_with_anothers_cache_runs_no_exec_and_answers_the_same() {
     let registry = ScratchRegistry::start(None);
     let reference = format!("{}/cache:main", registry.addr);
     let marker = unique();
-    let exported = export(&format!("type=registry,ref={reference},mode=max"), &[], &marker).await;
+    let exported = export(
+        &format!("type=registry,ref={reference},mode=max"),
+        &[],
+        &marker,
+    )
+    .await;
 
     let b = engine(&["--cache-from", &format!("type=registry,ref={reference}")]);
     let imported = run(&b, pipeline(&marker)).await;
@@ -235,7 +240,13 @@ async fn credentials_are_used_and_refused_ones_degrade_to_a_local_run() {
     )
     .await;
 
-    assert_runs_here(&spec, &["--registry-auth-file", &bad], &marker, "wrong credentials").await;
+    assert_runs_here(
+        &spec,
+        &["--registry-auth-file", &bad],
+        &marker,
+        "wrong credentials",
+    )
+    .await;
     assert_runs_here(&spec, &[], &marker, "no credentials").await;
 
     let b = engine(&["--cache-from", &spec, "--registry-auth-file", &good]);
@@ -257,7 +268,10 @@ async fn secrets_and_cache_volumes_never_reach_the_registry() {
     let client = connect(&a, false).await;
     let id = query(
         &client,
-        format!(r#"{{ setSecret(name: "token", plaintext: {}) {{ id }} }}"#, json!(secret)),
+        format!(
+            r#"{{ setSecret(name: "token", plaintext: {}) {{ id }} }}"#,
+            json!(secret)
+        ),
     )
     .await
     .unwrap()["setSecret"]["id"]
@@ -300,7 +314,12 @@ async fn secrets_and_cache_volumes_never_reach_the_registry() {
     for blob in blobs {
         // Layers are gzip: read them decompressed as well as raw.
         let raw = std::fs::read(&blob).unwrap();
-        let unzipped = Command::new("zcat").arg("-f").arg(&blob).output().unwrap().stdout;
+        let unzipped = Command::new("zcat")
+            .arg("-f")
+            .arg(&blob)
+            .output()
+            .unwrap()
+            .stdout;
         for bytes in [&raw, &unzipped] {
             let text = String::from_utf8_lossy(bytes);
             for forbidden in [&secret, &reversed, &volume_mark] {
@@ -313,7 +332,10 @@ async fn secrets_and_cache_volumes_never_reach_the_registry() {
             found_root |= text.contains(&root_mark);
         }
     }
-    assert!(found_root, "the cache-volume exec's own result was exported");
+    assert!(
+        found_root,
+        "the cache-volume exec's own result was exported"
+    );
 }
 
 #[tokio::test]

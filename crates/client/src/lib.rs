@@ -29,8 +29,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use dagr_attach::{AttachError, HostProviders, TerminalProvider};
-use dagr_metadata::{CLIENT_METADATA_HEADER, ClientMetadata};
 pub use dagr_metadata::CacheOptionsEntry;
+use dagr_metadata::{CLIENT_METADATA_HEADER, ClientMetadata};
 pub use dagr_telemetry::TraceParent;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -269,7 +269,6 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
         labels: opts.labels,
         cache_imports: opts.cache_imports,
         cache_exports: opts.cache_exports,
-        ..Default::default()
     };
     let identity = (
         HeaderName::from_static(CLIENT_METADATA_HEADER),
@@ -627,9 +626,12 @@ mod tests {
         assert_eq!(exports[0].kind, "registry");
         assert_eq!(exports[0].attrs["mode"], "max");
         assert_eq!(exports[1].attrs["ref"], "h/x;y");
-        let bad = |name: &str| {
-            (name == "_EXPERIMENTAL_DAGGER_CACHE_CONFIG").then(|| "ref=x".to_owned())
-        };
-        assert!(cache_config_from_env(bad).expect_err("no type").contains("no type"));
+        let bad =
+            |name: &str| (name == "_EXPERIMENTAL_DAGGER_CACHE_CONFIG").then(|| "ref=x".to_owned());
+        assert!(
+            cache_config_from_env(bad)
+                .expect_err("no type")
+                .contains("no type")
+        );
     }
 }

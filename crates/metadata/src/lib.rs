@@ -39,10 +39,16 @@ pub struct ClientMetadata {
     pub labels: BTreeMap<String, String>,
     /// Remote caches the session reads (Dagger's `_EXPERIMENTAL_DAGGER_CACHE_CONFIG`); only
     /// the main client's count.
-    #[serde(rename = "UpstreamCacheImportConfig", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "UpstreamCacheImportConfig",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cache_imports: Vec<CacheOptionsEntry>,
     /// Remote caches the session's results are written to when it ends.
-    #[serde(rename = "UpstreamCacheExportConfig", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "UpstreamCacheExportConfig",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cache_exports: Vec<CacheOptionsEntry>,
 }
 

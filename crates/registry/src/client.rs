@@ -46,7 +46,8 @@ impl UploadPacer {
         let deadline = {
             let mut state = self.state.lock();
             let (start, sent) = state.get_or_insert_with(|| (tokio::time::Instant::now(), 0));
-            let due = std::time::Duration::from_secs_f64(*sent as f64 / self.bytes_per_second as f64);
+            let due =
+                std::time::Duration::from_secs_f64(*sent as f64 / self.bytes_per_second as f64);
             *sent += len;
             *start + due
         };

@@ -81,7 +81,11 @@ impl PushError {
 /// Runs `push` (a whole blob upload or a manifest put, which start over cleanly) again on
 /// transient failures, as pulls do: [`transport::ATTEMPTS`] tries, waiting as the registry asks
 /// ([`transport::retry_delay`]).
-pub async fn retrying<T, F, Fut>(reference: &Reference, what: &str, mut push: F) -> Result<T, PushError>
+pub async fn retrying<T, F, Fut>(
+    reference: &Reference,
+    what: &str,
+    mut push: F,
+) -> Result<T, PushError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PushError>>,

@@ -107,7 +107,9 @@ impl CacheIndex {
             if !self.entries.contains_key(key) {
                 for d in entry.outputs.iter().flatten() {
                     if let Some(layer) = other.layers.get(d) {
-                        self.layers.entry(d.clone()).or_insert_with(|| layer.clone());
+                        self.layers
+                            .entry(d.clone())
+                            .or_insert_with(|| layer.clone());
                     }
                 }
                 self.entries.insert(key.clone(), entry.clone());
@@ -188,7 +190,11 @@ mod tests {
         assert_eq!(a.merge(&b_conflict), 1);
         assert!(a.contains_all(&b));
         assert_eq!(a.entries["k1"].outputs[0].len(), 2, "existing entry kept");
-        assert_eq!(a.layers.len(), 3, "layer 4 only served the dropped duplicate");
+        assert_eq!(
+            a.layers.len(),
+            3,
+            "layer 4 only served the dropped duplicate"
+        );
         let bytes = a.to_bytes();
         let digest = Digest::of_bytes(&bytes);
         assert_eq!(CacheIndex::parse(&digest, &bytes).expect("parse"), a);

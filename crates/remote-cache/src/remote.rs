@@ -12,7 +12,9 @@ use dagr_registry::{PullError, PushError, Reference, RegistryClient};
 use dagr_snapshot::{ContentError, ContentStore, Digest};
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use crate::index::{CacheIndex, INDEX_MEDIA_TYPE, IndexError, MANIFEST_MEDIA_TYPE, MAX_INDEX_BYTES};
+use crate::index::{
+    CacheIndex, INDEX_MEDIA_TYPE, IndexError, MANIFEST_MEDIA_TYPE, MAX_INDEX_BYTES,
+};
 
 /// How many times an export merges and writes again when another exporter's write replaced
 /// its own before it could check it.
@@ -52,7 +54,9 @@ pub enum RemoteCacheError {
         digest: Digest,
         reason: String,
     },
-    #[error("remote cache {reference}: other exporters replaced this export's entries {rounds} times in a row")]
+    #[error(
+        "remote cache {reference}: other exporters replaced this export's entries {rounds} times in a row"
+    )]
     Contended { reference: String, rounds: usize },
 }
 
@@ -66,13 +70,16 @@ pub struct ExportReport {
     pub bytes_uploaded: u64,
 }
 
+/// An index as read, with the digest of the manifest that named it.
+type LoadedIndex = (Digest, Arc<CacheIndex>);
+
 /// A registry used as a cache. Cheap to clone.
 #[derive(Clone)]
 pub struct RemoteCache {
     client: RegistryClient,
     content: ContentStore,
     /// The last index read per tag, with its manifest's digest.
-    loaded: Arc<parking_lot::Mutex<HashMap<String, (Digest, Arc<CacheIndex>)>>>,
+    loaded: Arc<parking_lot::Mutex<HashMap<String, LoadedIndex>>>,
 }
 
 impl RemoteCache {
@@ -154,12 +161,11 @@ impl RemoteCache {
                 digest: index_digest.clone(),
                 source,
             })?;
-        let index = CacheIndex::parse(&index_digest, &bytes).map_err(|source| {
-            RemoteCacheError::Index {
+        let index =
+            CacheIndex::parse(&index_digest, &bytes).map_err(|source| RemoteCacheError::Index {
                 reference: name.clone(),
                 source,
-            }
-        })?;
+            })?;
         let index = Arc::new(index);
         self.loaded
             .lock()
@@ -231,7 +237,8 @@ impl RemoteCache {
         needed.retain(|d| !current.layers.contains_key(d));
         for digest in &needed {
             let pushed = retrying(reference, "blob", || {
-                self.client.push_blob(&self.content, reference, digest, None)
+                self.client
+                    .push_blob(&self.content, reference, digest, None)
             })
             .await
             .map_err(push_err)?;

@@ -81,16 +81,20 @@ impl FromStr for CacheSpec {
     fn from_str(spec: &str) -> Result<CacheSpec, CacheSpecError> {
         let mut attrs = BTreeMap::new();
         for pair in spec.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').ok_or_else(|| CacheSpecError::Invalid {
-                spec: spec.to_owned(),
-                reason: format!("{pair:?} is not KEY=VALUE"),
-            })?;
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| CacheSpecError::Invalid {
+                    spec: spec.to_owned(),
+                    reason: format!("{pair:?} is not KEY=VALUE"),
+                })?;
             attrs.insert(k.trim().to_owned(), v.trim().to_owned());
         }
-        let kind = attrs.remove("type").ok_or_else(|| CacheSpecError::Invalid {
-            spec: spec.to_owned(),
-            reason: "missing type=registry".to_owned(),
-        })?;
+        let kind = attrs
+            .remove("type")
+            .ok_or_else(|| CacheSpecError::Invalid {
+                spec: spec.to_owned(),
+                reason: "missing type=registry".to_owned(),
+            })?;
         CacheSpec::from_attrs(spec, &kind, &attrs)
     }
 }
@@ -119,7 +123,10 @@ mod tests {
         assert_eq!(s.reference.repository(), "cache");
         let s: CacheSpec = "type=registry,ref=127.0.0.1:5000/c".parse().expect("spec");
         assert_eq!(s.mode, ExportMode::Min);
-        assert_eq!(s.to_string(), "type=registry,ref=127.0.0.1:5000/c:latest,mode=min");
+        assert_eq!(
+            s.to_string(),
+            "type=registry,ref=127.0.0.1:5000/c:latest,mode=min"
+        );
     }
 
     #[test]
@@ -129,7 +136,10 @@ mod tests {
             ("type=s3,ref=x", "not supported"),
             ("type=registry", "missing ref"),
             ("type=registry,ref=x/y,mode=all", "not min or max"),
-            ("type=registry,ref=x/y,compression=zstd", "unknown attribute"),
+            (
+                "type=registry,ref=x/y,compression=zstd",
+                "unknown attribute",
+            ),
             ("type=registry,ref", "not KEY=VALUE"),
             (
                 "type=registry,ref=x/y@sha256:0000000000000000000000000000000000000000000000000000000000000000",

@@ -463,15 +463,13 @@ impl Snapshotter {
                     LAYER_MEDIA_TYPE_GZIP,
                 ),
                 LayerCompression::Zstd => (
-                    Compressor::Zstd(
-                        zstd::stream::write::Encoder::new(blob, 3).map_err(|source| {
-                            DiffError::Io {
-                                key: key.clone(),
-                                path: own.clone(),
-                                source,
-                            }
-                        })?,
-                    ),
+                    Compressor::Zstd(zstd::stream::write::Encoder::new(blob, 3).map_err(
+                        |source| DiffError::Io {
+                            key: key.clone(),
+                            path: own.clone(),
+                            source,
+                        },
+                    )?),
                     LAYER_MEDIA_TYPE_ZSTD,
                 ),
             };

@@ -143,7 +143,11 @@ impl Worker {
                 continue;
             };
             let span = ctx.span().start_with(
-                format!("import {} from {}", vertex.op().describe(), source.reference),
+                format!(
+                    "import {} from {}",
+                    vertex.op().describe(),
+                    source.reference
+                ),
                 vec![(dagr_telemetry::attr::INTERNAL, true.into())],
             );
             let imported = self.import_entry(&source.reference, &index, entry).await;
