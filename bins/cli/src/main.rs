@@ -25,7 +25,11 @@ use dagr_client::{ConnectOptions, EngineHost, StdioTerminal};
     about = "Client of the dagr build engine",
     long_about = "Client of the dagr build engine. The engine is chosen with --host or DAGR_HOST: \
 unix:///path/to/engine.sock, tcp://127.0.0.1:PORT, or stdio://CMD ARGS... (a connection helper such \
-as `dagr-engine dial-stdio`). Without either, dagr uses the engine of its state directory \
+as `dagr-engine dial-stdio`), or through a tool that runs `dagr-engine dial-stdio` where the engine \
+is: ssh://[USER@]HOST[:PORT][/SOCKET] (the ssh command line from DAGR_SSH_COMMAND, default ssh), \
+docker-container://NAME, docker-image://REF (starts a privileged engine container of that image \
+when none runs, its state on a named volume), podman-container://NAME, \
+kube-pod://NAME?namespace=NS&container=C&context=CTX. Without either, dagr uses the engine of its state directory \
 (DAGR_STATE_DIR, default /var/lib/dagr as root, else $XDG_STATE_HOME/dagr) and starts it in the \
 background when none answers there (`dagr-engine` beside `dagr`, else from the PATH, with the \
 extra flags in DAGR_ENGINE_ARGS; its log is engine.log there); `dagr engine status` and `dagr \
@@ -337,6 +341,10 @@ async fn connect_with(
     let host: EngineHost = host_text
         .parse()
         .with_context(|| format!("engine host {host_text:?}"))?;
+    let host = match std::env::var("DAGR_SSH_COMMAND") {
+        Ok(ssh) => host.with_ssh_command(ssh.split_whitespace().map(str::to_owned).collect()),
+        Err(_) => host,
+    };
     let workdir = workdir(cli)?;
     let (cache_imports, cache_exports) =
         dagr_client::cache_config_from_env(|name| std::env::var(name).ok())

@@ -223,6 +223,9 @@ pub enum Command {
         /// The engine address; default: the default unix socket of the default state directory.
         #[arg(long, value_name = "ADDR")]
         addr: Option<ListenAddr>,
+        /// Only check that the engine accepts a connection, then exit (0: it does).
+        #[arg(long)]
+        probe: bool,
     },
     /// Started by the engine itself: kills the engine's containers once the engine has ended.
     #[command(hide = true)]

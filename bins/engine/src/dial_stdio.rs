@@ -6,8 +6,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 use crate::config::ListenAddr;
 
-/// Pipes stdin/stdout to `addr` until the engine closes the connection.
-pub async fn run(addr: ListenAddr) -> anyhow::Result<()> {
+/// Pipes stdin/stdout to `addr` until the engine closes the connection; with `probe`, only
+/// connects.
+pub async fn run(addr: ListenAddr, probe: bool) -> anyhow::Result<()> {
     let mut stdin = tokio::io::stdin();
     let mut stdout = tokio::io::stdout();
     match &addr {
@@ -15,6 +16,9 @@ pub async fn run(addr: ListenAddr) -> anyhow::Result<()> {
             let s = tokio::net::UnixStream::connect(p)
                 .await
                 .with_context(|| format!("connecting to {addr}"))?;
+            if probe {
+                return Ok(());
+            }
             let (mut r, mut w) = s.into_split();
             pipe(&mut stdin, &mut stdout, &mut r, &mut w).await
         }
@@ -22,6 +26,9 @@ pub async fn run(addr: ListenAddr) -> anyhow::Result<()> {
             let s = tokio::net::TcpStream::connect(a)
                 .await
                 .with_context(|| format!("connecting to {addr}"))?;
+            if probe {
+                return Ok(());
+            }
             let (mut r, mut w) = s.into_split();
             pipe(&mut stdin, &mut stdout, &mut r, &mut w).await
         }

@@ -53,10 +53,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     match cli.command {
-        Some(Command::DialStdio { addr }) => {
+        Some(Command::DialStdio { addr, probe }) => {
             let addr =
                 addr.unwrap_or_else(|| ListenAddr::Unix(default_socket(&default_state_dir())));
-            runtime.block_on(dial_stdio::run(addr))
+            runtime.block_on(dial_stdio::run(addr, probe))
         }
         Some(Command::Schema) => {
             print!("{}", dagr_api::schema()?.sdl());

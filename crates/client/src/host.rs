@@ -1,4 +1,7 @@
-//! Where the engine listens ([`EngineHost`]) and how to open a byte stream to it.
+//! Where the engine listens ([`EngineHost`]) and how to open a byte stream to it: directly
+//! (`unix://`, `tcp://`), through a command of the user's (`stdio://`), or through a well-known
+//! tool that runs `dagr-engine dial-stdio` where the engine is ([`Driver`]: `ssh://`,
+//! `docker-container://`, `docker-image://`, `podman-container://`, `kube-pod://`).
 
 use std::fmt;
 use std::io;
@@ -22,6 +25,186 @@ pub enum EngineHost {
     /// `stdio://dagr-engine dial-stdio --addr ...`: a process per connection whose stdin/stdout is
     /// the byte stream (arguments split on whitespace).
     Stdio { program: String, args: Vec<String> },
+    /// A tool that runs `dagr-engine dial-stdio` where the engine is.
+    Driver(Driver),
+}
+
+/// A connection through a well-known tool (its own configuration applies: `~/.ssh/config`,
+/// `DOCKER_HOST`, `CONTAINER_HOST`, `KUBECONFIG`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Driver {
+    /// The URL as given.
+    url: String,
+    kind: DriverKind,
+    /// The `ssh` command line (`ssh` by default; see [`EngineHost::with_ssh_command`]).
+    ssh: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DriverKind {
+    /// `ssh://[user@]host[:port][/socket]`
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+        socket: Option<String>,
+    },
+    /// `docker-container://NAME`
+    DockerContainer { name: String },
+    /// `docker-image://REF`: a privileged engine container of that image, started when none
+    /// runs, its state on a named volume.
+    DockerImage { reference: String },
+    /// `podman-container://NAME`
+    PodmanContainer { name: String },
+    /// `kube-pod://NAME?namespace=..&container=..&context=..`
+    KubePod {
+        name: String,
+        namespace: Option<String>,
+        container: Option<String>,
+        context: Option<String>,
+    },
+}
+
+/// The command that connects to an engine's default socket where the engine runs.
+const DIAL_STDIO: [&str; 2] = ["dagr-engine", "dial-stdio"];
+
+impl Driver {
+    /// The tool and its arguments for one connection.
+    fn command(&self) -> (String, Vec<String>) {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match &self.kind {
+            DriverKind::Ssh {
+                user,
+                host,
+                port,
+                socket,
+            } => {
+                let mut args: Vec<String> = self.ssh[1..].to_vec();
+                // No prompts: a connection is not a terminal session.
+                args.extend(owned(&["-T", "-o", "BatchMode=yes"]));
+                if let Some(user) = user {
+                    args.extend(["-l".to_owned(), user.clone()]);
+                }
+                if let Some(port) = port {
+                    args.extend(["-p".to_owned(), port.to_string()]);
+                }
+                args.extend([host.clone(), "--".to_owned()]);
+                args.extend(owned(&DIAL_STDIO));
+                if let Some(socket) = socket {
+                    args.extend(["--addr".to_owned(), format!("unix://{socket}")]);
+                }
+                (self.ssh[0].clone(), args)
+            }
+            DriverKind::DockerContainer { name } => {
+                let mut args = owned(&["exec", "-i", name]);
+                args.extend(owned(&DIAL_STDIO));
+                ("docker".to_owned(), args)
+            }
+            DriverKind::DockerImage { reference } => {
+                let mut args = owned(&["exec", "-i", &image_container_name(reference)]);
+                args.extend(owned(&DIAL_STDIO));
+                ("docker".to_owned(), args)
+            }
+            DriverKind::PodmanContainer { name } => {
+                let mut args = owned(&["exec", "-i", name]);
+                args.extend(owned(&DIAL_STDIO));
+                ("podman".to_owned(), args)
+            }
+            DriverKind::KubePod {
+                name,
+                namespace,
+                container,
+                context,
+            } => {
+                let mut args = Vec::new();
+                if let Some(context) = context {
+                    args.extend(["--context".to_owned(), context.clone()]);
+                }
+                if let Some(namespace) = namespace {
+                    args.extend(["--namespace".to_owned(), namespace.clone()]);
+                }
+                args.extend(owned(&["exec", "-i", name]));
+                if let Some(container) = container {
+                    args.extend(["-c".to_owned(), container.clone()]);
+                }
+                args.push("--".to_owned());
+                args.extend(owned(&DIAL_STDIO));
+                ("kubectl".to_owned(), args)
+            }
+        }
+    }
+}
+
+/// The container `docker-image://REF` runs its engine in: one per image reference.
+pub fn image_container_name(reference: &str) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(reference.as_bytes()));
+    format!("dagr-engine-{}", &digest[..12])
+}
+
+/// Parses `kube-pod://NAME?k=v&...`.
+fn parse_kube_pod(rest: &str) -> Result<DriverKind, &'static str> {
+    let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let name = name.trim_end_matches('/');
+    if name.is_empty() || name.contains('/') {
+        return Err("expected kube-pod://NAME[?namespace=..&container=..&context=..]");
+    }
+    let (mut namespace, mut container, mut context) = (None, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or("kube-pod parameters are KEY=VALUE")?;
+        let slot = match k {
+            "namespace" => &mut namespace,
+            "container" => &mut container,
+            "context" => &mut context,
+            _ => return Err("kube-pod parameters are namespace, container and context"),
+        };
+        *slot = Some(v.to_owned());
+    }
+    Ok(DriverKind::KubePod {
+        name: name.to_owned(),
+        namespace,
+        container,
+        context,
+    })
+}
+
+/// Parses `ssh://[user@]host[:port][/socket]`.
+fn parse_ssh(rest: &str) -> Result<DriverKind, &'static str> {
+    let (authority, socket) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
+        Some(_) => return Err("empty user in ssh://USER@HOST"),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("unclosed [ in ssh host")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse::<u16>().map_err(|_| "invalid ssh port")?),
+            None if after.is_empty() => None,
+            None => return Err("expected ssh://[user@]host[:port][/socket]"),
+        };
+        (h.to_owned(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                Some(p.parse::<u16>().map_err(|_| "invalid ssh port")?),
+            ),
+            None => (hostport.to_owned(), None),
+        }
+    };
+    if host.is_empty() || host.starts_with('-') {
+        return Err("expected ssh://[user@]host[:port][/socket]");
+    }
+    Ok(DriverKind::Ssh {
+        user,
+        host,
+        port,
+        socket: socket.filter(|s| s.len() > 1).map(str::to_owned),
+    })
 }
 
 /// Why an engine host string was refused.
@@ -61,7 +244,49 @@ impl FromStr for EngineHost {
                 args: words.collect(),
             })
         } else {
-            Err(refuse("expected unix://, tcp:// or stdio://"))
+            let name = |rest: &str, usage| {
+                let rest = rest.trim_end_matches('/');
+                if rest.is_empty() || rest.starts_with('-') || rest.contains('/') {
+                    Err(refuse(usage))
+                } else {
+                    Ok(rest.to_owned())
+                }
+            };
+            let kind = if let Some(rest) = input.strip_prefix("ssh://") {
+                parse_ssh(rest).map_err(refuse)?
+            } else if let Some(rest) = input.strip_prefix("docker-container://") {
+                DriverKind::DockerContainer {
+                    name: name(rest, "expected docker-container://NAME")?,
+                }
+            } else if let Some(rest) = input.strip_prefix("docker-image://") {
+                let reference = rest.trim();
+                if reference.is_empty() || reference.starts_with('-') {
+                    return Err(refuse("expected docker-image://REFERENCE"));
+                }
+                DriverKind::DockerImage {
+                    reference: reference.to_owned(),
+                }
+            } else if let Some(rest) = input.strip_prefix("podman-container://") {
+                DriverKind::PodmanContainer {
+                    name: name(rest, "expected podman-container://NAME")?,
+                }
+            } else if let Some(rest) = input.strip_prefix("kube-pod://") {
+                let kind = parse_kube_pod(rest).map_err(refuse)?;
+                if matches!(&kind, DriverKind::KubePod { name, .. } if name.starts_with('-')) {
+                    return Err(refuse("expected kube-pod://NAME"));
+                }
+                kind
+            } else {
+                return Err(refuse(
+                    "expected unix://, tcp://, stdio://, ssh://, docker-container://, \
+                     docker-image://, podman-container:// or kube-pod://",
+                ));
+            };
+            Ok(EngineHost::Driver(Driver {
+                url: input.to_owned(),
+                kind,
+                ssh: vec!["ssh".to_owned()],
+            }))
         }
     }
 }
@@ -78,6 +303,7 @@ impl fmt::Display for EngineHost {
                 }
                 Ok(())
             }
+            EngineHost::Driver(d) => f.write_str(&d.url),
         }
     }
 }
@@ -139,12 +365,35 @@ impl AsyncWrite for EngineStream {
 pub enum DialError {
     #[error("cannot connect to engine at {host}: {source}")]
     Connect { host: String, source: io::Error },
-    #[error("cannot start {program:?} for engine host {host}: {source}")]
+    #[error("cannot start {program:?} for engine host {host}: {source}{hint}")]
     Spawn {
         host: String,
         program: String,
         source: io::Error,
+        /// What to install, when the tool is missing.
+        hint: String,
     },
+    #[error("engine host {host}: `{command}` failed: {output}")]
+    Tool {
+        host: String,
+        command: String,
+        output: String,
+    },
+}
+
+/// What to install when `program` is missing.
+fn install_hint(program: &str, source: &io::Error) -> String {
+    if source.kind() != io::ErrorKind::NotFound {
+        return String::new();
+    }
+    let package = match program {
+        "ssh" => "openssh-client",
+        "docker" => "docker.io",
+        "podman" => "podman",
+        "kubectl" => "kubernetes-client",
+        _ => return String::new(),
+    };
+    format!(" (is {program} installed? on Debian: apt-get install {package})")
 }
 
 impl EngineHost {
@@ -158,6 +407,13 @@ impl EngineHost {
                 Err(e) => Err(e),
             },
             EngineHost::Stdio { program, args } => return self.spawn(&program, &args),
+            EngineHost::Driver(driver) => {
+                if let DriverKind::DockerImage { reference } = &driver.kind {
+                    self.ensure_image_engine(reference).await?;
+                }
+                let (program, args) = driver.command();
+                return self.spawn(&program, &args);
+            }
         };
         connected.map_err(|source| DialError::Connect {
             host: self.to_string(),
@@ -165,28 +421,185 @@ impl EngineHost {
         })
     }
 
+    /// Runs the ssh of `command` (e.g. `ssh -i KEY -o UserKnownHostsFile=FILE`) instead of
+    /// plain `ssh` for `ssh://` hosts; other hosts are unchanged.
+    pub fn with_ssh_command(mut self, command: Vec<String>) -> EngineHost {
+        if let EngineHost::Driver(d) = &mut self
+            && !command.is_empty()
+        {
+            d.ssh = command;
+        }
+        self
+    }
+
+    /// The tool command of a driver host (what a connection runs), for messages and tests.
+    pub fn driver_command(&self) -> Option<Vec<String>> {
+        match self {
+            EngineHost::Driver(d) => {
+                let (program, args) = d.command();
+                Some(std::iter::once(program).chain(args).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs `docker ARGS` to completion: its stdout, or an error with what it printed.
+    async fn docker(&self, args: &[&str]) -> Result<String, DialError> {
+        let out = Command::new("docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| DialError::Spawn {
+                host: self.to_string(),
+                program: "docker".to_owned(),
+                hint: install_hint("docker", &source),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(DialError::Tool {
+                host: self.to_string(),
+                command: format!("docker {}", args.join(" ")),
+                output: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Starts the engine container of `docker-image://REF` unless it runs: privileged, its
+    /// state on the named volume of the same name, restarted unless stopped; then waits until
+    /// its engine answers on its socket.
+    async fn ensure_image_engine(&self, reference: &str) -> Result<(), DialError> {
+        let name = image_container_name(reference);
+        let state = self
+            .docker(&["inspect", "--format", "{{.State.Running}}", &name])
+            .await;
+        match state.as_deref() {
+            Ok("true") => return Ok(()),
+            Ok(_) => {
+                self.docker(&["start", &name]).await?;
+            }
+            Err(_) => {
+                let volume = format!("{name}:/var/lib/dagr");
+                self.docker(&[
+                    "run",
+                    "--detach",
+                    "--privileged",
+                    "--name",
+                    &name,
+                    "--volume",
+                    &volume,
+                    "--restart",
+                    "unless-stopped",
+                    reference,
+                ])
+                .await?;
+            }
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let probe = self
+                .docker(&["exec", &name, "dagr-engine", "dial-stdio", "--probe"])
+                .await;
+            match probe {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() > std::time::Duration::from_secs(60) => {
+                    let logs = self
+                        .docker(&["logs", "--tail", "20", &name])
+                        .await
+                        .unwrap_or_default();
+                    return Err(DialError::Tool {
+                        host: self.to_string(),
+                        command: format!("docker exec {name} dagr-engine dial-stdio --probe"),
+                        output: format!("{e}; the engine container's log ends with:\n{logs}"),
+                    });
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     fn spawn(&self, program: &str, args: &[String]) -> Result<EngineStream, DialError> {
-        let spawn = |source| DialError::Spawn {
+        let spawn = |source: io::Error| DialError::Spawn {
             host: self.to_string(),
             program: program.to_string(),
+            hint: install_hint(program, &source),
             source,
         };
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(spawn)?;
         let missing = || spawn(io::Error::other("child stdio not captured"));
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = child.stdout.take().ok_or_else(missing)?;
+        let stderr = child.stderr.take().ok_or_else(missing)?;
         Ok(EngineStream::Stdio(Box::new(ChildIo {
             child: Some(child),
             stdin,
             stdout,
+            stderr: ToolOutput::collect(stderr),
         })))
+    }
+}
+
+/// The last bytes a connection helper wrote to its stderr (what it says when it fails: a
+/// refused key, a missing container), kept to explain a connection that fails.
+#[derive(Clone)]
+pub(crate) struct ToolOutput {
+    tail: std::sync::Arc<parking_lot::Mutex<Vec<u8>>>,
+    ended: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How much of a helper's stderr is kept.
+const TOOL_OUTPUT_TAIL: usize = 4096;
+
+impl ToolOutput {
+    fn collect(mut stderr: tokio::process::ChildStderr) -> ToolOutput {
+        use tokio::io::AsyncReadExt as _;
+        let tail = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
+        let sink = tail.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut tail = sink.lock();
+                tail.extend_from_slice(&buf[..n]);
+                let excess = tail.len().saturating_sub(TOOL_OUTPUT_TAIL);
+                tail.drain(..excess);
+            }
+            let _ = ended_tx.send(true);
+        });
+        ToolOutput { tail, ended }
+    }
+
+    /// What the helper printed, once it closed its stderr (waiting at most half a second):
+    /// `""` when nothing.
+    pub(crate) async fn text(&self) -> String {
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            ended.wait_for(|e| *e),
+        )
+        .await;
+        String::from_utf8_lossy(&self.tail.lock()).trim().to_owned()
+    }
+}
+
+impl EngineStream {
+    /// The helper's stderr, for connections through a process.
+    pub(crate) fn tool_output(&self) -> Option<ToolOutput> {
+        match self {
+            EngineStream::Stdio(io) => Some(io.stderr.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -196,6 +609,7 @@ pub(crate) struct ChildIo {
     child: Option<Child>,
     stdin: ChildStdin,
     stdout: ChildStdout,
+    stderr: ToolOutput,
 }
 
 impl Drop for ChildIo {
@@ -273,6 +687,16 @@ mod tests {
         for bad in [
             "",
             "http://x",
+            "ssh://",
+            "ssh://host:port",
+            "ssh://@host",
+            "ssh://-oProxyCommand=x",
+            "docker-container://",
+            "docker-container://a/b",
+            "docker-image://",
+            "podman-container://-x",
+            "kube-pod://",
+            "kube-pod://p?colour=red",
             "unix://",
             "tcp://host",
             "tcp://:80",
@@ -283,5 +707,51 @@ mod tests {
             assert_eq!(err.input, bad);
             assert!(err.to_string().contains("invalid engine host"));
         }
+    }
+
+    #[test]
+    fn drivers_run_dial_stdio_through_their_tool() {
+        let command = |url: &str| {
+            let host: EngineHost = url.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(host.to_string(), url);
+            host.driver_command().expect("a driver").join(" ")
+        };
+        assert_eq!(
+            command("ssh://alice@build.example:2222/run/dagr/engine.sock"),
+            "ssh -T -o BatchMode=yes -l alice -p 2222 build.example -- dagr-engine dial-stdio --addr unix:///run/dagr/engine.sock"
+        );
+        assert_eq!(
+            command("ssh://[::1]"),
+            "ssh -T -o BatchMode=yes ::1 -- dagr-engine dial-stdio"
+        );
+        assert_eq!(
+            command("docker-container://engine"),
+            "docker exec -i engine dagr-engine dial-stdio"
+        );
+        assert_eq!(
+            command("docker-image://ghcr.io/x/dagr-engine:1"),
+            format!(
+                "docker exec -i {} dagr-engine dial-stdio",
+                image_container_name("ghcr.io/x/dagr-engine:1")
+            )
+        );
+        assert_eq!(
+            command("podman-container://engine"),
+            "podman exec -i engine dagr-engine dial-stdio"
+        );
+        assert_eq!(
+            command("kube-pod://dagr-engine-x7?namespace=dagr&container=engine&context=prod"),
+            "kubectl --context prod --namespace dagr exec -i dagr-engine-x7 -c engine -- dagr-engine dial-stdio"
+        );
+        assert_eq!(
+            command("kube-pod://p"),
+            "kubectl exec -i p -- dagr-engine dial-stdio"
+        );
+        let custom: EngineHost = "ssh://h".parse().expect("ssh");
+        let custom = custom.with_ssh_command(vec!["ssh".into(), "-i".into(), "/k".into()]);
+        assert_eq!(
+            custom.driver_command().expect("driver").join(" "),
+            "ssh -i /k -T -o BatchMode=yes h -- dagr-engine dial-stdio"
+        );
     }
 }

@@ -42,7 +42,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use host::{DialError, EngineHost, EngineHostError};
+pub use host::{DialError, EngineHost, EngineHostError, image_container_name};
 pub use telemetry::{DRAIN_LIMIT, TelemetryEvent, TelemetryFeed};
 pub use terminal::StdioTerminal;
 
@@ -94,6 +94,22 @@ pub fn cache_config_from_env(
     imports.extend(both.iter().cloned());
     exports.extend(both);
     Ok((imports, exports))
+}
+
+fn helper_said(output: &str) -> String {
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!("; the connection helper printed: {output}")
+    }
+}
+
+/// What the helper of `io` (if any) printed.
+async fn tool_output_of(output: Option<host::ToolOutput>) -> String {
+    match output {
+        Some(o) => o.text().await,
+        None => String::new(),
+    }
 }
 
 /// Error type of request bodies given to [`Client::request`].
@@ -164,10 +180,19 @@ impl std::fmt::Debug for ConnectOptions {
 pub enum ClientError {
     #[error(transparent)]
     Dial(#[from] DialError),
-    #[error("HTTP/2 handshake with engine at {host} failed: {source}")]
-    Handshake { host: String, source: hyper::Error },
-    #[error("attaching to engine at {host} failed: {source}")]
-    Attach { host: String, source: AttachError },
+    #[error("HTTP/2 handshake with engine at {host} failed: {source}{}", helper_said(.tool_output))]
+    Handshake {
+        host: String,
+        source: hyper::Error,
+        /// What the connection helper printed (`""`: nothing, or no helper).
+        tool_output: String,
+    },
+    #[error("attaching to engine at {host} failed: {source}{}", helper_said(.tool_output))]
+    Attach {
+        host: String,
+        source: AttachError,
+        tool_output: String,
+    },
     #[error("invalid request for {path}: {reason}")]
     InvalidRequest { path: String, reason: String },
     #[error("request {path} to engine at {host} failed: {source}")]
@@ -279,6 +304,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
     );
     let attachables = if opts.attach {
         let io = opts.host.dial().await?;
+        let tool_output = io.tool_output();
         let providers = HostProviders {
             root: opts.workdir,
             allow_send: opts.allow_send,
@@ -286,12 +312,16 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
             terminal: opts.terminal.clone(),
             tunnel: opts.tunnel.clone(),
         };
-        let session = dagr_attach::attach(io, &metadata, providers)
-            .await
-            .map_err(|source| ClientError::Attach {
-                host: host.clone(),
-                source,
-            })?;
+        let session = match dagr_attach::attach(io, &metadata, providers).await {
+            Ok(session) => session,
+            Err(source) => {
+                return Err(ClientError::Attach {
+                    host: host.clone(),
+                    source,
+                    tool_output: tool_output_of(tool_output).await,
+                });
+            }
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         // Dropping `stop` (the client dropped without close) also ends the connection gracefully.
         let task = tokio::spawn(session.serve_until(async move {
@@ -319,13 +349,19 @@ async fn open_h2(
     host: &str,
 ) -> Result<(SendRequest<RequestBody>, JoinHandle<()>), ClientError> {
     let io = engine.dial().await?;
+    let tool_output = io.tool_output();
     let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .map_err(|source| ClientError::Handshake {
-                host: host.to_string(),
-                source,
-            })?;
+        match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
+        {
+            Ok(handshake) => handshake,
+            Err(source) => {
+                return Err(ClientError::Handshake {
+                    host: host.to_string(),
+                    source,
+                    tool_output: tool_output_of(tool_output).await,
+                });
+            }
+        };
     let connection = tokio::spawn(async move {
         // Its end is seen by the requests that fail.
         let _ = connection.await;

@@ -458,7 +458,7 @@ impl SshServer {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 StrictModes no\nUsePAM no\nPidFile {pid}\n",
+                 StrictModes no\nUsePAM no\nPidFile {pid}\nPermitUserEnvironment PATH\n",
                 host = d.join("host_key").display(),
                 auth = d.join("authorized_keys").display(),
                 pid = d.join("sshd.pid").display(),
@@ -519,6 +519,18 @@ impl SshServer {
             self.addr,
             server.repo_path(name).display()
         )
+    }
+
+    /// Sessions of the key get `path` as their `PATH` (for commands the test built, such as
+    /// `dagr-engine`).
+    pub fn set_session_path(&self, path: &str) {
+        let d = self.dir.path();
+        let key = std::fs::read_to_string(d.join("user_key.pub")).expect("user key");
+        std::fs::write(
+            d.join("authorized_keys"),
+            format!("environment=\"PATH={path}\" {key}"),
+        )
+        .expect("authorized_keys");
     }
 
     /// Where the fixture keeps its keys and config.

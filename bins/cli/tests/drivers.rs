@@ -1,0 +1,141 @@
+//! Connection drivers: `dagr --host ssh://...` through Debian's `openssh-server` on 127.0.0.1
+//! with a test key (the engine's socket reached by `dagr-engine dial-stdio` at the other end),
+//! what the tool printed when it fails, a missing tool named with its package, and
+//! `kube-pod://`, which can only be tested up to the command it runs (`kubectl`, with a
+//! kubeconfig naming a cluster at a closed loopback port: no cluster is started here).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use dagr_testkit::git::SshServer;
+
+fn dagr(host: &str, envs: &[(&str, &str)], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut cmd = Command::new(common::dagr());
+    cmd.args(["--host", host, "query", "--progress", "quiet"])
+        .env_remove("DAGR_HOST")
+        .env_remove("DAGGER_SESSION_PORT")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ssh_reaches_the_engine_through_dial_stdio() {
+    let engine = dagr_testkit::EngineProcess::start(&common::engine_bin(), &[]);
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    let sshd = SshServer::start();
+    let bin_dir = common::engine_bin().parent().unwrap().to_owned();
+    sshd.set_session_path(&format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()));
+    let known_hosts = sshd.dir().join("known_hosts");
+    std::fs::write(&known_hosts, &sshd.known_hosts).unwrap();
+    let ssh_command = format!(
+        "ssh -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+        known_hosts.display()
+    );
+    let port = sshd.addr.rsplit_once(':').unwrap().1;
+    let host = format!("ssh://root@127.0.0.1:{port}{}", engine.unix.display());
+    let agent = sshd.agent_socket.to_string_lossy().into_owned();
+    let envs = [
+        ("DAGR_SSH_COMMAND", ssh_command.as_str()),
+        ("SSH_AUTH_SOCK", agent.as_str()),
+    ];
+    let query = format!(
+        r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["echo", "over ssh"]) {{ stdout }} }} }} }}"#
+    );
+    let out = dagr(&host, &envs, &query);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("over ssh\\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Without the agent the server refuses the key: the error says what ssh printed.
+    let out = dagr(&host, &envs[..1], "{ version }");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the connection helper printed") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_tool_is_named_with_its_package() {
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().to_string_lossy().into_owned();
+    for (host, tool, package) in [
+        ("podman-container://engine", "podman", "podman"),
+        ("docker-container://engine", "docker", "docker.io"),
+        ("kube-pod://engine", "kubectl", "kubernetes-client"),
+        ("ssh://nowhere", "ssh", "openssh-client"),
+    ] {
+        let out = dagr(host, &[("PATH", &path)], "{ version }");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("cannot start \"{tool}\""))
+                && stderr.contains(&format!("apt-get install {package}")),
+            "{host}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn kube_pod_runs_kubectl_exec_with_the_urls_parameters() {
+    // Tested up to the command it runs: kubectl is real, the cluster is not (its address is a
+    // closed loopback port), so the error is kubectl's own, about that cluster.
+    assert!(
+        Path::new("/usr/bin/kubectl").exists(),
+        "kubectl is missing: run `cargo xtask prereqs` (kubernetes-client)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = dagr_testkit::free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n\
+             contexts:\n- name: ci\n  context:\n    cluster: test\n    user: u\ncurrent-context: other\n\
+             users:\n- name: u\n  user:\n    token: t\n"
+        ),
+    )
+    .unwrap();
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let out = dagr(
+        "kube-pod://dagr-engine-x?namespace=dagr&container=engine&context=ci",
+        &[("KUBECONFIG", &kubeconfig)],
+        "{ version }",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The context of the URL was used (the config's current one names no cluster), and kubectl
+    // tried that cluster's address.
+    assert!(
+        stderr.contains("the connection helper printed") && stderr.contains(&format!("127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
