@@ -29,7 +29,9 @@ as `dagr-engine dial-stdio`), or through a tool that runs `dagr-engine dial-stdi
 is: ssh://[USER@]HOST[:PORT][/SOCKET] (the ssh command line from DAGR_SSH_COMMAND, default ssh), \
 docker-container://NAME, docker-image://REF (starts a privileged engine container of that image \
 when none runs, its state on a named volume), podman-container://NAME, \
-kube-pod://NAME?namespace=NS&container=C&context=CTX. Without either, dagr uses the engine of its state directory \
+kube-pod://NAME?namespace=NS&container=C&context=CTX. An engine whose TCP listener requires \
+TLS with client certificates is reached with DAGR_TLS_CERT and DAGR_TLS_KEY (this client's \
+certificate and key) and DAGR_TLS_CA (the CA of the engine's certificate). Without either, dagr uses the engine of its state directory \
 (DAGR_STATE_DIR, default /var/lib/dagr as root, else $XDG_STATE_HOME/dagr) and starts it in the \
 background when none answers there (`dagr-engine` beside `dagr`, else from the PATH, with the \
 extra flags in DAGR_ENGINE_ARGS; its log is engine.log there); `dagr engine status` and `dagr \
@@ -344,6 +346,20 @@ async fn connect_with(
     let host = match std::env::var("DAGR_SSH_COMMAND") {
         Ok(ssh) => host.with_ssh_command(ssh.split_whitespace().map(str::to_owned).collect()),
         Err(_) => host,
+    };
+    let tls_var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let host = match (
+        tls_var("DAGR_TLS_CERT"),
+        tls_var("DAGR_TLS_KEY"),
+        tls_var("DAGR_TLS_CA"),
+    ) {
+        (Some(cert), Some(key), Some(ca)) => host.with_tls(dagr_client::TlsFiles { cert, key, ca }),
+        (None, None, None) => host,
+        _ => bail!("DAGR_TLS_CERT, DAGR_TLS_KEY and DAGR_TLS_CA go together: set all three"),
     };
     let workdir = workdir(cli)?;
     let (cache_imports, cache_exports) =

@@ -44,7 +44,10 @@ fn ssh_reaches_the_engine_through_dial_stdio() {
         .clone();
     let sshd = SshServer::start();
     let bin_dir = common::engine_bin().parent().unwrap().to_owned();
-    sshd.set_session_path(&format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()));
+    sshd.set_session_path(&format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        bin_dir.display()
+    ));
     let known_hosts = sshd.dir().join("known_hosts");
     std::fs::write(&known_hosts, &sshd.known_hosts).unwrap();
     let ssh_command = format!(
@@ -135,7 +138,8 @@ fn kube_pod_runs_kubectl_exec_with_the_urls_parameters() {
     // The context of the URL was used (the config's current one names no cluster), and kubectl
     // tried that cluster's address.
     assert!(
-        stderr.contains("the connection helper printed") && stderr.contains(&format!("127.0.0.1:{port}")),
+        stderr.contains("the connection helper printed")
+            && stderr.contains(&format!("127.0.0.1:{port}")),
         "{stderr}"
     );
 }

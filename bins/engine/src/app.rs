@@ -104,7 +104,7 @@ impl App {
         // Execs with privileged nesting call back into this same stack.
         nested.serve_with(service.clone(), engine.clone());
 
-        let listeners = server::bind(&config.listen).await?;
+        let listeners = server::bind(&config.listen, config.tls.as_ref()).await?;
         Ok(App {
             state_dir,
             api,

@@ -33,8 +33,9 @@ pub const DEFAULT_INIT: &str = "/usr/bin/tini-static";
 /// The flags of the engine itself (no subcommand).
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on, `unix:///path` or `tcp://127.0.0.1:PORT` (loopback only); repeatable.
-    /// Default: the unix socket `engine.sock` in the state directory.
+    /// Address to listen on, `unix:///path` or `tcp://IP:PORT`; repeatable. A TCP address other
+    /// than loopback requires TLS with client certificates (--tls-cert, --tls-key,
+    /// --tls-client-ca). Default: the unix socket `engine.sock` in the state directory.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<ListenAddr>,
     /// Directory for the engine's state (sockets, caches).
@@ -99,6 +100,16 @@ pub struct ServeArgs {
     /// What garbage collection always leaves: it never prunes the cache below this size.
     #[arg(long, value_name = "BYTES", default_value = "512M", value_parser = parse_bytes)]
     gc_reserved: u64,
+    /// The engine's TLS certificate (PEM, its chain): with --tls-key and --tls-client-ca, every
+    /// TCP listener speaks TLS and admits only clients with a certificate of that CA.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that clients' certificates must chain to.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
     /// A remote cache that every session reads before running an op, `type=registry,ref=REF`
     /// (an OCI registry tag); repeatable, read in order. Blobs are fetched only for hits; a
     /// cache that cannot be read is a warning, and the ops run here.
@@ -262,6 +273,8 @@ pub struct Config {
     /// How module runtimes install packages.
     pub module_runtimes: dagr_api::module::RuntimeSettings,
     pub remote_cache: RemoteCacheSettings,
+    /// TLS of the TCP listeners.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// The remote caches of every session.
@@ -344,6 +357,14 @@ impl From<ServeArgs> for Config {
                 python_index_url: args.python_index_url.filter(|u| !u.is_empty()),
                 python_find_links: args.python_find_links.filter(|u| !u.is_empty()),
             },
+            tls: match (args.tls_cert, args.tls_key, args.tls_client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(crate::tls::TlsSettings {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                _ => None,
+            },
             remote_cache: RemoteCacheSettings {
                 from: args.cache_from,
                 to: args.cache_to,
@@ -352,6 +373,26 @@ impl From<ServeArgs> for Config {
                 auth_file: args.registry_auth_file,
             },
         }
+    }
+}
+
+impl Config {
+    /// Refuses what must not start: the API runs containers as root, so a TCP listener beyond
+    /// loopback must admit only clients with a certificate.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.tls.is_none()
+            && let Some(open) = self
+                .listen
+                .iter()
+                .find(|l| matches!(l, ListenAddr::Tcp(a) if !a.ip().is_loopback()))
+        {
+            bail!(
+                "--listen {open} is not a loopback address: the engine API runs containers as \
+                 root, so beyond this machine it only listens with TLS and client certificates \
+                 (pass --tls-cert, --tls-key and --tls-client-ca)"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -383,13 +424,6 @@ impl FromStr for ListenAddr {
             let addr: SocketAddr = addr
                 .parse()
                 .with_context(|| format!("listen address {s:?} is not tcp://IP:PORT"))?;
-            // The API runs containers as root: it is never exposed beyond this machine.
-            if !addr.ip().is_loopback() {
-                bail!(
-                    "listen address {s:?} is not a loopback address; the engine API has no \
-                     authentication, so it only listens on 127.0.0.1, ::1 or unix sockets"
-                );
-            }
             return Ok(ListenAddr::Tcp(addr));
         }
         bail!("listen address {s:?} must start with unix:// or tcp://")
@@ -482,10 +516,39 @@ mod tests {
             ListenAddr::Tcp("127.0.0.1:0".parse().expect("addr"))
         );
         assert!("tcp://[::1]:80".parse::<ListenAddr>().is_ok());
-        let err = "tcp://0.0.0.0:80"
-            .parse::<ListenAddr>()
-            .expect_err("not loopback");
-        assert!(err.to_string().contains("not a loopback address"));
+        let config = |args: &[&str]| {
+            use clap::Parser as _;
+            let cli =
+                Cli::try_parse_from(std::iter::once("dagr-engine").chain(args.iter().copied()))
+                    .expect("flags");
+            Config::from(cli.serve)
+        };
+        let err = config(&["--listen", "tcp://0.0.0.0:80"])
+            .check()
+            .expect_err("open without TLS");
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+        assert!(err.to_string().contains("--tls-client-ca"), "{err}");
+        let with_tls = config(&[
+            "--listen",
+            "tcp://0.0.0.0:80",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]);
+        with_tls.check().expect("TLS with client certificates");
+        config(&["--listen", "tcp://127.0.0.1:80"])
+            .check()
+            .expect("loopback");
+        {
+            use clap::Parser as _;
+            assert!(
+                Cli::try_parse_from(["dagr-engine", "--tls-cert", "c.pem"]).is_err(),
+                "a certificate alone"
+            );
+        }
         assert!("http://x".parse::<ListenAddr>().is_err());
         assert!("unix://".parse::<ListenAddr>().is_err());
     }

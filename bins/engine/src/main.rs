@@ -18,6 +18,7 @@ mod routes;
 mod server;
 mod stack;
 mod telemetry;
+mod tls;
 mod watchdog;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Watchdog(args)) => watchdog::run(&args.runc, &args.runc_root),
         None => {
             let config = Config::from(cli.serve);
+            config.check()?;
             runtime.block_on(async {
                 App::build(config).await?.serve().await;
                 Ok(())

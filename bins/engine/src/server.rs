@@ -19,16 +19,19 @@ use crate::config::ListenAddr;
 use crate::routes::Engine;
 use crate::stack::EngineService;
 
-/// A bound listener.
+/// How long a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound listener (TCP with its TLS acceptor when the engine has one).
 pub enum Bound {
-    Tcp(TcpListener),
+    Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
     Unix(UnixListener, PathBuf),
 }
 
 impl Bound {
     pub fn describe(&self) -> String {
         match self {
-            Bound::Tcp(l) => match l.local_addr() {
+            Bound::Tcp(l, _) => match l.local_addr() {
                 Ok(a) => format!("tcp://{a}"),
                 Err(_) => "tcp://?".to_owned(),
             },
@@ -38,8 +41,13 @@ impl Bound {
 }
 
 /// Binds every address. Unix sockets get mode 0660 and a 0700 parent created if missing; a stale
-/// socket file (nobody listening) is replaced, a live one is an error.
-pub async fn bind(addrs: &[ListenAddr]) -> anyhow::Result<Vec<Bound>> {
+/// socket file (nobody listening) is replaced, a live one is an error. TCP listeners speak TLS
+/// with `tls` when given.
+pub async fn bind(
+    addrs: &[ListenAddr],
+    tls: Option<&crate::tls::TlsSettings>,
+) -> anyhow::Result<Vec<Bound>> {
+    let acceptor = tls.map(crate::tls::acceptor).transpose()?;
     let mut out = Vec::new();
     for addr in addrs {
         match addr {
@@ -47,7 +55,10 @@ pub async fn bind(addrs: &[ListenAddr]) -> anyhow::Result<Vec<Bound>> {
                 let l = TcpListener::bind(a)
                     .await
                     .with_context(|| format!("binding {addr}"))?;
-                out.push(Bound::Tcp(l));
+                if acceptor.is_some() {
+                    tracing::info!(listener = %addr, "TLS with client certificates");
+                }
+                out.push(Bound::Tcp(l, acceptor.clone()));
             }
             ListenAddr::Unix(path) => {
                 if let Some(parent) = path.parent()
@@ -136,7 +147,28 @@ async fn accept_loop(
         match accepted {
             Ok(Conn::Tcp(s)) => {
                 let _ = s.set_nodelay(true);
-                spawn_conn(s, &service, &engine, Some(&graceful));
+                match &listener {
+                    Bound::Tcp(_, Some(tls)) => {
+                        // The handshake runs on its own task: a slow client holds up no one.
+                        let (tls, service, engine) = (tls.clone(), service.clone(), engine.clone());
+                        let peer = s.peer_addr().ok();
+                        let watcher = graceful.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(s)).await {
+                                Ok(Ok(stream)) => {
+                                    spawn_conn(stream, &service, &engine, Some(&watcher));
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::info!(?peer, error = %e, "TLS handshake refused");
+                                }
+                                Err(_) => tracing::info!(?peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                    _ => {
+                        spawn_conn(s, &service, &engine, Some(&graceful));
+                    }
+                }
             }
             Ok(Conn::Unix(s)) => {
                 spawn_conn(s, &service, &engine, Some(&graceful));
@@ -157,7 +189,7 @@ enum Conn {
 
 async fn accept(l: &Bound) -> std::io::Result<Conn> {
     match l {
-        Bound::Tcp(l) => Ok(Conn::Tcp(l.accept().await?.0)),
+        Bound::Tcp(l, _) => Ok(Conn::Tcp(l.accept().await?.0)),
         Bound::Unix(l, _) => Ok(Conn::Unix(l.accept().await?.0)),
     }
 }

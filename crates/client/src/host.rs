@@ -27,6 +27,11 @@ pub enum EngineHost {
     Stdio { program: String, args: Vec<String> },
     /// A tool that runs `dagr-engine dial-stdio` where the engine is.
     Driver(Driver),
+    /// `tcp://` with TLS and a client certificate ([`EngineHost::with_tls`]).
+    TlsTcp {
+        addr: String,
+        files: crate::tls::TlsFiles,
+    },
 }
 
 /// A connection through a well-known tool (its own configuration applies: `~/.ssh/config`,
@@ -151,7 +156,9 @@ fn parse_kube_pod(rest: &str) -> Result<DriverKind, &'static str> {
     }
     let (mut namespace, mut container, mut context) = (None, None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or("kube-pod parameters are KEY=VALUE")?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or("kube-pod parameters are KEY=VALUE")?;
         let slot = match k {
             "namespace" => &mut namespace,
             "container" => &mut container,
@@ -304,6 +311,7 @@ impl fmt::Display for EngineHost {
                 Ok(())
             }
             EngineHost::Driver(d) => f.write_str(&d.url),
+            EngineHost::TlsTcp { addr, .. } => write!(f, "tcp://{addr}"),
         }
     }
 }
@@ -314,6 +322,55 @@ pub(crate) enum EngineStream {
     Unix(UnixStream),
     Tcp(TcpStream),
     Stdio(Box<ChildIo>),
+    Tls(Box<TlsIo>),
+}
+
+/// A TLS stream that remembers its first error (a refused certificate arrives as an alert on
+/// the first read after the handshake, which the HTTP layer above reports only as a closed
+/// connection).
+pub(crate) struct TlsIo {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    error: std::sync::Arc<parking_lot::Mutex<Option<String>>>,
+}
+
+impl TlsIo {
+    fn note<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &polled {
+            self.error.lock().get_or_insert_with(|| e.to_string());
+        }
+        polled
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.note(polled)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.note(polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.note(polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 impl AsyncRead for EngineStream {
@@ -326,6 +383,7 @@ impl AsyncRead for EngineStream {
             EngineStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             EngineStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            EngineStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -340,6 +398,7 @@ impl AsyncWrite for EngineStream {
             EngineStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             EngineStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            EngineStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -348,6 +407,7 @@ impl AsyncWrite for EngineStream {
             EngineStream::Unix(s) => Pin::new(s).poll_flush(cx),
             EngineStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            EngineStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -356,6 +416,7 @@ impl AsyncWrite for EngineStream {
             EngineStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             EngineStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             EngineStream::Stdio(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            EngineStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -407,6 +468,18 @@ impl EngineHost {
                 Err(e) => Err(e),
             },
             EngineHost::Stdio { program, args } => return self.spawn(&program, &args),
+            EngineHost::TlsTcp { addr, files } => match TcpStream::connect(addr.clone()).await {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    crate::tls::connect(&files, &addr, tcp).await.map(|stream| {
+                        EngineStream::Tls(Box::new(TlsIo {
+                            stream,
+                            error: Default::default(),
+                        }))
+                    })
+                }
+                Err(e) => Err(e),
+            },
             EngineHost::Driver(driver) => {
                 if let DriverKind::DockerImage { reference } = &driver.kind {
                     self.ensure_image_engine(reference).await?;
@@ -419,6 +492,14 @@ impl EngineHost {
             host: self.to_string(),
             source,
         })
+    }
+
+    /// The same `tcp://` host over TLS with a client certificate; other hosts are unchanged.
+    pub fn with_tls(self, files: crate::tls::TlsFiles) -> EngineHost {
+        match self {
+            EngineHost::Tcp(addr) => EngineHost::TlsTcp { addr, files },
+            other => other,
+        }
     }
 
     /// Runs the ssh of `command` (e.g. `ssh -i KEY -o UserKnownHostsFile=FILE`) instead of
@@ -593,11 +674,37 @@ impl ToolOutput {
     }
 }
 
-impl EngineStream {
-    /// The helper's stderr, for connections through a process.
-    pub(crate) fn tool_output(&self) -> Option<ToolOutput> {
+/// What the transport under a connection can tell about its failure.
+#[derive(Clone)]
+pub(crate) enum Diagnosis {
+    /// A connection helper's stderr.
+    Tool(ToolOutput),
+    /// The first TLS error.
+    Tls(std::sync::Arc<parking_lot::Mutex<Option<String>>>),
+}
+
+impl Diagnosis {
+    /// `"; <what it knows>"`, or `""`.
+    pub(crate) async fn explain(&self) -> String {
         match self {
-            EngineStream::Stdio(io) => Some(io.stderr.clone()),
+            Diagnosis::Tool(output) => match output.text().await {
+                text if text.is_empty() => String::new(),
+                text => format!("; the connection helper printed: {text}"),
+            },
+            Diagnosis::Tls(error) => match error.lock().as_deref() {
+                Some(e) => format!("; TLS: {e}"),
+                None => String::new(),
+            },
+        }
+    }
+}
+
+impl EngineStream {
+    /// What can explain this connection's failure, for connections through a process or TLS.
+    pub(crate) fn diagnosis(&self) -> Option<Diagnosis> {
+        match self {
+            EngineStream::Stdio(io) => Some(Diagnosis::Tool(io.stderr.clone())),
+            EngineStream::Tls(io) => Some(Diagnosis::Tls(io.error.clone())),
             _ => None,
         }
     }

@@ -21,6 +21,7 @@
 mod host;
 mod telemetry;
 mod terminal;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ use tokio::task::JoinHandle;
 pub use host::{DialError, EngineHost, EngineHostError, image_container_name};
 pub use telemetry::{DRAIN_LIMIT, TelemetryEvent, TelemetryFeed};
 pub use terminal::StdioTerminal;
+pub use tls::TlsFiles;
 
 /// The remote caches named by Dagger's environment variables: `_EXPERIMENTAL_DAGGER_CACHE_CONFIG`
 /// (read and written), `_EXPERIMENTAL_DAGGER_CACHE_IMPORT_CONFIG` and
@@ -96,18 +98,10 @@ pub fn cache_config_from_env(
     Ok((imports, exports))
 }
 
-fn helper_said(output: &str) -> String {
-    if output.is_empty() {
-        String::new()
-    } else {
-        format!("; the connection helper printed: {output}")
-    }
-}
-
-/// What the helper of `io` (if any) printed.
-async fn tool_output_of(output: Option<host::ToolOutput>) -> String {
-    match output {
-        Some(o) => o.text().await,
+/// What the transport of a failed connection can tell (`""`: nothing).
+async fn explain(diagnosis: Option<host::Diagnosis>) -> String {
+    match diagnosis {
+        Some(d) => d.explain().await,
         None => String::new(),
     }
 }
@@ -180,18 +174,19 @@ impl std::fmt::Debug for ConnectOptions {
 pub enum ClientError {
     #[error(transparent)]
     Dial(#[from] DialError),
-    #[error("HTTP/2 handshake with engine at {host} failed: {source}{}", helper_said(.tool_output))]
+    #[error("HTTP/2 handshake with engine at {host} failed: {source}{transport}")]
     Handshake {
         host: String,
         source: hyper::Error,
-        /// What the connection helper printed (`""`: nothing, or no helper).
-        tool_output: String,
+        /// What the transport tells (`"; the connection helper printed: ..."`, `"; TLS: ..."`)
+        /// or `""`.
+        transport: String,
     },
-    #[error("attaching to engine at {host} failed: {source}{}", helper_said(.tool_output))]
+    #[error("attaching to engine at {host} failed: {source}{transport}")]
     Attach {
         host: String,
         source: AttachError,
-        tool_output: String,
+        transport: String,
     },
     #[error("invalid request for {path}: {reason}")]
     InvalidRequest { path: String, reason: String },
@@ -304,7 +299,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
     );
     let attachables = if opts.attach {
         let io = opts.host.dial().await?;
-        let tool_output = io.tool_output();
+        let diagnosis = io.diagnosis();
         let providers = HostProviders {
             root: opts.workdir,
             allow_send: opts.allow_send,
@@ -318,7 +313,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
                 return Err(ClientError::Attach {
                     host: host.clone(),
                     source,
-                    tool_output: tool_output_of(tool_output).await,
+                    transport: explain(diagnosis).await,
                 });
             }
         };
@@ -349,16 +344,15 @@ async fn open_h2(
     host: &str,
 ) -> Result<(SendRequest<RequestBody>, JoinHandle<()>), ClientError> {
     let io = engine.dial().await?;
-    let tool_output = io.tool_output();
+    let diagnosis = io.diagnosis();
     let (sender, connection) =
-        match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
-        {
+        match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await {
             Ok(handshake) => handshake,
             Err(source) => {
                 return Err(ClientError::Handshake {
                     host: host.to_string(),
                     source,
-                    tool_output: tool_output_of(tool_output).await,
+                    transport: explain(diagnosis).await,
                 });
             }
         };

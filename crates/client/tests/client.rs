@@ -424,6 +424,7 @@ async fn refused_attach_is_reported() {
         ClientError::Attach {
             source: dagr_attach::AttachError::Refused { status, message },
             host,
+            ..
         } => {
             assert_eq!(*status, StatusCode::BAD_REQUEST);
             assert!(message.contains("client_secret_token"), "{message}");
