@@ -1,6 +1,9 @@
 //! Developer tasks: `cargo xtask engine` (build and run the engine with developer defaults),
 //! `cargo xtask test` (install prerequisites, then format check, clippy and the whole test suite),
-//! `cargo xtask prereqs` (only the installation), `cargo xtask bench` (criterion benchmarks).
+//! `cargo xtask prereqs` (only the installation), `cargo xtask bench` (criterion benchmarks),
+//! `cargo xtask image` (the engine's OCI image, assembled by dagr).
+
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -42,6 +45,30 @@ enum Task {
     },
     /// Install the system prerequisites only (runc, busybox-static, docker-registry, skopeo, ...).
     Prereqs,
+    /// Build the engine's OCI image (dagr-engine, dagr, runc, tini, iptables, git, CA
+    /// certificates and the QEMU emulators of this machine), assembled by dagr itself (the
+    /// engine of DAGR_HOST, else the one dagr starts), as an archive that `docker load` reads.
+    Image {
+        /// Where the archive goes.
+        #[arg(
+            long,
+            default_value = "target/dagr-engine-image.tar",
+            value_name = "PATH"
+        )]
+        output: PathBuf,
+        /// Also load it into Docker (the `docker` CLI, DOCKER_HOST) under this name.
+        #[arg(long, value_name = "NAME:TAG")]
+        load: Option<String>,
+        /// Also push it to this registry reference.
+        #[arg(long, value_name = "REF")]
+        push: Option<String>,
+        /// Take dagr-engine and dagr from this directory instead of building them (release).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Leave the QEMU emulators out.
+        #[arg(long)]
+        no_emulators: bool,
+    },
     /// Run the criterion benchmarks (prerequisites installed first).
     Bench {
         /// Extra arguments passed to `cargo bench`.
@@ -138,6 +165,25 @@ fn main() -> anyhow::Result<()> {
                 .args(&test_args))
         }
         Task::Prereqs => prereqs(&[]).and_then(|()| arm64_busybox(&root)),
+        Task::Image {
+            output,
+            load,
+            push,
+            bin_dir,
+            no_emulators,
+        } => {
+            prereqs(&[])?;
+            image::build(
+                &root,
+                &image::ImageArgs {
+                    bin_dir,
+                    output,
+                    load,
+                    push,
+                    emulators: !no_emulators,
+                },
+            )
+        }
         Task::Soak => {
             prereqs(&[])?;
             run(Command::new(cargo())

@@ -143,3 +143,92 @@ fn kube_pod_runs_kubectl_exec_with_the_urls_parameters() {
         "{stderr}"
     );
 }
+
+/// Runs `dagr query` against `host` with `envs`; its answer's `data`.
+fn query_data(host: &str, envs: &[(&str, &str)], document: &str) -> serde_json::Value {
+    let out = dagr(host, envs, document);
+    assert!(
+        out.status.success(),
+        "{host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn docker_image_starts_the_engine_image_and_docker_container_reaches_it() {
+    // The image of `cargo xtask image`, made by the xtask binary `cargo xtask` builds, from the
+    // binaries under test, assembled by a test engine.
+    let xtask = Path::new(common::dagr()).with_file_name("xtask");
+    assert!(
+        xtask.is_file(),
+        "{} is missing: build it with `cargo build -p xtask` (cargo xtask test does)",
+        xtask.display()
+    );
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("engine.tar");
+    let assembler = dagr_testkit::EngineProcess::start(&common::engine_bin(), &[]);
+    let docker = dagr_testkit::docker::DockerDaemon::start_with_bridge();
+    let docker_host = format!("unix://{}", docker.socket().display());
+    // Debian's docker CLI first.
+    let path = format!(
+        "/usr/bin:/usr/sbin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tag = "dagr-engine:test";
+    let status = Command::new(&xtask)
+        .args(["image", "--no-emulators", "--load", tag, "--bin-dir"])
+        .arg(common::engine_bin().parent().unwrap())
+        .arg("--output")
+        .arg(&archive)
+        .env("DAGR_HOST", assembler.host())
+        .env("DOCKER_HOST", &docker_host)
+        .env("PATH", &path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo xtask image failed");
+    drop(assembler);
+
+    let envs = [
+        ("DOCKER_HOST", docker_host.as_str()),
+        ("PATH", path.as_str()),
+    ];
+    let host = format!("docker-image://{tag}");
+    // A rootfs of the static busybox, read from this host through the engine in the container.
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("busybox")).unwrap();
+    let id = query_data(
+        &host,
+        &envs,
+        &format!(
+            r#"{{ host {{ directory(path: "{}") {{ id }} }} }}"#,
+            rootfs.display()
+        ),
+    )["host"]["directory"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = query_data(
+        &host,
+        &envs,
+        &format!(
+            r#"{{ container {{ withRootfs(directory: "{id}") {{ withExec(args: ["/busybox", "echo", "from the engine image"]) {{ stdout }} }} }} }}"#
+        ),
+    );
+    assert_eq!(
+        answer["container"]["withRootfs"]["withExec"]["stdout"],
+        "from the engine image\n"
+    );
+    // One engine container, started by the first connection and reused by the second.
+    let name = dagr_client::image_container_name(tag);
+    let ps = docker
+        .docker()
+        .args(["ps", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), name);
+    // The same engine by container name.
+    let version = query_data(&format!("docker-container://{name}"), &envs, "{ version }");
+    assert!(version["version"].is_string(), "{version}");
+}

@@ -140,6 +140,67 @@ impl Driver {
     }
 }
 
+/// Docker's names of capabilities 0 to 37 (the ones every Docker release knows).
+const DOCKER_CAPABILITIES: [&str; 38] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+];
+
+/// The capabilities of this process's bounding set, by Docker's names.
+fn bounding_capabilities() -> Vec<&'static str> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    DOCKER_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
 /// The container `docker-image://REF` runs its engine in: one per image reference.
 pub fn image_container_name(reference: &str) -> String {
     use sha2::Digest as _;
@@ -547,9 +608,9 @@ impl EngineHost {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// Starts the engine container of `docker-image://REF` unless it runs: privileged, its
-    /// state on the named volume of the same name, restarted unless stopped; then waits until
-    /// its engine answers on its socket.
+    /// Starts the engine container of `docker-image://REF` unless it runs: privileged
+    /// ([`EngineHost::run_image_engine`]), its state on the named volume of the same name,
+    /// restarted unless stopped; then waits until its engine answers on its socket.
     async fn ensure_image_engine(&self, reference: &str) -> Result<(), DialError> {
         let name = image_container_name(reference);
         let state = self
@@ -560,22 +621,7 @@ impl EngineHost {
             Ok(_) => {
                 self.docker(&["start", &name]).await?;
             }
-            Err(_) => {
-                let volume = format!("{name}:/var/lib/dagr");
-                self.docker(&[
-                    "run",
-                    "--detach",
-                    "--privileged",
-                    "--name",
-                    &name,
-                    "--volume",
-                    &volume,
-                    "--restart",
-                    "unless-stopped",
-                    reference,
-                ])
-                .await?;
-            }
+            Err(_) => self.run_image_engine(&name, reference).await?,
         }
         let started = std::time::Instant::now();
         loop {
@@ -597,6 +643,55 @@ impl EngineHost {
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
             }
+        }
+    }
+
+    /// `docker run` of the engine container: privileged, as Dagger's driver does. A runtime
+    /// that cannot grant every capability (docker inside a sandbox whose bounding set lacks
+    /// some) refuses `--privileged` with "unable to apply caps"; then the container gets what
+    /// `--privileged` gives except those: each capability of this process's bounding set (the
+    /// daemon's, when it runs here), unconfined seccomp, AppArmor and /proc, and the cgroup
+    /// filesystem writable.
+    async fn run_image_engine(&self, name: &str, reference: &str) -> Result<(), DialError> {
+        let volume = format!("{name}:/var/lib/dagr");
+        let common = [
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--volume",
+            &volume,
+            "--restart",
+            "unless-stopped",
+        ];
+        let mut privileged: Vec<&str> = common.to_vec();
+        privileged.extend(["--privileged", reference]);
+        match self.docker(&privileged).await {
+            Ok(_) => Ok(()),
+            // Another client started it meanwhile.
+            Err(DialError::Tool { output, .. }) if output.contains("already in use") => Ok(()),
+            Err(DialError::Tool { output, .. }) if output.contains("unable to apply caps") => {
+                // The container was created before its start failed.
+                let _ = self.docker(&["rm", "--force", name]).await;
+                let caps = bounding_capabilities();
+                let mut args: Vec<&str> = common.to_vec();
+                for cap in &caps {
+                    args.extend(["--cap-add", cap]);
+                }
+                args.extend([
+                    "--security-opt",
+                    "seccomp=unconfined",
+                    "--security-opt",
+                    "apparmor=unconfined",
+                    "--security-opt",
+                    "systempaths=unconfined",
+                    "--volume",
+                    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                    reference,
+                ]);
+                self.docker(&args).await.map(|_| ())
+            }
+            Err(e) => Err(e),
         }
     }
 

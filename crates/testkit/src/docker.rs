@@ -14,11 +14,24 @@ pub const DOCKER_CLI: &str = "/usr/bin/docker";
 pub struct DockerDaemon {
     dir: tempfile::TempDir,
     child: Child,
+    /// The bridge its containers attach to, made for it and removed with it.
+    bridge: Option<String>,
 }
 
 impl DockerDaemon {
     /// Starts `dockerd` and waits until it answers (at most 60 s).
     pub fn start() -> DockerDaemon {
+        Self::start_with(None)
+    }
+
+    /// [`DockerDaemon::start`] with a bridge of its own (a /24 from [`crate::test_bridge`],
+    /// still no iptables rules), so that `docker run` gives containers a network namespace
+    /// with an address, as a default Docker does.
+    pub fn start_with_bridge() -> DockerDaemon {
+        Self::start_with(Some(()))
+    }
+
+    fn start_with(bridge: Option<()>) -> DockerDaemon {
         assert!(
             Path::new("/usr/sbin/dockerd").exists() && Path::new(DOCKER_CLI).exists(),
             "dockerd is missing: run `cargo xtask prereqs` (Debian's docker.io)"
@@ -29,8 +42,22 @@ impl DockerDaemon {
             .expect("dockerd dir");
         let d = dir.path();
         let log = std::fs::File::create(d.join("dockerd.log")).expect("dockerd log");
+        let bridge = bridge.map(|()| {
+            let config = crate::test_bridge(d);
+            let name = format!("dd{}", &config.name[2..]);
+            let gateway = config.cidr.to_string().replace(".0/24", ".1/24");
+            for args in [
+                vec!["link", "add", &name, "type", "bridge"],
+                vec!["addr", "add", &gateway, "dev", &name],
+                vec!["link", "set", &name, "up"],
+            ] {
+                let status = Command::new("ip").args(&args).status().expect("ip");
+                assert!(status.success(), "ip {args:?}");
+            }
+            name
+        });
         let mut cmd = Command::new("/usr/sbin/dockerd");
-        cmd.arg("--bridge=none")
+        cmd.arg(format!("--bridge={}", bridge.as_deref().unwrap_or("none")))
             .arg("--iptables=false")
             .arg("--ip-masq=false")
             .arg("--ip6tables=false")
@@ -52,7 +79,7 @@ impl DockerDaemon {
             }
         }
         let child = cmd.spawn().expect("start dockerd");
-        let daemon = DockerDaemon { dir, child };
+        let daemon = DockerDaemon { dir, child, bridge };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let info = daemon.docker().arg("info").output().expect("docker info");
@@ -146,5 +173,11 @@ impl Drop for DockerDaemon {
         }
         // Whatever dockerd left mounted under its directories goes before they are removed.
         crate::detach_mounts_under(self.dir.path());
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
