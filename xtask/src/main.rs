@@ -33,6 +33,14 @@ enum Task {
         #[arg(last = true)]
         engine_args: Vec<String>,
     },
+    /// Build dagr and dagr-engine (installing what the engine needs to run), then run `dagr`
+    /// with these arguments; without --host it starts its engine in the background (stop it
+    /// with `cargo xtask dagr engine stop`).
+    Dagr {
+        /// The arguments of `dagr` (e.g. `query examples/hello.graphql`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Install the system prerequisites (apt packages), then run cargo fmt --check, clippy and the
     /// whole test suite.
     Test {
@@ -127,8 +135,20 @@ const PREREQS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     // Every container's PID 1: Debian's static tini.
     ("tini-static", "tini"),
-    // The Dockerfile corpus compares with `docker build` on a private dockerd (BuildKit).
+    // The Dockerfile corpus compares with `docker build` on a private dockerd (BuildKit); the
+    // docker-image:// driver test runs the engine image there.
     ("dockerd", "docker.io"),
+    // The kube-pod:// driver runs kubectl (tested up to the command it runs).
+    ("kubectl", "kubernetes-client"),
+];
+
+/// What running dagr needs (`cargo xtask dagr`): the engine's runtime, init, network and git.
+const RUN_PREREQS: &[(&str, &str)] = &[
+    ("runc", "runc"),
+    ("tini-static", "tini"),
+    ("iptables", "iptables"),
+    ("git", "git"),
+    ("ssh", "openssh-client"),
 ];
 
 /// What only the benchmarks need: the baselines they compare against (`buildah bud --layers`
@@ -165,6 +185,15 @@ fn main() -> anyhow::Result<()> {
                 .args(&test_args))
         }
         Task::Prereqs => prereqs(&[]).and_then(|()| arm64_busybox(&root)),
+        Task::Dagr { args } => {
+            install(RUN_PREREQS, &[])?;
+            run(Command::new(cargo()).args(["build", "-p", "dagr-engine", "-p", "dagr-cli"]))?;
+            let status = Command::new(target_dir(&root).join("debug/dagr"))
+                .args(&args)
+                .status()
+                .context("starting dagr")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
         Task::Image {
             output,
             load,
@@ -278,14 +307,10 @@ fn is_root() -> bool {
 /// what to install.
 fn prereqs(extra: &[(&'static str, &'static str)]) -> anyhow::Result<()> {
     let wanted: Vec<(&str, &str)> = PREREQS.iter().chain(extra).copied().collect();
-    let mut missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let mut packages = Vec::new();
     // The busybox used in container images must be the static one.
-    if !Path::new("/bin/busybox").exists() && !missing.contains(&"busybox-static") {
-        missing.push("busybox-static");
+    if !Path::new("/bin/busybox").exists() {
+        packages.push("busybox-static");
     }
     // Tests build Python virtualenvs (graphql-core, the Dagger SDK).
     let venv_ok = have("python3")
@@ -294,7 +319,23 @@ fn prereqs(extra: &[(&'static str, &'static str)]) -> anyhow::Result<()> {
             .status()
             .is_ok_and(|s| s.success());
     if !venv_ok {
-        missing.push("python3-venv");
+        packages.push("python3-venv");
+    }
+    install(&wanted, &packages)
+}
+
+/// Installs the packages of the `wanted` commands that are missing, and `packages` (as root),
+/// or says exactly what to install.
+fn install(wanted: &[(&str, &str)], packages: &[&'static str]) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    for p in packages {
+        if !missing.contains(p) {
+            missing.push(p);
+        }
     }
     if missing.is_empty() {
         return Ok(());
@@ -312,7 +353,7 @@ fn prereqs(extra: &[(&'static str, &'static str)]) -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get install failed")?;
-    for (cmd, pkg) in &wanted {
+    for (cmd, pkg) in wanted {
         if !have(cmd) {
             bail!("{cmd} is still missing after installing {pkg}");
         }
