@@ -208,9 +208,37 @@ async fn registry_faults_degrade_to_a_local_run() {
     }
     assert_runs_here(&spec, &[], &marker, "deleted blobs").await;
 
-    // A registry that is not there at all.
+    // A registry that is not there at all: the warning reaches the session's telemetry too.
     registry.stop();
     assert_runs_here(&spec, &[], &marker, "registry down").await;
+    let b = engine(&["--cache-from", &spec]);
+    let mut client = connect(&b, false).await;
+    let mut feed = client.subscribe().await.unwrap();
+    let answer = query(&client, pipeline(&marker)).await.unwrap();
+    client.close().await.unwrap();
+    assert_well_formed(&answer);
+    let mut warnings = Vec::new();
+    while let Some(event) = feed.events.recv().await {
+        if let dagr_client::TelemetryEvent::Spans(data) = event {
+            for span in data
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans)
+            {
+                // Status code 2: error.
+                if span.name.contains("reading the remote cache failed")
+                    && span.status.as_ref().is_some_and(|s| s.code == 2)
+                {
+                    warnings.push(span.status.unwrap_or_default().message);
+                }
+            }
+        }
+    }
+    assert!(
+        warnings.iter().any(|m| m.contains(&registry.addr)),
+        "no failed remote cache span: {warnings:?}"
+    );
 }
 
 #[tokio::test]
