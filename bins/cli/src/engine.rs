@@ -143,10 +143,10 @@ impl LocalEngine {
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!(
-            "dagr: started an engine (pid {}) at {} in {:.1}s; log {}; stop it with `dagr engine stop`",
+            "dagr: started an engine (pid {}) at {} in {} ms; log {}; stop it with `dagr engine stop`",
             child.id(),
             self.host(),
-            started.elapsed().as_secs_f64(),
+            started.elapsed().as_millis(),
             self.log_file().display()
         );
         Ok(())
