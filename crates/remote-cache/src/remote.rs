@@ -10,7 +10,6 @@ use bytes::Bytes;
 use dagr_registry::push::retrying;
 use dagr_registry::{PullError, PushError, Reference, RegistryClient};
 use dagr_snapshot::{ContentError, ContentStore, Digest};
-use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::index::{
     CacheIndex, INDEX_MEDIA_TYPE, IndexError, MANIFEST_MEDIA_TYPE, MAX_INDEX_BYTES,
@@ -173,7 +172,9 @@ impl RemoteCache {
         Ok((Some(manifest.digest), index))
     }
 
-    async fn fetch(
+    /// Fetches blob `digest` of `size` bytes (a layer the index describes) into the content
+    /// store, verified; nothing is fetched when the store has it.
+    pub async fn fetch(
         &self,
         reference: &Reference,
         digest: &Digest,
@@ -186,26 +187,6 @@ impl RemoteCache {
                 reference: reference.to_string(),
                 source,
             })
-    }
-
-    /// Fetches the layers `digests` (described by `index`) into the content store, verified,
-    /// several at a time; blobs already there are not fetched.
-    pub async fn fetch_layers(
-        &self,
-        reference: &Reference,
-        index: &CacheIndex,
-        digests: &[Digest],
-    ) -> Result<(), RemoteCacheError> {
-        let wanted: Vec<(Digest, u64)> = digests
-            .iter()
-            .filter_map(|d| index.layers.get(d).map(|l| (d.clone(), l.size)))
-            .collect();
-        futures::stream::iter(wanted)
-            .map(|(digest, size)| async move { self.fetch(reference, &digest, size).await })
-            .buffer_unordered(4)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
     }
 
     /// Adds `additions` (whose layers are in the content store) to the cache at `reference`:

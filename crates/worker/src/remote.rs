@@ -70,6 +70,17 @@ impl RemoteCaches {
     }
 }
 
+/// Tasks aborted when dropped (an import given up or failed leaves no download running).
+struct AbortOnDrop(HashMap<Digest, tokio::task::JoinHandle<Result<(), RemoteCacheError>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
 /// The media type of a layer blob, from its first bytes.
 fn sniff_media_type(head: &[u8]) -> &'static str {
     match head {
@@ -195,50 +206,69 @@ impl Worker {
         index: &CacheIndex,
         entry: &CacheEntry,
     ) -> Result<RunOutput, WorkerError> {
-        let wanted: Vec<Digest> = entry.outputs.iter().flatten().cloned().collect();
-        let missing = wanted.iter().filter(|d| !self.inner.content.has(d)).count();
         let started = std::time::Instant::now();
-        self.inner
-            .remote
-            .cache
-            .fetch_layers(reference, index, &wanted)
-            .await
-            .map_err(|e| WorkerError::RemoteCache(Box::new(e)))?;
-        self.inner
-            .remote
-            .stats
-            .layers_fetched
-            .fetch_add(missing as u64, Ordering::Relaxed);
-        let fetched = started.elapsed();
+        // Every layer is fetched at once, on tasks of their own, so that a chain's lower layers
+        // unpack while its upper ones still download; dropping this aborts what is left.
+        let mut fetches = AbortOnDrop(HashMap::new());
+        for digest in entry.outputs.iter().flatten() {
+            if fetches.0.contains_key(digest) || self.inner.content.has(digest) {
+                continue;
+            }
+            let size = index.layers.get(digest).map_or(0, |l| l.size);
+            let (cache, reference, d) = (
+                self.inner.remote.cache.clone(),
+                reference.clone(),
+                digest.clone(),
+            );
+            self.inner
+                .remote
+                .stats
+                .layers_fetched
+                .fetch_add(1, Ordering::Relaxed);
+            fetches.0.insert(
+                digest.clone(),
+                tokio::spawn(async move { cache.fetch(&reference, &d, size).await }),
+            );
+        }
         let mut tops = Vec::with_capacity(entry.outputs.len());
         for chain in &entry.outputs {
-            let top = if chain.is_empty() {
-                self.empty_snapshot().await?
-            } else {
-                let layers: Vec<LayerDescriptor> = chain
-                    .iter()
-                    .map(|d| LayerDescriptor {
-                        digest: d.clone(),
-                        media_type: index
-                            .layers
-                            .get(d)
-                            .map(|l| l.media_type.clone())
-                            .unwrap_or_default(),
-                    })
-                    .collect();
-                self.inner
+            if chain.is_empty() {
+                tops.push(self.empty_snapshot().await?);
+                continue;
+            }
+            let layers: Vec<LayerDescriptor> = chain
+                .iter()
+                .map(|d| LayerDescriptor {
+                    digest: d.clone(),
+                    media_type: index
+                        .layers
+                        .get(d)
+                        .map(|l| l.media_type.clone())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let mut top = String::new();
+            for n in 1..=layers.len() {
+                if let Some(fetch) = fetches.0.remove(&layers[n - 1].digest) {
+                    fetch
+                        .await
+                        .map_err(|e| WorkerError::Task(e.to_string()))?
+                        .map_err(|e| WorkerError::RemoteCache(Box::new(e)))?;
+                }
+                // Layers below `n` are unpacked already: this unpacks layer `n` alone.
+                top = self
+                    .inner
                     .snapshots
-                    .unpack_image_layers(&self.inner.content, &layers, &Default::default())
-                    .await?
-            };
+                    .unpack_image_layers(&self.inner.content, &layers[..n], &Default::default())
+                    .await?;
+            }
             tops.push(top);
         }
         if tops.is_empty() {
             return Err(crate::op_err("import", "cache entry has no outputs"));
         }
         tracing::debug!(
-            fetch_ms = fetched.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "imported a result from a remote cache"
         );
         let id = tops.remove(0);
