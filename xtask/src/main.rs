@@ -88,7 +88,7 @@ enum Task {
     /// of RELIABILITY.md. `cargo xtask test` runs the short form.
     Soak,
     /// Run the property tests of the parsers and decoders that take hostile input (the GraphQL
-    /// executor, the metadata header, the layer unpacker, the Dockerfile parser, the attachables' tree writer) over and over with many cases and
+    /// executor, the metadata header, the layer unpacker, the Dockerfile parser, the attachables' tree writer, the remote cache index) over and over with many cases and
     /// fresh random seeds, for about this long. `cargo xtask test` runs them with 256 cases.
     Fuzz {
         /// How long to keep going.
@@ -106,6 +106,7 @@ const PROPERTY_TESTS: &[&str] = &[
     "dagr-gql",
     "dagr-snapshot",
     "dagr-dockerfile",
+    "dagr-remote-cache",
 ];
 
 /// Commands the tests and the engine need, with the Debian package that provides each.
