@@ -1684,21 +1684,11 @@ fn auth_registry(api: &Api) -> String {
         .join(format!("auth-registry-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("registry dir");
-    let hash = std::process::Command::new("python3")
-        .args([
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt; print('alice:' + crypt.crypt('s3cret-pw', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        hash.status.success(),
-        "{}",
-        String::from_utf8_lossy(&hash.stderr)
-    );
-    std::fs::write(dir.join("htpasswd"), &hash.stdout).expect("htpasswd");
+    std::fs::write(
+        dir.join("htpasswd"),
+        dagr_testkit::scratch_registry::htpasswd_line("alice", "s3cret-pw"),
+    )
+    .expect("htpasswd");
     let addr = format!("127.0.0.1:{}", dagr_testkit::free_port());
     std::fs::write(
         dir.join("config.yml"),

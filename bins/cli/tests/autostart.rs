@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 /// Kills the engine of `state` if a failed test left it running.
 struct EngineGuard(PathBuf);
@@ -24,25 +25,16 @@ impl Drop for EngineGuard {
 }
 
 fn dagr(state: &Path, args: &[&str], stdin: &str) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dagr"))
-        .args(args)
-        .env("DAGR_STATE_DIR", state)
-        // Loopback-only execs: no bridge to share with other tests' engines.
-        .env("DAGR_ENGINE_ARGS", "--network none --shutdown-grace 2")
-        .env_remove("DAGR_HOST")
-        .env_remove("DAGGER_SESSION_PORT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child
+    let state = state.to_string_lossy();
+    common::spawn_dagr(
+        args,
+        &[
+            ("DAGR_STATE_DIR", &state),
+            // Loopback-only execs: no bridge to share with other tests' engines.
+            ("DAGR_ENGINE_ARGS", "--network none --shutdown-grace 2"),
+        ],
+        stdin,
+    )
 }
 
 fn finish(child: std::process::Child) -> Output {
@@ -55,10 +47,7 @@ fn commands_start_one_engine_that_engine_stop_stops() {
     let state = dir.path().join("state");
     let _guard = EngineGuard(state.clone());
     let engine_argv = [
-        Path::new(env!("CARGO_BIN_EXE_dagr"))
-            .with_file_name("dagr-engine")
-            .to_string_lossy()
-            .into_owned(),
+        common::engine_bin().to_string_lossy().into_owned(),
         "--state-dir".to_owned(),
         state.to_string_lossy().into_owned(),
         "--network".to_owned(),
@@ -67,10 +56,6 @@ fn commands_start_one_engine_that_engine_stop_stops() {
         "2".to_owned(),
     ];
     let argv: Vec<&str> = engine_argv.iter().map(String::as_str).collect();
-    assert!(
-        Path::new(argv[0]).is_file(),
-        "build dagr-engine first: cargo build -p dagr-engine"
-    );
 
     let status = finish(dagr(&state, &["engine", "status"], ""));
     assert_eq!(status.status.code(), Some(1), "{status:?}");

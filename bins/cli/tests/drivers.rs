@@ -9,31 +9,21 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use dagr_testkit::git::SshServer;
 
 fn dagr(host: &str, envs: &[(&str, &str)], stdin: &str) -> Output {
-    use std::io::Write as _;
-    let mut cmd = Command::new(common::dagr());
-    cmd.args(["--host", host, "query", "--progress", "quiet"])
-        .env_remove("DAGR_HOST")
-        .env_remove("DAGGER_SESSION_PORT")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
+    // ssh gets its agent only where a test gives it one.
+    let mut envs = envs.to_vec();
+    if !envs.iter().any(|(k, _)| *k == "SSH_AUTH_SOCK") {
+        envs.push(("SSH_AUTH_SOCK", ""));
     }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::run_dagr(
+        &["--host", host, "query", "--progress", "quiet"],
+        &envs,
+        stdin,
+    )
 }
 
 #[test]

@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -97,26 +96,27 @@ const CLIENT_EXT: &str =
     "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
 
 fn dagr_query(host: &str, tls: Option<(&Path, &str, &str)>) -> std::process::Output {
-    let mut cmd = Command::new(common::dagr());
-    cmd.args(["--host", host, "query", "--progress", "quiet"])
-        .env_remove("DAGR_HOST")
-        .env_remove("DAGGER_SESSION_PORT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((dir, client, ca)) = tls {
-        cmd.env("DAGR_TLS_CERT", dir.join(format!("{client}.pem")))
-            .env("DAGR_TLS_KEY", dir.join(format!("{client}.key")))
-            .env("DAGR_TLS_CA", dir.join(format!("{ca}.pem")));
-    }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{ version }")
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let files = tls.map(|(dir, client, ca)| {
+        [
+            dir.join(format!("{client}.pem")),
+            dir.join(format!("{client}.key")),
+            dir.join(format!("{ca}.pem")),
+        ]
+        .map(|p| p.to_string_lossy().into_owned())
+    });
+    let envs: Vec<(&str, &str)> = match &files {
+        Some([cert, key, ca]) => vec![
+            ("DAGR_TLS_CERT", cert),
+            ("DAGR_TLS_KEY", key),
+            ("DAGR_TLS_CA", ca),
+        ],
+        None => Vec::new(),
+    };
+    common::run_dagr(
+        &["--host", host, "query", "--progress", "quiet"],
+        &envs,
+        "{ version }",
+    )
 }
 
 /// A TLS client that trusts `ca` and presents no certificate: what it reads after sending a

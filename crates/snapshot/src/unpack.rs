@@ -107,7 +107,7 @@ impl Snapshotter {
     /// came from and that layer's diff id; `None` for any other snapshot. The blob may since
     /// have been collected from the content store.
     pub fn image_layer_of(&self, key: &str) -> Result<Option<(Digest, Digest)>, SnapshotError> {
-        use redb::{ReadableDatabase as _, ReadableTable as _};
+        use redb::ReadableTable as _;
         let Ok(chain) = key.parse::<Digest>() else {
             return Ok(None);
         };
@@ -118,14 +118,7 @@ impl Snapshotter {
             },
             None => None,
         };
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| SnapshotError::Db(e.into()))?;
-        let table = txn
-            .open_table(DIFF_IDS)
-            .map_err(|e| SnapshotError::Db(e.into()))?;
+        let table = self.diff_ids()?;
         for item in table.iter().map_err(|e| SnapshotError::Db(e.into()))? {
             let (blob, diff_id) = item.map_err(|e| SnapshotError::Db(e.into()))?;
             let (Ok(blob), Ok(diff_id)) = (
@@ -141,17 +134,21 @@ impl Snapshotter {
         Ok(None)
     }
 
-    fn known_diff_id(&self, layer: &Digest) -> Result<Option<Digest>, SnapshotError> {
+    /// The table of layer blob -> diff id, for reading.
+    fn diff_ids(&self) -> Result<redb::ReadOnlyTable<&'static str, &'static str>, SnapshotError> {
         use redb::ReadableDatabase as _;
         let txn = self
             .inner
             .db
             .begin_read()
             .map_err(|e| SnapshotError::Db(e.into()))?;
-        let table = txn
-            .open_table(DIFF_IDS)
-            .map_err(|e| SnapshotError::Db(e.into()))?;
-        let value = table
+        txn.open_table(DIFF_IDS)
+            .map_err(|e| SnapshotError::Db(e.into()))
+    }
+
+    fn known_diff_id(&self, layer: &Digest) -> Result<Option<Digest>, SnapshotError> {
+        let value = self
+            .diff_ids()?
             .get(layer.to_string().as_str())
             .map_err(|e| SnapshotError::Db(e.into()))?;
         Ok(value.and_then(|v| v.value().parse().ok()))

@@ -5,6 +5,23 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// An htpasswd line (bcrypt, made by Python's `crypt`) letting `user` in with `password`.
+pub fn htpasswd_line(user: &str, password: &str) -> Vec<u8> {
+    let hash = Command::new("python3")
+        .args(["-W", "ignore", "-c"])
+        .arg(format!(
+            "import crypt; print('{user}:' + crypt.crypt('{password}', crypt.mksalt(crypt.METHOD_BLOWFISH)))"
+        ))
+        .output()
+        .expect("python3");
+    assert!(
+        hash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hash.stderr)
+    );
+    hash.stdout
+}
+
 /// A registry process with its storage in a temp directory; killed on drop.
 pub struct ScratchRegistry {
     /// `127.0.0.1:PORT`.
@@ -23,20 +40,8 @@ impl ScratchRegistry {
             dir.path().join("data").display()
         );
         if let Some((user, password)) = auth {
-            let hash = Command::new("python3")
-                .args(["-W", "ignore", "-c"])
-                .arg(format!(
-                    "import crypt; print('{user}:' + crypt.crypt('{password}', crypt.mksalt(crypt.METHOD_BLOWFISH)))"
-                ))
-                .output()
-                .expect("python3");
-            assert!(
-                hash.status.success(),
-                "{}",
-                String::from_utf8_lossy(&hash.stderr)
-            );
             let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, &hash.stdout).expect("htpasswd");
+            std::fs::write(&htpasswd, htpasswd_line(user, password)).expect("htpasswd");
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
                 htpasswd.display()

@@ -21,6 +21,37 @@ pub fn engine_bin() -> PathBuf {
     p
 }
 
+/// Starts `dagr ARGS` with `envs`, no engine named by the environment (`DAGR_HOST`,
+/// `DAGGER_SESSION_PORT` removed), `stdin` written to it and closed, stdout and stderr piped.
+pub fn spawn_dagr(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> std::process::Child {
+    use std::io::Write as _;
+    let mut cmd = Command::new(dagr());
+    cmd.args(args)
+        .env_remove("DAGR_HOST")
+        .env_remove("DAGGER_SESSION_PORT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("dagr");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child
+}
+
+/// [`spawn_dagr`], waited for.
+pub fn run_dagr(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    spawn_dagr(args, envs, stdin)
+        .wait_with_output()
+        .expect("dagr")
+}
+
 /// A detached tmux server with one session running a shell command in a pane, on a private
 /// socket. Killed on drop.
 pub struct Tmux {
