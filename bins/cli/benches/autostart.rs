@@ -50,6 +50,19 @@ fn query(state: &Path) -> (Duration, String) {
     )
 }
 
+/// Kills the engine of a state directory if a round failed before stopping it.
+struct EngineGuard(std::path::PathBuf);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("engine.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
 fn stop(state: &Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_dagr"))
         .args(["engine", "stop"])
@@ -82,6 +95,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
+        let _guard = EngineGuard(state.clone());
         let (elapsed, stderr) = query(&state);
         cold.push(elapsed);
         let start_ms = stderr

@@ -113,3 +113,24 @@ impl RegistryClient {
         &self.config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::UploadPacer;
+    use std::time::Duration;
+
+    /// On tokio's paused clock (no wall time): requests wait until the bytes before them fit
+    /// the rate.
+    #[tokio::test(start_paused = true)]
+    async fn uploads_keep_to_the_rate() {
+        let pacer = UploadPacer::new(1000);
+        let start = tokio::time::Instant::now();
+        pacer.pace(500).await;
+        pacer.pace(500).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        pacer.pace(2000).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        pacer.pace(1).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+}
