@@ -36,7 +36,7 @@ pub use auth::{Anonymous, Credentials, CredentialsProvider, StaticCredentials};
 pub use client::RegistryClient;
 pub use image::{ManifestKind, Platform, PulledImage};
 pub use layout::ExportEntry;
-pub use pull::{FetchedManifest, PullError, ResolvedImage};
+pub use pull::{BlobStream, FetchedManifest, PullError, ResolvedImage};
 pub use push::{BlobPush, PushError};
 pub use reference::{Reference, ReferenceError};
 pub use transport::{RegistryConfig, TransportError};

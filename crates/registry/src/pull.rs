@@ -148,6 +148,48 @@ impl PullError {
     }
 }
 
+/// A blob as it downloads ([`RegistryClient::blob_stream`]).
+pub struct BlobStream {
+    reference: String,
+    url: String,
+    digest: Digest,
+    size: u64,
+    read: u64,
+    body: hyper::body::Incoming,
+}
+
+impl BlobStream {
+    /// The next bytes; `None` at the end. More than the announced size is an error.
+    pub async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, PullError>> {
+        loop {
+            let frame = match self.body.frame().await? {
+                Ok(frame) => frame,
+                Err(e) => {
+                    return Some(Err(PullError::Transport {
+                        reference: self.reference.clone(),
+                        source: TransportError::Body {
+                            url: self.url.clone(),
+                            message: e.to_string(),
+                        },
+                    }));
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                self.read += data.len() as u64;
+                if self.read > self.size {
+                    return Some(Err(PullError::BlobSize {
+                        reference: self.reference.clone(),
+                        digest: self.digest.clone(),
+                        expected: self.size,
+                        actual: self.read,
+                    }));
+                }
+                return Some(Ok(data));
+            }
+        }
+    }
+}
+
 /// An image manifest and its config, resolved from a reference and stored (without layers).
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
@@ -463,17 +505,15 @@ impl RegistryClient {
         .await
     }
 
-    async fn fetch_blob_at(
+    /// `GET` of blob `digest` from `endpoint`, answered with success.
+    async fn blob_response(
         &self,
         endpoint: &Endpoint,
         reference: &Reference,
         digest: &Digest,
-        expected_size: u64,
-        store: &ContentStore,
-    ) -> Result<(), PullError> {
-        let name = reference.to_string();
+    ) -> Result<(String, http::Response<hyper::body::Incoming>), PullError> {
         let transport_err = |source| PullError::Transport {
-            reference: name.clone(),
+            reference: reference.to_string(),
             source,
         };
         let url = endpoint.url(&format!("/v2/{}/blobs/{digest}", reference.repository()));
@@ -494,6 +534,45 @@ impl RegistryClient {
                 transport::status_error(Method::GET, &url, response).await,
             ));
         }
+        Ok((url, response))
+    }
+
+    /// Blob `digest` of `reference`'s repository as it downloads (from the registry itself,
+    /// no retry): the caller verifies what it reads ([`BlobStream`] stops at `size` bytes).
+    pub async fn blob_stream(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<BlobStream, PullError> {
+        let endpoint = self
+            .config
+            .endpoint(reference.registry(), reference.api_host());
+        let (url, response) = self.blob_response(&endpoint, reference, digest).await?;
+        Ok(BlobStream {
+            reference: reference.to_string(),
+            url,
+            digest: digest.clone(),
+            size,
+            read: 0,
+            body: response.into_body(),
+        })
+    }
+
+    async fn fetch_blob_at(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        digest: &Digest,
+        expected_size: u64,
+        store: &ContentStore,
+    ) -> Result<(), PullError> {
+        let name = reference.to_string();
+        let transport_err = |source| PullError::Transport {
+            reference: name.clone(),
+            source,
+        };
+        let (url, response) = self.blob_response(endpoint, reference, digest).await?;
         let content_err = |source| PullError::Content {
             reference: name.clone(),
             digest: digest.clone(),

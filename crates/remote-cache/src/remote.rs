@@ -172,6 +172,23 @@ impl RemoteCache {
         Ok((Some(manifest.digest), index))
     }
 
+    /// Blob `digest` of `size` bytes as it downloads, for a reader that verifies it (nothing is
+    /// stored).
+    pub async fn stream(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<dagr_registry::BlobStream, RemoteCacheError> {
+        self.client
+            .blob_stream(reference, digest, size)
+            .await
+            .map_err(|source| RemoteCacheError::Pull {
+                reference: reference.to_string(),
+                source,
+            })
+    }
+
     /// Fetches blob `digest` of `size` bytes (a layer the index describes) into the content
     /// store, verified; nothing is fetched when the store has it.
     pub async fn fetch(

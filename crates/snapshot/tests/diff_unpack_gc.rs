@@ -443,3 +443,47 @@ async fn concurrent_unpacks_of_the_same_image_agree() {
     );
     assert!(dir.leftover_mounts().is_empty());
 }
+
+/// A layer unpacked as it is read: committed under its chain id when its bytes are the
+/// digest, nothing kept when they are not (a damaged download), and known afterwards.
+#[tokio::test]
+async fn a_layer_read_as_it_downloads_is_verified_before_it_is_committed() {
+    let dir = TestDir::new();
+    let (s, _content) = open(&dir, Backend::Overlay);
+    let tar = LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/streamed", b"yes", 0o644)
+        .tar();
+    let blob = zstd::encode_all(&tar[..], 3).unwrap();
+    let layer = LayerDescriptor {
+        digest: Digest::of_bytes(&blob),
+        media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+    };
+    let before = s.list().unwrap().len();
+    // Damaged bytes: a valid layer, but not the one named.
+    let other = zstd::encode_all(&tar[..], 1).unwrap();
+    assert_ne!(Digest::of_bytes(&other), layer.digest);
+    let err = s
+        .unpack_layer_from(std::io::Cursor::new(other), &layer, None)
+        .await
+        .expect_err("damaged");
+    assert!(matches!(err, UnpackError::DigestMismatch { .. }), "{err}");
+    assert_eq!(s.list().unwrap().len(), before, "nothing of it kept");
+    assert_eq!(
+        s.unpacked_chain(std::slice::from_ref(&layer)).unwrap(),
+        None
+    );
+
+    let top = s
+        .unpack_layer_from(std::io::Cursor::new(blob), &layer, None)
+        .await
+        .unwrap();
+    assert_eq!(top, chain_id(None, &Digest::of_bytes(&tar)).to_string());
+    assert_eq!(
+        s.unpacked_chain(std::slice::from_ref(&layer)).unwrap(),
+        Some(top.clone())
+    );
+    let target = dir.subdir("target");
+    let tree = read_view(&s, &target, &top).await;
+    assert!(tree.contains_key("etc/streamed"), "{tree:?}");
+}

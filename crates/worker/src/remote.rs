@@ -70,14 +70,51 @@ impl RemoteCaches {
     }
 }
 
-/// Tasks aborted when dropped (an import given up or failed leaves no download running).
-struct AbortOnDrop(HashMap<Digest, tokio::task::JoinHandle<Result<(), RemoteCacheError>>>);
+/// A download read from a blocking thread: a task moves its chunks through a small channel
+/// (the download waits while the unpacker is behind) and ends when the reader is dropped.
+struct BlobReader {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+    pump: tokio::task::JoinHandle<()>,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in self.0.values() {
-            task.abort();
+impl BlobReader {
+    fn start(mut download: dagr_registry::BlobStream) -> BlobReader {
+        let (tx, chunks) = tokio::sync::mpsc::channel(8);
+        let pump = tokio::spawn(async move {
+            while let Some(chunk) = download.next_chunk().await {
+                let chunk = chunk.map_err(std::io::Error::other);
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        BlobReader {
+            chunks,
+            current: bytes::Bytes::new(),
+            pump,
         }
+    }
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Drop for BlobReader {
+    fn drop(&mut self) {
+        self.pump.abort();
     }
 }
 
@@ -207,29 +244,6 @@ impl Worker {
         entry: &CacheEntry,
     ) -> Result<RunOutput, WorkerError> {
         let started = std::time::Instant::now();
-        // Every layer is fetched at once, on tasks of their own, so that a chain's lower layers
-        // unpack while its upper ones still download; dropping this aborts what is left.
-        let mut fetches = AbortOnDrop(HashMap::new());
-        for digest in entry.outputs.iter().flatten() {
-            if fetches.0.contains_key(digest) || self.inner.content.has(digest) {
-                continue;
-            }
-            let size = index.layers.get(digest).map_or(0, |l| l.size);
-            let (cache, reference, d) = (
-                self.inner.remote.cache.clone(),
-                reference.clone(),
-                digest.clone(),
-            );
-            self.inner
-                .remote
-                .stats
-                .layers_fetched
-                .fetch_add(1, Ordering::Relaxed);
-            fetches.0.insert(
-                digest.clone(),
-                tokio::spawn(async move { cache.fetch(&reference, &d, size).await }),
-            );
-        }
         let mut tops = Vec::with_capacity(entry.outputs.len());
         for chain in &entry.outputs {
             if chain.is_empty() {
@@ -247,22 +261,14 @@ impl Worker {
                         .unwrap_or_default(),
                 })
                 .collect();
-            let mut top = String::new();
+            let mut top: Option<String> = None;
             for n in 1..=layers.len() {
-                if let Some(fetch) = fetches.0.remove(&layers[n - 1].digest) {
-                    fetch
-                        .await
-                        .map_err(|e| WorkerError::Task(e.to_string()))?
-                        .map_err(|e| WorkerError::RemoteCache(Box::new(e)))?;
-                }
-                // Layers below `n` are unpacked already: this unpacks layer `n` alone.
-                top = self
-                    .inner
-                    .snapshots
-                    .unpack_image_layers(&self.inner.content, &layers[..n], &Default::default())
-                    .await?;
+                top = Some(
+                    self.import_layer(reference, index, &layers[..n], top)
+                        .await?,
+                );
             }
-            tops.push(top);
+            tops.push(top.unwrap_or_default());
         }
         if tops.is_empty() {
             return Err(crate::op_err("import", "cache entry has no outputs"));
@@ -276,6 +282,52 @@ impl Worker {
             .map_err(|e| crate::op_err("import", format!("cache entry metadata: {e}")))?;
         meta.outputs = tops;
         Ok(RunOutput::new(ResultRef::new(id, meta.into_value())))
+    }
+
+    /// The top snapshot of `layers` once its last layer is unpacked on `below` (the snapshot of
+    /// the others): already there, from the content store, or unpacked as it downloads
+    /// (verified before it is committed; a download that fails is fetched again into the
+    /// content store, with retries, then unpacked from there).
+    async fn import_layer(
+        &self,
+        reference: &Reference,
+        index: &CacheIndex,
+        layers: &[LayerDescriptor],
+        below: Option<String>,
+    ) -> Result<String, WorkerError> {
+        let snapshots = &self.inner.snapshots;
+        if let Some(top) = snapshots.unpacked_chain(layers)? {
+            return Ok(top);
+        }
+        let Some(layer) = layers.last() else {
+            return Err(crate::op_err("import", "no layer to import"));
+        };
+        let cache = &self.inner.remote.cache;
+        let size = index.layers.get(&layer.digest).map_or(0, |l| l.size);
+        let stats = &self.inner.remote.stats;
+        if !self.inner.content.has(&layer.digest) {
+            stats.layers_fetched.fetch_add(1, Ordering::Relaxed);
+            let streamed = match cache.stream(reference, &layer.digest, size).await {
+                Ok(download) => snapshots
+                    .unpack_layer_from(BlobReader::start(download), layer, below.as_deref())
+                    .await
+                    .map_err(WorkerError::from),
+                Err(e) => Err(WorkerError::RemoteCache(Box::new(e))),
+            };
+            match streamed {
+                Ok(top) => return Ok(top),
+                Err(e) => {
+                    tracing::debug!(layer = %layer.digest, error = %e, "unpacking a layer as it downloaded failed; fetching it again");
+                    cache
+                        .fetch(reference, &layer.digest, size)
+                        .await
+                        .map_err(|e| WorkerError::RemoteCache(Box::new(e)))?;
+                }
+            }
+        }
+        Ok(snapshots
+            .unpack_image_layers(&self.inner.content, layers, &Default::default())
+            .await?)
     }
 
     /// Writes `results` into the remote cache `spec`: their snapshots as layers (the blobs the
