@@ -5,8 +5,9 @@
 //! layers the registry has) and otherwise its diff against its parent, zstd-compressed (several
 //! times faster than gzip both ways; only engines read these layers), kept per snapshot so a
 //! snapshot is diffed once per engine run. They come back as snapshots named by their chain
-//! ids, unpacked from the fetched blobs exactly as image layers are (verified, never outside
-//! the target).
+//! ids, each layer unpacked as it downloads (the unpacker of image layers: never outside the
+//! target) and committed only once its bytes match its digest; the blob is not stored (a
+//! download that fails is fetched again into the content store, with retries).
 //!
 //! Imports are per session ([`Worker::begin_cache_imports`]): each cache's index is read as
 //! the session starts; a lookup of a key waits for it, and fetches blobs only for a hit. Any
@@ -70,8 +71,12 @@ impl RemoteCaches {
     }
 }
 
-/// A download read from a blocking thread: a task moves its chunks through a small channel
-/// (the download waits while the unpacker is behind) and ends when the reader is dropped.
+/// How many chunks of a download may wait for the unpacker (HTTP frames of up to 16 KiB: a
+/// few MiB), so the download goes on while the unpacker writes.
+const CHUNKS_AHEAD: usize = 512;
+
+/// A download read from a blocking thread: a task moves its chunks through a bounded channel
+/// (the download waits when the unpacker is far behind) and ends when the reader is dropped.
 struct BlobReader {
     chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
@@ -80,7 +85,7 @@ struct BlobReader {
 
 impl BlobReader {
     fn start(mut download: dagr_registry::BlobStream) -> BlobReader {
-        let (tx, chunks) = tokio::sync::mpsc::channel(8);
+        let (tx, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
         let pump = tokio::spawn(async move {
             while let Some(chunk) = download.next_chunk().await {
                 let chunk = chunk.map_err(std::io::Error::other);
