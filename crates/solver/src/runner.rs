@@ -191,6 +191,15 @@ pub trait OpRunner: Send + Sync + 'static {
         async { None }
     }
 
+    /// Called when a run's result was not indexed because its key already had one (a host read
+    /// of an unchanged tree, keyed by its content): `dropped` is the new copy, `kept` the result
+    /// the key keeps. The runner removes what `dropped` holds that `kept` does not, so an
+    /// unchanged input is stored once however often it is read.
+    fn discard(&self, dropped: ResultRef, kept: &ResultRef) -> impl Future<Output = ()> + Send {
+        let _ = (dropped, kept);
+        async {}
+    }
+
     /// Called before the cache lookup of a [`crate::KeyMode::Resolved`] op (an image): returns a
     /// digest the op's cache key should follow (e.g. the manifest digest a tag points to), or
     /// `None` to key it by its definition alone. Called on every solve that needs the key.

@@ -621,16 +621,26 @@ async fn run_flight<R: OpRunner>(
     if node.vertex.exportable()
         && let Some(out) = import(&inner, &node, &scope).await
     {
-        return Ok(inner
-            .index
-            .insert(node.key, out.result, out.size_hint)
-            .await?);
+        return index_or_discard(&inner, node.key, out).await;
     }
     let out = run_inputs_and_op(&inner, &node, &scope).await?;
-    Ok(inner
-        .index
-        .insert(node.key, out.result, out.size_hint)
-        .await?)
+    index_or_discard(&inner, node.key, out).await
+}
+
+/// Indexes `out` under `key`; when the key has a result already (another run got there
+/// first), that one is kept and the runner discards the new copy.
+async fn index_or_discard<R: OpRunner>(
+    inner: &Arc<Inner<R>>,
+    key: CacheKey,
+    out: crate::runner::RunOutput,
+) -> Result<ResultRef, SolveError> {
+    let produced = out.result.clone();
+    let kept = inner.index.insert(key, out.result, out.size_hint).await?;
+    if kept != produced {
+        tracing::debug!(%key, "the key had a result already: the new copy is dropped");
+        inner.runner.discard(produced, &kept).await;
+    }
+    Ok(kept)
 }
 
 /// The runner's import of `node` (a remote cache hit), recorded as a cached vertex.
@@ -669,12 +679,15 @@ async fn run_impure<R: OpRunner>(
 ) -> Result<(CacheKey, ResultRef), SolveError> {
     let out = run_inputs_and_op(&inner, &node, &scope).await?;
     let kind = node.vertex.op().kind();
-    let digest = out.content_digest.ok_or(SolveError::MissingContentDigest {
-        kind,
-        key: node.key,
-    })?;
+    let digest = out
+        .content_digest
+        .clone()
+        .ok_or(SolveError::MissingContentDigest {
+            kind,
+            key: node.key,
+        })?;
     let key = key::derive_content(kind, &digest);
-    let result = inner.index.insert(key, out.result, out.size_hint).await?;
+    let result = index_or_discard(&inner, key, out).await?;
     Ok((key, result))
 }
 

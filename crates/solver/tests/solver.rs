@@ -319,6 +319,11 @@ async fn host_dir_dependents_are_keyed_by_content() {
     assert_eq!(second, first);
     assert_eq!(solver.runner().count("host_dir"), 2);
     assert_eq!(solver.runner().calls().len(), 4);
+    // The second read's copy of the unchanged tree is dropped at once; the first is kept.
+    let discarded = solver.runner().discarded.lock().clone();
+    assert_eq!(discarded.len(), 1, "{discarded:?}");
+    assert_ne!(discarded[0].0, discarded[0].1);
+    assert_eq!(solver.cached_count(), 3);
 
     // Changed content: dependents run again.
     std::fs::write(host.join("main.go"), "package main // changed").unwrap();

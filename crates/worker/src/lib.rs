@@ -415,6 +415,20 @@ impl Worker {
         keys
     }
 
+    /// Removes the snapshots a run committed for `dropped` that `kept` does not use (only the
+    /// run's own: snapshots named by a chain id or the empty one are shared and stay).
+    pub(crate) async fn discard_result(&self, dropped: &ResultRef, kept: &ResultRef) {
+        let keep = Self::result_snapshots(kept);
+        for key in Self::result_snapshots(dropped) {
+            if keep.contains(&key) || !mounts::is_run_snapshot(&key) {
+                continue;
+            }
+            if let Err(e) = self.inner.snapshots.remove(&key).await {
+                tracing::warn!(snapshot = %key, error = %e, "removing a result's duplicate copy");
+            }
+        }
+    }
+
     /// Whether every snapshot of a result still exists (false once GC removed one).
     pub fn has_result(&self, result: &ResultRef) -> bool {
         Self::result_snapshots(result)
@@ -573,6 +587,10 @@ impl OpRunner for Worker {
         self.run_vertex(vertex, inputs, ctx)
             .await
             .map_err(RunError::new)
+    }
+
+    async fn discard(&self, dropped: ResultRef, kept: &ResultRef) {
+        self.discard_result(&dropped, kept).await;
     }
 
     async fn import(&self, vertex: &Vertex, ctx: &RunCtx) -> Option<RunOutput> {

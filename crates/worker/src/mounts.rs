@@ -12,6 +12,15 @@ use crate::{Worker, WorkerError, blocking, op_err, random_id};
 /// Name of the committed empty snapshot every `Empty` op returns.
 const EMPTY_SNAPSHOT: &str = "empty";
 
+/// The names of the snapshots runs commit (one per output; no other result shares them).
+const RUN_SNAPSHOT_PREFIX: &str = "r-";
+
+/// Whether `key` is a snapshot a run committed (not a shared one: an image layer's chain id or
+/// the empty snapshot).
+pub(crate) fn is_run_snapshot(key: &str) -> bool {
+    key.starts_with(RUN_SNAPSHOT_PREFIX)
+}
+
 /// A read-only mount of a result.
 pub struct View {
     path: PathBuf,
@@ -187,7 +196,7 @@ impl Worker {
         cleanup.unmount_all().await?;
         let mut names = Vec::new();
         for key in keys {
-            let name = format!("r-{}", random_id());
+            let name = format!("{RUN_SNAPSHOT_PREFIX}{}", random_id());
             self.inner.snapshots.commit(&name, key).await?;
             cleanup.snapshots.retain(|k| k != key);
             names.push(name);

@@ -33,6 +33,8 @@ pub struct TestRunner {
     pub failing: AtomicBool,
     /// Results a remote cache has, by key: imported instead of run.
     pub remote: Mutex<HashMap<dagr_solver::CacheKey, Files>>,
+    /// (dropped, kept) result ids of every discard.
+    pub discarded: Mutex<Vec<(String, String)>>,
     next_id: AtomicU64,
 }
 
@@ -210,6 +212,12 @@ impl OpRunner for TestRunner {
             Op::Exec(exec) => self.exec(exec, &inputs).await,
             other => Err(RunError::msg(format!("{} not supported", other.kind()))),
         }
+    }
+
+    async fn discard(&self, dropped: ResultRef, kept: &ResultRef) {
+        self.discarded
+            .lock()
+            .push((dropped.id().to_owned(), kept.id().to_owned()));
     }
 
     async fn import(&self, vertex: &Vertex, ctx: &RunCtx) -> Option<RunOutput> {
