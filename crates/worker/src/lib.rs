@@ -590,7 +590,10 @@ impl OpRunner for Worker {
     }
 
     async fn discard(&self, dropped: ResultRef, kept: &ResultRef) {
-        self.discard_result(&dropped, kept).await;
+        // In the background: removing a copy of a large tree takes long, and no one waits
+        // for it (the snapshotter's recovery finishes a removal an engine stop interrupts).
+        let (worker, kept) = (self.clone(), kept.clone());
+        tokio::spawn(async move { worker.discard_result(&dropped, &kept).await });
     }
 
     async fn import(&self, vertex: &Vertex, ctx: &RunCtx) -> Option<RunOutput> {
