@@ -97,22 +97,17 @@ fn symlink(rootfs: &Path, target: &str, at: &str) -> anyhow::Result<()> {
         .with_context(|| format!("linking {} in the image", link.display()))
 }
 
-/// Whether `path` is a dynamically linked ELF file (what `ldd` can read).
-fn is_dynamic_elf(path: &Path) -> bool {
-    Command::new("ldd").arg(path).output().is_ok_and(|o| {
-        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("statically linked")
-    })
-}
-
-/// The shared libraries `files` link (the dynamic loader included), as `ldd` names them.
+/// The shared libraries `files` link (the dynamic loader included), as `ldd` names them;
+/// files that are not dynamically linked ELF (static binaries, data) link none.
 fn libraries(files: &[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>> {
     let mut libs = BTreeSet::new();
-    for file in files.iter().filter(|f| is_dynamic_elf(f)) {
-        let out = Command::new("ldd")
-            .arg(file)
-            .output()
-            .context("running ldd")?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for file in files {
+        let out = Command::new("ldd").arg(file).output().context("running ldd")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || text.contains("statically linked") {
+            continue;
+        }
+        for line in text.lines() {
             if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
                 libs.insert(PathBuf::from(path));
             }

@@ -147,11 +147,6 @@ impl RemoteCaches {
         }
     }
 
-    /// Exec ops the worker has run.
-    pub fn execs_run(&self) -> u64 {
-        self.inner.api.services().worker().execs_run()
-    }
-
     /// `/metrics` counters: (name, help, value).
     pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let stats = self.inner.api.services().worker().remote_cache_stats();

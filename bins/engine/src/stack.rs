@@ -129,7 +129,7 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                 counters.push((
                     "dagr_execs_run_total",
                     "Exec ops run (cache hits and remote cache imports run none).",
-                    engine.remote_cache.execs_run(),
+                    api.worker().execs_run(),
                 ));
                 let text = engine.metrics.render(&engine.registry, &gauges, &counters);
                 async move {

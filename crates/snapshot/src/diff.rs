@@ -18,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 use crate::content::{ContentError, ContentStore, SyncBlobWriter};
 use crate::digest::Digest;
 use crate::fsutil;
+use crate::layer::Compression;
 use crate::snapshotter::{Backend, Kind, SnapshotError, Snapshotter};
 
 /// Media type of the layers [`Snapshotter::diff`] writes.
@@ -66,19 +67,11 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// How [`Snapshotter::diff_with`] compresses a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerCompression {
-    /// What every image tool reads (published and exported images).
-    Gzip,
-    /// Several times faster both ways (remote cache layers, read only by engines).
-    Zstd,
-}
-
 /// Media type of the zstd layers [`Snapshotter::diff_with`] writes.
 pub const LAYER_MEDIA_TYPE_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 enum Compressor {
+    None(SyncBlobWriter),
     Gzip(flate2::write::GzEncoder<SyncBlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, SyncBlobWriter>),
 }
@@ -86,6 +79,7 @@ enum Compressor {
 impl Compressor {
     fn finish(self) -> std::io::Result<SyncBlobWriter> {
         match self {
+            Compressor::None(w) => Ok(w),
             Compressor::Gzip(e) => e.finish(),
             Compressor::Zstd(e) => e.finish(),
         }
@@ -95,12 +89,14 @@ impl Compressor {
 impl Write for Compressor {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
+            Compressor::None(w) => w.write(buf),
             Compressor::Gzip(e) => e.write(buf),
             Compressor::Zstd(e) => e.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
+            Compressor::None(w) => w.flush(),
             Compressor::Gzip(e) => e.flush(),
             Compressor::Zstd(e) => e.flush(),
         }
@@ -426,15 +422,16 @@ impl Snapshotter {
     /// Writes the changes of snapshot `key` (committed, or active and not mounted) against its
     /// parent as a gzip layer into `content`.
     pub async fn diff(&self, content: &ContentStore, key: &str) -> Result<DiffLayer, DiffError> {
-        self.diff_with(content, key, LayerCompression::Gzip).await
+        self.diff_with(content, key, Compression::Gzip).await
     }
 
-    /// [`Snapshotter::diff`] with the given compression.
+    /// [`Snapshotter::diff`] with the given compression (zstd is several times faster both
+    /// ways: remote cache layers, which only engines read).
     pub async fn diff_with(
         &self,
         content: &ContentStore,
         key: &str,
-        compression: LayerCompression,
+        compression: Compression,
     ) -> Result<DiffLayer, DiffError> {
         let content = content.clone();
         let key = key.to_owned();
@@ -454,25 +451,21 @@ impl Snapshotter {
                 None => None,
             };
             let blob = content.sync_writer()?;
-            let (compressor, media_type) = match compression {
-                LayerCompression::Gzip => (
-                    Compressor::Gzip(flate2::write::GzEncoder::new(
-                        blob,
-                        flate2::Compression::default(),
-                    )),
-                    LAYER_MEDIA_TYPE_GZIP,
-                ),
-                LayerCompression::Zstd => (
-                    Compressor::Zstd(zstd::stream::write::Encoder::new(blob, 3).map_err(
-                        |source| DiffError::Io {
-                            key: key.clone(),
-                            path: own.clone(),
-                            source,
-                        },
-                    )?),
-                    LAYER_MEDIA_TYPE_ZSTD,
+            let compressor = match compression {
+                Compression::None => Compressor::None(blob),
+                Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+                    blob,
+                    flate2::Compression::default(),
+                )),
+                Compression::Zstd => Compressor::Zstd(
+                    zstd::stream::write::Encoder::new(blob, 3).map_err(|source| DiffError::Io {
+                        key: key.clone(),
+                        path: own.clone(),
+                        source,
+                    })?,
                 ),
             };
+            let media_type = compression.media_type();
             let sink = HashingWriter {
                 inner: compressor,
                 hasher: Sha256::new(),

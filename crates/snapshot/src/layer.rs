@@ -92,6 +92,15 @@ impl Compression {
             Compression::None
         }
     }
+
+    /// The OCI media type of a layer blob compressed so.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => crate::diff::LAYER_MEDIA_TYPE_GZIP,
+            Compression::Zstd => crate::diff::LAYER_MEDIA_TYPE_ZSTD,
+        }
+    }
 }
 
 /// Bounds on what a layer may declare.

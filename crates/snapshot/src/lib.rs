@@ -28,9 +28,7 @@ pub mod snapshotter;
 pub mod unpack;
 
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
-pub use diff::{
-    DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP, LAYER_MEDIA_TYPE_ZSTD, LayerCompression,
-};
+pub use diff::{DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP, LAYER_MEDIA_TYPE_ZSTD};
 pub use digest::{Digest, DigestError};
 pub use fsutil::{Usage, disk_usage};
 pub use gc::{GcError, GcReport};

@@ -116,7 +116,7 @@ async fn diff_round_trip(backend: Backend) {
     assert_eq!(Digest::of_bytes(&tar_bytes), layer.diff_id);
     // The same changes as zstd: the same tar inside.
     let zstd = s
-        .diff_with(&content, "child", dagr_snapshot::LayerCompression::Zstd)
+        .diff_with(&content, "child", dagr_snapshot::Compression::Zstd)
         .await
         .unwrap();
     assert_eq!(zstd.media_type, dagr_snapshot::LAYER_MEDIA_TYPE_ZSTD);

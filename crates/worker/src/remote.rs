@@ -123,15 +123,6 @@ impl Drop for BlobReader {
     }
 }
 
-/// The media type of a layer blob, from its first bytes.
-fn sniff_media_type(head: &[u8]) -> &'static str {
-    match head {
-        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => "application/vnd.oci.image.layer.v1.tar+zstd",
-        _ => "application/vnd.oci.image.layer.v1.tar",
-    }
-}
-
 impl Worker {
     /// Starts reading the indexes of `specs` for `session_id`: its solves look keys up in them
     /// (in order) before running an op. Replaces what the session had.
@@ -444,7 +435,9 @@ impl Worker {
                     })?
                 };
                 let layer = LayerInfo {
-                    media_type: sniff_media_type(&head[..n]).to_owned(),
+                    media_type: dagr_snapshot::Compression::detect(&head[..n])
+                        .media_type()
+                        .to_owned(),
                     size: content.size(&blob)?,
                     diff_id,
                 };
@@ -454,7 +447,7 @@ impl Worker {
                 let diff = self
                     .inner
                     .snapshots
-                    .diff_with(content, key, dagr_snapshot::LayerCompression::Zstd)
+                    .diff_with(content, key, dagr_snapshot::Compression::Zstd)
                     .await
                     .map_err(|e| crate::op_err("export", format!("diffing snapshot {key}: {e}")))?;
                 let layer = LayerInfo {
