@@ -102,7 +102,10 @@ fn symlink(rootfs: &Path, target: &str, at: &str) -> anyhow::Result<()> {
 fn libraries(files: &[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>> {
     let mut libs = BTreeSet::new();
     for file in files {
-        let out = Command::new("ldd").arg(file).output().context("running ldd")?;
+        let out = Command::new("ldd")
+            .arg(file)
+            .output()
+            .context("running ldd")?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || text.contains("statically linked") {
             continue;
