@@ -271,6 +271,29 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// This host's name in directory listings: its machine id (hashed: the id itself is not to be
+/// shown) and the user's uid, so that the engine re-reads only what changed since this user's
+/// last read of a directory here. Without a machine id, a random one: nothing is reused.
+fn host_id() -> String {
+    use sha2::Digest as _;
+    let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty());
+    match machine {
+        Some(id) => {
+            let digest = sha2::Sha256::digest(format!("dagr host {id}"));
+            format!(
+                "machine-{}-uid-{}",
+                &hex::encode(digest)[..32],
+                rustix::process::getuid().as_raw()
+            )
+        }
+        None => dagr_attach::random_host_id(),
+    }
+}
+
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     labels
         .iter()
@@ -382,6 +405,7 @@ async fn connect_with(
         tunnel,
         cache_imports,
         cache_exports,
+        host_id: Some(host_id()),
     };
     dagr_client::connect(opts)
         .await

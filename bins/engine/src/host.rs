@@ -1,13 +1,16 @@
 //! The callers' hosts as the worker and the API see them: reads and writes go to the client's
 //! attachables connection, found in the session registry by session and client id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use dagr_attach::{AttachablesClient, RemoteTerminal};
+use dagr_attach::{AttachablesClient, EntryKind, RemoteTerminal};
 use dagr_engine_state::SessionRegistry;
 use dagr_executor::{TerminalInput, WindowSize};
 use dagr_metadata::ClientRef;
-use dagr_worker::{HostAccess, HostError, HostListener, UserTerminal};
+use dagr_worker::{
+    HostAccess, HostEntry, HostEntryKind, HostError, HostFetch, HostListener, HostListing,
+    UserTerminal,
+};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,21 +50,72 @@ fn attachables_failed(e: dagr_attach::AttachError) -> HostError {
     }
 }
 
+fn host_entry(e: dagr_attach::HostEntry) -> HostEntry {
+    HostEntry {
+        path: e.path,
+        kind: match e.kind {
+            EntryKind::Dir => HostEntryKind::Dir,
+            EntryKind::Symlink => HostEntryKind::Symlink,
+            // Listings hold nothing else (checked as they arrive).
+            EntryKind::File | EntryKind::Other => HostEntryKind::File,
+        },
+        mode: e.mode,
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        ctime_ns: e.ctime_ns,
+        ino: e.ino,
+        dev: e.dev,
+        link_target: e.link_target,
+    }
+}
+
+/// The content phase of a listed host directory.
+struct Fetch(dagr_attach::PendingFetch);
+
+impl HostFetch for Fetch {
+    fn fetch(
+        self: Box<Self>,
+        wanted: Vec<usize>,
+        dest: PathBuf,
+    ) -> BoxFuture<'static, Result<u64, HostError>> {
+        Box::pin(async move {
+            self.0
+                .fetch(&wanted, &dest)
+                .await
+                .map(|stats| stats.bytes)
+                .map_err(attachables_failed)
+        })
+    }
+}
+
 impl HostAccess for ClientHosts {
-    fn pull_dir<'a>(
+    fn list_dir<'a>(
         &'a self,
         client: &'a ClientRef,
         path: &'a str,
         include: &'a [String],
         exclude: &'a [String],
-        dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), HostError>> {
+    ) -> BoxFuture<'a, Result<HostListing, HostError>> {
         Box::pin(async move {
             let conn = self.attachables(client)?;
-            conn.pull_dir(path, include, exclude, dest)
+            let hostname = self
+                .registry
+                .session(&client.session_id)
+                .and_then(|s| s.client(&client.client_id))
+                .map(|c| c.hostname().to_owned())
+                .unwrap_or_default();
+            let (listing, pending) = conn
+                .list_dir(path, include, exclude)
                 .await
-                .map(|_| ())
-                .map_err(attachables_failed)
+                .map_err(attachables_failed)?;
+            Ok(HostListing {
+                // The client's own name for its host, and the one in its metadata.
+                host: format!("{}\n{hostname}", listing.host_id),
+                root: listing.root,
+                walk_started_ns: listing.walk_started_ns,
+                entries: listing.entries.into_iter().map(host_entry).collect(),
+                fetch: Box::new(Fetch(pending)),
+            })
         })
     }
 

@@ -122,6 +122,8 @@ impl NestedClients for NestedServer {
                 // the engine's).
                 terminal: None,
                 tunnel: None,
+                // Its own: nothing read from one container is reused for another.
+                host_id: dagr_attach::random_host_id(),
             };
             let attached = match dagr_attach::attach(client_side, &md, providers).await {
                 Ok(attached) => attached,

@@ -21,7 +21,10 @@ use crate::io::{CloseHandle, WatchedIo};
 use crate::methods;
 use crate::proto::file_send_client::FileSendClient;
 use crate::proto::file_sync_client::FileSyncClient;
-use crate::proto::{PullDirRequest, PullFileRequest, PushRequest, PushTarget, StatRequest};
+use crate::proto::{
+    PullDirRequest, PullFileRequest, PushRequest, PushTarget, StatRequest, SyncRequest,
+    sync_request,
+};
 use crate::tree::{HostStat, TransferStats, TreeError, TreeReader, TreeWriter, WriteTarget};
 use crate::{AttachError, tree};
 use dagr_pathfilter::PathFilter;
@@ -334,6 +337,47 @@ impl AttachablesClient {
             wipe: false,
         };
         receive(METHOD, host_path, stream, target).await
+    }
+
+    /// Lists a host directory, filtered by include/exclude patterns: its entries' metadata and
+    /// nothing of their content. The files wanted from it are fetched with the returned
+    /// [`crate::PendingFetch`]; dropping it ends the call.
+    pub async fn list_dir(
+        &self,
+        host_path: &str,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<(crate::Listing, crate::PendingFetch), AttachError> {
+        const METHOD: &str = methods::SYNC_DIR;
+        self.check(METHOD)?;
+        let (requests, requests_rx) = tokio::sync::mpsc::channel(4);
+        let start = SyncRequest {
+            item: Some(sync_request::Item::Start(PullDirRequest {
+                path: host_path.to_string(),
+                include: include.to_vec(),
+                exclude: exclude.to_vec(),
+            })),
+        };
+        // The channel is empty: the first send cannot wait.
+        requests
+            .send(start)
+            .await
+            .map_err(|_| AttachError::Transfer {
+                method: METHOD,
+                path: host_path.to_string(),
+                source: TreeError::Cancelled,
+            })?;
+        let responses = self
+            .sync_client()
+            .sync_dir(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
+            .await
+            .map_err(|status| AttachError::Rpc {
+                method: METHOD,
+                path: host_path.to_string(),
+                status,
+            })?
+            .into_inner();
+        crate::sync::receive_listing(host_path, requests, responses).await
     }
 
     /// Copies one host file (symlinks followed) to the local path `dest` (parents created, replaced

@@ -27,7 +27,7 @@ use crate::proto::terminal::terminal_server::TerminalServer;
 use crate::proto::tunnel::tunnel_server::TunnelServer;
 use crate::proto::{
     Batch, Packet, PullDirRequest, PullFileRequest, PushRequest, PushResponse, StatRequest,
-    StatResponse,
+    StatResponse, SyncRequest, sync_request,
 };
 use crate::tree::{self, TreeError, TreeReader, TreeWriter, WriteTarget};
 use crate::{AttachError, methods};
@@ -51,6 +51,11 @@ pub struct HostProviders {
     /// Network tunnels through this host (the engine dials targets here and listens on its
     /// ports); none without a provider.
     pub tunnel: Option<std::sync::Arc<dyn crate::TunnelProvider>>,
+    /// The name of this host in listings: the engine reuses what it received from a host only
+    /// for listings with the same name. Stable across sessions of one host (e.g. derived from
+    /// its machine id) and unique to it; [`HostProviders::new`] makes a random one, which
+    /// shares nothing with another session.
+    pub host_id: String,
 }
 
 /// A container root filesystem (as seen from where it is mounted) and its working directory.
@@ -106,6 +111,7 @@ impl HostProviders {
             container: None,
             terminal: None,
             tunnel: None,
+            host_id: random_host_id(),
         }
     }
 
@@ -117,6 +123,7 @@ impl HostProviders {
             methods::PULL_DIR,
             methods::PULL_FILE,
             methods::STAT,
+            methods::SYNC_DIR,
         ];
         if self.allow_send {
             list.extend([methods::PUSH_DIR, methods::PUSH_FILE]);
@@ -137,6 +144,7 @@ impl HostProviders {
             root: self.root.clone(),
             container: self.container.clone(),
             container_root: Default::default(),
+            host_id: self.host_id.clone(),
         };
         let mut routes =
             tonic::service::Routes::new(health).add_service(FileSyncServer::new(files.clone()));
@@ -336,6 +344,12 @@ struct HostFiles {
     container: Option<ContainerRoot>,
     /// The container's root once found (see [`ContainerRoot::root`]).
     container_root: std::sync::Arc<tokio::sync::OnceCell<PathBuf>>,
+    host_id: String,
+}
+
+/// A host name that no other one has (128 random bits): what [`HostProviders::new`] uses.
+pub fn random_host_id() -> String {
+    format!("random-{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
 impl HostFiles {
@@ -380,16 +394,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| e.to_status())
 }
 
-#[tonic::async_trait]
-impl FileSync for HostFiles {
-    type PullDirStream = BatchStream;
-    type PullFileStream = BatchStream;
-
-    async fn pull_dir(
-        &self,
-        request: tonic::Request<PullDirRequest>,
-    ) -> Result<Response<BatchStream>, Status> {
-        let request = request.into_inner();
+impl HostFiles {
+    /// The directory a pull or sync reads and its filter; a missing or non-directory path is
+    /// refused with a status, before streaming.
+    async fn directory(&self, request: &PullDirRequest) -> Result<(PathBuf, PathFilter), Status> {
         let path = self.resolve(&request.path).await?;
         let filter = PathFilter::new(&request.include, &request.exclude).map_err(|e| {
             TreeError::Pattern {
@@ -398,7 +406,6 @@ impl FileSync for HostFiles {
             }
             .to_status()
         })?;
-        // Refuse a missing or non-directory path with a status, before streaming.
         let checked = path.clone();
         blocking(move || match std::fs::metadata(&checked) {
             Ok(meta) if meta.is_dir() => Ok(()),
@@ -412,7 +419,53 @@ impl FileSync for HostFiles {
             }),
         })
         .await?;
+        Ok((path, filter))
+    }
+}
+
+#[tonic::async_trait]
+impl FileSync for HostFiles {
+    type PullDirStream = BatchStream;
+    type PullFileStream = BatchStream;
+    type SyncDirStream = BatchStream;
+
+    async fn pull_dir(
+        &self,
+        request: tonic::Request<PullDirRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let request = request.into_inner();
+        let (path, filter) = self.directory(&request).await?;
         let rx = tree::spawn_reader(move |out| TreeReader::new(out).send_dir(&path, &filter));
+        Ok(Response::new(batch_stream(rx)))
+    }
+
+    async fn sync_dir(
+        &self,
+        request: tonic::Request<tonic::Streaming<SyncRequest>>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let mut requests = request.into_inner();
+        let start = match requests.message().await? {
+            Some(SyncRequest {
+                item: Some(sync_request::Item::Start(start)),
+            }) => start,
+            _ => return Err(Status::invalid_argument("a sync starts with its request")),
+        };
+        let (path, filter) = self.directory(&start).await?;
+        let (wants, wants_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = requests.message().await {
+                let Some(sync_request::Item::Want(want)) = request.item else {
+                    break;
+                };
+                if wants.send(want).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let host_id = self.host_id.clone();
+        let rx = tree::spawn_reader(move |out| {
+            crate::sync::serve_sync(out, &path, &filter, host_id, wants_rx)
+        });
         Ok(Response::new(batch_stream(rx)))
     }
 

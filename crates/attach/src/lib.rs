@@ -8,8 +8,9 @@
 //! - Engine half ([`engine`]): [`accept`] validates the request and returns the 101 plus a
 //!   [`PendingAttach`]; [`PendingAttach::finish`] completes the handshake and yields an
 //!   [`AttachablesClient`], the typed caller of the client's services (health, stat, pull a host
-//!   directory or file, push a tree or file to the host), which also reports the end of the connection
-//!   at once ([`AttachablesClient::closed`]).
+//!   directory or file, list a host directory and fetch only the files it asks for
+//!   ([`sync`]: [`Listing`], [`PendingFetch`]), push a tree or file to the host), which also
+//!   reports the end of the connection at once ([`AttachablesClient::closed`]).
 //! - Client half ([`host`]): [`attach`] performs the handshake on a fresh connection and returns an
 //!   [`AttachedSession`] whose [`AttachedSession::serve`] runs the services of [`HostProviders`] until
 //!   the connection ends.
@@ -28,6 +29,7 @@
 pub mod engine;
 pub mod host;
 mod io;
+pub mod sync;
 pub mod terminal;
 pub mod tree;
 #[cfg(test)]
@@ -61,7 +63,8 @@ pub mod proto {
 }
 
 pub use engine::{AttachablesClient, PendingAttach, accept};
-pub use host::{AttachedSession, ContainerRoot, HostProviders, attach};
+pub use host::{AttachedSession, ContainerRoot, HostProviders, attach, random_host_id};
+pub use sync::{HostEntry, Listing, PendingFetch, path_order};
 pub use terminal::{
     RemoteTerminal, TerminalInput, TerminalOutput, TerminalProvider, TerminalReader, TerminalWriter,
 };
@@ -75,6 +78,7 @@ pub mod methods {
     pub const PULL_DIR: &str = "/dagr.filesync.v1.FileSync/PullDir";
     pub const PULL_FILE: &str = "/dagr.filesync.v1.FileSync/PullFile";
     pub const STAT: &str = "/dagr.filesync.v1.FileSync/Stat";
+    pub const SYNC_DIR: &str = "/dagr.filesync.v1.FileSync/SyncDir";
     pub const PUSH_DIR: &str = "/dagr.filesync.v1.FileSend/PushDir";
     pub const PUSH_FILE: &str = "/dagr.filesync.v1.FileSend/PushFile";
     pub const TERMINAL_SESSION: &str = "/dagr.terminal.v1.Terminal/Session";

@@ -189,10 +189,16 @@ pub(crate) fn header_for(rel: &[u8], abs: &Path, meta: &Metadata) -> Result<Head
             .saturating_add(meta.mtime_nsec()),
         kind: kind as i32,
         link_target,
+        ctime_ns: meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec()),
+        ino: meta.ino(),
+        dev: meta.dev(),
     })
 }
 
-fn packet(item: Item) -> Packet {
+pub(crate) fn packet(item: Item) -> Packet {
     Packet { item: Some(item) }
 }
 
@@ -212,7 +218,7 @@ impl<F: FnMut(Vec<Packet>) -> Result<(), TreeError>> Batcher<F> {
         }
     }
 
-    fn push(&mut self, packet: Packet) -> Result<(), TreeError> {
+    pub(crate) fn push(&mut self, packet: Packet) -> Result<(), TreeError> {
         self.bytes += match &packet.item {
             Some(Item::Data(data)) => data.data.len(),
             Some(Item::Header(header)) => 64 + header.path.len() + header.link_target.len(),
@@ -238,6 +244,8 @@ impl<F: FnMut(Vec<Packet>) -> Result<(), TreeError>> Batcher<F> {
 pub(crate) struct TreeReader<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> {
     out: &'a mut Batcher<F>,
     stats: TransferStats,
+    /// When listing: the headers sent, and no content.
+    listing: Option<Vec<Header>>,
 }
 
 impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
@@ -245,7 +253,94 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
         TreeReader {
             out,
             stats: TransferStats::default(),
+            listing: None,
         }
+    }
+
+    /// Sends the headers of the directory `root` (a symlink at `root` itself is followed),
+    /// filtered, without any content and without End; returns them in the order sent.
+    pub(crate) fn list_dir(
+        mut self,
+        root: &Path,
+        filter: &PathFilter,
+    ) -> Result<Vec<Header>, TreeError> {
+        self.listing = Some(Vec::new());
+        let meta = fs::metadata(root).map_err(|e| TreeError::read(root, e))?;
+        if !meta.is_dir() {
+            return Err(TreeError::NotADirectory {
+                path: root.to_path_buf(),
+            });
+        }
+        self.push_header(header_for(b"", root, &meta)?)?;
+        let mut pending = Vec::new();
+        self.walk(root, b"", false, filter, &mut pending)?;
+        Ok(self.listing.take().unwrap_or_default())
+    }
+
+    /// Sends the files of `listing` (headers of [`TreeReader::list_dir`] of `root`) at the
+    /// indices `wanted` (ascending): the root and the directories leading to each one first,
+    /// each file stat'ed again, then End.
+    pub(crate) fn send_listed(
+        mut self,
+        root: &Path,
+        listing: &[Header],
+        wanted: &[u32],
+    ) -> Result<TransferStats, TreeError> {
+        let Some(root_header) = listing.first() else {
+            return Err(TreeError::Protocol("empty listing".into()));
+        };
+        let dirs: std::collections::HashMap<&[u8], &Header> = listing
+            .iter()
+            .filter(|h| h.kind == Kind::Dir as i32)
+            .map(|h| (h.path.as_slice(), h))
+            .collect();
+        self.out.push(packet(Item::Header(root_header.clone())))?;
+        let mut sent: HashSet<&[u8]> = HashSet::from([&b""[..]]);
+        let mut previous = None;
+        for &id in wanted {
+            let header = usize::try_from(id)
+                .ok()
+                .and_then(|i| listing.get(i))
+                .filter(|h| h.kind == Kind::File as i32)
+                .ok_or_else(|| TreeError::Protocol(format!("entry {id} is not a listed file")))?;
+            if previous.is_some_and(|p| p >= id) {
+                return Err(TreeError::Protocol(format!(
+                    "wanted entries out of order at {id}"
+                )));
+            }
+            previous = Some(id);
+            let rel = header.path.as_slice();
+            for (i, _) in rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
+                let dir = &rel[..i];
+                if sent.insert(dir) {
+                    let dir_header = dirs.get(dir).ok_or_else(|| {
+                        TreeError::Protocol(format!("the directory of entry {id} is not listed"))
+                    })?;
+                    self.out.push(packet(Item::Header((*dir_header).clone())))?;
+                }
+            }
+            let abs = root.join(OsStr::from_bytes(rel));
+            let meta = fs::symlink_metadata(&abs).map_err(|e| TreeError::read(&abs, e))?;
+            if !meta.is_file() {
+                return Err(TreeError::Changed {
+                    path: abs,
+                    detail: "no longer a regular file".into(),
+                });
+            }
+            let fresh = header_for(rel, &abs, &meta)?;
+            let size = fresh.size;
+            self.stats.files += 1;
+            self.out.push(packet(Item::Header(fresh)))?;
+            self.send_content(&abs, size, true)?;
+        }
+        self.finish()
+    }
+
+    fn push_header(&mut self, header: Header) -> Result<(), TreeError> {
+        if let Some(listing) = &mut self.listing {
+            listing.push(header.clone());
+        }
+        self.out.push(packet(Item::Header(header)))
     }
 
     /// Sends the directory `root` (a symlink at `root` itself is followed), filtered.
@@ -332,7 +427,7 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
                     if child_included {
                         self.emit_pending(pending)?;
                         self.stats.dirs += 1;
-                        self.out.push(packet(Item::Header(header)))?;
+                        self.push_header(header)?;
                         self.walk(&child, &child_rel, true, filter, pending)?;
                     } else {
                         // Sent only if something below it is included.
@@ -346,13 +441,15 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
                     self.emit_pending(pending)?;
                     self.stats.files += 1;
                     let size = header.size;
-                    self.out.push(packet(Item::Header(header)))?;
-                    self.send_content(&child, size, true)?;
+                    self.push_header(header)?;
+                    if self.listing.is_none() {
+                        self.send_content(&child, size, true)?;
+                    }
                 }
                 Ok(Kind::Symlink) if child_included => {
                     self.emit_pending(pending)?;
                     self.stats.symlinks += 1;
-                    self.out.push(packet(Item::Header(header)))?;
+                    self.push_header(header)?;
                 }
                 _ => {}
             }
@@ -361,9 +458,9 @@ impl<'a, F: FnMut(Vec<Packet>) -> Result<(), TreeError>> TreeReader<'a, F> {
     }
 
     fn emit_pending(&mut self, pending: &mut Vec<Header>) -> Result<(), TreeError> {
-        for header in pending.drain(..) {
+        for header in std::mem::take(pending) {
             self.stats.dirs += 1;
-            self.out.push(packet(Item::Header(header)))?;
+            self.push_header(header)?;
         }
         Ok(())
     }
@@ -478,6 +575,34 @@ pub(crate) struct TreeWriter {
     ended: bool,
     seen_file: bool,
     stats: TransferStats,
+    /// When set, the only entries the stream may hold.
+    expected: Option<Expected>,
+}
+
+/// What the content phase of a sync may write: directories of its listing and the files asked
+/// for, each exactly once.
+#[derive(Debug, Default)]
+pub(crate) struct Expected {
+    pub(crate) dirs: HashSet<Vec<u8>>,
+    pub(crate) files: HashSet<Vec<u8>>,
+}
+
+impl Expected {
+    fn admit(&mut self, path: &[u8], kind: Kind) -> Result<(), TreeError> {
+        let admitted = match kind {
+            Kind::Dir => self.dirs.contains(path),
+            Kind::File => self.files.remove(path),
+            _ => false,
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(TreeError::Protocol(format!(
+                "{:?} was not asked for",
+                String::from_utf8_lossy(path)
+            )))
+        }
+    }
 }
 
 impl TreeWriter {
@@ -511,7 +636,14 @@ impl TreeWriter {
             ended: false,
             seen_file: false,
             stats: TransferStats::default(),
+            expected: None,
         })
+    }
+
+    /// Refuses any entry but those of `expected`, and a stream that misses one of its files.
+    pub(crate) fn expecting(mut self, expected: Expected) -> Self {
+        self.expected = Some(expected);
+        self
     }
 
     pub(crate) fn apply(&mut self, packet: Packet) -> Result<(), TreeError> {
@@ -527,6 +659,7 @@ impl TreeWriter {
                 }
             }
             Some(Item::Data(data)) => self.data(data),
+            Some(Item::Listed(_)) => Err(TreeError::Protocol("listing end in a transfer".into())),
             Some(Item::End(_)) => {
                 self.finish_file()?;
                 self.ended = true;
@@ -551,6 +684,12 @@ impl TreeWriter {
                 "stream ended before its End packet (transfer incomplete)".into(),
             ));
         }
+        if let Some(missing) = self.expected.as_ref().and_then(|e| e.files.iter().next()) {
+            return Err(TreeError::Protocol(format!(
+                "{:?} was asked for and not sent",
+                String::from_utf8_lossy(missing)
+            )));
+        }
         Ok(self.stats)
     }
 
@@ -567,6 +706,9 @@ impl TreeWriter {
         let kind = Kind::try_from(header.kind).map_err(|_| {
             TreeError::Protocol(format!("unknown kind {} for {:?}", header.kind, shown()))
         })?;
+        if let Some(expected) = &mut self.expected {
+            expected.admit(&rel, kind)?;
+        }
         if rel.is_empty() {
             if kind != Kind::Dir {
                 return Err(TreeError::Protocol("root entry is not a directory".into()));
@@ -824,7 +966,7 @@ fn file_time(mtime_ns: i64) -> FileTime {
 }
 
 /// A stream path must be relative, '/'-separated, with only normal components.
-fn check_relative(rel: &[u8]) -> Result<(), TreeError> {
+pub(crate) fn check_relative(rel: &[u8]) -> Result<(), TreeError> {
     let refuse = |reason| TreeError::UnsafePath {
         path: String::from_utf8_lossy(rel).into_owned(),
         reason,

@@ -24,6 +24,7 @@ fn providers(root: &Path, allow_send: bool) -> HostProviders {
         container: None,
         terminal: None,
         tunnel: None,
+        host_id: dagr_attach::random_host_id(),
     }
 }
 

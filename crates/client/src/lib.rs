@@ -146,6 +146,10 @@ pub struct ConnectOptions {
     pub cache_imports: Vec<CacheOptionsEntry>,
     /// Remote caches the session's results are written to when it ends.
     pub cache_exports: Vec<CacheOptionsEntry>,
+    /// This host's name in directory listings ([`HostProviders::host_id`]): the engine
+    /// re-reads only what changed since the last read of the same directory by the same host.
+    /// `None`: a random one, so nothing is shared with another session.
+    pub host_id: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -165,6 +169,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("tunnel", &self.tunnel)
             .field("cache_imports", &self.cache_imports)
             .field("cache_exports", &self.cache_exports)
+            .field("host_id", &self.host_id)
             .finish()
     }
 }
@@ -306,6 +311,10 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
             container: None,
             terminal: opts.terminal.clone(),
             tunnel: opts.tunnel.clone(),
+            host_id: opts
+                .host_id
+                .clone()
+                .unwrap_or_else(dagr_attach::random_host_id),
         };
         let session = match dagr_attach::attach(io, &metadata, providers).await {
             Ok(session) => session,

@@ -221,6 +221,7 @@ fn options(host: EngineHost, workdir: PathBuf) -> ConnectOptions {
         tunnel: None,
         cache_imports: Vec::new(),
         cache_exports: Vec::new(),
+        host_id: None,
     }
 }
 

@@ -520,6 +520,57 @@ impl Snapshotter {
         .await
     }
 
+    /// Makes lease `id` hold exactly the snapshots `keys` (created if missing), in one
+    /// transaction.
+    pub async fn set_lease_snapshots(
+        &self,
+        id: &str,
+        keys: Vec<String>,
+    ) -> Result<(), SnapshotError> {
+        let id = id.to_owned();
+        self.blocking(move |inner| {
+            let _gc = inner.gc_lock.lock();
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut table = txn.open_table(LEASES).map_err(db_err)?;
+                let lease = Lease {
+                    id: id.clone(),
+                    blobs: BTreeSet::new(),
+                    snapshots: keys.into_iter().collect(),
+                };
+                table
+                    .insert(id.as_str(), encode(&lease).as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    /// Blocking (for start-up): deletes every lease whose id starts with `prefix` (leases a
+    /// previous engine process held in memory); returns how many.
+    pub fn delete_leases_with_prefix(&self, prefix: &str) -> Result<usize, SnapshotError> {
+        let inner = &self.inner;
+        let _gc = inner.gc_lock.lock();
+        let txn = inner.db.begin_write().map_err(db_err)?;
+        let removed;
+        {
+            let mut table = txn.open_table(LEASES).map_err(db_err)?;
+            let ids: Vec<String> = table
+                .iter()
+                .map_err(db_err)?
+                .filter_map(|item| item.ok().map(|(k, _)| k.value().to_owned()))
+                .filter(|id| id.starts_with(prefix))
+                .collect();
+            for id in &ids {
+                table.remove(id.as_str()).map_err(db_err)?;
+            }
+            removed = ids.len();
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
     /// Deletes lease `id`; what it held becomes collectable.
     pub async fn delete_lease(&self, id: &str) -> Result<(), SnapshotError> {
         let id = id.to_owned();

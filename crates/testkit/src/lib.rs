@@ -648,6 +648,7 @@ pub fn connect_options(host: &str, workdir: &Path) -> dagr_client::ConnectOption
         tunnel: Some(std::sync::Arc::new(dagr_attach::HostTunnel)),
         cache_imports: Vec::new(),
         cache_exports: Vec::new(),
+        host_id: None,
     }
 }
 

@@ -26,6 +26,7 @@ pub mod export;
 pub mod fsops;
 
 mod cache_volume;
+mod host_sync;
 mod mounts;
 mod ops;
 mod remote;
@@ -46,13 +47,14 @@ pub use fsops::FsError;
 pub use mounts::View;
 pub use ops::exec::ExecFailed;
 pub use ops::exec::{ServiceRun, relay_to_host, splice};
+pub use ops::host::HostSyncStats;
 pub use ops::image::ResolvedImageRef;
 pub use remote::RemoteCacheStats;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{
-    BoxError, HostAccess, HostError, HostListener, NestedClient, NestedClients, NestedError,
-    NestedServing, SecretSource, ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal,
-    WorkerSeams,
+    BoxError, HostAccess, HostEntry, HostEntryKind, HostError, HostFetch, HostListener,
+    HostListing, NestedClient, NestedClients, NestedError, NestedServing, SecretSource,
+    ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal, WorkerSeams,
 };
 
 use seams::SessionCredentials;
@@ -195,6 +197,10 @@ pub struct WorkerConfig {
     pub registry_credentials: dagr_registry::StaticCredentials,
     /// Remote cache uploads stay under this many bytes per second (default: no limit).
     pub cache_upload_rate: Option<u64>,
+    /// Memory the baselines of host reads may take (what the last read of each directory
+    /// listed, to read it again incrementally); beyond it the least recently used go (default
+    /// 128 MiB, about a million entries).
+    pub host_baselines_budget: u64,
 }
 
 impl WorkerConfig {
@@ -212,6 +218,7 @@ impl WorkerConfig {
             init: None,
             registry_credentials: dagr_registry::StaticCredentials::new(),
             cache_upload_rate: None,
+            host_baselines_budget: 128 << 20,
             exec_limits: dagr_executor::ExecLimits {
                 pids: Some(DEFAULT_PIDS_LIMIT),
                 memory_bytes: None,
@@ -257,6 +264,9 @@ struct Inner {
     remote: remote::RemoteCaches,
     /// Exec ops started since the engine started (cache hits and imports run none).
     execs_run: std::sync::atomic::AtomicU64,
+    /// The last read of each host directory, to read it again incrementally.
+    host_baselines: host_sync::HostBaselines,
+    host_sync: ops::host::HostSyncCounters,
 }
 
 /// Runs ops on this machine; see the crate docs. Cheap to clone.
@@ -316,6 +326,12 @@ impl Worker {
         }
         let content = ContentStore::open(&dir("content")?)?;
         let snapshots = Snapshotter::open(&dir("snapshots")?, config.snapshots.clone())?;
+        // The baselines of host reads lived in a previous process's memory.
+        match snapshots.delete_leases_with_prefix(host_sync::LEASE_PREFIX) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(leases = n, "released the baselines of a previous engine"),
+            Err(e) => tracing::warn!(error = %e, "releasing the baselines of a previous engine"),
+        }
         // Leftover work directories of a previous run (now unmounted).
         if let Ok(entries) = std::fs::read_dir(&work_dir) {
             for e in entries.flatten() {
@@ -372,6 +388,8 @@ impl Worker {
                 gc_run: tokio::sync::Mutex::new(()),
                 remote,
                 execs_run: Default::default(),
+                host_baselines: host_sync::HostBaselines::new(config.host_baselines_budget),
+                host_sync: Default::default(),
             }),
         })
     }
@@ -418,6 +436,7 @@ impl Worker {
     /// Removes the snapshots a run committed for `dropped` that `kept` does not use (only the
     /// run's own: snapshots named by a chain id or the empty one are shared and stay).
     pub(crate) async fn discard_result(&self, dropped: &ResultRef, kept: &ResultRef) {
+        self.move_baselines(dropped.id(), kept.id()).await;
         let keep = Self::result_snapshots(kept);
         for key in Self::result_snapshots(dropped) {
             if keep.contains(&key) || !mounts::is_run_snapshot(&key) {
@@ -519,7 +538,23 @@ impl Worker {
         for key in &keep {
             snapshots.lease_snapshot(LEASE, key).await?;
         }
-        let report = snapshots.gc(&self.inner.content, keep_bytes).await;
+        let mut report = snapshots.gc(&self.inner.content, keep_bytes).await;
+        if report
+            .as_ref()
+            .is_ok_and(|r| r.remaining_bytes > keep_bytes)
+        {
+            // Not enough: the baselines of host reads give their snapshots up too.
+            self.drop_baselines().await;
+            let first = report;
+            report = snapshots.gc(&self.inner.content, keep_bytes).await;
+            if let (Ok(first), Ok(second)) = (first, report.as_mut()) {
+                second.removed_blobs.splice(0..0, first.removed_blobs);
+                second
+                    .removed_snapshots
+                    .splice(0..0, first.removed_snapshots);
+                second.freed_bytes += first.freed_bytes;
+            }
+        }
         let _ = snapshots.delete_lease(LEASE).await;
         report.map_err(|e| op_err("gc", e.to_string()))
     }

@@ -30,16 +30,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// attachables). The worker reads host directories through it; the API writes exports, reads
 /// secret files and opens terminals.
 pub trait HostAccess: Send + Sync + 'static {
-    /// Copies `path` of the client's host (relative paths against its working directory), filtered
-    /// by the patterns, into the existing empty directory `dest`.
-    fn pull_dir<'a>(
+    /// Lists `path` of the client's host (relative paths against its working directory),
+    /// filtered by the patterns: its entries' metadata, no content. The listing's
+    /// [`HostListing::fetch`] then brings the files wanted.
+    fn list_dir<'a>(
         &'a self,
         client: &'a ClientRef,
         path: &'a str,
         include: &'a [String],
         exclude: &'a [String],
-        dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), HostError>>;
+    ) -> BoxFuture<'a, Result<HostListing, HostError>>;
     /// Writes the local directory `src` to `host_path` on the client's host (`wipe`: remove
     /// what is there first).
     fn push_dir<'a>(
@@ -85,6 +85,59 @@ pub trait HostAccess: Send + Sync + 'static {
         client: &'a ClientRef,
         address: &'a str,
     ) -> BoxFuture<'a, Result<HostListener, HostError>>;
+}
+
+/// The kind of a [`HostEntry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEntryKind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// One entry of a host directory listing: what the host's `lstat` said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    /// Relative to the listed directory, '/'-separated, only normal components; empty for
+    /// the directory itself.
+    pub path: Vec<u8>,
+    pub kind: HostEntryKind,
+    /// Permission bits (0o7777).
+    pub mode: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+    /// For symlinks: the target, as stored.
+    pub link_target: Vec<u8>,
+}
+
+/// A listing of a client's host directory ([`HostAccess::list_dir`]). Its entries are checked:
+/// the root first, then in pre-order with the names of each directory sorted bytewise, each
+/// entry's parent a listed directory.
+pub struct HostListing {
+    /// Names the client's host: listings with the same name come from the same host.
+    pub host: String,
+    /// The listed directory's absolute path on that host.
+    pub root: PathBuf,
+    /// The host's clock when the listing started (nanoseconds since the epoch).
+    pub walk_started_ns: i64,
+    pub entries: Vec<HostEntry>,
+    /// Brings the content of files of the listing; dropping it ends the read.
+    pub fetch: Box<dyn HostFetch>,
+}
+
+/// The rest of a host directory read, once listed.
+pub trait HostFetch: Send {
+    /// Writes the files at `wanted` (indices into the listing's entries, ascending), and the
+    /// directories leading to them, into the existing directory `dest` (a file already at a
+    /// wanted path is replaced). Returns the bytes of content received.
+    fn fetch(
+        self: Box<Self>,
+        wanted: Vec<usize>,
+        dest: PathBuf,
+    ) -> BoxFuture<'static, Result<u64, HostError>>;
 }
 
 /// A TCP listener on a client's host (see [`HostAccess::listen`]); dropping it closes it.

@@ -32,14 +32,13 @@ impl SessionRegistryAuth for NoCredentials {
 }
 
 impl HostAccess for NoHost {
-    fn pull_dir<'a>(
+    fn list_dir<'a>(
         &'a self,
         client: &'a ClientRef,
         _path: &'a str,
         _include: &'a [String],
         _exclude: &'a [String],
-        _dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), HostError>> {
+    ) -> BoxFuture<'a, Result<dagr_worker::HostListing, HostError>> {
         Box::pin(async move { Err(no_host(client)) })
     }
     fn push_dir<'a>(
