@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use dagr_attach::{AttachablesClient, EntryKind, RemoteTerminal};
 use dagr_engine_state::SessionRegistry;
+
+use crate::routes::{Attachables, AttachablesSlot};
 use dagr_executor::{TerminalInput, WindowSize};
 use dagr_metadata::ClientRef;
 use dagr_worker::{
@@ -13,6 +15,9 @@ use dagr_worker::{
 };
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
+
+/// How long a host call waits for an attachables handshake under way.
+const HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Finds a client's attachables through the registry.
 pub struct ClientHosts {
@@ -24,7 +29,9 @@ impl ClientHosts {
         ClientHosts { registry }
     }
 
-    fn attachables(&self, client: &ClientRef) -> Result<AttachablesClient, HostError> {
+    /// The client's attachables; waits for a connection whose handshake is under way (at most
+    /// [`HANDSHAKE_WAIT`]).
+    async fn attachables(&self, client: &ClientRef) -> Result<AttachablesClient, HostError> {
         let session =
             self.registry
                 .session(&client.session_id)
@@ -36,11 +43,23 @@ impl ClientHosts {
             .ok_or_else(|| HostError::ClientGone {
                 client: client.clone(),
             })?;
-        state
-            .extension::<AttachablesClient>()
-            .ok_or_else(|| HostError::NoAttachables {
-                client: client.clone(),
-            })
+        let none = || HostError::NoAttachables {
+            client: client.clone(),
+        };
+        let AttachablesSlot(slot) = state.extension::<AttachablesSlot>().ok_or_else(none)?;
+        let mut watch = slot.subscribe();
+        let settled = tokio::time::timeout(
+            HANDSHAKE_WAIT,
+            watch.wait_for(|a| !matches!(a, Attachables::Pending)),
+        )
+        .await;
+        match settled {
+            Ok(Ok(state)) => match &*state {
+                Attachables::Ready(conn) => Ok(conn.clone()),
+                _ => Err(none()),
+            },
+            _ => Err(none()),
+        }
     }
 }
 
@@ -97,7 +116,7 @@ impl HostAccess for ClientHosts {
         exclude: &'a [String],
     ) -> BoxFuture<'a, Result<HostListing, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             let hostname = self
                 .registry
                 .session(&client.session_id)
@@ -127,7 +146,7 @@ impl HostAccess for ClientHosts {
         wipe: bool,
     ) -> BoxFuture<'a, Result<(), HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             conn.push_dir(src, host_path, wipe)
                 .await
                 .map(|_| ())
@@ -143,7 +162,7 @@ impl HostAccess for ClientHosts {
         allow_parent_dir: bool,
     ) -> BoxFuture<'a, Result<(), HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             // Dagger's semantics: parents are created; an existing directory at `host_path` is
             // refused unless `allow_parent_dir`, which writes the file into it under its name.
             let mut host_path = host_path.to_owned();
@@ -173,7 +192,7 @@ impl HostAccess for ClientHosts {
         host_path: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             let dir = tempfile::tempdir().map_err(|source| HostError::Local {
                 path: std::env::temp_dir(),
                 source,
@@ -193,7 +212,7 @@ impl HostAccess for ClientHosts {
         client: &'a ClientRef,
     ) -> BoxFuture<'a, Result<UserTerminal, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             let remote = conn.open_terminal().await.map_err(attachables_failed)?;
             Ok(bridge_terminal(remote))
         })
@@ -206,7 +225,7 @@ impl HostAccess for ClientHosts {
         address: &'a str,
     ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             conn.dial(network, address)
                 .await
                 .map_err(attachables_failed)
@@ -219,7 +238,7 @@ impl HostAccess for ClientHosts {
         address: &'a str,
     ) -> BoxFuture<'a, Result<HostListener, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client)?;
+            let conn = self.attachables(client).await?;
             let mut remote = conn.listen(address).await.map_err(attachables_failed)?;
             let address = remote.address;
             let (tx, connections) = mpsc::channel(16);

@@ -142,9 +142,18 @@ async fn post_body(
     }
 }
 
-/// Marks a client whose attachables connection has been accepted; a second one is refused.
+/// A client's attachables connection, from the moment its request is accepted (a second one
+/// is then refused): pending until the handshake completes (the client may send a request
+/// first: it has written its ack when it returns), then ready, then gone once it closed.
 #[derive(Clone)]
-struct AttachablesClaimed;
+pub(crate) struct AttachablesSlot(pub(crate) Arc<tokio::sync::watch::Sender<Attachables>>);
+
+#[derive(Clone)]
+pub(crate) enum Attachables {
+    Pending,
+    Ready(AttachablesClient),
+    Gone,
+}
 
 /// `POST /query`: executes a GraphQL request for the scope's client.
 pub async fn query(
@@ -164,11 +173,12 @@ pub async fn query(
 /// `/sessionAttachables`: hijacks the connection as the client's attachables (one per client).
 pub fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<BoxBody> {
     let client = scope.client().clone();
+    let slot = Arc::new(tokio::sync::watch::Sender::new(Attachables::Pending));
     let claimed = client.with_extensions(|ext| {
-        if ext.get::<AttachablesClaimed>().is_some() {
+        if ext.get::<AttachablesSlot>().is_some() {
             false
         } else {
-            ext.insert(AttachablesClaimed);
+            ext.insert(AttachablesSlot(slot.clone()));
             true
         }
     });
@@ -186,20 +196,23 @@ pub fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<
         Ok(accepted) => accepted,
         Err(e) => {
             // Let the client try again with a well-formed request.
-            client.with_extensions(|ext| ext.remove::<AttachablesClaimed>());
+            client.with_extensions(|ext| ext.remove::<AttachablesSlot>());
             return error_response(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
     // The hijacked connection counts as an in-flight request of the client until it closes.
     let held = match scope.hold() {
         Ok(h) => h,
-        Err(e) => return error_response(StatusCode::GONE, &e.to_string()),
+        Err(e) => {
+            slot.send_replace(Attachables::Gone);
+            return error_response(StatusCode::GONE, &e.to_string());
+        }
     };
     let session = scope.session().clone();
     tokio::spawn(async move {
         match pending.finish().await {
             Ok(conn) => {
-                client.with_extensions(|ext| ext.insert(conn.clone()));
+                slot.send_replace(Attachables::Ready(conn.clone()));
                 tracing::debug!(
                     client = client.id(),
                     session = session.id(),
@@ -214,9 +227,10 @@ pub fn attachables(scope: RequestScope, mut req: Request<Incoming>) -> Response<
                         conn.close();
                     }
                 }
-                client.with_extensions(|ext| ext.remove::<AttachablesClient>());
+                slot.send_replace(Attachables::Gone);
             }
             Err(e) => {
+                slot.send_replace(Attachables::Gone);
                 tracing::warn!(client = client.id(), error = %e, "attachables handshake failed");
             }
         }

@@ -131,6 +131,25 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                     "Exec ops run (cache hits and remote cache imports run none).",
                     api.worker().execs_run(),
                 ));
+                let host = api.worker().host_sync_stats();
+                counters.extend([
+                    ("dagr_host_reads_total", "Host directory reads.", host.reads),
+                    (
+                        "dagr_host_reads_unchanged_total",
+                        "Host directory reads that found the tree as the last read left it.",
+                        host.unchanged,
+                    ),
+                    (
+                        "dagr_host_files_fetched_total",
+                        "Files whose content host directory reads transferred.",
+                        host.files_fetched,
+                    ),
+                    (
+                        "dagr_host_bytes_fetched_total",
+                        "Bytes of content host directory reads transferred.",
+                        host.bytes_fetched,
+                    ),
+                ]);
                 let text = engine.metrics.render(&engine.registry, &gauges, &counters);
                 async move {
                     let mut resp = Response::new(full_body(Bytes::from(text)));
