@@ -451,6 +451,10 @@ impl FileSync for HostFiles {
             _ => return Err(Status::invalid_argument("a sync starts with its request")),
         };
         let (path, filter) = self.directory(&start).await?;
+        let name = match &self.container {
+            Some(_) => crate::sync::RootName::Given(PathBuf::from(&start.path)),
+            None => crate::sync::RootName::Canonical,
+        };
         let (wants, wants_rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             while let Ok(Some(request)) = requests.message().await {
@@ -464,7 +468,7 @@ impl FileSync for HostFiles {
         });
         let host_id = self.host_id.clone();
         let rx = tree::spawn_reader(move |out| {
-            crate::sync::serve_sync(out, &path, &filter, host_id, wants_rx)
+            crate::sync::serve_sync(out, &path, name, &filter, host_id, wants_rx)
         });
         Ok(Response::new(batch_stream(rx)))
     }

@@ -214,13 +214,18 @@ pub(crate) async fn receive_listing(
 /// Checks a listing as it arrives: the root first, then safe relative paths in [`path_order`],
 /// each one's parent a listed directory, only directories, files and symlinks.
 #[derive(Default)]
-struct ListingCheck {
+pub(crate) struct ListingCheck {
     entries: Vec<HostEntry>,
     dirs: HashSet<Vec<u8>>,
 }
 
 impl ListingCheck {
-    fn push(&mut self, header: Header) -> Result<(), TreeError> {
+    #[cfg(test)]
+    pub(crate) fn into_entries(self) -> Vec<HostEntry> {
+        self.entries
+    }
+
+    pub(crate) fn push(&mut self, header: Header) -> Result<(), TreeError> {
         let shown = || String::from_utf8_lossy(&header.path).into_owned();
         let kind = match Kind::try_from(header.kind) {
             Ok(Kind::Dir) => EntryKind::Dir,
@@ -283,11 +288,21 @@ impl ListingCheck {
     }
 }
 
+/// The name a listing gives its directory ([`Listing::root`]).
+pub(crate) enum RootName {
+    /// The directory's canonical path.
+    Canonical,
+    /// This path (a container's directory is reached through `/proc/<pid>/root`, which a
+    /// canonical path would leave).
+    Given(PathBuf),
+}
+
 /// Client side of a `SyncDir`, on a blocking thread: lists `dir` (filtered), ends the listing
 /// with `Listed`, waits for the engine's wants, then sends those files.
 pub(crate) fn serve_sync<F>(
     out: &mut Batcher<F>,
     dir: &Path,
+    name: RootName,
     filter: &PathFilter,
     host_id: String,
     mut wants: mpsc::Receiver<Want>,
@@ -298,10 +313,13 @@ where
     let walk_started_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    let root = std::fs::canonicalize(dir).map_err(|e| TreeError::Read {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    let root = match name {
+        RootName::Canonical => std::fs::canonicalize(dir).map_err(|e| TreeError::Read {
+            path: dir.to_path_buf(),
+            source: e,
+        })?,
+        RootName::Given(path) => path,
+    };
     let listing = TreeReader::new(out).list_dir(dir, filter)?;
     out.push(tree::packet(Item::Listed(Listed {
         walk_started_ns,

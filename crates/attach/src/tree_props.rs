@@ -130,3 +130,62 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A listing of hostile headers is accepted only when it is canonical: rooted, in
+    /// [`crate::path_order`], every parent a listed directory, no unsafe component.
+    #[test]
+    fn random_listings_are_accepted_only_when_canonical(packets in proptest::collection::vec(packet(), 0..40)) {
+        let mut check = crate::sync::ListingCheck::default();
+        let headers = packets.into_iter().filter_map(|p| match p.item {
+            Some(Item::Header(h)) => Some(h),
+            _ => None,
+        });
+        for header in headers {
+            if check.push(header).is_err() {
+                break;
+            }
+        }
+        let entries = check.into_entries();
+        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        for (i, e) in entries.iter().enumerate() {
+            if i == 0 {
+                prop_assert!(e.path.is_empty());
+            } else {
+                prop_assert!(crate::tree::check_relative(&e.path).is_ok());
+                prop_assert_eq!(crate::path_order(&entries[i - 1].path, &e.path), std::cmp::Ordering::Less);
+                let parent = match e.path.iter().rposition(|b| *b == b'/') {
+                    Some(at) => &e.path[..at],
+                    None => &e.path[..0],
+                };
+                prop_assert!(dirs.contains(parent));
+            }
+            if e.kind == crate::EntryKind::Dir {
+                dirs.insert(&e.path);
+            }
+        }
+    }
+
+    /// The content phase of a sync writes only what was asked for, whatever the stream holds.
+    #[test]
+    fn a_fetch_writes_only_what_it_asked_for(packets in proptest::collection::vec(packet(), 0..40)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let expected = crate::tree::Expected {
+            dirs: [b"".to_vec(), b"abc".to_vec()].into_iter().collect(),
+            files: [b"abc/d".to_vec()].into_iter().collect(),
+        };
+        let mut writer = TreeWriter::new(WriteTarget::Dir { root: root.clone(), wipe: false })
+            .unwrap()
+            .expecting(expected);
+        for packet in packets {
+            if writer.apply(packet).is_err() {
+                break;
+            }
+        }
+        let _ = writer.finish();
+        for name in describe(tmp.path()).keys() {
+            prop_assert!(["root", "root/abc", "root/abc/d"].contains(&name.as_str()), "{name}");
+        }
+    }
+}

@@ -752,3 +752,87 @@ async fn terminal_sessions_carry_input_output_and_exit_one_at_a_time() {
     let (_sees, types) = opened.recv().await.unwrap();
     drop(types);
 }
+
+#[tokio::test]
+async fn list_dir_lists_in_order_and_fetch_brings_only_what_was_asked() {
+    let host = tempfile::tempdir().unwrap();
+    let src = host.path().join("project");
+    make_tree(&src);
+    let pair = connect_pair(providers(host.path(), false)).await;
+    let exclude = vec!["target".to_owned()];
+    let (listing, pending) = pair
+        .client
+        .list_dir("project", &[], &exclude)
+        .await
+        .unwrap();
+    assert_eq!(listing.root, fs::canonicalize(&src).unwrap());
+    assert!(listing.host_id.starts_with("random-"));
+    let paths: Vec<String> = listing
+        .entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "",
+            "README.md",
+            "empty",
+            "link-abs",
+            "link-rel",
+            "run.sh",
+            "secret.txt",
+            "src",
+            "src/big.bin",
+            "src/dangling",
+            "src/lib.rs",
+            "src/main.rs",
+            "src/nested",
+            "src/nested/deep",
+            "src/nested/deep/data.txt",
+        ]
+    );
+    let data = paths
+        .iter()
+        .position(|p| p == "src/nested/deep/data.txt")
+        .unwrap();
+    let entry = &listing.entries[data];
+    let meta = fs::metadata(src.join("src/nested/deep/data.txt")).unwrap();
+    assert_eq!(
+        (entry.kind, entry.size, entry.ino),
+        (EntryKind::File, 9, meta.ino())
+    );
+    assert_eq!(
+        entry.ctime_ns,
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
+    );
+    // Only that file, and the directories leading to it.
+    let dest = tempfile::tempdir().unwrap();
+    let stats = pending.fetch(&[data], dest.path()).await.unwrap();
+    assert_eq!((stats.files, stats.bytes), (1, 9));
+    let written = snapshot(dest.path());
+    assert_eq!(
+        written.keys().collect::<Vec<_>>(),
+        [
+            "src",
+            "src/nested",
+            "src/nested/deep",
+            "src/nested/deep/data.txt"
+        ]
+    );
+    assert_eq!(
+        fs::read(dest.path().join("src/nested/deep/data.txt")).unwrap(),
+        b"deep data"
+    );
+    // Asking for something that is not a file of the listing is refused before anything is sent.
+    let (_, pending) = pair
+        .client
+        .list_dir("project", &[], &exclude)
+        .await
+        .unwrap();
+    let src_dir = paths.iter().position(|p| p == "src").unwrap();
+    assert!(pending.fetch(&[src_dir], dest.path()).await.is_err());
+    // A listing dropped without a fetch ends the call; the connection is still fine.
+    drop(pair.client.list_dir("project", &[], &[]).await.unwrap());
+    pair.client.health_check().await.unwrap();
+}

@@ -60,6 +60,7 @@ impl Worker {
         };
         let counters = &self.inner.host_sync;
         counters.reads.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let HostListing {
             host,
             root,
@@ -80,11 +81,13 @@ impl Worker {
         };
         let baseline = self.usable_baseline(&key).await;
         let compared = baseline.clone();
+        let listed = started.elapsed();
         let (plan, entries) = blocking(move || {
             let plan = host_sync::plan(compared.as_deref(), &entries);
             Ok((plan, entries))
         })
         .await?;
+        let planned = started.elapsed();
         if let Some(b) = &baseline
             && plan.unchanged()
         {
@@ -107,22 +110,36 @@ impl Worker {
         let (plan, entries) = (Arc::new(plan), Arc::new(entries));
         let (p, e, d) = (plan.clone(), entries.clone(), dir.clone());
         blocking(move || Ok(host_sync::apply_structure(&d, &e, &p)?)).await?;
+        let structured = started.elapsed();
         let bytes = fetch
             .fetch(plan.wanted.clone(), dir.clone())
             .await
             .map_err(host_err)?;
+        let transferred = started.elapsed();
         counters
             .files_fetched
             .fetch_add(plan.wanted.len() as u64, Ordering::Relaxed);
         counters.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
+        let files = plan.wanted.len();
         let records = blocking(move || {
             host_sync::apply_dir_meta(&dir, &entries, &plan)?;
             let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
             Ok(host_sync::records(&dir, entries, &plan)?)
         })
         .await?;
+        let fetched = started.elapsed();
         let digest = host_sync::tree_digest(&records);
         let mut out = self.commit_output(cleanup, snapshot_key).await?;
+        tracing::debug!(
+            ?listed,
+            ?planned,
+            ?structured,
+            ?transferred,
+            ?fetched,
+            committed = ?started.elapsed(),
+            files,
+            "host read"
+        );
         out.content_digest = Some(digest.clone());
         let next = Baseline::new(out.result.id().to_owned(), walk_started_ns, records, digest);
         self.keep_baseline(key, next).await;
