@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use dagr_attach::{AttachablesClient, EntryKind, RemoteTerminal};
-use dagr_engine_state::SessionRegistry;
+use std::sync::Arc;
+
+use dagr_engine_state::{Client, SessionRegistry};
 
 use crate::routes::{Attachables, AttachablesSlot};
 use dagr_executor::{TerminalInput, WindowSize};
@@ -29,37 +31,49 @@ impl ClientHosts {
         ClientHosts { registry }
     }
 
-    /// The client's attachables; waits for a connection whose handshake is under way (at most
-    /// [`HANDSHAKE_WAIT`]).
-    async fn attachables(&self, client: &ClientRef) -> Result<AttachablesClient, HostError> {
+    /// The registry's state of `client`.
+    fn state(&self, client: &ClientRef) -> Result<Arc<Client>, HostError> {
         let session =
             self.registry
                 .session(&client.session_id)
                 .ok_or_else(|| HostError::SessionGone {
                     session_id: client.session_id.clone(),
                 })?;
-        let state = session
+        session
             .client(&client.client_id)
             .ok_or_else(|| HostError::ClientGone {
                 client: client.clone(),
-            })?;
-        let none = || HostError::NoAttachables {
-            client: client.clone(),
-        };
-        let AttachablesSlot(slot) = state.extension::<AttachablesSlot>().ok_or_else(none)?;
-        let mut watch = slot.subscribe();
-        let settled = tokio::time::timeout(
-            HANDSHAKE_WAIT,
-            watch.wait_for(|a| !matches!(a, Attachables::Pending)),
-        )
-        .await;
-        match settled {
-            Ok(Ok(state)) => match &*state {
-                Attachables::Ready(conn) => Ok(conn.clone()),
-                _ => Err(none()),
-            },
+            })
+    }
+
+    /// The client's attachables.
+    async fn attachables(&self, client: &ClientRef) -> Result<AttachablesClient, HostError> {
+        attachables_of(&*self.state(client)?, client).await
+    }
+}
+
+/// The attachables of `state` (the registry's state of `client`); waits for a connection whose
+/// handshake is under way (at most [`HANDSHAKE_WAIT`]).
+async fn attachables_of(
+    state: &Client,
+    client: &ClientRef,
+) -> Result<AttachablesClient, HostError> {
+    let none = || HostError::NoAttachables {
+        client: client.clone(),
+    };
+    let AttachablesSlot(slot) = state.extension::<AttachablesSlot>().ok_or_else(none)?;
+    let mut watch = slot.subscribe();
+    let settled = tokio::time::timeout(
+        HANDSHAKE_WAIT,
+        watch.wait_for(|a| !matches!(a, Attachables::Pending)),
+    )
+    .await;
+    match settled {
+        Ok(Ok(state)) => match &*state {
+            Attachables::Ready(conn) => Ok(conn.clone()),
             _ => Err(none()),
-        }
+        },
+        _ => Err(none()),
     }
 }
 
@@ -116,13 +130,9 @@ impl HostAccess for ClientHosts {
         exclude: &'a [String],
     ) -> BoxFuture<'a, Result<HostListing, HostError>> {
         Box::pin(async move {
-            let conn = self.attachables(client).await?;
-            let hostname = self
-                .registry
-                .session(&client.session_id)
-                .and_then(|s| s.client(&client.client_id))
-                .map(|c| c.hostname().to_owned())
-                .unwrap_or_default();
+            let state = self.state(client)?;
+            let conn = attachables_of(&state, client).await?;
+            let hostname = state.hostname();
             let (listing, pending) = conn
                 .list_dir(path, include, exclude)
                 .await
