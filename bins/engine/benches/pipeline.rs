@@ -151,6 +151,7 @@ fn benches(c: &mut Criterion) {
         Some(&metadata),
         &exec_query(usize::MAX),
     ));
+    let phases_before = engine.metrics();
     let mut exec_times = Vec::new();
     for i in 0..runs {
         let body = exec_query(i);
@@ -168,6 +169,7 @@ fn benches(c: &mut Criterion) {
         "withExec([\"true\"]) uncached: engine median {exec_med:?}, runc run median {runc_med:?}, ratio {:.2}x (goal <= 1.3x)",
         exec_med.as_secs_f64() / runc_med.as_secs_f64()
     );
+    print_exec_phases(&phases_before, &engine.metrics(), exec_med);
 
     // 3. A 3-step graph cold and cached (and buildah when installed).
     let three = |tag: &str| {
@@ -212,6 +214,34 @@ fn benches(c: &mut Criterion) {
 /// A shell loop of `n` busybox-wget `{version}` round trips printing its start and end times in
 /// centiseconds (`/proc/uptime`: busybox `date` has no `%N`); `bb` prefixes applets (`busybox `
 /// on the host, empty in the busybox image).
+/// The mean of each exec phase over the runs between two `/metrics` readings, and what is left
+/// of the end-to-end median (GraphQL, solver, index, HTTP).
+fn print_exec_phases(before: &str, after: &str, end_to_end: Duration) {
+    let delta = |name: &str| {
+        let at = |text: &str| dagr_testkit::metric(text, name).unwrap_or(0);
+        at(after).saturating_sub(at(before))
+    };
+    let runs = delta("dagr_exec_phase_runs_total").max(1);
+    let mut line = String::from("uncached exec phases (mean):");
+    let mut accounted = 0;
+    for phase in [
+        "mount", "bundle", "prestart", "cgroup", "spec", "runtime", "cleanup", "commit",
+    ] {
+        let us = delta(&format!("dagr_exec_{phase}_microseconds_total")) / runs;
+        accounted += us;
+        line.push_str(&format!(" {phase} {:.2} ms,", us as f64 / 1000.0));
+    }
+    let writes = delta("dagr_index_writes_total").max(1);
+    let index_us = delta("dagr_index_write_microseconds_total") / writes;
+    accounted += index_us;
+    let rest = (end_to_end.as_micros() as u64).saturating_sub(accounted);
+    println!(
+        "{line} index write {:.2} ms, the rest (query, solver, HTTP) {:.2} ms",
+        index_us as f64 / 1000.0,
+        rest as f64 / 1000.0
+    );
+}
+
 fn wget_loop(n: usize, url: &str, header: &str, bb: &str, tmp: &str) -> String {
     format!(
         "echo '{{\"query\":\"{{version}}\"}}' > {tmp}/q.json; \

@@ -150,6 +150,29 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                         host.bytes_fetched,
                     ),
                 ]);
+                // Where uncached execs spend their time (divide by the run count for a mean).
+                let phases = api.worker().exec_phases();
+                counters.push((
+                    "dagr_exec_phase_runs_total",
+                    "Exec runs whose phases the dagr_exec_*_microseconds_total counters sum.",
+                    phases.runs,
+                ));
+                for (phase, help, time) in exec_phase_metrics(&phases) {
+                    counters.push((phase, help, micros(time)));
+                }
+                let writes = api.solver.index_writes();
+                counters.extend([
+                    (
+                        "dagr_index_writes_total",
+                        "Results written to the solver's index (one durable commit each).",
+                        writes.count,
+                    ),
+                    (
+                        "dagr_index_write_microseconds_total",
+                        "Time spent writing results to the solver's index.",
+                        micros(writes.time),
+                    ),
+                ]);
                 let text = engine.metrics.render(&engine.registry, &gauges, &counters);
                 async move {
                     let mut resp = Response::new(full_body(Bytes::from(text)));
@@ -251,4 +274,66 @@ where
             Ok(resp)
         })
     }
+}
+
+/// The exec phase counters: name, help and summed time of each phase.
+fn exec_phase_metrics(
+    phases: &dagr_worker::ExecPhaseTotals,
+) -> [(&'static str, &'static str, std::time::Duration); 8] {
+    let [
+        mount,
+        bundle,
+        prestart,
+        cgroup,
+        spec,
+        runtime,
+        cleanup,
+        commit,
+    ] = phases.named().map(|(_, time)| time);
+    [
+        (
+            "dagr_exec_mount_microseconds_total",
+            "Exec preparation: writable snapshots mounted, volumes, secrets, bound services started.",
+            mount,
+        ),
+        (
+            "dagr_exec_bundle_microseconds_total",
+            "Exec bundle preparation: rootfs, hosts/resolv.conf, user mounts, network namespace.",
+            bundle,
+        ),
+        (
+            "dagr_exec_prestart_microseconds_total",
+            "Exec prestart hooks (nested clients).",
+            prestart,
+        ),
+        (
+            "dagr_exec_cgroup_microseconds_total",
+            "Creating execs' cgroups.",
+            cgroup,
+        ),
+        (
+            "dagr_exec_spec_microseconds_total",
+            "Building and writing execs' runtime specs.",
+            spec,
+        ),
+        (
+            "dagr_exec_runtime_microseconds_total",
+            "The OCI runtime, from its spawn to the process's exit with its output read.",
+            runtime,
+        ),
+        (
+            "dagr_exec_cleanup_microseconds_total",
+            "Removing execs' containers, mounts, network namespaces and bundles.",
+            cleanup,
+        ),
+        (
+            "dagr_exec_commit_microseconds_total",
+            "Unmounting and committing execs' outputs.",
+            commit,
+        ),
+    ]
+}
+
+fn micros(time: std::time::Duration) -> u64 {
+    u64::try_from(time.as_micros()).unwrap_or(u64::MAX)
 }

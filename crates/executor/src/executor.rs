@@ -182,8 +182,27 @@ pub struct ExecResult {
     pub stdout: CapturedOutput,
     /// Captured stderr.
     pub stderr: CapturedOutput,
-    /// Wall time of the runtime process.
-    pub duration: Duration,
+    /// Where the run's time went.
+    pub phases: ExecPhases,
+}
+
+/// Wall time of each phase of a run (waiting for an exec slot excluded), for metrics and
+/// benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecPhases {
+    /// Bundle preparation: directories, rootfs mounts, user, `hosts`/`resolv.conf`, user
+    /// mounts and the network namespace.
+    pub bundle: Duration,
+    /// The prestart hook (nested clients only).
+    pub prestart: Duration,
+    /// Creating the exec's cgroup.
+    pub cgroup: Duration,
+    /// Building and writing the runtime spec.
+    pub spec: Duration,
+    /// The runtime process, from its spawn to its exit with all output read.
+    pub runtime: Duration,
+    /// Removing the container, mounts, network namespace and bundle.
+    pub cleanup: Duration,
 }
 
 /// Errors of an exec.
@@ -487,11 +506,14 @@ impl Executor {
             network: self.config.network.clone(),
             names: options.names.take(),
         };
+        let mut phases = ExecPhases::default();
+        let bundle_started = Instant::now();
         let prepared = tokio::task::spawn_blocking(move || {
             let prepared = task.prepare(&mut cleanup);
             (cleanup, prepared)
         })
         .await;
+        phases.bundle = bundle_started.elapsed();
         let (mut cleanup, prepared) = match prepared {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -500,21 +522,37 @@ impl Executor {
         };
         let outcome = match prepared {
             Ok(bundle) => {
-                self.start_and_wait(&mut cleanup, bundle, spec, &options, terminal, &cancel)
-                    .await
+                self.start_and_wait(
+                    &mut cleanup,
+                    bundle,
+                    spec,
+                    &options,
+                    terminal,
+                    &cancel,
+                    &mut phases,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
         // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
         // this future is dropped meanwhile, the blocking task still finishes the cleanup.
+        let cleanup_started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
             cleanup.run();
         })
         .await;
+        phases.cleanup = cleanup_started.elapsed();
         if let Err(e) = joined {
             tracing::warn!(exec = %id, error = %e, "exec cleanup task failed");
         }
-        outcome
+        outcome.map(|mut result| {
+            result.phases = ExecPhases {
+                runtime: result.phases.runtime,
+                ..phases
+            };
+            result
+        })
     }
 
     /// Resolves once no exec holds anything (container, mounts, network namespace, bundle):
@@ -526,7 +564,8 @@ impl Executor {
     }
 
     /// Runs the prepared `bundle`: the prestart hook, the runtime spec, then `runc run` until
-    /// the process exits or the run is cancelled.
+    /// the process exits or the run is cancelled. Records the time of each step in `phases`.
+    #[allow(clippy::too_many_arguments)]
     async fn start_and_wait(
         &self,
         cleanup: &mut ExecCleanup,
@@ -535,12 +574,14 @@ impl Executor {
         options: &RunOptions,
         terminal: Option<TerminalIo>,
         cancel: &CancellationToken,
+        phases: &mut ExecPhases,
     ) -> Result<ExecResult, ExecError> {
         let id = cleanup.id.clone();
         let bundle_dir = cleanup.bundle.clone();
         let pid_file = bundle_dir.join("init.pid");
         let mut extra_env = Vec::new();
         if let Some(hook) = &options.prestart {
+            let hook_started = Instant::now();
             let context = PrestartContext {
                 id: id.clone(),
                 netns: bundle.netns.clone(),
@@ -555,6 +596,7 @@ impl Executor {
                 id: id.clone(),
                 source,
             })?;
+            phases.prestart = hook_started.elapsed();
         }
         if terminal.is_some() && !spec.env.iter().any(|e| e.starts_with("TERM=")) {
             extra_env.push("TERM=xterm".to_owned());
@@ -570,6 +612,7 @@ impl Executor {
         };
 
         // The exec's own cgroup with its limits (the container runs in a child of it).
+        let cgroup_started = Instant::now();
         let limits = self.config.limits;
         let cgroup_id = id.clone();
         let cgroup = tokio::task::spawn_blocking(move || ExecCgroup::create(&cgroup_id, limits))
@@ -586,6 +629,8 @@ impl Executor {
             None => ExecCgroup::plain_path(&id),
         };
         cleanup.cgroup = cgroup.clone();
+        phases.cgroup = cgroup_started.elapsed();
+        let spec_started = Instant::now();
         let runtime_spec = build_runtime_spec(&RuntimeSpecInput {
             exec: spec,
             rootfs: &bundle.rootfs,
@@ -610,6 +655,7 @@ impl Executor {
         tokio::fs::write(&config_path, config_json)
             .await
             .map_err(prepare_err(&config_path))?;
+        phases.spec = spec_started.elapsed();
 
         let log_path = bundle_dir.join("runc.log");
         let mut command = self
@@ -1018,7 +1064,7 @@ async fn finish(
     started: Instant,
     cgroup: Option<Arc<ExecCgroup>>,
 ) -> Result<ExecResult, ExecError> {
-    let duration = started.elapsed();
+    let runtime = started.elapsed();
     let log = tokio::fs::read_to_string(log_path)
         .await
         .unwrap_or_default();
@@ -1062,7 +1108,10 @@ async fn finish(
         exit_code,
         stdout,
         stderr,
-        duration,
+        phases: ExecPhases {
+            runtime,
+            ..ExecPhases::default()
+        },
     })
 }
 

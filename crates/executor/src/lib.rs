@@ -45,7 +45,7 @@ pub use cgroup::{ExecLimits, LimitHit, remove_exec_cgroups};
 pub use dagr_network::{NetnsError, Network, NetworkError, NetworkNamespace};
 pub use emulation::{EmulationError, check_emulator, register_qemu_handlers};
 pub use executor::{
-    DEFAULT_OUTPUT_CAP, ExecError, ExecNames, ExecResult, Executor, ExecutorConfig,
+    DEFAULT_OUTPUT_CAP, ExecError, ExecNames, ExecPhases, ExecResult, Executor, ExecutorConfig,
     PrestartContext, PrestartError, PrestartFuture, PrestartHook, Rootfs, RunOptions, StaleState,
 };
 pub use mount::{Mount, MountError, MountOps, ParsedOptions, SyscallMountOps, parse_options};

@@ -111,6 +111,18 @@ pub(crate) struct ResultIndex {
     path: PathBuf,
     db: Arc<redb::Database>,
     mem: RwLock<HashMap<CacheKey, MemEntry>>,
+    /// Durable inserts so far, and their wall time in microseconds.
+    writes: AtomicU64,
+    write_micros: AtomicU64,
+}
+
+/// The index's durable inserts since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexWrites {
+    /// Results written.
+    pub count: u64,
+    /// Their wall time, summed (each a durable commit).
+    pub time: std::time::Duration,
 }
 
 impl ResultIndex {
@@ -152,6 +164,8 @@ impl ResultIndex {
             path: path.to_owned(),
             db: Arc::new(db),
             mem: RwLock::new(mem),
+            writes: AtomicU64::new(0),
+            write_micros: AtomicU64::new(0),
         })
     }
 
@@ -170,6 +184,13 @@ impl ResultIndex {
     /// The result without touching its last-used time.
     pub(crate) fn peek(&self, key: &CacheKey) -> Option<ResultRef> {
         self.mem.read().get(key).map(|e| e.result.clone())
+    }
+
+    pub(crate) fn writes(&self) -> IndexWrites {
+        IndexWrites {
+            count: self.writes.load(Ordering::Relaxed),
+            time: std::time::Duration::from_micros(self.write_micros.load(Ordering::Relaxed)),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -198,12 +219,18 @@ impl ResultIndex {
             serde_json::to_vec(&stored).map_err(|source| IndexError::Encode { key, source })?;
         let db = Arc::clone(&self.db);
         let path = self.path.clone();
+        let started = std::time::Instant::now();
         let kept = tokio::task::spawn_blocking(move || write_if_absent(&db, &path, key, &bytes))
             .await
             .map_err(|e| IndexError::Task {
                 key,
                 reason: e.to_string(),
             })??;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.write_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let stored = match kept {
             Some(existing) => existing,
             None => stored,

@@ -20,7 +20,7 @@ mod op;
 mod runner;
 mod solver;
 
-pub use index::{IndexEntry, IndexError};
+pub use index::{IndexEntry, IndexError, IndexWrites};
 pub use key::{CacheKey, KeyError, canonical_op};
 pub use op::{
     CacheSharing, ClientRef, CopyOp, Definition, DefinitionVertex, ExecOp, GitAuth, GitOp,

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::{self, BoxFuture, Either, FutureExt as _, Ready, Shared, WeakShared};
 use parking_lot::Mutex;
 
-use crate::index::{IndexEntry, IndexError, ResultIndex};
+use crate::index::{IndexEntry, IndexError, IndexWrites, ResultIndex};
 use crate::key::{self, CacheKey};
 use crate::op::{KeyMode, Vertex};
 use crate::runner::{Annotations, OpRunner, ResultRef, RunCtx, RunError};
@@ -273,6 +273,11 @@ impl<R: OpRunner> Solver<R> {
     /// Every index entry, for GC decisions.
     pub fn entries(&self) -> Vec<IndexEntry> {
         self.inner.index.entries()
+    }
+
+    /// The index's durable inserts since it opened (one per result of an op that ran).
+    pub fn index_writes(&self) -> IndexWrites {
+        self.inner.index.writes()
     }
 
     /// How many results are indexed.

@@ -26,6 +26,7 @@ pub mod export;
 pub mod fsops;
 
 mod cache_volume;
+mod exec_phases;
 mod host_sync;
 mod mounts;
 mod ops;
@@ -43,6 +44,7 @@ use dagr_snapshot::{ContentStore, Snapshotter, SnapshotterOptions};
 use dagr_solver::{InputRef, Op, OpRunner, ResultRef, RunCtx, RunError, RunOutput, Vertex};
 
 pub use cache_volume::{CacheVolumeUse, CacheVolumes};
+pub use exec_phases::ExecPhaseTotals;
 pub use fsops::FsError;
 pub use mounts::View;
 pub use ops::exec::ExecFailed;
@@ -264,6 +266,8 @@ struct Inner {
     remote: remote::RemoteCaches,
     /// Exec ops started since the engine started (cache hits and imports run none).
     execs_run: std::sync::atomic::AtomicU64,
+    /// Where exec runs spent their time.
+    exec_phases: exec_phases::ExecPhaseCounters,
     /// The last read of each host directory, to read it again incrementally.
     host_baselines: host_sync::HostBaselines,
     host_sync: ops::host::HostSyncCounters,
@@ -291,6 +295,11 @@ impl Worker {
         self.inner
             .execs_run
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The phases of the exec ops run so far, summed.
+    pub fn exec_phases(&self) -> ExecPhaseTotals {
+        self.inner.exec_phases.totals()
     }
 
     /// The containers' network.
@@ -388,6 +397,7 @@ impl Worker {
                 gc_run: tokio::sync::Mutex::new(()),
                 remote,
                 execs_run: Default::default(),
+                exec_phases: Default::default(),
                 host_baselines: host_sync::HostBaselines::new(config.host_baselines_budget),
                 host_sync: Default::default(),
             }),

@@ -32,6 +32,14 @@ pub fn busybox_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/group"), GROUP).unwrap();
 }
 
+/// The OCI runtime these tests run on: runc, or the binary `DAGR_TEST_RUNTIME` names (`cargo
+/// xtask test` runs the suite a second time on `dagr-launcher`).
+pub fn test_runtime() -> PathBuf {
+    std::env::var_os("DAGR_TEST_RUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("runc"))
+}
+
 /// An executor with its own state dir and a busybox rootfs, both removed on drop.
 pub struct Fixture {
     pub executor: Executor,
@@ -49,7 +57,7 @@ impl Fixture {
         let rootfs = tempfile::tempdir().unwrap();
         busybox_rootfs(rootfs.path());
         let mut config = ExecutorConfig::new(state.path());
-        config.runtime_binary = PathBuf::from("runc");
+        config.runtime_binary = test_runtime();
         adjust(&mut config);
         let executor = Executor::new(config);
         executor

@@ -281,7 +281,12 @@ impl Worker {
             mut options,
             services,
             sockets,
-        } = self.prepare_exec(op, inputs, ctx.session_id()).await?;
+        } = {
+            let started = std::time::Instant::now();
+            let prepared = self.prepare_exec(op, inputs, ctx.session_id()).await?;
+            self.inner.exec_phases.add_mount(started.elapsed());
+            prepared
+        };
         // With telemetry on, the process continues the op's trace (TRACEPARENT) and its output
         // is logged to the op's span as it is read.
         let span = ctx.span();
@@ -308,6 +313,7 @@ impl Worker {
         }
         drop(sockets);
         let result = ran?;
+        self.inner.exec_phases.add_run(&result.phases);
         drop(volumes);
         drop(services);
         let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
@@ -330,7 +336,9 @@ impl Worker {
             })
             .await?;
         }
+        let committing = std::time::Instant::now();
         let mut names = self.commit(cleanup, &writable).await?;
+        self.inner.exec_phases.add_commit(committing.elapsed());
         let id = names.remove(0);
         let meta = ResultMeta {
             outputs: names,
