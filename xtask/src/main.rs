@@ -183,12 +183,29 @@ fn main() -> anyhow::Result<()> {
             }
             run(Command::new(cargo())
                 .args(["test", "--workspace", "--no-fail-fast"])
-                .args(&test_args))
+                .args(&test_args))?;
+            // The executor's suite again, on dagr's own launcher instead of runc. Its terminal
+            // test expects the container's own /dev/pts/0, which only runc provides so far.
+            let launcher = target_dir(&root).join("debug/dagr-launcher");
+            run(Command::new(cargo())
+                .args(["test", "-p", "dagr-executor", "--no-fail-fast"])
+                .args(["--test", "exec", "--test", "seccomp", "--test", "init"])
+                .args(["--", "--skip", "terminal_carries_keystrokes"])
+                .env("DAGR_TEST_RUNTIME", &launcher))
+            .context("the executor's suite on dagr-launcher failed")
         }
         Task::Prereqs => prereqs(&[]).and_then(|()| arm64_busybox(&root)),
         Task::Dagr { args } => {
-            install(RUN_PREREQS, &[])?;
-            run(Command::new(cargo()).args(["build", "-p", "dagr-engine", "-p", "dagr-cli"]))?;
+            install(RUN_PREREQS, &build_packages())?;
+            run(Command::new(cargo()).args([
+                "build",
+                "-p",
+                "dagr-engine",
+                "-p",
+                "dagr-cli",
+                "-p",
+                "dagr-launcher-bin",
+            ]))?;
             let status = Command::new(target_dir(&root).join("debug/dagr"))
                 .args(&args)
                 .status()
@@ -263,6 +280,8 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench { bench_args } => {
             prereqs(BENCH_PREREQS)?;
+            // The pipeline benchmark runs an engine on dagr-launcher too (found beside it).
+            run(Command::new(cargo()).args(["build", "--release", "-p", "dagr-launcher-bin"]))?;
             run(Command::new(cargo())
                 .args(["bench", "--workspace"])
                 .args(&bench_args))
@@ -322,7 +341,18 @@ fn prereqs(extra: &[(&'static str, &'static str)]) -> anyhow::Result<()> {
     if !venv_ok {
         packages.push("python3-venv");
     }
+    packages.extend(build_packages());
     install(&wanted, &packages)
+}
+
+/// What building the workspace needs beyond the Rust toolchain: libseccomp's headers and link
+/// library (dagr-launcher compiles seccomp profiles with it).
+fn build_packages() -> Vec<&'static str> {
+    if Path::new("/usr/include/seccomp.h").exists() {
+        Vec::new()
+    } else {
+        vec!["libseccomp-dev"]
+    }
 }
 
 /// Installs the packages of the `wanted` commands that are missing, and `packages` (as root),
@@ -423,8 +453,17 @@ fn engine(root: &Path, port: u16, release: bool, extra: &[String]) -> anyhow::Re
             "xtask: runc is not installed; containers will not run (run `cargo xtask prereqs`)"
         );
     }
+    install(&[], &build_packages())?;
     let mut build = Command::new(cargo());
-    build.args(["build", "-p", "dagr-engine", "-p", "dagr-cli"]);
+    build.args([
+        "build",
+        "-p",
+        "dagr-engine",
+        "-p",
+        "dagr-cli",
+        "-p",
+        "dagr-launcher-bin",
+    ]);
     if release {
         build.arg("--release");
     }

@@ -171,6 +171,52 @@ fn benches(c: &mut Criterion) {
     );
     print_exec_phases(&phases_before, &engine.metrics(), exec_med);
 
+    // 2b. The same on an engine whose containers run on dagr-launcher (built beside the engine
+    // by `cargo xtask bench`).
+    let launcher = Path::new(env!("CARGO_BIN_EXE_dagr-engine")).with_file_name("dagr-launcher");
+    if launcher.is_file() {
+        let on_launcher = dagr_testkit::EngineProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_dagr-engine")),
+            &["--runtime", "dagr-launcher"],
+        );
+        let client = rt
+            .block_on(dagr_client::connect(dagr_testkit::connect_options(
+                &on_launcher.host(),
+                &std::env::temp_dir(),
+            )))
+            .expect("connect");
+        let metadata = client.metadata().encode();
+        let mut conn = rt.block_on(h2c::connect(on_launcher.tcp));
+        rt.block_on(post(
+            &mut conn,
+            Some(&metadata),
+            &exec_query(usize::MAX - 1),
+        ));
+        let before = on_launcher.metrics();
+        let mut times = Vec::new();
+        for i in 0..runs {
+            let body = exec_query(1000 + i);
+            let t = Instant::now();
+            let answer = rt.block_on(post(&mut conn, Some(&metadata), &body));
+            times.push(t.elapsed());
+            assert!(
+                answer.starts_with(b"{\"data\""),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let med = median(times);
+        println!(
+            "withExec([\"true\"]) uncached on dagr-launcher: engine median {med:?} ({:.2}x runc run, {:.2}x the engine on runc; goal <= 10 ms)",
+            med.as_secs_f64() / runc_med.as_secs_f64(),
+            med.as_secs_f64() / exec_med.as_secs_f64()
+        );
+        print_exec_phases(&before, &on_launcher.metrics(), med);
+        rt.block_on(client.close()).ok();
+    } else {
+        println!("dagr-launcher not built beside the engine: run `cargo xtask bench`");
+    }
+
     // 3. A 3-step graph cold and cached (and buildah when installed).
     let three = |tag: &str| {
         query_body(&format!(

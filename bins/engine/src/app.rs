@@ -296,7 +296,7 @@ async fn open_api(
         let runtime = worker.executor().runtime();
         let version = runtime.check().with_context(|| {
             format!(
-                "the OCI runtime {} does not work; install runc (apt-get install runc) or pass --runc PATH",
+                "the OCI runtime {} does not work; install runc (apt-get install runc) or pass --runc PATH (dagr-launcher: build it with `cargo build -p dagr-launcher-bin`)",
                 runtime.binary().display()
             )
         })?;

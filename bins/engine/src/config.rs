@@ -45,7 +45,12 @@ pub struct ServeArgs {
     /// How long open connections may take to finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
-    /// The OCI runtime binary that runs containers.
+    /// What runs containers: `runc` (the binary --runc names), or `dagr-launcher` (dagr's own
+    /// launcher, found beside this binary: no Go runtime and no re-exec per container; a
+    /// terminal's pty is the engine's, not one of the container's /dev/pts).
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Runc)]
+    runtime: RuntimeChoice,
+    /// The runc binary (with --runtime runc).
     /// Default: `runc`, looked up in PATH.
     #[arg(long, value_name = "PATH")]
     runc: Option<PathBuf>,
@@ -312,7 +317,10 @@ impl From<ServeArgs> for Config {
             state_dir,
             listen,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
-            runc: args.runc,
+            runc: match args.runtime {
+                RuntimeChoice::Runc => args.runc,
+                RuntimeChoice::DagrLauncher => Some(launcher_binary()),
+            },
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
                 Some(path) => Some(path),
@@ -580,4 +588,22 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("99999999999T").is_err());
     }
+}
+
+/// The OCI runtimes the engine can run containers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// runc.
+    Runc,
+    /// dagr's own launcher (`dagr-launcher`).
+    DagrLauncher,
+}
+
+/// `dagr-launcher` beside this binary, else looked up in PATH.
+fn launcher_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("dagr-launcher")))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("dagr-launcher"))
 }

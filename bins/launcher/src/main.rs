@@ -17,7 +17,9 @@ Commands:
   run --bundle DIR [--pid-file FILE] [--no-new-keyring] ID
                          run the bundle's process in the foreground; exits with its status
                          (128 + signal when it was killed)
-  kill ID [SIGNAL]       send SIGNAL (a name such as TERM or KILL, or a number; default TERM)
+  kill [--all] ID [SIGNAL]
+                         send SIGNAL (a name such as TERM or KILL, or a number; default TERM)
+                         to the init (which takes its whole pid namespace with it)
   delete [--force] ID    remove a container (with --force, kill it first)
   list [-q]              the containers under the state root
   --version              print the version
@@ -78,7 +80,9 @@ fn main() -> ExitCode {
         }
         "run" => run(&global, rest),
         "kill" => {
-            let (Some(id), signal) = (rest.first(), rest.get(1)) else {
+            // `--all`: killing the init ends its whole pid namespace anyway.
+            let rest: Vec<&String> = rest.iter().filter(|a| !a.starts_with('-')).collect();
+            let (Some(id), signal) = (rest.first().copied(), rest.get(1).copied()) else {
                 return usage_error("kill needs a container id");
             };
             let Some(signal) = signal_number(signal.map_or("TERM", String::as_str)) else {
