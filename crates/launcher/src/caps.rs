@@ -148,8 +148,11 @@ pub(crate) fn apply(sets: &CapSets, last_cap: u32) -> std::io::Result<()> {
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
     )?;
+    // The kernel raises an ambient capability only if it is permitted and inheritable; runc
+    // skips the others (its default spec names ambient capabilities without inheritable ones).
+    let raisable = sets.ambient & sets.permitted & sets.inheritable;
     for cap in 0..=last_cap.min(63) {
-        if sets.ambient & (1u64 << cap) != 0 {
+        if raisable & (1u64 << cap) != 0 {
             // SAFETY: integer arguments only.
             let r = unsafe {
                 libc::prctl(

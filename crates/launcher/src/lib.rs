@@ -7,8 +7,8 @@
 //!   uts namespaces, records [`ContainerState`] under the state root, and returns the process's
 //!   exit status once it ends (128 + signal when killed). The container's init sets up the root
 //!   filesystem ([`rootfs`]: mounts resolved inside the rootfs, devices, `pivot_root`, masked and
-//!   read-only paths), the hostname, rlimits, the seccomp filter ([`seccomp`], through
-//!   libseccomp), the user and capabilities ([`caps`]), and execs the process. A failure before
+//!   read-only paths), the hostname, rlimits, the seccomp filter ([`seccomp`], compiled by
+//!   libseccomp once per profile and kept as BPF under the state root), the user and capabilities ([`caps`]), and execs the process. A failure before
 //!   the exec is reported back on a pipe and returned as [`LaunchError::Start`].
 //! - [`kill`], [`delete`] and [`list`] act on the containers recorded under a state root, as
 //!   `runc kill`, `runc delete --force` and `runc list -q` do.

@@ -50,15 +50,19 @@ pub fn run(options: &RunOptions) -> Result<i32, LaunchError> {
         }
     };
     let config = ContainerConfig::load(&options.bundle)?;
+    std::fs::create_dir_all(&options.root).map_err(setup("create the state root"))?;
     let filter = match &config.seccomp {
-        Some(profile) => Some(Filter::compile(profile).map_err(|e| LaunchError::Start {
-            id: id.to_owned(),
-            message: e.to_string(),
-        })?),
+        Some(profile) => {
+            Some(
+                Filter::cached(profile, &options.root).map_err(|e| LaunchError::Start {
+                    id: id.to_owned(),
+                    message: e.to_string(),
+                })?,
+            )
+        }
         None => None,
     };
     let dir = container_dir(&options.root, id)?;
-    std::fs::create_dir_all(&options.root).map_err(setup("create the state root"))?;
     std::fs::create_dir(&dir).map_err(setup("create the container's state directory"))?;
     let result = run_in(options, &config, filter.as_ref(), &dir);
     let _ = std::fs::remove_dir_all(&dir);
