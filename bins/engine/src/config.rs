@@ -46,8 +46,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
     /// What runs containers: `runc` (the binary --runc names), or `dagr-launcher` (dagr's own
-    /// launcher, found beside this binary: no Go runtime and no re-exec per container; a
-    /// terminal's pty is the engine's, not one of the container's /dev/pts).
+    /// launcher, found beside this binary: no Go runtime and no re-exec per container; an
+    /// uncached exec costs a third of what it costs on runc, see BENCHMARKS.md).
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Runc)]
     runtime: RuntimeChoice,
     /// The runc binary (with --runtime runc).

@@ -1,5 +1,7 @@
-//! Cost of the executor around runc: an exec of `true` through [`Executor::run`] against
-//! `runc run` of an equivalent, already prepared bundle. Needs root and runc.
+//! Cost of the executor around its runtime: an exec of `true` through [`Executor::run`] against
+//! `runc run` of an equivalent, already prepared bundle; then the same bundle and the executor on
+//! dagr-launcher (built beside this bench by `cargo xtask bench`), against the floor: `unshare`
+//! of the same namespaces plus `chroot`. Needs root and runc.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -86,7 +88,11 @@ impl PreparedBundle {
     }
 
     fn run(&self) {
-        let status = Command::new("runc")
+        self.run_on(Path::new("runc"));
+    }
+
+    fn run_on(&self, runtime: &Path) {
+        let status = Command::new(runtime)
             .arg("--root")
             .arg(&self.runc_root)
             .arg("run")
@@ -148,6 +154,66 @@ fn bench_exec(c: &mut Criterion) {
         executor_total.as_secs_f64() / runc_total.as_secs_f64()
     );
     fixture.assert_clean();
+
+    // dagr-launcher: the same prepared bundle, and the executor on it, against the floor.
+    let launcher = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("dagr-launcher")))
+        .filter(|path| path.is_file());
+    let Some(launcher) = launcher else {
+        println!("dagr-launcher not built beside the bench: run `cargo xtask bench`");
+        return;
+    };
+    let on_launcher = common::Fixture::with_config(|config| {
+        config.runtime_binary = launcher.clone();
+    });
+    let run_on_launcher = || {
+        runtime
+            .block_on(
+                on_launcher
+                    .executor
+                    .run(&on_launcher.rootfs(), &spec, RunOptions::default()),
+            )
+            .unwrap();
+    };
+    let floor = || {
+        let status = Command::new("unshare")
+            .args([
+                "--mount", "--pid", "--fork", "--ipc", "--uts", "--net", "chroot",
+            ])
+            .arg(direct_rootfs.path())
+            .arg("true")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let median = |f: &dyn Fn()| {
+        let mut times: Vec<Duration> = (0..rounds)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    run_on_launcher();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let executor_launcher = median(&run_on_launcher);
+    let bundle_launcher = median(&|| direct.run_on(&launcher));
+    let bundle_runc = median(&|| direct.run());
+    let floor = median(&floor);
+    println!(
+        "exec of `true` (medians): executor on dagr-launcher {:.1} ms, the bundle on dagr-launcher {:.1} ms, on runc {:.1} ms, unshare+chroot {:.1} ms; launcher/runc {:.2}, launcher/floor {:.2}",
+        ms(executor_launcher),
+        ms(bundle_launcher),
+        ms(bundle_runc),
+        ms(floor),
+        bundle_launcher.as_secs_f64() / bundle_runc.as_secs_f64(),
+        bundle_launcher.as_secs_f64() / floor.as_secs_f64(),
+    );
+    on_launcher.assert_clean();
 }
 
 criterion_group!(benches, bench_exec);

@@ -22,6 +22,8 @@ pub(crate) struct InitArgs<'a> {
     pub go: OwnedFd,
     /// Write end, close-on-exec: the error, if any.
     pub errors: OwnedFd,
+    /// With a terminal: the socket the pty's master is sent on.
+    pub console: Option<OwnedFd>,
 }
 
 /// Runs in the child; never returns.
@@ -76,11 +78,6 @@ fn setup_and_exec(args: &InitArgs<'_>) -> Result<Never, String> {
         return Err("the launcher went away".into());
     }
     rustix::process::umask(rustix::fs::Mode::empty());
-    if config.terminal {
-        rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
-        rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())
-            .map_err(|e| format!("make stdin the controlling terminal: {e}"))?;
-    }
     if let Some(hostname) = &config.hostname
         && config.new_namespaces & libc::CLONE_NEWUTS != 0
     {
@@ -88,6 +85,9 @@ fn setup_and_exec(args: &InitArgs<'_>) -> Result<Never, String> {
             .map_err(|e| format!("set the hostname {hostname:?}: {e}"))?;
     }
     rootfs::setup(config, args.cgroup_binds).map_err(|e| e.to_string())?;
+    if let Some(console) = &args.console {
+        crate::tty::setup_in_container(console)?;
+    }
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     for (resource, soft, hard) in &config.rlimits {
         let limit = libc::rlimit {

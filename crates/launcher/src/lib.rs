@@ -28,6 +28,7 @@ pub mod rootfs;
 mod run;
 pub mod seccomp;
 mod state;
+mod tty;
 
 pub use config::{ConfigError, ContainerConfig};
 pub use run::{RunOptions, run};

@@ -128,6 +128,15 @@ fn clone_and_wait(
     };
     let (go_read, go_write) = pipe().map_err(setup("pipe"))?;
     let (errors_read, errors_write) = pipe().map_err(setup("pipe"))?;
+    let console = if config.terminal {
+        Some(crate::tty::socket_pair().map_err(setup("socketpair"))?)
+    } else {
+        None
+    };
+    let (console_launcher, console_init) = match console {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
     let last_cap = caps::last_cap();
     // Signals to forward are blocked here and waited for; the init unblocks them.
     // SAFETY: sigset operations on a local set.
@@ -166,6 +175,7 @@ fn clone_and_wait(
     if pid == 0 {
         drop(go_write);
         drop(errors_read);
+        drop(console_launcher);
         init::run(InitArgs {
             config,
             filter,
@@ -173,11 +183,13 @@ fn clone_and_wait(
             last_cap,
             go: go_read,
             errors: errors_write,
+            console: console_init,
         });
     }
     let pid = pid as i32;
     drop(go_read);
     drop(errors_write);
+    drop(console_init);
     let recorded = record(options, pid, cgroup_dirs, dir);
     if let Err(e) = recorded {
         kill_and_reap(pid);
@@ -187,6 +199,11 @@ fn clone_and_wait(
     let mut go = std::fs::File::from(go_write);
     let _ = go.write_all(&[1]);
     drop(go);
+    // With a terminal the init sends the pty's master before it execs (or ends without it).
+    let master = match &console_launcher {
+        Some(socket) => crate::tty::recv_master(socket).map_err(setup("receive the pty"))?,
+        None => None,
+    };
     let mut message = String::new();
     let _ = std::fs::File::from(errors_read).read_to_string(&mut message);
     if !message.is_empty() {
@@ -196,7 +213,22 @@ fn clone_and_wait(
             message,
         });
     }
-    Ok(wait_forwarding(pid, &mask))
+    let status = match master {
+        Some(master) => {
+            crate::tty::relay_until_exit(pid, master, &mask).map_err(setup("relay the terminal"))?
+        }
+        None => wait_forwarding(pid, &mask),
+    };
+    Ok(exit_code(status))
+}
+
+/// The exit status of a wait status: the code, or 128 + the signal that killed the process.
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
 }
 
 /// Puts the init in its cgroups and writes the pid file and the state.
@@ -244,23 +276,11 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
-/// Waits for the init's exit, forwarding the blocked signals to it; its status, or 128 + the
-/// signal that killed it.
+/// Waits for the init's exit, forwarding the blocked signals to it; its wait status.
 fn wait_forwarding(pid: i32, mask: &libc::sigset_t) -> i32 {
     loop {
-        let mut status = 0;
-        // SAFETY: plain syscalls; `status` is a valid out pointer.
-        let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if reaped == pid {
-            if libc::WIFEXITED(status) {
-                return libc::WEXITSTATUS(status);
-            }
-            if libc::WIFSIGNALED(status) {
-                return 128 + libc::WTERMSIG(status);
-            }
-        } else if reaped < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
-        {
-            return 255;
+        if let Some(status) = crate::tty::reaped(pid) {
+            return status;
         }
         // SAFETY: `mask` is an initialized sigset; the info pointer may be null.
         let signal = unsafe { libc::sigwaitinfo(mask, std::ptr::null_mut()) };
