@@ -1,9 +1,9 @@
 //! `cargo xtask image`: the engine's OCI image, assembled by dagr itself.
 //!
-//! A root filesystem is staged from this machine's files (Debian's): `dagr-engine` and `dagr`
-//! (debug info stripped), runc, tini, iptables (nft, with its extensions), git with its HTTP
-//! helpers and ssh (git sources), the QEMU user emulators that have binfmt handlers here, CA
-//! certificates, the static busybox as the shell and tools, every shared library those link
+//! A root filesystem is staged from this machine's files (Debian's): `dagr-engine`, `dagr` and
+//! `dagr-launcher` (debug info stripped), runc, tini, iptables (nft, with its extensions), git
+//! with its HTTP helpers and ssh (git sources), the QEMU user emulators that have binfmt handlers
+//! here, CA certificates, the static busybox as the shell and tools, every shared library those link
 //! (at the same paths, with this machine's `ld.so.cache`), and a minimal `/etc`. Then `dagr`
 //! reads that directory as a host directory and makes it a container's root filesystem with
 //! `dagr-engine` as its entrypoint, and exports it as an archive (`--output`, which `docker
@@ -22,7 +22,7 @@ use anyhow::{Context as _, bail};
 
 /// What `cargo xtask image` was asked.
 pub struct ImageArgs {
-    /// Where `dagr-engine` and `dagr` are; `None`: build them (release).
+    /// Where `dagr-engine`, `dagr` and `dagr-launcher` are; `None`: build them (release).
     pub bin_dir: Option<PathBuf>,
     pub output: PathBuf,
     pub load: Option<String>,
@@ -56,6 +56,8 @@ pub fn build(root: &Path, args: &ImageArgs) -> anyhow::Result<()> {
                 "dagr-engine",
                 "-p",
                 "dagr-cli",
+                "-p",
+                "dagr-launcher-bin",
             ]))?;
             crate::target_dir(root).join("release")
         }
@@ -121,7 +123,8 @@ fn libraries(files: &[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>> {
 
 fn stage(rootfs: &Path, bin_dir: &Path, emulators: bool) -> anyhow::Result<()> {
     let mut linked: Vec<PathBuf> = Vec::new();
-    for name in ["dagr-engine", "dagr"] {
+    // The engine runs containers with dagr-launcher when it is beside it.
+    for name in ["dagr-engine", "dagr", "dagr-launcher"] {
         let from = bin_dir.join(name);
         if !from.is_file() {
             bail!("{} is missing", from.display());

@@ -45,10 +45,11 @@ pub struct ServeArgs {
     /// How long open connections may take to finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
-    /// What runs containers: `runc` (the binary --runc names), or `dagr-launcher` (dagr's own
-    /// launcher, found beside this binary: no Go runtime and no re-exec per container; an
-    /// uncached exec costs a third of what it costs on runc, see BENCHMARKS.md).
-    #[arg(long, value_enum, default_value_t = RuntimeChoice::Runc)]
+    /// What runs containers: `dagr-launcher` (dagr's own launcher, found beside this binary or
+    /// in PATH: no Go runtime and no re-exec per container; an uncached exec costs a third of
+    /// what it costs on runc, see BENCHMARKS.md), `runc` (the binary --runc names), or `auto`:
+    /// dagr-launcher when it is installed beside this binary, else runc (--runc implies runc).
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
     runtime: RuntimeChoice,
     /// The runc binary (with --runtime runc).
     /// Default: `runc`, looked up in PATH.
@@ -317,9 +318,13 @@ impl From<ServeArgs> for Config {
             state_dir,
             listen,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
-            runc: match args.runtime {
-                RuntimeChoice::Runc => args.runc,
-                RuntimeChoice::DagrLauncher => Some(launcher_binary()),
+            runc: match (args.runtime, args.runc) {
+                (RuntimeChoice::Runc, runc) => runc,
+                (RuntimeChoice::DagrLauncher, _) => {
+                    Some(launcher_beside().unwrap_or_else(|| PathBuf::from("dagr-launcher")))
+                }
+                (RuntimeChoice::Auto, Some(runc)) => Some(runc),
+                (RuntimeChoice::Auto, None) => launcher_beside(),
             },
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
@@ -593,17 +598,18 @@ mod tests {
 /// The OCI runtimes the engine can run containers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeChoice {
+    /// dagr-launcher when installed beside the engine, else runc.
+    Auto,
     /// runc.
     Runc,
     /// dagr's own launcher (`dagr-launcher`).
     DagrLauncher,
 }
 
-/// `dagr-launcher` beside this binary, else looked up in PATH.
-fn launcher_binary() -> PathBuf {
+/// `dagr-launcher` beside this binary, if it is there.
+fn launcher_beside() -> Option<PathBuf> {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("dagr-launcher")))
         .filter(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from("dagr-launcher"))
 }

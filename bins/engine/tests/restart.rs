@@ -48,7 +48,7 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
     let c2 = client.clone();
     let _pending = tokio::spawn(async move { c2.query(sleeper).await });
     let start = Instant::now();
-    while dagr_testkit::runc_containers(&runc_root).is_empty() {
+    while dagr_testkit::runtime_containers(&runc_root).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the exec never started"
@@ -70,7 +70,7 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
         &[],
     );
     assert_eq!(
-        dagr_testkit::runc_containers(&runc_root),
+        dagr_testkit::runtime_containers(&runc_root),
         "",
         "containers of the dead engine are gone"
     );

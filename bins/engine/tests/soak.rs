@@ -188,7 +188,7 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
             &[],
         );
         assert_eq!(
-            dagr_testkit::runc_containers(&runc_root),
+            dagr_testkit::runtime_containers(&runc_root),
             "",
             "iteration {i}: containers left"
         );
@@ -203,7 +203,7 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
         engine.wait_metric("dagr_sessions_active", 0);
         drop(engine);
         assert_eq!(
-            dagr_testkit::runc_containers(&runc_root),
+            dagr_testkit::runtime_containers(&runc_root),
             "",
             "iteration {i}: containers left"
         );

@@ -213,6 +213,32 @@ fn bench_exec(c: &mut Criterion) {
         bundle_launcher.as_secs_f64() / bundle_runc.as_secs_f64(),
         bundle_launcher.as_secs_f64() / floor.as_secs_f64(),
     );
+    // Where the executor's time goes on the launcher (means).
+    let mut sum = dagr_executor::ExecPhases::default();
+    for _ in 0..rounds {
+        let result = runtime
+            .block_on(
+                on_launcher
+                    .executor
+                    .run(&on_launcher.rootfs(), &spec, RunOptions::default()),
+            )
+            .unwrap();
+        let p = result.phases;
+        sum.bundle += p.bundle;
+        sum.cgroup += p.cgroup;
+        sum.spec += p.spec;
+        sum.runtime += p.runtime;
+        sum.cleanup += p.cleanup;
+    }
+    let mean = |d: Duration| ms(d) / f64::from(rounds);
+    println!(
+        "executor phases on dagr-launcher (means): bundle {:.2} ms, cgroup {:.2} ms, spec {:.2} ms, runtime {:.2} ms, cleanup {:.2} ms",
+        mean(sum.bundle),
+        mean(sum.cgroup),
+        mean(sum.spec),
+        mean(sum.runtime),
+        mean(sum.cleanup)
+    );
     on_launcher.assert_clean();
 }
 

@@ -25,6 +25,12 @@ pub struct RunOptions {
     pub pid_file: Option<PathBuf>,
 }
 
+/// A failed step of the launcher, for `map_err`.
+fn setup_error(id: &str, step: &str) -> impl FnOnce(std::io::Error) -> LaunchError + use<> {
+    let (id, step) = (id.to_owned(), step.to_owned());
+    move |source| LaunchError::Setup { id, step, source }
+}
+
 /// Signals forwarded to the container's init while it runs.
 const FORWARDED: [i32; 8] = [
     libc::SIGHUP,
@@ -41,14 +47,7 @@ const FORWARDED: [i32; 8] = [
 /// (128 + signal when killed). The calling process must be single-threaded.
 pub fn run(options: &RunOptions) -> Result<i32, LaunchError> {
     let id = options.id.as_str();
-    let setup = |step: &str| {
-        let step = step.to_owned();
-        move |source: std::io::Error| LaunchError::Setup {
-            id: id.to_owned(),
-            step,
-            source,
-        }
-    };
+    let setup = |step: &str| setup_error(id, step);
     let config = ContainerConfig::load(&options.bundle)?;
     std::fs::create_dir_all(&options.root).map_err(setup("create the state root"))?;
     let filter = match &config.seccomp {
@@ -64,7 +63,7 @@ pub fn run(options: &RunOptions) -> Result<i32, LaunchError> {
     };
     let dir = container_dir(&options.root, id)?;
     std::fs::create_dir(&dir).map_err(setup("create the container's state directory"))?;
-    let result = run_in(options, &config, filter.as_ref(), &dir);
+    let result = run_in(options, &config, filter.as_ref());
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -73,17 +72,9 @@ fn run_in(
     options: &RunOptions,
     config: &ContainerConfig,
     filter: Option<&Filter>,
-    dir: &Path,
 ) -> Result<i32, LaunchError> {
     let id = options.id.as_str();
-    let setup = |step: &str| {
-        let step = step.to_owned();
-        move |source: std::io::Error| LaunchError::Setup {
-            id: id.to_owned(),
-            step,
-            source,
-        }
-    };
+    let setup = |step: &str| setup_error(id, step);
     if let Some(netns) = &config.netns {
         let fd = std::fs::File::open(netns).map_err(setup("open the network namespace"))?;
         rustix::thread::move_into_link_name_space(
@@ -101,7 +92,7 @@ fn run_in(
         .filter_map(|(name, dir)| name.clone().map(|n| (n, dir.clone())))
         .collect();
     let cgroup_dirs: Vec<PathBuf> = cgroups.into_iter().map(|(_, d)| d).collect();
-    let outcome = clone_and_wait(options, config, filter, &cgroup_binds, &cgroup_dirs, dir);
+    let outcome = clone_and_wait(options, config, filter, &cgroup_binds, &cgroup_dirs);
     remove_cgroups(&cgroup_dirs);
     outcome
 }
@@ -112,17 +103,9 @@ fn clone_and_wait(
     filter: Option<&Filter>,
     cgroup_binds: &CgroupBinds,
     cgroup_dirs: &[PathBuf],
-    dir: &Path,
 ) -> Result<i32, LaunchError> {
     let id = options.id.as_str();
-    let setup = |step: &str| {
-        let step = step.to_owned();
-        move |source: std::io::Error| LaunchError::Setup {
-            id: id.to_owned(),
-            step,
-            source,
-        }
-    };
+    let setup = |step: &str| setup_error(id, step);
     let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Into::into)
     };
@@ -190,7 +173,7 @@ fn clone_and_wait(
     drop(go_read);
     drop(errors_write);
     drop(console_init);
-    let recorded = record(options, pid, cgroup_dirs, dir);
+    let recorded = record(options, pid, cgroup_dirs);
     if let Err(e) = recorded {
         kill_and_reap(pid);
         return Err(e);
@@ -232,12 +215,7 @@ fn exit_code(status: i32) -> i32 {
 }
 
 /// Puts the init in its cgroups and writes the pid file and the state.
-fn record(
-    options: &RunOptions,
-    pid: i32,
-    cgroup_dirs: &[PathBuf],
-    dir: &Path,
-) -> Result<(), LaunchError> {
+fn record(options: &RunOptions, pid: i32, cgroup_dirs: &[PathBuf]) -> Result<(), LaunchError> {
     let id = options.id.as_str();
     for cgroup in cgroup_dirs {
         let procs = cgroup.join("cgroup.procs");
@@ -262,7 +240,6 @@ fn record(
         bundle: options.bundle.clone(),
         cgroups: cgroup_dirs.to_vec(),
     };
-    debug_assert!(dir.ends_with(id));
     state.save(&options.root)?;
     Ok(())
 }

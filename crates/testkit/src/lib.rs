@@ -366,15 +366,20 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The ids of the containers in the runc state root `runc_root`, one per line (empty: none).
-pub fn runc_containers(runc_root: &Path) -> String {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(runc_root)
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// The ids of the containers in an OCI runtime's state root, one per line (empty: none).
+pub fn runtime_containers(runtime_root: &Path) -> String {
+    // runc and dagr-launcher both keep a container as `<root>/<id>/state.json`.
+    let mut ids: Vec<String> = std::fs::read_dir(runtime_root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("state.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids.join("\n")
 }
 
 /// Lazily unmounts whatever is still mounted under `dir` (deepest first).
