@@ -58,6 +58,25 @@ async fn echo_goes_to_stdout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_of_the_engine_never_reach_the_container() {
+    let fixture = Fixture::new();
+    // A descriptor without close-on-exec in this process: the runtime inherits it; the
+    // container's process must not.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let result = run_ok(&fixture, &spec(vec!["ls".into(), "/proc/self/fd".into()])).await;
+    // SAFETY: closing the two descriptors made above.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    // stdio, and the directory `ls` reads.
+    assert_eq!(stdout_of(&result), "0\n1\n2\n3\n");
+    fixture.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_zero_exit_is_failed_with_output() {
     let fixture = Fixture::new();
     let err = fixture

@@ -77,6 +77,7 @@ fn setup_and_exec(args: &InitArgs<'_>) -> Result<Never, String> {
     if go.read(&mut byte).map_err(os("wait for the launcher"))? != 1 {
         return Err("the launcher went away".into());
     }
+    close_inherited_on_exec().map_err(os("mark inherited descriptors close-on-exec"))?;
     rustix::process::umask(rustix::fs::Mode::empty());
     if let Some(hostname) = &config.hostname
         && config.new_namespaces & libc::CLONE_NEWUTS != 0
@@ -129,6 +130,28 @@ fn setup_and_exec(args: &InitArgs<'_>) -> Result<Never, String> {
         filter.load().map_err(|e| e.to_string())?;
     }
     Err(exec(config))
+}
+
+/// Marks every descriptor above stdio close-on-exec, so that nothing the launcher inherited (from
+/// the engine, or a test) reaches the container's process.
+fn close_inherited_on_exec() -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range(2) with integer arguments; it only sets flags.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: each open descriptor in turn.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; a closed one just fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 fn check(what: &str, r: libc::c_int) -> Result<(), String> {
