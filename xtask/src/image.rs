@@ -49,16 +49,11 @@ pub fn build(root: &Path, args: &ImageArgs) -> anyhow::Result<()> {
     let bin_dir = match &args.bin_dir {
         Some(dir) => dir.clone(),
         None => {
-            crate::run(Command::new(crate::cargo()).args([
-                "build",
-                "--release",
-                "-p",
-                "dagr-engine",
-                "-p",
-                "dagr-cli",
-                "-p",
-                "dagr-launcher-bin",
-            ]))?;
+            crate::run(
+                Command::new(crate::cargo())
+                    .args(["build", "--release"])
+                    .args(crate::ENGINE_PACKAGES),
+            )?;
             crate::target_dir(root).join("release")
         }
     };

@@ -152,6 +152,16 @@ const RUN_PREREQS: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
 ];
 
+/// What running dagr builds: the engine, the CLI and the container launcher.
+pub(crate) const ENGINE_PACKAGES: &[&str] = &[
+    "-p",
+    "dagr-engine",
+    "-p",
+    "dagr-cli",
+    "-p",
+    "dagr-launcher-bin",
+];
+
 /// What only the benchmarks need: the baselines they compare against (`buildah bud --layers`
 /// for the pipeline benchmark).
 const BENCH_PREREQS: &[(&str, &str)] = &[("buildah", "buildah")];
@@ -195,15 +205,7 @@ fn main() -> anyhow::Result<()> {
         Task::Prereqs => prereqs(&[]).and_then(|()| arm64_busybox(&root)),
         Task::Dagr { args } => {
             install(RUN_PREREQS, &build_packages())?;
-            run(Command::new(cargo()).args([
-                "build",
-                "-p",
-                "dagr-engine",
-                "-p",
-                "dagr-cli",
-                "-p",
-                "dagr-launcher-bin",
-            ]))?;
+            run(Command::new(cargo()).arg("build").args(ENGINE_PACKAGES))?;
             let status = Command::new(target_dir(&root).join("debug/dagr"))
                 .args(&args)
                 .status()
@@ -453,15 +455,7 @@ fn engine(root: &Path, port: u16, release: bool, extra: &[String]) -> anyhow::Re
     }
     install(&[], &build_packages())?;
     let mut build = Command::new(cargo());
-    build.args([
-        "build",
-        "-p",
-        "dagr-engine",
-        "-p",
-        "dagr-cli",
-        "-p",
-        "dagr-launcher-bin",
-    ]);
+    build.arg("build").args(ENGINE_PACKAGES);
     if release {
         build.arg("--release");
     }

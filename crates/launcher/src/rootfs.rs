@@ -179,6 +179,20 @@ fn mount_fs(
     rustix::mount::mount(source, target, fstype, flags, data)
 }
 
+/// Remounts what is mounted at `dest` in the root with `flags` (reopened by path: a descriptor
+/// taken before the mount names what the mount covered).
+fn remount_in_root(
+    root: &OwnedFd,
+    dest: &str,
+    flags: MountFlags,
+    data: &str,
+) -> Result<(), RootfsError> {
+    let mounted = open_in_root(root, dest.trim_start_matches('/'), OFlags::empty())
+        .map_err(err("open", dest))?;
+    rustix::mount::mount_remount(fd_path(&mounted).as_str(), flags, data)
+        .map_err(err("remount", dest))
+}
+
 fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
 }
@@ -249,10 +263,7 @@ fn mount_one(
         let extra = options.flags - (MountFlags::BIND | MountFlags::REC);
         if !extra.is_empty() {
             // The fd names what the mount covered: reopen the path for the new mount.
-            let mounted = open_in_root(root, dest.trim_start_matches('/'), OFlags::empty())
-                .map_err(err("open", dest))?;
-            rustix::mount::mount_remount(fd_path(&mounted).as_str(), extra | MountFlags::BIND, "")
-                .map_err(err("remount", dest))?;
+            remount_in_root(root, dest, extra | MountFlags::BIND, "")?;
         }
     } else if mount.kind == "cgroup" {
         mount_cgroups(root, &path, dest, &options, cgroup_binds)?;
@@ -302,28 +313,24 @@ fn mount_cgroups(
         let target_path = fd_path(&target);
         rustix::mount::mount_bind(host_dir, target_path.as_str())
             .map_err(err("bind", sub.clone()))?;
-        let mounted = open_in_root(root, sub.trim_start_matches('/'), OFlags::empty())
-            .map_err(err("open", sub.clone()))?;
-        rustix::mount::mount_remount(
-            fd_path(&mounted).as_str(),
+        remount_in_root(
+            root,
+            &sub,
             MountFlags::BIND
                 | MountFlags::RDONLY
                 | MountFlags::NOSUID
                 | MountFlags::NODEV
                 | MountFlags::NOEXEC,
             "",
-        )
-        .map_err(err("remount", sub))?;
+        )?;
     }
     if flags.contains(MountFlags::RDONLY) {
-        let mounted = open_in_root(root, dest.trim_start_matches('/'), OFlags::empty())
-            .map_err(err("open", dest))?;
-        rustix::mount::mount_remount(
-            fd_path(&mounted).as_str(),
+        remount_in_root(
+            root,
+            dest,
             MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             "mode=755",
-        )
-        .map_err(err("remount", dest))?;
+        )?;
     }
     Ok(())
 }
