@@ -324,7 +324,8 @@ impl From<ServeArgs> for Config {
                     Some(launcher_beside().unwrap_or_else(|| PathBuf::from("dagr-launcher")))
                 }
                 (RuntimeChoice::Auto, Some(runc)) => Some(runc),
-                (RuntimeChoice::Auto, None) => launcher_beside(),
+                // dagr-launcher resolves mounts with openat2(2) (Linux 5.6): runc before that.
+                (RuntimeChoice::Auto, None) => launcher_beside().filter(|_| kernel_has_openat2()),
             },
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
@@ -604,6 +605,18 @@ pub enum RuntimeChoice {
     Runc,
     /// dagr's own launcher (`dagr-launcher`).
     DagrLauncher,
+}
+
+/// Whether this kernel has openat2(2), which dagr-launcher needs.
+fn kernel_has_openat2() -> bool {
+    rustix::fs::openat2(
+        rustix::fs::CWD,
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::empty(),
+    )
+    .is_ok()
 }
 
 /// `dagr-launcher` beside this binary, if it is there.
