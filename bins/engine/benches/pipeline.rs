@@ -633,22 +633,7 @@ fn docker_build_compare(dir: &Path, image: &str, cold: Duration, warm: Duration)
     )
     .expect("Dockerfile");
     let docker = dagr_testkit::docker::DockerDaemon::start();
-    let build = |tag: &str| {
-        let t = Instant::now();
-        let out = docker
-            .docker()
-            .args(["build", "--quiet", "--network=none", "--tag", "bench/three"])
-            .arg(format!("--build-arg=T={tag}"))
-            .arg(&ctx)
-            .output()
-            .expect("docker build");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        t.elapsed()
-    };
+    let build = |tag: &str| docker.timed_build(&ctx, "bench/three", &[format!("T={tag}")]);
     build("warm-up");
     let mut docker_cold = Vec::new();
     let mut docker_warm = Vec::new();

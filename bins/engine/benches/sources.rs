@@ -134,27 +134,11 @@ fn main() {
     }
     let docker = DockerDaemon::start();
     let docker_build = |nonce: &str| {
-        let t = Instant::now();
-        let out = docker
-            .docker()
-            .args([
-                "build",
-                "--quiet",
-                "--network=none",
-                "--tag",
-                "bench/sources",
-            ])
-            .arg(format!("--build-arg=BASE={image}"))
-            .arg(format!("--build-arg=NONCE={nonce}"))
-            .arg(&ctx)
-            .output()
-            .expect("docker build");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        t.elapsed()
+        docker.timed_build(
+            &ctx,
+            "bench/sources",
+            &[format!("BASE={image}"), format!("NONCE={nonce}")],
+        )
     };
     let dagr_build = |nonce: &str| {
         let q = format!(

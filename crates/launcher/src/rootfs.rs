@@ -35,6 +35,11 @@ fn err(
     }
 }
 
+/// No setuid, no devices, no execution: what every system mount gets.
+const RESTRICTED: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
+
 /// Mount flags, propagation flags and filesystem data split out of `mount(8)`-style options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -303,7 +308,7 @@ fn mount_cgroups(
         "tmpfs",
         path,
         "tmpfs",
-        (flags - MountFlags::RDONLY) | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        (flags - MountFlags::RDONLY) | RESTRICTED,
         "mode=755",
     )
     .map_err(err("mount tmpfs", dest))?;
@@ -316,21 +321,12 @@ fn mount_cgroups(
         remount_in_root(
             root,
             &sub,
-            MountFlags::BIND
-                | MountFlags::RDONLY
-                | MountFlags::NOSUID
-                | MountFlags::NODEV
-                | MountFlags::NOEXEC,
+            MountFlags::BIND | MountFlags::RDONLY | RESTRICTED,
             "",
         )?;
     }
     if flags.contains(MountFlags::RDONLY) {
-        remount_in_root(
-            root,
-            dest,
-            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            "mode=755",
-        )?;
+        remount_in_root(root, dest, MountFlags::RDONLY | RESTRICTED, "mode=755")?;
     }
     Ok(())
 }
@@ -391,16 +387,8 @@ fn readonly(path: &str) -> Result<(), RootfsError> {
         return Ok(());
     }
     rustix::mount::mount_bind_recursive(path, path).map_err(err("bind", path))?;
-    rustix::mount::mount_remount(
-        path,
-        MountFlags::BIND
-            | MountFlags::RDONLY
-            | MountFlags::NOSUID
-            | MountFlags::NODEV
-            | MountFlags::NOEXEC,
-        "",
-    )
-    .map_err(err("remount read-only", path))
+    rustix::mount::mount_remount(path, MountFlags::BIND | MountFlags::RDONLY | RESTRICTED, "")
+        .map_err(err("remount read-only", path))
 }
 
 #[cfg(test)]

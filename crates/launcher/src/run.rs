@@ -253,10 +253,24 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
+/// The init's wait status once it has exited (reaped here), else `None`.
+pub(crate) fn reaped(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        return Some(status);
+    }
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+        return Some(255 << 8);
+    }
+    None
+}
+
 /// Waits for the init's exit, forwarding the blocked signals to it; its wait status.
 fn wait_forwarding(pid: i32, mask: &libc::sigset_t) -> i32 {
     loop {
-        if let Some(status) = crate::tty::reaped(pid) {
+        if let Some(status) = reaped(pid) {
             return status;
         }
         // SAFETY: `mask` is an initialized sigset; the info pointer may be null.

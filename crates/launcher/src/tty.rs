@@ -149,7 +149,7 @@ pub(crate) fn relay_until_exit(
                 let signal = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
                 match signal {
                     libc::SIGCHLD => {
-                        if let Some(status) = reaped(pid) {
+                        if let Some(status) = crate::run::reaped(pid) {
                             drain(&master, stdout, &mut buf);
                             return Ok(status);
                         }
@@ -187,20 +187,6 @@ pub(crate) fn relay_until_exit(
             }
         }
     }
-}
-
-/// The init's wait status once it has exited (reaped here), else `None`.
-pub(crate) fn reaped(pid: i32) -> Option<i32> {
-    let mut status = 0;
-    // SAFETY: `status` is a valid out pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if r == pid {
-        return Some(status);
-    }
-    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
-        return Some(255 << 8);
-    }
-    None
 }
 
 /// Copies what the master still holds once the process is gone.

@@ -109,6 +109,27 @@ impl DockerDaemon {
         self.dir.path().join("docker.sock")
     }
 
+    /// `docker build --quiet --network=none --tag TAG` of `context` with the `build_args`
+    /// (`NAME=VALUE`), for benchmarks: how long it took. Panics with the builder's output on
+    /// failure.
+    pub fn timed_build(&self, context: &Path, tag: &str, build_args: &[String]) -> Duration {
+        let started = Instant::now();
+        let out = self
+            .docker()
+            .args(["build", "--quiet", "--network=none", "--tag", tag])
+            .args(build_args.iter().map(|a| format!("--build-arg={a}")))
+            .arg(context)
+            .output()
+            .expect("docker build");
+        assert!(
+            out.status.success(),
+            "docker build of {} failed: {}",
+            context.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    }
+
     /// Builds `context` with `args` (`docker build --network=none ...`): the root filesystem as
     /// a tar at `rootfs_tar` (the tar exporter) and the image config's `config` section (of the
     /// same build, tagged `tag` and inspected; the second build is served from the cache).
