@@ -191,6 +191,9 @@ fn main() -> anyhow::Result<()> {
                     "warnings",
                 ]))?;
             }
+            // `cargo test` builds a package's binaries only for that package's own integration
+            // tests; the suites start the engine, the CLI and the launcher from the target dir.
+            run(Command::new(cargo()).arg("build").args(ENGINE_PACKAGES))?;
             run(Command::new(cargo())
                 .args(["test", "--workspace", "--no-fail-fast"])
                 .args(&test_args))?;

@@ -263,6 +263,19 @@ impl EngineProcess {
             // on the discard port) instead of reaching the host's resolvers.
             network_args.extend(["--dns-upstream".to_owned(), "127.0.0.1:9".to_owned()]);
         }
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--runtime") || a.starts_with("--runc"))
+        {
+            // The engine's default runtime is the launcher beside it; without it the engine
+            // quietly falls back to runc and the suites would test the wrong runtime.
+            let launcher = binary.with_file_name("dagr-launcher");
+            assert!(
+                launcher.is_file(),
+                "{} is missing: build it with `cargo build -p dagr-launcher-bin` (cargo xtask test does)",
+                launcher.display()
+            );
+        }
         let mut child = Command::new(binary)
             .arg("--state-dir")
             .arg(base.join("state"))
