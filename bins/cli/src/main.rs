@@ -108,15 +108,20 @@ enum Command {
         random: bool,
     },
     /// Show what the engine's cache holds, by kind: images, exec results, other results (files,
-    /// uploads, git trees, downloads) and cache volumes.
+    /// uploads, git trees, downloaded files), cache volumes and the downloads of `http` sources
+    /// kept to revalidate them.
     Du,
     /// Remove from the engine's cache what no session holds: every result, or with
-    /// --older-than only those unused for that long, with the layers only they needed. Cache
-    /// volumes are kept.
+    /// --older-than only those unused for that long, with the layers only they needed; cache
+    /// volumes no exec holds (an exec that asks for one again starts it empty); downloads of
+    /// `http` sources.
     Prune {
         /// Keep what was used within this duration (`90s`, `30m`, `12h`, `7d`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<u64>,
+        /// Keep every cache volume.
+        #[arg(long)]
+        keep_cache_volumes: bool,
     },
     /// Open an interactive terminal in a container on this terminal and exit with its command's
     /// exit code. The container is given by its ID (`{container{...{id}}}` in a query), or
@@ -537,7 +542,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-        Command::Prune { older_than } => cache_prune(&cli, *older_than).await,
+        Command::Prune {
+            older_than,
+            keep_cache_volumes,
+        } => cache_prune(&cli, *older_than, *keep_cache_volumes).await,
         Command::Terminal {
             container,
             experimental_privileged_nesting,
@@ -670,6 +678,7 @@ async fn cache_usage(cli: &Cli) -> anyhow::Result<ExitCode> {
         ("execs", "execs"),
         ("other", "other results"),
         ("cache_volumes", "cache volumes"),
+        ("downloads", "downloads"),
     ] {
         let entries = usage[key]["entries"].as_u64().unwrap_or(0);
         let bytes = usage[key]["bytes"].as_u64().unwrap_or(0);
@@ -681,13 +690,22 @@ async fn cache_usage(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `dagr prune`.
-async fn cache_prune(cli: &Cli, older_than: Option<u64>) -> anyhow::Result<ExitCode> {
-    let body = serde_json::to_vec(&serde_json::json!({ "olderThanSeconds": older_than }))
-        .context("encoding the request")?;
+async fn cache_prune(
+    cli: &Cli,
+    older_than: Option<u64>,
+    keep_cache_volumes: bool,
+) -> anyhow::Result<ExitCode> {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "olderThanSeconds": older_than,
+        "keepCacheVolumes": keep_cache_volumes,
+    }))
+    .context("encoding the request")?;
     let report = engine_json(cli, http::Method::POST, "/cache/prune", body).await?;
     println!(
-        "removed {} results, freed {}; the cache now holds {}",
+        "removed {} results, {} cache volumes and {} downloads, freed {}; the cache now holds {}",
         report["removedResults"].as_u64().unwrap_or(0),
+        report["removedCacheVolumes"].as_u64().unwrap_or(0),
+        report["removedDownloads"].as_u64().unwrap_or(0),
         human_bytes(report["freedBytes"].as_u64().unwrap_or(0)),
         human_bytes(report["remainingBytes"].as_u64().unwrap_or(0)),
     );

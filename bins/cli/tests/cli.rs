@@ -338,3 +338,94 @@ fn du_shows_the_cache_by_kind_and_prune_empties_it() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("duration"));
 }
+
+#[test]
+fn prune_removes_cache_volumes_and_downloads_unless_kept() {
+    let engine = start_engine();
+    let image = dagr_testkit::registry(env!("CARGO_TARGET_TMPDIR"))
+        .image
+        .clone();
+    let files = dagr_testkit::http::FileServer::start();
+    files.put("/tool.tar", b"a download");
+    let query = |q: String| -> serde_json::Value {
+        let out = run_dagr(&engine, &["query"], &q);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let volume = query(r#"{ cacheVolume(key: "deps") { id } }"#.to_owned())["cacheVolume"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // "warm" when the volume holds what an earlier exec left, "fresh" when it starts empty.
+    let use_volume = |n: &str| -> String {
+        let script = "if [ -e /deps/m ]; then echo warm; else touch /deps/m; echo fresh; fi";
+        let data = query(format!(
+            "{{ container {{ from(address: {}) {{ withEnvVariable(name: \"N\", value: {}) {{ withMountedCache(path: \"/deps\", cache: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ stdout }} }} }} }} }} }}",
+            serde_json::json!(image),
+            serde_json::json!(n),
+            serde_json::json!(volume),
+            serde_json::json!(script)
+        ));
+        data["container"]["from"]["withEnvVariable"]["withMountedCache"]["withExec"]["stdout"]
+            .as_str()
+            .expect("stdout")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(use_volume("1"), "fresh");
+    assert_eq!(use_volume("2"), "warm");
+    let download = query(format!(
+        "{{ http(url: {}) {{ contents }} }}",
+        serde_json::json!(files.url("/tool.tar"))
+    ));
+    assert_eq!(download["http"]["contents"], "a download");
+
+    let du = || String::from_utf8_lossy(&run_dagr(&engine, &["du"], "").stdout).into_owned();
+    let prune = |args: &[&str]| -> String {
+        let out = run_dagr(&engine, &[&["prune"], args].concat(), "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = du();
+    assert_eq!(du_bytes(&text, "cache volumes").0, 1, "{text}");
+    assert_eq!(du_bytes(&text, "downloads"), (1, 10.0), "{text}");
+
+    // Used just now: an age keeps both.
+    prune(&["--older-than", "1h"]);
+    let text = du();
+    assert_eq!(du_bytes(&text, "cache volumes").0, 1, "{text}");
+    assert_eq!(du_bytes(&text, "downloads").0, 1, "{text}");
+    // Kept on request; the download goes.
+    let report = prune(&["--keep-cache-volumes"]);
+    assert!(
+        report.contains(" 0 cache volumes and 1 downloads"),
+        "{report}"
+    );
+    let text = du();
+    assert_eq!(du_bytes(&text, "cache volumes").0, 1, "{text}");
+    assert_eq!(du_bytes(&text, "downloads"), (0, 0.0), "{text}");
+    assert_eq!(use_volume("3"), "warm");
+    // A plain prune removes the volume: the next exec starts it empty.
+    let report = prune(&[]);
+    assert!(
+        report.contains(" 1 cache volumes and 0 downloads"),
+        "{report}"
+    );
+    let text = du();
+    assert_eq!(du_bytes(&text, "cache volumes"), (0, 0.0), "{text}");
+    assert_eq!(use_volume("4"), "fresh");
+    // The download comes again when asked for (its cached result went with the prune).
+    let again = query(format!(
+        "{{ http(url: {}) {{ contents }} }}",
+        serde_json::json!(files.url("/tool.tar"))
+    ));
+    assert_eq!(again["http"]["contents"], "a download");
+}

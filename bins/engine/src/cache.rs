@@ -1,6 +1,7 @@
 //! `GET /cache/usage` and `POST /cache/prune` (`dagr du`, `dagr prune`): what the cache holds
-//! by kind, and removing what no session holds (everything, or what was not used for a while).
-//! Cache volumes are measured but never pruned: they are the users' own caches.
+//! by kind, and removing what no session or exec holds (everything, or what was not used for a
+//! while): results with their layers and blobs, cache volumes (unless asked to keep them, as
+//! `docker builder prune` and Dagger's prune remove them too) and `Query.http` downloads.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,9 @@ pub struct PruneRequest {
     /// Keep results used within this many seconds; `None` prunes everything not held.
     #[serde(default)]
     pub older_than_seconds: Option<u64>,
+    /// Leave cache volumes alone.
+    #[serde(default)]
+    pub keep_cache_volumes: bool,
 }
 
 /// What `POST /cache/prune` answers.
@@ -21,6 +25,8 @@ pub struct PruneRequest {
 pub struct PruneReport {
     pub freed_bytes: u64,
     pub removed_results: usize,
+    pub removed_cache_volumes: usize,
+    pub removed_downloads: usize,
     pub remaining_bytes: u64,
 }
 
@@ -39,7 +45,8 @@ pub async fn usage(api: &dagr_api::CoreApi) -> Result<dagr_worker::CacheUsage, S
 const HANDOVER: Duration = Duration::from_secs(5);
 
 /// Removes every result no session holds (and not used within `older_than_seconds` when
-/// given), with the layers and blobs only they needed.
+/// given), with the layers and blobs only they needed; then the cache volumes no exec holds
+/// (unless `keep_cache_volumes`) and the downloads, by the same age.
 pub async fn prune(api: &dagr_api::CoreApi, request: PruneRequest) -> Result<PruneReport, String> {
     let solver = api.services().solver.clone();
     let worker = solver.runner().clone();
@@ -61,13 +68,31 @@ pub async fn prune(api: &dagr_api::CoreApi, request: PruneRequest) -> Result<Pru
         .gc(&keep, 0, HANDOVER)
         .await
         .map_err(|e| e.to_string())?;
-    let pruned = tokio::task::spawn_blocking(move || solver.prune(|r| worker.has_result(r)))
+    let pruned = {
+        let worker = worker.clone();
+        tokio::task::spawn_blocking(move || solver.prune(|r| worker.has_result(r)))
+    }
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let unused_for = request.older_than_seconds.map(Duration::from_secs);
+    let volumes = if request.keep_cache_volumes {
+        dagr_worker::Pruned::default()
+    } else {
+        worker
+            .prune_cache_volumes(unused_for)
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let downloads = worker
+        .prune_downloads(unused_for)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok(PruneReport {
-        freed_bytes: report.freed_bytes,
+        freed_bytes: report.freed_bytes + volumes.freed_bytes + downloads.freed_bytes,
         removed_results: pruned.len(),
+        removed_cache_volumes: volumes.removed,
+        removed_downloads: downloads.removed,
         remaining_bytes: report.remaining_bytes,
     })
 }

@@ -13,7 +13,7 @@ use dagr_executor::{TerminalInput, WindowSize};
 use dagr_metadata::ClientRef;
 use dagr_worker::{
     HostAccess, HostEntry, HostEntryKind, HostError, HostFetch, HostListener, HostListing,
-    UserTerminal,
+    HostStream, UserTerminal,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -233,12 +233,14 @@ impl HostAccess for ClientHosts {
         client: &'a ClientRef,
         network: &'a str,
         address: &'a str,
-    ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>> {
+    ) -> BoxFuture<'a, Result<HostStream, HostError>> {
         Box::pin(async move {
             let conn = self.attachables(client).await?;
-            conn.dial(network, address)
+            let stream = conn
+                .dial(network, address)
                 .await
-                .map_err(attachables_failed)
+                .map_err(attachables_failed)?;
+            Ok(Box::new(stream) as HostStream)
         })
     }
 
@@ -259,7 +261,7 @@ impl HostAccess for ClientHosts {
                     tokio::select! {
                         accepted = remote.accept() => match accepted {
                             Some(conn) => {
-                                if tx.send(conn).await.is_err() {
+                                if tx.send(Box::new(conn) as HostStream).await.is_err() {
                                     break;
                                 }
                             }

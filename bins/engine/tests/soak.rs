@@ -5,11 +5,17 @@
 //! - load: concurrent sessions each running mixed queries (cached and uncached execs, host
 //!   uploads, exports), every answer checked, with the latency of the cached ones;
 //! - chaos: a pipeline with the engine killed (SIGKILL) at a random point, then restarted on the
-//!   same state: every rerun ends correct and nothing of the dead engine is left behind.
+//!   same state: every rerun ends correct and nothing of the dead engine is left behind;
+//! - chaos by phase: the same, with each kill at a chosen phase (a pull, an unpack, an exec, a
+//!   commit, a push, a collection), found by watching a proxy in front of the registry, the
+//!   exec's process, or a prune request.
 
 #![allow(clippy::unwrap_used)]
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dagr_testkit::gql::query;
@@ -302,4 +308,361 @@ async fn a_zombie_factory_leaves_no_zombies() {
         "0\n"
     );
     client.close().await.unwrap();
+}
+
+/// The phase of a pipeline the engine is killed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// While a layer's blob comes from the registry.
+    Pull,
+    /// Right after the last byte of the image came: verifying and unpacking its layers.
+    Unpack,
+    /// While an exec's process runs.
+    Exec,
+    /// Right after an exec's process ended: the engine keeps what it wrote.
+    Commit,
+    /// While the engine pushes a layer to a registry.
+    Export,
+    /// During a collection of everything no session holds (`POST /cache/prune`).
+    Gc,
+}
+
+const PHASES: [Phase; 6] = [
+    Phase::Pull,
+    Phase::Unpack,
+    Phase::Exec,
+    Phase::Commit,
+    Phase::Export,
+    Phase::Gc,
+];
+
+/// A TCP proxy in front of a registry that counts the bytes each way and, when throttled, lets
+/// them through slowly (16 KiB every 2 ms), so that a kill lands in the middle of a transfer.
+struct RegistryProxy {
+    addr: String,
+    /// Registry -> engine.
+    down: Arc<AtomicU64>,
+    /// Engine -> registry.
+    up: Arc<AtomicU64>,
+    throttled: Arc<AtomicBool>,
+    _accepting: tokio::task::JoinHandle<()>,
+}
+
+impl RegistryProxy {
+    async fn start(registry: &str) -> RegistryProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (down, up) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let throttled = Arc::new(AtomicBool::new(false));
+        let accepting = {
+            let (registry, down, up, throttled) = (
+                registry.to_owned(),
+                down.clone(),
+                up.clone(),
+                throttled.clone(),
+            );
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = tokio::net::TcpStream::connect(&registry).await else {
+                        continue;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(Self::pump(
+                        server_read,
+                        client_write,
+                        down.clone(),
+                        throttled.clone(),
+                    ));
+                    tokio::spawn(Self::pump(
+                        client_read,
+                        server_write,
+                        up.clone(),
+                        throttled.clone(),
+                    ));
+                }
+            })
+        };
+        RegistryProxy {
+            addr,
+            down,
+            up,
+            throttled,
+            _accepting: accepting,
+        }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        count: Arc<AtomicU64>,
+        throttled: Arc<AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let slow = throttled.load(Ordering::SeqCst);
+            let len = if slow { 16 << 10 } else { buf.len() };
+            let n = match from.read(&mut buf[..len]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            count.fetch_add(n as u64, Ordering::SeqCst);
+            if slow {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    /// Resolves once `count` has gone `by` bytes past `from`.
+    async fn passed(count: &AtomicU64, from: u64, by: u64) {
+        while count.load(Ordering::SeqCst) < from + by {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Size of the random layer of the images the chaos pulls and pushes.
+const LAYER_BYTES: u64 = 4_000_000;
+
+/// Publishes an image of `base` with a layer of its own (a random 4 MB file and 500 small ones
+/// naming `n`) to `registry`, from a publisher engine; returns its address (a tag).
+async fn publish_source(
+    publisher: &dagr_client::Client,
+    base: &str,
+    registry: &str,
+    n: &str,
+) -> String {
+    let tag = format!("{registry}/chaos-src:{n}");
+    let script = format!(
+        "mkdir /d && head -c {LAYER_BYTES} /dev/urandom > /d/big && for i in $(seq 1 500); do echo {n} > /d/f$i; done"
+    );
+    query(
+        publisher,
+        format!(
+            "{{ container {{ from(address: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ publish(address: {}) }} }} }} }}",
+            json!(base),
+            json!(script),
+            json!(tag)
+        ),
+    )
+    .await
+    .unwrap();
+    tag
+}
+
+/// `POST /cache/prune` of everything no session holds; `true` once answered.
+fn prune(engine: &SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(engine) else {
+        return false;
+    };
+    let request = "POST /cache/prune HTTP/1.1\r\nHost: dagger\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    if s.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
+}
+
+/// One phase's pipeline, run by `client` (`None`: for [`Phase::Gc`], a prune is what runs).
+fn phase_pipeline(phase: Phase, n: &str, base: &str, source: &str, proxy: &str) -> String {
+    let exec = |from: &str, script: &str| {
+        format!(
+            "{{ container {{ from(address: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ file(path: \"/out\") {{ contents }} }} }} }} }}",
+            json!(from),
+            json!(script)
+        )
+    };
+    match phase {
+        Phase::Pull | Phase::Unpack => {
+            exec(source, &format!("cat /d/f500 > /out; echo {n} >> /out"))
+        }
+        Phase::Exec | Phase::Gc => {
+            exec(base, &format!("sleep 1; echo {n} > /out; echo {n} >> /out"))
+        }
+        Phase::Commit => exec(
+            base,
+            &format!("head -c 30000000 /dev/urandom > /big; echo {n} > /out; echo {n} >> /out"),
+        ),
+        Phase::Export => format!(
+            "{{ container {{ from(address: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ publish(address: {}) }} }} }} }}",
+            json!(base),
+            json!(format!(
+                "head -c {LAYER_BYTES} /dev/urandom > /big; echo {n} > /out; echo {n} >> /out"
+            )),
+            json!(format!("{proxy}/chaos-out:{n}"))
+        ),
+    }
+}
+
+/// Checks a phase pipeline's answer.
+fn check_answer(phase: Phase, n: &str, data: &serde_json::Value, iteration: usize) {
+    if phase == Phase::Export {
+        let published = data["container"]["from"]["withExec"]["publish"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            published.contains(&format!("chaos-out:{n}@sha256:")),
+            "iteration {iteration} ({phase:?}): published {published:?}"
+        );
+    } else {
+        assert_eq!(
+            data["container"]["from"]["withExec"]["file"]["contents"],
+            format!("{n}\n{n}\n"),
+            "iteration {iteration} ({phase:?})"
+        );
+    }
+}
+
+/// The script of an exec pipeline (its process's `sh -c` argument).
+fn exec_script(pipeline: &str) -> String {
+    let args: serde_json::Value = {
+        let start = pipeline.find("args: ").unwrap() + "args: ".len();
+        let end = pipeline[start..].find("])").unwrap() + start + 1;
+        serde_json::from_str(&pipeline[start..end]).unwrap()
+    };
+    args[2].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_each_phase_then_restart_ends_correct_and_clean() {
+    let iterations = if long() { 50 } else { PHASES.len() };
+    let base = tempfile::tempdir().unwrap();
+    let runc_root = base.path().join("state/worker/exec/runc");
+    let registry = dagr_testkit::scratch_registry::ScratchRegistry::start(None);
+    let proxy = RegistryProxy::start(&registry.addr).await;
+    let publisher_engine = dagr_testkit::EngineProcess::start(engine_bin(), &[]);
+    let publisher = dagr_testkit::gql::connect(&publisher_engine, false).await;
+    let busybox = image();
+    let mut landed = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for i in 0..iterations {
+        let phase = PHASES[i % PHASES.len()];
+        let n = unique();
+        let source = match phase {
+            Phase::Pull | Phase::Unpack => {
+                // Pulled through the proxy: the publisher pushed straight to the registry.
+                let tag = publish_source(&publisher, &busybox, &registry.addr, &n).await;
+                tag.replace(&registry.addr, &proxy.addr)
+            }
+            _ => String::new(),
+        };
+        let pipeline = phase_pipeline(phase, &n, &busybox, &source, &proxy.addr);
+        let mut engine = dagr_testkit::EngineProcess::start_in(
+            engine_bin(),
+            base.path(),
+            tempfile::tempdir().unwrap(),
+            &[],
+        );
+        let client = Arc::new(dagr_testkit::gql::connect(&engine, false).await);
+        let (down, up) = (
+            proxy.down.load(Ordering::SeqCst),
+            proxy.up.load(Ordering::SeqCst),
+        );
+        proxy.throttled.store(
+            matches!(phase, Phase::Pull | Phase::Export),
+            Ordering::SeqCst,
+        );
+        // The pipeline (or, for GC, a prune after it ran); its answer is lost with the engine.
+        let running = if phase == Phase::Gc {
+            let data = query(&client, pipeline.clone()).await.unwrap();
+            check_answer(phase, &n, &data, i);
+            let tcp = engine.tcp;
+            tokio::task::spawn_blocking(move || prune(&tcp))
+        } else {
+            let (client, pipeline) = (client.clone(), pipeline.clone());
+            tokio::spawn(async move { client.query(json!({ "query": pipeline })).await.is_ok() })
+        };
+        let script = exec_script(&pipeline);
+        let argv = ["sh", "-c", script.as_str()];
+        let mut reached = tokio::time::timeout(Duration::from_secs(60), async {
+            match phase {
+                Phase::Pull => RegistryProxy::passed(&proxy.down, down, LAYER_BYTES / 4).await,
+                Phase::Unpack => RegistryProxy::passed(&proxy.down, down, LAYER_BYTES).await,
+                Phase::Export => RegistryProxy::passed(&proxy.up, up, LAYER_BYTES / 4).await,
+                Phase::Exec | Phase::Commit => {
+                    while dagr_testkit::processes_running(&argv).is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    if phase == Phase::Commit {
+                        while !dagr_testkit::processes_running(&argv).is_empty() {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+                Phase::Gc => {
+                    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 20)).await
+                }
+            }
+        })
+        .await
+        .is_ok();
+        reached &= !running.is_finished();
+        engine.child.kill().unwrap();
+        let _ = engine.child.wait();
+        println!("chaos: iteration {i}, killed in {phase:?}: {reached}");
+        let entry = landed.entry(format!("{phase:?}")).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(reached);
+        let _ = running.await;
+        drop(client);
+        drop(engine);
+        // The exec died with the engine.
+        dagr_testkit::wait_processes(&argv, false, "an exec of the killed engine");
+
+        // Restarted on the same state: the pipeline runs to the right answer, and nothing of
+        // the dead engine is left.
+        proxy.throttled.store(false, Ordering::SeqCst);
+        let engine = dagr_testkit::EngineProcess::start_in(
+            engine_bin(),
+            base.path(),
+            tempfile::tempdir().unwrap(),
+            &[],
+        );
+        assert_eq!(
+            dagr_testkit::runtime_containers(&runc_root),
+            "",
+            "iteration {i} ({phase:?}): containers left"
+        );
+        let client = dagr_testkit::gql::connect(&engine, false).await;
+        let data = query(&client, pipeline).await.unwrap();
+        check_answer(phase, &n, &data, i);
+        client.close().await.unwrap();
+        engine.wait_metric("dagr_sessions_active", 0);
+        assert!(
+            prune(&engine.tcp),
+            "iteration {i} ({phase:?}): a prune after the restart"
+        );
+        drop(engine);
+        assert_eq!(
+            dagr_testkit::runtime_containers(&runc_root),
+            "",
+            "iteration {i} ({phase:?}): containers left"
+        );
+        assert_eq!(
+            dagr_testkit::mounts_under(base.path()),
+            Vec::<String>::new(),
+            "iteration {i} ({phase:?}): mounts left"
+        );
+    }
+    // A kill that came after the answer is no test of its phase: most must land in it (a
+    // prune has no sign of progress to wait for, so its kills land where they land).
+    let summary: Vec<String> = landed
+        .iter()
+        .map(|(phase, (kills, inside))| format!("{phase} {inside}/{kills}"))
+        .collect();
+    println!(
+        "chaos by phase (kills inside the phase / kills): {}",
+        summary.join(", ")
+    );
+    for (phase, (kills, inside)) in landed.iter().filter(|(phase, _)| *phase != "Gc") {
+        assert!(
+            *inside * 2 >= *kills,
+            "{phase}: only {inside} of {kills} kills landed before the answer"
+        );
+    }
 }

@@ -249,7 +249,7 @@ impl AttachablesClient {
         &self,
         network: &str,
         address: &str,
-    ) -> Result<tokio::io::DuplexStream, AttachError> {
+    ) -> Result<crate::TunnelStream, AttachError> {
         self.check(methods::TUNNEL_DIAL)?;
         crate::tunnel::dial(self.tunnel_client(), network, address).await
     }

@@ -19,9 +19,9 @@
 //!   the engine runs ([`AttachablesClient::open_terminal`] -> [`RemoteTerminal`]) to its user.
 //! - Tunnel ([`tunnel`]): with a [`TunnelProvider`] (e.g. [`HostTunnel`]) the client relays
 //!   network connections of its host: the engine dials a TCP or unix-socket target there
-//!   ([`AttachablesClient::dial`] -> a `tokio::io::DuplexStream`) or listens on a TCP port there
+//!   ([`AttachablesClient::dial`] -> a [`TunnelStream`]) or listens on a TCP port there
 //!   ([`AttachablesClient::listen`] -> [`RemoteListener`], whose accepted connections are
-//!   duplex streams too).
+//!   tunnel streams too).
 //!
 //! Transfers stream packets (header, data chunks of 1 MiB, end) in batches with bounded buffering; the
 //! receiving side refuses paths that would escape its target ([`tree`]).
@@ -69,7 +69,7 @@ pub use terminal::{
     RemoteTerminal, TerminalInput, TerminalOutput, TerminalProvider, TerminalReader, TerminalWriter,
 };
 pub use tree::{EntryKind, HostStat, TransferStats, TreeError};
-pub use tunnel::{HostTunnel, RemoteListener, TunnelProvider};
+pub use tunnel::{HostTunnel, RemoteListener, TunnelProvider, TunnelStream};
 
 /// gRPC method paths, as announced in `X-Docker-Expose-Session-Grpc-Method` headers.
 pub mod methods {

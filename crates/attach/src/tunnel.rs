@@ -6,18 +6,17 @@
 //!   unix-socket target there, and `Listen`, a TCP listener on its host whose connections are
 //!   relayed to the engine over the one stream, numbered.
 //! - Engine half: [`crate::AttachablesClient::dial`] returns the connection as a
-//!   [`tokio::io::DuplexStream`]; [`crate::AttachablesClient::listen`] returns a
-//!   [`RemoteListener`] whose [`RemoteListener::accept`] yields one duplex stream per accepted
-//!   connection.
+//!   [`TunnelStream`]; [`crate::AttachablesClient::listen`] returns a [`RemoteListener`] whose
+//!   [`RemoteListener::accept`] yields one [`TunnelStream`] per accepted connection.
 //!
-//! Both directions of a connection are independent: shutting down the write side of a duplex
+//! Both directions of a connection are independent: shutting down the write side of a tunnel
 //! stream half-closes the host's socket (`shutdown(Write)`) and its reading goes on until the
 //! host's EOF, and the other way round. Bytes travel in chunks of at most 64 KiB through bounded
 //! queues (and the HTTP/2 windows), so a slow reader slows its writer down instead of growing
 //! buffers. The connections of one listener share its stream: one that is not read holds the
 //! others up once its buffers are full.
 //!
-//! Nothing outlives its stream: when the engine drops its side (a dropped duplex stream or
+//! Nothing outlives its stream: when the engine drops its side (a dropped tunnel stream or
 //! [`RemoteListener`], a reset, the attachables connection ending) the client closes the
 //! sockets and ends the tasks of that tunnel, and the client no longer serving its connection
 //! ends every tunnel.
@@ -31,9 +30,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -61,11 +58,15 @@ async fn read_chunk<R: AsyncRead + Unpin>(
     reader.read_buf(&mut limited).await
 }
 
-/// Largest data chunk, and the buffer of each duplex stream.
+mod stream;
+pub use stream::TunnelStream;
+
+/// Largest data chunk.
 const CHUNK: usize = 64 << 10;
 /// Messages queued per direction of a tunnel's stream.
 const STREAM_DEPTH: usize = 16;
-/// Chunks queued for the socket of one listened connection (client side).
+/// Chunks queued per direction of one connection, between its socket or [`TunnelStream`] and
+/// the tunnel's stream.
 const CONN_DEPTH: usize = 4;
 /// Accepted connections the engine's [`RemoteListener`] holds before they are taken.
 const ACCEPT_DEPTH: usize = 16;
@@ -76,9 +77,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the engine waits for the client's answer to a dial or listen (the client's connect
 /// timeout plus some).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the engine checks that the user of a dialed stream still holds it while nothing
-/// comes from the target.
-const LIVENESS: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -567,7 +565,7 @@ pub(crate) async fn dial(
     mut client: TunnelClient<Channel>,
     network: &str,
     address: &str,
-) -> Result<DuplexStream, AttachError> {
+) -> Result<TunnelStream, AttachError> {
     let failed = |message: String| AttachError::Tunnel {
         operation: "dial",
         target: format!("{network} {address}"),
@@ -613,61 +611,45 @@ pub(crate) async fn dial(
             ));
         }
     }
-    let (ours, theirs) = tokio::io::duplex(CHUNK);
-    let (reader, writer) = tokio::io::split(ours);
-    tokio::spawn(engine_dial_up(reader, requests));
-    tokio::spawn(engine_dial_down(responses, writer));
-    Ok(theirs)
+    let (to_user, from_target) = mpsc::channel(CONN_DEPTH);
+    let (to_target, from_user) = mpsc::channel(CONN_DEPTH);
+    tokio::spawn(engine_dial_up(from_user, requests));
+    tokio::spawn(engine_dial_down(responses, to_user));
+    Ok(TunnelStream::new(from_target, to_target))
 }
 
 /// User -> target: the user's EOF (a shutdown or a drop of its stream) ends the request stream,
 /// which half-closes the target connection.
-async fn engine_dial_up(mut reader: ReadHalf<DuplexStream>, requests: mpsc::Sender<DialRequest>) {
-    let mut buf = BytesMut::with_capacity(CHUNK);
+async fn engine_dial_up(mut from_user: mpsc::Receiver<Bytes>, requests: mpsc::Sender<DialRequest>) {
     loop {
-        let read = tokio::select! {
-            read = read_chunk(&mut reader, &mut buf) => read,
+        let data = tokio::select! {
+            data = from_user.recv() => data,
             () = requests.closed() => return,
         };
-        match read {
-            Ok(n) if n > 0 => {
-                let data = DialRequest {
-                    item: Some(dial_request::Item::Data(buf.split_to(n).freeze())),
-                };
-                if requests.send(data).await.is_err() {
-                    return;
-                }
-            }
-            _ => return,
+        let Some(data) = data else { return };
+        let data = DialRequest {
+            item: Some(dial_request::Item::Data(data)),
+        };
+        if requests.send(data).await.is_err() {
+            return;
         }
     }
 }
 
-/// Target -> user, until the target's EOF (the end of the response stream), a failure, or the
-/// user dropping its stream (noticed when writing, or checked every [`LIVENESS`] meanwhile:
-/// dropping the responses then cancels the call, and the client closes the connection).
-async fn engine_dial_down(
-    mut responses: Streaming<DialResponse>,
-    mut writer: WriteHalf<DuplexStream>,
-) {
-    let mut liveness = tokio::time::interval_at(tokio::time::Instant::now() + LIVENESS, LIVENESS);
-    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Target -> user, until the target's EOF (the end of the response stream, which closes the
+/// user's queue), a failure, or the user dropping its stream (dropping the responses then
+/// cancels the call, and the client closes the connection).
+async fn engine_dial_down(mut responses: Streaming<DialResponse>, to_user: mpsc::Sender<Bytes>) {
     loop {
         let message = tokio::select! {
             message = responses.message() => message,
-            _ = liveness.tick() => {
-                // Fails once the user's stream is gone; an empty write is a no-op otherwise.
-                if writer.write(&[]).await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            () = to_user.closed() => return,
         };
         match message {
             Ok(Some(DialResponse {
                 item: Some(dial_response::Item::Data(data)),
             })) => {
-                if writer.write_all(&data).await.is_err() {
+                if to_user.send(data).await.is_err() {
                     return;
                 }
             }
@@ -675,17 +657,12 @@ async fn engine_dial_down(
                 item: Some(dial_response::Item::Error(message)),
             })) => {
                 tracing::debug!(%message, "tunnel dial connection failed on the client's host");
-                let _ = writer.shutdown().await;
                 return;
             }
             Ok(Some(_)) => {}
-            Ok(None) => {
-                let _ = writer.shutdown().await;
-                return;
-            }
+            Ok(None) => return,
             Err(status) => {
                 tracing::debug!(%status, "tunnel dial stream failed");
-                let _ = writer.shutdown().await;
                 return;
             }
         }
@@ -708,7 +685,7 @@ impl Drop for AbortOnDrop {
 pub struct RemoteListener {
     /// Where the client's host listens.
     pub address: SocketAddr,
-    accepted: mpsc::Receiver<DuplexStream>,
+    accepted: mpsc::Receiver<TunnelStream>,
     _relay: AbortOnDrop,
 }
 
@@ -716,7 +693,7 @@ impl RemoteListener {
     /// The next connection accepted on the client's host: reading gives the peer's bytes,
     /// writing sends to it, shutting down the write side half-closes. `None` once the tunnel
     /// ended (the client stopped listening or the attachables connection is gone).
-    pub async fn accept(&mut self) -> Option<DuplexStream> {
+    pub async fn accept(&mut self) -> Option<TunnelStream> {
         self.accepted.recv().await
     }
 }
@@ -781,7 +758,7 @@ pub(crate) async fn listen(
 /// The engine's state of one connection of a listener.
 struct EngineConn {
     /// Toward the user; `None` once the host's side ended or the user dropped its stream.
-    writer: Option<WriteHalf<DuplexStream>>,
+    writer: Option<mpsc::Sender<Bytes>>,
     host_done: bool,
     user_done: bool,
 }
@@ -792,7 +769,7 @@ struct EngineConn {
 async fn engine_listen(
     mut responses: Streaming<ListenResponse>,
     requests: mpsc::Sender<ListenRequest>,
-    accepted: mpsc::Sender<DuplexStream>,
+    accepted: mpsc::Sender<TunnelStream>,
 ) {
     let mut conns: HashMap<u64, EngineConn> = HashMap::new();
     let mut readers: JoinSet<u64> = JoinSet::new();
@@ -822,12 +799,16 @@ async fn engine_listen(
         };
         match item {
             listen_response::Item::Accepted(id) => {
-                let (ours, theirs) = tokio::io::duplex(CHUNK);
-                let (reader, writer) = tokio::io::split(ours);
-                if accepted.send(theirs).await.is_err() {
+                let (writer, from_host) = mpsc::channel(CONN_DEPTH);
+                let (to_host, from_user) = mpsc::channel(CONN_DEPTH);
+                if accepted
+                    .send(TunnelStream::new(from_host, to_host))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-                readers.spawn(engine_conn_up(id, reader, requests.clone()));
+                readers.spawn(engine_conn_up(id, from_user, requests.clone()));
                 conns.insert(
                     id,
                     EngineConn {
@@ -839,8 +820,8 @@ async fn engine_listen(
             }
             listen_response::Item::Data(ConnData { conn, data }) => {
                 if let Some(state) = conns.get_mut(&conn)
-                    && let Some(writer) = state.writer.as_mut()
-                    && writer.write_all(&data).await.is_err()
+                    && let Some(writer) = state.writer.as_ref()
+                    && writer.send(data).await.is_err()
                 {
                     // The user dropped this connection: its bytes go nowhere.
                     state.writer = None;
@@ -848,9 +829,8 @@ async fn engine_listen(
             }
             listen_response::Item::Close(conn) => {
                 if let Some(state) = conns.get_mut(&conn) {
-                    if let Some(mut writer) = state.writer.take() {
-                        let _ = writer.shutdown().await;
-                    }
+                    // The end of the user's queue is the host peer's EOF.
+                    state.writer = None;
                     state.host_done = true;
                     if state.user_done {
                         conns.remove(&conn);
@@ -869,32 +849,22 @@ async fn engine_listen(
 /// User -> host peer of one listened connection; the user's EOF sends its `close`.
 async fn engine_conn_up(
     id: u64,
-    mut reader: ReadHalf<DuplexStream>,
+    mut from_user: mpsc::Receiver<Bytes>,
     requests: mpsc::Sender<ListenRequest>,
 ) -> u64 {
-    let mut buf = BytesMut::with_capacity(CHUNK);
-    loop {
-        match read_chunk(&mut reader, &mut buf).await {
-            Ok(n) if n > 0 => {
-                let data = ListenRequest {
-                    item: Some(listen_request::Item::Data(ConnData {
-                        conn: id,
-                        data: buf.split_to(n).freeze(),
-                    })),
-                };
-                if requests.send(data).await.is_err() {
-                    return id;
-                }
-            }
-            _ => {
-                let close = ListenRequest {
-                    item: Some(listen_request::Item::Close(id)),
-                };
-                let _ = requests.send(close).await;
-                return id;
-            }
+    while let Some(data) = from_user.recv().await {
+        let data = ListenRequest {
+            item: Some(listen_request::Item::Data(ConnData { conn: id, data })),
+        };
+        if requests.send(data).await.is_err() {
+            return id;
         }
     }
+    let close = ListenRequest {
+        item: Some(listen_request::Item::Close(id)),
+    };
+    let _ = requests.send(close).await;
+    id
 }
 
 #[cfg(test)]

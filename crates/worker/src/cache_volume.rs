@@ -1,19 +1,29 @@
 //! Persistent cache volumes ([`CacheVolumes`]): one directory each under `cache-volumes/`, held
-//! by an exec as a [`CacheVolumeUse`] with the locking of the mount's sharing mode.
+//! by an exec as a [`CacheVolumeUse`] with the locking of the mount's sharing mode, and pruned
+//! ([`CacheVolumes::prune`]) when no exec holds them.
+//!
+//! `cache-volumes/.used/<name>` is touched when a use of volume `<name>` begins and ends: its
+//! modification time is the volume's last use (the volume's own directory is the user's and
+//! keeps its times). A pruned volume is first renamed to `.pruned-<random>` while no exec can
+//! take it, then removed; leftovers of an engine that died meanwhile go at the next start.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use dagr_solver::CacheSharing;
 
-use crate::{WorkerError, random_id};
+use crate::{Pruned, WorkerError, random_id};
 
 /// Persistent cache volumes: one directory each, with the locking of their sharing mode.
 #[derive(Default)]
 pub struct CacheVolumes {
     root: PathBuf,
     locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// How many uses of each volume (by directory name) are running; a volume with uses is
+    /// never pruned.
+    held: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
 }
 
 /// A cache volume held for one exec.
@@ -21,10 +31,56 @@ pub struct CacheVolumeUse {
     pub dir: PathBuf,
     _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     _private: Option<PrivateDir>,
+    _hold: Hold,
 }
 
 /// Name prefix of private cache volumes' extra copies.
 const PRIVATE_PREFIX: &str = "private-";
+/// Name prefix of volumes being removed.
+const PRUNED_PREFIX: &str = ".pruned-";
+/// The directory of last-use marks.
+const USED_DIR: &str = ".used";
+
+/// Whether `name` under the root is a volume (not a private copy, a mark or a removal).
+fn is_volume(name: &str) -> bool {
+    !name.starts_with(PRIVATE_PREFIX) && !name.starts_with('.')
+}
+
+/// Sets the last use of the volume whose mark is `mark` to now. Blocking.
+fn touch(mark: &Path) {
+    if let Some(dir) = mark.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if std::fs::File::create(mark).is_ok() {
+        let _ = filetime::set_file_mtime(mark, filetime::FileTime::now());
+    }
+}
+
+/// One running use of a volume: counted while it lives, its end is the volume's last use.
+struct Hold {
+    held: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
+    name: String,
+    mark: PathBuf,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        {
+            let mut held = self.held.lock();
+            if let Some(count) = held.get_mut(&self.name) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(&self.name);
+                }
+            }
+        }
+        let mark = std::mem::take(&mut self.mark);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(move || touch(&mark))),
+            Err(_) => touch(&mark),
+        }
+    }
+}
 
 /// A throwaway directory removed on drop (a private cache volume's extra copy).
 struct PrivateDir(PathBuf);
@@ -56,7 +112,7 @@ impl CacheVolumes {
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(PRIVATE_PREFIX) {
+            if !is_volume(&name) {
                 continue;
             }
             let size = dagr_snapshot::disk_usage(&entry.path())?.size;
@@ -66,12 +122,13 @@ impl CacheVolumes {
         Ok(out)
     }
 
-    /// The cache volumes under `root` (existing). Blocking: removes the private copies a
-    /// previous engine left behind.
+    /// The cache volumes under `root` (existing). Blocking: removes the private copies and
+    /// the half-removed volumes a previous engine left behind.
     pub(crate) fn open(root: PathBuf) -> Self {
         if let Ok(entries) = std::fs::read_dir(&root) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(PRIVATE_PREFIX) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(PRIVATE_PREFIX) || name.starts_with(PRUNED_PREFIX) {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -79,13 +136,75 @@ impl CacheVolumes {
         CacheVolumes {
             root,
             locks: parking_lot::Mutex::new(HashMap::new()),
+            held: Arc::default(),
         }
     }
 
-    fn dir_of(&self, id: &str) -> PathBuf {
+    fn name_of(id: &str) -> String {
         use sha2::Digest as _;
-        self.root
-            .join(hex::encode(sha2::Sha256::digest(id.as_bytes())))
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    }
+
+    fn mark_of(&self, name: &str) -> PathBuf {
+        self.root.join(USED_DIR).join(name)
+    }
+
+    /// Removes every volume no exec holds (with `unused_for`, only those whose last use is at
+    /// least that old). Blocking.
+    pub(crate) fn prune(&self, unused_for: Option<Duration>) -> Result<Pruned, WorkerError> {
+        let open_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WorkerError::Open { path, source }
+        };
+        let mut pruned = Pruned::default();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pruned),
+            Err(e) => return Err(open_err(&self.root)(e)),
+        };
+        let now = SystemTime::now();
+        for entry in entries {
+            let entry = entry.map_err(open_err(&self.root))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_volume(&name) {
+                continue;
+            }
+            let mark = self.mark_of(&name);
+            if let Some(unused_for) = unused_for {
+                let last_use = std::fs::metadata(&mark)
+                    .or_else(|_| entry.metadata())
+                    .and_then(|m| m.modified())
+                    .map_err(open_err(&entry.path()))?;
+                if now.duration_since(last_use).unwrap_or_default() < unused_for {
+                    continue;
+                }
+            }
+            let removing = self.root.join(format!("{PRUNED_PREFIX}{}", random_id()));
+            {
+                // Under the lock no exec can begin a use: one that begins after the rename
+                // finds no volume and starts an empty one.
+                let held = self.held.lock();
+                if held.contains_key(&name) {
+                    continue;
+                }
+                std::fs::rename(entry.path(), &removing).map_err(open_err(&entry.path()))?;
+            }
+            let size = dagr_snapshot::disk_usage(&removing).map_or(0, |u| u.size);
+            std::fs::remove_dir_all(&removing).map_err(open_err(&removing))?;
+            let _ = std::fs::remove_file(&mark);
+            pruned.removed += 1;
+            pruned.freed_bytes += size;
+        }
+        // Marks of volumes that are gone (a use that ended while its volume was removed).
+        if let Ok(marks) = std::fs::read_dir(self.root.join(USED_DIR)) {
+            for mark in marks.flatten() {
+                let name = mark.file_name().to_string_lossy().into_owned();
+                if !self.root.join(&name).exists() && !self.held.lock().contains_key(&name) {
+                    let _ = std::fs::remove_file(mark.path());
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -99,7 +218,16 @@ impl CacheVolumes {
         id: &str,
         sharing: CacheSharing,
     ) -> Result<CacheVolumeUse, WorkerError> {
-        let dir = self.dir_of(id);
+        let name = Self::name_of(id);
+        let dir = self.root.join(&name);
+        *self.held.lock().entry(name.clone()).or_default() += 1;
+        let mark = self.mark_of(&name);
+        let hold = Hold {
+            held: self.held.clone(),
+            name,
+            mark: mark.clone(),
+        };
+        let _ = tokio::task::spawn_blocking(move || touch(&mark)).await;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|source| WorkerError::Open {
@@ -111,6 +239,7 @@ impl CacheVolumes {
                 dir,
                 _lock: None,
                 _private: None,
+                _hold: hold,
             }),
             CacheSharing::Locked => {
                 let guard = self.lock_of(id).lock_owned().await;
@@ -118,6 +247,7 @@ impl CacheVolumes {
                     dir,
                     _lock: Some(guard),
                     _private: None,
+                    _hold: hold,
                 })
             }
             CacheSharing::Private => match self.lock_of(id).try_lock_owned() {
@@ -125,6 +255,7 @@ impl CacheVolumes {
                     dir,
                     _lock: Some(guard),
                     _private: None,
+                    _hold: hold,
                 }),
                 Err(_) => {
                     let extra = self.root.join(format!("{PRIVATE_PREFIX}{}", random_id()));
@@ -138,9 +269,51 @@ impl CacheVolumes {
                         dir: extra.clone(),
                         _lock: None,
                         _private: Some(PrivateDir(extra)),
+                        _hold: hold,
                     })
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may unwrap
+
+    use super::*;
+
+    #[tokio::test]
+    async fn prune_spares_held_and_recent_volumes_and_a_pruned_volume_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = CacheVolumes::open(dir.path().join("cache-volumes"));
+        let held = volumes
+            .acquire("go-mod", CacheSharing::Shared)
+            .await
+            .unwrap();
+        std::fs::write(held.dir.join("module"), b"cached").unwrap();
+        let idle = volumes.acquire("npm", CacheSharing::Locked).await.unwrap();
+        std::fs::write(idle.dir.join("package"), b"cached").unwrap();
+        drop(idle);
+
+        // Just used: kept by an age; held: kept by anything.
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(volumes.prune(hour).unwrap(), Pruned::default());
+        let pruned = volumes.prune(None).unwrap();
+        assert_eq!((pruned.removed, pruned.freed_bytes > 0), (1, true));
+        assert!(held.dir.join("module").exists(), "a held volume stays");
+        let again = volumes.acquire("npm", CacheSharing::Shared).await.unwrap();
+        assert!(
+            std::fs::read_dir(&again.dir).unwrap().next().is_none(),
+            "a pruned volume starts empty"
+        );
+        drop((held, again));
+        assert_eq!(volumes.prune(None).unwrap().removed, 2);
+        let left: Vec<_> = std::fs::read_dir(volumes.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| is_volume(name))
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
     }
 }

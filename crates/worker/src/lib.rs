@@ -54,9 +54,9 @@ pub use ops::image::ResolvedImageRef;
 pub use remote::RemoteCacheStats;
 pub use result_meta::{ExecMeta, ImageMeta, ResultMeta, output_snapshot};
 pub use seams::{
-    BoxError, HostAccess, HostEntry, HostEntryKind, HostError, HostFetch, HostListener,
-    HostListing, NestedClient, NestedClients, NestedError, NestedServing, SecretSource,
-    ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal, WorkerSeams,
+    BoxError, HostAccess, HostConnection, HostEntry, HostEntryKind, HostError, HostFetch,
+    HostListener, HostListing, HostStream, NestedClient, NestedClients, NestedError, NestedServing,
+    SecretSource, ServiceGuard, ServiceStarter, SessionRegistryAuth, UserTerminal, WorkerSeams,
 };
 
 use seams::SessionCredentials;
@@ -157,6 +157,14 @@ pub struct KindUsage {
     pub bytes: u64,
 }
 
+/// What a prune of cache volumes ([`Worker::prune_cache_volumes`]) or downloads
+/// ([`Worker::prune_downloads`]) removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub freed_bytes: u64,
+}
+
 /// What the cache holds, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheUsage {
@@ -167,6 +175,8 @@ pub struct CacheUsage {
     /// Other results: file ops, host uploads, git trees, downloads.
     pub other: KindUsage,
     pub cache_volumes: KindUsage,
+    /// Downloads of `Query.http` kept to revalidate their URLs (one per URL).
+    pub downloads: KindUsage,
 }
 
 /// Processes (and threads) an exec may have by default: a fork bomb stops here, well before
@@ -458,11 +468,50 @@ impl Worker {
         }
     }
 
-    /// Whether every snapshot of a result still exists (false once GC removed one).
+    /// The blobs an image result stands on besides its snapshots: its manifest, config and
+    /// layers, which an image built on it is published or exported from. Empty for other
+    /// results; just the manifest when the manifest itself is gone. Blocking.
+    fn image_blobs(&self, result: &ResultRef) -> Vec<dagr_snapshot::Digest> {
+        let Some(image) = ResultMeta::of(result).image else {
+            return Vec::new();
+        };
+        let Ok(manifest) = image.manifest_digest.parse::<dagr_snapshot::Digest>() else {
+            return Vec::new();
+        };
+        let document = std::fs::read(self.inner.content.blob_path(&manifest))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        let mut blobs = vec![manifest];
+        if let Some(document) = document {
+            let config = document.pointer("/config/digest");
+            let layers = document
+                .get("layers")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|layer| layer.get("digest"));
+            blobs.extend(
+                config
+                    .into_iter()
+                    .chain(layers)
+                    .filter_map(serde_json::Value::as_str)
+                    .filter_map(|d| d.parse().ok()),
+            );
+        }
+        blobs
+    }
+
+    /// Whether every snapshot of a result still exists, and for an image its manifest, config
+    /// and layer blobs (false once GC removed one: the image is pulled again when next asked
+    /// for). Blocking.
     pub fn has_result(&self, result: &ResultRef) -> bool {
         Self::result_snapshots(result)
             .iter()
             .all(|k| self.inner.snapshots.stat(k).is_ok())
+            && self
+                .image_blobs(result)
+                .iter()
+                .all(|d| self.inner.content.has(d))
     }
 
     /// What the cache holds, by kind: results (images, execs, the rest: files, uploads,
@@ -516,13 +565,25 @@ impl Worker {
         .await?;
         usage.cache_volumes.entries = volumes.len() as u64;
         usage.cache_volumes.bytes = volumes.iter().map(|(_, b)| b).sum();
+        usage.downloads = self.downloads_usage().await?;
         Ok(usage)
     }
 
+    /// Removes the cache volumes no exec holds (with `unused_for`, only those whose last use
+    /// is at least that old); an exec that asks for a removed volume later starts it empty.
+    pub async fn prune_cache_volumes(
+        &self,
+        unused_for: Option<std::time::Duration>,
+    ) -> Result<Pruned, WorkerError> {
+        let worker = self.clone();
+        blocking(move || worker.inner.volumes.prune(unused_for)).await
+    }
+
     /// Garbage-collects blobs and snapshots down to `keep_bytes`, oldest unused first, never
-    /// touching what `in_use` (the results sessions hold) needs nor snapshots used in the last
-    /// `grace` (results being handed to their requesters). The caller then prunes its index of
-    /// results whose snapshots are gone ([`Worker::has_result`]).
+    /// touching what `in_use` (the results sessions hold) needs (their snapshots, and an
+    /// image's blobs) nor snapshots used in the last `grace` (results being handed to their
+    /// requesters). The caller then prunes its index of results whose snapshots or image blobs
+    /// are gone ([`Worker::has_result`]).
     pub async fn gc(
         &self,
         in_use: &[ResultRef],
@@ -547,6 +608,16 @@ impl Worker {
         }
         for key in &keep {
             snapshots.lease_snapshot(LEASE, key).await?;
+        }
+        // An image a session holds keeps its blobs too: it may still be published.
+        let blobs = {
+            let (worker, in_use) = (self.clone(), in_use.to_vec());
+            blocking(move || Ok(in_use.iter().flat_map(|r| worker.image_blobs(r)).collect()))
+                .await?
+        };
+        let blobs: Vec<dagr_snapshot::Digest> = blobs;
+        for blob in &blobs {
+            snapshots.lease_blob(LEASE, blob).await?;
         }
         let mut report = snapshots.gc(&self.inner.content, keep_bytes).await;
         if report

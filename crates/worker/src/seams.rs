@@ -78,7 +78,7 @@ pub trait HostAccess: Send + Sync + 'static {
         client: &'a ClientRef,
         network: &'a str,
         address: &'a str,
-    ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>>;
+    ) -> BoxFuture<'a, Result<HostStream, HostError>>;
     /// Listens on the client's host at `address` (`127.0.0.1:PORT`, 0 for any port).
     fn listen<'a>(
         &'a self,
@@ -146,8 +146,18 @@ pub struct HostListener {
     /// Where it listens, as the client bound it.
     pub address: std::net::SocketAddr,
     /// The connections it accepts; ends when the client or its connection goes away.
-    pub connections: tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>,
+    pub connections: tokio::sync::mpsc::Receiver<HostStream>,
 }
+
+/// A connection of a client's host ([`HostAccess::dial`], [`HostListener`]): reading gives the
+/// peer's bytes, writing sends to it, shutting down the write side half-closes it, dropping it
+/// closes it.
+pub type HostStream = Box<dyn HostConnection>;
+
+/// What a [`HostStream`] is: any byte stream a task can own.
+pub trait HostConnection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> HostConnection for T {}
 
 /// Why a client's host could not be reached, read or written.
 #[derive(Debug, thiserror::Error)]

@@ -441,3 +441,42 @@ async fn gc_keeps_what_sessions_hold_and_the_index_follows() {
         run.await.expect("gc task").expect("concurrent gc");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_the_blobs_of_held_images_and_an_image_without_them_is_pulled_again() {
+    let env = Env::new();
+    let solver = env.open();
+    let span = dagr_telemetry::SpanCx::off();
+    let pulled = solver
+        .solve(&image(), "holder", &span)
+        .await
+        .expect("pull")
+        .result;
+    let worker = solver.runner().clone();
+    // Held by a session: its manifest, config and layers stay (a publish may need them).
+    worker
+        .gc(&solver.leased_refs(), 0, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert!(worker.has_result(&pulled), "a held image keeps its blobs");
+    // No longer held, but its snapshots were just used (the grace): they stay, its blobs go,
+    // and the index lets the image go so that the next use pulls the blobs again.
+    solver.release_session("holder");
+    let report = worker
+        .gc(&[], 0, Duration::from_secs(3600))
+        .await
+        .expect("gc");
+    assert!(!report.removed_blobs.is_empty(), "{report:?}");
+    assert!(
+        !worker.has_result(&pulled),
+        "an image without its blobs is not a result"
+    );
+    let pruned = solver.prune(|r| worker.has_result(r)).expect("prune");
+    assert!(!pruned.is_empty());
+    let again = solver
+        .solve(&image(), "later", &span)
+        .await
+        .expect("pull again")
+        .result;
+    assert!(worker.has_result(&again), "the blobs came back");
+}

@@ -3,9 +3,13 @@
 //! the cache key follows the content's digest. Downloads are kept under the state directory's
 //! `downloads/`: one record per URL (`<sha256 of the url>.json`) and the content by digest
 //! (`blobs/<hex>`, with the server's modification time); a URL's previous version goes when a
-//! new one arrives.
+//! new one arrives. A record's modification time is the URL's last download or revalidation:
+//! [`Worker::prune_downloads`] removes records by it, then the content no record names. An op
+//! whose content was pruned after its cache key was made downloads it again.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use dagr_solver::{HttpOp, RunCtx, RunOutput};
 use dagr_source::{Fetched, Validators};
@@ -13,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::mounts::Cleanup;
-use crate::{Worker, WorkerError, blocking, random_id};
+use crate::{KindUsage, Pruned, Worker, WorkerError, blocking, random_id};
 
 /// What the worker remembers of a URL's last download.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,7 +88,15 @@ impl Worker {
             }
         };
         match (fetched, record) {
-            (Fetched::NotModified, Some(record)) => Ok(record.digest),
+            (Fetched::NotModified, Some(record)) => {
+                // Revalidated: a use, as far as pruning goes.
+                let _ = blocking(move || {
+                    filetime::set_file_mtime(&record_path, filetime::FileTime::now())
+                        .map_err(|e| io_err(&record_path, e))
+                })
+                .await;
+                Ok(record.digest)
+            }
             (Fetched::NotModified, None) => Err(crate::op_err(
                 "http",
                 format!("{}: answered 304 Not Modified to a first download", op.url),
@@ -133,6 +145,19 @@ impl Worker {
             None => self.resolve_http(op, ctx.session_id()).await?,
         };
         let blob = self.download_blob(&digest);
+        if !tokio::fs::try_exists(&blob).await.unwrap_or(false) {
+            // Pruned since the cache key was made: downloaded again, it must be the same.
+            let again = self.resolve_http(op, ctx.session_id()).await?;
+            if again != digest {
+                return Err(crate::op_err(
+                    "http",
+                    format!(
+                        "{}: the content changed ({digest}, now {again}) while the pipeline ran",
+                        op.url
+                    ),
+                ));
+            }
+        }
         let mut cleanup = Cleanup::new(self.clone());
         let empty = self.empty_snapshot().await?;
         let (key, dir) = self
@@ -160,6 +185,106 @@ impl Worker {
         .await?;
         self.commit_output(cleanup, key).await
     }
+}
+
+impl Worker {
+    /// The URLs whose downloads are kept, and the bytes of their content.
+    pub(crate) async fn downloads_usage(&self) -> Result<KindUsage, WorkerError> {
+        let dir = self.downloads_dir();
+        blocking(move || {
+            let bytes = blobs(&dir)?.iter().map(|(_, size)| size).sum();
+            Ok(KindUsage {
+                entries: records(&dir)?.len() as u64,
+                bytes,
+            })
+        })
+        .await
+    }
+
+    /// Removes the downloads of URLs not downloaded or revalidated within `unused_for` (all of
+    /// them with `None`), and the content no remaining record names.
+    pub async fn prune_downloads(
+        &self,
+        unused_for: Option<Duration>,
+    ) -> Result<Pruned, WorkerError> {
+        let dir = self.downloads_dir();
+        blocking(move || {
+            let now = SystemTime::now();
+            let mut pruned = Pruned::default();
+            let mut named = HashSet::new();
+            for (path, modified) in records(&dir)? {
+                let unused = unused_for.is_none_or(|unused_for| {
+                    now.duration_since(modified).unwrap_or_default() >= unused_for
+                });
+                if unused {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => pruned.removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&path, e)),
+                    }
+                } else if let Ok(bytes) = std::fs::read(&path)
+                    && let Ok(record) = serde_json::from_slice::<DownloadRecord>(&bytes)
+                {
+                    named.insert(record.digest);
+                }
+            }
+            for (path, size) in blobs(&dir)? {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if name.is_some_and(|n| named.contains(&format!("sha256:{n}"))) {
+                    continue;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => pruned.freed_bytes += size,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path, e)),
+                }
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+}
+
+/// The records under `dir` (`<sha256 of the url>.json`) and their modification times. Blocking.
+fn records(dir: &Path) -> Result<Vec<(PathBuf, SystemTime)>, WorkerError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+        {
+            out.push((path, modified));
+        }
+    }
+    Ok(out)
+}
+
+/// The content files under `dir/blobs` and their sizes, without downloads in progress
+/// (`.download-*`). Blocking.
+fn blobs(dir: &Path) -> Result<Vec<(PathBuf, u64)>, WorkerError> {
+    let dir = dir.join("blobs");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(&dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(&dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if let Ok(meta) = entry.metadata() {
+            out.push((entry.path(), meta.len()));
+        }
+    }
+    Ok(out)
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> WorkerError {

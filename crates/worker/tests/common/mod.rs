@@ -77,7 +77,7 @@ impl HostAccess for NoHost {
         client: &'a ClientRef,
         _network: &'a str,
         _address: &'a str,
-    ) -> BoxFuture<'a, Result<tokio::io::DuplexStream, HostError>> {
+    ) -> BoxFuture<'a, Result<dagr_worker::HostStream, HostError>> {
         Box::pin(async move { Err(no_host(client)) })
     }
     fn listen<'a>(
