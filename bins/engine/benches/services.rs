@@ -209,26 +209,10 @@ fn main() {
         (service_med.as_secs_f64() - runc_med.as_secs_f64()) * 1000.0
     );
 
-    // 3. 1 GiB through Service.up vs a direct loopback copy.
-    let direct = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().expect("accept");
-            let chunk = vec![0u8; 256 << 10];
-            let mut left = GIB;
-            while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
-                stream.write_all(&chunk[..n]).expect("write");
-                left -= n as u64;
-            }
-        });
-        let t = Instant::now();
-        let got = read_all(std::net::TcpStream::connect(addr).expect("connect"));
-        assert_eq!(got, GIB);
-        t.elapsed()
-    };
+    // 3. 1 GiB through Service.up vs a direct loopback copy, alternating, five rounds each
+    // (the loopback figure itself moves a lot from run to run on this machine).
     let port = dagr_testkit::free_port();
+    let engine_pid = engine.child.id();
     let up = rt.block_on(async {
         let data = query(
             &client,
@@ -269,35 +253,111 @@ fn main() {
             let client = client.clone();
             tokio::spawn(async move { client.query(json!({ "query": up })).await })
         };
-        let took = tokio::task::spawn_blocking(move || {
-            let stream = loop {
-                if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                    break stream;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
-            let t = Instant::now();
-            let mut stream = stream;
-            stream
-                .write_all(b"GET /big HTTP/1.0\r\n\r\n")
-                .expect("request");
-            let got = read_all(stream);
-            assert!(got > GIB, "{got} bytes");
-            t.elapsed()
-        })
-        .await
-        .expect("reader");
+        let mut rounds = Vec::new();
+        for _ in 0..ROUNDS {
+            let direct = tokio::task::spawn_blocking(direct_copy).await.expect("copy");
+            let cpu_before = (cpu_time(engine_pid), cpu_time(std::process::id()));
+            let up = tokio::task::spawn_blocking(move || {
+                let stream = loop {
+                    if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        break stream;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                let t = Instant::now();
+                let mut stream = stream;
+                stream
+                    .write_all(b"GET /big HTTP/1.0\r\n\r\n")
+                    .expect("request");
+                let got = read_all(stream);
+                assert!(got > GIB, "{got} bytes");
+                t.elapsed()
+            })
+            .await
+            .expect("reader");
+            let cpu_after = (cpu_time(engine_pid), cpu_time(std::process::id()));
+            rounds.push(Round {
+                direct,
+                up,
+                engine_cpu: cpu_after.0 - cpu_before.0,
+                client_cpu: cpu_after.1 - cpu_before.1,
+            });
+        }
         forwarding.abort();
-        took
+        rounds
     });
+    let median_of = |f: fn(&Round) -> Duration| median(up.iter().map(f).collect());
+    let (direct, up_median) = (median_of(|r| r.direct), median_of(|r| r.up));
+    let ratios: Vec<String> = up
+        .iter()
+        .map(|r| format!("{:.2}", r.direct.as_secs_f64() / r.up.as_secs_f64()))
+        .collect();
+    println!(
+        "CPU time per Service.up transfer (median): engine {:?}, client and reader (this process) {:?}",
+        median_of(|r| r.engine_cpu),
+        median_of(|r| r.client_cpu)
+    );
+    let up = up_median;
     let mib_s = |d: Duration| GIB as f64 / (1 << 20) as f64 / d.as_secs_f64();
     println!(
-        "1 GiB through Service.up: {up:?} ({:.0} MiB/s), direct loopback copy {direct:?} ({:.0} MiB/s), throughput ratio {:.2}x (goal >= 0.5x)",
+        "1 GiB through Service.up: median {up:?} ({:.0} MiB/s), direct loopback copy median {direct:?} ({:.0} MiB/s), throughput ratio of the medians {:.2}x (goal >= 0.5x); ratio per round: {}",
         mib_s(up),
         mib_s(direct),
-        direct.as_secs_f64() / up.as_secs_f64()
+        direct.as_secs_f64() / up.as_secs_f64(),
+        ratios.join(", ")
     );
     drop(netns);
+}
+
+/// Rounds of the Service.up throughput comparison.
+const ROUNDS: usize = 5;
+
+/// One round: the direct copy, then the same through Service.up with the CPU time it took.
+struct Round {
+    direct: Duration,
+    up: Duration,
+    engine_cpu: Duration,
+    client_cpu: Duration,
+}
+
+/// 1 GiB over a direct loopback TCP connection, written and read 256 KiB at a time.
+fn direct_copy() -> Duration {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let writer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let chunk = vec![0u8; 256 << 10];
+        let mut left = GIB;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..n]).expect("write");
+            left -= n as u64;
+        }
+    });
+    let t = Instant::now();
+    let got = read_all(std::net::TcpStream::connect(addr).expect("connect"));
+    let took = t.elapsed();
+    assert_eq!(got, GIB);
+    writer.join().expect("writer");
+    took
+}
+
+/// User plus system CPU time of process `pid`, all threads (from `/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / per_second)
 }
 
 fn read_all(mut stream: std::net::TcpStream) -> u64 {
