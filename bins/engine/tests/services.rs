@@ -524,14 +524,49 @@ async fn a_tunnel_brings_a_service_to_the_clients_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dagr_up_forwards_a_service_until_interrupted() {
+    up_forwards_until_interrupted(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dagr_up_in_another_network_namespace_is_relayed_through_the_client() {
+    // A client whose host is not the engine's network: the engine cannot bind its ports, the
+    // client listens and relays.
+    let dir = tempfile::tempdir().unwrap();
+    let netns = dagr_network::NetworkNamespace::create(&dir.path().join("netns")).unwrap();
+    let lo = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.path().display()))
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(lo.success());
+    up_forwards_until_interrupted(Some(netns.path())).await;
+}
+
+/// `dagr up` of an httpd service on a free port, `curl` of it, then SIGINT; with `netns` both
+/// run in that network namespace (reaching the engine by its unix socket).
+async fn up_forwards_until_interrupted(netns: Option<&Path>) {
     let engine = engine(&[]);
     let client = connect(&engine).await;
     let page = format!("up {}", unique());
     let service = httpd(&client, 8080, &page, "").await;
     let local = dagr_testkit::free_port();
     let dagr = Path::new(env!("CARGO_BIN_EXE_dagr-engine")).with_file_name("dagr");
-    let mut up = std::process::Command::new(&dagr)
-        .args(["--host", &engine.host(), "--progress", "quiet", "up"])
+    let command = |program: &Path| match netns {
+        Some(netns) => {
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net={}", netns.display()))
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    };
+    let host = match netns {
+        Some(_) => format!("unix://{}", engine.unix.display()),
+        None => engine.host(),
+    };
+    let mut up = command(&dagr)
+        .args(["--host", &host, "--progress", "quiet", "up"])
         .arg(&service)
         .args(["--port", &format!("{local}:8080")])
         .stderr(std::process::Stdio::piped())
@@ -548,16 +583,18 @@ async fn dagr_up_forwards_a_service_until_interrupted() {
     .await
     .unwrap();
     assert_eq!(forwarding, format!("dagr up: forwarding 127.0.0.1:{local}"));
+    let mut curl = command(Path::new("curl"));
+    curl.args(["-sf", &format!("http://127.0.0.1:{local}/index.html")]);
     let got = tokio::task::spawn_blocking(move || {
-        let curl = std::process::Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{local}/index.html")])
-            .output()
-            .unwrap();
-        String::from_utf8(curl.stdout).unwrap()
+        String::from_utf8(curl.output().unwrap().stdout).unwrap()
     })
     .await
     .unwrap();
     assert_eq!(got, page);
+    if netns.is_some() {
+        // Not on the engine's loopback: the client listens in its own namespace.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", local)).is_err());
+    }
     // SIGINT, as Ctrl-C: dagr exits 0 and the service stops.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(up.id() as i32, libc::SIGINT) };

@@ -61,6 +61,11 @@ pub fn accept<B>(
         .get(UPGRADE)
         .cloned()
         .ok_or_else(|| AttachError::BadRequest("missing Upgrade header".into()))?;
+    let shares_network = req
+        .headers()
+        .get(crate::network::NETWORK_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|theirs| Some(theirs) == crate::network::own_network());
     let mut announced = Vec::new();
     for value in req.headers().get_all(EXPOSE_METHOD_HEADER) {
         let value = value.to_str().map_err(|_| {
@@ -92,6 +97,7 @@ pub fn accept<B>(
         PendingAttach {
             on_upgrade,
             methods: announced,
+            shares_network,
         },
     ))
 }
@@ -100,6 +106,7 @@ pub fn accept<B>(
 pub struct PendingAttach {
     on_upgrade: hyper::upgrade::OnUpgrade,
     methods: Vec<String>,
+    shares_network: bool,
 }
 
 impl std::fmt::Debug for PendingAttach {
@@ -114,6 +121,14 @@ impl PendingAttach {
     /// The methods the client announced.
     pub fn methods(&self) -> &[String] {
         &self.methods
+    }
+
+    /// Whether the client runs in the engine's own network namespace (its handshake named
+    /// the engine's network, see [`crate::network`]): its host's ports are the engine's, so
+    /// [`AttachablesClient::listen`] binds them in the engine itself and spares the connections
+    /// a hop through the client.
+    pub fn shares_network(&self) -> bool {
+        self.shares_network
     }
 
     /// Awaits the upgrade (the `101` must be on its way), reads the one `0x00` ack byte and opens the
@@ -155,6 +170,7 @@ impl PendingAttach {
             inner: Arc::new(Inner {
                 channel,
                 methods: self.methods,
+                shares_network: self.shares_network,
                 closed,
                 close,
             }),
@@ -165,6 +181,7 @@ impl PendingAttach {
 struct Inner {
     channel: Channel,
     methods: Vec<String>,
+    shares_network: bool,
     closed: watch::Receiver<bool>,
     close: Arc<CloseHandle>,
 }
@@ -255,10 +272,16 @@ impl AttachablesClient {
     }
 
     /// Listens on `address` (e.g. "127.0.0.1:0") on the client's host; resolves once the client
-    /// listens (see [`crate::tunnel`]).
+    /// listens (see [`crate::tunnel`]). For a client in the engine's network namespace
+    /// ([`PendingAttach::shares_network`]) the engine binds the address itself and the client
+    /// only announces it.
     pub async fn listen(&self, address: &str) -> Result<crate::RemoteListener, AttachError> {
         self.check(methods::TUNNEL_LISTEN)?;
-        crate::tunnel::listen(self.tunnel_client(), address).await
+        if self.inner.shares_network {
+            crate::tunnel::listen_here(self.tunnel_client(), address).await
+        } else {
+            crate::tunnel::listen(self.tunnel_client(), address).await
+        }
     }
 
     /// Asks `grpc.health.v1.Health/Check` for the overall status ("").

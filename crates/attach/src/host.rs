@@ -192,6 +192,9 @@ where
     for method in providers.methods() {
         request = request.header(EXPOSE_METHOD_HEADER, method);
     }
+    if let Some(network) = crate::network::own_network() {
+        request = request.header(crate::network::NETWORK_HEADER, network);
+    }
     let request = request
         .body(Empty::new())
         .map_err(|e| AttachError::BadRequest(e.to_string()))?;

@@ -29,6 +29,7 @@
 pub mod engine;
 pub mod host;
 mod io;
+pub mod network;
 pub mod sync;
 pub mod terminal;
 pub mod tree;

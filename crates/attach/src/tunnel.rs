@@ -396,6 +396,12 @@ async fn host_listen(
         Some(Some(ListenRequest {
             item: Some(listen_request::Item::Address(address)),
         })) => address,
+        Some(Some(ListenRequest {
+            item: Some(listen_request::Item::Announce(address)),
+        })) => {
+            host_announce(&address, inbound, tx, provider, stop).await;
+            return;
+        }
         Some(_) => {
             let message = "the first message of a listen must name its address".to_string();
             let _ = tx.send(fail(message)).await;
@@ -423,6 +429,42 @@ async fn host_listen(
     tokio::select! {
         () = relay_listen(listener, inbound, tx) => {}
         () = stopped(&mut stop) => {}
+    }
+}
+
+/// The engine listens itself at `address` (this host's network is the engine's): the client
+/// answers, tells its provider, and holds on until either side ends the stream.
+async fn host_announce(
+    address: &str,
+    mut inbound: Streaming<ListenRequest>,
+    tx: mpsc::Sender<ListenResponse>,
+    provider: Arc<dyn TunnelProvider>,
+    mut stop: watch::Receiver<()>,
+) {
+    let bound: SocketAddr = match address.parse() {
+        Ok(bound) => bound,
+        Err(err) => {
+            let message = format!("the engine announces a bad address {address:?}: {err}");
+            let _ = tx
+                .send(listen_message(listen_response::Item::Error(message)))
+                .await;
+            return;
+        }
+    };
+    let listening = listen_message(listen_response::Item::Listening(bound.to_string()));
+    if tx.send(listening).await.is_err() {
+        return;
+    }
+    provider.listening(bound);
+    loop {
+        tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            },
+            () = tx.closed() => return,
+            () = stopped(&mut stop) => return,
+        }
     }
 }
 
@@ -492,7 +534,7 @@ async fn relay_listen(
                             *queue = None;
                         }
                     }
-                    listen_request::Item::Address(_) => {}
+                    listen_request::Item::Address(_) | listen_request::Item::Announce(_) => {}
                 },
                 Ok(Some(ListenRequest { item: None })) => {}
                 Ok(None) | Err(_) => return,
@@ -698,21 +740,23 @@ impl RemoteListener {
     }
 }
 
-/// Listens on `address` on the client's host over `client`.
-pub(crate) async fn listen(
+/// Opens a `Listen` stream whose first message is `first`, and waits for the client's answer:
+/// the address it listens at (or that it announced).
+async fn open_listen(
     mut client: TunnelClient<Channel>,
-    address: &str,
-) -> Result<RemoteListener, AttachError> {
-    let failed = |message: String| AttachError::Tunnel {
-        operation: "listen",
-        target: address.to_string(),
-        message,
-    };
+    first: listen_request::Item,
+    failed: impl Fn(String) -> AttachError,
+) -> Result<
+    (
+        Streaming<ListenResponse>,
+        mpsc::Sender<ListenRequest>,
+        SocketAddr,
+    ),
+    AttachError,
+> {
     let (requests, requests_rx) = mpsc::channel(STREAM_DEPTH);
     // A fresh channel has room for the first message.
-    let _ = requests.try_send(ListenRequest {
-        item: Some(listen_request::Item::Address(address.to_string())),
-    });
+    let _ = requests.try_send(ListenRequest { item: Some(first) });
     let answer = async {
         let mut responses = client
             .listen(ReceiverStream::new(requests_rx))
@@ -746,6 +790,25 @@ pub(crate) async fn listen(
             ));
         }
     };
+    Ok((responses, requests, bound))
+}
+
+/// The error of a listen at `address`.
+fn listen_failed(address: &str) -> impl Fn(String) -> AttachError + '_ {
+    move |message| AttachError::Tunnel {
+        operation: "listen",
+        target: address.to_string(),
+        message,
+    }
+}
+
+/// Listens on `address` on the client's host over `client`.
+pub(crate) async fn listen(
+    client: TunnelClient<Channel>,
+    address: &str,
+) -> Result<RemoteListener, AttachError> {
+    let first = listen_request::Item::Address(address.to_string());
+    let (responses, requests, bound) = open_listen(client, first, listen_failed(address)).await?;
     let (accepted_tx, accepted) = mpsc::channel(ACCEPT_DEPTH);
     let relay = tokio::spawn(engine_listen(responses, requests, accepted_tx));
     Ok(RemoteListener {
@@ -753,6 +816,68 @@ pub(crate) async fn listen(
         accepted,
         _relay: AbortOnDrop(relay),
     })
+}
+
+/// Listens on `address` here, for a client in the engine's own network namespace (its host's
+/// ports are the engine's), which only announces the address to its user: accepted
+/// connections are the engine's own sockets, with no hop through the client. Listening stops
+/// when the [`RemoteListener`] is dropped or the client ends the stream.
+pub(crate) async fn listen_here(
+    client: TunnelClient<Channel>,
+    address: &str,
+) -> Result<RemoteListener, AttachError> {
+    let failed = listen_failed(address);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|err| failed(format!("listen {address}: {}", io_text(&err))))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|err| failed(format!("listen {address}: {}", io_text(&err))))?;
+    let first = listen_request::Item::Announce(bound.to_string());
+    let (responses, requests, _) = open_listen(client, first, failed).await?;
+    let (accepted_tx, accepted) = mpsc::channel(ACCEPT_DEPTH);
+    let relay = tokio::spawn(engine_listen_here(
+        listener,
+        responses,
+        requests,
+        accepted_tx,
+    ));
+    Ok(RemoteListener {
+        address: bound,
+        accepted,
+        _relay: AbortOnDrop(relay),
+    })
+}
+
+/// Hands out the connections of a listener of the engine's own until the client ends the
+/// stream (or the task is aborted); `_requests` keeps the engine's side of the stream open.
+async fn engine_listen_here(
+    listener: TcpListener,
+    mut responses: Streaming<ListenResponse>,
+    _requests: mpsc::Sender<ListenRequest>,
+    accepted: mpsc::Sender<TunnelStream>,
+) {
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((socket, _)) => {
+                    let _ = socket.set_nodelay(true);
+                    if accepted.send(TunnelStream::direct(socket)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "tunnel listener accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            message = responses.message() => match message {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            },
+            () = accepted.closed() => return,
+        }
+    }
 }
 
 /// The engine's state of one connection of a listener.
@@ -879,7 +1004,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream, UnixListener};
     use tokio::time::timeout;
 
-    use crate::test_common::{HANG, Pair, TaskGuard, connect_pair};
+    use crate::test_common::{HANG, Pair, TaskGuard, connect_pair, connect_pair_elsewhere};
     use crate::{AttachError, HostProviders, HostTunnel, TunnelProvider, methods};
 
     /// Remembers where the engine listened.
@@ -899,8 +1024,9 @@ mod tests {
         }
     }
 
+    /// A client on another host: its tunnels are relayed.
     async fn pair() -> Pair {
-        connect_pair(providers(Some(Arc::new(HostTunnel)))).await
+        connect_pair_elsewhere(providers(Some(Arc::new(HostTunnel)))).await
     }
 
     /// Echoes until EOF, then half-closes.
@@ -1079,10 +1205,16 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn listen_relays_concurrent_connections_with_half_close() {
+    /// Concurrent connections with half-close through a listener; `here`: a client in the
+    /// engine's network (the engine listens itself), else one elsewhere (relayed).
+    async fn listen_carries_concurrent_connections_with_half_close(here: bool) {
         let recorder = Arc::new(Recorder::default());
-        let pair = connect_pair(providers(Some(recorder.clone()))).await;
+        let providers = providers(Some(recorder.clone()));
+        let pair = if here {
+            connect_pair(providers).await
+        } else {
+            connect_pair_elsewhere(providers).await
+        };
         for method in [methods::TUNNEL_DIAL, methods::TUNNEL_LISTEN] {
             assert!(pair.client.methods().iter().any(|m| m == method));
         }
@@ -1107,6 +1239,64 @@ mod tests {
         // And again on the same listener.
         let conn = TcpStream::connect(address).await.unwrap();
         assert_eq!(exchange(conn, b"third").await, b"third");
+    }
+
+    #[tokio::test]
+    async fn listen_relays_concurrent_connections_with_half_close() {
+        listen_carries_concurrent_connections_with_half_close(false).await;
+    }
+
+    #[tokio::test]
+    async fn listen_here_serves_concurrent_connections_with_half_close() {
+        listen_carries_concurrent_connections_with_half_close(true).await;
+    }
+
+    #[tokio::test]
+    async fn listen_here_binds_in_the_engine_until_the_listener_or_the_client_goes() {
+        let recorder = Arc::new(Recorder::default());
+        let pair = connect_pair(providers(Some(recorder.clone()))).await;
+        let mut listener = pair.client.listen("127.0.0.1:0").await.unwrap();
+        let address = listener.address;
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [address],
+            "the client announces it"
+        );
+        let mut peer = TcpStream::connect(address).await.unwrap();
+        let mut conn = timeout(HANG, listener.accept()).await.unwrap().unwrap();
+        // Dropping the listener stops listening; the engine's connection is its own socket and
+        // lives until dropped.
+        drop(listener);
+        wait_refused(address).await;
+        peer.write_all(b"still here").await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        timeout(HANG, conn.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"still here");
+        // The client ending its side (its connection gone) stops the engine listening too.
+        let listener = pair.client.listen("127.0.0.1:0").await.unwrap();
+        let address = listener.address;
+        drop(pair.serve);
+        wait_refused(address).await;
+        // Connections accepted before (`wait_refused`'s tries) come out first, then the end.
+        let mut listener = listener;
+        timeout(HANG, async { while listener.accept().await.is_some() {} })
+            .await
+            .expect("the listener ends");
+        // A taken port is the engine's error at once.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let pair = connect_pair(providers(Some(recorder.clone()))).await;
+        let err = pair
+            .client
+            .listen(&taken.local_addr().unwrap().to_string())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        assert!(recorder.0.lock().unwrap().is_empty(), "nothing announced");
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! [`TunnelStream`]: the engine's end of one connection through a tunnel.
+//! [`TunnelStream`]: the engine's end of one connection through a tunnel (or of one of its own
+//! listener, for a client in the engine's network namespace).
 
 use std::io;
 use std::pin::Pin;
@@ -15,12 +16,24 @@ use super::CHUNK;
 /// writing sends to it, shutting down the write side half-closes the connection on the client's
 /// host, dropping the stream closes it.
 ///
-/// Bytes move between the stream and the tunnel's relay tasks as [`Bytes`] chunks over bounded
-/// queues: a write copies once (into a chunk of at most 64 KiB that the stream's message then
-/// carries), a read copies once (out of a received message), and a slow side holds the other
-/// back instead of growing buffers.
+/// A relayed connection's bytes move between the stream and the tunnel's relay tasks as
+/// [`Bytes`] chunks over bounded queues: a write copies once (into a chunk of at most 64 KiB
+/// that the stream's message then carries), a read copies once (out of a received message), and
+/// a slow side holds the other back instead of growing buffers. A connection of a listener the
+/// engine holds itself (a client in the engine's network namespace) is the socket.
 #[derive(Debug)]
 pub struct TunnelStream {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Relayed(Relayed),
+    Direct(tokio::net::TcpStream),
+}
+
+#[derive(Debug)]
+struct Relayed {
     /// The peer's chunks; `None` from the queue is the peer's EOF.
     incoming: mpsc::Receiver<Bytes>,
     /// What is left of the chunk being read.
@@ -30,12 +43,21 @@ pub struct TunnelStream {
 }
 
 impl TunnelStream {
-    /// A stream reading `incoming` and writing to `outgoing`.
+    /// A relayed stream reading `incoming` and writing to `outgoing`.
     pub(crate) fn new(incoming: mpsc::Receiver<Bytes>, outgoing: mpsc::Sender<Bytes>) -> Self {
         TunnelStream {
-            incoming,
-            pending: Bytes::new(),
-            outgoing: PollSender::new(outgoing),
+            inner: Inner::Relayed(Relayed {
+                incoming,
+                pending: Bytes::new(),
+                outgoing: PollSender::new(outgoing),
+            }),
+        }
+    }
+
+    /// A connection accepted by a listener of the engine's own.
+    pub(crate) fn direct(socket: tokio::net::TcpStream) -> Self {
+        TunnelStream {
+            inner: Inner::Direct(socket),
         }
     }
 }
@@ -45,26 +67,51 @@ fn broken_pipe() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the tunnel connection is closed")
 }
 
+impl Relayed {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        while self.pending.is_empty() {
+            match ready!(self.incoming.poll_recv(cx)) {
+                Some(chunk) => self.pending = chunk,
+                // EOF: nothing filled.
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(self.outgoing.poll_reserve(cx)).map_err(|_| broken_pipe())?;
+        let n = buf.len().min(CHUNK);
+        self.outgoing
+            .send_item(Bytes::copy_from_slice(&buf[..n]))
+            .map_err(|_| broken_pipe())?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn shutdown(&mut self) {
+        self.outgoing.abort_send();
+        self.outgoing.close();
+    }
+}
+
 impl AsyncRead for TunnelStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
+        match &mut self.get_mut().inner {
+            Inner::Relayed(relayed) => relayed.poll_read(cx, buf),
+            Inner::Direct(socket) => Pin::new(socket).poll_read(cx, buf),
         }
-        while this.pending.is_empty() {
-            match ready!(this.incoming.poll_recv(cx)) {
-                Some(chunk) => this.pending = chunk,
-                // EOF: nothing filled.
-                None => return Poll::Ready(Ok(())),
-            }
-        }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending.split_to(n));
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -74,28 +121,28 @@ impl AsyncWrite for TunnelStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+        match &mut self.get_mut().inner {
+            Inner::Relayed(relayed) => relayed.poll_write(cx, buf),
+            Inner::Direct(socket) => Pin::new(socket).poll_write(cx, buf),
         }
-        ready!(this.outgoing.poll_reserve(cx)).map_err(|_| broken_pipe())?;
-        let n = buf.len().min(CHUNK);
-        this.outgoing
-            .send_item(Bytes::copy_from_slice(&buf[..n]))
-            .map_err(|_| broken_pipe())?;
-        Poll::Ready(Ok(n))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Every accepted write is queued already.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            // Every accepted write is queued already.
+            Inner::Relayed(_) => Poll::Ready(Ok(())),
+            Inner::Direct(socket) => Pin::new(socket).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.outgoing.abort_send();
-        this.outgoing.close();
-        Poll::Ready(Ok(()))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Relayed(relayed) => {
+                relayed.shutdown();
+                Poll::Ready(Ok(()))
+            }
+            Inner::Direct(socket) => Pin::new(socket).poll_shutdown(cx),
+        }
     }
 }
 

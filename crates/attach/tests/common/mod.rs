@@ -48,6 +48,12 @@ pub struct TestEngine {
 
 /// Starts the server. `refuse` makes `/sessionAttachables` answer 400 with a JSON error.
 pub async fn start_engine(refuse: bool) -> TestEngine {
+    start_engine_with(refuse, false).await
+}
+
+/// Starts the server; with `elsewhere` it treats every client as one on another host (it
+/// drops the client's network identity from the handshake).
+pub async fn start_engine_with(refuse: bool, elsewhere: bool) -> TestEngine {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, attached) = mpsc::unbounded_channel();
@@ -84,6 +90,10 @@ pub async fn start_engine(refuse: bool) -> TestEngine {
                                 StatusCode::BAD_REQUEST,
                                 r#"{"error":"bad metadata"}"#,
                             ));
+                        }
+                        if elsewhere {
+                            req.headers_mut()
+                                .remove(dagr_attach::network::NETWORK_HEADER);
                         }
                         match dagr_attach::accept(&mut req) {
                             Ok((response, pending)) => {
@@ -128,8 +138,18 @@ pub struct Pair {
     pub serve: TaskGuard,
 }
 
+/// A pair whose client shares the engine's network (both run here).
 pub async fn connect_pair(providers: HostProviders) -> Pair {
-    let mut engine = start_engine(false).await;
+    connect_pair_with(providers, false).await
+}
+
+/// A pair whose client the engine treats as one on another host.
+pub async fn connect_pair_elsewhere(providers: HostProviders) -> Pair {
+    connect_pair_with(providers, true).await
+}
+
+async fn connect_pair_with(providers: HostProviders, elsewhere: bool) -> Pair {
+    let mut engine = start_engine_with(false, elsewhere).await;
     let stream = TcpStream::connect(engine.addr).await.unwrap();
     let session = dagr_attach::attach(stream, &metadata(), providers)
         .await

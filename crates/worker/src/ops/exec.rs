@@ -56,8 +56,10 @@ struct PreparedExec {
     sockets: Vec<SocketForward>,
 }
 
-/// Bytes each direction of a relayed connection copies at once (see [`splice`]).
-const RELAY_BUFFER: usize = 64 << 10;
+/// Bytes each direction of a relayed connection copies at once, at first and at most (see
+/// [`splice`]).
+const RELAY_BUFFER_MIN: usize = 16 << 10;
+const RELAY_BUFFER_MAX: usize = 1 << 20;
 
 /// A unix socket listening in the worker's work directory, each connection forwarded to a
 /// socket of a client's host; dropping it stops forwarding and removes the socket file.
@@ -598,14 +600,44 @@ fn exit_code_of(
     }
 }
 
-/// Copies both ways between two connections until each direction has ended, 64 KiB
-/// bytes at a time (tokio's default, 8 KiB, makes a tunnel's messages small and many).
+/// Copies both ways between two connections until each direction has ended (each EOF is
+/// passed on as a shutdown of the other side's write half) or either fails. Each direction
+/// reads into a buffer of [`RELAY_BUFFER_MIN`] that doubles, up to [`RELAY_BUFFER_MAX`],
+/// whenever a read fills it: a quiet connection holds little memory, and a bulk transfer moves
+/// large chunks (a tunnel's messages and the syscalls per byte are what a relay's throughput
+/// depends on).
 pub async fn splice<A, B>(a: &mut A, b: &mut B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
 {
-    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await;
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let _ = tokio::try_join!(
+        pump(&mut a_read, &mut b_write),
+        pump(&mut b_read, &mut a_write)
+    );
+}
+
+/// One direction of [`splice`].
+async fn pump<R, W>(reader: &mut R, writer: &mut W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; RELAY_BUFFER_MIN];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return writer.shutdown().await;
+        }
+        writer.write_all(&buf[..n]).await?;
+        writer.flush().await?;
+        if n == buf.len() && buf.len() < RELAY_BUFFER_MAX {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
 }
 
 /// Relays `conn` to `address` on `client`'s host (`network` "tcp" or "unix") until both
