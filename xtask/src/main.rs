@@ -236,6 +236,8 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Soak => {
             prereqs(&[])?;
+            // The suite's engines run on dagr-launcher, found beside the release engine.
+            run(Command::new(cargo()).args(["build", "--release", "-p", "dagr-launcher-bin"]))?;
             run(Command::new(cargo())
                 .args([
                     "test",
