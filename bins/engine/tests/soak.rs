@@ -148,12 +148,41 @@ async fn concurrent_sessions_with_mixed_queries_all_answer_correctly() {
     engine.wait_metric("dagr_sessions_active", 0);
 }
 
+/// An engine started again on the state under `base` after a SIGKILL; no container of the
+/// dead one may be left (`what`: the iteration, for the message).
+fn restart(base: &Path, what: &str) -> dagr_testkit::EngineProcess {
+    let engine = dagr_testkit::EngineProcess::start_in(
+        engine_bin(),
+        base,
+        tempfile::tempdir().unwrap(),
+        &[],
+    );
+    assert_eq!(
+        dagr_testkit::runtime_containers(&base.join("state/worker/exec/runc")),
+        "",
+        "{what}: containers left"
+    );
+    engine
+}
+
+/// No container and no mount under `base` once its engine is gone.
+fn assert_nothing_left(base: &Path, what: &str) {
+    assert_eq!(
+        dagr_testkit::runtime_containers(&base.join("state/worker/exec/runc")),
+        "",
+        "{what}: containers left"
+    );
+    assert_eq!(
+        dagr_testkit::mounts_under(base),
+        Vec::<String>::new(),
+        "{what}: mounts left"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
     let iterations = if long() { 50 } else { 4 };
     let base = tempfile::tempdir().unwrap();
-    let state = base.path().join("state");
-    let runc_root = state.join("worker/exec/runc");
     let img = json!(image());
     let mut killed_mid_run = 0;
     for i in 0..iterations {
@@ -187,17 +216,7 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
 
         // Restarted on the same state: the pipeline runs to the right answer, and nothing of
         // the dead engine is left.
-        let engine = dagr_testkit::EngineProcess::start_in(
-            engine_bin(),
-            base.path(),
-            tempfile::tempdir().unwrap(),
-            &[],
-        );
-        assert_eq!(
-            dagr_testkit::runtime_containers(&runc_root),
-            "",
-            "iteration {i}: containers left"
-        );
+        let engine = restart(base.path(), &format!("iteration {i}"));
         let client = dagr_testkit::gql::connect(&engine, false).await;
         let data = query(&client, pipeline).await.unwrap();
         assert_eq!(
@@ -208,16 +227,7 @@ async fn sigkill_at_random_points_then_restart_ends_correct_and_clean() {
         client.close().await.unwrap();
         engine.wait_metric("dagr_sessions_active", 0);
         drop(engine);
-        assert_eq!(
-            dagr_testkit::runtime_containers(&runc_root),
-            "",
-            "iteration {i}: containers left"
-        );
-        assert_eq!(
-            dagr_testkit::mounts_under(base.path()),
-            Vec::<String>::new(),
-            "iteration {i}: mounts left"
-        );
+        assert_nothing_left(base.path(), &format!("iteration {i}"));
     }
     println!(
         "chaos: {iterations} kills ({killed_mid_run} while the pipeline ran), every rerun correct and clean"
@@ -533,7 +543,6 @@ fn exec_script(pipeline: &str) -> String {
 async fn sigkill_in_each_phase_then_restart_ends_correct_and_clean() {
     let iterations = if long() { 50 } else { PHASES.len() };
     let base = tempfile::tempdir().unwrap();
-    let runc_root = base.path().join("state/worker/exec/runc");
     let registry = dagr_testkit::scratch_registry::ScratchRegistry::start(None);
     let proxy = RegistryProxy::start(&registry.addr).await;
     let publisher_engine = dagr_testkit::EngineProcess::start(engine_bin(), &[]);
@@ -617,17 +626,7 @@ async fn sigkill_in_each_phase_then_restart_ends_correct_and_clean() {
         // Restarted on the same state: the pipeline runs to the right answer, and nothing of
         // the dead engine is left.
         proxy.throttled.store(false, Ordering::SeqCst);
-        let engine = dagr_testkit::EngineProcess::start_in(
-            engine_bin(),
-            base.path(),
-            tempfile::tempdir().unwrap(),
-            &[],
-        );
-        assert_eq!(
-            dagr_testkit::runtime_containers(&runc_root),
-            "",
-            "iteration {i} ({phase:?}): containers left"
-        );
+        let engine = restart(base.path(), &format!("iteration {i} ({phase:?})"));
         let client = dagr_testkit::gql::connect(&engine, false).await;
         let data = query(&client, pipeline).await.unwrap();
         check_answer(phase, &n, &data, i);
@@ -638,16 +637,7 @@ async fn sigkill_in_each_phase_then_restart_ends_correct_and_clean() {
             "iteration {i} ({phase:?}): a prune after the restart"
         );
         drop(engine);
-        assert_eq!(
-            dagr_testkit::runtime_containers(&runc_root),
-            "",
-            "iteration {i} ({phase:?}): containers left"
-        );
-        assert_eq!(
-            dagr_testkit::mounts_under(base.path()),
-            Vec::<String>::new(),
-            "iteration {i} ({phase:?}): mounts left"
-        );
+        assert_nothing_left(base.path(), &format!("iteration {i} ({phase:?})"));
     }
     // A kill that came after the answer is no test of its phase: most must land in it (a
     // prune has no sign of progress to wait for, so its kills land where they land).

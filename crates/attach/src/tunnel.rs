@@ -421,15 +421,28 @@ async fn host_listen(
             return;
         }
     };
-    let listening = listen_message(listen_response::Item::Listening(bound.to_string()));
-    if tx.send(listening).await.is_err() {
+    if !report_listening(&tx, provider.as_ref(), bound).await {
         return;
     }
-    provider.listening(bound);
     tokio::select! {
         () = relay_listen(listener, inbound, tx) => {}
         () = stopped(&mut stop) => {}
     }
+}
+
+/// Answers the engine that this host listens at `bound` and tells the provider; `false` when
+/// the engine is gone.
+async fn report_listening(
+    tx: &mpsc::Sender<ListenResponse>,
+    provider: &dyn TunnelProvider,
+    bound: SocketAddr,
+) -> bool {
+    let listening = listen_message(listen_response::Item::Listening(bound.to_string()));
+    if tx.send(listening).await.is_err() {
+        return false;
+    }
+    provider.listening(bound);
+    true
 }
 
 /// The engine listens itself at `address` (this host's network is the engine's): the client
@@ -451,11 +464,9 @@ async fn host_announce(
             return;
         }
     };
-    let listening = listen_message(listen_response::Item::Listening(bound.to_string()));
-    if tx.send(listening).await.is_err() {
+    if !report_listening(&tx, provider.as_ref(), bound).await {
         return;
     }
-    provider.listening(bound);
     loop {
         tokio::select! {
             message = inbound.message() => match message {
