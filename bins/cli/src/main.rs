@@ -697,7 +697,7 @@ async fn cache_prune(
 ) -> anyhow::Result<ExitCode> {
     let body = serde_json::to_vec(&serde_json::json!({
         "olderThanSeconds": older_than,
-        "keepCacheVolumes": keep_cache_volumes,
+        "pruneCacheVolumes": !keep_cache_volumes,
     }))
     .context("encoding the request")?;
     let report = engine_json(cli, http::Method::POST, "/cache/prune", body).await?;

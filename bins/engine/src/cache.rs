@@ -1,7 +1,8 @@
 //! `GET /cache/usage` and `POST /cache/prune` (`dagr du`, `dagr prune`): what the cache holds
 //! by kind, and removing what no session or exec holds (everything, or what was not used for a
-//! while): results with their layers and blobs, cache volumes (unless asked to keep them, as
-//! `docker builder prune` and Dagger's prune remove them too) and `Query.http` downloads.
+//! while): results with their layers and blobs, `Query.http` downloads and, when asked for
+//! (`dagr prune` asks unless `--keep-cache-volumes`, as `docker builder prune` and Dagger's
+//! prune remove them too), cache volumes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,9 +15,10 @@ pub struct PruneRequest {
     /// Keep results used within this many seconds; `None` prunes everything not held.
     #[serde(default)]
     pub older_than_seconds: Option<u64>,
-    /// Leave cache volumes alone.
+    /// Remove the cache volumes no exec holds too (by the same age). Off unless asked for, so
+    /// that callers of before keep their volumes; `dagr prune` asks unless told to keep them.
     #[serde(default)]
-    pub keep_cache_volumes: bool,
+    pub prune_cache_volumes: bool,
 }
 
 /// What `POST /cache/prune` answers.
@@ -45,8 +47,8 @@ pub async fn usage(api: &dagr_api::CoreApi) -> Result<dagr_worker::CacheUsage, S
 const HANDOVER: Duration = Duration::from_secs(5);
 
 /// Removes every result no session holds (and not used within `older_than_seconds` when
-/// given), with the layers and blobs only they needed; then the cache volumes no exec holds
-/// (unless `keep_cache_volumes`) and the downloads, by the same age.
+/// given), with the layers and blobs only they needed; then the downloads and, when asked for
+/// (`prune_cache_volumes`), the cache volumes no exec holds, by the same age.
 pub async fn prune(api: &dagr_api::CoreApi, request: PruneRequest) -> Result<PruneReport, String> {
     let solver = api.services().solver.clone();
     let worker = solver.runner().clone();
@@ -76,13 +78,13 @@ pub async fn prune(api: &dagr_api::CoreApi, request: PruneRequest) -> Result<Pru
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     let unused_for = request.older_than_seconds.map(Duration::from_secs);
-    let volumes = if request.keep_cache_volumes {
-        dagr_worker::Pruned::default()
-    } else {
+    let volumes = if request.prune_cache_volumes {
         worker
             .prune_cache_volumes(unused_for)
             .await
             .map_err(|e| e.to_string())?
+    } else {
+        dagr_worker::Pruned::default()
     };
     let downloads = worker
         .prune_downloads(unused_for)

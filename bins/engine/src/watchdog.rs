@@ -63,7 +63,9 @@ pub fn run(runc: &Path, runc_root: &Path) -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if !killed.is_ok_and(|s| s.success()) {
+        // A container that ended by itself meanwhile is no failure: its runtime process
+        // removes its state once it has reaped it.
+        if !killed.is_ok_and(|s| s.success()) && !state_gone(&runc_root.join(id)) {
             eprintln!("dagr-engine watchdog: could not kill container {id} of the ended engine");
         }
     }
@@ -78,6 +80,18 @@ pub fn run(runc: &Path, runc_root: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a container's state directory is gone, or goes within a second.
+fn state_gone(state: &Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while state.exists() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
 }
 
 /// The containers in a runtime state directory (one directory per container).

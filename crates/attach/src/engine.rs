@@ -273,11 +273,12 @@ impl AttachablesClient {
 
     /// Listens on `address` (e.g. "127.0.0.1:0") on the client's host; resolves once the client
     /// listens (see [`crate::tunnel`]). For a client in the engine's network namespace
-    /// ([`PendingAttach::shares_network`]) the engine binds the address itself and the client
-    /// only announces it.
+    /// ([`PendingAttach::shares_network`]) the engine binds a loopback address with an
+    /// unprivileged port itself and the client only announces it (other addresses are the
+    /// client's to bind, with its own privileges).
     pub async fn listen(&self, address: &str) -> Result<crate::RemoteListener, AttachError> {
         self.check(methods::TUNNEL_LISTEN)?;
-        if self.inner.shares_network {
+        if self.inner.shares_network && crate::tunnel::can_listen_here(address) {
             crate::tunnel::listen_here(self.tunnel_client(), address).await
         } else {
             crate::tunnel::listen(self.tunnel_client(), address).await

@@ -6,8 +6,8 @@
 //! whatever relays (ssh, `dial-stdio`, a proxy) its connection goes through.
 //!
 //! A client that claims the engine's identity without sharing its network gets the ports it
-//! asks for bound on the engine's loopback instead of its own: nothing it could not reach
-//! through a tunnel anyway.
+//! asks for bound on the engine's loopback instead of its own (only loopback addresses with
+//! unprivileged ports are bound that way): nothing it could not reach through a tunnel anyway.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::OnceLock;

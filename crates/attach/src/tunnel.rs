@@ -829,6 +829,15 @@ pub(crate) async fn listen(
     })
 }
 
+/// Whether the engine may bind `address` for a client in its network namespace: a loopback
+/// address with port 0 or an unprivileged one (a client could bind those itself, whatever its
+/// user).
+pub(crate) fn can_listen_here(address: &str) -> bool {
+    address
+        .parse::<SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback() && (a.port() == 0 || a.port() >= 1024))
+}
+
 /// Listens on `address` here, for a client in the engine's own network namespace (its host's
 /// ports are the engine's), which only announces the address to its user: accepted
 /// connections are the engine's own sockets, with no hop through the client. Listening stops

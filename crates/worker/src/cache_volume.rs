@@ -64,20 +64,27 @@ struct Hold {
 }
 
 impl Drop for Hold {
+    /// Marks the last use, then ends the use (in that order: a prune by age that sees the use
+    /// ended sees its mark too). On a blocking thread when a runtime runs.
     fn drop(&mut self) {
-        {
-            let mut held = self.held.lock();
-            if let Some(count) = held.get_mut(&self.name) {
+        let (held, name, mark) = (
+            self.held.clone(),
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.mark),
+        );
+        let end = move || {
+            touch(&mark);
+            let mut held = held.lock();
+            if let Some(count) = held.get_mut(&name) {
                 *count -= 1;
                 if *count == 0 {
-                    held.remove(&self.name);
+                    held.remove(&name);
                 }
             }
-        }
-        let mark = std::mem::take(&mut self.mark);
+        };
         match tokio::runtime::Handle::try_current() {
-            Ok(h) => drop(h.spawn_blocking(move || touch(&mark))),
-            Err(_) => touch(&mark),
+            Ok(h) => drop(h.spawn_blocking(end)),
+            Err(_) => end(),
         }
     }
 }
@@ -115,7 +122,12 @@ impl CacheVolumes {
             if !is_volume(&name) {
                 continue;
             }
-            let size = dagr_snapshot::disk_usage(&entry.path())?.size;
+            // A volume pruned meanwhile is not counted.
+            let size = match dagr_snapshot::disk_usage(&entry.path()) {
+                Ok(usage) => usage.size,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             out.push((name, size));
         }
         out.sort();
@@ -130,6 +142,12 @@ impl CacheVolumes {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with(PRIVATE_PREFIX) || name.starts_with(PRUNED_PREFIX) {
                     let _ = std::fs::remove_dir_all(e.path());
+                } else if is_volume(&name) {
+                    // A volume of an engine that kept no marks: its age starts now.
+                    let mark = root.join(USED_DIR).join(&name);
+                    if !mark.exists() {
+                        touch(&mark);
+                    }
                 }
             }
         }
@@ -152,45 +170,58 @@ impl CacheVolumes {
     /// Removes every volume no exec holds (with `unused_for`, only those whose last use is at
     /// least that old). Blocking.
     pub(crate) fn prune(&self, unused_for: Option<Duration>) -> Result<Pruned, WorkerError> {
-        let open_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| WorkerError::Open { path, source }
-        };
         let mut pruned = Pruned::default();
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pruned),
-            Err(e) => return Err(open_err(&self.root)(e)),
+            Err(source) => {
+                return Err(WorkerError::Open {
+                    path: self.root.clone(),
+                    source,
+                });
+            }
         };
         let now = SystemTime::now();
-        for entry in entries {
-            let entry = entry.map_err(open_err(&self.root))?;
+        for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PRUNED_PREFIX) {
+                // A removal that failed before: tried again.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
             if !is_volume(&name) {
                 continue;
             }
             let mark = self.mark_of(&name);
-            if let Some(unused_for) = unused_for {
-                let last_use = std::fs::metadata(&mark)
-                    .or_else(|_| entry.metadata())
-                    .and_then(|m| m.modified())
-                    .map_err(open_err(&entry.path()))?;
-                if now.duration_since(last_use).unwrap_or_default() < unused_for {
-                    continue;
-                }
-            }
             let removing = self.root.join(format!("{PRUNED_PREFIX}{}", random_id()));
             {
-                // Under the lock no exec can begin a use: one that begins after the rename
-                // finds no volume and starts an empty one.
+                // Under the lock no use can begin or end: one that begins after the rename
+                // finds no volume and starts an empty one; one that ended marked its end.
                 let held = self.held.lock();
                 if held.contains_key(&name) {
                     continue;
                 }
-                std::fs::rename(entry.path(), &removing).map_err(open_err(&entry.path()))?;
+                if let Some(unused_for) = unused_for {
+                    let last_use = std::fs::metadata(&mark)
+                        .or_else(|_| entry.metadata())
+                        .and_then(|m| m.modified());
+                    let recent = last_use.map_or(true, |last_use| {
+                        now.duration_since(last_use).unwrap_or_default() < unused_for
+                    });
+                    if recent {
+                        continue;
+                    }
+                }
+                if let Err(e) = std::fs::rename(entry.path(), &removing) {
+                    tracing::warn!(volume = %name, error = %e, "pruning a cache volume");
+                    continue;
+                }
             }
             let size = dagr_snapshot::disk_usage(&removing).map_or(0, |u| u.size);
-            std::fs::remove_dir_all(&removing).map_err(open_err(&removing))?;
+            if let Err(e) = std::fs::remove_dir_all(&removing) {
+                // Counted as removed (no exec sees it again); the rest goes at the next prune.
+                tracing::warn!(volume = %name, error = %e, "removing a pruned cache volume");
+            }
             let _ = std::fs::remove_file(&mark);
             pruned.removed += 1;
             pruned.freed_bytes += size;
@@ -199,7 +230,8 @@ impl CacheVolumes {
         if let Ok(marks) = std::fs::read_dir(self.root.join(USED_DIR)) {
             for mark in marks.flatten() {
                 let name = mark.file_name().to_string_lossy().into_owned();
-                if !self.root.join(&name).exists() && !self.held.lock().contains_key(&name) {
+                let held = self.held.lock();
+                if !held.contains_key(&name) && !self.root.join(&name).exists() {
                     let _ = std::fs::remove_file(mark.path());
                 }
             }
@@ -283,6 +315,18 @@ mod tests {
 
     use super::*;
 
+    /// Waits until no use of volume `id` runs (a use ends on a blocking thread).
+    async fn released(volumes: &CacheVolumes, id: &str) {
+        let name = CacheVolumes::name_of(id);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while volumes.held.lock().contains_key(&name) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
     #[tokio::test]
     async fn prune_spares_held_and_recent_volumes_and_a_pruned_volume_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
@@ -295,6 +339,7 @@ mod tests {
         let idle = volumes.acquire("npm", CacheSharing::Locked).await.unwrap();
         std::fs::write(idle.dir.join("package"), b"cached").unwrap();
         drop(idle);
+        released(&volumes, "npm").await;
 
         // Just used: kept by an age; held: kept by anything.
         let hour = Some(Duration::from_secs(3600));
@@ -308,6 +353,8 @@ mod tests {
             "a pruned volume starts empty"
         );
         drop((held, again));
+        released(&volumes, "go-mod").await;
+        released(&volumes, "npm").await;
         assert_eq!(volumes.prune(None).unwrap().removed, 2);
         let left: Vec<_> = std::fs::read_dir(volumes.root())
             .unwrap()

@@ -603,9 +603,9 @@ fn exit_code_of(
 /// Copies both ways between two connections until each direction has ended (each EOF is
 /// passed on as a shutdown of the other side's write half) or either fails. Each direction
 /// reads into a buffer of [`RELAY_BUFFER_MIN`] that doubles, up to [`RELAY_BUFFER_MAX`],
-/// whenever a read fills it: a quiet connection holds little memory, and a bulk transfer moves
-/// large chunks (a tunnel's messages and the syscalls per byte are what a relay's throughput
-/// depends on).
+/// whenever a read fills it, and halves after eight reads in a row that fill an eighth of it
+/// or less: a quiet connection holds little memory, and a bulk transfer moves large chunks (a
+/// tunnel's messages and the syscalls per byte are what a relay's throughput depends on).
 pub async fn splice<A, B>(a: &mut A, b: &mut B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
@@ -627,6 +627,7 @@ where
 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut buf = vec![0u8; RELAY_BUFFER_MIN];
+    let mut small_reads = 0;
     loop {
         let n = reader.read(&mut buf).await?;
         if n == 0 {
@@ -634,8 +635,18 @@ where
         }
         writer.write_all(&buf[..n]).await?;
         writer.flush().await?;
+        small_reads = if n <= buf.len() / 8 {
+            small_reads + 1
+        } else {
+            0
+        };
         if n == buf.len() && buf.len() < RELAY_BUFFER_MAX {
             buf.resize(buf.len() * 2, 0);
+        } else if small_reads >= 8 && buf.len() > RELAY_BUFFER_MIN {
+            // The burst is over: a quiet connection gives its memory back.
+            buf.truncate(buf.len() / 2);
+            buf.shrink_to_fit();
+            small_reads = 0;
         }
     }
 }

@@ -144,20 +144,28 @@ impl Worker {
             Some(d) => d.to_owned(),
             None => self.resolve_http(op, ctx.session_id()).await?,
         };
-        let blob = self.download_blob(&digest);
-        if !tokio::fs::try_exists(&blob).await.unwrap_or(false) {
-            // Pruned since the cache key was made: downloaded again, it must be the same.
-            let again = self.resolve_http(op, ctx.session_id()).await?;
-            if again != digest {
-                return Err(crate::op_err(
-                    "http",
-                    format!(
-                        "{}: the content changed ({digest}, now {again}) while the pipeline ran",
-                        op.url
-                    ),
-                ));
+        // Opened before it is copied: a prune that removes it meanwhile does not take the
+        // content from under the copy.
+        let content = match self.open_download(&digest).await? {
+            Some(content) => content,
+            None => {
+                // Pruned since the cache key was made: downloaded again, it must be the same.
+                let again = self.resolve_http(op, ctx.session_id()).await?;
+                if again != digest {
+                    return Err(crate::op_err(
+                        "http",
+                        format!(
+                            "{}: the content changed ({digest}, now {again}) while the pipeline ran",
+                            op.url
+                        ),
+                    ));
+                }
+                self.open_download(&digest).await?.ok_or_else(|| {
+                    crate::op_err("http", format!("{}: the download went away", op.url))
+                })?
             }
-        }
+        };
+        let blob = self.download_blob(&digest);
         let mut cleanup = Cleanup::new(self.clone());
         let empty = self.empty_snapshot().await?;
         let (key, dir) = self
@@ -166,8 +174,11 @@ impl Worker {
         let (filename, mode, owner) = (op.filename.clone(), op.mode, op.owner);
         blocking(move || {
             let target = crate::fsops::resolve_in_root(&dir, &filename, false)?;
-            std::fs::copy(&blob, &target).map_err(|e| io_err(&blob, e))?;
-            let modified = std::fs::metadata(&blob).map_err(|e| io_err(&blob, e))?;
+            let mut content = content;
+            let mut file = std::fs::File::create(&target).map_err(|e| io_err(&target, e))?;
+            std::io::copy(&mut content, &mut file).map_err(|e| io_err(&blob, e))?;
+            drop(file);
+            let modified = content.metadata().map_err(|e| io_err(&blob, e))?;
             if let Some(owner) = owner {
                 std::os::unix::fs::lchown(&target, Some(owner.uid), Some(owner.gid))
                     .map_err(|e| io_err(&target, e))?;
@@ -188,6 +199,17 @@ impl Worker {
 }
 
 impl Worker {
+    /// The content of a download, opened; `None` when it is not (or no longer) kept.
+    async fn open_download(&self, digest: &str) -> Result<Option<std::fs::File>, WorkerError> {
+        let blob = self.download_blob(digest);
+        blocking(move || match std::fs::File::open(&blob) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&blob, e)),
+        })
+        .await
+    }
+
     /// The URLs whose downloads are kept, and the bytes of their content.
     pub(crate) async fn downloads_usage(&self) -> Result<KindUsage, WorkerError> {
         let dir = self.downloads_dir();
