@@ -479,35 +479,40 @@ fn prune(engine: &SocketAddr) -> bool {
     s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
 }
 
-/// One phase's pipeline, run by `client` (`None`: for [`Phase::Gc`], a prune is what runs).
-fn phase_pipeline(phase: Phase, n: &str, base: &str, source: &str, proxy: &str) -> String {
-    let exec = |from: &str, script: &str| {
-        format!(
-            "{{ container {{ from(address: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ file(path: \"/out\") {{ contents }} }} }} }} }}",
-            json!(from),
-            json!(script)
-        )
-    };
-    match phase {
-        Phase::Pull | Phase::Unpack => {
-            exec(source, &format!("cat /d/f500 > /out; echo {n} >> /out"))
-        }
-        Phase::Exec | Phase::Gc => {
-            exec(base, &format!("sleep 1; echo {n} > /out; echo {n} >> /out"))
-        }
-        Phase::Commit => exec(
+/// One phase's pipeline: the query, and the script its exec runs (`sh -c SCRIPT`, by which
+/// its process is found).
+fn phase_pipeline(
+    phase: Phase,
+    n: &str,
+    base: &str,
+    source: &str,
+    proxy: &str,
+) -> (String, String) {
+    let (from, script) = match phase {
+        Phase::Pull | Phase::Unpack => (source, format!("cat /d/f500 > /out; echo {n} >> /out")),
+        Phase::Exec | Phase::Gc => (base, format!("sleep 1; echo {n} > /out; echo {n} >> /out")),
+        Phase::Commit => (
             base,
-            &format!("head -c 30000000 /dev/urandom > /big; echo {n} > /out; echo {n} >> /out"),
+            format!("head -c 30000000 /dev/urandom > /big; echo {n} > /out; echo {n} >> /out"),
         ),
+        Phase::Export => (
+            base,
+            format!("head -c {LAYER_BYTES} /dev/urandom > /big; echo {n} > /out; echo {n} >> /out"),
+        ),
+    };
+    let answer = match phase {
         Phase::Export => format!(
-            "{{ container {{ from(address: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ publish(address: {}) }} }} }} }}",
-            json!(base),
-            json!(format!(
-                "head -c {LAYER_BYTES} /dev/urandom > /big; echo {n} > /out; echo {n} >> /out"
-            )),
+            "publish(address: {})",
             json!(format!("{proxy}/chaos-out:{n}"))
         ),
-    }
+        _ => "file(path: \"/out\") { contents }".to_owned(),
+    };
+    let query = format!(
+        "{{ container {{ from(address: {}) {{ withExec(args: [\"sh\", \"-c\", {}]) {{ {answer} }} }} }} }}",
+        json!(from),
+        json!(script)
+    );
+    (query, script)
 }
 
 /// Checks a phase pipeline's answer.
@@ -527,16 +532,6 @@ fn check_answer(phase: Phase, n: &str, data: &serde_json::Value, iteration: usiz
             "iteration {iteration} ({phase:?})"
         );
     }
-}
-
-/// The script of an exec pipeline (its process's `sh -c` argument).
-fn exec_script(pipeline: &str) -> String {
-    let args: serde_json::Value = {
-        let start = pipeline.find("args: ").unwrap() + "args: ".len();
-        let end = pipeline[start..].find("])").unwrap() + start + 1;
-        serde_json::from_str(&pipeline[start..end]).unwrap()
-    };
-    args[2].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,7 +555,7 @@ async fn sigkill_in_each_phase_then_restart_ends_correct_and_clean() {
             }
             _ => String::new(),
         };
-        let pipeline = phase_pipeline(phase, &n, &busybox, &source, &proxy.addr);
+        let (pipeline, script) = phase_pipeline(phase, &n, &busybox, &source, &proxy.addr);
         let mut engine = dagr_testkit::EngineProcess::start_in(
             engine_bin(),
             base.path(),
@@ -586,7 +581,6 @@ async fn sigkill_in_each_phase_then_restart_ends_correct_and_clean() {
             let (client, pipeline) = (client.clone(), pipeline.clone());
             tokio::spawn(async move { client.query(json!({ "query": pipeline })).await.is_ok() })
         };
-        let script = exec_script(&pipeline);
         let argv = ["sh", "-c", script.as_str()];
         let mut reached = tokio::time::timeout(Duration::from_secs(60), async {
             match phase {

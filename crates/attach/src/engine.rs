@@ -106,6 +106,9 @@ pub fn accept<B>(
 pub struct PendingAttach {
     on_upgrade: hyper::upgrade::OnUpgrade,
     methods: Vec<String>,
+    /// The client runs in the engine's own network namespace (its handshake named the
+    /// engine's network, see [`crate::network`]): its host's ports are the engine's, so
+    /// [`AttachablesClient::listen`] binds them in the engine itself.
     shares_network: bool,
 }
 
@@ -121,14 +124,6 @@ impl PendingAttach {
     /// The methods the client announced.
     pub fn methods(&self) -> &[String] {
         &self.methods
-    }
-
-    /// Whether the client runs in the engine's own network namespace (its handshake named
-    /// the engine's network, see [`crate::network`]): its host's ports are the engine's, so
-    /// [`AttachablesClient::listen`] binds them in the engine itself and spares the connections
-    /// a hop through the client.
-    pub fn shares_network(&self) -> bool {
-        self.shares_network
     }
 
     /// Awaits the upgrade (the `101` must be on its way), reads the one `0x00` ack byte and opens the
@@ -273,7 +268,7 @@ impl AttachablesClient {
 
     /// Listens on `address` (e.g. "127.0.0.1:0") on the client's host; resolves once the client
     /// listens (see [`crate::tunnel`]). For a client in the engine's network namespace
-    /// ([`PendingAttach::shares_network`]) the engine binds a loopback address with an
+    /// ([`crate::network`]) the engine binds a loopback address with an
     /// unprivileged port itself and the client only announces it (other addresses are the
     /// client's to bind, with its own privileges).
     pub async fn listen(&self, address: &str) -> Result<crate::RemoteListener, AttachError> {

@@ -2,7 +2,7 @@
 //! `<boot id>/<nsfs device>:<inode>`, equal for two processes exactly when they share one
 //! network namespace on one boot of one machine. A client sends its own with the attachables
 //! handshake ([`NETWORK_HEADER`]); the engine compares it with its own
-//! ([`crate::PendingAttach::shares_network`]). It names the client process's own namespace,
+//! (when they match, [`crate::AttachablesClient::listen`] binds in the engine). It names the client process's own namespace,
 //! whatever relays (ssh, `dial-stdio`, a proxy) its connection goes through.
 //!
 //! A client that claims the engine's identity without sharing its network gets the ports it

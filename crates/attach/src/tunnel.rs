@@ -408,16 +408,10 @@ async fn host_listen(
             return;
         }
     };
-    let bound = match TcpListener::bind(address.as_str()).await {
-        Ok(listener) => listener.local_addr().map(|bound| (listener, bound)),
-        Err(err) => Err(err),
-    };
-    let (listener, bound) = match bound {
+    let (listener, bound) = match bind(&address).await {
         Ok(bound) => bound,
-        Err(err) => {
-            let _ = tx
-                .send(fail(format!("listen {address}: {}", io_text(&err))))
-                .await;
+        Err(message) => {
+            let _ = tx.send(fail(message)).await;
             return;
         }
     };
@@ -428,6 +422,15 @@ async fn host_listen(
         () = relay_listen(listener, inbound, tx) => {}
         () = stopped(&mut stop) => {}
     }
+}
+
+/// A TCP listener at `address` and the address it is bound to, or why not.
+async fn bind(address: &str) -> Result<(TcpListener, SocketAddr), String> {
+    let bound = match TcpListener::bind(address).await {
+        Ok(listener) => listener.local_addr().map(|bound| (listener, bound)),
+        Err(err) => Err(err),
+    };
+    bound.map_err(|err| format!("listen {address}: {}", io_text(&err)))
 }
 
 /// Answers the engine that this host listens at `bound` and tells the provider; `false` when
@@ -847,12 +850,7 @@ pub(crate) async fn listen_here(
     address: &str,
 ) -> Result<RemoteListener, AttachError> {
     let failed = listen_failed(address);
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|err| failed(format!("listen {address}: {}", io_text(&err))))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|err| failed(format!("listen {address}: {}", io_text(&err))))?;
+    let (listener, bound) = bind(address).await.map_err(&failed)?;
     let first = listen_request::Item::Announce(bound.to_string());
     let (responses, requests, _) = open_listen(client, first, failed).await?;
     let (accepted_tx, accepted) = mpsc::channel(ACCEPT_DEPTH);

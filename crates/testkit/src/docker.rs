@@ -114,10 +114,18 @@ impl DockerDaemon {
     /// failure.
     pub fn timed_build(&self, context: &Path, tag: &str, build_args: &[String]) -> Duration {
         let started = Instant::now();
+        let mut args = vec!["--quiet".to_owned(), "--tag".to_owned(), tag.to_owned()];
+        args.extend(build_args.iter().map(|a| format!("--build-arg={a}")));
+        self.run_build(context, &args);
+        started.elapsed()
+    }
+
+    /// `docker build --network=none ARGS CONTEXT`; panics with the builder's output on failure.
+    fn run_build(&self, context: &Path, args: &[String]) {
         let out = self
             .docker()
-            .args(["build", "--quiet", "--network=none", "--tag", tag])
-            .args(build_args.iter().map(|a| format!("--build-arg={a}")))
+            .args(["build", "--network=none"])
+            .args(args)
             .arg(context)
             .output()
             .expect("docker build");
@@ -127,7 +135,6 @@ impl DockerDaemon {
             context.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        started.elapsed()
     }
 
     /// Builds `context` with `args` (`docker build --network=none ...`): the root filesystem as
@@ -142,20 +149,10 @@ impl DockerDaemon {
         tag: &str,
     ) -> serde_json::Value {
         let build = |output: &[String]| {
-            let out = self
-                .docker()
-                .args(["build", "--network=none", "--progress=plain"])
-                .args(args)
-                .args(output)
-                .arg(context)
-                .output()
-                .expect("docker build");
-            assert!(
-                out.status.success(),
-                "docker build of {} failed: {}",
-                context.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let mut all = vec!["--progress=plain".to_owned()];
+            all.extend_from_slice(args);
+            all.extend_from_slice(output);
+            self.run_build(context, &all);
         };
         build(&[
             "--output".to_owned(),

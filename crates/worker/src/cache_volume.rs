@@ -46,13 +46,14 @@ fn is_volume(name: &str) -> bool {
     !name.starts_with(PRIVATE_PREFIX) && !name.starts_with('.')
 }
 
-/// Sets the last use of the volume whose mark is `mark` to now. Blocking.
+/// Sets the last use of the volume whose mark is `mark` to now (a new mark is made now).
+/// Blocking.
 fn touch(mark: &Path) {
-    if let Some(dir) = mark.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if std::fs::File::create(mark).is_ok() {
-        let _ = filetime::set_file_mtime(mark, filetime::FileTime::now());
+    if filetime::set_file_mtime(mark, filetime::FileTime::now()).is_err() {
+        if let Some(dir) = mark.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::File::create(mark);
     }
 }
 

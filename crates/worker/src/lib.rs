@@ -610,12 +610,11 @@ impl Worker {
             snapshots.lease_snapshot(LEASE, key).await?;
         }
         // An image a session holds keeps its blobs too: it may still be published.
-        let blobs = {
+        let blobs: Vec<dagr_snapshot::Digest> = {
             let (worker, in_use) = (self.clone(), in_use.to_vec());
             blocking(move || Ok(in_use.iter().flat_map(|r| worker.image_blobs(r)).collect()))
                 .await?
         };
-        let blobs: Vec<dagr_snapshot::Digest> = blobs;
         for blob in &blobs {
             snapshots.lease_blob(LEASE, blob).await?;
         }

@@ -196,9 +196,7 @@ impl Worker {
         .await?;
         self.commit_output(cleanup, key).await
     }
-}
 
-impl Worker {
     /// The content of a download, opened; `None` when it is not (or no longer) kept.
     async fn open_download(&self, digest: &str) -> Result<Option<std::fs::File>, WorkerError> {
         let blob = self.download_blob(digest);
@@ -267,16 +265,21 @@ impl Worker {
     }
 }
 
+/// The entries of `dir`, none when it does not exist (yet). Blocking.
+fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, WorkerError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<Result<_, _>>()
+            .map_err(|e| io_err(dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(dir, e)),
+    }
+}
+
 /// The records under `dir` (`<sha256 of the url>.json`) and their modification times. Blocking.
 fn records(dir: &Path) -> Result<Vec<(PathBuf, SystemTime)>, WorkerError> {
     let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
+    for entry in entries(dir)? {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "json")
             && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
@@ -290,15 +293,8 @@ fn records(dir: &Path) -> Result<Vec<(PathBuf, SystemTime)>, WorkerError> {
 /// The content files under `dir/blobs` and their sizes, without downloads in progress
 /// (`.download-*`). Blocking.
 fn blobs(dir: &Path) -> Result<Vec<(PathBuf, u64)>, WorkerError> {
-    let dir = dir.join("blobs");
     let mut out = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err(&dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err(&dir, e))?;
+    for entry in entries(&dir.join("blobs"))? {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
