@@ -168,7 +168,17 @@ impl App {
         if let Some(exporter) = exporter {
             exporter.shutdown().await;
         }
-        // Every session is torn down and its containers are gone.
+        // Every session is torn down and its containers are gone; the launchers started ahead
+        // of execs end now, and their cgroups go.
+        if tokio::time::timeout(
+            shutdown_grace,
+            api.services().worker().executor().wait_idle(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("execs were still cleaning up at shutdown");
+        }
         let _ = tokio::task::spawn_blocking(move || watchdog.stop()).await;
         network.shutdown().await;
         // Cache hits keep last-used times in memory; persist them for the next start's GC.
@@ -256,6 +266,7 @@ async fn open_api(
         ),
     }
     worker_config.init = config.init.clone();
+    worker_config.placed_launchers = config.placed_launchers;
     // No limit unless the user asks for one: BuildKit runs every ready exec at once too.
     worker_config.max_concurrent_execs = config
         .max_execs

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// the execs that bind them never count against it).
     #[arg(long, value_name = "N")]
     max_execs: Option<usize>,
+    /// How many container launchers dagr-launcher keeps started ahead of execs, each already in
+    /// its exec's cgroups: moving a process into a cgroup waits for an RCU grace period (about
+    /// 10 ms on a cgroup v1 host), which then stays off the exec's path. 0 turns this off.
+    /// Ignored on runc.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    placed_launchers: usize,
     /// How containers are networked: `bridge` (an address on the engine's bridge, NAT to the
     /// host's network, the engine's DNS for service names; needs iptables) or `none`
     /// (loopback only; services are then unavailable).
@@ -264,6 +270,8 @@ pub struct Config {
     pub init: Option<PathBuf>,
     /// At most this many containers run at once; `None`: the worker's default.
     pub max_execs: Option<usize>,
+    /// Launchers started ahead of execs (dagr-launcher only; 0 with runc).
+    pub placed_launchers: usize,
     /// The container network.
     pub network: NetworkSettings,
     /// What each exec may use.
@@ -314,19 +322,31 @@ impl From<ServeArgs> for Config {
         } else {
             args.listen
         };
+        let explicit_runc = args.runc.is_some();
+        let runc = match (args.runtime, args.runc) {
+            (RuntimeChoice::Runc, runc) => runc,
+            (RuntimeChoice::DagrLauncher, _) => {
+                Some(launcher_beside().unwrap_or_else(|| PathBuf::from("dagr-launcher")))
+            }
+            (RuntimeChoice::Auto, Some(runc)) => Some(runc),
+            // dagr-launcher resolves mounts with openat2(2) (Linux 5.6): runc before that.
+            (RuntimeChoice::Auto, None) => launcher_beside().filter(|_| kernel_has_openat2()),
+        };
+        let on_launcher = match args.runtime {
+            RuntimeChoice::DagrLauncher => true,
+            RuntimeChoice::Auto => !explicit_runc && runc.is_some(),
+            RuntimeChoice::Runc => false,
+        };
         Config {
             state_dir,
             listen,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
-            runc: match (args.runtime, args.runc) {
-                (RuntimeChoice::Runc, runc) => runc,
-                (RuntimeChoice::DagrLauncher, _) => {
-                    Some(launcher_beside().unwrap_or_else(|| PathBuf::from("dagr-launcher")))
-                }
-                (RuntimeChoice::Auto, Some(runc)) => Some(runc),
-                // dagr-launcher resolves mounts with openat2(2) (Linux 5.6): runc before that.
-                (RuntimeChoice::Auto, None) => launcher_beside().filter(|_| kernel_has_openat2()),
+            placed_launchers: if on_launcher {
+                args.placed_launchers
+            } else {
+                0
             },
+            runc,
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
                 Some(path) => Some(path),

@@ -157,6 +157,11 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                     "Exec runs whose phases the dagr_exec_*_microseconds_total counters sum.",
                     phases.runs,
                 ));
+                counters.push((
+                    "dagr_exec_placed_launcher_runs_total",
+                    "Exec runs of them on a launcher started ahead, already in the exec's cgroups.",
+                    phases.placed_runs,
+                ));
                 for (phase, help, time) in exec_phase_metrics(&phases) {
                     counters.push((phase, help, micros(time)));
                 }

@@ -14,9 +14,13 @@ dagr-launcher: runs OCI bundles as containers (the subset of an OCI runtime dagr
 Usage: dagr-launcher [--root DIR] [--log FILE] [--log-format json] COMMAND
 
 Commands:
-  run --bundle DIR [--pid-file FILE] [--no-new-keyring] ID
+  run --bundle DIR [--pid-file FILE] [--no-new-keyring] [--wait-in-cgroup PATH] ID
                          run the bundle's process in the foreground; exits with its status
-                         (128 + signal when it was killed)
+                         (128 + signal when it was killed). With --wait-in-cgroup: first make
+                         the cgroup PATH (the one the bundle's spec names), move into it and
+                         wait for one byte on stdin; then read the bundle and run it, the
+                         container born in that cgroup (end of stdin instead: exit, not
+                         started; the cgroup stays for the caller to remove)
   kill [--all] ID [SIGNAL]
                          send SIGNAL (a name such as TERM or KILL, or a number; default TERM)
                          to the init (which takes its whole pid namespace with it)
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
 fn run(global: &Global, rest: &[String]) -> ExitCode {
     let mut bundle = None;
     let mut pid_file = None;
+    let mut wait_in_cgroup = None;
     let mut id = None;
     let mut i = 0;
     while i < rest.len() {
@@ -124,6 +129,13 @@ fn run(global: &Global, rest: &[String]) -> ExitCode {
             "--pid-file" => {
                 i += 1;
                 pid_file = rest.get(i).map(PathBuf::from);
+            }
+            "--wait-in-cgroup" => {
+                i += 1;
+                match rest.get(i) {
+                    Some(path) => wait_in_cgroup = Some(PathBuf::from(path)),
+                    None => return usage_error("--wait-in-cgroup needs a cgroup path"),
+                }
             }
             // The launcher never creates session keyrings.
             "--no-new-keyring" => {}
@@ -142,9 +154,12 @@ fn run(global: &Global, rest: &[String]) -> ExitCode {
         bundle,
         id,
         pid_file,
+        wait_in_cgroup,
     };
     match dagr_launcher::run(&options) {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(255)),
+        // Its caller let it go unused: nothing to report.
+        Err(dagr_launcher::LaunchError::NotStarted { .. }) => ExitCode::SUCCESS,
         Err(e) => fail(global, &e.to_string()),
     }
 }

@@ -241,6 +241,15 @@ impl ExecCgroup {
     }
 }
 
+/// The cgroup path exec `id`'s container runs in: a child of its cgroup with limits, or the
+/// plain path when there are none.
+pub(crate) fn container_cgroup_path(id: &str, cgroup: Option<&ExecCgroup>) -> String {
+    match cgroup {
+        Some(cgroup) => cgroup.container_path().to_owned(),
+        None => ExecCgroup::plain_path(id),
+    }
+}
+
 /// Removes what is left of exec `id`'s cgroups in every hierarchy (v1: one per controller, the
 /// runtime made the path in each; v2: the unified one): the container's child first (a runtime
 /// that died leaves it), then the parent. A cgroup that still has processes stays. Returns

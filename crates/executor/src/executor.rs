@@ -17,9 +17,10 @@ use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::cgroup::{ExecCgroup, ExecLimits, LimitHit};
+use crate::cgroup::{ExecCgroup, ExecLimits, LimitHit, container_cgroup_path};
 use crate::mount::{Mount, MountError, MountOps, SyscallMountOps};
 use crate::output::{CapturedOutput, OutputChunk, OutputStream, capture};
+use crate::placed::{PlacedLaunchers, TakenLauncher, remove_placed};
 use crate::pty::{Pty, TerminalInput, TerminalIo};
 use crate::runtime::{Runtime, RuntimeError, runtime_log_errors};
 use crate::spec::{
@@ -52,6 +53,10 @@ pub struct ExecutorConfig {
     /// A static init (tini) run as every exec's PID 1 (see [`crate::RuntimeSpecInput::init`]);
     /// `None`: the exec's process is PID 1 itself.
     pub init: Option<PathBuf>,
+    /// How many launchers to keep started ahead of their execs, each already in its exec's
+    /// cgroups (see `placed.rs`); 0 (the default) for none. Only for runtimes that take
+    /// `run --wait-in-cgroup` (dagr-launcher); runc does not.
+    pub placed_launchers: usize,
 }
 
 impl ExecutorConfig {
@@ -67,6 +72,7 @@ impl ExecutorConfig {
             output_cap: DEFAULT_OUTPUT_CAP,
             limits: ExecLimits::default(),
             init: None,
+            placed_launchers: 0,
         }
     }
 }
@@ -184,6 +190,8 @@ pub struct ExecResult {
     pub stderr: CapturedOutput,
     /// Where the run's time went.
     pub phases: ExecPhases,
+    /// Whether it ran on a launcher started ahead of it (see [`ExecutorConfig::placed_launchers`]).
+    pub placed_launcher: bool,
 }
 
 /// Wall time of each phase of a run (waiting for an exec slot excluded), for metrics and
@@ -345,6 +353,8 @@ pub struct Executor {
     mount_ops: Arc<dyn MountOps>,
     slots: Arc<Semaphore>,
     live: LiveExecs,
+    /// Launchers started ahead of their execs (`None` when the config asks for none).
+    placed: Option<Arc<PlacedLaunchers>>,
 }
 
 impl Executor {
@@ -361,12 +371,38 @@ impl Executor {
         }
         let runtime = Runtime::new(config.runtime_binary.clone(), config.state_dir.join("runc"));
         let slots = Arc::new(Semaphore::new(config.max_concurrent_execs.max(1)));
+        let placed = (config.placed_launchers > 0).then(|| {
+            Arc::new(PlacedLaunchers::new(
+                config.placed_launchers,
+                runtime.clone(),
+                config.limits,
+                config.state_dir.join("placed"),
+                config.state_dir.join("bundles"),
+            ))
+        });
         Executor {
             config,
             runtime,
             mount_ops,
             slots,
             live: LiveExecs::default(),
+            placed,
+        }
+    }
+
+    /// Brings the pool of placed launchers back to its depth, in the background (each start
+    /// counts as a live exec until it is in the pool).
+    fn refill_placed(&self) {
+        let Some(placed) = &self.placed else {
+            return;
+        };
+        for _ in 0..placed.reserve_refill() {
+            let live = self.live.enter();
+            let placed = placed.clone();
+            tokio::spawn(async move {
+                placed.start_one().await;
+                drop(live);
+            });
         }
     }
 
@@ -385,6 +421,11 @@ impl Executor {
         self.config.state_dir.join("bundles")
     }
 
+    /// Directory holding the markers of placed launchers (see `placed.rs`).
+    fn placed_dir(&self) -> PathBuf {
+        self.config.state_dir.join("placed")
+    }
+
     /// Directory holding the network namespaces of running execs.
     pub fn netns_dir(&self) -> PathBuf {
         self.config.state_dir.join("netns")
@@ -401,22 +442,24 @@ impl Executor {
                 stale.containers.push(id);
             }
         }
-        // A dead predecessor's execs are named by the bundles it left: their cgroups go too.
-        let stale_execs: Vec<String> = std::fs::read_dir(self.bundles_dir())
-            .map(|entries| {
+        // A dead predecessor's execs are named by the bundles it left, and its placed launchers
+        // by their markers: their cgroups go too.
+        let stale_execs: Vec<String> = [self.bundles_dir(), self.placed_dir()]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| {
                 entries
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
             })
-            .unwrap_or_default();
+            .collect();
         for id in stale_execs.iter().chain(&stale.containers) {
             crate::cgroup::remove_exec_cgroups(id);
         }
         let mountinfo_path = Path::new("/proc/self/mountinfo");
         let mountinfo =
             std::fs::read_to_string(mountinfo_path).map_err(prepare_err(mountinfo_path))?;
-        let owned_dirs = [self.bundles_dir(), self.netns_dir()]
+        let owned_dirs = [self.bundles_dir(), self.netns_dir(), self.placed_dir()]
             .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
         let mut mount_points: Vec<PathBuf> = mountinfo
             .lines()
@@ -476,7 +519,21 @@ impl Executor {
                 _ = cancel.cancelled() => return Err(ExecError::Cancelled { id: String::new() }),
             })
         };
-        let id = format!("dagr-{:016x}", rand::random::<u64>());
+        // A launcher started ahead, already in its cgroups, or one started now, moving into
+        // them while the bundle is prepared (never for a terminal: its stdio is the pty, made
+        // for the run).
+        let taken = match (&self.placed, &terminal) {
+            (Some(placed), None) => match placed.take() {
+                Some(taken) => Some(taken),
+                None => placed.start_for_exec().await,
+            },
+            _ => None,
+        };
+        let placed_launcher = taken.is_some();
+        let id = match &taken {
+            Some(taken) => taken.id.clone(),
+            None => format!("dagr-{:016x}", rand::random::<u64>()),
+        };
         let mut cleanup = ExecCleanup {
             runtime: self.runtime.clone(),
             mount_ops: self.mount_ops.clone(),
@@ -489,9 +546,21 @@ impl Executor {
             permit,
             live: Some(self.live.enter()),
             cgroup: None,
+            placed_marker: None,
             hand_off_on_drop: true,
             done: false,
         };
+        if let Some(TakenLauncher {
+            child,
+            cgroup,
+            marker,
+            ..
+        }) = taken
+        {
+            cleanup.child = Some(child);
+            cleanup.cgroup = cgroup;
+            cleanup.placed_marker = Some(marker);
+        }
         // Bundle preparation writes files, mounts and creates the network namespace: on a
         // blocking thread, which owns the cleanup meanwhile (and runs it if this future is
         // dropped).
@@ -535,6 +604,8 @@ impl Executor {
             }
             Err(e) => Err(e),
         };
+        // The container has ended: start the launchers of the next execs meanwhile.
+        self.refill_placed();
         // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
         // this future is dropped meanwhile, the blocking task still finishes the cleanup.
         let cleanup_started = Instant::now();
@@ -551,6 +622,7 @@ impl Executor {
                 runtime: result.phases.runtime,
                 ..phases
             };
+            result.placed_launcher = placed_launcher;
             result
         })
     }
@@ -560,7 +632,14 @@ impl Executor {
     /// futures handed to a thread of their own. For an orderly shutdown, and for checking that
     /// nothing is left.
     pub async fn wait_idle(&self) {
-        self.live.idle().await;
+        loop {
+            self.live.idle().await;
+            // Placed launchers waiting for execs go too (execs after this start them again).
+            match &self.placed {
+                Some(placed) if placed.drain().await => {}
+                _ => return,
+            }
+        }
     }
 
     /// Runs the prepared `bundle`: the prestart hook, the runtime spec, then `runc run` until
@@ -611,23 +690,26 @@ impl Executor {
             &with_env
         };
 
-        // The exec's own cgroup with its limits (the container runs in a child of it).
+        // The exec's own cgroup with its limits (the container runs in a child of it); a placed
+        // launcher's was made with it.
         let cgroup_started = Instant::now();
-        let limits = self.config.limits;
-        let cgroup_id = id.clone();
-        let cgroup = tokio::task::spawn_blocking(move || ExecCgroup::create(&cgroup_id, limits))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|made| made)
-            .map_err(|source| ExecError::Io {
-                id: id.clone(),
-                source,
-            })?
-            .map(Arc::new);
-        let cgroups_path = match &cgroup {
-            Some(cgroup) => cgroup.container_path().to_owned(),
-            None => ExecCgroup::plain_path(&id),
+        let placed = cleanup.placed_marker.is_some();
+        let cgroup = if placed {
+            cleanup.cgroup.clone()
+        } else {
+            let limits = self.config.limits;
+            let cgroup_id = id.clone();
+            tokio::task::spawn_blocking(move || ExecCgroup::create(&cgroup_id, limits))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|made| made)
+                .map_err(|source| ExecError::Io {
+                    id: id.clone(),
+                    source,
+                })?
+                .map(Arc::new)
         };
+        let cgroups_path = container_cgroup_path(&id, cgroup.as_deref());
         cleanup.cgroup = cgroup.clone();
         phases.cgroup = cgroup_started.elapsed();
         let spec_started = Instant::now();
@@ -658,56 +740,20 @@ impl Executor {
         phases.spec = spec_started.elapsed();
 
         let log_path = bundle_dir.join("runc.log");
-        let mut command = self
-            .runtime
-            .run_command(&bundle_dir, &id, &pid_file, &log_path);
         let mut pty = None;
-        match &terminal {
-            Some(io) => {
-                let (master, slave) = Pty::open(io.size).map_err(|source| ExecError::Io {
-                    id: id.clone(),
-                    source,
-                })?;
-                let dup = |fd: &std::os::fd::OwnedFd| {
-                    fd.try_clone().map_err(|source| ExecError::Io {
-                        id: id.clone(),
-                        source,
-                    })
-                };
-                command
-                    .stdin(Stdio::from(dup(&slave)?))
-                    .stdout(Stdio::from(dup(&slave)?))
-                    .stderr(Stdio::from(slave));
-                pty = Some(master);
-            }
-            None => {
-                command
-                    .stdin(if spec.stdin.is_some() {
-                        Stdio::piped()
-                    } else {
-                        Stdio::null()
-                    })
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-            }
-        }
-        command.kill_on_drop(true);
-        let started = Instant::now();
-        let mut child = command.spawn().map_err(|source| {
-            let binary = self.runtime.binary().to_path_buf();
-            ExecError::Runtime(if source.kind() == std::io::ErrorKind::NotFound {
-                RuntimeError::NotFound { binary, source }
-            } else {
-                RuntimeError::Spawn {
-                    binary,
-                    command: "run".into(),
-                    source,
-                }
-            })
-        })?;
-        // The command holds the pty's slave descriptors: closing them lets the master read end
-        // once runc exits.
-        drop(command);
+        let (started, mut child) = match cleanup.child.take() {
+            // A placed launcher starts on the byte the feed below sends first.
+            Some(child) => (Instant::now(), child),
+            None => self.spawn_runtime(
+                &id,
+                &bundle_dir,
+                &pid_file,
+                &log_path,
+                spec,
+                terminal.as_ref(),
+                &mut pty,
+            )?,
+        };
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -732,9 +778,14 @@ impl Executor {
         }
         let work = async {
             let feed = async {
-                if let (Some(mut pipe), Some(bytes)) = (stdin, spec.stdin.as_ref()) {
+                if let Some(mut pipe) = stdin {
                     // The process may exit without reading: a broken pipe is not an error.
-                    let _ = pipe.write_all(bytes).await;
+                    if placed {
+                        let _ = pipe.write_all(&[1]).await;
+                    }
+                    if let Some(bytes) = spec.stdin.as_ref() {
+                        let _ = pipe.write_all(bytes).await;
+                    }
                     let _ = pipe.shutdown().await;
                 }
             };
@@ -787,6 +838,71 @@ impl Executor {
             &id, spec, &log_path, status, stdout, stderr, started, cgroup,
         )
         .await
+    }
+
+    /// Spawns the runtime's `run` of the bundle (the usual way, when no placed launcher waits),
+    /// with piped stdio or, for a terminal, the pty's slave (its master goes to `pty`).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_runtime(
+        &self,
+        id: &str,
+        bundle_dir: &Path,
+        pid_file: &Path,
+        log_path: &Path,
+        spec: &ExecSpec,
+        terminal: Option<&TerminalIo>,
+        pty: &mut Option<Pty>,
+    ) -> Result<(Instant, Child), ExecError> {
+        let mut command = self
+            .runtime
+            .run_command(bundle_dir, id, pid_file, log_path, None);
+        match terminal {
+            Some(io) => {
+                let (master, slave) = Pty::open(io.size).map_err(|source| ExecError::Io {
+                    id: id.to_owned(),
+                    source,
+                })?;
+                let dup = |fd: &std::os::fd::OwnedFd| {
+                    fd.try_clone().map_err(|source| ExecError::Io {
+                        id: id.to_owned(),
+                        source,
+                    })
+                };
+                command
+                    .stdin(Stdio::from(dup(&slave)?))
+                    .stdout(Stdio::from(dup(&slave)?))
+                    .stderr(Stdio::from(slave));
+                *pty = Some(master);
+            }
+            None => {
+                command
+                    .stdin(if spec.stdin.is_some() {
+                        Stdio::piped()
+                    } else {
+                        Stdio::null()
+                    })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+            }
+        }
+        command.kill_on_drop(true);
+        let started = Instant::now();
+        let child = command.spawn().map_err(|source| {
+            let binary = self.runtime.binary().to_path_buf();
+            ExecError::Runtime(if source.kind() == std::io::ErrorKind::NotFound {
+                RuntimeError::NotFound { binary, source }
+            } else {
+                RuntimeError::Spawn {
+                    binary,
+                    command: "run".into(),
+                    source,
+                }
+            })
+        })?;
+        // The command holds the pty's slave descriptors: closing them lets the master read end
+        // once runc exits.
+        drop(command);
+        Ok((started, child))
     }
 }
 
@@ -1112,6 +1228,7 @@ async fn finish(
             runtime,
             ..ExecPhases::default()
         },
+        placed_launcher: false,
     })
 }
 
@@ -1255,6 +1372,9 @@ struct ExecCleanup {
     live: Option<LiveExec>,
     /// The exec's cgroup with its limits, removed once the runtime is done with it.
     cgroup: Option<Arc<ExecCgroup>>,
+    /// The marker of the placed launcher it runs on: the launcher stays in its cgroups to
+    /// the end, so they are removed here (in every hierarchy), then the marker.
+    placed_marker: Option<PathBuf>,
     /// Whether `Drop` hands the cleanup to a thread of its own (the cleanup of a dropped run
     /// future) rather than running it on the dropping thread (that thread itself).
     hand_off_on_drop: bool,
@@ -1272,6 +1392,8 @@ impl ExecCleanup {
         let Some(child) = self.child.as_mut() else {
             return;
         };
+        // A placed launcher that never got its start byte exits at the end of its stdin.
+        drop(child.stdin.take());
         let deadline = Instant::now() + STOP_GRACE;
         let mut killed_container = false;
         loop {
@@ -1328,6 +1450,9 @@ impl ExecCleanup {
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove();
         }
+        if let Some(marker) = self.placed_marker.take() {
+            remove_placed(&self.id, &marker);
+        }
         // Never recurse into a bundle that may still hold a mounted rootfs.
         if all_unmounted {
             match std::fs::remove_dir_all(&self.bundle) {
@@ -1361,6 +1486,7 @@ impl ExecCleanup {
             permit: self.permit.take(),
             live: self.live.take(),
             cgroup: self.cgroup.take(),
+            placed_marker: self.placed_marker.take(),
             hand_off_on_drop: false,
             done: false,
         }

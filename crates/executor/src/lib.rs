@@ -35,6 +35,7 @@ pub mod emulation;
 mod executor;
 mod mount;
 mod output;
+mod placed;
 mod pty;
 mod runtime;
 pub mod seccomp;

@@ -153,12 +153,15 @@ impl Runtime {
     }
 
     /// The `runc run` command of a prepared bundle, logging runtime errors as JSON to `log`.
+    /// With `wait_in_cgroup` (dagr-launcher only), the launcher first moves into that cgroup
+    /// path and waits for a start byte on stdin before it reads the bundle.
     pub fn run_command(
         &self,
         bundle: &Path,
         id: &str,
         pid_file: &Path,
         log: &Path,
+        wait_in_cgroup: Option<&str>,
     ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.binary);
         command
@@ -173,8 +176,11 @@ impl Runtime {
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
-            .arg("--no-new-keyring")
-            .arg(id);
+            .arg("--no-new-keyring");
+        if let Some(cgroup) = wait_in_cgroup {
+            command.arg("--wait-in-cgroup").arg(cgroup);
+        }
+        command.arg(id);
         command
     }
 }

@@ -773,7 +773,9 @@ async fn stale_state_of_a_lost_exec_is_removed() {
     assert_eq!(stale.containers.len(), 1);
     // rootfs overlay, secrets tmpfs, netns.
     assert_eq!(stale.mounts.len(), 3, "{stale:?}");
-    assert_eq!(stale.paths.len(), 2, "{stale:?}");
+    // The bundle, the netns file and, on a placed launcher, its marker.
+    let placed = fixture.executor.config().placed_launchers > 0;
+    assert_eq!(stale.paths.len(), 2 + usize::from(placed), "{stale:?}");
     assert!(processes_running(&["sleep", "1003"]).is_empty());
     fixture.assert_clean();
     // Nothing left: a second pass finds nothing.
@@ -999,4 +1001,96 @@ async fn a_memory_hog_is_killed_at_the_memory_limit_with_a_clear_error() {
     for id in [id, ok_id] {
         assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launchers_placed_ahead_run_execs_in_their_cgroups_and_leave_nothing() {
+    let fixture = Fixture::with_config(|c| {
+        c.limits = ExecLimits {
+            pids: Some(64),
+            memory_bytes: None,
+        };
+    });
+    // dagr-launcher runs execs on launchers placed ahead; runc never does.
+    let placed = fixture.executor.config().placed_launchers > 0;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let result = run_ok(
+            &fixture,
+            &spec(sh(&format!("echo run {i}; cat /proc/self/cgroup"))),
+        )
+        .await;
+        assert_eq!(result.placed_launcher, placed, "run {i}");
+        let out = stdout_of(&result);
+        assert!(out.starts_with(&format!("run {i}\n")), "{out}");
+        // The process is in its exec's cgroup (the one with the limits, or a child of it).
+        let pids_line = out
+            .lines()
+            .find(|l| l.contains(":pids:") || l.starts_with("0::"))
+            .unwrap_or_else(|| panic!("no pids cgroup in {out}"));
+        assert!(
+            pids_line.contains(&result.id),
+            "{pids_line} (exec {})",
+            result.id
+        );
+        ids.push(result.id);
+    }
+    // A failed start on a placed launcher is the same clear error.
+    let err = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(vec!["no-such-program".into()]),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-program"), "{err}");
+    // Launchers wait for the next execs (started in the background once an exec's container
+    // has ended), each with its cgroup and marker...
+    let markers = fixture.state.path().join("placed");
+    let list_markers = || -> Vec<String> {
+        std::fs::read_dir(&markers)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let expected = if placed { 2 } else { 0 };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let waiting = list_markers();
+        let complete = waiting.iter().all(|id| !cgroups_of(id).is_empty());
+        if (waiting.len() == expected && complete) || std::time::Instant::now() > deadline {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(waiting.len(), expected, "{waiting:?}");
+    for id in &waiting {
+        assert!(
+            !cgroups_of(id).is_empty(),
+            "no cgroup for placed launcher {id}"
+        );
+    }
+    // ...and go, with them, once the executor is idle.
+    fixture.executor.wait_idle().await;
+    fixture.assert_clean();
+    for id in ids.iter().chain(&waiting) {
+        assert!(cgroups_of(id).is_empty(), "{:?}", cgroups_of(id));
+    }
+    assert!(!markers.exists() || std::fs::read_dir(&markers).unwrap().next().is_none());
+    // No launcher of this executor is left waiting.
+    let state = fixture.state.path().to_string_lossy().into_owned();
+    let waiting_launchers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("--wait-in-cgroup") && c.contains(&state))
+        .collect();
+    assert!(waiting_launchers.is_empty(), "{waiting_launchers:?}");
 }

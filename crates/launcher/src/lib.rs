@@ -10,6 +10,9 @@
 //!   read-only paths), the hostname, rlimits, the seccomp filter ([`seccomp`], compiled by
 //!   libseccomp once per profile and kept as BPF under the state root), the user and capabilities ([`caps`]), and execs the process. A failure before
 //!   the exec is reported back on a pipe and returned as [`LaunchError::Start`].
+//!   A launcher can also be started ahead of its container ([`RunOptions::wait_in_cgroup`]):
+//!   it moves itself into the container's cgroups and waits for a start byte on stdin, so the
+//!   init is born in them.
 //! - [`kill`], [`delete`] and [`list`] act on the containers recorded under a state root, as
 //!   `runc kill`, `runc delete --force` and `runc list -q` do.
 //!
@@ -62,6 +65,13 @@ pub enum LaunchError {
         id: String,
         /// What failed, as the init reported it.
         message: String,
+    },
+    /// A placed launcher's standard input ended before the start byte (see
+    /// [`RunOptions::wait_in_cgroup`]): its container was never asked for.
+    #[error("container {id}: not started: standard input ended before the start byte")]
+    NotStarted {
+        /// The container id.
+        id: String,
     },
     /// A file given on the command line could not be written.
     #[error("write {}: {source}", path.display())]

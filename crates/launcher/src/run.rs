@@ -23,6 +23,14 @@ pub struct RunOptions {
     pub id: String,
     /// Where to write the init's host pid, if anywhere.
     pub pid_file: Option<PathBuf>,
+    /// Start placed: make this cgroup path (the one the bundle's spec will name) and move the
+    /// launcher into it, then wait for one byte on standard input before reading the bundle.
+    /// The container's init is then born in its cgroups, so the slow move of a process into a
+    /// cgroup (an RCU grace period on cgroup v1, several milliseconds) happens before the
+    /// container is asked for. Standard input is the container's once the byte is read; end
+    /// of file instead of the byte ends the launcher ([`LaunchError::NotStarted`]). The
+    /// cgroups stay when the launcher ends (it is in them): whoever started it removes them.
+    pub wait_in_cgroup: Option<PathBuf>,
 }
 
 /// A failed step of the launcher, for `map_err`.
@@ -48,7 +56,28 @@ const FORWARDED: [i32; 8] = [
 pub fn run(options: &RunOptions) -> Result<i32, LaunchError> {
     let id = options.id.as_str();
     let setup = |step: &str| setup_error(id, step);
+    let placed = match &options.wait_in_cgroup {
+        Some(path) => {
+            let cgroups = make_cgroups(path).map_err(setup("create the container's cgroups"))?;
+            join_cgroups(&cgroups).map_err(setup("move into the container's cgroups"))?;
+            wait_for_start(id)?;
+            Some(cgroups)
+        }
+        None => None,
+    };
     let config = ContainerConfig::load(&options.bundle)?;
+    if let Some(path) = &options.wait_in_cgroup
+        && config.cgroups_path.as_ref() != Some(path)
+    {
+        return Err(LaunchError::Start {
+            id: id.to_owned(),
+            message: format!(
+                "the spec's cgroup {:?} is not {}, the one the launcher waited in",
+                config.cgroups_path,
+                path.display()
+            ),
+        });
+    }
     std::fs::create_dir_all(&options.root).map_err(setup("create the state root"))?;
     let filter = match &config.seccomp {
         Some(profile) => {
@@ -63,15 +92,40 @@ pub fn run(options: &RunOptions) -> Result<i32, LaunchError> {
     };
     let dir = container_dir(&options.root, id)?;
     std::fs::create_dir(&dir).map_err(setup("create the container's state directory"))?;
-    let result = run_in(options, &config, filter.as_ref());
+    let result = run_in(options, &config, filter.as_ref(), placed);
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Moves this process into each cgroup directory.
+fn join_cgroups(cgroups: &[(Option<String>, PathBuf)]) -> std::io::Result<()> {
+    let pid = std::process::id().to_string();
+    for (_, dir) in cgroups {
+        std::fs::write(dir.join("cgroup.procs"), &pid)?;
+    }
+    Ok(())
+}
+
+/// Reads the start byte from standard input (one byte: the rest is the container's).
+fn wait_for_start(id: &str) -> Result<(), LaunchError> {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(rustix::stdio::stdin(), &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => {
+                return Err(LaunchError::NotStarted { id: id.to_owned() });
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(setup_error(id, "wait for the start byte")(e.into())),
+        }
+    }
 }
 
 fn run_in(
     options: &RunOptions,
     config: &ContainerConfig,
     filter: Option<&Filter>,
+    placed: Option<Vec<(Option<String>, PathBuf)>>,
 ) -> Result<i32, LaunchError> {
     let id = options.id.as_str();
     let setup = |step: &str| setup_error(id, step);
@@ -83,17 +137,25 @@ fn run_in(
         )
         .map_err(|e| setup("join the network namespace")(e.into()))?;
     }
-    let cgroups = match &config.cgroups_path {
-        Some(path) => make_cgroups(path).map_err(setup("create the container's cgroups"))?,
-        None => Vec::new(),
+    // A placed launcher is in its cgroups already: the init is born there.
+    let join = placed.is_none();
+    let cgroups = match (placed, &config.cgroups_path) {
+        (Some(cgroups), _) => cgroups,
+        (None, Some(path)) => {
+            make_cgroups(path).map_err(setup("create the container's cgroups"))?
+        }
+        (None, None) => Vec::new(),
     };
     let cgroup_binds: CgroupBinds = cgroups
         .iter()
         .filter_map(|(name, dir)| name.clone().map(|n| (n, dir.clone())))
         .collect();
     let cgroup_dirs: Vec<PathBuf> = cgroups.into_iter().map(|(_, d)| d).collect();
-    let outcome = clone_and_wait(options, config, filter, &cgroup_binds, &cgroup_dirs);
-    remove_cgroups(&cgroup_dirs);
+    let joined: &[PathBuf] = if join { &cgroup_dirs } else { &[] };
+    let outcome = clone_and_wait(options, config, filter, &cgroup_binds, joined, &cgroup_dirs);
+    if join {
+        remove_cgroups(&cgroup_dirs);
+    }
     outcome
 }
 
@@ -102,6 +164,7 @@ fn clone_and_wait(
     config: &ContainerConfig,
     filter: Option<&Filter>,
     cgroup_binds: &CgroupBinds,
+    join: &[PathBuf],
     cgroup_dirs: &[PathBuf],
 ) -> Result<i32, LaunchError> {
     let id = options.id.as_str();
@@ -173,7 +236,7 @@ fn clone_and_wait(
     drop(go_read);
     drop(errors_write);
     drop(console_init);
-    let recorded = record(options, pid, cgroup_dirs);
+    let recorded = record(options, pid, join, cgroup_dirs);
     if let Err(e) = recorded {
         kill_and_reap(pid);
         return Err(e);
@@ -214,10 +277,16 @@ fn exit_code(status: i32) -> i32 {
     }
 }
 
-/// Puts the init in its cgroups and writes the pid file and the state.
-fn record(options: &RunOptions, pid: i32, cgroup_dirs: &[PathBuf]) -> Result<(), LaunchError> {
+/// Puts the init in the cgroups of `join` and writes the pid file and the state (which names
+/// all of the container's cgroups).
+fn record(
+    options: &RunOptions,
+    pid: i32,
+    join: &[PathBuf],
+    cgroup_dirs: &[PathBuf],
+) -> Result<(), LaunchError> {
     let id = options.id.as_str();
-    for cgroup in cgroup_dirs {
+    for cgroup in join {
         let procs = cgroup.join("cgroup.procs");
         std::fs::write(&procs, pid.to_string()).map_err(|source| LaunchError::Write {
             path: procs.clone(),

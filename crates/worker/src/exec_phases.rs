@@ -12,6 +12,9 @@ use dagr_executor::ExecPhases;
 pub struct ExecPhaseTotals {
     /// Exec runs whose executor phases are counted.
     pub runs: u64,
+    /// Those of them that ran on a launcher started ahead (see
+    /// `dagr_executor::ExecutorConfig::placed_launchers`).
+    pub placed_runs: u64,
     /// Preparing the exec: writable snapshots of its root and mounts prepared and mounted,
     /// cache volumes, secrets, and the services it binds started.
     pub mount: Duration,
@@ -42,6 +45,7 @@ impl ExecPhaseTotals {
 #[derive(Default)]
 pub(crate) struct ExecPhaseCounters {
     runs: AtomicU64,
+    placed_runs: AtomicU64,
     micros: [AtomicU64; 8],
 }
 
@@ -62,8 +66,11 @@ impl ExecPhaseCounters {
         self.add(COMMIT, d);
     }
 
-    pub(crate) fn add_run(&self, phases: &ExecPhases) {
+    pub(crate) fn add_run(&self, phases: &ExecPhases, placed_launcher: bool) {
         self.runs.fetch_add(1, Ordering::Relaxed);
+        if placed_launcher {
+            self.placed_runs.fetch_add(1, Ordering::Relaxed);
+        }
         let executor = [
             phases.bundle,
             phases.prestart,
@@ -81,6 +88,7 @@ impl ExecPhaseCounters {
         let at = |i: usize| Duration::from_micros(self.micros[i].load(Ordering::Relaxed));
         ExecPhaseTotals {
             runs: self.runs.load(Ordering::Relaxed),
+            placed_runs: self.placed_runs.load(Ordering::Relaxed),
             mount: at(MOUNT),
             executor: ExecPhases {
                 bundle: at(1),
@@ -112,11 +120,12 @@ mod tests {
             runtime: ms(6),
             cleanup: ms(7),
         };
-        counters.add_run(&run);
-        counters.add_run(&run);
+        counters.add_run(&run, true);
+        counters.add_run(&run, false);
         counters.add_commit(ms(8));
         let totals = counters.totals();
         assert_eq!(totals.runs, 2);
+        assert_eq!(totals.placed_runs, 1);
         let named: Vec<(&str, Duration)> = totals.named().into_iter().collect();
         assert_eq!(
             named,

@@ -204,6 +204,9 @@ pub struct WorkerConfig {
     pub git_binary: PathBuf,
     /// The static init every exec runs under as PID 1 (default: none).
     pub init: Option<PathBuf>,
+    /// Launchers kept started ahead of execs, each in its exec's cgroups (dagr-launcher only;
+    /// default 0: none).
+    pub placed_launchers: usize,
     /// Credentials of the engine itself by registry host: remote caches are read and written
     /// with them (default: none, anonymous).
     pub registry_credentials: dagr_registry::StaticCredentials,
@@ -228,6 +231,7 @@ impl WorkerConfig {
             network: None,
             git_binary: PathBuf::from("git"),
             init: None,
+            placed_launchers: 0,
             registry_credentials: dagr_registry::StaticCredentials::new(),
             cache_upload_rate: None,
             host_baselines_budget: 128 << 20,
@@ -366,6 +370,7 @@ impl Worker {
         }
         exec_config.limits = config.exec_limits;
         exec_config.init = config.init.clone();
+        exec_config.placed_launchers = config.placed_launchers;
         let executor = Executor::new(exec_config);
         // Containers, mounts and bundles of a previous engine that died without cleaning up.
         let stale = executor.remove_stale_state()?;

@@ -315,7 +315,9 @@ impl Worker {
         }
         drop(sockets);
         let result = ran?;
-        self.inner.exec_phases.add_run(&result.phases);
+        self.inner
+            .exec_phases
+            .add_run(&result.phases, result.placed_launcher);
         drop(volumes);
         drop(services);
         let stdout = String::from_utf8_lossy(&result.stdout.bytes).into_owned();
