@@ -9,7 +9,7 @@ mod proxy;
 mod receiver;
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -841,7 +841,7 @@ async fn query(
     let response = result.context("running the query")?;
     closed.context("closing the session")?;
     if let Some(data) = response.get("data").filter(|d| !d.is_null()) {
-        println!("{}", serde_json::to_string_pretty(data)?);
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(data)?))?;
     }
     Ok(if print_errors(&response) {
         ExitCode::FAILURE
@@ -852,6 +852,16 @@ async fn query(
 
 /// Prints a GraphQL response's errors to stderr (`error: MSG`, then `  extensions: JSON`);
 /// whether it had any.
+/// Writes `text` to stdout. A reader that has gone away (`dagr query | head`) is not an error:
+/// there is no one left to tell.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.context("writing to stdout"),
+    }
+}
+
 fn print_errors(response: &serde_json::Value) -> bool {
     let errors = match response.get("errors").and_then(|e| e.as_array()) {
         Some(errors) if !errors.is_empty() => errors,

@@ -736,7 +736,9 @@ async fn run_steps(
         leaf = &leaf[&step.field.name];
     }
     if kind != "OBJECT" {
-        print_value(leaf);
+        let mut text = String::new();
+        render_value(leaf, &mut text);
+        crate::print_stdout(&text)?;
     } else if output.is_some() {
         eprintln!(
             "dagr call: exported to {}",
@@ -758,17 +760,22 @@ async fn run_steps(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_value(v: &Json) {
+/// Appends `v` as `dagr call` prints a leaf: a string as it is, ending in a newline; a list
+/// item by item; anything else as JSON on a line.
+fn render_value(v: &Json, text: &mut String) {
     match v {
         Json::Null => {}
         Json::String(s) => {
-            print!("{s}");
+            text.push_str(s);
             if !s.ends_with('\n') {
-                println!();
+                text.push('\n');
             }
         }
-        Json::Array(items) => items.iter().for_each(print_value),
-        other => println!("{other}"),
+        Json::Array(items) => items.iter().for_each(|item| render_value(item, text)),
+        other => {
+            text.push_str(&other.to_string());
+            text.push('\n');
+        }
     }
 }
 

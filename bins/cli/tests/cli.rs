@@ -101,6 +101,28 @@ fn query_from_stdin_and_file_with_variables() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["ok"], true);
 
+    // A reader that has gone away (`dagr query | head`) ends dagr quietly: no panic.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(dagr())
+        .args(["query"])
+        .env("DAGR_HOST", engine.host())
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dagr");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{ version }")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("dagr output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
     let out = run_dagr(&engine, &["query", "-"], "{ nope }");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -153,7 +153,7 @@ fn bench_exec(c: &mut Criterion) {
         runc_total.as_secs_f64() * 1000.0 / f64::from(rounds),
         executor_total.as_secs_f64() / runc_total.as_secs_f64()
     );
-    fixture.assert_clean();
+    runtime.block_on(fixture.assert_clean());
 
     // dagr-launcher: the same prepared bundle, and the executor on it, against the floor.
     let launcher = std::env::current_exe()
@@ -239,7 +239,7 @@ fn bench_exec(c: &mut Criterion) {
         mean(sum.runtime),
         mean(sum.cleanup)
     );
-    on_launcher.assert_clean();
+    runtime.block_on(on_launcher.assert_clean());
 }
 
 criterion_group!(benches, bench_exec);

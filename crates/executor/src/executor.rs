@@ -496,9 +496,10 @@ impl Executor {
 
     /// Runs `spec` on `rootfs` and waits for it. A non-zero exit is [`ExecError::Failed`].
     /// Whatever way the run ends (success, failure, cancellation, the future being dropped),
-    /// the container, its mounts, network namespace and bundle are removed: before it returns,
-    /// or, when the future is dropped, on a thread of its own ([`Executor::wait_idle`] waits
-    /// for those).
+    /// the container and its mounts are gone before it returns (the rootfs is then as the run
+    /// left it), and its network namespace, cgroups and bundle are removed right after, in the
+    /// background; when the future is dropped, all of it goes on a thread of its own.
+    /// [`Executor::wait_idle`] waits for those.
     pub async fn run(
         &self,
         rootfs: &Rootfs,
@@ -547,6 +548,8 @@ impl Executor {
             live: Some(self.live.enter()),
             cgroup: None,
             placed_marker: None,
+            rootfs_released: false,
+            unmount_failed: false,
             hand_off_on_drop: true,
             done: false,
         };
@@ -607,15 +610,21 @@ impl Executor {
         // The container has ended: start the launchers of the next execs meanwhile.
         self.refill_placed();
         // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
-        // this future is dropped meanwhile, the blocking task still finishes the cleanup.
+        // this future is dropped meanwhile, the blocking task still finishes the cleanup. The
+        // rootfs is released before the result is given; the network namespace, cgroups and
+        // bundle go right after, in the background ([`Executor::wait_idle`] waits for them).
         let cleanup_started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
-            cleanup.run();
+        let released = tokio::task::spawn_blocking(move || {
+            cleanup.release_rootfs();
+            cleanup
         })
         .await;
         phases.cleanup = cleanup_started.elapsed();
-        if let Err(e) = joined {
-            tracing::warn!(exec = %id, error = %e, "exec cleanup task failed");
+        match released {
+            // If the runtime is shutting down and the task never runs, dropping it hands the
+            // cleanup to a thread of its own.
+            Ok(mut cleanup) => drop(tokio::task::spawn_blocking(move || cleanup.run())),
+            Err(e) => tracing::warn!(exec = %id, error = %e, "exec cleanup task failed"),
         }
         outcome.map(|mut result| {
             result.phases = ExecPhases {
@@ -1375,6 +1384,10 @@ struct ExecCleanup {
     /// The marker of the placed launcher it runs on: the launcher stays in its cgroups to
     /// the end, so they are removed here (in every hierarchy), then the marker.
     placed_marker: Option<PathBuf>,
+    /// [`ExecCleanup::release_rootfs`] has run.
+    rootfs_released: bool,
+    /// An unmount failed: the bundle (which may still hold a mounted rootfs) stays.
+    unmount_failed: bool,
     /// Whether `Drop` hands the cleanup to a thread of its own (the cleanup of a dropped run
     /// future) rather than running it on the dropping thread (that thread itself).
     hand_off_on_drop: bool,
@@ -1420,13 +1433,14 @@ impl ExecCleanup {
         }
     }
 
-    /// Blocking: stops the runtime process, deletes the container, removes the mount stubs,
-    /// unmounts, removes the network namespace and the bundle, then frees the exec's slot.
-    fn run(&mut self) {
-        if self.done {
+    /// Blocking: what must be done before the exec's result is given, so that its rootfs is
+    /// as the run left it, ready to be committed: stops the runtime process, deletes the
+    /// container, removes the mount stubs and unmounts what the executor mounted.
+    fn release_rootfs(&mut self) {
+        if self.done || self.rootfs_released {
             return;
         }
-        self.done = true;
+        self.rootfs_released = true;
         self.stop_runtime_process();
         self.child = None;
         if self.runtime.has_container(&self.id)
@@ -1434,14 +1448,24 @@ impl ExecCleanup {
         {
             tracing::warn!(exec = %self.id, error = %e, "runtime delete failed");
         }
-        self.stubs.remove();
-        let mut all_unmounted = true;
+        std::mem::take(&mut self.stubs).remove();
         while let Some(target) = self.mounted.pop() {
             if let Err(e) = self.mount_ops.unmount(&target) {
                 tracing::warn!(exec = %self.id, error = %e, "unmount failed");
-                all_unmounted = false;
+                self.unmount_failed = true;
             }
         }
+    }
+
+    /// Blocking: [`ExecCleanup::release_rootfs`] (unless done already), then removes the
+    /// network namespace, the cgroups and the bundle, and frees the exec's slot.
+    fn run(&mut self) {
+        self.release_rootfs();
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let all_unmounted = !self.unmount_failed;
         if let Some(network) = self.network.take()
             && let Err(e) = network.release()
         {
@@ -1487,6 +1511,8 @@ impl ExecCleanup {
             live: self.live.take(),
             cgroup: self.cgroup.take(),
             placed_marker: self.placed_marker.take(),
+            rootfs_released: self.rootfs_released,
+            unmount_failed: self.unmount_failed,
             hand_off_on_drop: false,
             done: false,
         }

@@ -9,9 +9,10 @@
 //!   With [`RunOptions::terminal`] the process runs on a pseudo-terminal fed by [`TerminalIo`]
 //!   ([`TerminalInput`]: keystrokes and [`WindowSize`] changes).
 //!   A concurrency limit bounds running execs; cancellation (a `CancellationToken` or dropping
-//!   the future) kills the container's whole process tree. Every run ends with the container,
-//!   its mounts, network namespace and bundle removed (by a thread of its own when the run
-//!   future is dropped; [`Executor::wait_idle`] waits for those). Nothing blocks the caller's
+//!   the future) kills the container's whole process tree. Every run ends with the container
+//!   and its mounts removed before its result is given, and its network namespace, cgroups and
+//!   bundle removed right after in the background (by a thread of its own when the run future
+//!   is dropped; [`Executor::wait_idle`] waits for those). Nothing blocks the caller's
 //!   runtime threads: bundle preparation and cleanup run on blocking threads, and the
 //!   [`PrestartHook`] (run once the network namespace exists, see [`PrestartContext`]) is async.
 //! - [`build_runtime_spec`] turns an [`ExecSpec`] into an OCI runtime spec with every field set

@@ -47,7 +47,7 @@ async fn echo_goes_to_stdout() {
     assert_eq!(stdout_of(&result), "hello\n");
     assert!(result.stderr.bytes.is_empty());
     assert!(!result.stdout.truncated());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
     // Mount points the runtime needed were removed from the directory rootfs.
     assert!(!fixture.rootfs.path().join("etc/hosts").exists());
     assert!(!fixture.rootfs.path().join("etc/resolv.conf").exists());
@@ -73,7 +73,7 @@ async fn descriptors_of_the_engine_never_reach_the_container() {
     }
     // stdio, and the directory `ls` reads.
     assert_eq!(stdout_of(&result), "0\n1\n2\n3\n");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +118,7 @@ async fn non_zero_exit_is_failed_with_output() {
         matches!(err, ExecError::Failed { exit_code: 1, .. }),
         "{err}"
     );
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +127,7 @@ async fn stderr_is_captured_separately() {
     let result = run_ok(&fixture, &spec(sh("echo to-err >&2"))).await;
     assert!(result.stdout.bytes.is_empty());
     assert_eq!(&result.stderr.bytes[..], b"to-err\n");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +148,7 @@ async fn missing_executable_is_a_start_error() {
         }
         other => panic!("unexpected error: {other}"),
     }
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +201,7 @@ async fn env_workdir_user_and_hostname_apply() {
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::User { .. }), "{err}");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +217,7 @@ async fn stdin_is_fed_and_closed() {
     // Without stdin, reading gets end of file at once.
     let result = run_ok(&fixture, &spec(vec!["cat".into()])).await;
     assert!(result.stdout.bytes.is_empty());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +252,7 @@ async fn loopback_is_up_and_usable() {
     )
     .await;
     assert_eq!(stdout_of(&result), "ping\n");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +299,7 @@ async fn bind_mounts_read_only_and_read_write() {
     // The mount points created for the run are gone from the rootfs.
     assert!(!fixture.rootfs.path().join("ro").exists());
     assert!(!fixture.rootfs.path().join("rw").exists());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +321,7 @@ async fn tmpfs_mount_is_a_tmpfs_and_leaves_nothing() {
     assert!(out.contains("size=4096k"), "{out}");
     assert!(out.ends_with("data\n"), "{out}");
     assert!(!fixture.rootfs.path().join("scratch").exists());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
@@ -370,7 +370,7 @@ async fn secret_is_visible_inside_and_never_in_the_rootfs() {
     assert!(!fixture.rootfs.path().join("run").exists());
     assert!(!tree_contains(fixture.rootfs.path(), secret));
     assert!(!tree_contains(fixture.state.path(), secret));
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +414,7 @@ async fn output_is_capped_and_streamed() {
     let (streamed_stdout, streamed_stderr) = collector.await.unwrap();
     assert_eq!(streamed_stdout, 100_000);
     assert_eq!(streamed_stderr, b"done\n");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,7 +468,7 @@ async fn overlay_rootfs_works_and_writes_go_to_the_upper_dir() {
     let lower_etc = std::fs::metadata(fixture.rootfs.path().join("etc")).unwrap();
     let upper_etc = std::fs::metadata(upper.join("etc")).unwrap();
     assert_eq!(lower_etc.modified().unwrap(), upper_etc.modified().unwrap());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,7 +494,7 @@ async fn snapshot_mount_is_mounted_and_bound_read_only() {
     let result = run_ok(&fixture, &exec).await;
     assert_eq!(stdout_of(&result), "from snapshot ro\n");
     assert!(!data.path().join("x").exists());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 /// Processes whose command line is exactly `argv`.
@@ -556,7 +556,9 @@ async fn cancellation_token_kills_everything_and_cleans_up() {
     let ExecError::Cancelled { id } = &err else {
         panic!("unexpected error: {err}");
     };
-    // runc removed the exec's cgroups (v1 hierarchies or the v2 tree).
+    assert!(processes_running(&["sleep", "1001"]).is_empty());
+    fixture.assert_clean().await;
+    // The exec's cgroups are gone (v1 hierarchies or the v2 tree).
     for root in [
         "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup/memory",
@@ -565,8 +567,6 @@ async fn cancellation_token_kills_everything_and_cleans_up() {
         let dir = Path::new(root).join("dagr").join(id);
         assert!(!dir.exists(), "{} left", dir.display());
     }
-    assert!(processes_running(&["sleep", "1001"]).is_empty());
-    fixture.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,7 +592,7 @@ async fn dropping_the_run_future_kills_everything_and_cleans_up() {
     // The dropped run's cleanup runs on a thread of its own.
     fixture.executor.wait_idle().await;
     assert!(processes_running(&["sleep", "1002"]).is_empty());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,7 +625,7 @@ async fn twenty_concurrent_execs_with_a_limit_of_two() {
     }
     seen.sort();
     assert_eq!(seen, (0..20).collect::<Vec<_>>());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,7 +712,7 @@ async fn prestart_hook_can_listen_inside_the_exec_network_namespace() {
         .unwrap_err();
     assert!(matches!(err, ExecError::Prestart { .. }), "{err}");
     assert!(err.to_string().ends_with("not today"), "{err}");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,7 +727,7 @@ async fn missing_workdir_is_created() {
     assert_eq!(stdout_of(&result), "/work/dir\n");
     assert!(fixture.rootfs.path().join("work/dir").is_dir());
 
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -777,7 +777,7 @@ async fn stale_state_of_a_lost_exec_is_removed() {
     let placed = fixture.executor.config().placed_launchers > 0;
     assert_eq!(stale.paths.len(), 2 + usize::from(placed), "{stale:?}");
     assert!(processes_running(&["sleep", "1003"]).is_empty());
-    fixture.assert_clean();
+    fixture.assert_nothing_left();
     // Nothing left: a second pass finds nothing.
     assert_eq!(
         fixture.executor.remove_stale_state().unwrap(),
@@ -791,7 +791,7 @@ async fn background_processes_die_with_the_exec() {
     let result = run_ok(&fixture, &spec(sh("sleep 1004 & echo started"))).await;
     assert_eq!(stdout_of(&result), "started\n");
     assert!(processes_running(&["sleep", "1004"]).is_empty());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,7 +809,8 @@ async fn missing_runtime_binary_is_reported_with_a_hint() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("apt-get install runc"), "{err}");
-    fixture.assert_clean();
+    executor.wait_idle().await;
+    fixture.assert_clean().await;
 }
 
 fn terminal_options(
@@ -878,7 +879,7 @@ async fn terminal_carries_keystrokes_output_resizes_and_the_exit_code() {
     }
     assert_eq!(streamed, captured);
     drop(input);
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -897,7 +898,7 @@ async fn terminal_whose_user_goes_away_is_killed_and_cleaned_up() {
         "{outcome:?}"
     );
     assert!(processes_running(&["sleep", "1005"]).is_empty());
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 /// Runs `spec` and tells the exec's id too (a prestart hook sees it).
@@ -963,7 +964,7 @@ async fn a_fork_bomb_stops_at_the_pids_limit_with_a_clear_error() {
         "{err}"
     );
     fixture.executor.wait_idle().await;
-    fixture.assert_clean();
+    fixture.assert_clean().await;
     assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
 }
 
@@ -997,7 +998,7 @@ async fn a_memory_hog_is_killed_at_the_memory_limit_with_a_clear_error() {
     let (ok, ok_id) = run_with_id(&fixture, &spec(sh("echo fine"))).await;
     assert_eq!(stdout_of(&ok.unwrap()), "fine\n");
     fixture.executor.wait_idle().await;
-    fixture.assert_clean();
+    fixture.assert_clean().await;
     for id in [id, ok_id] {
         assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
     }
@@ -1078,7 +1079,7 @@ async fn launchers_placed_ahead_run_execs_in_their_cgroups_and_leave_nothing() {
     }
     // ...and go, with them, once the executor is idle.
     fixture.executor.wait_idle().await;
-    fixture.assert_clean();
+    fixture.assert_clean().await;
     for id in ids.iter().chain(&waiting) {
         assert!(cgroups_of(id).is_empty(), "{:?}", cgroups_of(id));
     }

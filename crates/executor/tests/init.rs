@@ -51,7 +51,7 @@ async fn the_init_is_pid_1_and_reaps_orphans() {
     let cmdline = stdout_of(&fixture, sh("tr '\\0' ' ' < /proc/1/cmdline")).await;
     assert!(cmdline.starts_with("/dev/.dagr-init -- "), "{cmdline}");
     assert_eq!(stdout_of(&fixture, zombie_factory()).await.trim(), "0");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 
     let bare = Fixture::new();
     let zombies: u32 = stdout_of(&bare, zombie_factory())
@@ -60,7 +60,7 @@ async fn the_init_is_pid_1_and_reaps_orphans() {
         .parse()
         .unwrap();
     assert!(zombies > 0, "without an init orphans stay zombies");
-    bare.assert_clean();
+    bare.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,5 +103,5 @@ async fn exit_status_and_start_errors_are_the_processes() {
             other => panic!("{program}: unexpected error: {other}"),
         }
     }
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }

@@ -66,7 +66,7 @@ async fn a_user_namespace_is_refused_by_the_filter_and_allowed_when_insecure() {
         .await
         .unwrap();
     assert_eq!(result.exit_code, 0);
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +82,7 @@ async fn execs_run_in_seccomp_filter_mode_unless_insecure() {
         unconfined.split_whitespace().collect::<Vec<_>>(),
         ["Seccomp:", "0"]
     );
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,5 +100,5 @@ async fn ordinary_commands_still_run_under_the_filter() {
         ..spec(sh("id -u && ls / > /dev/null && echo listed"), false)
     };
     assert_eq!(stdout_of(&fixture, &user).await, "1000\nlisted\n");
-    fixture.assert_clean();
+    fixture.assert_clean().await;
 }

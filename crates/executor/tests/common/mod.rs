@@ -79,9 +79,17 @@ impl Fixture {
         dagr_executor::Rootfs::Directory(self.rootfs.path().to_path_buf())
     }
 
-    /// Asserts that no exec left anything behind: no container in the runtime's state root, no
-    /// mount under the state dir, no bundle, no netns file.
-    pub fn assert_clean(&self) {
+    /// Asserts that no exec left anything behind once the executor is idle (cleanups finish in
+    /// the background): no container in the runtime's state root, no mount under the state
+    /// dir, no bundle, no netns file.
+    pub async fn assert_clean(&self) {
+        self.executor.wait_idle().await;
+        self.assert_nothing_left();
+    }
+
+    /// [`Fixture::assert_clean`] without waiting for the executor to be idle: for a test that
+    /// lost an exec (its run future forgotten), which the executor would wait for forever.
+    pub fn assert_nothing_left(&self) {
         let containers = self.executor.runtime().list_blocking().unwrap();
         assert!(containers.is_empty(), "containers left: {containers:?}");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
