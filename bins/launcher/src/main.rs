@@ -17,8 +17,9 @@ Commands:
   run --bundle DIR [--pid-file FILE] [--no-new-keyring] [--wait-in-cgroup PATH] ID
                          run the bundle's process in the foreground; exits with its status
                          (128 + signal when it was killed). With --wait-in-cgroup: first make
-                         the cgroup PATH (the one the bundle's spec names), move into it and
-                         wait for one byte on stdin; then read the bundle and run it, the
+                         the cgroup PATH (the one the bundle's spec names), move into it, write
+                         one byte (P) to stdout and wait for one byte on stdin; then read the
+                         bundle and run it, the
                          container born in that cgroup (end of stdin instead: exit, not
                          started; the cgroup stays for the caller to remove)
   kill [--all] ID [SIGNAL]

@@ -68,6 +68,9 @@ pub(crate) struct ExecCgroup {
     container_path: String,
     /// The exec's id (the cgroups' name).
     id: String,
+    /// Processes of the launcher inside the cgroups (a placed launcher stays in them): the pids
+    /// limit is raised by this much, so that the exec's own processes get the whole limit.
+    launcher_pids: u64,
 }
 
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
@@ -103,8 +106,14 @@ impl ExecCgroup {
     }
 
     /// Makes `dagr/<id>` with `limits` (nothing when there are none: the container gets
-    /// [`ExecCgroup::plain_path`]). Blocking: call off the runtime.
-    pub(crate) fn create(id: &str, limits: ExecLimits) -> std::io::Result<Option<ExecCgroup>> {
+    /// [`ExecCgroup::plain_path`]); `placed`: for a placed launcher, which stays inside (its
+    /// process is not counted against the pids limit; its memory is). Blocking: call off the
+    /// runtime.
+    pub(crate) fn create(
+        id: &str,
+        limits: ExecLimits,
+        placed: bool,
+    ) -> std::io::Result<Option<ExecCgroup>> {
         if limits == ExecLimits::default() {
             return Ok(None);
         }
@@ -115,6 +124,7 @@ impl ExecCgroup {
             limits,
             container_path: format!("/dagr/{id}/ctr"),
             id: id.to_owned(),
+            launcher_pids: u64::from(placed),
         };
         let made = match version {
             Version::V2 => cgroup.create_v2(id),
@@ -150,7 +160,10 @@ impl ExecCgroup {
         self.dirs.push(dir.clone());
         write(&dir.join("cgroup.subtree_control"), &wanted.join(" "))?;
         if let Some(pids) = self.limits.pids {
-            write(&dir.join("pids.max"), &pids.to_string())?;
+            write(
+                &dir.join("pids.max"),
+                &(pids + self.launcher_pids).to_string(),
+            )?;
         }
         if let Some(bytes) = self.limits.memory_bytes {
             write(&dir.join("memory.max"), &bytes.to_string())?;
@@ -165,7 +178,10 @@ impl ExecCgroup {
             let dir = Path::new(ROOT).join("pids/dagr").join(id);
             std::fs::create_dir_all(&dir)?;
             self.dirs.push(dir.clone());
-            write(&dir.join("pids.max"), &pids.to_string())?;
+            write(
+                &dir.join("pids.max"),
+                &(pids + self.launcher_pids).to_string(),
+            )?;
         }
         if let Some(bytes) = self.limits.memory_bytes {
             let dir = Path::new(ROOT).join("memory/dagr").join(id);
@@ -227,7 +243,7 @@ impl ExecCgroup {
         }
         if let (Some(limit), Some(dir)) = (self.limits.pids, self.dir_of("pids"))
             && (counter(&dir.join("pids.events"), "max") > 0
-                || read_number(&dir.join("pids.peak")) >= limit)
+                || read_number(&dir.join("pids.peak")) >= limit + self.launcher_pids)
         {
             return Some(LimitHit::Pids { limit });
         }

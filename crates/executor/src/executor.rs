@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
 use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -474,6 +474,21 @@ impl Executor {
             self.mount_ops.unmount(&point)?;
             stale.mounts.push(point);
         }
+        // A predecessor's placed launcher exits once its stdin is closed (with its engine),
+        // perhaps only now: its cgroups are retried briefly; a marker whose cgroups stay is
+        // kept for the next sweep.
+        let mut kept_markers = Vec::new();
+        let [_, _, placed_dir] = &owned_dirs;
+        if let Ok(entries) = std::fs::read_dir(placed_dir) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !remove_placed(&id, &entry.path()) {
+                    kept_markers.push(entry.path());
+                } else {
+                    stale.paths.push(entry.path());
+                }
+            }
+        }
         for dir in owned_dirs {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
@@ -482,6 +497,9 @@ impl Executor {
             };
             for entry in entries {
                 let path = entry.map_err(prepare_err(&dir))?.path();
+                if kept_markers.contains(&path) {
+                    continue;
+                }
                 let removed = if path.is_dir() {
                     std::fs::remove_dir_all(&path)
                 } else {
@@ -496,9 +514,10 @@ impl Executor {
 
     /// Runs `spec` on `rootfs` and waits for it. A non-zero exit is [`ExecError::Failed`].
     /// Whatever way the run ends (success, failure, cancellation, the future being dropped),
-    /// the container and its mounts are gone before it returns (the rootfs is then as the run
-    /// left it), and its network namespace, cgroups and bundle are removed right after, in the
-    /// background; when the future is dropped, all of it goes on a thread of its own.
+    /// the container, its mounts and its network (names, namespace, address) are gone before
+    /// it returns (the rootfs is then as the run left it), and its cgroups and bundle are
+    /// removed right after, in the background; when the future is dropped, all of it goes on a
+    /// thread of its own.
     /// [`Executor::wait_idle`] waits for those.
     pub async fn run(
         &self,
@@ -523,14 +542,15 @@ impl Executor {
         // A launcher started ahead, already in its cgroups, or one started now, moving into
         // them while the bundle is prepared (never for a terminal: its stdio is the pty, made
         // for the run).
+        // Counted as live from here: a launcher being placed for this exec is.
+        let live = self.live.enter();
         let taken = match (&self.placed, &terminal) {
             (Some(placed), None) => match placed.take() {
                 Some(taken) => Some(taken),
-                None => placed.start_for_exec().await,
+                None => placed.start_for_exec(self.live.enter()).await,
             },
             _ => None,
         };
-        let placed_launcher = taken.is_some();
         let id = match &taken {
             Some(taken) => taken.id.clone(),
             None => format!("dagr-{:016x}", rand::random::<u64>()),
@@ -545,10 +565,10 @@ impl Executor {
             stubs: MountStubs::default(),
             network: None,
             permit,
-            live: Some(self.live.enter()),
+            live: Some(live),
             cgroup: None,
             placed_marker: None,
-            rootfs_released: false,
+            container_ended: false,
             unmount_failed: false,
             hand_off_on_drop: true,
             done: false,
@@ -611,19 +631,20 @@ impl Executor {
         self.refill_placed();
         // Cleanup blocks on runtime commands and syscalls: keep it off the async workers. If
         // this future is dropped meanwhile, the blocking task still finishes the cleanup. The
-        // rootfs is released before the result is given; the network namespace, cgroups and
-        // bundle go right after, in the background ([`Executor::wait_idle`] waits for them).
+        // container, mounts and network go before the result is given; the cgroups and bundle
+        // right after, in the background ([`Executor::wait_idle`] waits for them).
         let cleanup_started = Instant::now();
-        let released = tokio::task::spawn_blocking(move || {
-            cleanup.release_rootfs();
+        let ended = tokio::task::spawn_blocking(move || {
+            cleanup.end_container();
             cleanup
         })
         .await;
         phases.cleanup = cleanup_started.elapsed();
-        match released {
+        match ended {
             // If the runtime is shutting down and the task never runs, dropping it hands the
             // cleanup to a thread of its own.
             Ok(mut cleanup) => drop(tokio::task::spawn_blocking(move || cleanup.run())),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => tracing::warn!(exec = %id, error = %e, "exec cleanup task failed"),
         }
         outcome.map(|mut result| {
@@ -631,7 +652,6 @@ impl Executor {
                 runtime: result.phases.runtime,
                 ..phases
             };
-            result.placed_launcher = placed_launcher;
             result
         })
     }
@@ -702,13 +722,12 @@ impl Executor {
         // The exec's own cgroup with its limits (the container runs in a child of it); a placed
         // launcher's was made with it.
         let cgroup_started = Instant::now();
-        let placed = cleanup.placed_marker.is_some();
-        let cgroup = if placed {
+        let cgroup = if cleanup.placed_marker.is_some() {
             cleanup.cgroup.clone()
         } else {
             let limits = self.config.limits;
             let cgroup_id = id.clone();
-            tokio::task::spawn_blocking(move || ExecCgroup::create(&cgroup_id, limits))
+            tokio::task::spawn_blocking(move || ExecCgroup::create(&cgroup_id, limits, false))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .and_then(|made| made)
@@ -748,9 +767,32 @@ impl Executor {
             .map_err(prepare_err(&config_path))?;
         phases.spec = spec_started.elapsed();
 
-        let log_path = bundle_dir.join("runc.log");
+        // A placed launcher that did not get into its cgroups ended with its error in its log:
+        // the exec then starts its launcher the usual way (in the cgroups made for it).
+        let placed_child = match cleanup.child.take() {
+            Some(mut child) => {
+                let marker = cleanup.placed_marker.as_deref().unwrap_or(&bundle_dir);
+                if placed_launcher_ready(&mut child, cancel, &id).await? {
+                    Some(child)
+                } else {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    let log = tokio::fs::read_to_string(marker.join(crate::placed::LOG_FILE))
+                        .await
+                        .unwrap_or_default();
+                    tracing::warn!(exec = %id, log = %log.trim(), "a placed launcher failed; starting the exec's launcher the usual way");
+                    None
+                }
+            }
+            None => None,
+        };
+        let placed = placed_child.is_some();
+        let log_path = match (&cleanup.placed_marker, placed) {
+            (Some(marker), true) => marker.join(crate::placed::LOG_FILE),
+            _ => bundle_dir.join("runc.log"),
+        };
         let mut pty = None;
-        let (started, mut child) = match cleanup.child.take() {
+        let (started, mut child) = match placed_child {
             // A placed launcher starts on the byte the feed below sends first.
             Some(child) => (Instant::now(), child),
             None => self.spawn_runtime(
@@ -843,10 +885,12 @@ impl Executor {
         let status = status.map_err(io_err)?;
         let stdout = stdout.map_err(io_err)?;
         let stderr = stderr.map_err(io_err)?;
-        finish(
+        let mut result = finish(
             &id, spec, &log_path, status, stdout, stderr, started, cgroup,
         )
-        .await
+        .await?;
+        result.placed_launcher = placed;
+        Ok(result)
     }
 
     /// Spawns the runtime's `run` of the bundle (the usual way, when no placed launcher waits),
@@ -1384,8 +1428,8 @@ struct ExecCleanup {
     /// The marker of the placed launcher it runs on: the launcher stays in its cgroups to
     /// the end, so they are removed here (in every hierarchy), then the marker.
     placed_marker: Option<PathBuf>,
-    /// [`ExecCleanup::release_rootfs`] has run.
-    rootfs_released: bool,
+    /// [`ExecCleanup::end_container`] has run.
+    container_ended: bool,
     /// An unmount failed: the bundle (which may still hold a mounted rootfs) stays.
     unmount_failed: bool,
     /// Whether `Drop` hands the cleanup to a thread of its own (the cleanup of a dropped run
@@ -1434,13 +1478,15 @@ impl ExecCleanup {
     }
 
     /// Blocking: what must be done before the exec's result is given, so that its rootfs is
-    /// as the run left it, ready to be committed: stops the runtime process, deletes the
-    /// container, removes the mount stubs and unmounts what the executor mounted.
-    fn release_rootfs(&mut self) {
-        if self.done || self.rootfs_released {
+    /// as the run left it, ready to be committed, and its network identity is free (a stopped
+    /// service's names and address are gone when `stop` answers): stops the runtime process,
+    /// deletes the container, removes the mount stubs, unmounts what the executor mounted and
+    /// releases the network (names, namespace, address).
+    fn end_container(&mut self) {
+        if self.done || self.container_ended {
             return;
         }
-        self.rootfs_released = true;
+        self.container_ended = true;
         self.stop_runtime_process();
         self.child = None;
         if self.runtime.has_container(&self.id)
@@ -1455,27 +1501,40 @@ impl ExecCleanup {
                 self.unmount_failed = true;
             }
         }
-    }
-
-    /// Blocking: [`ExecCleanup::release_rootfs`] (unless done already), then removes the
-    /// network namespace, the cgroups and the bundle, and frees the exec's slot.
-    fn run(&mut self) {
-        self.release_rootfs();
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let all_unmounted = !self.unmount_failed;
         if let Some(network) = self.network.take()
             && let Err(e) = network.release()
         {
             tracing::warn!(exec = %self.id, error = %e, "network release failed");
         }
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove();
+    }
+
+    /// Blocking: [`ExecCleanup::end_container`] (unless done already), then removes the
+    /// cgroups and the bundle, and frees the exec's slot.
+    fn run(&mut self) {
+        self.end_container();
+        if self.done {
+            return;
         }
-        if let Some(marker) = self.placed_marker.take() {
-            remove_placed(&self.id, &marker);
+        self.done = true;
+        // `mounted` is empty unless `end_container` was cut short (a panic).
+        let all_unmounted = !self.unmount_failed && self.mounted.is_empty();
+        if let Some(network) = self.network.take()
+            && let Err(e) = network.release()
+        {
+            tracing::warn!(exec = %self.id, error = %e, "network release failed");
+        }
+        // A placed launcher's removal covers the exec's cgroups (it retries while the last
+        // process leaves them); otherwise one pass.
+        let cgroup = self.cgroup.take();
+        match self.placed_marker.take() {
+            Some(marker) => {
+                remove_placed(&self.id, &marker);
+            }
+            None => {
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove();
+                }
+            }
         }
         // Never recurse into a bundle that may still hold a mounted rootfs.
         if all_unmounted {
@@ -1511,7 +1570,7 @@ impl ExecCleanup {
             live: self.live.take(),
             cgroup: self.cgroup.take(),
             placed_marker: self.placed_marker.take(),
-            rootfs_released: self.rootfs_released,
+            container_ended: self.container_ended,
             unmount_failed: self.unmount_failed,
             hand_off_on_drop: false,
             done: false,
@@ -1562,11 +1621,30 @@ impl LiveExecs {
 }
 
 /// One live exec; dropping it ends the count.
-struct LiveExec(Arc<watch::Sender<usize>>);
+#[derive(Debug)]
+pub(crate) struct LiveExec(Arc<watch::Sender<usize>>);
 
 impl Drop for LiveExec {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Whether a placed launcher is in its cgroups: it writes one byte to its stdout once there
+/// (end of file instead: it failed). Waits for it (it is there already unless the launcher
+/// was placed for this very exec) unless `cancel` fires first.
+async fn placed_launcher_ready(
+    child: &mut Child,
+    cancel: &CancellationToken,
+    id: &str,
+) -> Result<bool, ExecError> {
+    let Some(stdout) = child.stdout.as_mut() else {
+        return Ok(false);
+    };
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        read = stdout.read(&mut byte) => Ok(matches!(read, Ok(1))),
+        _ = cancel.cancelled() => Err(ExecError::Cancelled { id: id.to_owned() }),
     }
 }
 

@@ -10,7 +10,7 @@
 //!   ([`TerminalInput`]: keystrokes and [`WindowSize`] changes).
 //!   A concurrency limit bounds running execs; cancellation (a `CancellationToken` or dropping
 //!   the future) kills the container's whole process tree. Every run ends with the container
-//!   and its mounts removed before its result is given, and its network namespace, cgroups and
+//!   its mounts and its network removed before its result is given, and its cgroups and
 //!   bundle removed right after in the background (by a thread of its own when the run future
 //!   is dropped; [`Executor::wait_idle`] waits for those). Nothing blocks the caller's
 //!   runtime threads: bundle preparation and cleanup run on blocking threads, and the

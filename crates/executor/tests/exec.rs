@@ -1095,3 +1095,50 @@ async fn launchers_placed_ahead_run_execs_in_their_cgroups_and_leave_nothing() {
         .collect();
     assert!(waiting_launchers.is_empty(), "{waiting_launchers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_that_cannot_be_placed_falls_back_to_a_usual_start() {
+    // A runtime that refuses `--wait-in-cgroup` (as a launcher that cannot join its cgroups
+    // does: it exits with its error before announcing its placement).
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let wrapper = wrapper_dir.path().join("refuses-placing");
+    let fixture = Fixture::with_config(|c| {
+        let script = format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --wait-in-cgroup ] && {{ echo 'cannot place' >&2; exit 1; }}; done\nexec {} \"$@\"\n",
+            c.runtime_binary.display()
+        );
+        std::fs::write(&wrapper, script).unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        c.runtime_binary = wrapper.clone();
+        c.limits = ExecLimits {
+            pids: Some(64),
+            memory_bytes: None,
+        };
+    });
+    for i in 0..3 {
+        let result = run_ok(&fixture, &spec(sh(&format!("echo run {i}")))).await;
+        assert_eq!(stdout_of(&result), format!("run {i}\n"));
+        assert!(!result.placed_launcher, "run {i} claims a placed launcher");
+    }
+    // A failing command is still its own failure, not the launcher's.
+    let err = fixture
+        .executor
+        .run(
+            &fixture.rootfs(),
+            &spec(sh("exit 3")),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ExecError::Failed { exit_code: 3, .. }),
+        "{err}"
+    );
+    fixture.assert_clean().await;
+    let markers = fixture.state.path().join("placed");
+    assert!(!markers.exists() || std::fs::read_dir(&markers).unwrap().next().is_none());
+}

@@ -27,9 +27,12 @@ pub struct RunOptions {
     /// launcher into it, then wait for one byte on standard input before reading the bundle.
     /// The container's init is then born in its cgroups, so the slow move of a process into a
     /// cgroup (an RCU grace period on cgroup v1, several milliseconds) happens before the
-    /// container is asked for. Standard input is the container's once the byte is read; end
-    /// of file instead of the byte ends the launcher ([`LaunchError::NotStarted`]). The
-    /// cgroups stay when the launcher ends (it is in them): whoever started it removes them.
+    /// container is asked for. Once in its cgroups the launcher writes one byte to standard
+    /// output, so that its caller knows it is placed (end of file there instead means it
+    /// failed, its error in the log). Standard input and output are the container's once the
+    /// start byte is read; end of file instead of the byte ends the launcher
+    /// ([`LaunchError::NotStarted`]). The cgroups stay when the launcher ends (it is in them):
+    /// whoever started it removes them.
     pub wait_in_cgroup: Option<PathBuf>,
 }
 
@@ -60,6 +63,7 @@ pub fn run(options: &RunOptions) -> Result<i32, LaunchError> {
         Some(path) => {
             let cgroups = make_cgroups(path).map_err(setup("create the container's cgroups"))?;
             join_cgroups(&cgroups).map_err(setup("move into the container's cgroups"))?;
+            announce_placed().map_err(setup("announce its placement"))?;
             wait_for_start(id)?;
             Some(cgroups)
         }
@@ -105,6 +109,21 @@ fn join_cgroups(cgroups: &[(Option<String>, PathBuf)]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Writes the placement byte to standard output.
+fn announce_placed() -> std::io::Result<()> {
+    loop {
+        match rustix::io::write(rustix::stdio::stdout(), &[PLACED_BYTE]) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The byte a placed launcher writes once it is in its cgroups.
+const PLACED_BYTE: u8 = b'P';
 
 /// Reads the start byte from standard input (one byte: the rest is the container's).
 fn wait_for_start(id: &str) -> Result<(), LaunchError> {
