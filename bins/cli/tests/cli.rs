@@ -27,12 +27,17 @@ fn start_engine() -> Engine {
 }
 
 fn run_dagr(engine: &Engine, args: &[&str], stdin: &str) -> Output {
+    run_dagr_to(engine, args, stdin, Stdio::piped())
+}
+
+/// [`run_dagr`] with its stdout going to `stdout`.
+fn run_dagr_to(engine: &Engine, args: &[&str], stdin: &str, stdout: impl Into<Stdio>) -> Output {
     let mut child = Command::new(dagr())
         .args(args)
         .env("DAGR_HOST", engine.host())
         .current_dir(engine.dir.path())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn dagr");
@@ -104,21 +109,7 @@ fn query_from_stdin_and_file_with_variables() {
     // A reader that has gone away (`dagr query | head`) ends dagr quietly: no panic.
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let mut child = Command::new(dagr())
-        .args(["query"])
-        .env("DAGR_HOST", engine.host())
-        .stdin(Stdio::piped())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dagr");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"{ version }")
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("dagr output");
+    let out = run_dagr_to(&engine, &["query"], "{ version }", writer);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -80,14 +80,8 @@ async fn descriptors_of_the_engine_never_reach_the_container() {
 async fn non_zero_exit_is_failed_with_output() {
     let fixture = Fixture::new();
     let err = fixture
-        .executor
-        .run(
-            &fixture.rootfs(),
-            &spec(sh("echo out; echo err >&2; exit 3")),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap_err();
+        .run_err(&spec(sh("echo out; echo err >&2; exit 3")))
+        .await;
     assert_eq!(
         err.to_string(),
         "process \"sh -c echo out; echo err >&2; exit 3\" did not complete successfully: exit code: 3"
@@ -105,15 +99,7 @@ async fn non_zero_exit_is_failed_with_output() {
         }
         other => panic!("unexpected error: {other}"),
     }
-    let err = fixture
-        .executor
-        .run(
-            &fixture.rootfs(),
-            &spec(vec!["false".into()]),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fixture.run_err(&spec(vec!["false".into()])).await;
     assert!(
         matches!(err, ExecError::Failed { exit_code: 1, .. }),
         "{err}"
@@ -133,15 +119,7 @@ async fn stderr_is_captured_separately() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_executable_is_a_start_error() {
     let fixture = Fixture::new();
-    let err = fixture
-        .executor
-        .run(
-            &fixture.rootfs(),
-            &spec(vec!["/no/such/binary".into()]),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fixture.run_err(&spec(vec!["/no/such/binary".into()])).await;
     match &err {
         ExecError::Start { message, .. } => {
             assert!(message.contains("/no/such/binary"), "{message}")
@@ -1037,15 +1015,7 @@ async fn launchers_placed_ahead_run_execs_in_their_cgroups_and_leave_nothing() {
         ids.push(result.id);
     }
     // A failed start on a placed launcher is the same clear error.
-    let err = fixture
-        .executor
-        .run(
-            &fixture.rootfs(),
-            &spec(vec!["no-such-program".into()]),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fixture.run_err(&spec(vec!["no-such-program".into()])).await;
     assert!(err.to_string().contains("no-such-program"), "{err}");
     // Launchers wait for the next execs (started in the background once an exec's container
     // has ended), each with its cgroup and marker...
@@ -1125,15 +1095,7 @@ async fn a_launcher_that_cannot_be_placed_falls_back_to_a_usual_start() {
         assert!(!result.placed_launcher, "run {i} claims a placed launcher");
     }
     // A failing command is still its own failure, not the launcher's.
-    let err = fixture
-        .executor
-        .run(
-            &fixture.rootfs(),
-            &spec(sh("exit 3")),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fixture.run_err(&spec(sh("exit 3"))).await;
     assert!(
         matches!(err, ExecError::Failed { exit_code: 3, .. }),
         "{err}"

@@ -66,15 +66,7 @@ async fn the_init_is_pid_1_and_reaps_orphans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_status_and_start_errors_are_the_processes() {
     let fixture = with_init();
-    let err = fixture
-        .executor
-        .run(
-            &fixture.rootfs(),
-            &spec(sh("exit 7")),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fixture.run_err(&spec(sh("exit 7"))).await;
     assert!(
         matches!(err, ExecError::Failed { exit_code: 7, .. }),
         "{err}"
@@ -84,15 +76,7 @@ async fn exit_status_and_start_errors_are_the_processes() {
         ("/no/such/binary", "no such file or directory"),
         ("/etc/passwd", "permission denied"),
     ] {
-        let err = fixture
-            .executor
-            .run(
-                &fixture.rootfs(),
-                &spec(vec![program.into()]),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap_err();
+        let err = fixture.run_err(&spec(vec![program.into()])).await;
         match &err {
             ExecError::Start { message, .. } => {
                 assert!(

@@ -75,6 +75,14 @@ impl Fixture {
         }
     }
 
+    /// Runs `spec` on the fixture's rootfs with default options; its error.
+    pub async fn run_err(&self, spec: &dagr_executor::ExecSpec) -> dagr_executor::ExecError {
+        self.executor
+            .run(&self.rootfs(), spec, dagr_executor::RunOptions::default())
+            .await
+            .expect_err("the run should fail")
+    }
+
     pub fn rootfs(&self) -> dagr_executor::Rootfs {
         dagr_executor::Rootfs::Directory(self.rootfs.path().to_path_buf())
     }
