@@ -850,8 +850,6 @@ async fn query(
     })
 }
 
-/// Prints a GraphQL response's errors to stderr (`error: MSG`, then `  extensions: JSON`);
-/// whether it had any.
 /// Writes `text` to stdout. A reader that has gone away (`dagr query | head`) is not an error:
 /// there is no one left to tell.
 pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
@@ -862,6 +860,8 @@ pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Prints a GraphQL response's errors to stderr (`error: MSG`, then `  extensions: JSON`);
+/// whether it had any.
 fn print_errors(response: &serde_json::Value) -> bool {
     let errors = match response.get("errors").and_then(|e| e.as_array()) {
         Some(errors) if !errors.is_empty() => errors,
