@@ -1104,3 +1104,34 @@ async fn a_launcher_that_cannot_be_placed_falls_back_to_a_usual_start() {
     let markers = fixture.state.path().join("placed");
     assert!(!markers.exists() || std::fs::read_dir(&markers).unwrap().next().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_marker_stays_while_its_cgroup_holds_a_process() {
+    let fixture = Fixture::new();
+    // A dead engine's placed launcher whose cgroup still holds a process.
+    let id = format!("dagr-stale{:08x}", std::process::id());
+    let marker = fixture.state.path().join("placed").join(&id);
+    std::fs::create_dir_all(&marker).unwrap();
+    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup/dagr").join(&id)
+    } else {
+        Path::new("/sys/fs/cgroup/pids/dagr").join(&id)
+    };
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("1006")
+        .spawn()
+        .unwrap();
+    std::fs::write(cgroup.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    // The sweep cannot remove the cgroup: the marker stays for the next one.
+    let stale = fixture.executor.remove_stale_state().unwrap();
+    assert!(marker.exists(), "{stale:?}");
+    assert!(cgroup.exists());
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    // Once the process is gone, the next sweep removes both.
+    let stale = fixture.executor.remove_stale_state().unwrap();
+    assert!(!marker.exists(), "{stale:?}");
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    fixture.assert_clean().await;
+}
