@@ -101,7 +101,7 @@ impl PlacedLauncher {
         };
         if let Some(mut child) = self.child.take() {
             drop(child.stdin.take());
-            let deadline = Instant::now() + RETIRE_GRACE;
+            let mut deadline = Instant::now() + RETIRE_GRACE;
             let mut killed = false;
             while matches!(child.try_wait(), Ok(None)) {
                 if Instant::now() > deadline {
@@ -111,6 +111,7 @@ impl PlacedLauncher {
                     }
                     let _ = child.start_kill();
                     killed = true;
+                    deadline = Instant::now() + RETIRE_GRACE;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
