@@ -322,20 +322,20 @@ impl From<ServeArgs> for Config {
         } else {
             args.listen
         };
-        let explicit_runc = args.runc.is_some();
-        let runc = match (args.runtime, args.runc) {
-            (RuntimeChoice::Runc, runc) => runc,
-            (RuntimeChoice::DagrLauncher, _) => {
-                Some(launcher_beside().unwrap_or_else(|| PathBuf::from("dagr-launcher")))
-            }
-            (RuntimeChoice::Auto, Some(runc)) => Some(runc),
+        // The runtime binary (`None`: runc from PATH), and whether it is dagr-launcher.
+        let (runc, on_launcher) = match (args.runtime, args.runc) {
+            (RuntimeChoice::Runc, runc) => (runc, false),
+            (RuntimeChoice::DagrLauncher, _) => (
+                Some(launcher_beside().unwrap_or_else(|| PathBuf::from("dagr-launcher"))),
+                true,
+            ),
+            (RuntimeChoice::Auto, Some(runc)) => (Some(runc), false),
             // dagr-launcher resolves mounts with openat2(2) (Linux 5.6): runc before that.
-            (RuntimeChoice::Auto, None) => launcher_beside().filter(|_| kernel_has_openat2()),
-        };
-        let on_launcher = match args.runtime {
-            RuntimeChoice::DagrLauncher => true,
-            RuntimeChoice::Auto => !explicit_runc && runc.is_some(),
-            RuntimeChoice::Runc => false,
+            (RuntimeChoice::Auto, None) => {
+                let launcher = launcher_beside().filter(|_| kernel_has_openat2());
+                let on_launcher = launcher.is_some();
+                (launcher, on_launcher)
+            }
         };
         Config {
             state_dir,

@@ -19,9 +19,8 @@ Commands:
                          (128 + signal when it was killed). With --wait-in-cgroup: first make
                          the cgroup PATH (the one the bundle's spec names), move into it, write
                          one byte (P) to stdout and wait for one byte on stdin; then read the
-                         bundle and run it, the
-                         container born in that cgroup (end of stdin instead: exit, not
-                         started; the cgroup stays for the caller to remove)
+                         bundle and run it, the container born in that cgroup (end of stdin
+                         instead: exit, not started; the cgroup stays for the caller to remove)
   kill [--all] ID [SIGNAL]
                          send SIGNAL (a name such as TERM or KILL, or a number; default TERM)
                          to the init (which takes its whole pid namespace with it)

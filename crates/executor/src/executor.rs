@@ -442,17 +442,16 @@ impl Executor {
                 stale.containers.push(id);
             }
         }
-        // A dead predecessor's execs are named by the bundles it left, and its placed launchers
-        // by their markers: their cgroups go too.
-        let stale_execs: Vec<String> = [self.bundles_dir(), self.placed_dir()]
-            .iter()
-            .filter_map(|dir| std::fs::read_dir(dir).ok())
-            .flat_map(|entries| {
+        // A dead predecessor's execs are named by the bundles it left: their cgroups go too (its
+        // placed launchers' cgroups go with their markers, below).
+        let stale_execs: Vec<String> = std::fs::read_dir(self.bundles_dir())
+            .map(|entries| {
                 entries
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
         for id in stale_execs.iter().chain(&stale.containers) {
             crate::cgroup::remove_exec_cgroups(id);
         }
@@ -767,30 +766,19 @@ impl Executor {
             .map_err(prepare_err(&config_path))?;
         phases.spec = spec_started.elapsed();
 
-        // A placed launcher that did not get into its cgroups ended with its error in its log:
-        // the exec then starts its launcher the usual way (in the cgroups made for it).
-        let placed_child = match cleanup.child.take() {
-            Some(mut child) => {
-                let marker = cleanup.placed_marker.as_deref().unwrap_or(&bundle_dir);
-                if placed_launcher_ready(&mut child, cancel, &id).await? {
-                    Some(child)
-                } else {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                    let log = tokio::fs::read_to_string(marker.join(crate::placed::LOG_FILE))
-                        .await
-                        .unwrap_or_default();
-                    tracing::warn!(exec = %id, log = %log.trim(), "a placed launcher failed; starting the exec's launcher the usual way");
-                    None
+        // A placed launcher logs into its marker; one that did not get into its cgroups is
+        // replaced by a launcher started the usual way (in the cgroups made for it).
+        let (placed_child, log_path) = match (cleanup.child.take(), &cleanup.placed_marker) {
+            (Some(child), Some(marker)) => {
+                let log_path = marker.join(crate::placed::LOG_FILE);
+                match placed_launcher_ready(child, &log_path, cancel, &id).await? {
+                    Some(child) => (Some(child), log_path),
+                    None => (None, bundle_dir.join("runc.log")),
                 }
             }
-            None => None,
+            _ => (None, bundle_dir.join("runc.log")),
         };
         let placed = placed_child.is_some();
-        let log_path = match (&cleanup.placed_marker, placed) {
-            (Some(marker), true) => marker.join(crate::placed::LOG_FILE),
-            _ => bundle_dir.join("runc.log"),
-        };
         let mut pty = None;
         let (started, mut child) = match placed_child {
             // A placed launcher starts on the byte the feed below sends first.
@@ -1518,11 +1506,6 @@ impl ExecCleanup {
         self.done = true;
         // `mounted` is empty unless `end_container` was cut short (a panic).
         let all_unmounted = !self.unmount_failed && self.mounted.is_empty();
-        if let Some(network) = self.network.take()
-            && let Err(e) = network.release()
-        {
-            tracing::warn!(exec = %self.id, error = %e, "network release failed");
-        }
         // A placed launcher's removal covers the exec's cgroups (it retries while the last
         // process leaves them); otherwise one pass.
         let cgroup = self.cgroup.take();
@@ -1630,22 +1613,32 @@ impl Drop for LiveExec {
     }
 }
 
-/// Whether a placed launcher is in its cgroups: it writes one byte to its stdout once there
-/// (end of file instead: it failed). Waits for it (it is there already unless the launcher
-/// was placed for this very exec) unless `cancel` fires first.
+/// A placed launcher once it is in its cgroups: it writes one byte to its stdout once there.
+/// Waits for it (it is there already unless the launcher was placed for this very exec) unless
+/// `cancel` fires first. `None` (logged with the launcher's `log`) when its stdout ends first:
+/// it failed, and is reaped.
 async fn placed_launcher_ready(
-    child: &mut Child,
+    mut child: Child,
+    log: &Path,
     cancel: &CancellationToken,
     id: &str,
-) -> Result<bool, ExecError> {
-    let Some(stdout) = child.stdout.as_mut() else {
-        return Ok(false);
-    };
+) -> Result<Option<Child>, ExecError> {
     let mut byte = [0u8; 1];
-    tokio::select! {
-        read = stdout.read(&mut byte) => Ok(matches!(read, Ok(1))),
-        _ = cancel.cancelled() => Err(ExecError::Cancelled { id: id.to_owned() }),
+    let ready = match child.stdout.as_mut() {
+        Some(stdout) => tokio::select! {
+            read = stdout.read(&mut byte) => matches!(read, Ok(1)),
+            _ = cancel.cancelled() => return Err(ExecError::Cancelled { id: id.to_owned() }),
+        },
+        None => false,
+    };
+    if ready {
+        return Ok(Some(child));
     }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let log = tokio::fs::read_to_string(log).await.unwrap_or_default();
+    tracing::warn!(exec = %id, log = %log.trim(), "a placed launcher failed; starting the exec's launcher the usual way");
+    Ok(None)
 }
 
 /// When the init (tini) reports that it could not exec the process (exit 126 or 127 with its

@@ -9,7 +9,7 @@
 //!   With [`RunOptions::terminal`] the process runs on a pseudo-terminal fed by [`TerminalIo`]
 //!   ([`TerminalInput`]: keystrokes and [`WindowSize`] changes).
 //!   A concurrency limit bounds running execs; cancellation (a `CancellationToken` or dropping
-//!   the future) kills the container's whole process tree. Every run ends with the container
+//!   the future) kills the container's whole process tree. Every run ends with the container,
 //!   its mounts and its network removed before its result is given, and its cgroups and
 //!   bundle removed right after in the background (by a thread of its own when the run future
 //!   is dropped; [`Executor::wait_idle`] waits for those). Nothing blocks the caller's
