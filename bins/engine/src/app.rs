@@ -17,7 +17,8 @@ use crate::server::Bound;
 use crate::stack::EngineService;
 use crate::watchdog::Watchdog;
 use crate::{
-    export, gc, grpc, host, metrics, nested, query, remote_cache, server, stack, telemetry,
+    export, gc, group_commit, grpc, host, metrics, nested, query, remote_cache, server, stack,
+    telemetry,
 };
 
 /// The oldest client version this engine serves.
@@ -147,6 +148,7 @@ impl App {
             tracing::warn!(path = %pid_file.display(), error = %e, "writing the pid file");
         }
         tracing::info!(state_dir = %state_dir.display(), "engine ready");
+        let group_commit_task = tokio::spawn(group_commit::run(api.clone()));
         let gc_task = tokio::spawn(gc::run(
             api.clone(),
             engine.clone(),
@@ -181,6 +183,9 @@ impl App {
         }
         let _ = tokio::task::spawn_blocking(move || watchdog.stop()).await;
         network.shutdown().await;
+        // What the last execs committed becomes durable before the engine exits.
+        group_commit_task.abort();
+        group_commit::pass(&api).await;
         // Cache hits keep last-used times in memory; persist them for the next start's GC.
         let solver = api.services().solver.clone();
         match tokio::task::spawn_blocking(move || solver.flush()).await {
@@ -332,6 +337,13 @@ async fn open_api(
             opened => opened,
         }
         .context("opening the solver's cache index")?;
+        // Results whose snapshots a crash took (they were committed after the last group
+        // commit), or a collection removed just before a crash, are run again.
+        match solver.prune(|r| solver.runner().has_result(r)) {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => tracing::info!(results = gone.len(), "dropped cache entries whose data is gone"),
+            Err(e) => tracing::warn!(error = %e, "checking the cache index against the snapshots"),
+        }
         Ok((solver, watchdog))
     })
     .await

@@ -8,6 +8,7 @@ mod config;
 mod dial_stdio;
 mod export;
 mod gc;
+mod group_commit;
 mod grpc;
 mod host;
 mod metrics;

@@ -98,7 +98,7 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
             BoxCloneSyncService::new(tower::service_fn(move |_req: Request<Incoming>| {
                 let api = engine.query.api().services();
                 let network = api.worker().network().stats();
-                let gauges = [
+                let mut gauges = vec![
                     (
                         "dagr_services_running",
                         "Service containers running (all sessions).",
@@ -166,10 +166,11 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                     counters.push((phase, help, micros(time)));
                 }
                 let writes = api.solver.index_writes();
+                let snapshot_syncs = api.worker().snapshots().sync_stats();
                 counters.extend([
                     (
                         "dagr_index_writes_total",
-                        "Results written to the solver's index (one durable commit each).",
+                        "Results written to the solver's index (each durable with the next index sync).",
                         writes.count,
                     ),
                     (
@@ -177,7 +178,32 @@ fn route_service(route: Route, engine: &Arc<Engine>, scope: &ClientScopeLayer) -
                         "Time spent writing results to the solver's index.",
                         micros(writes.time),
                     ),
+                    (
+                        "dagr_index_syncs_total",
+                        "Group commits of the solver's index (one durable commit each).",
+                        writes.syncs,
+                    ),
+                    (
+                        "dagr_index_sync_microseconds_total",
+                        "Time spent in group commits of the solver's index.",
+                        micros(writes.sync_time),
+                    ),
+                    (
+                        "dagr_snapshot_syncs_total",
+                        "Group commits of the snapshots (a syncfs, then one durable commit).",
+                        snapshot_syncs.syncs,
+                    ),
+                    (
+                        "dagr_snapshot_sync_microseconds_total",
+                        "Time spent in group commits of the snapshots.",
+                        micros(snapshot_syncs.time),
+                    ),
                 ]);
+                gauges.push((
+                    "dagr_cache_unsynced",
+                    "1 while results (snapshots or index entries) wait for the next group commit.",
+                    u64::from(snapshot_syncs.commits_pending || writes.unsynced),
+                ));
                 let text = engine.metrics.render(&engine.registry, &gauges, &counters);
                 async move {
                     let mut resp = Response::new(full_body(Bytes::from(text)));

@@ -1,6 +1,6 @@
 //! The engine killed with SIGKILL in the middle of an exec, then restarted on the same state
 //! directory: it starts, leaves no container or mount of the dead one behind, and serves what
-//! was built before the crash from its persistent cache.
+//! was built (and group-committed) before the crash from its persistent cache.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,6 +39,9 @@ async fn sigkill_mid_exec_then_restart_recovers_and_keeps_the_cache() {
         .as_str()
         .expect("stdout")
         .to_owned();
+    // The result reaches the disk by group commit, shortly after the answer: a crash before
+    // that would (correctly) run the exec again.
+    tokio::task::block_in_place(|| first.wait_metric("dagr_cache_unsynced", 0));
     // Start a long exec and kill the engine while it runs.
     let sleeper = serde_json::json!({ "query": format!(
         r#"{{ container {{ from(address: "{}") {{ withExec(args: ["sleep", "1000"]) {{ sync }} }} }} }}"#,

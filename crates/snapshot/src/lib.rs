@@ -15,6 +15,9 @@
 //!   back as a gzip layer ([`DiffLayer`]).
 //! - [`Lease`]s (held in the snapshotter's database) protect blobs and snapshots from
 //!   [`Snapshotter::gc`], which removes the rest oldest-unused first down to a byte budget.
+//! - Writes reach the disk by group commit: writable overlays are mounted `volatile`, records
+//!   are written without fsync, and [`Snapshotter::sync`] syncs the files, then the records, of
+//!   everything committed since the last sync ([`SyncStats`]).
 
 mod beneath;
 pub mod content;
@@ -22,6 +25,7 @@ pub mod diff;
 pub mod digest;
 mod fsutil;
 pub mod gc;
+mod group_commit;
 pub mod layer;
 pub mod mount;
 pub mod snapshotter;
@@ -32,6 +36,7 @@ pub use diff::{DiffError, DiffLayer, LAYER_MEDIA_TYPE_GZIP, LAYER_MEDIA_TYPE_ZST
 pub use digest::{Digest, DigestError};
 pub use fsutil::{Usage, disk_usage};
 pub use gc::{GcError, GcReport};
+pub use group_commit::SyncStats;
 pub use layer::{ApplyOptions, ApplyStats, Compression, LayerError, apply_layer, is_tar_archive};
 pub use mount::{LinuxMounts, Mount, MountError, MountGuard, MountKind, MountSyscalls, mount_all};
 pub use snapshotter::{Backend, Info, Kind, Lease, SnapshotError, Snapshotter, SnapshotterOptions};

@@ -95,6 +95,9 @@ impl Mount {
                         _ => data.push(o.as_str()),
                     }
                 }
+                if data.contains(&crate::snapshotter::OVERLAY_VOLATILE) {
+                    clear_volatile_mark(&data);
+                }
                 let data = data.join(",");
                 sys.mount_overlay(target, &data, read_only)
                     .map_err(mount_err)
@@ -125,6 +128,24 @@ impl Mount {
                 Ok(())
             }
         }
+    }
+}
+
+/// Removes the mark a previous `volatile` mount of the same upper and work dirs left
+/// (`<workdir>/work/incompat/volatile`), without which the kernel refuses to mount them again.
+/// Only the snapshotter hands out volatile mounts, of active snapshots, which never outlive the
+/// process (recovery removes them): a mark found here is one of this process's mounts, which
+/// was unmounted cleanly, not the sign of a crash the kernel means it to be.
+fn clear_volatile_mark(data: &[&str]) {
+    let Some(work) = data.iter().find_map(|o| o.strip_prefix("workdir=")) else {
+        return;
+    };
+    let mark = Path::new(work).join("work/incompat/volatile");
+    match std::fs::remove_dir_all(&mark) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %mark.display(), error = %e, "clearing a volatile overlay's mark");
+        }
+        _ => {}
     }
 }
 

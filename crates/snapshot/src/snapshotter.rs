@@ -27,14 +27,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil::{self, Usage};
+use crate::group_commit::{GroupCommit, SyncStats};
 use crate::mount::{LinuxMounts, Mount, MountError, MountGuard, MountKind, MountSyscalls};
 
 /// Overlay options used when the kernel accepts them.
 pub const OVERLAY_PINNED_OPTIONS: &[&str] = &["index=off", "redirect_dir=off", "metacopy=off"];
 
+/// The overlay option of writable mounts that makes their unmount sync nothing, used when the
+/// kernel accepts it (Linux 5.10 and later).
+pub const OVERLAY_VOLATILE: &str = "volatile";
+
 const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
-const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
+pub(crate) const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
 /// Layer blob digest -> diff id, learned when unpacking.
 pub(crate) const DIFF_IDS: TableDefinition<'_, &str, &str> = TableDefinition::new("layer_diff_ids");
@@ -89,7 +94,7 @@ pub enum SnapshotError {
     Task(String),
 }
 
-fn db_err(e: impl Into<redb::Error>) -> SnapshotError {
+pub(crate) fn db_err(e: impl Into<redb::Error>) -> SnapshotError {
     SnapshotError::Db(e.into())
 }
 
@@ -190,6 +195,18 @@ pub(crate) struct Inner {
     next_mount: AtomicU64,
     /// Serializes lease changes against garbage collection.
     pub(crate) gc_lock: parking_lot::Mutex<()>,
+    /// Every write of the database goes through it (see [`crate::group_commit`]).
+    pub(crate) commits: GroupCommit,
+}
+
+impl Drop for Inner {
+    /// What is written becomes durable, files first, before the database closes (closing it
+    /// commits durably).
+    fn drop(&mut self) {
+        if let Err(e) = self.commits.sync(&self.db) {
+            tracing::warn!(root = %self.root.display(), error = %e, "syncing the snapshots at close");
+        }
+    }
 }
 
 /// Snapshots of directory trees, shared by all sessions. Cheap to clone.
@@ -340,9 +357,20 @@ impl Snapshotter {
                 }
             }
         };
+        // A volatile overlay syncs nothing when it is unmounted: the group commit syncs files
+        // (see `crate::group_commit`).
+        let mut overlay_options = overlay_options;
+        if backend == Backend::Overlay {
+            let mut volatile = overlay_options.clone();
+            volatile.push(OVERLAY_VOLATILE.to_owned());
+            if probe_overlay(&probe_dir, &*sys, &volatile) {
+                overlay_options = volatile;
+            }
+        }
         if stored != Some(backend) {
             store_backend(&db, backend)?;
         }
+        let commits = GroupCommit::open(&root)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -354,8 +382,28 @@ impl Snapshotter {
                 sys,
                 next_mount: AtomicU64::new(0),
                 gc_lock: parking_lot::Mutex::new(()),
+                commits,
             }),
         })
+    }
+
+    /// Makes every change so far durable: the files of committed snapshots reach the disk
+    /// (`syncfs`), then their records (one durable commit). Until then a crash loses them and
+    /// the next open removes their directories. Blocking. Returns whether there was anything to
+    /// sync. A sync task calls it after [`Snapshotter::wait_unsynced`]; closing the snapshotter
+    /// syncs too.
+    pub fn sync(&self) -> Result<bool, SnapshotError> {
+        self.inner.commits.sync(&self.inner.db)
+    }
+
+    /// Resolves once a snapshot with files was committed since the last sync.
+    pub async fn wait_unsynced(&self) {
+        self.inner.commits.wait_data().await;
+    }
+
+    /// Syncs done, their time, and whether changes wait for the next one.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.inner.commits.stats()
     }
 
     /// The backend in use.
@@ -458,8 +506,7 @@ impl Snapshotter {
         let id = id.to_owned();
         self.blocking(move |inner| {
             let _gc = inner.gc_lock.lock();
-            let txn = inner.db.begin_write().map_err(db_err)?;
-            {
+            inner.commits.records(&inner.db, |txn| {
                 let mut table = txn.open_table(LEASES).map_err(db_err)?;
                 if table.get(id.as_str()).map_err(db_err)?.is_some() {
                     return Err(SnapshotError::LeaseExists(id));
@@ -471,8 +518,8 @@ impl Snapshotter {
                 table
                     .insert(id.as_str(), encode(&lease).as_slice())
                     .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)
+                Ok(())
+            })
         })
         .await
     }
@@ -503,8 +550,7 @@ impl Snapshotter {
         let id = id.to_owned();
         self.blocking(move |inner| {
             let _gc = inner.gc_lock.lock();
-            let txn = inner.db.begin_write().map_err(db_err)?;
-            {
+            inner.commits.records(&inner.db, |txn| {
                 let mut table = txn.open_table(LEASES).map_err(db_err)?;
                 let mut lease: Lease = match table.get(id.as_str()).map_err(db_err)? {
                     Some(v) => decode(&id, v.value())?,
@@ -514,8 +560,8 @@ impl Snapshotter {
                 table
                     .insert(id.as_str(), encode(&lease).as_slice())
                     .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)
+                Ok(())
+            })
         })
         .await
     }
@@ -530,8 +576,7 @@ impl Snapshotter {
         let id = id.to_owned();
         self.blocking(move |inner| {
             let _gc = inner.gc_lock.lock();
-            let txn = inner.db.begin_write().map_err(db_err)?;
-            {
+            inner.commits.records(&inner.db, |txn| {
                 let mut table = txn.open_table(LEASES).map_err(db_err)?;
                 let lease = Lease {
                     id: id.clone(),
@@ -541,8 +586,8 @@ impl Snapshotter {
                 table
                     .insert(id.as_str(), encode(&lease).as_slice())
                     .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)
+                Ok(())
+            })
         })
         .await
     }
@@ -552,9 +597,7 @@ impl Snapshotter {
     pub fn delete_leases_with_prefix(&self, prefix: &str) -> Result<usize, SnapshotError> {
         let inner = &self.inner;
         let _gc = inner.gc_lock.lock();
-        let txn = inner.db.begin_write().map_err(db_err)?;
-        let removed;
-        {
+        inner.commits.records(&inner.db, |txn| {
             let mut table = txn.open_table(LEASES).map_err(db_err)?;
             let ids: Vec<String> = table
                 .iter()
@@ -565,10 +608,8 @@ impl Snapshotter {
             for id in &ids {
                 table.remove(id.as_str()).map_err(db_err)?;
             }
-            removed = ids.len();
-        }
-        txn.commit().map_err(db_err)?;
-        Ok(removed)
+            Ok(ids.len())
+        })
     }
 
     /// Deletes lease `id`; what it held becomes collectable.
@@ -576,14 +617,13 @@ impl Snapshotter {
         let id = id.to_owned();
         self.blocking(move |inner| {
             let _gc = inner.gc_lock.lock();
-            let txn = inner.db.begin_write().map_err(db_err)?;
-            {
+            inner.commits.records(&inner.db, |txn| {
                 let mut table = txn.open_table(LEASES).map_err(db_err)?;
                 if table.remove(id.as_str()).map_err(db_err)?.is_none() {
                     return Err(SnapshotError::LeaseNotFound(id));
                 }
-            }
-            txn.commit().map_err(db_err)
+                Ok(())
+            })
         })
         .await
     }
@@ -701,14 +741,13 @@ impl Inner {
         layer: &Digest,
         diff_id: &Digest,
     ) -> Result<(), SnapshotError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        {
+        self.commits.records(&self.db, |txn| {
             let mut table = txn.open_table(DIFF_IDS).map_err(db_err)?;
             table
                 .insert(layer.to_string().as_str(), diff_id.to_string().as_str())
                 .map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
+            Ok(())
+        })
     }
 
     pub(crate) fn sys(&self) -> Arc<dyn MountSyscalls> {
@@ -834,13 +873,11 @@ impl Inner {
         }
     }
 
-    /// The next snapshot id. Not fsynced on its own: it becomes durable with the next durable
-    /// commit, and an id reused after a crash is safe because recovery removes the directories
-    /// of snapshots the database does not know before anything new is created.
+    /// The next snapshot id. Durable with the next sync; an id reused after a crash is safe
+    /// because recovery removes the directories of snapshots the database does not know before
+    /// anything new is created.
     fn next_id(&self) -> Result<u64, SnapshotError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(redb::Durability::None).map_err(db_err)?;
-        let id = {
+        self.commits.records(&self.db, |txn| {
             let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
             let id = table
                 .get("next_snapshot_id")
@@ -848,10 +885,8 @@ impl Inner {
                 .map(|v| v.value())
                 .unwrap_or(1);
             table.insert("next_snapshot_id", id + 1).map_err(db_err)?;
-            id
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(id)
+            Ok(id)
+        })
     }
 
     fn check_parent(&self, key: &str, parent: Option<&str>) -> Result<(), SnapshotError> {
@@ -931,14 +966,9 @@ impl Inner {
             created_ms: now,
             last_used_ms: now,
         };
-        let mut txn = self.db.begin_write().map_err(db_err)?;
         // Active and view snapshots do not survive a crash anyway (recovery removes them and
-        // their directories), so their records need no fsync of their own; committing one is
-        // durable.
-        if kind != Kind::Committed {
-            txn.set_durability(redb::Durability::None).map_err(db_err)?;
-        }
-        {
+        // their directories): their records are records only. A committed one brings files.
+        let write = |txn: &redb::WriteTransaction| {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             if table.get(key).map_err(db_err)?.is_some() {
                 return Err(SnapshotError::AlreadyExists(key.to_owned()));
@@ -959,14 +989,20 @@ impl Inner {
             table
                 .insert(key, encode(&record).as_slice())
                 .map_err(db_err)?;
+            Ok(())
+        };
+        if kind == Kind::Committed {
+            self.commits.data(&self.db, write)?;
+        } else {
+            self.commits.records(&self.db, write)?;
         }
-        txn.commit().map_err(db_err)?;
         Ok(record)
     }
 
+    /// Commits the active `key` as `name`: its files are synced by the next sync, before its
+    /// record is durable.
     pub(crate) fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let id = {
+        let id = self.commits.data(&self.db, |txn| {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             let mut record: Record = match table.get(key).map_err(db_err)? {
                 Some(v) => decode(key, v.value())?,
@@ -989,9 +1025,8 @@ impl Inner {
             table
                 .insert(name, encode(&record).as_slice())
                 .map_err(db_err)?;
-            record.id
-        };
-        txn.commit().map_err(db_err)?;
+            Ok(record.id)
+        })?;
         let work = self.snapshot_dir(id).join("work");
         if work.exists() {
             std::fs::remove_dir_all(&work).map_err(io_err(&work))?;
@@ -1000,9 +1035,13 @@ impl Inner {
     }
 
     /// Removes `key`. With `unleased_only`, refuses (returns false) if a lease holds it.
+    ///
+    /// A committed snapshot's removal is durable before its directory goes (a crash never
+    /// leaves a record of a half-deleted tree); an active or view snapshot's is not (recovery
+    /// removes those anyway).
     pub(crate) fn remove(&self, key: &str, unleased_only: bool) -> Result<bool, SnapshotError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let id = {
+        let durable = self.record(key)?.kind == Kind::Committed;
+        let write = |txn: &redb::WriteTransaction| {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             let record: Record = match table.get(key).map_err(db_err)? {
                 Some(v) => decode(key, v.value())?,
@@ -1028,14 +1067,25 @@ impl Inner {
                     let (k, v) = item.map_err(db_err)?;
                     let lease: Lease = decode(k.value(), v.value())?;
                     if lease.snapshots.contains(key) {
-                        return Ok(false);
+                        return Ok(None);
                     }
                 }
             }
+            if (record.kind == Kind::Committed) != durable {
+                // Replaced meanwhile by a snapshot of the other kind: not the one asked for.
+                return Err(SnapshotError::NotFound(key.to_owned()));
+            }
             table.remove(key).map_err(db_err)?;
-            record.id
+            Ok(Some(record.id))
         };
-        txn.commit().map_err(db_err)?;
+        let removed = if durable {
+            self.commits.durable(&self.db, write)?
+        } else {
+            self.commits.records(&self.db, write)?
+        };
+        let Some(id) = removed else {
+            return Ok(false);
+        };
         let dir = self.snapshot_dir(id);
         std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(true)

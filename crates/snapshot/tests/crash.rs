@@ -1,5 +1,5 @@
 //! Real crash: a child process works on the snapshotter and is killed with SIGKILL mid-flight;
-//! reopening recovers a consistent state.
+//! reopening recovers a consistent state, with everything synced before the kill.
 
 #![allow(clippy::unwrap_used)]
 
@@ -75,6 +75,11 @@ async fn kill9_child() {
         s.lease_snapshot(&lease, &name).await.unwrap();
         parent = Some(name);
         println!("committed {i}");
+        // Every other commit is synced: the kill finds synced and unsynced work.
+        if i % 2 == 0 {
+            assert!(s.sync().unwrap());
+            println!("synced {i}");
+        }
         std::io::stdout().flush().unwrap();
     }
 }
@@ -101,11 +106,15 @@ async fn kill9_during_work_recovers() {
         // Kill it at a different point each round.
         let wanted = 2 * round + 1;
         let mut seen = 0;
+        let mut synced: Option<usize> = None;
         let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
         while seen < wanted {
             let line = lines.next().expect("child exited early").unwrap();
             if line.starts_with("committed ") {
                 seen += 1;
+            }
+            if let Some(i) = line.strip_prefix("synced ") {
+                synced = Some(i.parse().unwrap());
             }
         }
         drop(child);
@@ -131,12 +140,17 @@ async fn kill9_during_work_recovers() {
             infos.iter().all(|i| i.kind == Kind::Committed),
             "round {round}: {infos:?}"
         );
-        // Every committed snapshot is whole: its view shows one file per layer below it.
+        // What was synced survived; every committed snapshot is whole: its view shows one
+        // file per layer below it.
         let top = infos
             .iter()
             .max_by_key(|i| i.key.trim_start_matches('c').parse::<u64>().unwrap())
-            .unwrap();
+            .expect("synced snapshots survive");
         let depth = top.key.trim_start_matches('c').parse::<usize>().unwrap() + 1;
+        assert!(
+            synced.is_some_and(|f| depth > f),
+            "round {round}: synced up to {synced:?}, {depth} survived"
+        );
         assert!(infos.len() >= depth, "round {round}");
         let view = dir.subdir("check");
         s.view("check", Some(&top.key)).await.unwrap();

@@ -277,6 +277,48 @@ async fn deep_chain_mounts_every_layer() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 }
 
+/// A writable overlay is mounted `volatile` (its unmount syncs nothing), can be mounted again
+/// after it was unmounted, and its commit waits for a sync to be durable.
+#[tokio::test]
+async fn a_volatile_overlay_mounts_again_and_its_commit_waits_for_a_sync() {
+    let dir = TestDir::new();
+    let s = open(&dir, Some(Backend::Overlay));
+    s.prepare("a", None).await.unwrap();
+    s.commit("base", "a").await.unwrap();
+    assert!(s.sync().unwrap());
+    assert!(!s.sync().unwrap(), "nothing left to sync");
+    let mounts = s.prepare("b", Some("base")).await.unwrap();
+    assert!(
+        mounts[0].options.iter().any(|o| o == "volatile"),
+        "{:?}",
+        mounts[0].options
+    );
+    let target = dir.subdir("target");
+    {
+        let _g = s.mount("b", &target).unwrap();
+        std::fs::write(target.join("first"), b"1").unwrap();
+    }
+    {
+        let _g = s.mount("b", &target).unwrap();
+        assert_eq!(std::fs::read(target.join("first")).unwrap(), b"1");
+        std::fs::write(target.join("second"), b"2").unwrap();
+    }
+    let before = s.sync_stats();
+    assert!(!before.commits_pending, "records alone");
+    s.commit("top", "b").await.unwrap();
+    assert!(s.sync_stats().commits_pending);
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.wait_unsynced())
+        .await
+        .expect("a commit wakes the sync task");
+    assert!(s.sync().unwrap());
+    let after = s.sync_stats();
+    assert_eq!(after.syncs, before.syncs + 1);
+    assert!(!after.commits_pending);
+    s.view("look", Some("top")).await.unwrap();
+    let _g = s.mount("look", &target).unwrap();
+    assert_eq!(std::fs::read(target.join("second")).unwrap(), b"2");
+}
+
 #[tokio::test]
 async fn overlay_mounts_pin_features_off() {
     let dir = TestDir::new();

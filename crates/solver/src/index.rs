@@ -1,7 +1,10 @@
 //! The persistent result index: cache key -> [`ResultRef`] with timestamps and a size hint, in a
-//! redb database (one durable commit per new result), with an in-memory map in front so that
-//! cache hits take no database transaction. Last-used times are kept in memory and written by
-//! [`ResultIndex::flush`].
+//! redb database, with an in-memory map in front so that cache hits take no database
+//! transaction. A new result is one commit without fsync; [`ResultIndex::sync`] makes every
+//! result written since the last sync durable at once (group commit: a sync task calls it after
+//! [`ResultIndex::wait_unsynced`]). A crash loses the results written since; an entry that
+//! outlives its result's data after a crash is pruned at startup (`Solver::prune`). Last-used
+//! times are kept in memory and written by [`ResultIndex::flush`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use crate::key::CacheKey;
 use crate::runner::ResultRef;
 
 const RESULTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("results");
+/// `syncs`: how many syncs made results durable (written so that a sync always commits).
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// Errors of the result index.
 #[derive(Debug, thiserror::Error)]
@@ -111,18 +116,30 @@ pub(crate) struct ResultIndex {
     path: PathBuf,
     db: Arc<redb::Database>,
     mem: RwLock<HashMap<CacheKey, MemEntry>>,
-    /// Durable inserts so far, and their wall time in microseconds.
+    /// Inserts so far, and their wall time in microseconds.
     writes: AtomicU64,
     write_micros: AtomicU64,
+    /// Results were written since the last sync.
+    unsynced: AtomicBool,
+    written: tokio::sync::Notify,
+    /// Syncs that made results durable, and their wall time in microseconds.
+    syncs: AtomicU64,
+    sync_micros: AtomicU64,
 }
 
-/// The index's durable inserts since it opened.
+/// The index's inserts and syncs since it opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexWrites {
     /// Results written.
     pub count: u64,
-    /// Their wall time, summed (each a durable commit).
+    /// Their wall time, summed (each a commit without fsync).
     pub time: std::time::Duration,
+    /// Syncs that made written results durable (one durable commit each).
+    pub syncs: u64,
+    /// Their wall time, summed.
+    pub sync_time: std::time::Duration,
+    /// Whether results wait for the next sync.
+    pub unsynced: bool,
 }
 
 impl ResultIndex {
@@ -166,6 +183,10 @@ impl ResultIndex {
             mem: RwLock::new(mem),
             writes: AtomicU64::new(0),
             write_micros: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+            written: tokio::sync::Notify::new(),
+            syncs: AtomicU64::new(0),
+            sync_micros: AtomicU64::new(0),
         })
     }
 
@@ -190,6 +211,9 @@ impl ResultIndex {
         IndexWrites {
             count: self.writes.load(Ordering::Relaxed),
             time: std::time::Duration::from_micros(self.write_micros.load(Ordering::Relaxed)),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            sync_time: std::time::Duration::from_micros(self.sync_micros.load(Ordering::Relaxed)),
+            unsynced: self.unsynced.load(Ordering::Acquire),
         }
     }
 
@@ -197,8 +221,9 @@ impl ResultIndex {
         self.mem.read().len()
     }
 
-    /// Records `result` under `key` with a durable commit, unless the key is already indexed:
-    /// then the indexed result is kept and returned (a key's result never changes).
+    /// Records `result` under `key` (durable with the next [`ResultIndex::sync`]), unless the
+    /// key is already indexed: then the indexed result is kept and returned (a key's result
+    /// never changes).
     pub(crate) async fn insert(
         &self,
         key: CacheKey,
@@ -226,6 +251,8 @@ impl ResultIndex {
                 key,
                 reason: e.to_string(),
             })??;
+        self.unsynced.store(true, Ordering::Release);
+        self.written.notify_one();
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.write_micros.fetch_add(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -287,6 +314,47 @@ impl ResultIndex {
             mem.remove(key);
         }
         Ok(doomed)
+    }
+
+    /// Makes every result written so far durable (one durable commit, if any was written since
+    /// the last sync). Blocking. Returns whether there was anything to sync.
+    pub(crate) fn sync(&self) -> Result<bool, IndexError> {
+        if !self.unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        let result = (|| {
+            let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+                let n = meta
+                    .get("syncs")
+                    .map_err(|e| self.db_err(e))?
+                    .map_or(0, |v| v.value());
+                meta.insert("syncs", n + 1).map_err(|e| self.db_err(e))?;
+            }
+            txn.commit().map_err(|e| self.db_err(e))
+        })();
+        if let Err(e) = result {
+            self.unsynced.store(true, Ordering::Release);
+            return Err(e);
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        Ok(true)
+    }
+
+    /// Resolves once results were written since the last sync (at once if they were).
+    pub(crate) async fn wait_unsynced(&self) {
+        loop {
+            if self.unsynced.load(Ordering::Acquire) {
+                return;
+            }
+            self.written.notified().await;
+        }
     }
 
     /// Writes last-used times changed since the previous flush. Blocking (one durable commit if
@@ -358,7 +426,10 @@ fn write_if_absent(
         path: path.to_owned(),
         source: e,
     };
-    let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
+    let mut txn = db.begin_write().map_err(|e| db_err(e.into()))?;
+    // Durable with the next sync (see the module docs).
+    txn.set_durability(redb::Durability::None)
+        .map_err(|e| db_err(e.into()))?;
     let existing = {
         let mut table = txn.open_table(RESULTS).map_err(|e| db_err(e.into()))?;
         let existing = table
@@ -378,7 +449,35 @@ fn write_if_absent(
 
 #[cfg(test)]
 mod tests {
-    use super::IndexError;
+    use super::{IndexError, ResultIndex};
+    use crate::key::CacheKey;
+    use crate::runner::ResultRef;
+
+    #[tokio::test]
+    async fn an_insert_waits_for_a_sync_and_a_sync_covers_every_insert_before_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("solver.redb");
+        let index = ResultIndex::open(&path).expect("open");
+        assert!(!index.sync().expect("sync"), "nothing to sync");
+        for n in 1..=3u8 {
+            let result = ResultRef::new(format!("r-{n}"), serde_json::Value::Null);
+            index
+                .insert(CacheKey::from_bytes([n; 32]), result, None)
+                .await
+                .expect("insert");
+        }
+        assert!(index.writes().unsynced);
+        tokio::time::timeout(std::time::Duration::from_secs(5), index.wait_unsynced())
+            .await
+            .expect("an insert wakes the sync task");
+        assert!(index.sync().expect("sync"));
+        assert!(!index.sync().expect("sync"), "synced already");
+        let writes = index.writes();
+        assert_eq!((writes.count, writes.syncs, writes.unsynced), (3, 1, false));
+        drop(index);
+        let index = ResultIndex::open(&path).expect("reopen");
+        assert_eq!(index.len(), 3);
+    }
 
     #[test]
     fn only_unreadable_databases_are_damaged() {

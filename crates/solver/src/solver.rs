@@ -275,9 +275,21 @@ impl<R: OpRunner> Solver<R> {
         self.inner.index.entries()
     }
 
-    /// The index's durable inserts since it opened (one per result of an op that ran).
+    /// The index's inserts (one per result of an op that ran) and syncs since it opened.
     pub fn index_writes(&self) -> IndexWrites {
         self.inner.index.writes()
+    }
+
+    /// Makes every result indexed so far durable (group commit: new results are written
+    /// without fsync). Blocking: one durable database commit if any was written since the last
+    /// sync. Returns whether there was anything to sync.
+    pub fn sync_index(&self) -> Result<bool, SolveError> {
+        Ok(self.inner.index.sync()?)
+    }
+
+    /// Resolves once results were indexed since the last [`Solver::sync_index`].
+    pub async fn wait_index_unsynced(&self) {
+        self.inner.index.wait_unsynced().await;
     }
 
     /// How many results are indexed.

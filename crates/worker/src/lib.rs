@@ -349,11 +349,21 @@ impl Worker {
         }
         let content = ContentStore::open(&dir("content")?)?;
         let snapshots = Snapshotter::open(&dir("snapshots")?, config.snapshots.clone())?;
-        // The baselines of host reads lived in a previous process's memory.
-        match snapshots.delete_leases_with_prefix(host_sync::LEASE_PREFIX) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(leases = n, "released the baselines of a previous engine"),
-            Err(e) => tracing::warn!(error = %e, "releasing the baselines of a previous engine"),
+        // The baselines of host reads and the exports under way lived in a previous process's
+        // memory.
+        for (prefix, what) in [
+            (host_sync::LEASE_PREFIX, "host read baselines"),
+            (remote::EXPORT_LEASE_PREFIX, "remote cache exports"),
+        ] {
+            match snapshots.delete_leases_with_prefix(prefix) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(leases = n, what, "released the leases of a previous engine")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "releasing the leases of a previous engine")
+                }
+            }
         }
         // Leftover work directories of a previous run (now unmounted).
         if let Ok(entries) = std::fs::read_dir(&work_dir) {

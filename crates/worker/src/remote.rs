@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The leases of exports under way (a previous engine's are released when the worker opens).
+pub(crate) const EXPORT_LEASE_PREFIX: &str = "remote-export-";
+
 use dagr_registry::Reference;
 use dagr_remote_cache::{
     CacheEntry, CacheIndex, CacheSpec, ExportReport, LayerInfo, RemoteCache, RemoteCacheError,
@@ -336,7 +339,7 @@ impl Worker {
     ) -> Result<ExportReport, WorkerError> {
         // The diffs written for the export are referenced by nothing else until they are
         // pushed: a lease keeps a collection running meanwhile from removing them.
-        let lease = format!("remote-export-{}", crate::random_id());
+        let lease = format!("{EXPORT_LEASE_PREFIX}{}", crate::random_id());
         self.inner.snapshots.create_lease(&lease).await?;
         let exported = self.export_leased(&lease, spec, results).await;
         if let Err(e) = self.inner.snapshots.delete_lease(&lease).await {
