@@ -15,12 +15,19 @@
 //! they are correct. What a crash loses is what came after the last sync: the database then
 //! opens as of that sync, and [`crate::Snapshotter::open`] removes the directories it does not
 //! know.
+//!
+//! Two things keep commits from waiting on the disk: a durable commit runs one `syncfs` before
+//! it closes the gate (the gate then waits only for files that came meanwhile, usually none, and
+//! the commit itself), and a snapshot removed before any durable commit took its record along
+//! ([`GroupCommit::remove_committed`]: an upload found unchanged and dropped at once) is removed
+//! lazily, as nothing durable names it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redb::{ReadableTable as _, WriteTransaction};
 
 use crate::snapshotter::{COUNTERS, SnapshotError, db_err};
@@ -68,6 +75,11 @@ pub(crate) struct GroupCommit {
     root_path: PathBuf,
     /// Woken when files were committed and wait for a sync.
     data_pending: tokio::sync::Notify,
+    /// Snapshots committed since the last durable commit (no durable record names them).
+    fresh: Mutex<HashSet<String>>,
+    /// Directories no record needs any more (committed snapshots' overlay work dirs), removed
+    /// by the next sync rather than by the commit that waits for them.
+    leftovers: Mutex<Vec<PathBuf>>,
     syncs: AtomicU64,
     sync_micros: AtomicU64,
 }
@@ -84,6 +96,8 @@ impl GroupCommit {
             root: file,
             root_path: root.to_owned(),
             data_pending: tokio::sync::Notify::new(),
+            fresh: Mutex::new(HashSet::new()),
+            leftovers: Mutex::new(Vec::new()),
             syncs: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
         })
@@ -102,22 +116,47 @@ impl GroupCommit {
         Ok(out)
     }
 
-    /// A write that records files (a commit): durable with the next sync, which syncs them
-    /// first. Wakes [`GroupCommit::wait_data`].
+    /// A write that records the files of the committed snapshot `name`: durable with the next
+    /// sync, which syncs them first. Wakes [`GroupCommit::wait_data`].
     pub(crate) fn data<T>(
         &self,
         db: &redb::Database,
+        name: &str,
         f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
         let out = {
             let _gate = self.gate.read();
             let out = lazy_write(db, f)?;
+            self.fresh.lock().insert(name.to_owned());
             self.pending
                 .fetch_max(Pending::Data as u8, Ordering::AcqRel);
             out
         };
         self.data_pending.notify_one();
         Ok(out)
+    }
+
+    /// The removal of the committed snapshot `name`, durable when this returns unless the
+    /// snapshot was committed after the last sync: no durable record names it then, and the
+    /// removal can wait for the next sync like its commit did.
+    pub(crate) fn remove_committed<T>(
+        &self,
+        db: &redb::Database,
+        name: &str,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
+        {
+            // No sync can run meanwhile, so `name` stays unsynced until the removal is written.
+            let _gate = self.gate.read();
+            if self.fresh.lock().contains(name) {
+                let out = lazy_write(db, f)?;
+                self.fresh.lock().remove(name);
+                self.pending
+                    .fetch_max(Pending::Records as u8, Ordering::AcqRel);
+                return Ok(out);
+            }
+        }
+        self.durable(db, f)
     }
 
     /// A write that must be durable when this returns (one that deletes files after it): it
@@ -127,43 +166,83 @@ impl GroupCommit {
         db: &redb::Database,
         f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
-        let _gate = self.gate.write();
+        self.commit_durably(db, f).map(|(out, _)| out)
+    }
+
+    /// Has the next sync remove `dir` (a directory nothing refers to; gone already is fine).
+    pub(crate) fn remove_later(&self, dir: PathBuf) {
+        self.leftovers.lock().push(dir);
+    }
+
+    /// Makes everything written so far durable (see the module docs), then removes the
+    /// directories left for it. Blocking. Returns whether there was anything to sync.
+    pub(crate) fn sync(&self, db: &redb::Database) -> Result<bool, SnapshotError> {
+        let leftovers = std::mem::take(&mut *self.leftovers.lock());
+        for dir in leftovers {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %dir.display(), error = %e, "removing a leftover directory");
+                }
+                _ => {}
+            }
+        }
+        if self.pending() == Pending::Nothing {
+            return Ok(false);
+        }
+        let (_, pending) = self.commit_durably(db, |txn| {
+            // A change, so that the commit is written whatever redb does with empty ones.
+            let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
+            let n = counters
+                .get("syncs")
+                .map_err(db_err)?
+                .map_or(0, |v| v.value());
+            counters.insert("syncs", n + 1).map_err(db_err)?;
+            Ok(())
+        })?;
+        Ok(pending != Pending::Nothing)
+    }
+
+    /// One durable commit of `f` and of everything pending; returns what was pending.
+    fn commit_durably<T>(
+        &self,
+        db: &redb::Database,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
+    ) -> Result<(T, Pending), SnapshotError> {
         let started = Instant::now();
+        // Most files reach the disk before the gate closes: commits then wait only for the files
+        // that came since (usually none) and for the durable commit.
+        if self.pending() == Pending::Data {
+            self.syncfs()?;
+        }
+        let _gate = self.gate.write();
         let pending = self.take_pending();
-        let result = self.sync_if(pending).and_then(|()| {
+        let result = (|| {
+            if pending == Pending::Data {
+                self.syncfs()?;
+            }
             let txn = db.begin_write().map_err(db_err)?;
             let out = f(&txn)?;
             txn.commit().map_err(db_err)?;
             Ok(out)
-        });
-        self.settle(pending, started, &result);
-        result
-    }
-
-    /// Makes everything written so far durable (see the module docs). Blocking. Returns whether
-    /// there was anything to sync.
-    pub(crate) fn sync(&self, db: &redb::Database) -> Result<bool, SnapshotError> {
-        let _gate = self.gate.write();
-        let pending = self.take_pending();
-        if pending == Pending::Nothing {
-            return Ok(false);
-        }
-        let started = Instant::now();
-        let result = self.sync_if(pending).and_then(|()| {
-            let txn = db.begin_write().map_err(db_err)?;
-            {
-                // A change, so that the commit is written whatever redb does with empty ones.
-                let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
-                let n = counters
-                    .get("syncs")
-                    .map_err(db_err)?
-                    .map_or(0, |v| v.value());
-                counters.insert("syncs", n + 1).map_err(db_err)?;
+        })();
+        match result {
+            Ok(out) => {
+                self.fresh.lock().clear();
+                if pending != Pending::Nothing {
+                    self.syncs.fetch_add(1, Ordering::Relaxed);
+                    self.sync_micros.fetch_add(
+                        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok((out, pending))
             }
-            txn.commit().map_err(db_err)
-        });
-        self.settle(pending, started, &result);
-        result.map(|()| true)
+            Err(e) => {
+                // Not durable: still pending.
+                self.pending.fetch_max(pending as u8, Ordering::AcqRel);
+                Err(e)
+            }
+        }
     }
 
     /// Resolves once files were committed since the last sync (at once if they were).
@@ -194,29 +273,11 @@ impl GroupCommit {
         Pending::from_u8(self.pending.swap(Pending::Nothing as u8, Ordering::AcqRel))
     }
 
-    fn sync_if(&self, pending: Pending) -> Result<(), SnapshotError> {
-        if pending < Pending::Data {
-            return Ok(());
-        }
+    fn syncfs(&self) -> Result<(), SnapshotError> {
         rustix::fs::syncfs(&self.root).map_err(|e| SnapshotError::Io {
             path: self.root_path.clone(),
             source: e.into(),
         })
-    }
-
-    /// After a durable commit: counts it, or puts back what it failed to make durable.
-    fn settle<T>(&self, pending: Pending, started: Instant, result: &Result<T, SnapshotError>) {
-        if result.is_err() {
-            self.pending.fetch_max(pending as u8, Ordering::AcqRel);
-            return;
-        }
-        if pending != Pending::Nothing {
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            self.sync_micros.fetch_add(
-                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
     }
 }
 
@@ -272,7 +333,7 @@ mod tests {
         assert!(!gc.sync(&db).unwrap(), "nothing to sync");
         gc.records(&db, put("a")).unwrap();
         assert_eq!(gc.pending(), Pending::Records);
-        gc.data(&db, put("b")).unwrap();
+        gc.data(&db, "n", put("b")).unwrap();
         assert_eq!(gc.pending(), Pending::Data);
         gc.records(&db, put("c")).unwrap();
         assert_eq!(gc.pending(), Pending::Data, "records do not lower it");
@@ -289,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("db")).unwrap();
         let gc = GroupCommit::open(dir.path()).unwrap();
-        gc.data(&db, put("a")).unwrap();
+        gc.data(&db, "n", put("a")).unwrap();
         gc.durable(&db, put("b")).unwrap();
         assert_eq!(gc.pending(), Pending::Nothing);
         assert_eq!(gc.stats().syncs, 1);
@@ -304,12 +365,28 @@ mod tests {
         let fail = |_: &WriteTransaction| -> Result<(), SnapshotError> {
             Err(SnapshotError::NotFound("x".into()))
         };
-        assert!(gc.data(&db, fail).is_err());
+        assert!(gc.data(&db, "n", fail).is_err());
         assert_eq!(gc.pending(), Pending::Nothing);
-        gc.data(&db, put("a")).unwrap();
+        gc.data(&db, "n", put("a")).unwrap();
         assert!(gc.durable(&db, fail).is_err());
         assert_eq!(gc.pending(), Pending::Data, "still to be synced");
         assert_eq!(gc.stats().syncs, 0);
+    }
+
+    #[test]
+    fn a_snapshot_removed_before_any_sync_is_removed_lazily() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let gc = GroupCommit::open(dir.path()).unwrap();
+        gc.data(&db, "young", put("young")).unwrap();
+        gc.data(&db, "old", put("old")).unwrap();
+        gc.remove_committed(&db, "young", put("young gone"))
+            .unwrap();
+        assert_eq!(gc.pending(), Pending::Data, "no durable commit for it");
+        assert!(gc.sync(&db).unwrap());
+        gc.records(&db, put("a record")).unwrap();
+        gc.remove_committed(&db, "old", put("old gone")).unwrap();
+        assert_eq!(gc.pending(), Pending::Nothing, "a durable record named it");
     }
 
     #[tokio::test]
@@ -320,7 +397,7 @@ mod tests {
         gc.records(&db, put("a")).unwrap();
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), gc.wait_data());
         assert!(waiting.await.is_err(), "records alone wake no sync task");
-        gc.data(&db, put("b")).unwrap();
+        gc.data(&db, "n", put("b")).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), gc.wait_data())
             .await
             .expect("woken");

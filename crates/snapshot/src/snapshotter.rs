@@ -992,7 +992,7 @@ impl Inner {
             Ok(())
         };
         if kind == Kind::Committed {
-            self.commits.data(&self.db, write)?;
+            self.commits.data(&self.db, key, write)?;
         } else {
             self.commits.records(&self.db, write)?;
         }
@@ -1002,7 +1002,7 @@ impl Inner {
     /// Commits the active `key` as `name`: its files are synced by the next sync, before its
     /// record is durable.
     pub(crate) fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
-        let id = self.commits.data(&self.db, |txn| {
+        let id = self.commits.data(&self.db, name, |txn| {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             let mut record: Record = match table.get(key).map_err(db_err)? {
                 Some(v) => decode(key, v.value())?,
@@ -1027,18 +1027,17 @@ impl Inner {
                 .map_err(db_err)?;
             Ok(record.id)
         })?;
-        let work = self.snapshot_dir(id).join("work");
-        if work.exists() {
-            std::fs::remove_dir_all(&work).map_err(io_err(&work))?;
-        }
+        // The overlay's work dir: no mount uses it again (a crash leaves it to the next open).
+        self.commits
+            .remove_later(self.snapshot_dir(id).join("work"));
         Ok(())
     }
 
     /// Removes `key`. With `unleased_only`, refuses (returns false) if a lease holds it.
     ///
     /// A committed snapshot's removal is durable before its directory goes (a crash never
-    /// leaves a record of a half-deleted tree); an active or view snapshot's is not (recovery
-    /// removes those anyway).
+    /// leaves a record of a half-deleted tree), unless no durable record named it yet; an
+    /// active or view snapshot's is not (recovery removes those anyway).
     pub(crate) fn remove(&self, key: &str, unleased_only: bool) -> Result<bool, SnapshotError> {
         let durable = self.record(key)?.kind == Kind::Committed;
         let write = |txn: &redb::WriteTransaction| {
@@ -1079,7 +1078,7 @@ impl Inner {
             Ok(Some(record.id))
         };
         let removed = if durable {
-            self.commits.durable(&self.db, write)?
+            self.commits.remove_committed(&self.db, key, write)?
         } else {
             self.commits.records(&self.db, write)?
         };
