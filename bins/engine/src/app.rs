@@ -17,8 +17,8 @@ use crate::server::Bound;
 use crate::stack::EngineService;
 use crate::watchdog::Watchdog;
 use crate::{
-    export, gc, group_commit, grpc, host, metrics, nested, query, remote_cache, server, stack,
-    telemetry,
+    export, gc, group_commit, grpc, host, metrics, nested, query, remote_cache, run_dir, server,
+    stack, telemetry,
 };
 
 /// The oldest client version this engine serves.
@@ -186,6 +186,8 @@ impl App {
         // What the last execs committed becomes durable before the engine exits.
         group_commit_task.abort();
         group_commit::pass(&api).await;
+        // No container is left to keep state for.
+        run_dir::unmount(&state_dir);
         // Cache hits keep last-used times in memory; persist them for the next start's GC.
         let solver = api.services().solver.clone();
         match tokio::task::spawn_blocking(move || solver.flush()).await {
@@ -255,6 +257,7 @@ async fn open_api(
 ) -> anyhow::Result<(dagr_api::CoreApi, Watchdog)> {
     let worker_dir = config.state_dir.join("worker");
     let mut worker_config = dagr_worker::WorkerConfig::new(&worker_dir);
+    worker_config.run_dir = Some(run_dir::mount(&config.state_dir)?);
     if let Some(runc) = &config.runc {
         worker_config.runtime_binary = runc.clone();
     }

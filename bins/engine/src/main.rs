@@ -16,6 +16,7 @@ mod nested;
 mod query;
 mod remote_cache;
 mod routes;
+mod run_dir;
 mod server;
 mod stack;
 mod telemetry;

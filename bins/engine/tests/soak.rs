@@ -158,7 +158,7 @@ fn restart(base: &Path, what: &str) -> dagr_testkit::EngineProcess {
         &[],
     );
     assert_eq!(
-        dagr_testkit::runtime_containers(&base.join("state/worker/exec/runc")),
+        dagr_testkit::runtime_containers(&base.join("state/run/runtime")),
         "",
         "{what}: containers left"
     );
@@ -168,7 +168,7 @@ fn restart(base: &Path, what: &str) -> dagr_testkit::EngineProcess {
 /// No container and no mount under `base` once its engine is gone.
 fn assert_nothing_left(base: &Path, what: &str) {
     assert_eq!(
-        dagr_testkit::runtime_containers(&base.join("state/worker/exec/runc")),
+        dagr_testkit::runtime_containers(&base.join("state/run/runtime")),
         "",
         "{what}: containers left"
     );

@@ -37,9 +37,15 @@ pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
 /// environment.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// Directory owned by this executor: runc state (`runc/`), bundles (`bundles/`) and network
-    /// namespaces (`netns/`) live under it.
+    /// Directory owned by this executor: network namespaces (`netns/`), launchers started
+    /// ahead (`placed/`), and unless [`Self::run_dir`] is set, the runtime's state (`runc/`) and
+    /// the bundles (`bundles/`) live under it.
     pub state_dir: PathBuf,
+    /// Where the files of running containers that no reboot needs live: the runtime's state
+    /// (`runtime/`, its `--root`) and the bundles (`bundles/`). A tmpfs here (as `/run/runc`
+    /// is for runc) keeps the files written and deleted at every start and exit off the disk's
+    /// journal. `None`: under the state dir.
+    pub run_dir: Option<PathBuf>,
     /// The OCI runtime binary (a path, or a name looked up in `PATH`).
     pub runtime_binary: PathBuf,
     /// At most this many execs run at once; the others wait.
@@ -67,6 +73,7 @@ impl ExecutorConfig {
         ExecutorConfig {
             network: Arc::new(Network::loopback(state_dir.join("netns"))),
             state_dir,
+            run_dir: None,
             runtime_binary: PathBuf::from("runc"),
             max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             output_cap: DEFAULT_OUTPUT_CAP,
@@ -369,7 +376,11 @@ impl Executor {
         if let Ok(absolute) = std::path::absolute(&config.state_dir) {
             config.state_dir = absolute;
         }
-        let runtime = Runtime::new(config.runtime_binary.clone(), config.state_dir.join("runc"));
+        let root = match &config.run_dir {
+            Some(run) => run.join("runtime"),
+            None => config.state_dir.join("runc"),
+        };
+        let runtime = Runtime::new(config.runtime_binary.clone(), root);
         let slots = Arc::new(Semaphore::new(config.max_concurrent_execs.max(1)));
         let placed = (config.placed_launchers > 0).then(|| {
             Arc::new(PlacedLaunchers::new(
@@ -377,7 +388,7 @@ impl Executor {
                 runtime.clone(),
                 config.limits,
                 config.state_dir.join("placed"),
-                config.state_dir.join("bundles"),
+                bundles_dir(&config),
             ))
         });
         Executor {
@@ -418,7 +429,7 @@ impl Executor {
 
     /// Directory holding the bundles of running execs.
     pub fn bundles_dir(&self) -> PathBuf {
-        self.config.state_dir.join("bundles")
+        bundles_dir(&self.config)
     }
 
     /// Directory holding the markers of placed launchers (see `placed.rs`).
@@ -944,6 +955,14 @@ impl Executor {
         // once runc exits.
         drop(command);
         Ok((started, child))
+    }
+}
+
+/// The bundles' directory of `config` (see [`ExecutorConfig::run_dir`]).
+fn bundles_dir(config: &ExecutorConfig) -> PathBuf {
+    match &config.run_dir {
+        Some(run) => run.join("bundles"),
+        None => config.state_dir.join("bundles"),
     }
 }
 

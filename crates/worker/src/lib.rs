@@ -190,6 +190,9 @@ pub struct WorkerConfig {
     pub state_dir: PathBuf,
     /// The OCI runtime (`runc`).
     pub runtime_binary: PathBuf,
+    /// Where the files of running containers that no reboot needs live (the runtime's state,
+    /// the bundles; see `ExecutorConfig::run_dir`); default: under `exec/`.
+    pub run_dir: Option<PathBuf>,
     /// At most this many containers run at once.
     pub max_concurrent_execs: usize,
     pub registry: RegistryConfig,
@@ -223,6 +226,7 @@ impl WorkerConfig {
         WorkerConfig {
             state_dir: state_dir.into(),
             runtime_binary: PathBuf::from("runc"),
+            run_dir: None,
             max_concurrent_execs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             registry: RegistryConfig::default(),
             snapshots: SnapshotterOptions::default(),
@@ -373,6 +377,7 @@ impl Worker {
         }
         let mut exec_config = ExecutorConfig::new(dir("exec")?);
         exec_config.runtime_binary = config.runtime_binary.clone();
+        exec_config.run_dir = config.run_dir.clone();
         exec_config.max_concurrent_execs = config.max_concurrent_execs.max(1);
         exec_config.output_cap = config.output_cap;
         if let Some(network) = &config.network {
