@@ -43,13 +43,32 @@ pub fn unmount(state_dir: &Path) {
     }
 }
 
+/// Whether `dir` is the root of a filesystem other than its parent's (a tmpfs mounted on it).
 fn is_mount_point(dir: &Path) -> anyhow::Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-    let dir = dir.to_string_lossy();
-    // Mount points are the fifth field; this path has no characters mountinfo escapes unless
-    // the state dir does, and then the comparison is only a missed reuse (a second tmpfs).
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| p == dir))
+    let parent = dir.parent().unwrap_or(dir);
+    let (here, above) = (
+        rustix::fs::stat(dir).with_context(|| format!("stat {}", dir.display()))?,
+        rustix::fs::stat(parent).with_context(|| format!("stat {}", parent.display()))?,
+    );
+    Ok(here.st_dev != above.st_dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Root only (a tmpfs is mounted), as the engine itself.
+    #[test]
+    fn a_tmpfs_is_mounted_once_and_found_again() {
+        let state = tempfile::tempdir().expect("tmp");
+        let dir = mount(state.path()).expect("mount");
+        assert!(is_mount_point(&dir).expect("stat"));
+        std::fs::write(dir.join("kept"), b"x").expect("write");
+        // A second start finds the first one's tmpfs (a dead engine's) and keeps it.
+        assert_eq!(mount(state.path()).expect("again"), dir);
+        assert!(dir.join("kept").exists());
+        unmount(state.path());
+        assert!(!is_mount_point(&dir).expect("stat"));
+        assert!(!dir.join("kept").exists());
+    }
 }

@@ -21,9 +21,14 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction};
 use sha2::{Digest as _, Sha256};
 
-/// How programs are compiled, part of the cache's file names: a program compiled otherwise is
-/// not reused.
+/// How programs are compiled, part of the cache's file names (with libseccomp's version): a
+/// program compiled otherwise is not reused.
 const PROGRAM_FORMAT: &[u8] = b"dagr-seccomp-tree-1\n";
+
+/// Profiles with fewer rules are compiled as a list, as runc does: libseccomp before 2.5.4
+/// ignored the default action of a tree without rules (libseccomp#370), and a short list costs
+/// nothing to walk.
+const TREE_MIN_RULES: usize = 8;
 
 /// Errors of compiling or loading a profile.
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +135,6 @@ impl Filter {
         context
             .set_ctl_nnp(false)
             .map_err(lib("clear no_new_privs"))?;
-        // A binary tree (see the module docs). libseccomp before 2.5 refuses the level and
-        // compiles its list, which filters the same syscalls, only slower.
-        let _ = context.set_ctl_optimize(2);
         for arch in profile.architectures().iter().flatten() {
             let name = name_of(arch);
             let arch: ScmpArch = name.parse().map_err(|_| SeccompError::Unsupported {
@@ -143,6 +145,7 @@ impl Filter {
                 .add_arch(arch)
                 .map_err(lib(&format!("add {name}")))?;
         }
+        let mut rules = 0usize;
         for rule in profile.syscalls().iter().flatten() {
             let rule_action = action(&rule.action(), rule.errno_ret())?;
             if rule_action == default {
@@ -175,7 +178,13 @@ impl Filter {
                     context.add_rule_conditional(rule_action, syscall, &comparisons)
                 };
                 added.map_err(lib(&format!("add a rule for {name}")))?;
+                rules += 1;
             }
+        }
+        // A binary tree (see the module docs). libseccomp before 2.5 refuses the level and
+        // compiles its list, which filters the same syscalls, only slower.
+        if rules >= TREE_MIN_RULES {
+            let _ = context.set_ctl_optimize(2);
         }
         Ok(Filter {
             program: Program::Compiled(context),
@@ -187,8 +196,12 @@ impl Filter {
     /// written only costs the next launch a compilation).
     pub fn cached(profile: &LinuxSeccomp, dir: &Path) -> Result<Self, SeccompError> {
         let json = serde_json::to_vec(profile).unwrap_or_default();
+        let version = libseccomp::ScmpVersion::current()
+            .map(|v| format!("{}.{}.{}\n", v.major, v.minor, v.micro))
+            .unwrap_or_default();
         let digest = hex(&Sha256::new()
             .chain_update(PROGRAM_FORMAT)
+            .chain_update(version.as_bytes())
             .chain_update(&json)
             .finalize());
         let path = dir.join(format!("seccomp-{digest}.bpf"));

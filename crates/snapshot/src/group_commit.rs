@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -82,6 +82,10 @@ pub(crate) struct GroupCommit {
     leftovers: Mutex<Vec<PathBuf>>,
     syncs: AtomicU64,
     sync_micros: AtomicU64,
+    /// The error number of a failed `syncfs` (0: none). The kernel reports a lost write-back once
+    /// per descriptor, so a later `syncfs` succeeding proves nothing: after one failure no
+    /// durable commit is made again (it would make records of lost files durable).
+    sync_failed: AtomicI32,
 }
 
 impl GroupCommit {
@@ -100,6 +104,7 @@ impl GroupCommit {
             leftovers: Mutex::new(Vec::new()),
             syncs: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
+            sync_failed: AtomicI32::new(0),
         })
     }
 
@@ -209,6 +214,7 @@ impl GroupCommit {
         f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
     ) -> Result<(T, Pending), SnapshotError> {
         let started = Instant::now();
+        self.check_synced()?;
         // Most files reach the disk before the gate closes: commits then wait only for the files
         // that came since (usually none) and for the durable commit.
         if self.pending() == Pending::Data {
@@ -238,8 +244,12 @@ impl GroupCommit {
                 Ok((out, pending))
             }
             Err(e) => {
-                // Not durable: still pending.
+                // Not durable: still pending, and the sync task must see it again (a sync that
+                // found nothing pending while this ran is waiting for the next commit).
                 self.pending.fetch_max(pending as u8, Ordering::AcqRel);
+                if pending == Pending::Data {
+                    self.data_pending.notify_one();
+                }
                 Err(e)
             }
         }
@@ -274,10 +284,25 @@ impl GroupCommit {
     }
 
     fn syncfs(&self) -> Result<(), SnapshotError> {
-        rustix::fs::syncfs(&self.root).map_err(|e| SnapshotError::Io {
-            path: self.root_path.clone(),
-            source: e.into(),
+        rustix::fs::syncfs(&self.root).map_err(|e| {
+            self.sync_failed.store(e.raw_os_error(), Ordering::Release);
+            tracing::error!(root = %self.root_path.display(), error = %e, "syncing the snapshots' files failed: nothing committed from now on is made durable");
+            SnapshotError::SyncFailed {
+                root: self.root_path.clone(),
+                source: e.into(),
+            }
         })
+    }
+
+    /// Refuses once a `syncfs` failed (see `sync_failed`).
+    fn check_synced(&self) -> Result<(), SnapshotError> {
+        match self.sync_failed.load(Ordering::Acquire) {
+            0 => Ok(()),
+            errno => Err(SnapshotError::SyncFailed {
+                root: self.root_path.clone(),
+                source: std::io::Error::from_raw_os_error(errno),
+            }),
+        }
     }
 }
 
@@ -387,6 +412,26 @@ mod tests {
         gc.records(&db, put("a record")).unwrap();
         gc.remove_committed(&db, "old", put("old gone")).unwrap();
         assert_eq!(gc.pending(), Pending::Nothing, "a durable record named it");
+    }
+
+    #[test]
+    fn after_a_failed_syncfs_nothing_is_made_durable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let gc = GroupCommit::open(dir.path()).unwrap();
+        gc.data(&db, "a", put("a")).unwrap();
+        // As `syncfs` records it when it fails.
+        gc.sync_failed.store(libc::EIO, Ordering::Release);
+        assert!(matches!(
+            gc.sync(&db),
+            Err(SnapshotError::SyncFailed { .. })
+        ));
+        assert!(matches!(
+            gc.durable(&db, put("b")),
+            Err(SnapshotError::SyncFailed { .. })
+        ));
+        assert_eq!(gc.pending(), Pending::Data, "still not durable");
+        gc.records(&db, put("c")).unwrap();
     }
 
     #[tokio::test]

@@ -92,6 +92,13 @@ pub enum SnapshotError {
     },
     #[error("snapshotter background task failed: {0}")]
     Task(String),
+    #[error(
+        "the files of snapshots under {root} could not be synced ({source}); nothing committed since is kept after a restart"
+    )]
+    SyncFailed {
+        root: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn db_err(e: impl Into<redb::Error>) -> SnapshotError {
@@ -187,7 +194,8 @@ pub(crate) struct Inner {
     root: PathBuf,
     snapshots_dir: PathBuf,
     mnt_dir: PathBuf,
-    pub(crate) db: redb::Database,
+    /// Shared only so that [`Inner`]'s drop can leave it unclosed (see there).
+    pub(crate) db: Arc<redb::Database>,
     backend: Backend,
     /// Extra options of writable overlay mounts (see [`OVERLAY_PINNED_OPTIONS`]).
     overlay_options: Vec<String>,
@@ -201,10 +209,13 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     /// What is written becomes durable, files first, before the database closes (closing it
-    /// commits durably).
+    /// commits durably). If that fails, the database is left unclosed: closing it would make
+    /// records durable whose files may not be on disk; unclosed, the next open starts from the
+    /// last sync and removes the directories it does not know.
     fn drop(&mut self) {
         if let Err(e) = self.commits.sync(&self.db) {
-            tracing::warn!(root = %self.root.display(), error = %e, "syncing the snapshots at close");
+            tracing::error!(root = %self.root.display(), error = %e, "syncing the snapshots at close: what was committed since the last sync is dropped");
+            std::mem::forget(Arc::clone(&self.db));
         }
     }
 }
@@ -376,7 +387,7 @@ impl Snapshotter {
                 root,
                 snapshots_dir,
                 mnt_dir,
-                db,
+                db: Arc::new(db),
                 backend,
                 overlay_options,
                 sys,
