@@ -92,7 +92,12 @@ impl PreparedBundle {
     }
 
     fn run_on(&self, runtime: &Path) {
-        let status = Command::new(runtime)
+        assert!(self.try_run_on(runtime).is_ok());
+    }
+
+    /// `runtime run` of the bundle; its stderr when it fails.
+    fn try_run_on(&self, runtime: &Path) -> Result<(), String> {
+        let output = Command::new(runtime)
             .arg("--root")
             .arg(&self.runc_root)
             .arg("run")
@@ -104,9 +109,37 @@ impl PreparedBundle {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .unwrap()
-            .status;
-        assert!(status.success());
+            .unwrap();
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// `runc create` of the bundle (untimed: the preparation done ahead), then the time of
+    /// `runc start` alone, the least a create/start split leaves on an exec's path; the
+    /// container is deleted afterwards.
+    fn runc_start_after_create(&self, id: &str) -> Duration {
+        let runc = |args: &[&str]| {
+            let status = Command::new("runc")
+                .arg("--root")
+                .arg(&self.runc_root)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "runc {args:?}");
+        };
+        let bundle = self.bundle.to_string_lossy().into_owned();
+        runc(&["create", "--bundle", &bundle, "--no-new-keyring", id]);
+        let start = Instant::now();
+        runc(&["start", id]);
+        let took = start.elapsed();
+        runc(&["delete", "--force", id]);
+        took
     }
 }
 
@@ -240,6 +273,27 @@ fn bench_exec(c: &mut Criterion) {
         mean(sum.cleanup)
     );
     runtime.block_on(on_launcher.assert_clean());
+
+    // The other candidates, measured beside it: runc's create/start split, and youki
+    // (not packaged here: `cargo install youki --no-default-features --features v1,v2,seccomp`,
+    // then DAGR_BENCH_YOUKI=PATH).
+    let mut starts: Vec<Duration> = (0..rounds)
+        .map(|i| direct.runc_start_after_create(&format!("dagr-bench-split-{i}")))
+        .collect();
+    starts.sort();
+    println!(
+        "runc start after an untimed runc create (median, the process not waited for): {:.1} ms",
+        ms(starts[starts.len() / 2])
+    );
+    if let Some(youki) = std::env::var_os("DAGR_BENCH_YOUKI").map(std::path::PathBuf::from) {
+        match direct.try_run_on(&youki) {
+            Ok(()) => println!(
+                "the bundle on youki: {:.1} ms (median)",
+                ms(median(&|| direct.run_on(&youki)))
+            ),
+            Err(e) => println!("youki cannot run the bundle: {}", e.trim()),
+        }
+    }
 }
 
 criterion_group!(benches, bench_exec);
