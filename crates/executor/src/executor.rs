@@ -376,11 +376,10 @@ impl Executor {
         if let Ok(absolute) = std::path::absolute(&config.state_dir) {
             config.state_dir = absolute;
         }
-        let root = match &config.run_dir {
-            Some(run) => run.join("runtime"),
-            None => config.state_dir.join("runc"),
-        };
-        let runtime = Runtime::new(config.runtime_binary.clone(), root);
+        let runtime = Runtime::new(
+            config.runtime_binary.clone(),
+            run_path(&config, "runtime", "runc"),
+        );
         let slots = Arc::new(Semaphore::new(config.max_concurrent_execs.max(1)));
         let placed = (config.placed_launchers > 0).then(|| {
             Arc::new(PlacedLaunchers::new(
@@ -388,7 +387,7 @@ impl Executor {
                 runtime.clone(),
                 config.limits,
                 config.state_dir.join("placed"),
-                bundles_dir(&config),
+                run_path(&config, "bundles", "bundles"),
             ))
         });
         Executor {
@@ -429,7 +428,7 @@ impl Executor {
 
     /// Directory holding the bundles of running execs.
     pub fn bundles_dir(&self) -> PathBuf {
-        bundles_dir(&self.config)
+        run_path(&self.config, "bundles", "bundles")
     }
 
     /// Directory holding the markers of placed launchers (see `placed.rs`).
@@ -958,11 +957,12 @@ impl Executor {
     }
 }
 
-/// The bundles' directory of `config` (see [`ExecutorConfig::run_dir`]).
-fn bundles_dir(config: &ExecutorConfig) -> PathBuf {
+/// A directory of running containers' files: `in_run` under [`ExecutorConfig::run_dir`] when it
+/// is set, else `in_state` under the state dir.
+fn run_path(config: &ExecutorConfig, in_run: &str, in_state: &str) -> PathBuf {
     match &config.run_dir {
-        Some(run) => run.join("bundles"),
-        None => config.state_dir.join("bundles"),
+        Some(run) => run.join(in_run),
+        None => config.state_dir.join(in_state),
     }
 }
 

@@ -53,7 +53,7 @@ impl Pending {
     }
 }
 
-/// Flush counts and time, for metrics.
+/// Sync counts and time, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
     /// Syncs that made something durable.
@@ -115,10 +115,7 @@ impl GroupCommit {
         db: &redb::Database,
         f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
-        let out = lazy_write(db, f)?;
-        self.pending
-            .fetch_max(Pending::Records as u8, Ordering::AcqRel);
-        Ok(out)
+        self.write_lazily(db, Pending::Records, f)
     }
 
     /// A write that records the files of the committed snapshot `name`: durable with the next
@@ -131,10 +128,8 @@ impl GroupCommit {
     ) -> Result<T, SnapshotError> {
         let out = {
             let _gate = self.gate.read();
-            let out = lazy_write(db, f)?;
+            let out = self.write_lazily(db, Pending::Data, f)?;
             self.fresh.lock().insert(name.to_owned());
-            self.pending
-                .fetch_max(Pending::Data as u8, Ordering::AcqRel);
             out
         };
         self.data_pending.notify_one();
@@ -154,10 +149,8 @@ impl GroupCommit {
             // No sync can run meanwhile, so `name` stays unsynced until the removal is written.
             let _gate = self.gate.read();
             if self.fresh.lock().contains(name) {
-                let out = lazy_write(db, f)?;
+                let out = self.write_lazily(db, Pending::Records, f)?;
                 self.fresh.lock().remove(name);
-                self.pending
-                    .fetch_max(Pending::Records as u8, Ordering::AcqRel);
                 return Ok(out);
             }
         }
@@ -179,8 +172,8 @@ impl GroupCommit {
         self.leftovers.lock().push(dir);
     }
 
-    /// Makes everything written so far durable (see the module docs), then removes the
-    /// directories left for it. Blocking. Returns whether there was anything to sync.
+    /// Removes the directories left for it, then makes everything written so far durable (see
+    /// the module docs). Blocking. Returns whether there was anything to sync.
     pub(crate) fn sync(&self, db: &redb::Database) -> Result<bool, SnapshotError> {
         let leftovers = std::mem::take(&mut *self.leftovers.lock());
         for dir in leftovers {
@@ -277,6 +270,21 @@ impl GroupCommit {
         }
     }
 
+    /// One write transaction committed without an fsync; `level` is what it leaves pending.
+    fn write_lazily<T>(
+        &self,
+        db: &redb::Database,
+        level: Pending,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
+        let mut txn = db.begin_write().map_err(db_err)?;
+        txn.set_durability(redb::Durability::None).map_err(db_err)?;
+        let out = f(&txn)?;
+        txn.commit().map_err(db_err)?;
+        self.pending.fetch_max(level as u8, Ordering::AcqRel);
+        Ok(out)
+    }
+
     /// Under the gate's write side: what is pending now (no file-bringing write can add to it
     /// meanwhile).
     fn take_pending(&self) -> Pending {
@@ -304,18 +312,6 @@ impl GroupCommit {
             }),
         }
     }
-}
-
-/// One write transaction committed without an fsync.
-fn lazy_write<T>(
-    db: &redb::Database,
-    f: impl FnOnce(&WriteTransaction) -> Result<T, SnapshotError>,
-) -> Result<T, SnapshotError> {
-    let mut txn = db.begin_write().map_err(db_err)?;
-    txn.set_durability(redb::Durability::None).map_err(db_err)?;
-    let out = f(&txn)?;
-    txn.commit().map_err(db_err)?;
-    Ok(out)
 }
 
 #[cfg(test)]

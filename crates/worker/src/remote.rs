@@ -18,9 +18,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The leases of exports under way (a previous engine's are released when the worker opens).
-pub(crate) const EXPORT_LEASE_PREFIX: &str = "remote-export-";
-
 use dagr_registry::Reference;
 use dagr_remote_cache::{
     CacheEntry, CacheIndex, CacheSpec, ExportReport, LayerInfo, RemoteCache, RemoteCacheError,
@@ -31,6 +28,9 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
 use crate::{ResultMeta, Worker, WorkerError};
+
+/// The leases of exports under way (a previous engine's are released when the worker opens).
+pub(crate) const EXPORT_LEASE_PREFIX: &str = "remote-export-";
 
 type IndexLoad = Shared<BoxFuture<'static, Result<Arc<CacheIndex>, Arc<RemoteCacheError>>>>;
 
